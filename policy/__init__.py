@@ -1,0 +1,4 @@
+"""Learning code: Reactive Diffusion Policy (``policy.rdp``) and StreamVLN (``policy.streamvln``).
+
+Pure PyTorch / ONNX; nothing here imports ROS.
+"""

@@ -1,0 +1,1 @@
+"""Reactive Diffusion Policy: asymmetric tokenizer, latent diffusion, DP baseline."""

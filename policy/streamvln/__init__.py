@@ -1,0 +1,1 @@
+"""StreamVLN: model assembly, sliding-window KV cache, 3D-aware memory pruning."""

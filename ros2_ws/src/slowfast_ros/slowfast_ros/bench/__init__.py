@@ -1,0 +1,1 @@
+"""Benchmarks that need ROS 2 nodes (the ROS-free ones live next to their code)."""

@@ -1,0 +1,1 @@
+"""MuJoCo contact-rich simulator: tasks, sensor models, experts, metrics. No ROS."""

@@ -1,0 +1,1 @@
+"""TactAR teleoperation: headset protocol, retargeting, recording, dataset export. No ROS."""
