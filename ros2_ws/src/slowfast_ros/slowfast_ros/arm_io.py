@@ -1,0 +1,111 @@
+"""The latest state of each arm, kept from its topics (callbacks only store).
+
+Used by every controller node (expert, reactive runtime, teleoperation): subscribe once,
+read a consistent snapshot from the control thread.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, WrenchStamped
+from rclpy.node import Node
+from sensor_msgs.msg import PointCloud2
+
+from slowfast_ros import msgs, qos
+
+
+def topic(arm: str, name: str) -> str:
+    return f"{arm}/{name}" if arm else name
+
+
+@dataclass
+class ArmSnapshot:
+    """What a controller sees of one arm; stamps are capture times (ROS seconds)."""
+
+    pose_stamp: float = float("nan")
+    tcp_pos: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    tcp_quat: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0, 1.0]))
+    tcp_linvel: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    tcp_angvel: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    wrench_stamp: float = float("nan")
+    wrench: np.ndarray = field(default_factory=lambda: np.full(6, np.nan))
+    tactile_stamp: float = float("nan")
+    tactile: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+
+    @property
+    def complete(self) -> bool:
+        return bool(np.isfinite([self.pose_stamp, self.wrench_stamp, self.tactile_stamp]).all())
+
+    @property
+    def newest_stamp(self) -> float:
+        return float(np.nanmax([self.pose_stamp, self.wrench_stamp, self.tactile_stamp]))
+
+    @property
+    def oldest_stamp(self) -> float:
+        return float(min(self.pose_stamp, self.wrench_stamp, self.tactile_stamp))
+
+
+class ArmInputs:
+    """Subscribes <arm>/tcp_pose, <arm>/tcp_wrench, <arm>/tactile/markers for each arm.
+
+    TCP velocity is estimated from consecutive poses (the topic table has no twist topic),
+    with a first-order low-pass so that one jittery stamp does not spike it.
+    """
+
+    def __init__(self, node: Node, arms, velocity_tau: float = 0.02):
+        self.arms = tuple(arms)
+        self._lock = threading.Lock()
+        self._state = {a: ArmSnapshot() for a in self.arms}
+        self._tau = velocity_tau
+        self.rejected = 0
+        for arm in self.arms:
+            node.create_subscription(PoseStamped, topic(arm, "tcp_pose"),
+                                     lambda m, a=arm: self._on_pose(a, m), qos.SENSOR_SUB)
+            node.create_subscription(WrenchStamped, topic(arm, "tcp_wrench"),
+                                     lambda m, a=arm: self._on_wrench(a, m), qos.SENSOR_SUB)
+            node.create_subscription(PointCloud2, topic(arm, "tactile/markers"),
+                                     lambda m, a=arm: self._on_tactile(a, m), qos.SENSOR_SUB)
+
+    def _on_pose(self, arm: str, msg: PoseStamped) -> None:
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+            self.rejected += 1
+            return
+        with self._lock:
+            s = self._state[arm]
+            dt = stamp - s.pose_stamp
+            if np.isfinite(dt) and 1e-4 < dt < 0.1:
+                v = (pos - s.tcp_pos) / dt
+                a = dt / (self._tau + dt)
+                s.tcp_linvel = (1 - a) * s.tcp_linvel + a * v
+            s.pose_stamp, s.tcp_pos, s.tcp_quat = stamp, pos, quat
+
+    def _on_wrench(self, arm: str, msg: WrenchStamped) -> None:
+        stamp, w = msgs.wrench_from_msg(msg)
+        if not np.isfinite(w).all():
+            self.rejected += 1
+            return
+        with self._lock:
+            s = self._state[arm]
+            s.wrench_stamp, s.wrench = stamp, w
+
+    def _on_tactile(self, arm: str, msg: PointCloud2) -> None:
+        try:
+            stamp, markers = msgs.markers_from_msg(msg)
+        except ValueError:
+            self.rejected += 1
+            return
+        with self._lock:
+            s = self._state[arm]
+            s.tactile_stamp, s.tactile = stamp, markers
+
+    def snapshot(self) -> dict[str, ArmSnapshot]:
+        """A copy of every arm's latest state, taken under one lock."""
+        with self._lock:
+            return {a: ArmSnapshot(**vars(s)) for a, s in self._state.items()}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._state = {a: ArmSnapshot() for a in self.arms}

@@ -1,0 +1,155 @@
+"""Small helpers every node shares: typed parameter declaration, a clean main(), rate meters.
+
+A node declares its parameters from a dataclass of defaults and descriptions, so the
+parameter list, its types and its documentation live in one place and the YAML in
+``config/`` only overrides values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from collections import deque
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+
+def declare_params(node: Node, spec) -> object:
+    """Declare one ROS parameter per field of the dataclass instance ``spec`` (its value is
+    the default, ``field.metadata['help']`` the description) and return a new instance of
+    the same dataclass filled with the values the node was started with."""
+    values = {}
+    for f in dataclasses.fields(spec):
+        default = getattr(spec, f.name)
+        desc = ParameterDescriptor(description=f.metadata.get("help", ""))
+        if isinstance(default, (list, tuple)):
+            default = list(default)
+        param = node.declare_parameter(f.name, default, desc)
+        value = param.value
+        if isinstance(getattr(spec, f.name), tuple):
+            value = tuple(value)
+        values[f.name] = value
+    return type(spec)(**values)
+
+
+def param(default, help: str):  # noqa: A002 - mirrors argparse
+    """A dataclass field with a description, for :func:`declare_params`."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def run_node(factory, args=None) -> int:
+    """Init rclpy, build the node with ``factory()``, spin until shutdown.
+
+    A ``ValueError`` raised while building (an invalid parameter, a missing file) prints
+    one line and exits with status 2: a node refuses to start rather than run misconfigured.
+    """
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = factory()
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0 if node is None or getattr(node, "exit_code", 0) == 0 else int(node.exit_code)
+
+
+class RateMeter:
+    """Counts events over a sliding window of wall time; thread-safe."""
+
+    def __init__(self, window_s: float = 2.0):
+        self.window = window_s
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def tick(self, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
+        with self._lock:
+            self.count += 1
+            self._times.append(t)
+            while self._times and t - self._times[0] > self.window:
+                self._times.popleft()
+
+    def rate(self) -> float:
+        with self._lock:
+            if len(self._times) < 2:
+                return 0.0
+            span = self._times[-1] - self._times[0]
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class PacedLoop:
+    """Calls ``tick()`` at ``hz`` from a dedicated thread, paced by the monotonic clock
+    (never by an executor timer). Ticks that would start late by more than a period are
+    skipped, not bunched up; every period error is recorded for diagnostics."""
+
+    def __init__(self, hz: float, tick, name: str = "loop", history: int = 4000):
+        if not (0 < hz <= 2000):
+            raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
+        self.period = 1.0 / hz
+        self._tick = tick
+        self._stop = threading.Event()
+        self.errors: deque[float] = deque(maxlen=history)  # start-time error of each tick, s
+        self.overruns = 0
+        self.meter = RateMeter()
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "PacedLoop":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < next_t:
+                # Coarse sleep, then a short spin for the last 0.3 ms: time.sleep overshoots.
+                if next_t - now > 0.0004:
+                    time.sleep(next_t - now - 0.0003)
+                while time.monotonic() < next_t:
+                    pass
+                now = time.monotonic()
+            self.errors.append(now - next_t)
+            self.meter.tick(now)
+            try:
+                self._tick()
+            except Exception as exc:  # noqa: BLE001 - a failing tick stops the loop, loudly
+                self.failure = exc
+                self._stop.set()
+                raise
+            next_t += self.period
+            if time.monotonic() > next_t + self.period:
+                skipped = int((time.monotonic() - next_t) / self.period)
+                self.overruns += skipped
+                next_t += skipped * self.period
+
+    def period_error_ms(self) -> dict[str, float]:
+        import numpy as np  # noqa: PLC0415
+
+        if not self.errors:
+            return {"p50": float("nan"), "p99": float("nan")}
+        e = np.abs(np.fromiter(self.errors, float)) * 1e3
+        return {"p50": float(np.percentile(e, 50)), "p99": float(np.percentile(e, 99))}

@@ -1,0 +1,371 @@
+"""sim_node: the MuJoCo simulator served over ROS 2, in real time.
+
+Publishes, per arm (``arm`` for wipe; ``left``/``right`` for lift):
+  <arm>/tcp_pose (PoseStamped, world), <arm>/tcp_wrench (WrenchStamped, tool frame),
+  <arm>/tactile/markers (PointCloud2 x, y, dx, dy, pad frame)
+and per camera: <cam>/color/image_raw, <cam>/color/camera_info,
+<cam>/aligned_depth_to_color/image_raw (16UC1 mm, when ``depth`` is on); plus /clock,
+/diagnostics (1 Hz) and ``sim/episode`` (latched JSON events: start, end with metrics).
+Subscribes <arm>/target_tcp (PoseStamped in the world frame). A NaN, non-unit or
+out-of-workspace target is rejected with a warning and counted, never applied.
+
+Timing: one physics thread steps MuJoCo at 1 kHz and keeps sim time locked to the wall
+clock; every message is stamped with the ROS time of its capture (episode start + sim
+time). Cameras render in their own thread from a snapshot of the physics state, so a
+20 ms render never delays the force and tactile streams.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, WrenchStamped
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class SimNodeParams:
+    task: str = param("wipe", "task: wipe | lift")
+    seed: int = param(0, "seed of the first episode; episode k uses seed + k")
+    perturb: bool = param(True, "surface/object changes at random, seeded times")
+    episodes: int = param(0, "episodes to run, then exit (0 = run until stopped)")
+    episode_seconds: float = param(0.0, "episode length in s (0 = the task's default)")
+    world_frame: str = param("world", "frame of all poses")
+    pose_hz: float = param(200.0, "TCP pose publish rate (Hz)")
+    wrench_hz: float = param(200.0, "wrist wrench publish rate (Hz)")
+    tactile_hz: float = param(200.0, "tactile marker field publish rate (Hz)")
+    camera_hz: float = param(30.0, "camera rate (Hz); 0 disables rendering")
+    camera_width: int = param(320, "camera image width (px)")
+    camera_height: int = param(240, "camera image height (px)")
+    depth: bool = param(False, "also publish aligned depth (16UC1, mm)")
+    clock_hz: float = param(100.0, "/clock publish rate (Hz)")
+    out_dir: str = param("", "write per-episode metrics, force plot and camera MP4 here ('' = none)")
+    start_delay: float = param(0.5, "seconds to hold the home pose before an episode starts (lets controllers reset)")
+
+    def __post_init__(self):
+        for name in ("pose_hz", "wrench_hz", "tactile_hz", "clock_hz"):
+            v = getattr(self, name)
+            if not (1.0 <= v <= 1000.0):
+                raise ValueError(f"{name}: {v} Hz outside 1..1000 (physics runs at 1 kHz)")
+        if not (0.0 <= self.camera_hz <= 120.0):
+            raise ValueError(f"camera_hz: {self.camera_hz} outside 0..120")
+        if self.episodes < 0:
+            raise ValueError(f"episodes: {self.episodes} must be >= 0")
+        if not (0.0 <= self.start_delay <= 10.0):
+            raise ValueError(f"start_delay: {self.start_delay} outside 0..10 s")
+
+
+def topic(arm: str, name: str) -> str:
+    return f"{arm}/{name}" if arm else name
+
+
+class _Stream:
+    """A periodic publication on the sim clock."""
+
+    def __init__(self, hz: float):
+        self.period = 1.0 / hz
+        self.next_t = 0.0
+
+    def due(self, t: float) -> bool:
+        if t + 1e-9 >= self.next_t:
+            # Stay on the grid; if we fell behind by more than a period, skip ahead.
+            self.next_t = max(self.next_t + self.period, t + 0.5 * self.period)
+            return True
+        return False
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__("sim_node")
+        from sim import SimConfig, SimEnv  # noqa: PLC0415 - core import at construction
+
+        self.p: SimNodeParams = declare_params(self, SimNodeParams())
+        cfg_kwargs = dict(task=self.p.task, seed=self.p.seed, perturb=self.p.perturb,
+                          camera_width=self.p.camera_width, camera_height=self.p.camera_height,
+                          render=self.p.camera_hz > 0)
+        if self.p.episode_seconds > 0:
+            cfg_kwargs["episode_seconds"] = self.p.episode_seconds
+        self.env = SimEnv(SimConfig(**cfg_kwargs))
+        self.out_dir = Path(self.p.out_dir) if self.p.out_dir else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.out_dir, os.W_OK):
+                raise ValueError(f"out_dir: {self.out_dir} is not writable")
+
+        self.arms = tuple(self.env.arms)
+        self.cameras = tuple(self.env.cameras) if self.p.camera_hz > 0 else ()
+        self.exit_code = 0
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        self.rejected: dict[str, int] = {}
+        self.episode = -1
+        self.episode_start = 0.0
+        self.episode_results: list[dict] = []
+        self.meters: dict[str, RateMeter] = {}
+
+        pub = qos.SENSOR_PUB
+        self.pubs = {}
+        for arm in self.arms:
+            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, topic(arm, "tcp_pose"), pub)
+            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, topic(arm, "tcp_wrench"), pub)
+            self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"), pub)
+            self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
+                                     lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
+            for k in ("pose", "wrench", "tactile"):
+                self.meters[f"{topic(arm, k)}"] = RateMeter()
+        for cam in self.cameras:
+            self.pubs[(cam, "image")] = self.create_publisher(Image, f"{cam}/color/image_raw", pub)
+            self.pubs[(cam, "info")] = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", pub)
+            if self.p.depth:
+                self.pubs[(cam, "depth")] = self.create_publisher(
+                    Image, f"{cam}/aligned_depth_to_color/image_raw", pub)
+            self.meters[f"{cam}/image"] = RateMeter()
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.episode_pub = self.create_publisher(String, "sim/episode", qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+        self._streams = {"pose": _Stream(self.p.pose_hz), "wrench": _Stream(self.p.wrench_hz),
+                         "tactile": _Stream(self.p.tactile_hz), "clock": _Stream(self.p.clock_hz)}
+        self._camera_stream = _Stream(self.p.camera_hz) if self.cameras else None
+        self._render_q: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self.rtf = 0.0
+        self.camera_dropped = 0
+        self._physics = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
+        self._render = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
+        if self.cameras:
+            self._render.start()
+        self._physics.start()
+        self.get_logger().info(
+            f"sim {self.p.task}: arms {list(self.arms)}, cameras {list(self.cameras)}, "
+            f"episodes {self.p.episodes or 'unbounded'}")
+
+    # ------------------------------------------------------------ callbacks (store only)
+
+    def _on_target(self, arm: str, msg: PoseStamped) -> None:
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        if msg.header.frame_id not in ("", self.p.world_frame):
+            self._reject(arm, f"frame '{msg.header.frame_id}' is not '{self.p.world_frame}'")
+            return
+        with self._lock:
+            self._pending[arm] = (stamp, pos, quat)
+
+    def _reject(self, arm: str, why: str) -> None:
+        self.rejected[arm] = self.rejected.get(arm, 0) + 1
+        self.get_logger().warning(f"{topic(arm, 'target_tcp')} rejected: {why}",
+                                  throttle_duration_sec=1.0)
+
+    # ------------------------------------------------------------ physics thread
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _start_episode(self) -> None:
+        self.episode += 1
+        seed = self.p.seed + self.episode
+        self.env.reset(seed=seed)
+        for arm in self.arms:
+            pos, quat = self.env.home_pose(arm)
+            self.env.set_target(arm, pos, quat)
+        with self._lock:
+            self._pending.clear()
+        self.episode_start = self._now() + self.p.start_delay
+        for s in self._streams.values():
+            s.next_t = 0.0
+        if self._camera_stream:
+            self._camera_stream.next_t = 0.0
+        spec = self.env.task_spec() if hasattr(self.env, "task_spec") else {}
+        self.episode_pub.publish(msgs.json_msg({
+            "event": "start", "episode": self.episode, "seed": seed, "task": self.p.task,
+            "start_stamp": self.episode_start, "arms": list(self.arms),
+            "task_spec": _jsonable(spec)}))
+        self.get_logger().info(f"episode {self.episode} (seed {seed}) starts")
+        # Hold the home pose while controllers reset, publishing state so they see the robot.
+        while not self._stop.is_set() and self._now() < self.episode_start:
+            self._publish_state(self.episode_start - self.p.start_delay)
+            time.sleep(0.01)
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for arm, (stamp, pos, quat) in pending.items():
+            if stamp < self.episode_start - self.p.start_delay:
+                continue  # a command from before this episode
+            try:
+                self.env.set_target(arm, pos, quat)
+            except ValueError as exc:
+                self._reject(arm, str(exc))
+
+    def _publish_state(self, stamp: float, which=("pose", "wrench", "tactile")) -> None:
+        for arm in self.arms:
+            s = self.env.observe(arm)
+            if "pose" in which:
+                self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
+                self.meters[topic(arm, "pose")].tick()
+            if "wrench" in which:
+                self.pubs[(arm, "wrench")].publish(msgs.wrench_msg(stamp, f"{arm}_tool", s.wrench))
+                self.meters[topic(arm, "wrench")].tick()
+            if "tactile" in which:
+                grid = getattr(self.env, "tactile_grid", None)
+                self.pubs[(arm, "tactile")].publish(
+                    msgs.markers_msg(stamp, f"{arm}_tactile_pad", s.tactile, grid))
+                self.meters[topic(arm, "tactile")].tick()
+
+    def _physics_loop(self) -> None:
+        try:
+            self._run_episodes()
+        except Exception as exc:  # noqa: BLE001 - report and stop, never die silently
+            self.get_logger().error(f"physics thread stopped: {exc!r}")
+            self.exit_code = 1
+            self._stop.set()
+        self._render_q.put(None)
+        if rclpy.ok():
+            rclpy.try_shutdown()
+
+    def _run_episodes(self) -> None:
+        env, dt = self.env, self.env.dt
+        while not self._stop.is_set():
+            if self.p.episodes and self.episode + 1 >= self.p.episodes:
+                break
+            self._start_episode()
+            t_wall0, t_sim0 = time.monotonic(), env.time
+            while not self._stop.is_set() and not env.done:
+                # Sim time never runs ahead of the wall clock; when behind, step without sleeping.
+                ahead = (env.time + dt - t_sim0) - (time.monotonic() - t_wall0)
+                if ahead > 0:
+                    time.sleep(min(ahead, 0.002))
+                    continue
+                self._apply_pending()
+                env.step(1)
+                t = env.time
+                stamp = self.episode_start + t
+                due = [k for k in ("pose", "wrench", "tactile") if self._streams[k].due(t)]
+                if due:
+                    self._publish_state(stamp, due)
+                if self._streams["clock"].due(t):
+                    self.clock_pub.publish(Clock(clock=msgs.to_time(stamp)))
+                if self._camera_stream and self._camera_stream.due(t):
+                    self._queue_render(stamp)
+                elapsed = time.monotonic() - t_wall0
+                self.rtf = (env.time - t_sim0) / elapsed if elapsed > 0 else 0.0
+            if self._stop.is_set():
+                break
+            self._end_episode()
+        self.get_logger().info("all episodes done")
+        if self.out_dir is not None and self.episode_results:
+            from sim.report import write_metrics  # noqa: PLC0415
+            summary = write_metrics(self.out_dir / "metrics.json", self.episode_results)
+            self.get_logger().info(f"summary: {summary}")
+
+    def _end_episode(self) -> None:
+        metrics = _jsonable(self.env.metrics())
+        self.episode_results.append(metrics)
+        self._render_q.put(("end", self.episode))
+        if self.out_dir is not None:
+            from sim.report import plot_force  # noqa: PLC0415
+            t, f = self.env.force_trace()
+            plot_force(self.out_dir / f"force_{self.episode:03d}.png", t, f,
+                       getattr(self.env.config, "force_band", None), self.env.perturbation_times,
+                       f"{self.p.task} episode {self.episode} (seed {self.p.seed + self.episode})")
+        self.episode_pub.publish(msgs.json_msg({"event": "end", "episode": self.episode, "metrics": metrics}))
+        self.get_logger().info(f"episode {self.episode} done: success={metrics.get('success')}")
+
+    # ------------------------------------------------------------ rendering thread
+
+    def _queue_render(self, stamp: float) -> None:
+        snap = self.env.snapshot()
+        try:
+            self._render_q.put_nowait(("frame", self.episode, stamp, snap))
+        except queue.Full:
+            self.camera_dropped += 1
+
+    def _render_loop(self) -> None:
+        renderer = self.env.make_renderer()  # GL context owned by this thread
+        writer, writer_episode = None, None
+        try:
+            while True:
+                item = self._render_q.get()
+                if item is None:
+                    break
+                if item[0] == "end":
+                    if writer is not None and writer_episode == item[1]:
+                        writer.close()
+                        writer = None
+                    continue
+                _, episode, stamp, snap = item
+                for cam in self.cameras:
+                    rgb, depth = renderer.render(snap, cam, depth=self.p.depth)
+                    self.pubs[(cam, "image")].publish(msgs.image_msg(stamp, f"{cam}_color_optical_frame", rgb))
+                    self.pubs[(cam, "info")].publish(msgs.camera_info_msg(stamp, self.env.camera_info(cam)))
+                    if depth is not None:
+                        self.pubs[(cam, "depth")].publish(
+                            msgs.depth_msg_mm(stamp, f"{cam}_color_optical_frame", depth))
+                    self.meters[f"{cam}/image"].tick()
+                    if self.out_dir is not None and cam == self.cameras[0]:
+                        if writer is None or writer_episode != episode:
+                            if writer is not None:
+                                writer.close()
+                            from sim.report import VideoWriter  # noqa: PLC0415
+                            writer = VideoWriter(self.out_dir / f"camera_{episode:03d}.mp4",
+                                                 fps=self.p.camera_hz)
+                            writer.__enter__()
+                            writer_episode = episode
+                        writer.add(rgb)
+        finally:
+            if writer is not None:
+                writer.close()
+            renderer.close()
+
+    # ------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        values = {f"rate/{k}": m.rate() for k, m in self.meters.items()}
+        values.update({"real_time_factor": self.rtf, "episode": self.episode,
+                       "camera_frames_dropped": self.camera_dropped})
+        values.update({f"rejected/{topic(a, 'target_tcp')}": n for a, n in self.rejected.items()})
+        level = "ok" if self.rtf >= 0.95 or self.episode < 0 else "warn"
+        status = msgs.diagnostic_status("sim_node", values, level,
+                                        "" if level == "ok" else "sim slower than real time")
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._physics.join(timeout=5.0)
+        if self._render.is_alive():
+            self._render_q.put(None)
+            self._render.join(timeout=5.0)
+
+
+def _jsonable(obj):
+    """Metrics and task specs as plain JSON types (numpy arrays and scalars converted)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def main(args=None) -> int:
+    return run_node(SimNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
