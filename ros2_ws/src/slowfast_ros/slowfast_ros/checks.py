@@ -68,9 +68,17 @@ def _probe(code: str, env: dict | None = None, timeout: float = 30.0) -> tuple[b
     return False, lines[-1] if lines else f"exit status {r.returncode}"
 
 
+def gl_candidates() -> tuple[str, ...]:
+    """Backends to try: SLOWFAST_GL_BACKENDS (comma-separated) if set, else egl, osmesa."""
+    env = os.environ.get("SLOWFAST_GL_BACKENDS", "")
+    return tuple(b.strip() for b in env.split(",") if b.strip()) or GL_BACKENDS
+
+
 def working_gl_backend(preferred: str | None = None) -> str | None:
     """The first MuJoCo GL backend that renders here (the preferred/current one first)."""
-    order = [b for b in (preferred or os.environ.get("MUJOCO_GL"),) if b] + list(GL_BACKENDS)
+    candidates = gl_candidates()
+    current = preferred or os.environ.get("MUJOCO_GL")
+    order = ([current] if current in candidates else []) + list(candidates)
     for backend in dict.fromkeys(order):
         ok, _ = _probe(_GL_PROBE, {"MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend})
         if ok:
@@ -82,7 +90,7 @@ def check_gl() -> Check:
     backend = working_gl_backend()
     if backend:
         return Check("mujoco-gl", True, f"MUJOCO_GL={backend} renders headless")
-    return Check("mujoco-gl", False, f"no backend renders (tried {', '.join(GL_BACKENDS)})",
+    return Check("mujoco-gl", False, f"no backend renders (tried {', '.join(gl_candidates())})",
                  "apt-get install libegl1 libgl1 (EGL) or libosmesa6 (OSMesa), then export MUJOCO_GL=egl")
 
 

@@ -75,10 +75,37 @@ class NodeSpec:
 
 
 @dataclass
+class Argument:
+    """A profile argument (`ros2 launch ... NAME:=VALUE`, `slowfast up ... NAME:=VALUE`)
+    that sets one or more node parameters."""
+    name: str
+    default: object
+    targets: list[str]          # "node.param"
+    description: str = ""
+
+
+@dataclass
 class Profile:
     name: str
     description: str
     nodes: list[NodeSpec]
+    arguments: list[Argument] = field(default_factory=list)
+
+    def resolve(self, values: dict[str, str]) -> dict[str, dict]:
+        """Argument values (strings, parsed as YAML scalars) -> per-node parameter overrides.
+        Arguments not given keep the parameter files' values."""
+        known = {a.name: a for a in self.arguments}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"profile '{self.name}' has no argument(s) {', '.join(sorted(unknown))} "
+                             f"(arguments: {', '.join(known) or 'none'})")
+        out: dict[str, dict] = {}
+        for name, raw in values.items():
+            value = yaml.safe_load(raw) if isinstance(raw, str) and raw != "" else raw
+            for target in known[name].targets:
+                node, _, pname = target.partition(".")
+                out.setdefault(node, {})[pname] = value
+        return out
 
 
 def available_profiles() -> list[str]:
@@ -99,7 +126,15 @@ def load_profile(name: str) -> Profile:
                               namespace=n.get("namespace", ""), overrides=dict(n.get("overrides", {}))))
     if not nodes:
         raise ValueError(f"{path}: profile has no nodes")
-    return Profile(name=name, description=data.get("description", ""), nodes=nodes)
+    arguments = []
+    node_names = {n.name for n in nodes}
+    for aname, a in (data.get("arguments") or {}).items():
+        targets = list(a.get("sets", []))
+        bad = [t for t in targets if t.partition(".")[0] not in node_names or "." not in t]
+        if bad:
+            raise ValueError(f"{path}: argument {aname} sets unknown node parameter(s) {', '.join(bad)}")
+        arguments.append(Argument(aname, a.get("default"), targets, a.get("description", "")))
+    return Profile(name=name, description=data.get("description", ""), nodes=nodes, arguments=arguments)
 
 
 def parse_sets(items: list[str]) -> dict[str, dict]:

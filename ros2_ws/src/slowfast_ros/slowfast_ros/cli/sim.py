@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from sim import TASKS  # noqa: PLC0415
 
     from slowfast_ros import stack  # noqa: PLC0415
-    from slowfast_ros.checks import working_gl_backend  # noqa: PLC0415
+    from slowfast_ros.checks import gl_candidates, working_gl_backend  # noqa: PLC0415
 
     if args.task not in TASKS:
         raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.camera_hz > 0:
         backend = working_gl_backend()
         if backend is None:
-            raise ValueError("no working MuJoCo GL backend (tried egl, osmesa): install libegl1 or "
-                             "libosmesa6 (run `slowfast doctor`), or pass --camera-hz 0")
+            raise ValueError(f"no working MuJoCo GL backend (tried {', '.join(gl_candidates())}): install "
+                             "libegl1 or libosmesa6 (run `slowfast doctor`), or pass --camera-hz 0")
         env = {"MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
 
     overrides = stack.parse_sets(args.set)

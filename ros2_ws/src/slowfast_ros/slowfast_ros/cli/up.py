@@ -10,6 +10,8 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("profile", nargs="?", help="profile name (see --list)")
+    p.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
+                   help="profile arguments, as with ros2 launch (e.g. task:=lift)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (repeatable)")
     p.add_argument("--list", action="store_true", help="list the profiles and exit")
@@ -21,10 +23,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list or not args.profile:
         for name in stack.available_profiles():
-            print(f"{name:16s} {stack.load_profile(name).description}")
+            prof = stack.load_profile(name)
+            print(f"{name:16s} {prof.description}")
+            for a in prof.arguments:
+                print(f"{'':16s}   {a.name}:={a.default}  {a.description}")
         return 0
     profile = stack.load_profile(args.profile)
-    with_sets = stack.Stack(profile, stack.parse_sets(args.set))
+    values = {}
+    for item in args.arguments:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise ValueError(f"argument {item!r}: expected NAME:=VALUE")
+        values[name] = value
+    overrides = profile.resolve(values)
+    for node, params in stack.parse_sets(args.set).items():
+        overrides.setdefault(node, {}).update(params)
+    with_sets = stack.Stack(profile, overrides)
     if args.print:
         for name, cmd in with_sets.commands.items():
             print(f"{name}: {' '.join(cmd)}")

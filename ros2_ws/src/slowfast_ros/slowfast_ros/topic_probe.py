@@ -1,0 +1,87 @@
+"""Measure what a running stack publishes: per-topic rate, stamp monotonicity, latency.
+
+Used by `slowfast bench` and by the DDS tests. Runs its own node in a background executor
+thread; subscribes with the sensor QoS and records, per message, the receipt time and the
+header stamp (both ROS clock seconds).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
+from slowfast_ros import msgs, qos
+
+
+class TopicProbe:
+    def __init__(self, topics: dict[str, type], node_name: str = "slowfast_probe", reliable: bool = True):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(node_name, context=self.context)
+        self._lock = threading.Lock()
+        self.samples: dict[str, list[tuple[float, float]]] = {t: [] for t in topics}
+        profile = qos.RECORD_SUB if reliable else qos.SENSOR_SUB
+        for name, mtype in topics.items():
+            self.node.create_subscription(mtype, name, lambda m, n=name: self._on(n, m), profile)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - context shut down under us
+                break
+
+    def _on(self, name: str, msg) -> None:
+        now = self.node.get_clock().now().nanoseconds * 1e-9
+        stamp = msgs.stamp_of(msg) if hasattr(msg, "header") else (
+            msgs.from_time(msg.clock) if hasattr(msg, "clock") else float("nan"))
+        with self._lock:
+            self.samples[name].append((now, stamp))
+
+    def clear(self) -> None:
+        with self._lock:
+            for v in self.samples.values():
+                v.clear()
+
+    def wait_for(self, names, timeout: float = 20.0, count: int = 1) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if all(len(self.samples[n]) >= count for n in names):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def stats(self) -> dict[str, dict]:
+        """Per topic: count, rate by stamps and by receipt (Hz), whether stamps are strictly
+        increasing, latency from stamp to receipt p50/p99 (ms)."""
+        out = {}
+        with self._lock:
+            data = {k: np.array(v, dtype=float).reshape(-1, 2) for k, v in self.samples.items()}
+        for name, arr in data.items():
+            n = len(arr)
+            rec, st = arr[:, 0], arr[:, 1]
+            d: dict = {"count": n}
+            if n >= 2:
+                d["rate_hz"] = (n - 1) / (st[-1] - st[0]) if st[-1] > st[0] else float("nan")
+                d["receipt_rate_hz"] = (n - 1) / (rec[-1] - rec[0]) if rec[-1] > rec[0] else float("nan")
+                d["stamps_monotonic"] = bool(np.all(np.diff(st) > 0))
+                lat = (rec - st) * 1e3
+                d["latency_ms_p50"] = float(np.percentile(lat, 50))
+                d["latency_ms_p99"] = float(np.percentile(lat, 99))
+            out[name] = d
+        return out
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=2.0)

@@ -1,0 +1,63 @@
+"""The `slowfast` command: a user's mistake is one clear line and a non-zero exit."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def slowfast(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "slowfast_ros.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(r, *fragments):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_help_lists_the_subcommands():
+    r = slowfast("--help")
+    assert r.returncode == 0
+    for name in ("doctor", "sim", "up", "bench"):
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--task", "juggle"], ["unknown task 'juggle'", "wipe", "lift"]),
+    (["--episodes", "-1"], ["--episodes", "at least 1"]),
+    (["--controller", "magic"], ["unknown controller"]),
+    (["--camera-hz", "-5"], ["--camera-hz"]),
+])
+def test_sim_bad_arguments(tmp_path, args, fragments):
+    r = slowfast("sim", "--out", str(tmp_path / "o"), *args)
+    assert_one_line_error(r, *fragments)
+
+
+def test_sim_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = slowfast("sim", "--episodes", "1", "--out", str(blocker / "sub"))
+    assert_one_line_error(r, "--out", "not writable")
+
+
+def test_sim_without_a_working_gl_backend(tmp_path):
+    r = slowfast("sim", "--episodes", "1", "--out", str(tmp_path / "o"),
+                 env={"SLOWFAST_GL_BACKENDS": "no-such-backend", "MUJOCO_GL": "no-such-backend"})
+    assert_one_line_error(r, "no working MuJoCo GL backend", "--camera-hz 0")
+
+
+def test_up_unknown_profile_and_argument():
+    assert_one_line_error(slowfast("up", "nope"), "unknown profile 'nope'")
+    assert_one_line_error(slowfast("up", "sim-expert", "colour:=red"), "no argument(s) colour")
+
+
+def test_doctor_reports_each_check():
+    r = slowfast("doctor", timeout=180)
+    for name in ("rmw", "dds", "mujoco-gl", "onnxruntime", "realsense", "cuda"):
+        assert name in r.stdout
+    assert r.returncode == 0, r.stdout  # rmw, dds, GL and onnxruntime work on a set-up machine

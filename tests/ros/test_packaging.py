@@ -1,0 +1,120 @@
+"""The deployable pieces parse and point at things that exist: the ament package, the launch
+files and profiles, the compose file and Dockerfile (no Docker engine or ros2 launch here)."""
+import ast
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slowfast_ros import stack
+from slowfast_ros.cli import SUBCOMMANDS
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "ros2_ws" / "src" / "slowfast_ros"
+NODE_MODULES = sorted(p.stem for p in (PKG / "slowfast_ros" / "nodes").glob("*.py") if p.stem != "__init__")
+
+
+def test_layout_of_the_design_exists():
+    for rel in ("ros2_ws/src/slowfast_ros/package.xml", "ros2_ws/src/slowfast_ros/setup.py",
+                "ros2_ws/src/slowfast_ros/resource/slowfast_ros", "policy", "teleop_tactar", "sim",
+                "launch", "tests", "docker-compose.yml", "docker/Dockerfile", "README.md",
+                "pyproject.toml", "Makefile", ".ci/run"):
+        assert (ROOT / rel).exists(), rel
+
+
+def test_package_xml_is_ament_python_with_the_message_packages():
+    root = ET.parse(PKG / "package.xml").getroot()
+    assert root.get("format") == "3"
+    assert root.findtext("name") == "slowfast_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "geometry_msgs", "diagnostic_msgs", "launch_ros"} <= deps
+
+
+def test_setup_py_installs_a_console_script_per_node():
+    tree = ast.parse((PKG / "setup.py").read_text())
+    src = (PKG / "setup.py").read_text()
+    assert 'nodes").glob("*.py")' in src and "console_scripts" in src
+    assert tree  # parses
+    assert NODE_MODULES, "no node modules"
+    for name in NODE_MODULES:
+        mod = __import__(f"slowfast_ros.nodes.{name}", fromlist=["main"])
+        assert callable(mod.main), name
+
+
+def test_every_profile_loads_and_names_real_node_modules_and_param_files():
+    names = stack.available_profiles()
+    assert {"sim", "sim-expert"} <= set(names)
+    for name in names:
+        prof = stack.load_profile(name)
+        for spec in prof.nodes:
+            assert spec.executable in NODE_MODULES, (name, spec.module)
+            for f in spec.param_files():
+                data = yaml.safe_load(f.read_text())
+                assert "ros__parameters" in data[spec.name], f  # keyed by the node name
+
+
+def test_launch_files_are_valid_python_and_name_existing_profiles():
+    files = sorted((ROOT / "launch").glob("*.launch.py"))
+    assert files
+    for f in files:
+        tree = ast.parse(f.read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+        profiles = re.findall(r'profile_launch_description\("([^"]+)"\)', f.read_text())
+        assert profiles and all(p in stack.available_profiles() for p in profiles), f
+
+
+def test_profile_arguments_resolve_to_node_parameters():
+    prof = stack.load_profile("sim-expert")
+    assert prof.resolve({"task": "lift", "seed": "3"}) == {
+        "sim_node": {"task": "lift", "seed": 3}, "expert_node": {"task": "lift"}}
+    with pytest.raises(ValueError, match="no argument"):
+        prof.resolve({"bogus": "1"})
+    with pytest.raises(ValueError, match="NODE.PARAM=VALUE"):
+        stack.parse_sets(["task=lift"])
+    cmd = stack.node_command(prof.nodes[0], {"out_dir": "", "perturb": False, "camera_hz": 30.0})
+    assert cmd[cmd.index("-r") + 1] == "__node:=sim_node"
+    assert 'out_dir:=""' in cmd and "perturb:=false" in cmd and "camera_hz:=30.0" in cmd
+
+
+def _compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_parses_with_host_networking_and_gpu_for_the_policy():
+    services = _compose()["services"]
+    assert {"sim", "policy"} <= set(services)
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host", name  # DDS discovery needs the host network
+    devices = services["policy"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_every_compose_command_names_an_entry_point_that_exists():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)", dockerfile, flags=re.M))
+    for name, svc in _compose()["services"].items():
+        if "build" in svc:
+            assert svc["build"]["target"] in targets, name
+        cmd = svc["command"]
+        cmd = shlex.split(cmd) if isinstance(cmd, str) else cmd
+        if cmd[0] == "slowfast":
+            assert cmd[1] in SUBCOMMANDS, name
+            assert (PKG / "slowfast_ros" / "cli" / f"{SUBCOMMANDS[cmd[1]][0]}.py").is_file(), name
+            if cmd[1] == "up":
+                assert cmd[2] in stack.available_profiles(), name
+        elif cmd[:2] == ["ros2", "run"]:
+            assert cmd[2] == "slowfast_ros" and cmd[3] in NODE_MODULES, name
+        elif cmd[:2] == ["ros2", "launch"]:
+            assert (ROOT / "launch" / cmd[3]).is_file(), name
+        else:
+            pytest.fail(f"service {name}: unknown entry point {cmd[0]}")
+
+
+def test_ci_and_readme_use_make_test():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index("make demo") < readme.index("make test")
