@@ -1,0 +1,59 @@
+"""Small random models of the StreamVLN architecture, for tests and CPU benchmarks.
+
+Weights cannot be downloaded here, so tests and ``slowfast bench vln`` build the same
+architecture (Qwen2 decoder, SigLIP tower, 2-layer MLP projector, 2x2 pooling) at toy sizes,
+plus a byte-level tokenizer built in code (no merges: every string is tokenisable) with the
+Qwen2 chat markers and the action symbols as single tokens.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import Qwen2Config, SiglipVisionConfig
+
+from .config import VisionLanguageConfig
+from .model import StreamVLNModel
+
+CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+ACTION_TOKENS = ("\u2191", "\u2190", "\u2192", "STOP")
+
+
+def build_tiny_tokenizer():
+    """A ``PreTrainedTokenizerFast``: 256 byte tokens + chat markers + action symbols."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend)
+    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                            "additional_special_tokens": list(CHAT_SPECIAL_TOKENS)})
+    tok.add_tokens(list(ACTION_TOKENS))
+    return tok
+
+
+def tiny_text_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                     num_kv_heads: int = 2, intermediate_size: int = 128) -> Qwen2Config:
+    return Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                       num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                       num_key_value_heads=num_kv_heads, max_position_embeddings=32768, rope_theta=1e6,
+                       tie_word_embeddings=False, use_sliding_window=False)
+
+
+def tiny_vision_config(image_size: int = 384, patch_size: int = 14, hidden_size: int = 32, num_layers: int = 1,
+                       num_heads: int = 2, intermediate_size: int = 64) -> SiglipVisionConfig:
+    return SiglipVisionConfig(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
+                              num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                              intermediate_size=intermediate_size, vision_use_head=False)
+
+
+def build_tiny_model(tokenizer=None, seed: int = 0, image_size: int = 384, text_kwargs: dict | None = None,
+                     vision_kwargs: dict | None = None, dtype: torch.dtype = torch.float32) -> StreamVLNModel:
+    """A random model; ``image_size=384`` with patch 14 gives 27x27 patches -> 196 tokens/frame."""
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = StreamVLNModel(tiny_text_config(len(tokenizer), **(text_kwargs or {})),
+                           tiny_vision_config(image_size=image_size, **(vision_kwargs or {})),
+                           VisionLanguageConfig())
+    return model.to(dtype).eval()
