@@ -1,0 +1,145 @@
+"""Pose conventions shared by training, export and the runtime (numpy and torch).
+
+A pose is 7 numbers: position (m) then quaternion x, y, z, w (ROS order), world frame.
+With A arms a pose vector is A*7 long, arms in the dataset's ``arms`` order.
+
+A *relative* action is the pose expressed in the frame of the TCP pose at chunk start
+(``T_rel = T_start^-1 @ T``): position R0^T (p - p0) followed by the 6-D rotation of
+R0^T R (the first two columns of the matrix, column-major: r00, r10, r20, r01, r11, r21).
+With A arms it is A*9 long.
+
+``absolute_to_relative`` and ``relative_to_absolute`` are exact inverses (up to float
+rounding and the Gram-Schmidt projection that makes any 6-D vector a rotation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+POSE_DIM = 7
+REL_DIM = 9
+
+
+# ----------------------------------------------------------------------------- numpy
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """(..., 4) quaternion x, y, z, w (normalised here) -> (..., 3, 3) rotation matrix."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    m = np.empty(q.shape[:-1] + (3, 3))
+    m[..., 0, 0] = 1 - 2 * (y * y + z * z)
+    m[..., 0, 1] = 2 * (x * y - z * w)
+    m[..., 0, 2] = 2 * (x * z + y * w)
+    m[..., 1, 0] = 2 * (x * y + z * w)
+    m[..., 1, 1] = 1 - 2 * (x * x + z * z)
+    m[..., 1, 2] = 2 * (y * z - x * w)
+    m[..., 2, 0] = 2 * (x * z - y * w)
+    m[..., 2, 1] = 2 * (y * z + x * w)
+    m[..., 2, 2] = 1 - 2 * (x * x + y * y)
+    return m
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrix -> (..., 4) unit quaternion x, y, z, w with w >= 0."""
+    m = np.asarray(m, dtype=np.float64)
+    shape = m.shape[:-2]
+    m = m.reshape(-1, 3, 3)
+    q = np.empty((m.shape[0], 4))
+    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
+    for i in range(m.shape[0]):
+        r = m[i]
+        if tr[i] > 0:
+            s = np.sqrt(tr[i] + 1.0) * 2
+            q[i] = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, 0.25 * s]
+        elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
+            s = np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
+            q[i] = [0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+        elif r[1, 1] > r[2, 2]:
+            s = np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
+            q[i] = [(r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+        else:
+            s = np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
+            q[i] = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s, (r[1, 0] - r[0, 1]) / s]
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    q *= np.where(q[:, 3:4] < 0, -1.0, 1.0)
+    return q.reshape(shape + (4,))
+
+
+def matrix_to_rot6d(m: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) -> (..., 6): first column then second column."""
+    m = np.asarray(m)
+    return np.concatenate([m[..., :, 0], m[..., :, 1]], axis=-1)
+
+
+def rot6d_to_matrix(r: np.ndarray) -> np.ndarray:
+    """(..., 6) -> (..., 3, 3) by Gram-Schmidt (Zhou et al. 2019)."""
+    r = np.asarray(r, dtype=np.float64)
+    a1, a2 = r[..., 0:3], r[..., 3:6]
+    b1 = a1 / np.maximum(np.linalg.norm(a1, axis=-1, keepdims=True), 1e-12)
+    a2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
+    b2 = a2 / np.maximum(np.linalg.norm(a2, axis=-1, keepdims=True), 1e-12)
+    b3 = np.cross(b1, b2)
+    return np.stack([b1, b2, b3], axis=-1)
+
+
+def _split_arms(x: np.ndarray, width: int) -> np.ndarray:
+    if x.shape[-1] % width:
+        raise ValueError(f"pose vector of length {x.shape[-1]} is not a multiple of {width}")
+    return x.reshape(x.shape[:-1] + (x.shape[-1] // width, width))
+
+
+def pose_to_pos_rot6d(pose: np.ndarray) -> np.ndarray:
+    """(..., A*7) absolute poses -> (..., A*9) position + 6-D rotation (same frame)."""
+    p = _split_arms(np.asarray(pose, dtype=np.float64), POSE_DIM)
+    out = np.concatenate([p[..., :3], matrix_to_rot6d(quat_to_matrix(p[..., 3:]))], axis=-1)
+    return out.reshape(out.shape[:-2] + (-1,)).astype(np.float32)
+
+
+def absolute_to_relative(poses: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Poses (..., A*7) in the world frame -> (..., A*9) relative to ``start`` (A*7).
+
+    ``start`` broadcasts against the leading dimensions of ``poses`` after adding the
+    time axis: poses (B, H, A*7) with start (B, A*7), or poses (H, A*7) with start (A*7,).
+    """
+    p = _split_arms(np.asarray(poses, dtype=np.float64), POSE_DIM)   # (..., H, A, 7)
+    s = _split_arms(np.asarray(start, dtype=np.float64), POSE_DIM)   # (..., A, 7)
+    s = s[..., None, :, :]                                           # (..., 1, A, 7)
+    r0 = quat_to_matrix(s[..., 3:])                                  # (..., 1, A, 3, 3)
+    r = quat_to_matrix(p[..., 3:])
+    r0t = np.swapaxes(r0, -1, -2)
+    pos = np.einsum("...ij,...j->...i", r0t, p[..., :3] - s[..., :3])
+    rot = matrix_to_rot6d(r0t @ r)
+    out = np.concatenate([pos, rot], axis=-1)
+    return out.reshape(out.shape[:-2] + (-1,)).astype(np.float32)
+
+
+def relative_to_absolute(rel: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`absolute_to_relative`: (..., A*9) and start (A*7) -> (..., A*7).
+
+    Works for one step (rel (A*9,), start (A*7,)) as well as chunks (H, A*9).
+    """
+    rel = np.asarray(rel, dtype=np.float64)
+    single = rel.ndim == 1
+    if single:
+        rel = rel[None]
+    x = _split_arms(rel, REL_DIM)                                    # (..., H, A, 9)
+    s = _split_arms(np.asarray(start, dtype=np.float64), POSE_DIM)[..., None, :, :]
+    r0 = quat_to_matrix(s[..., 3:])
+    pos = s[..., :3] + np.einsum("...ij,...j->...i", r0, x[..., :3])
+    rot = r0 @ rot6d_to_matrix(x[..., 3:])
+    out = np.concatenate([pos, matrix_to_quat(rot)], axis=-1)
+    out = out.reshape(out.shape[:-2] + (-1,)).astype(np.float32)
+    return out[0] if single else out
+
+
+# ----------------------------------------------------------------------------- torch
+
+def rot6d_to_matrix_torch(r):
+    """Torch version of :func:`rot6d_to_matrix` ((..., 6) -> (..., 3, 3))."""
+    import torch
+    a1, a2 = r[..., 0:3], r[..., 3:6]
+    b1 = torch.nn.functional.normalize(a1, dim=-1)
+    a2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
+    b2 = torch.nn.functional.normalize(a2, dim=-1)
+    b3 = torch.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
