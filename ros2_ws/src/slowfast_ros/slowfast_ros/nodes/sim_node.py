@@ -91,6 +91,7 @@ class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
         from sim import SimConfig, SimEnv  # noqa: PLC0415 - core import at construction
+        from sim.render import SnapshotRenderer  # noqa: PLC0415
 
         self.p: SimNodeParams = declare_params(self, SimNodeParams())
         cfg_kwargs = dict(task=self.p.task, seed=self.p.seed, perturb=self.p.perturb,
@@ -106,6 +107,7 @@ class SimNode(Node):
                 raise ValueError(f"out_dir: {self.out_dir} is not writable")
 
         self.arms = tuple(self.env.arms)
+        self._tactile_grid = tuple(self.env.task_spec()["tactile_shape"])
         self.cameras = tuple(self.env.cameras) if self.p.camera_hz > 0 else ()
         self.exit_code = 0
         self._lock = threading.Lock()
@@ -142,6 +144,7 @@ class SimNode(Node):
                          "tactile": _Stream(self.p.tactile_hz), "clock": _Stream(self.p.clock_hz)}
         self._camera_stream = _Stream(self.p.camera_hz) if self.cameras else None
         self._render_q: queue.Queue = queue.Queue(maxsize=2)
+        self.renderer = SnapshotRenderer(self.env) if self.cameras else None
         self._stop = threading.Event()
         self.rtf = 0.0
         self.camera_dropped = 0
@@ -188,16 +191,18 @@ class SimNode(Node):
             s.next_t = 0.0
         if self._camera_stream:
             self._camera_stream.next_t = 0.0
-        spec = self.env.task_spec() if hasattr(self.env, "task_spec") else {}
+        spec = self.env.task_spec()
         self.episode_pub.publish(msgs.json_msg({
             "event": "start", "episode": self.episode, "seed": seed, "task": self.p.task,
             "start_stamp": self.episode_start, "arms": list(self.arms),
             "task_spec": _jsonable(spec)}))
         self.get_logger().info(f"episode {self.episode} (seed {seed}) starts")
         # Hold the home pose while controllers reset, publishing state so they see the robot.
-        while not self._stop.is_set() and self._now() < self.episode_start:
+        while not self._stop.is_set() and self._now() < self.episode_start - 0.01:
             self._publish_state(self.episode_start - self.p.start_delay)
             time.sleep(0.01)
+        while self._now() < self.episode_start:
+            time.sleep(0.0002)
 
     def _apply_pending(self) -> None:
         with self._lock:
@@ -220,7 +225,7 @@ class SimNode(Node):
                 self.pubs[(arm, "wrench")].publish(msgs.wrench_msg(stamp, f"{arm}_tool", s.wrench))
                 self.meters[topic(arm, "wrench")].tick()
             if "tactile" in which:
-                grid = getattr(self.env, "tactile_grid", None)
+                grid = self._tactile_grid
                 self.pubs[(arm, "tactile")].publish(
                     msgs.markers_msg(stamp, f"{arm}_tactile_pad", s.tactile, grid))
                 self.meters[topic(arm, "tactile")].tick()
@@ -229,10 +234,13 @@ class SimNode(Node):
         try:
             self._run_episodes()
         except Exception as exc:  # noqa: BLE001 - report and stop, never die silently
-            self.get_logger().error(f"physics thread stopped: {exc!r}")
-            self.exit_code = 1
             self._stop.set()
+            if self.context.ok():  # not a shutdown (Ctrl-C) under our feet: a real failure
+                self.get_logger().error(f"physics thread stopped: {exc!r}")
+                self.exit_code = 1
         self._render_q.put(None)
+        if self._render.is_alive():
+            self._render.join(timeout=10.0)  # the last video frames are written before exit
         if rclpy.ok():
             rclpy.try_shutdown()
 
@@ -242,7 +250,8 @@ class SimNode(Node):
             if self.p.episodes and self.episode + 1 >= self.p.episodes:
                 break
             self._start_episode()
-            t_wall0, t_sim0 = time.monotonic(), env.time
+            # Lock sim time to the wall clock: sim time 0 is episode_start on the ROS clock.
+            t_wall0, t_sim0 = time.monotonic() - (self._now() - self.episode_start), env.time
             while not self._stop.is_set() and not env.done:
                 # Sim time never runs ahead of the wall clock; when behind, step without sleeping.
                 ahead = (env.time + dt - t_sim0) - (time.monotonic() - t_wall0)
@@ -279,7 +288,7 @@ class SimNode(Node):
             from sim.report import plot_force  # noqa: PLC0415
             t, f = self.env.force_trace()
             plot_force(self.out_dir / f"force_{self.episode:03d}.png", t, f,
-                       getattr(self.env.config, "force_band", None), self.env.perturbation_times,
+                       self.env.force_band, self.env.perturbation_times,
                        f"{self.p.task} episode {self.episode} (seed {self.p.seed + self.episode})")
         self.episode_pub.publish(msgs.json_msg({"event": "end", "episode": self.episode, "metrics": metrics}))
         self.get_logger().info(f"episode {self.episode} done: success={metrics.get('success')}")
@@ -287,48 +296,45 @@ class SimNode(Node):
     # ------------------------------------------------------------ rendering thread
 
     def _queue_render(self, stamp: float) -> None:
-        snap = self.env.snapshot()
+        snap = self.renderer.snapshot(self.env.data)
+        if snap is None:
+            self.camera_dropped += 1
+            return
         try:
             self._render_q.put_nowait(("frame", self.episode, stamp, snap))
         except queue.Full:
+            self.renderer.release(snap)
             self.camera_dropped += 1
 
     def _render_loop(self) -> None:
-        renderer = self.env.make_renderer()  # GL context owned by this thread
-        writer, writer_episode = None, None
+        video = _EpisodeVideo(self.out_dir, self.p.camera_hz) if self.out_dir is not None else None
         try:
-            while True:
-                item = self._render_q.get()
-                if item is None:
-                    break
+            while (item := self._render_q.get()) is not None:
                 if item[0] == "end":
-                    if writer is not None and writer_episode == item[1]:
-                        writer.close()
-                        writer = None
+                    if video is not None:
+                        video.close()
                     continue
                 _, episode, stamp, snap = item
-                for cam in self.cameras:
-                    rgb, depth = renderer.render(snap, cam, depth=self.p.depth)
-                    self.pubs[(cam, "image")].publish(msgs.image_msg(stamp, f"{cam}_color_optical_frame", rgb))
+                try:
+                    frames = [(cam, *self.renderer.render(snap, cam, depth=self.p.depth)) for cam in self.cameras]
+                finally:
+                    self.renderer.release(snap)
+                for cam, rgb, depth in frames:
+                    frame_id = f"{cam}_color_optical_frame"
+                    self.pubs[(cam, "image")].publish(msgs.image_msg(stamp, frame_id, rgb))
                     self.pubs[(cam, "info")].publish(msgs.camera_info_msg(stamp, self.env.camera_info(cam)))
                     if depth is not None:
-                        self.pubs[(cam, "depth")].publish(
-                            msgs.depth_msg_mm(stamp, f"{cam}_color_optical_frame", depth))
+                        self.pubs[(cam, "depth")].publish(msgs.depth_msg_mm(stamp, frame_id, depth))
                     self.meters[f"{cam}/image"].tick()
-                    if self.out_dir is not None and cam == self.cameras[0]:
-                        if writer is None or writer_episode != episode:
-                            if writer is not None:
-                                writer.close()
-                            from sim.report import VideoWriter  # noqa: PLC0415
-                            writer = VideoWriter(self.out_dir / f"camera_{episode:03d}.mp4",
-                                                 fps=self.p.camera_hz)
-                            writer.__enter__()
-                            writer_episode = episode
-                        writer.add(rgb)
+                if video is not None:
+                    video.add(episode, frames[0][1])
+        except Exception as exc:  # noqa: BLE001 - report, unless it is the shutdown itself
+            if self.context.ok():
+                self.get_logger().error(f"render thread stopped: {exc!r}")
         finally:
-            if writer is not None:
-                writer.close()
-            renderer.close()
+            if video is not None:
+                video.close()
+            self.renderer.close()
 
     # ------------------------------------------------------------ diagnostics
 
@@ -348,6 +354,28 @@ class SimNode(Node):
         if self._render.is_alive():
             self._render_q.put(None)
             self._render.join(timeout=5.0)
+
+
+class _EpisodeVideo:
+    """One MP4 of the first camera per episode: camera_NNN.mp4."""
+
+    def __init__(self, out_dir: Path, fps: float):
+        self.out_dir, self.fps = out_dir, fps
+        self.writer, self.episode = None, None
+
+    def add(self, episode: int, rgb: np.ndarray) -> None:
+        from sim.report import VideoWriter  # noqa: PLC0415
+
+        if self.writer is None or episode != self.episode:
+            self.close()
+            self.writer = VideoWriter(self.out_dir / f"camera_{episode:03d}.mp4", fps=self.fps).__enter__()
+            self.episode = episode
+        self.writer.add(rgb)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def _jsonable(obj):
