@@ -1,0 +1,332 @@
+"""What the control loops call: ROS-free, numpy in, numpy out.
+
+Fast loop (every control tick, O(1))::
+
+    dec = DecoderRuntime("export_dir")                  # onnxruntime, 1 thread, CUDA if present
+    state = dec.initial_state()                          # (1, hidden) zeros, at each new chunk
+    for t in range(dec.horizon):                         # t = control step since the chunk's obs
+        rel, state = dec.step(latent_chunk, t, contact_raw, state)
+        target = relative_to_absolute(rel, chunk_start_pose)   # (A*7) world frame, quat xyzw
+
+    latent_chunk  (latent_steps, latent_dim) float32 from SlowPolicyRuntime.predict (rdp_ldp)
+    contact_raw   (A*6) wrench [fx fy fz tx ty tz] per arm, tool frame, N and N m
+                  or (A*N*4) tactile marker fields [x y dx dy] per marker per arm (as recorded)
+    rel           (A*9) target pose relative to the chunk start pose: position (m) in the
+                  start TCP frame + 6-D rotation (first two columns of R_start^T R)
+    chunk_start_pose (A*7) the TCP pose (world frame, xyzw) observed with the chunk's images
+
+Slow loop (per chunk)::
+
+    slow = SlowPolicyRuntime("export_dir")
+    latent_chunk = slow.predict(images={"wrist": (n_obs, H, W, 3) uint8}, tcp_pose=(n_obs, A*7),
+                                contact=(contact_history, Craw))
+    # rdp_ldp -> (latent_steps, latent_dim) tokenizer latent; dp -> (H, A*9) relative actions
+
+Observation history: ``n_obs_steps`` samples ``obs_stride`` control periods apart, oldest
+first, the last one being "now" (the chunk start). Images are resized to the model's
+``image_size`` when they differ. All normalisation happens inside the exported graphs
+(or the torch twins), never in the caller.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .geometry import absolute_to_relative, relative_to_absolute  # noqa: F401  (the pose helpers)
+
+__all__ = ["DecoderRuntime", "SlowPolicyRuntime", "TorchDecoderRuntime", "TorchSlowPolicy",
+           "relative_to_absolute", "absolute_to_relative", "make_session"]
+
+
+def make_session(path: str | Path, threads: int = 1, providers: list[str] | None = None):
+    """An onnxruntime session: all graph optimisations, ``threads`` intra-op threads (0 = ORT's
+    default), sequential execution; CUDA provider when available unless ``providers`` is given."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"ONNX file {path} does not exist (run `slowfast export` first)")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    if providers is None:
+        avail = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+
+
+def check_io(sess, path: Path, expected: Mapping[str, list]) -> None:
+    """ValueError naming the first input whose name, rank or fixed dimension differs."""
+    got = {i.name: i.shape for i in sess.get_inputs()}
+    if list(got) != list(expected):
+        raise ValueError(f"{path.name}: inputs {list(got)} do not match the expected {list(expected)}")
+    for name, shape in expected.items():
+        g = got[name]
+        if len(g) != len(shape) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(g, shape)):
+            raise ValueError(f"{path.name}: input {name!r} has shape {g}, expected {shape}")
+
+
+def _load_meta(export_dir: str | Path) -> tuple[Path, dict]:
+    d = Path(export_dir)
+    p = d / "runtime.json"
+    if not p.is_file():
+        raise ValueError(f"{d}: no runtime.json (not an export folder; run `slowfast export CKPT --out DIR`)")
+    return d, json.loads(p.read_text())
+
+
+class _DecoderBase:
+    horizon: int
+    compression: int
+    hidden: int
+    latent_steps: int
+    latent_dim: int
+    contact_dim: int
+
+    def initial_state(self, batch: int = 1) -> np.ndarray:
+        return np.zeros((batch, self.hidden), np.float32)
+
+    def _inputs(self, latent_chunk, step_index, contact, state):
+        if not 0 <= step_index < self.horizon:
+            raise ValueError(f"step_index {step_index}: must be in [0, {self.horizon})")
+        lat = np.asarray(latent_chunk, np.float32)
+        single = lat.ndim == 2
+        if single:
+            lat = lat[None]
+        if lat.shape[1:] != (self.latent_steps, self.latent_dim):
+            raise ValueError(f"latent_chunk of shape {lat.shape[1:]}, expected ({self.latent_steps}, {self.latent_dim})")
+        c = np.asarray(contact, np.float32).reshape(lat.shape[0], -1)
+        if c.shape[1] != self.contact_dim:
+            raise ValueError(f"contact of length {c.shape[1]}, expected {self.contact_dim}")
+        if state is None:
+            state = self.initial_state(lat.shape[0])
+        z = np.ascontiguousarray(lat[:, step_index // self.compression])
+        t = np.full((lat.shape[0], 1), float(step_index), np.float32)
+        return single, z, c, t, np.asarray(state, np.float32)
+
+    def step_absolute(self, latent_chunk, step_index: int, contact, state, start_pose):
+        """Like :meth:`step` but returns the absolute target pose (A*7, world frame, xyzw)."""
+        rel, state = self.step(latent_chunk, step_index, contact, state)
+        return relative_to_absolute(rel, start_pose), state
+
+    def decode_chunk(self, latent_chunk, contacts, start_pose=None):
+        """Decode a whole chunk step by step: contacts (H', Craw) -> actions (H', A*9 or A*7)."""
+        state, out = None, []
+        for t, c in enumerate(np.asarray(contacts, np.float32)):
+            a, state = self.step(latent_chunk, t, c, state)
+            out.append(a)
+        rel = np.stack(out)
+        return rel if start_pose is None else relative_to_absolute(rel, start_pose)
+
+
+class DecoderRuntime(_DecoderBase):
+    """The tokenizer decoder, one control tick per call, through onnxruntime.
+
+    step(latent_chunk, step_index, contact, state) -> (action_rel, state)
+      latent_chunk (latent_steps, latent_dim) or (B, latent_steps, latent_dim) float32
+      step_index   int in [0, horizon): control steps since the chunk's observation
+      contact      (Craw,) or (B, Craw) raw wrench or tactile marker fields
+      state        (B, hidden) from the previous call, or None / initial_state() at chunk start
+      -> action_rel (A*9,) or (B, A*9); state (B, hidden)
+    """
+
+    def __init__(self, export_dir: str | Path, threads: int = 1, providers: list[str] | None = None) -> None:
+        d, meta = _load_meta(export_dir)
+        if "decoder_step" not in meta.get("files", {}):
+            raise ValueError(f"{d}: export of a {meta.get('model_type')!r} model has no decoder_step.onnx")
+        self.meta = meta
+        self.horizon, self.compression, self.hidden = int(meta["horizon"]), int(meta["compression"]), int(meta["hidden"])
+        self.latent_steps, self.latent_dim = int(meta["latent_steps"]), int(meta["latent_dim"])
+        self.contact_dim = int(meta["shapes"]["contact_raw_dim"])
+        self.action_dim = int(meta["shapes"]["action_dim"])
+        path = d / meta["files"]["decoder_step"]
+        self.session = make_session(path, threads, providers)
+        check_io(self.session, path, {"latent": ["batch", self.latent_dim], "contact": ["batch", self.contact_dim],
+                                      "step": ["batch", 1], "state": ["batch", self.hidden]})
+        self.providers = self.session.get_providers()
+
+    def run_raw(self, latent_t: np.ndarray, contact: np.ndarray, step: np.ndarray, state: np.ndarray):
+        """The bare session call (all (B, .) float32 arrays), for callers that pre-build inputs."""
+        return self.session.run(None, {"latent": latent_t, "contact": contact, "step": step, "state": state})
+
+    def step(self, latent_chunk, step_index: int, contact, state=None):
+        single, z, c, t, s = self._inputs(latent_chunk, step_index, contact, state)
+        a, s = self.session.run(None, {"latent": z, "contact": c, "step": t, "state": s})
+        return (a[0] if single else a), s
+
+
+class TorchDecoderRuntime(_DecoderBase):
+    """Same interface as :class:`DecoderRuntime`, running the checkpoint in torch (CPU)."""
+
+    def __init__(self, ckpt_dir: str | Path) -> None:
+        import torch
+
+        from .checkpoint import load_checkpoint
+        from .export import DecoderStepExport
+
+        ck = load_checkpoint(ckpt_dir, expect=("rdp_tokenizer", "rdp_ldp"))
+        tok = ck if ck.config.model_type == "rdp_tokenizer" else ck.tokenizer
+        self.module = DecoderStepExport(tok).eval()
+        c = tok.config
+        self.horizon, self.compression, self.hidden = c.data.horizon, c.tokenizer.compression, c.tokenizer.hidden
+        self.latent_steps, self.latent_dim = c.latent_steps, c.tokenizer.latent_dim
+        self.contact_dim = int(c.shapes["contact_raw_dim"])
+        self._torch = torch
+
+    def step(self, latent_chunk, step_index: int, contact, state=None):
+        torch = self._torch
+        single, z, c, t, s = self._inputs(latent_chunk, step_index, contact, state)
+        with torch.inference_mode():
+            a, s = self.module(torch.from_numpy(z), torch.from_numpy(c), torch.from_numpy(t), torch.from_numpy(s))
+        a, s = a.numpy(), s.numpy()
+        return (a[0] if single else a), s
+
+
+class _SlowBase:
+    meta: dict
+
+    def _setup(self, meta: dict) -> None:
+        self.model_type = meta["model_type"]
+        self.cameras = list(meta.get("cameras", []))
+        self.n_obs, self.history = int(meta["n_obs_steps"]), int(meta["contact_history"])
+        self.image_size = tuple(meta["image_size"])
+        self.num_arms = int(meta["shapes"]["num_arms"])
+        self.contact_dim = int(meta["shapes"]["contact_raw_dim"])
+        self.target_len, self.target_dim = int(meta["target_len"]), int(meta["target_dim"])
+        self.mean = np.asarray(meta["target_norm"]["mean"], np.float32)
+        self.std = np.asarray(meta["target_norm"]["std"], np.float32)
+        self.use_contact = True
+
+    def _scheduler(self, steps: int | None):
+        from .config import DiffusionConfig
+        from .diffusion import make_scheduler
+
+        sched = make_scheduler(DiffusionConfig.from_dict(self.meta["diffusion"]))
+        sched.set_timesteps(steps or int(self.meta["diffusion"]["num_inference_steps"]))
+        return sched
+
+    def _obs(self, images, tcp_pose, contact) -> list[np.ndarray]:
+        pose = np.asarray(tcp_pose, np.float32).reshape(1, self.n_obs, -1)
+        if pose.shape[-1] != 7 * self.num_arms:
+            raise ValueError(f"tcp_pose of width {pose.shape[-1]}, expected {7 * self.num_arms} (A*7)")
+        arrays = []
+        if self.cameras:
+            if images is None or any(c not in images for c in self.cameras):
+                raise ValueError(f"images must hold cameras {self.cameras}")
+            stack = []
+            for cam in self.cameras:
+                im = np.asarray(images[cam])
+                if im.ndim != 4 or im.shape[0] != self.n_obs or im.shape[-1] != 3 or im.dtype != np.uint8:
+                    raise ValueError(f"images[{cam!r}]: expected ({self.n_obs}, H, W, 3) uint8, got {im.shape} {im.dtype}")
+                if im.shape[1:3] != self.image_size:
+                    import cv2
+                    im = np.stack([cv2.resize(x, (self.image_size[1], self.image_size[0]), interpolation=cv2.INTER_AREA) for x in im])
+                stack.append(im.transpose(0, 3, 1, 2))
+            arrays.append(np.ascontiguousarray(np.stack(stack)[None]))
+        arrays.append(pose)
+        if self.use_contact:
+            c = np.asarray(contact, np.float32).reshape(1, self.history, -1)
+            if c.shape[-1] != self.contact_dim:
+                raise ValueError(f"contact of width {c.shape[-1]}, expected {self.contact_dim}")
+            arrays.append(c)
+        return arrays
+
+    def predict(self, images: Mapping[str, np.ndarray] | None, tcp_pose, contact=None,
+                seed: int | None = None, num_inference_steps: int | None = None) -> np.ndarray:
+        """Observations -> one chunk, un-normalised: (latent_steps, latent_dim) tokenizer latent
+        for rdp_ldp, (H, A*9) relative actions for dp. ``seed`` fixes the initial noise."""
+        import torch
+
+        cond = self._encode(self._obs(images, tcp_pose, contact))
+        sched = self._scheduler(num_inference_steps)
+        rng = self._rng if seed is None else np.random.default_rng(seed)
+        x = torch.from_numpy(rng.standard_normal((1, self.target_len, self.target_dim)).astype(np.float32))
+        for t in sched.timesteps:
+            eps = self._denoise(x.numpy(), np.array([int(t)], np.int64), cond)
+            x = sched.step(torch.from_numpy(eps), t, x).prev_sample
+        return x.numpy()[0] * self.std + self.mean
+
+
+class SlowPolicyRuntime(_SlowBase):
+    """Observation encoder + DDIM loop over the exported denoiser (onnxruntime).
+
+    predict(images, tcp_pose, contact, seed=None) -> chunk (see :meth:`_SlowBase.predict`)
+      images   {camera: (n_obs, H, W, 3) uint8 RGB}, oldest first (None when no cameras)
+      tcp_pose (n_obs, A*7) float32 world frame, quaternion x, y, z, w
+      contact  (contact_history, Craw) raw wrench or tactile marker fields, oldest first
+    """
+
+    def __init__(self, export_dir: str | Path, threads: int = 0, providers: list[str] | None = None, seed: int = 0) -> None:
+        d, meta = _load_meta(export_dir)
+        if meta.get("model_type") not in ("rdp_ldp", "dp"):
+            raise ValueError(f"{d}: export of a {meta.get('model_type')!r} model has no slow policy (needs rdp_ldp or dp)")
+        self.meta = meta
+        self._setup(meta)
+        self.obs_session = make_session(d / meta["files"]["obs_encoder"], threads, providers)
+        self.den_session = make_session(d / meta["files"]["denoiser"], threads, providers)
+        names = [i.name for i in self.obs_session.get_inputs()]
+        self.use_contact = "contact" in names
+        a = self.num_arms
+        exp = {}
+        if self.cameras:
+            exp["images"] = ["batch", len(self.cameras), self.n_obs, 3, *self.image_size]
+        exp["tcp_pose"] = ["batch", self.n_obs, 7 * a]
+        if self.use_contact:
+            exp["contact"] = ["batch", self.history, self.contact_dim]
+        check_io(self.obs_session, d / meta["files"]["obs_encoder"], exp)
+        check_io(self.den_session, d / meta["files"]["denoiser"],
+                 {"sample": ["batch", self.target_len, self.target_dim], "timestep": ["batch"],
+                  "cond": ["batch", int(meta["cond_dim"])]})
+        self._rng = np.random.default_rng(seed)
+        self.providers = self.den_session.get_providers()
+
+    def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
+        names = [i.name for i in self.obs_session.get_inputs()]
+        return self.obs_session.run(None, dict(zip(names, arrays)))[0]
+
+    def _denoise(self, x: np.ndarray, t: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        return self.den_session.run(None, {"sample": x, "timestep": t, "cond": cond})[0]
+
+
+class TorchSlowPolicy(_SlowBase):
+    """Same interface as :class:`SlowPolicyRuntime`, running the checkpoint (EMA weights) in torch."""
+
+    def __init__(self, ckpt_dir: str | Path, seed: int = 0, device: str = "cpu") -> None:
+        import torch
+
+        from .checkpoint import load_checkpoint
+        from .export import DenoiserExport, ObsEncoderExport
+
+        ck = load_checkpoint(ckpt_dir, expect=("rdp_ldp", "dp"))
+        model = ck.model_for_inference()
+        c = ck.config
+        target = "latent" if c.model_type == "rdp_ldp" else "action"
+        m, s = ck.normalizer.mean_std(target)
+        self.meta = {"model_type": c.model_type, "cameras": c.shapes.get("cameras", []), "n_obs_steps": c.data.n_obs_steps,
+                     "contact_history": c.data.contact_history, "image_size": list(c.data.image_size), "shapes": c.shapes,
+                     "target_len": model.target_len, "target_dim": model.target_dim,
+                     "target_norm": {"mean": m.tolist(), "std": s.tolist()}, "diffusion": c.diffusion.to_dict()}
+        self._setup(self.meta)
+        self.obs = ObsEncoderExport(ck, model).eval().to(device)
+        self.use_contact = self.obs.use_contact
+        self.den = DenoiserExport(model).eval().to(device)
+        self._torch, self.device = torch, device
+        self._rng = np.random.default_rng(seed)
+
+    def _encode(self, arrays):
+        torch = self._torch
+        with torch.inference_mode():
+            return self.obs(*[torch.from_numpy(a).to(self.device) for a in arrays]).cpu().numpy()
+
+    def _denoise(self, x, t, cond):
+        torch = self._torch
+        with torch.inference_mode():
+            return self.den(torch.from_numpy(x).to(self.device), torch.from_numpy(t).to(self.device),
+                            torch.from_numpy(cond).to(self.device)).cpu().numpy()
