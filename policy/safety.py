@@ -1,0 +1,242 @@
+"""The safety filter between any command source and a robot arm.
+
+Used inside the reactive fast loop, and wrapped as a standalone node for other command
+sources (teleoperation). It never passes on an unsafe command; every intervention is
+counted by reason. Per tick it takes the commanded TCP pose and the freshest measured
+state and returns the pose to send:
+
+1. e-stop (latched): hold until explicitly released.
+2. NaN/Inf in the command, or no command yet / command older than ``command_timeout``:
+   hold the last safe pose.
+3. Stale or invalid contact data (wrench older than ``contact_timeout``, NaN): hold.
+4. Force limit: measured force above ``force_limit`` -> back off by ``backoff_distance``
+   along the force (away from what pushes) and hold there until the force falls below
+   ``force_release`` for ``release_time``.
+5. Workspace box: clamp the position.
+6. Speed and acceleration limits, relative to the last output, so the output never jumps
+   (also when it resumes after a hold). A hold stops the target at once (the arm's
+   impedance controller decelerates the real motion); the back-off is speed-limited only.
+
+Poses are in the robot's base/world frame; quaternions x, y, z, w; SI units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+REASONS = ("estop", "nonfinite_command", "no_command", "stale_contact", "invalid_contact",
+           "force_limit", "workspace", "speed", "acceleration")
+
+
+@dataclass
+class SafetyConfig:
+    workspace_lo: tuple = (-1.0, -1.0, 0.0)
+    workspace_hi: tuple = (1.0, 1.0, 1.5)
+    max_speed: float = 0.25            # m/s, TCP linear speed
+    max_angular_speed: float = 1.5     # rad/s
+    max_accel: float = 2.0             # m/s^2
+    force_limit: float = 40.0          # N, |F| that triggers the back-off
+    force_release: float = 20.0        # N, below this for release_time the hold ends
+    release_time: float = 0.2          # s
+    backoff_distance: float = 0.01     # m
+    command_timeout: float = 0.2       # s without a fresh command -> hold
+    contact_timeout: float = 0.05      # s: contact data older than this -> hold
+    require_contact: bool = True       # hold when no contact data arrives (False for arms without F/T)
+
+    def __post_init__(self):
+        lo, hi = np.asarray(self.workspace_lo, float), np.asarray(self.workspace_hi, float)
+        if lo.shape != (3,) or hi.shape != (3,) or not (lo < hi).all():
+            raise ValueError(f"SafetyConfig.workspace_lo/hi: need 3 values each with lo < hi, got {lo}, {hi}")
+        for name, lo_, hi_ in (("max_speed", 1e-4, 3.0), ("max_angular_speed", 1e-3, 10.0),
+                               ("max_accel", 1e-3, 50.0), ("force_limit", 0.1, 1000.0),
+                               ("release_time", 0.0, 10.0), ("backoff_distance", 0.0, 0.1),
+                               ("command_timeout", 1e-3, 10.0), ("contact_timeout", 1e-3, 10.0)):
+            v = getattr(self, name)
+            if not (lo_ <= v <= hi_):
+                raise ValueError(f"SafetyConfig.{name}: {v} outside [{lo_}, {hi_}]")
+        if not (0.0 < self.force_release < self.force_limit):
+            raise ValueError(f"SafetyConfig.force_release: {self.force_release} must be in (0, force_limit)")
+
+
+def _normalize(q: np.ndarray) -> np.ndarray:
+    return q / np.linalg.norm(q)
+
+
+def _slerp_limited(q0: np.ndarray, q1: np.ndarray, max_angle: float) -> tuple[np.ndarray, bool]:
+    """Rotate from q0 toward q1 by at most max_angle (rad); (result, was_limited)."""
+    d = float(np.dot(q0, q1))
+    if d < 0.0:
+        q1, d = -q1, -d
+    angle = 2.0 * np.arccos(min(1.0, d))
+    if angle <= max_angle or angle < 1e-9:
+        return q1, False
+    s = max_angle / angle
+    theta = np.arccos(min(1.0, d))
+    out = (np.sin((1 - s) * theta) * q0 + np.sin(s * theta) * q1) / np.sin(theta)
+    return _normalize(out), True
+
+
+@dataclass
+class SafetyFilter:
+    config: SafetyConfig
+    counts: dict = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+
+    def __post_init__(self):
+        self._out_pos: np.ndarray | None = None
+        self._out_quat: np.ndarray | None = None
+        self._out_vel = np.zeros(3)
+        self._t: float | None = None
+        self._estop = False
+        self._force_hold_until_ok: float | None = None   # time the force first fell below release
+        self._force_hold = False
+        self._hold_pos: np.ndarray | None = None
+        self.last_reasons: tuple[str, ...] = ()
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def initialized(self) -> bool:
+        return self._out_pos is not None
+
+    @property
+    def holding(self) -> bool:
+        return bool(set(self.last_reasons) & {"estop", "nonfinite_command", "no_command", "stale_contact",
+                                              "invalid_contact", "force_limit"})
+
+    def reset(self, tcp_pos, tcp_quat) -> None:
+        """Start from the measured pose (at start-up and after an e-stop release)."""
+        self._out_pos = np.asarray(tcp_pos, float).copy()
+        self._out_quat = _normalize(np.asarray(tcp_quat, float))
+        self._out_vel = np.zeros(3)
+        self._t = None
+        self._force_hold = False
+        self._force_hold_until_ok = None
+
+    def set_estop(self, engaged: bool, tcp_pos=None, tcp_quat=None) -> None:
+        """Engage (latched) or release the e-stop. Release restarts from the measured pose."""
+        if engaged:
+            self._estop = True
+        elif self._estop:
+            self._estop = False
+            if tcp_pos is not None and tcp_quat is not None:
+                self.reset(tcp_pos, tcp_quat)
+
+    @property
+    def estopped(self) -> bool:
+        return self._estop
+
+    def report(self) -> dict:
+        return {**{f"interventions/{k}": v for k, v in self.counts.items()},
+                "estop": self._estop, "force_hold": self._force_hold}
+
+    # ---------------------------------------------------------------- the filter
+
+    def _count(self, reasons: list[str], reason: str) -> None:
+        reasons.append(reason)
+        self.counts[reason] += 1
+
+    def filter(self, t: float, cmd_pos, cmd_quat, cmd_stamp: float | None,
+               tcp_pos, tcp_quat, force_world=None, contact_stamp: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """One tick at time ``t`` (seconds, same clock as the stamps). ``cmd_stamp`` None
+        means no command has arrived. ``force_world`` is the measured contact force on the
+        tool (3,), in the command frame. Returns the safe (position, quaternion xyzw)."""
+        cfg = self.config
+        reasons: list[str] = []
+        if not self.initialized:
+            self.reset(tcp_pos, tcp_quat)
+        dt = 0.0 if self._t is None else max(0.0, t - self._t)
+        self._t = t
+        hold = False
+
+        if self._estop:
+            self._count(reasons, "estop")
+            hold = True
+        cmd_pos = np.asarray(cmd_pos, float) if cmd_pos is not None else None
+        cmd_quat = np.asarray(cmd_quat, float) if cmd_quat is not None else None
+        if cmd_stamp is None or cmd_pos is None or t - cmd_stamp > cfg.command_timeout:
+            self._count(reasons, "no_command")
+            hold = True
+        elif not (np.isfinite(cmd_pos).all() and np.isfinite(cmd_quat).all()) or np.linalg.norm(cmd_quat) < 1e-6:
+            self._count(reasons, "nonfinite_command")
+            hold = True
+
+        force = None if force_world is None else np.asarray(force_world, float)
+        if cfg.require_contact or force is not None:
+            if force is None or contact_stamp is None or t - contact_stamp > cfg.contact_timeout:
+                self._count(reasons, "stale_contact")
+                hold = True
+                force = None
+            elif not np.isfinite(force).all():
+                self._count(reasons, "invalid_contact")
+                hold = True
+                force = None
+
+        # Force limit: back off along the force, then hold until it has stayed low.
+        if force is not None:
+            fmag = float(np.linalg.norm(force))
+            if fmag > cfg.force_limit:
+                if not self._force_hold:
+                    self._hold_pos = np.asarray(tcp_pos, float) + cfg.backoff_distance * force / fmag
+                self._force_hold = True
+                self._force_hold_until_ok = None
+            elif self._force_hold and fmag < cfg.force_release:
+                if self._force_hold_until_ok is None:
+                    self._force_hold_until_ok = t
+                if t - self._force_hold_until_ok >= cfg.release_time:
+                    self._force_hold = False
+            elif self._force_hold:
+                self._force_hold_until_ok = None
+        if self._force_hold:
+            self._count(reasons, "force_limit")
+
+        lo, hi = np.asarray(cfg.workspace_lo), np.asarray(cfg.workspace_hi)
+        if hold and not self._force_hold:
+            # Hold the last safe pose, at once: the target stops, the arm's own impedance
+            # controller decelerates the real motion. Resuming ramps up from zero velocity.
+            self._out_vel = np.zeros(3)
+            self.last_reasons = tuple(reasons)
+            return self._out_pos.copy(), self._out_quat.copy()
+        if self._force_hold:
+            goal_pos, goal_quat = self._hold_pos, self._out_quat
+        else:
+            goal_pos, goal_quat = cmd_pos, _normalize(cmd_quat)
+
+        clamped = np.clip(goal_pos, lo, hi)
+        if not np.array_equal(clamped, goal_pos):
+            self._count(reasons, "workspace")
+        goal_pos = clamped
+
+        # Speed and acceleration limits relative to the last output: no jumps, ever.
+        if dt > 0:
+            step = goal_pos - self._out_pos
+            dist = float(np.linalg.norm(step))
+            vel = step / dt
+            speed = dist / dt
+            if speed > cfg.max_speed:
+                vel *= cfg.max_speed / speed
+                speed = cfg.max_speed
+                self._count(reasons, "speed")
+            # Never faster than what can still stop at the goal (no overshoot under the accel limit).
+            v_stop = float(np.sqrt(2.0 * cfg.max_accel * dist))
+            if speed > v_stop and not self._force_hold:
+                vel *= v_stop / speed
+            dv = vel - self._out_vel
+            dv_max = cfg.max_accel * dt
+            v_old, v_new = float(np.linalg.norm(self._out_vel)), float(np.linalg.norm(vel))
+            braking = v_new <= v_old and float(np.dot(vel, self._out_vel)) >= 0.99 * v_new * v_old
+            # Braking along the path and backing off are never slowed by the accel limit.
+            if np.linalg.norm(dv) > dv_max and not self._force_hold and not braking:
+                vel = self._out_vel + dv * (dv_max / np.linalg.norm(dv))
+                self._count(reasons, "acceleration")
+            new_pos = self._out_pos + vel * dt
+            self._out_vel = vel
+            new_quat, limited = _slerp_limited(self._out_quat, goal_quat, cfg.max_angular_speed * dt)
+            if limited:
+                self._count(reasons, "speed")
+        else:
+            new_pos, new_quat = self._out_pos.copy(), self._out_quat.copy()
+        self._out_pos, self._out_quat = np.clip(new_pos, lo, hi), new_quat
+        self.last_reasons = tuple(reasons)
+        return self._out_pos.copy(), self._out_quat.copy()
