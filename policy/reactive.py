@@ -1,0 +1,225 @@
+"""The reactive executor: chunks from the slow policy in, one target pose per control tick out.
+
+This is the algorithm of the fast loop, without ROS. Every tick it
+
+1. finds the chunk step that corresponds to *now* by the chunk's observation stamp
+   (``s = (now - obs_stamp) / step_dt``; steps in the past are never executed);
+2. for a latent chunk (Reactive Diffusion Policy) runs the tokenizer decoder with the
+   freshest contact reading; for an action chunk (Diffusion Policy baseline) reads the
+   chunk open loop;
+3. interpolates between step ``k`` and ``k+1`` at the fractional position, so the command is
+   smooth at any control rate (the decoder was trained at the dataset rate, ``step_dt``);
+4. during a handover blends from the previous chunk's command to the new one over
+   ``blend_s`` (position linearly, rotation by slerp), so the command does not jump.
+
+Decoder state: the GRU state is committed once per chunk step (at the dataset rate), and
+each tick evaluates steps ``k`` and ``k+1`` from the committed state with the freshest
+contact. That is two O(1) decoder calls per tick, whatever the step index; the published
+system re-runs the decoder over the whole prefix at every tick. A chunk entered late (its
+observation is already ``k0`` steps old when it arrives) is rolled forward over the missed
+steps once, with the contact readings recorded at those times.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from policy.rdp.geometry import relative_to_absolute
+
+
+@dataclass
+class Chunk:
+    """A chunk from the slow policy.
+
+    kind        "latent" (rows: latent steps, each covering ``compression`` control steps)
+                or "action" (rows: relative actions (A*9) per control step)
+    data        (rows, dim) float32
+    obs_stamp   capture time of the observation the chunk was computed from (s)
+    start_pose  (A*7) TCP pose(s) at ``obs_stamp``, world frame, quaternion x, y, z, w
+    """
+
+    kind: str
+    data: np.ndarray
+    obs_stamp: float
+    start_pose: np.ndarray
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
+    d = float(np.dot(q0, q1))
+    if d < 0.0:
+        q1, d = -q1, -d
+    if d > 0.9995:
+        q = q0 + w * (q1 - q0)
+        return q / np.linalg.norm(q)
+    th = np.arccos(d)
+    return (np.sin((1 - w) * th) * q0 + np.sin(w * th) * q1) / np.sin(th)
+
+
+def blend_poses(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    """(A*7) poses: position lerp, quaternion slerp, weight w of ``b``."""
+    a, b = a.reshape(-1, 7), b.reshape(-1, 7)
+    out = np.empty_like(a)
+    out[:, :3] = (1 - w) * a[:, :3] + w * b[:, :3]
+    for i in range(len(a)):
+        out[i, 3:] = _slerp(a[i, 3:], b[i, 3:], w)
+    return out.reshape(-1)
+
+
+class ContactHistory:
+    """Recent contact readings by capture stamp, for rolling a late chunk forward."""
+
+    def __init__(self, seconds: float = 3.0):
+        self.seconds = seconds
+        self._t: deque[float] = deque()
+        self._v: deque[np.ndarray] = deque()
+
+    def add(self, stamp: float, value: np.ndarray) -> None:
+        if self._t and stamp <= self._t[-1]:
+            return
+        self._t.append(stamp)
+        self._v.append(np.asarray(value, np.float32))
+        while self._t and self._t[-1] - self._t[0] > self.seconds:
+            self._t.popleft()
+            self._v.popleft()
+
+    def at(self, stamp: float) -> np.ndarray | None:
+        """The newest reading captured at or before ``stamp`` (None if none is that old)."""
+        if not self._t:
+            return None
+        i = bisect.bisect_right(self._t, stamp) - 1
+        return self._v[max(i, 0)]
+
+
+class _Track:
+    """One chunk being executed, with its decoder state."""
+
+    def __init__(self, chunk: Chunk, executor: "ReactiveExecutor"):
+        self.chunk, self.ex = chunk, executor
+        self.k = -1                # the committed step: state is the state *before* step k+1
+        self.state = executor.decoder.initial_state() if chunk.kind == "latent" else None
+        self._pending_state = None
+
+    def steps(self) -> int:
+        return self.ex.horizon
+
+    def position(self, now: float) -> float:
+        # The epsilon keeps float round-off (10.0 - 9.9 = 0.0999...) from losing a step.
+        return (now - self.chunk.obs_stamp) / self.ex.step_dt + 1e-9
+
+    def _rel(self, k: int, contact, state):
+        if self.chunk.kind == "latent":
+            return self.ex.decoder.step(self.chunk.data, k, contact, state)
+        return self.chunk.data[k], None
+
+    def command(self, now: float, contact, history: ContactHistory) -> np.ndarray | None:
+        """Absolute (A*7) target at ``now``, or None when the chunk has run out."""
+        s = self.position(now)
+        k = int(np.floor(s))
+        if k >= self.ex.horizon - 1 or k < 0:
+            return None if k >= self.ex.horizon - 1 else self._start_command()
+        if self.chunk.kind == "latent":
+            # Commit states up to step k (rolling forward over missed steps with the
+            # contact recorded at each step's time).
+            while self.k < k - 1:
+                j = self.k + 1
+                c = history.at(self.chunk.obs_stamp + j * self.ex.step_dt)
+                c = contact if c is None else c
+                _, self.state = self.ex.decoder.step(self.chunk.data, j, c, self.state)
+                self.k = j
+            rel_k, st = self._rel(k, contact, self.state)
+            rel_k1, _ = self._rel(k + 1, contact, st)
+        else:
+            rel_k, _ = self._rel(k, None, None)
+            rel_k1, _ = self._rel(k + 1, None, None)
+        frac = s - k
+        a = relative_to_absolute(rel_k, self.chunk.start_pose)
+        b = relative_to_absolute(rel_k1, self.chunk.start_pose)
+        return blend_poses(a, b, frac)
+
+    def _start_command(self) -> np.ndarray:
+        return np.asarray(self.chunk.start_pose, np.float64)
+
+
+class ReactiveExecutor:
+    """Chunk alignment, handover blending and the per-tick decode.
+
+    decoder      a DecoderRuntime/TorchDecoderRuntime (latent chunks), or None for a
+                 Diffusion Policy baseline (action chunks only)
+    horizon      control steps per chunk at the dataset rate
+    step_dt      the dataset's control period (s) the models were trained at
+    blend_s      handover window (s)
+    """
+
+    def __init__(self, decoder, horizon: int, step_dt: float, blend_s: float = 0.1,
+                 num_arms: int = 1, latent_shape: tuple[int, int] | None = None):
+        if horizon < 2:
+            raise ValueError(f"horizon: {horizon} must be >= 2")
+        if not (1e-4 <= step_dt <= 1.0):
+            raise ValueError(f"step_dt: {step_dt} outside [1e-4, 1] s")
+        if not (0.0 <= blend_s <= horizon * step_dt):
+            raise ValueError(f"blend_s: {blend_s} outside [0, chunk duration {horizon * step_dt:.3f} s]")
+        self.decoder, self.horizon, self.step_dt, self.blend_s = decoder, horizon, step_dt, blend_s
+        self.num_arms = num_arms
+        self.latent_shape = latent_shape or ((decoder.latent_steps, decoder.latent_dim) if decoder else None)
+        self.current: _Track | None = None
+        self.previous: _Track | None = None
+        self.handover_start = -np.inf
+        self.history = ContactHistory()
+        self.rejected: dict[str, int] = {}
+        self.last_step_index = -1
+
+    def _reject(self, why: str) -> str:
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+        return why
+
+    def submit(self, chunk: Chunk, now: float) -> str | None:
+        """Accept a new chunk (None) or say why it was rejected (counted)."""
+        data = np.asarray(chunk.data, np.float32)
+        if not np.isfinite(data).all() or not np.isfinite(chunk.start_pose).all():
+            return self._reject("nonfinite_chunk")
+        if chunk.kind == "latent":
+            if self.decoder is None:
+                return self._reject("latent_chunk_without_decoder")
+            if data.shape != tuple(self.latent_shape):
+                return self._reject("wrong_shape")
+        elif chunk.kind == "action":
+            if data.shape != (self.horizon, 9 * self.num_arms):
+                return self._reject("wrong_shape")
+        else:
+            return self._reject("unknown_kind")
+        if np.asarray(chunk.start_pose).shape != (7 * self.num_arms,):
+            return self._reject("wrong_start_pose")
+        if self.current is not None and chunk.obs_stamp <= self.current.chunk.obs_stamp:
+            return self._reject("older_than_current")
+        if (now - chunk.obs_stamp) / self.step_dt >= self.horizon - 1:
+            return self._reject("expired")
+        if chunk.obs_stamp > now + 0.05:
+            return self._reject("from_the_future")
+        chunk = Chunk(chunk.kind, data, float(chunk.obs_stamp), np.asarray(chunk.start_pose, np.float64))
+        self.previous, self.current = self.current, _Track(chunk, self)
+        self.handover_start = now
+        return None
+
+    def add_contact(self, stamp: float, contact: np.ndarray) -> None:
+        self.history.add(stamp, contact)
+
+    def tick(self, now: float, contact) -> np.ndarray | None:
+        """The (A*7) target for ``now`` from the freshest ``contact``; None means hold
+        (no chunk, or the chunk ran out before a new one came)."""
+        if self.current is None:
+            return None
+        new = self.current.command(now, contact, self.history)
+        self.last_step_index = int(np.floor(self.current.position(now)))
+        if new is None:
+            return None
+        w = 1.0 if self.blend_s <= 0 else (now - self.handover_start) / self.blend_s
+        if self.previous is not None and w < 1.0:
+            old = self.previous.command(now, contact, self.history)
+            if old is not None:
+                return blend_poses(old, new, max(w, 0.0))
+        if w >= 1.0:
+            self.previous = None
+        return new
