@@ -101,6 +101,11 @@ class LeRobotDataset:
             if arr.shape[1] != int(np.prod(self.features[k]["shape"])):
                 raise ValueError(f"{self.root}: column {k!r} has width {arr.shape[1]}, "
                                  f"info.json says shape {self.features[k]['shape']}")
+            bad = ~np.isfinite(arr).all(axis=1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{self.root}: feature {k!r} has NaN or infinite values in {int(bad.sum())} frame(s), "
+                                 f"first at episode {int(df['episode_index'].iloc[i])} frame {int(df['frame_index'].iloc[i])}")
             self.data[k] = arr
         self.episode_index = df["episode_index"].to_numpy()
         self.timestamp = df["timestamp"].to_numpy().astype(np.float64)

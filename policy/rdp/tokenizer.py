@@ -92,6 +92,10 @@ class AsymmetricTokenizer(nn.Module):
         """One control tick, O(1): latent slice (B, Dz), contact (B, Dc), step index (B, 1)
         float, GRU state (B, hidden) -> action (B, Da), next state (B, hidden)."""
         x = torch.cat([latent_t, contact_t, self.phase(t)], dim=-1)
+        if not torch.onnx.is_in_onnx_export():  # one fused ATen op; the graph below is what ONNX gets
+            h = torch.gru_cell(x, state, self.gru.weight_ih_l0, self.gru.weight_hh_l0,
+                               self.gru.bias_ih_l0, self.gru.bias_hh_l0)
+            return self.head(torch.cat([h, x], dim=-1)), h
         gi = F.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
         gh = F.linear(state, self.gru.weight_hh_l0, self.gru.bias_hh_l0)
         i_r, i_z, i_n = gi.chunk(3, dim=-1)

@@ -40,10 +40,12 @@ def collate(samples: list[dict]) -> dict:
 
 
 def check_finite(batch: dict, step: int, frames=None) -> None:
+    """ValueError naming the input (and the dataset frames) of a batch holding NaN/inf; step < 0 = validation."""
     for k, v in batch.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             where = f" (dataset frames {list(map(int, frames))[:8]})" if frames is not None else ""
-            raise ValueError(f"NaN or infinite value in batch at step {step}: input {k!r}{where}")
+            which = f"batch at step {step}" if step >= 0 else "validation batch"
+            raise ValueError(f"NaN or infinite value in {which}: input {k!r}{where}")
 
 
 def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -285,8 +287,9 @@ def evaluate(model, trainee: _Trainee, samples: ChunkSamples, batch_size: int, s
     total, n = 0.0, 0
     g = torch.Generator().manual_seed(seed + 7919)
     for i in range(0, len(samples), batch_size):
-        batch = collate([samples[j] for j in range(i, min(len(samples), i + batch_size))])
-        check_finite(batch, -1)
+        rows = list(range(i, min(len(samples), i + batch_size)))
+        batch = collate([samples[j] for j in rows])
+        check_finite(batch, -1, samples.index[rows])
         batch = {k: v.to(device) for k, v in batch.items()}
         loss, _ = trainee.loss(model, batch, g)
         total += float(loss) * len(batch["action"])

@@ -1,0 +1,220 @@
+"""`slowfast bench policy --json`: decoder step and slow-policy latency, torch and onnxruntime.
+
+Figures (all batch 1, CPU unless --providers says otherwise):
+
+* decoder_step_us: one O(1) decoder tick, p50/p99 in microseconds
+    - torch_module: the torch module alone (1 thread)
+    - ort_session: the bare onnxruntime call (1 intra-op thread, all graph optimisations)
+    - ort_runtime: DecoderRuntime.step including input checks and latent slicing
+* prefix_rerun: the published approach, re-running the GRU over the chunk prefix at each
+  tick; cost of the full 32-step prefix (and the mean over prefixes 1..32) as a ratio to
+  the O(1) step, in torch and in onnxruntime
+* slow_chunk_ms: one latent chunk from observations (obs encoder once + DDIM steps), p50/p99
+  in milliseconds, onnxruntime and torch
+
+Weights are random unless --checkpoint is given: latency depends on sizes, not on values.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="sim", choices=("sim", "published"), help="model sizes (default sim)")
+    p.add_argument("--checkpoint", help="an rdp_ldp checkpoint to measure instead of random weights")
+    p.add_argument("--ticks", type=int, default=5000, help="decoder ticks to time (default 5000)")
+    p.add_argument("--chunks", type=int, default=30, help="slow-policy chunks to time (default 30)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the slow policy (default 1)")
+    p.add_argument("--ddim-steps", type=int, default=8, help="DDIM sampling steps (default 8)")
+
+
+def _pct(samples: list[float], scale: float) -> dict:
+    a = np.asarray(samples) * scale
+    return {"p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
+            "mean": round(float(a.mean()), 2), "n": len(a)}
+
+
+def _time(fn, n: int, warmup: int = 50) -> list[float]:
+    for _ in range(min(warmup, n)):
+        fn()
+    out = []
+    clock = time.perf_counter
+    for _ in range(n):
+        t0 = clock()
+        fn()
+        out.append(clock() - t0)
+    return out
+
+
+def make_random_checkpoints(root: Path, preset_name: str = "sim", num_arms: int = 1, cameras=("wrist",),
+                            seed: int = 0) -> Path:
+    """Untrained tokenizer + LDP checkpoints with identity normalisers; returns the LDP folder."""
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .config import preset
+    from .models import build_model
+    from .normalizer import Normalizer
+
+    a = num_arms
+    shapes = {"fps": 200.0, "arms": [f"arm{i}" for i in range(a)], "num_arms": a, "action_dim": 9 * a,
+              "proprio_dim": 9 * a, "contact_raw_dim": 6 * a, "contact_dim": 6 * a, "tactile_markers": 0,
+              "cameras": []}
+    norm = Normalizer()
+    for name, dim in (("action", 9 * a), ("proprio", 9 * a), ("contact", 6 * a)):
+        norm.stats[name] = {"mean": np.zeros(dim, np.float32), "std": np.ones(dim, np.float32)}
+    norm.stats["image"] = {"mean": np.full(3, 0.5, np.float32), "std": np.full(3, 0.25, np.float32)}
+    torch.manual_seed(seed)
+    tcfg = preset(preset_name, "rdp_tokenizer")
+    tcfg.shapes = dict(shapes)
+    save_checkpoint(root / "tok", tcfg, build_model(tcfg, norm), norm)
+    lcfg = preset(preset_name, "rdp_ldp")
+    lcfg.shapes = {**shapes, "cameras": list(cameras)}
+    lnorm = Normalizer.from_dict(norm.to_dict())
+    lnorm.stats["latent"] = {"mean": np.zeros(lcfg.tokenizer.latent_dim, np.float32),
+                             "std": np.ones(lcfg.tokenizer.latent_dim, np.float32)}
+    save_checkpoint(root / "ldp", lcfg, build_model(lcfg, lnorm), lnorm, tokenizer_dir=root / "tok")
+    return root / "ldp"
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .export import DecoderStepExport, export_checkpoint
+    from .runtime import DecoderRuntime, SlowPolicyRuntime, TorchSlowPolicy, make_session
+
+    for name in ("ticks", "chunks", "threads", "ddim_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    log = lambda msg: print(f"bench policy: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    tmp = tempfile.TemporaryDirectory(prefix="slowfast-bench-")
+    root = Path(tmp.name)
+    if args.checkpoint:
+        ckpt_dir = Path(args.checkpoint)
+        load_checkpoint(ckpt_dir, expect="rdp_ldp")  # clear error for another model type
+    else:
+        log(f"building random {args.preset} checkpoints")
+        ckpt_dir = make_random_checkpoints(root, args.preset)
+    log("exporting to ONNX")
+    export_checkpoint(ckpt_dir, root / "onnx")
+    ck = load_checkpoint(ckpt_dir, expect="rdp_ldp")
+    tok = ck.tokenizer
+    tc = tok.config
+    horizon, hidden = tc.data.horizon, tc.tokenizer.hidden
+
+    # ---------------------------------------------------------------- decoder step
+    torch.set_num_threads(1)
+    mod = DecoderStepExport(tok).eval()
+    rng = np.random.default_rng(0)
+    z = torch.from_numpy(rng.standard_normal((1, tc.tokenizer.latent_dim)).astype(np.float32))
+    c = torch.from_numpy(rng.standard_normal((1, int(tc.shapes["contact_raw_dim"]))).astype(np.float32))
+    t = torch.tensor([[5.0]])
+    h = torch.zeros(1, hidden)
+    log(f"decoder step: {args.ticks} ticks each in torch and onnxruntime")
+    with torch.inference_mode():
+        torch_step = _time(lambda: mod(z, c, t, h), args.ticks)
+    dec = DecoderRuntime(root / "onnx", threads=1)
+    feed = (z.numpy(), c.numpy(), t.numpy(), h.numpy())
+    ort_step = _time(lambda: dec.run_raw(*feed), args.ticks)
+    lat = rng.standard_normal((tc.latent_steps, tc.tokenizer.latent_dim)).astype(np.float32)
+    state = dec.initial_state()
+    cc = c.numpy()[0]
+    counter = [0]
+
+    def tick():
+        nonlocal state
+        i = counter[0] % horizon
+        if i == 0:
+            state = dec.initial_state()
+        _, state = dec.step(lat, i, cc, state)
+        counter[0] += 1
+
+    ort_rt = _time(tick, args.ticks)
+
+    # ---------------------------------------------------------------- prefix re-run (published approach)
+    log("prefix re-run: decoding the whole prefix at each tick")
+    tokm = tok.model.eval()
+    latent = torch.from_numpy(lat)[None]
+    contacts = torch.randn(1, horizon, tokm.contact_dim)
+    n_prefix = max(200, args.ticks // 10)
+    with torch.inference_mode():
+        full = _time(lambda: tokm.decode(latent, contacts), n_prefix)
+        means = []
+        for L in range(1, horizon + 1):
+            means.append(np.median(_time(lambda: tokm.decode(latent, contacts[:, :L]), 20, warmup=5)))
+        step_norm = _time(lambda: tokm.step(latent[:, 0], contacts[:, 0], t, h), n_prefix)
+    seq_path = root / "decoder_sequence.onnx"
+
+    class _Seq(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, latent, contact):
+            return self.m.decode(latent, contact)
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Seq(tokm), (latent, contacts), str(seq_path), input_names=["latent", "contact"],
+                          output_names=["actions"], dynamic_axes={"contact": {1: "steps"}, "actions": {1: "steps"}},
+                          opset_version=17, dynamo=False)
+    seq = make_session(seq_path, threads=1)
+    seq_feed = {"latent": latent.numpy(), "contact": contacts.numpy()}
+    ort_full = _time(lambda: seq.run(None, seq_feed), n_prefix)
+    ort_means = [np.median(_time(lambda: seq.run(None, {"latent": latent.numpy(), "contact": contacts[:, :L].numpy()}), 20, warmup=5))
+                 for L in range(1, horizon + 1)]
+    p50 = lambda x: float(np.percentile(x, 50))  # noqa: E731
+    prefix = {
+        "prefix_steps": horizon,
+        "torch_prefix_us": _pct(full, 1e6),
+        "torch_step_us": _pct(step_norm, 1e6),
+        "torch_ratio_full_prefix": round(p50(full) / p50(step_norm), 1),
+        "torch_ratio_mean_prefix": round(float(np.mean(means)) / p50(step_norm), 1),
+        "published_torch_prefix_vs_ours_ort_step": round(p50(full) / p50(ort_step), 1),
+        "ort_prefix_us": _pct(ort_full, 1e6),
+        "ort_ratio_full_prefix": round(p50(ort_full) / p50(ort_step), 1),
+        "ort_ratio_mean_prefix": round(float(np.mean(ort_means)) / p50(ort_step), 1),
+        "note": "torch ratios: nn.GRU over the prefix vs one fused GRU-cell step (normalised space); ort ratios: "
+                "an exported sequence decoder vs decoder_step.onnx; published_torch_prefix_vs_ours_ort_step: what "
+                "the published code runs per tick (torch, whole prefix) vs what our fast loop runs (ort, one step). "
+                "At GRU hidden 32 both sides are dominated by per-call overhead, so the wall-clock ratio is far "
+                "below the 32x (full prefix) / 16.5x (mean prefix) ratio in arithmetic",
+    }
+
+    # ---------------------------------------------------------------- slow policy
+    log(f"slow policy: {args.chunks} chunks, {args.ddim_steps} DDIM steps, {args.threads} thread(s)")
+    slow = SlowPolicyRuntime(root / "onnx", threads=args.threads)
+    d = ck.config.data
+    images = {cam: rng.integers(0, 256, (d.n_obs_steps, *d.image_size, 3), dtype=np.uint8) for cam in slow.cameras}
+    pose = np.tile(np.array([0.5, 0.0, 0.3, 0, 0, 0, 1], np.float32), (d.n_obs_steps, slow.num_arms))
+    contact = rng.standard_normal((d.contact_history, slow.contact_dim)).astype(np.float32)
+    ort_chunk = _time(lambda: slow.predict(images, pose, contact, num_inference_steps=args.ddim_steps), args.chunks, warmup=3)
+    torch.set_num_threads(args.threads)
+    tslow = TorchSlowPolicy(ckpt_dir)
+    torch_chunk = _time(lambda: tslow.predict(images, pose, contact, num_inference_steps=args.ddim_steps), args.chunks, warmup=3)
+    enc_arrays = slow._obs(images, pose, contact)
+    enc_only = _time(lambda: slow._encode(enc_arrays), args.chunks, warmup=3)
+    n_params = sum(p.numel() for p in ck.model.parameters())
+    tmp.cleanup()
+    return {
+        "preset": args.preset if not args.checkpoint else "checkpoint",
+        "sizes": {"horizon": horizon, "latent_steps": tc.latent_steps, "latent_dim": tc.tokenizer.latent_dim,
+                  "gru_hidden": hidden, "image_size": list(d.image_size), "cameras": len(slow.cameras),
+                  "unet_down_dims": list(ck.config.unet.down_dims), "image_width": ck.config.obs.image_width,
+                  "slow_policy_params": n_params},
+        "decoder_step_us": {"torch_module": _pct(torch_step, 1e6), "ort_session": _pct(ort_step, 1e6),
+                            "ort_runtime": _pct(ort_rt, 1e6), "providers": dec.providers},
+        "prefix_rerun": prefix,
+        "slow_chunk_ms": {"ddim_steps": args.ddim_steps, "threads": args.threads,
+                          "ort": _pct(ort_chunk, 1e3), "torch": _pct(torch_chunk, 1e3),
+                          "ort_obs_encoder_only": _pct(enc_only, 1e3), "providers": slow.providers},
+        "targets": {"decoder_step_ort_p99_us_max": 100, "prefix_ratio_min": 10, "slow_chunk_p50_ms_max": 60},
+    }

@@ -1,0 +1,94 @@
+"""`slowfast train tokenizer|ldp|dp`: train a Reactive Diffusion Policy model.
+
+    slowfast train tokenizer --dataset DATA --out ckpt/tok
+    slowfast train ldp --dataset DATA --tokenizer ckpt/tok --out ckpt/ldp
+    slowfast train dp --dataset DATA --out ckpt/dp [--obs-contact]     (the DP baseline)
+    slowfast train ldp --out ckpt/ldp --dataset DATA --resume [--epochs N]
+
+The dataset is a LeRobot-v3-layout folder (``teleop_tactar.dataset``). The checkpoint is a
+folder (config.json, model.safetensors, ema.safetensors, normalizer.json, training_state/)
+rewritten after every ``--checkpoint-every`` epochs and on Ctrl-C; ``--resume`` continues
+it where it stopped. Several GPUs: ``accelerate launch -m slowfast_ros.cli train ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+MODELS = ("tokenizer", "ldp", "dp")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", choices=MODELS, help="tokenizer | ldp (latent diffusion, needs --tokenizer) | dp (baseline)")
+    p.add_argument("--dataset", required=True, help="LeRobot-v3-layout dataset folder")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (or to continue with --resume)")
+    p.add_argument("--tokenizer", help="trained tokenizer checkpoint (ldp only)")
+    p.add_argument("--preset", default="sim", choices=("sim", "published"),
+                   help="model size: sim (small, CPU-friendly; default) or published (the RDP paper's sizes)")
+    p.add_argument("--config", help="JSON file with PolicyConfig fields to override (e.g. {\"data\": {\"horizon\": 64}})")
+    p.add_argument("--epochs", type=int, help="epochs (default 100; with --resume: extends the run)")
+    p.add_argument("--batch-size", type=int, help="batch size per process (default 64)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    p.add_argument("--seed", type=int, help="seed for initialisation, data order and noise (default 0)")
+    p.add_argument("--horizon", type=int, help="action chunk length in control steps (default 32)")
+    p.add_argument("--contact", choices=("wrench", "tactile"), help="contact signal (default wrench)")
+    p.add_argument("--obs-contact", action="store_true",
+                   help="dp: also feed the contact history as an observation (the DP + tactile/force variant)")
+    p.add_argument("--num-workers", type=int, help="data loader worker processes (default 0)")
+    p.add_argument("--checkpoint-every", type=int, help="write the checkpoint every N epochs (default 1)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "shapes":
+            _merge(base[k], v, f"{where}{k}.")
+        else:
+            base[k] = v
+    return base
+
+
+def build_config(args: argparse.Namespace):
+    from policy.rdp.config import PolicyConfig, preset
+    from policy.rdp.train import KINDS
+
+    d = preset(args.preset, KINDS[args.model]).to_dict()
+    if args.config:
+        path = Path(args.config)
+        try:
+            over = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
+        _merge(d, over)
+    cli = {"train": {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                                       "num_workers": args.num_workers,
+                                       "checkpoint_every": args.checkpoint_every}.items() if v is not None},
+           "data": {k: v for k, v in {"horizon": args.horizon, "contact": args.contact}.items() if v is not None}}
+    if args.obs_contact:
+        if args.model != "dp":
+            raise ValueError("--obs-contact applies to dp only (the LDP always sees the contact history)")
+        cli["obs"] = {"use_contact": True}
+    _merge(d, cli)
+    return PolicyConfig.from_dict(d)
+
+
+def run(args: argparse.Namespace) -> int:
+    from policy.rdp.train import train
+
+    if args.model != "ldp" and args.tokenizer:
+        raise ValueError("--tokenizer applies to ldp only")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: must be at least 1")
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise ValueError(f"--dataset {dataset}: no such folder")
+    cfg = None if args.resume else build_config(args)
+    if args.resume and (args.config or args.horizon or args.contact or args.batch_size or args.lr or args.seed is not None):
+        raise ValueError("--resume takes the configuration from the checkpoint; only --epochs and --device may change")
+    summary = train(args.model, dataset, args.out, cfg, tokenizer=args.tokenizer, device=args.device,
+                    resume=args.resume, epochs=args.epochs, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
