@@ -1,0 +1,520 @@
+"""The synchronous, ROS-free simulator: :class:`SimEnv`.
+
+Physics runs at 1 kHz. Each arm's tool is a free body pulled to its commanded pose by a
+Cartesian spring-damper that MuJoCo evaluates natively every step (six ``position`` actuators
+with a site transmission, see :mod:`sim.scene`): stiffness 1000 N/m, so the contact force
+depends on how far the commanded pose goes into the surface. Per-step Python work is nil;
+every ``1/log_hz`` s (5 ms) a tick applies scheduled perturbations and logs ground truth for
+the metrics. Sensors are computed on demand in :meth:`SimEnv.observe`.
+
+Tasks and success (see also :mod:`sim.metrics` for the force metrics):
+
+* ``wipe`` — wipe a polyline path on a table while keeping the pad's normal force in
+  ``force_band`` (default 5-15 N). The force trace is the ground-truth normal force between
+  pad and table. A path sample (every 5 mm) counts as wiped when the TCP passes within
+  ``WIPE_RADIUS`` of it while the force is in the band. **Success: coverage >= 0.9 and
+  time in band >= 0.8 of the time after the first contact (force >= 1 N).**
+  ``slip_events`` for wipe counts contact losses (force < 0.5 N for >= 20 ms after the
+  first contact). With ``perturb=True`` the table changes height (1-2.5 cm, up or down) and
+  tilt (2-5 deg about a random horizontal axis) twice per episode, ramped over 0.1-0.4 s.
+* ``lift`` — squeeze a box (mass 0.2-0.45 kg, friction 0.5-0.9, seeded) between two paddles
+  and lift it. The force trace is the squeeze force (mean ground-truth normal force of the
+  two paddles on the box). A slip event is the box sliding down by more than 3 mm relative
+  to the paddles while grasped. **Success: once the box first reaches 10 cm above its start
+  it stays there, without a slip event, to the end of the episode, which is at least 2 s
+  later (``hold_time``), and the squeeze force never exceeds ``squeeze_limit``.** With ``perturb=True`` one event happens during the hold: the box's
+  mass grows by 60-100 % (added load, ramped over 0.1-0.3 s) or its friction drops to 35-50 %
+  (ramped over 0.3-0.6 s).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .config import SimConfig
+from .metrics import count_drops, force_metrics
+from .scene import build_scene
+from .tactile import TactileModel
+from .transforms import axis_angle_quat, quat_to_mat, wxyz_to_xyzw, xyzw_to_wxyz
+from .types import ArmState, CameraIntrinsics
+
+WIPE_PATH = np.array([[-0.15, -0.04], [0.15, -0.04], [0.15, 0.04], [-0.15, 0.04]])  # world xy, m
+WIPE_RADIUS = 0.02      # m: a path sample within this distance of the TCP is under the pad
+WIPE_SPEED = 0.12       # m/s: nominal wiping speed in the task plan
+LIFT_HEIGHT = 0.15      # m: how high the plan lifts the box
+LIFT_SUCCESS_HEIGHT = 0.10
+LIFT_HOLD_SECONDS = 2.0
+SLIP_THRESHOLD = 0.003  # m
+
+
+class SimEnv:
+    """A MuJoCo task episode source with the synchronous API used by the ROS node and the CLI."""
+
+    def __init__(self, cfg: SimConfig):
+        import mujoco
+
+        if not isinstance(cfg, SimConfig):
+            raise ValueError(f"SimEnv: cfg must be a SimConfig, got {type(cfg).__name__}")
+        self._mj = mujoco
+        self.cfg = cfg
+        self.task = cfg.task
+        self._scene = build_scene(cfg)
+        self.model = mujoco.MjModel.from_xml_string(self._scene.xml)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.arms: Tuple[str, ...] = tuple(self._scene.arms)
+        self.cameras: Tuple[str, ...] = ("camera",)
+        self.dt = float(m.opt.timestep)
+        self.force_band = tuple(cfg.force_band)
+        self.episode_seconds = float(cfg.episode_seconds)
+        self._log_every = max(1, int(round(1.0 / (cfg.log_hz * self.dt))))
+        obj = mujoco.mjtObj
+        self._ids: Dict[str, Dict[str, int]] = {}
+        for i, arm in enumerate(self.arms):
+            body = mujoco.mj_name2id(m, obj.mjOBJ_BODY, f"{arm}_tool")
+            target_body = mujoco.mj_name2id(m, obj.mjOBJ_BODY, f"{arm}_target")
+            jnt = mujoco.mj_name2id(m, obj.mjOBJ_JOINT, f"{arm}_free")
+            self._ids[arm] = {
+                "body": body,
+                "target_body": target_body,
+                "mocap": int(m.body_mocapid[target_body]),
+                "tcp": mujoco.mj_name2id(m, obj.mjOBJ_SITE, f"{arm}_tcp"),
+                "pad_site": mujoco.mj_name2id(m, obj.mjOBJ_SITE, f"{arm}_pad"),
+                "pad_geom": mujoco.mj_name2id(m, obj.mjOBJ_GEOM, f"{arm}_pad"),
+                "act": mujoco.mj_name2id(m, obj.mjOBJ_ACTUATOR, f"{arm}_imp0"),
+                "qadr": int(m.jnt_qposadr[jnt]),
+                "dadr": int(m.jnt_dofadr[jnt]),
+            }
+        self._tactile = {arm: TactileModel(cfg.tactile_rows, cfg.tactile_cols, self._scene.geometry[arm].pad_half)
+                         for arm in self.arms}
+        self._cam_id = {c: mujoco.mj_name2id(m, obj.mjOBJ_CAMERA, c) for c in self.cameras}
+        self._renderer = None
+        if self.task == "wipe":
+            self._table_mocap = int(m.body_mocapid[mujoco.mj_name2id(m, obj.mjOBJ_BODY, "table")])
+            self._surface_geom = mujoco.mj_name2id(m, obj.mjOBJ_GEOM, "table")
+            s = np.linalg.norm(np.diff(WIPE_PATH, axis=0), axis=1)
+            cum = np.concatenate([[0.0], np.cumsum(s)])
+            samples = np.arange(0.0, cum[-1] + 1e-9, 0.005)
+            self._path_samples = np.column_stack([np.interp(samples, cum, WIPE_PATH[:, k]) for k in range(2)])
+        else:
+            self._box_body = mujoco.mj_name2id(m, obj.mjOBJ_BODY, "box")
+            self._box_geom = mujoco.mj_name2id(m, obj.mjOBJ_GEOM, "box")
+            self._box_qadr = int(m.jnt_qposadr[mujoco.mj_name2id(m, obj.mjOBJ_JOINT, "box_free")])
+            self._box_mass0 = float(m.body_mass[self._box_body])
+            self._box_inertia0 = m.body_inertia[self._box_body].copy()
+            self._box_friction0 = m.geom_friction[self._box_geom].copy()
+        self._episode = 0
+        self.seed = int(cfg.seed)
+        self.reset()
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: Optional[int] = None) -> None:
+        """Start a new episode. ``seed=None``: the config seed on the first reset, then +1 per reset."""
+        mj = self._mj
+        m, d = self.model, self.data
+        if seed is None:
+            seed = int(self.cfg.seed) + self._episode
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+            raise ValueError(f"SimEnv.reset: seed {seed!r} is not an integer in [0, 2**32)")
+        self._episode += 1
+        self.seed = int(seed)
+        r_task, r_pert, r_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(3))
+        self._noise_rng = r_noise
+        mj.mj_resetData(m, d)
+        for arm in self.arms:
+            g = self._scene.geometry[arm]
+            ids = self._ids[arm]
+            d.qpos[ids["qadr"]:ids["qadr"] + 3] = g.home_pos
+            d.qpos[ids["qadr"] + 3:ids["qadr"] + 7] = g.home_quat_wxyz
+            d.mocap_pos[ids["mocap"]] = g.home_pos
+            d.mocap_quat[ids["mocap"]] = g.home_quat_wxyz
+        self._events: List[Dict] = []
+        if self.task == "wipe":
+            d.mocap_pos[self._table_mocap] = 0.0
+            d.mocap_quat[self._table_mocap] = [1.0, 0.0, 0.0, 0.0]
+            self._table_state = (0.0, np.zeros(2))           # height, tilt rotation vector (x, y)
+            if self.cfg.perturb:
+                T = self.episode_seconds
+                t1 = r_pert.uniform(0.25 * T, 0.45 * T)
+                t2 = r_pert.uniform(max(t1 + 1.5, 0.55 * T), max(t1 + 1.6, T - 1.5))
+                z = 0.0
+                for tp in (t1, t2):
+                    if tp > T - 0.5:
+                        continue
+                    dz = r_pert.uniform(0.01, 0.025) * r_pert.choice([-1.0, 1.0])
+                    if abs(z + dz) > 0.03:
+                        dz = -dz
+                    z = float(z + dz)
+                    ang = np.deg2rad(r_pert.uniform(2.0, 5.0))
+                    phi = r_pert.uniform(0.0, 2 * np.pi)
+                    self._events.append({"t": float(tp), "kind": "surface", "dur": float(r_pert.uniform(0.1, 0.4)),
+                                         "z": z, "tilt": ang * np.array([np.cos(phi), np.sin(phi)])})
+        else:
+            mass = r_task.uniform(0.2, 0.45)
+            mu = r_task.uniform(0.5, 0.9)
+            self._mass, self._mu = float(mass), float(mu)
+            m.body_mass[self._box_body] = mass
+            m.body_inertia[self._box_body] = self._box_inertia0 * mass / self._box_mass0
+            m.geom_friction[self._box_geom] = self._box_friction0
+            m.geom_friction[self._box_geom, 0] = mu
+            bz = self._scene.extras["box_half"][2]
+            d.qpos[self._box_qadr:self._box_qadr + 7] = [0, 0, bz, 1, 0, 0, 0]
+            if self.cfg.perturb:
+                tp = r_pert.uniform(0.57 * self.episode_seconds, self.episode_seconds - 1.2)
+                if r_pert.random() < 0.5:
+                    self._events.append({"t": float(tp), "kind": "load", "scale": float(r_pert.uniform(1.6, 2.0)),
+                                         "dur": float(r_pert.uniform(0.1, 0.3))})
+                else:
+                    self._events.append({"t": float(tp), "kind": "friction", "scale": float(r_pert.uniform(0.35, 0.5)),
+                                         "dur": float(r_pert.uniform(0.3, 0.6))})
+        for e in self._events:
+            e["applied"] = False
+            e.pop("base", None)
+        mj.mj_forward(m, d)
+        self._steps = 0
+        self._log_t: List[float] = []
+        self._log_f: List[float] = []
+        self._log_aux: List[Tuple] = []
+        if self.task == "lift":
+            self._box_z0 = float(d.xpos[self._box_body][2])
+        self._tick()
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    @property
+    def done(self) -> bool:
+        return self.data.time >= self.episode_seconds - 0.5 * self.dt
+
+    @property
+    def perturbation_times(self) -> List[float]:
+        return [e["t"] for e in self._events]
+
+    def perturbation_events(self) -> List[Dict]:
+        """The scheduled perturbations (time, kind and size), for reports."""
+        out = []
+        for e in self._events:
+            x = {k: (v.tolist() if isinstance(v, np.ndarray) else float(v) if isinstance(v, np.floating) else v)
+                 for k, v in e.items() if k not in ("applied", "base")}
+            out.append(x)
+        return out
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` physics steps (the impedance coupling is evaluated by MuJoCo every step)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"SimEnv.step: n={n!r} is not a non-negative integer")
+        n = int(n)
+        mj_step = self._mj.mj_step
+        while n > 0:
+            k = min(n, self._log_every - self._steps % self._log_every)
+            mj_step(self.model, self.data, nstep=k)
+            self._steps += k
+            n -= k
+            if self._steps % self._log_every == 0:
+                self._tick()
+
+    def _tick(self) -> None:
+        """Every log period: scheduled perturbations, then ground-truth logging."""
+        t = self.data.time
+        if self.task == "wipe":
+            self._update_table(t)
+            f = self._normal_force(self._ids["arm"]["pad_geom"], self._surface_geom)
+            tcp = self.data.site_xpos[self._ids["arm"]["tcp"]]
+            self._log_aux.append((float(tcp[0]), float(tcp[1])))
+        else:
+            for e in self._events:
+                if e["applied"] or t < e["t"]:
+                    continue
+                b = self._box_body
+                if "base" not in e:
+                    e["base"] = (float(self.model.body_mass[b]), self.model.body_inertia[b].copy(),
+                                 float(self.model.geom_friction[self._box_geom, 0]))
+                s = min(1.0, (t - e["t"]) / e["dur"])
+                k = 1.0 + (e["scale"] - 1.0) * s * s * (3.0 - 2.0 * s)
+                mass, inertia, mu = e["base"]
+                if e["kind"] == "load":
+                    self.model.body_mass[b] = mass * k
+                    self.model.body_inertia[b] = inertia * k
+                else:
+                    self.model.geom_friction[self._box_geom, 0] = mu * k
+                e["applied"] = s >= 1.0
+            fl = self._normal_force(self._ids["left"]["pad_geom"], self._box_geom)
+            fr = self._normal_force(self._ids["right"]["pad_geom"], self._box_geom)
+            f = 0.5 * (fl + fr)
+            pz = 0.5 * (self.data.site_xpos[self._ids["left"]["tcp"]][2] + self.data.site_xpos[self._ids["right"]["tcp"]][2])
+            self._log_aux.append((float(self.data.xpos[self._box_body][2]), float(pz), fl, fr))
+        self._log_t.append(float(t))
+        self._log_f.append(float(f))
+
+    def _update_table(self, t: float) -> None:
+        z, tilt = 0.0, np.zeros(2)
+        for e in self._events:
+            if t < e["t"]:
+                break
+            s = min(1.0, (t - e["t"]) / e["dur"])
+            s = s * s * (3.0 - 2.0 * s)
+            z = z + s * (e["z"] - z)
+            tilt = tilt + s * (e["tilt"] - tilt)
+        if z == self._table_state[0] and np.array_equal(tilt, self._table_state[1]):
+            return
+        self._table_state = (z, tilt)
+        ang = float(np.linalg.norm(tilt))
+        self.data.mocap_pos[self._table_mocap] = [0.0, 0.0, z]
+        self.data.mocap_quat[self._table_mocap] = axis_angle_quat([tilt[0], tilt[1], 0.0], ang)
+
+    # ------------------------------------------------------------------ contacts
+    def _pad_contacts(self, geom: int, other: Optional[int] = None):
+        """Contacts of ``geom``: world positions (k, 3) and forces on ``geom`` in world (k, 3)."""
+        d = self.data
+        ncon = d.ncon
+        if ncon == 0:
+            return np.zeros((0, 3)), np.zeros((0, 3))
+        con = d.contact
+        g = con.geom
+        on1, on2 = g[:, 0] == geom, g[:, 1] == geom
+        sel = (on1 | on2) & (con.efc_address >= 0) & (con.dim == 3)
+        if other is not None:
+            sel &= (g[:, 0] == other) | (g[:, 1] == other)
+        idx = np.nonzero(sel)[0]
+        if idx.size == 0:
+            return np.zeros((0, 3)), np.zeros((0, 3))
+        adr = con.efc_address[idx]
+        fc = d.efc_force[adr[:, None] + np.arange(3)[None, :]]                 # contact frame (k, 3)
+        frame = con.frame[idx].reshape(-1, 3, 3)                               # rows: normal, t1, t2
+        fw = np.einsum("kij,ki->kj", frame, fc)                                # force on geom2, world
+        fw *= np.where(on2[idx], 1.0, -1.0)[:, None]
+        return con.pos[idx].copy(), fw
+
+    def _normal_force(self, geom: int, other: int) -> float:
+        d = self.data
+        if d.ncon == 0:
+            return 0.0
+        con = d.contact
+        g = con.geom
+        sel = (((g[:, 0] == geom) & (g[:, 1] == other)) | ((g[:, 1] == geom) & (g[:, 0] == other))) & (con.efc_address >= 0)
+        if not sel.any():
+            return 0.0
+        return float(d.efc_force[con.efc_address[sel]].sum())
+
+    def contact_normal_force(self, arm: str) -> float:
+        """Ground truth: total normal force (N) between ``arm``'s pad and the task surface/object."""
+        self._check_arm(arm)
+        other = self._surface_geom if self.task == "wipe" else self._box_geom
+        return self._normal_force(self._ids[arm]["pad_geom"], other)
+
+    # ------------------------------------------------------------------ commands
+    def _check_arm(self, arm: str) -> None:
+        if arm not in self._ids:
+            raise ValueError(f"unknown arm {arm!r} (choose from {', '.join(self.arms)})")
+
+    def workspace(self, arm: str) -> Tuple[np.ndarray, np.ndarray]:
+        self._check_arm(arm)
+        lo, hi = self._scene.geometry[arm].workspace
+        return lo.copy(), hi.copy()
+
+    def home_pose(self, arm: str) -> Tuple[np.ndarray, np.ndarray]:
+        self._check_arm(arm)
+        g = self._scene.geometry[arm]
+        return g.home_pos.copy(), wxyz_to_xyzw(g.home_quat_wxyz)
+
+    def set_target(self, arm: str, pos, quat_xyzw) -> None:
+        """Command the TCP pose (world frame, m; quaternion x, y, z, w). Invalid input raises
+        ``ValueError`` and leaves the previous target in place."""
+        self._check_arm(arm)
+        try:
+            p = np.asarray(pos, dtype=float).reshape(3)
+            q = np.asarray(quat_xyzw, dtype=float).reshape(4)
+        except (TypeError, ValueError):
+            raise ValueError(f"set_target({arm}): pos must have 3 and quat 4 numbers") from None
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+            raise ValueError(f"set_target({arm}): NaN or Inf in pos {p.tolist()} / quat {q.tolist()}")
+        nq = float(np.linalg.norm(q))
+        if abs(nq - 1.0) > 1e-3:
+            raise ValueError(f"set_target({arm}): quaternion norm {nq:.6f} is not 1 (tolerance 1e-3)")
+        lo, hi = self._scene.geometry[arm].workspace
+        if np.any(p < lo) or np.any(p > hi):
+            raise ValueError(f"set_target({arm}): position {p.round(4).tolist()} outside the workspace "
+                             f"[{lo.tolist()}, {hi.tolist()}] m")
+        mid = self._ids[arm]["mocap"]
+        self.data.mocap_pos[mid] = p
+        self.data.mocap_quat[mid] = xyzw_to_wxyz(q / nq)
+
+    # ------------------------------------------------------------------ sensors
+    def observe(self, arm: str) -> ArmState:
+        """Proprioception, wrist wrench and tactile field of ``arm`` now.
+
+        ``wrench`` is the external wrench on the tool as a tared wrist F/T sensor reports it:
+        minus the wrench the impedance coupling transmits to the tool (its actuator forces),
+        in the tool frame, torque about the TCP, plus seeded Gaussian noise. Pressing on a
+        surface reads as a force along the pad's inward direction (wipe: +z tool)."""
+        self._check_arm(arm)
+        mj = self._mj
+        m, d = self.model, self.data
+        ids = self._ids[arm]
+        tcp = ids["tcp"]
+        pos = d.site_xpos[tcp].copy()
+        R = d.site_xmat[tcp].reshape(3, 3)
+        qw = np.zeros(4)
+        mj.mju_mat2Quat(qw, d.site_xmat[tcp])
+        vel = np.zeros(6)
+        mj.mj_objectVelocity(m, d, mj.mjtObj.mjOBJ_SITE, tcp, vel, 0)
+        a = d.actuator_force[ids["act"]:ids["act"] + 6]
+        Rt = d.xmat[ids["target_body"]].reshape(3, 3)
+        f_tool = -(R.T @ (Rt @ a[:3]))
+        t_tool = -(R.T @ (Rt @ a[3:]))
+        wrench = np.concatenate([f_tool, t_tool])
+        nz = self.cfg.wrench_noise
+        if nz > 0:
+            wrench += self._noise_rng.normal(0.0, 1.0, 6) * np.array([nz] * 3 + [nz / 50.0] * 3)
+        return ArmState(stamp=float(d.time), tcp_pos=pos, tcp_quat=wxyz_to_xyzw(qw), tcp_linvel=vel[3:].copy(),
+                        tcp_angvel=vel[:3].copy(), wrench=wrench, tactile=self._tactile_field(arm), gripper=None)
+
+    def _tactile_field(self, arm: str) -> np.ndarray:
+        ids = self._ids[arm]
+        d = self.data
+        pos, fw = self._pad_contacts(ids["pad_geom"])
+        Rp = d.site_xmat[ids["pad_site"]].reshape(3, 3)
+        xyz = (pos - d.site_xpos[ids["pad_site"]]) @ Rp           # pad frame
+        fp = fw @ Rp
+        return self._tactile[arm].field(xyz[:, :2], -fp[:, 2], fp[:, :2], self._noise_rng, self.cfg.tactile_noise)
+
+    def tactile_markers(self, arm: str) -> np.ndarray:
+        """Rest positions (n, 2) of the markers in the pad frame."""
+        self._check_arm(arm)
+        return self._tactile[arm].markers.copy()
+
+    # ------------------------------------------------------------------ cameras
+    def _get_renderer(self):
+        if not self.cfg.render:
+            raise RuntimeError("rendering is off (SimConfig.render=False)")
+        if self._renderer is None:
+            self._renderer = self._mj.Renderer(self.model, self.cfg.camera_height, self.cfg.camera_width)
+        return self._renderer
+
+    def _check_camera(self, camera: str) -> None:
+        if camera not in self._cam_id:
+            raise ValueError(f"unknown camera {camera!r} (choose from {', '.join(self.cameras)})")
+
+    def render(self, camera: str = "camera") -> np.ndarray:
+        """RGB image (H, W, 3) uint8 of ``camera`` now."""
+        self._check_camera(camera)
+        r = self._get_renderer()
+        r.update_scene(self.data, camera=camera)
+        return r.render().copy()
+
+    def render_depth(self, camera: str = "camera") -> np.ndarray:
+        """Depth image (H, W) float32 in metres along the optical axis."""
+        self._check_camera(camera)
+        r = self._get_renderer()
+        r.enable_depth_rendering()
+        try:
+            r.update_scene(self.data, camera=camera)
+            depth = r.render().astype(np.float32)
+        finally:
+            r.disable_depth_rendering()
+        return depth
+
+    def camera_info(self, camera: str = "camera") -> CameraIntrinsics:
+        self._check_camera(camera)
+        w, h = self.cfg.camera_width, self.cfg.camera_height
+        fovy = np.deg2rad(float(self.model.cam_fovy[self._cam_id[camera]]))
+        f = 0.5 * h / np.tan(0.5 * fovy)
+        return CameraIntrinsics(width=w, height=h, fx=float(f), fy=float(f), cx=(w - 1) / 2.0, cy=(h - 1) / 2.0,
+                                frame_id=f"{camera}_color_optical_frame")
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ------------------------------------------------------------------ plan and metrics
+    def task_spec(self) -> Dict:
+        """What the expert may know (what a real robot's task plan knows): arms, home poses,
+        the force band, its own coupling stiffness, pad geometry and the task plan. Never the
+        perturbations, the true surface height, or the box's mass and friction."""
+        spec: Dict = {
+            "task": self.task,
+            "arms": list(self.arms),
+            "dt": self.dt,
+            "episode_seconds": self.episode_seconds,
+            "force_band": list(self.force_band),
+            "stiffness": float(self._scene.extras["gains"]["kp"]),
+            "home": {a: [self.home_pose(a)[0].tolist(), self.home_pose(a)[1].tolist()] for a in self.arms},
+            "pad_quat_tool_xyzw": {a: wxyz_to_xyzw(self._scene.geometry[a].pad_quat_tool_wxyz).tolist()
+                                    for a in self.arms},
+            "pad_half": {a: list(self._scene.geometry[a].pad_half) for a in self.arms},
+            "workspace": {a: [x.tolist() for x in self._scene.geometry[a].workspace] for a in self.arms},
+            "tactile_shape": [self.cfg.tactile_rows, self.cfg.tactile_cols],
+        }
+        if self.task == "wipe":
+            spec.update({"path_xy": WIPE_PATH.tolist(), "surface_z": 0.0, "speed": WIPE_SPEED})
+        else:
+            spec.update({"box_pos": [0.0, 0.0, float(self._scene.extras["box_half"][2])],
+                         "box_half": list(self._scene.extras["box_half"]), "lift_height": LIFT_HEIGHT,
+                         "squeeze_limit": float(self.cfg.squeeze_limit)})
+        return spec
+
+    def force_trace(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(t, force) logged every tick: wipe normal force, lift squeeze force (N)."""
+        return np.asarray(self._log_t), np.asarray(self._log_f)
+
+    @property
+    def force_name(self) -> str:
+        return "normal force" if self.task == "wipe" else "squeeze force"
+
+    def metrics(self) -> Dict:
+        """JSON-serialisable metrics of the episode so far (definitions in the module docstring)."""
+        t, f = self.force_trace()
+        fm = force_metrics(t, f, self.force_band, self.perturbation_times)
+        out: Dict = {"task": self.task, "seed": self.seed, "duration": float(self.data.time),
+                     "perturbation_times": self.perturbation_times,
+                     "perturbations": self.perturbation_events()}
+        out.update(fm)
+        aux = np.asarray(self._log_aux, float)
+        if self.task == "wipe":
+            lo, hi = self.force_band
+            inb = (f >= lo) & (f <= hi)
+            covered = np.zeros(len(self._path_samples), bool)
+            if inb.any():
+                xy = aux[inb]
+                for s in range(0, len(xy), 500):
+                    dd = np.linalg.norm(self._path_samples[None, :, :] - xy[s:s + 500, None, :], axis=-1)
+                    covered |= (dd <= WIPE_RADIUS).any(0)
+            coverage = float(covered.mean())
+            out["coverage"] = coverage
+            out["slip_events"] = count_drops(t, f, 0.5, 0.02, fm["first_contact_time"])
+            out["success"] = bool(coverage >= 0.9 and fm["time_in_band"] >= 0.8)
+        else:
+            box_z, pad_z, fl, fr = aux.T
+            lift = box_z - self._box_z0
+            rel = box_z - pad_z
+            grasped = (fl >= 1.0) & (fr >= 1.0)
+            slips: List[float] = []
+            ref = None
+            for ti, g, r in zip(t, grasped, rel):
+                if not g:
+                    ref = None
+                    continue
+                ref = r if ref is None else max(ref, r)
+                if ref - r > SLIP_THRESHOLD:
+                    slips.append(float(ti))
+                    ref = r
+            up = lift >= LIFT_SUCCESS_HEIGHT
+            t_up = float(t[np.argmax(up)]) if up.any() else None
+            # held: from first reaching the height to the end, never below it, no slip
+            held = bool(t_up is not None and up[np.argmax(up):].all() and not [s for s in slips if s >= t_up])
+            best = float(t[-1] - t_up) if held else 0.0
+            out["slip_events"] = len(slips)
+            out["slip_times"] = slips
+            out["max_lift"] = float(lift.max()) if lift.size else 0.0
+            out["hold_time"] = best
+            out["squeeze_limit"] = float(self.cfg.squeeze_limit)
+            out["box_mass"] = self._mass
+            out["box_friction"] = self._mu
+            out["lift_time"] = t_up
+            out["success"] = bool(held and best >= LIFT_HOLD_SECONDS - 0.5 * self.dt * self._log_every
+                                  and fm["peak_force"] <= self.cfg.squeeze_limit)
+        return out
