@@ -46,6 +46,7 @@ LIFT_HEIGHT = 0.15      # m: how high the plan lifts the box
 LIFT_SUCCESS_HEIGHT = 0.10
 LIFT_HOLD_SECONDS = 2.0
 SLIP_THRESHOLD = 0.003  # m
+MAX_DEPTH = 10.0        # m: farther depth pixels read 0 (no return)
 
 
 class SimEnv:
@@ -406,7 +407,8 @@ class SimEnv:
         return r.render().copy()
 
     def render_depth(self, camera: str = "camera") -> np.ndarray:
-        """Depth image (H, W) float32 in metres along the optical axis."""
+        """Depth image (H, W) float32 in metres along the optical axis; 0 where nothing is within
+        ``MAX_DEPTH`` (no return, as a depth camera reports it)."""
         self._check_camera(camera)
         r = self._get_renderer()
         r.enable_depth_rendering()
@@ -415,6 +417,7 @@ class SimEnv:
             depth = r.render().astype(np.float32)
         finally:
             r.disable_depth_rendering()
+        depth[depth > MAX_DEPTH] = 0.0
         return depth
 
     def camera_info(self, camera: str = "camera") -> CameraIntrinsics:

@@ -61,6 +61,17 @@ def _mat2quat(mat: np.ndarray) -> np.ndarray:
     return q
 
 
+def _lookat(pos, target, up=(0.0, 0.0, 1.0)) -> str:
+    """``xyaxes`` of a camera at ``pos`` looking at ``target`` (MuJoCo cameras look along -z)."""
+    pos, target, up = (np.asarray(v, float) for v in (pos, target, up))
+    fwd = target - pos
+    fwd /= np.linalg.norm(fwd)
+    x = np.cross(fwd, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(x, fwd)
+    return " ".join(f"{v:.5f}" for v in np.concatenate([x, y]))
+
+
 def _fmt(v) -> str:
     return " ".join(f"{float(x):.6g}" for x in np.ravel(v))
 
@@ -140,7 +151,7 @@ def wipe_scene(cfg) -> SceneSpec:
       <geom name="stripe" type="box" size="0.16 0.06 0.0005" pos="0 0 0.0002" rgba="0.95 0.95 0.95 1" contype="0" conaffinity="0"/>
     </body>
     <geom name="stand" type="box" size="0.28 0.18 0.29" pos="0 0 -0.33" rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>
-    <camera name="camera" pos="0 -0.62 0.42" xyaxes="1 0 0 0 0.6 0.8" fovy="50"/>
+    <camera name="camera" pos="0.05 -0.42 0.32" xyaxes="{_lookat((0.05, -0.42, 0.32), (0.0, 0.0, 0.0))}" fovy="50"/>
     {_tool("arm", home, pad_q, pad_half, solimp=PAD_SOLIMP)}
   </worldbody>
   <actuator>
@@ -173,7 +184,7 @@ def lift_scene(cfg) -> SceneSpec:
     xml = _header(cfg, "slowfast_lift") + f"""
     <geom name="table" type="box" size="0.3 0.25 0.02" pos="0 0 -0.02" material="wood" friction="0.5 0.005 0.0001"/>
     <geom name="stand" type="box" size="0.28 0.23 0.29" pos="0 0 -0.33" rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>
-    <camera name="camera" pos="0.55 -0.3 0.35" xyaxes="0.48 0.88 0 -0.35 0.19 0.92" fovy="50"/>
+    <camera name="camera" pos="0.45 -0.4 0.28" xyaxes="{_lookat((0.45, -0.4, 0.28), (0.0, 0.0, 0.12))}" fovy="50"/>
     <body name="box" pos="0 0 {bz:.6g}">
       <freejoint name="box_free"/>
       <geom name="box" type="box" size="{bx} {by} {bz}" mass="0.4" rgba="0.85 0.3 0.25 1" friction="0.7 0.005 0.0001"/>
