@@ -7,7 +7,7 @@ JSON stored in a checkpoint's ``config.json``; unknown keys are an error, not ig
 Two size presets (see :func:`preset`):
 
 * ``sim`` (default): small enough for a chunk in well under 60 ms on one CPU (images
-  96x128, UNet 64/128/256, image encoder base width 16).
+  96x128, UNet 64/128/256, image encoder base width 32).
 * ``published``: the sizes of the published RDP code (images 240x320, UNet 512/1024/2048,
   ResNet-18 width 64, chunk 32 steps, latent 8 steps, GRU hidden 32).
 """
@@ -169,7 +169,7 @@ class ObsEncoderConfig(_Base):
     baseline: no by default, yes for the "DP + tactile/force embedding" variant).
     """
 
-    image_width: int = 16
+    image_width: int = 32
     image_feature_dim: int = 64
     use_contact: bool = True
 

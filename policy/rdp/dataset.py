@@ -267,6 +267,13 @@ class ChunkSamples:
         e = int(self.ds.episode_index[i])
         return np.clip(i + offsets, self.ds.ep_start[e], self.ds.ep_end[e] - 1)
 
+    def preload(self) -> None:
+        """Decode every video this sample set needs (otherwise decoded on first use)."""
+        if self.use_images:
+            for e in self.episodes:
+                for c in self.cameras:
+                    self.ds.video(c, e, self.cfg.data.image_size)
+
     def action_chunk(self, k: int) -> np.ndarray:
         """Normalised relative action chunk (H, A*9) of sample k."""
         return self.norm.normalize("action", _relative_chunk(self.ds, self.cfg, int(self.index[k])))

@@ -22,7 +22,6 @@ import math
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from .config import TokenizerConfig
 
@@ -92,18 +91,11 @@ class AsymmetricTokenizer(nn.Module):
         """One control tick, O(1): latent slice (B, Dz), contact (B, Dc), step index (B, 1)
         float, GRU state (B, hidden) -> action (B, Da), next state (B, hidden)."""
         x = torch.cat([latent_t, contact_t, self.phase(t)], dim=-1)
-        if not torch.onnx.is_in_onnx_export():  # one fused ATen op; the graph below is what ONNX gets
+        if torch.onnx.is_in_onnx_export():  # one ONNX GRU node (fewer kernels per tick than the gates spelled out)
+            h = self.gru(x[:, None], state[None])[1][0]
+        else:  # one fused ATen op
             h = torch.gru_cell(x, state, self.gru.weight_ih_l0, self.gru.weight_hh_l0,
                                self.gru.bias_ih_l0, self.gru.bias_hh_l0)
-            return self.head(torch.cat([h, x], dim=-1)), h
-        gi = F.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
-        gh = F.linear(state, self.gru.weight_hh_l0, self.gru.bias_hh_l0)
-        i_r, i_z, i_n = gi.chunk(3, dim=-1)
-        h_r, h_z, h_n = gh.chunk(3, dim=-1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = (1.0 - z) * n + z * state
         return self.head(torch.cat([h, x], dim=-1)), h
 
     # ------------------------------------------------------------------ training

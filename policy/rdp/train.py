@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, load_training_state, read_config, save_checkpoint
 from .config import PolicyConfig, preset
@@ -157,6 +158,9 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
         raise ValueError(f"{dataset}: no training samples")
     if tok is not None and not resume:
         _fit_latent(tok, train_set, norm, tc.seed)
+    train_set.preload()  # decode videos once, before data-loader workers fork (they share the frames)
+    if val_set is not None:
+        val_set.preload()
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg, norm)
@@ -227,9 +231,11 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
             batches = epoch_batches(len(train_set), tc.batch_size, tc.seed, epoch)
             mine = batches[rank::world][:steps_per_epoch]
             model.train()
-            for bi in range(start_batch if epoch == start_epoch else 0, len(mine)):
+            first = start_batch if epoch == start_epoch else 0
+            loader = DataLoader(train_set, batch_sampler=[[int(j) for j in b] for b in mine[first:]],
+                                collate_fn=collate, num_workers=tc.num_workers, pin_memory=dev.type == "cuda")
+            for bi, batch in zip(range(first, len(mine)), loader):
                 idx = mine[bi]
-                batch = collate([train_set[int(j)] for j in idx])
                 check_finite(batch, step, train_set.index[idx])
                 batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
                 loss, logs = trainee.loss(model, batch, _step_generator(tc.seed, step, rank))

@@ -73,7 +73,7 @@ def test_step_equals_whole_sequence():
             a, h = tok.step(lat[:, t // 4], con[:, t], torch.full((3, 1), float(t)), h)
             steps.append(a)
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
-    # the exported graph's explicit gate arithmetic agrees too
+    # the path taken under ONNX export (a GRU node over a length-1 sequence) agrees too
     from unittest import mock
     with torch.no_grad(), mock.patch("torch.onnx.is_in_onnx_export", return_value=True):
         h = tok.initial_state(3)
