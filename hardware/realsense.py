@@ -1,0 +1,277 @@
+"""RealSense RGB-D reading on top of ``pyrealsense2``, without ROS.
+
+The same path for a real camera and for the SDK's software device (``rs.software_device``,
+used by the tests to inject frames): find the device by serial, open the colour sensor
+(RGB8) and the depth sensor (Z16) at the configured resolution and rate, start both into
+an ``rs.syncer``, pair colour with the depth frame of the same capture (within half a frame
+period of device time), align depth to colour with ``rs.align`` and read the colour
+intrinsics from the stream profile. This is how the RealSense ROS wrapper drives the
+sensors too (sensor-level, not ``rs.pipeline``).
+
+Timestamps are left in the device's domain (:class:`RGBDFrame` says which); the node maps
+them to ROS time with :class:`hardware.clock.DeviceClockMapper`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:  # pyrealsense2 has no wheel for every platform (e.g. aarch64): fail at open, not import
+    import pyrealsense2 as rs
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+    rs = None
+
+
+class DeviceUnavailable(RuntimeError):
+    """No device with the serial, or it cannot stream the requested profile."""
+
+
+@dataclass(frozen=True)
+class RealSenseConfig:
+    serial: str = ""          # '' = the first device found
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    depth: bool = True
+    frame_id: str = "camera_color_optical_frame"
+
+    def __post_init__(self):
+        if not (16 <= self.width <= 4096 and 16 <= self.height <= 4096):
+            raise ValueError(f"width, height: {self.width}x{self.height} outside 16..4096")
+        if not (1 <= self.fps <= 300):
+            raise ValueError(f"fps: {self.fps} outside 1..300")
+
+
+@dataclass(frozen=True)
+class PinholeIntrinsics:
+    """Fields named as msgs.camera_info_msg expects them."""
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    frame_id: str
+    model: str = "none"
+    coeffs: tuple = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class RGBDFrame:
+    device_time_s: float          # frame timestamp in its domain, seconds
+    domain: str                   # 'hardware_clock' | 'global_time' | 'system_time'
+    frame_number: int
+    color: np.ndarray             # (H, W, 3) uint8 RGB
+    depth_mm: np.ndarray | None   # (H, W) uint16 millimetres aligned to colour; 0 = no data
+    intrinsics: PinholeIntrinsics
+
+
+def _domain(frame) -> str:
+    return str(frame.get_frame_timestamp_domain()).rsplit(".", 1)[-1]
+
+
+def list_serials(context=None) -> list[str]:
+    if rs is None:
+        return []
+    ctx = context or rs.context()
+    return [d.get_info(rs.camera_info.serial_number) for d in ctx.query_devices()]
+
+
+class RealSenseCamera:
+    """``open()``, then ``read()`` until it returns frames or None (timeout); ``close()``.
+    ``device`` skips the lookup by serial (a software device in tests)."""
+
+    def __init__(self, config: RealSenseConfig, device=None, context=None):
+        if rs is None:
+            raise DeviceUnavailable("pyrealsense2 is not installed (pip install pyrealsense2)")
+        self.cfg = config
+        self._given = device
+        self._context = context
+        self._sensors: list = []
+        self._syncer = None
+        self._depth = self._color = None
+        self._depth_scale_mm = 1.0
+        self.intrinsics: PinholeIntrinsics | None = None
+        self.serial = ""
+        self.unpaired = 0
+        self._align = rs.align(rs.stream.color)
+        self._pending_depth = None
+        self._queue = rs.frame_queue(2)
+        self._compose = rs.processing_block(self._compose_cb)
+        self._compose.start(self._queue)
+
+    # ------------------------------------------------------------ open / close
+
+    def _find_device(self):
+        if self._given is not None:
+            return self._given
+        ctx = self._context or rs.context()
+        devices = list(ctx.query_devices())
+        serials = [d.get_info(rs.camera_info.serial_number) for d in devices]
+        if not devices:
+            want = f" (wanted serial {self.cfg.serial})" if self.cfg.serial else ""
+            raise DeviceUnavailable(f"no RealSense device connected{want}")
+        if not self.cfg.serial:
+            return devices[0]
+        if self.cfg.serial not in serials:
+            raise DeviceUnavailable(f"no RealSense device with serial {self.cfg.serial} "
+                                    f"(connected: {', '.join(serials)})")
+        return devices[serials.index(self.cfg.serial)]
+
+    def _profile(self, sensor, stream, fmt):
+        for p in sensor.get_stream_profiles():
+            if p.stream_type() != stream or p.format() != fmt or p.fps() != self.cfg.fps:
+                continue
+            v = p.as_video_stream_profile()
+            if v.width() == self.cfg.width and v.height() == self.cfg.height:
+                return p
+        return None
+
+    def open(self) -> None:
+        dev = self._find_device()
+        self.serial = dev.get_info(rs.camera_info.serial_number) if dev.supports(rs.camera_info.serial_number) else ""
+        color = depth = None
+        for s in dev.query_sensors():
+            if color is None and (p := self._profile(s, rs.stream.color, rs.format.rgb8)) is not None:
+                color = (s, p)
+            if self.cfg.depth and depth is None and (p := self._profile(s, rs.stream.depth, rs.format.z16)) is not None:
+                depth = (s, p)
+        want = f"{self.cfg.width}x{self.cfg.height} @ {self.cfg.fps} fps"
+        if not color:
+            raise DeviceUnavailable(f"RealSense {self.serial}: no RGB8 colour stream {want}")
+        if self.cfg.depth and not depth:
+            raise DeviceUnavailable(f"RealSense {self.serial}: no Z16 depth stream {want}")
+        i = color[1].as_video_stream_profile().get_intrinsics()
+        self.intrinsics = PinholeIntrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, self.cfg.frame_id,
+                                            str(i.model).rsplit(".", 1)[-1], tuple(float(c) for c in i.coeffs))
+        self._syncer = rs.syncer(4)
+        self._sensors = []
+        by_sensor: dict = {}
+        for s, p in [color] + ([depth] if depth else []):
+            by_sensor.setdefault(id(s), (s, []))[1].append(p)
+        try:
+            for s, profiles in by_sensor.values():
+                s.open(profiles if len(profiles) > 1 else profiles[0])
+                self._sensors.append(s)
+                s.start(self._syncer)
+            if depth:
+                ds = depth[0]
+                units = ds.get_option(rs.option.depth_units) if ds.supports(rs.option.depth_units) else 0.001
+                self._depth_scale_mm = float(units) * 1000.0
+        except RuntimeError as exc:
+            self.close()
+            raise DeviceUnavailable(f"RealSense {self.serial}: cannot start streaming: {exc}") from None
+        self._depth = self._color = None
+
+    def close(self) -> None:
+        for s in self._sensors:
+            for op in (s.stop, s.close):
+                try:
+                    op()
+                except RuntimeError:
+                    pass  # already stopped, or the device is gone
+        self._sensors = []
+        self._syncer = None
+        self._depth = self._color = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._syncer is not None
+
+    # ------------------------------------------------------------ frames
+
+    def _compose_cb(self, frame, source) -> None:
+        source.frame_ready(source.allocate_composite_frame([self._pending_depth, frame]))
+
+    def read(self, timeout_s: float = 1.0) -> RGBDFrame | None:
+        """The next colour frame (with its aligned depth when depth is on), or None when
+        none arrived within ``timeout_s``."""
+        if self._syncer is None:
+            raise DeviceUnavailable("camera is not open")
+        half_period_ms = 500.0 / self.cfg.fps
+        ok, fs = self._syncer.try_wait_for_frames(int(timeout_s * 1000))
+        while ok:
+            c, d = fs.get_color_frame(), fs.get_depth_frame() if self.cfg.depth else None
+            if c:
+                c.keep()
+                self._color = c
+            if d:
+                d.keep()
+                self._depth = d
+            if self._color is not None and (not self.cfg.depth or self._depth is not None):
+                if not self.cfg.depth:
+                    return self._emit(self._color, None)
+                dt = self._color.get_timestamp() - self._depth.get_timestamp()
+                if abs(dt) <= half_period_ms:
+                    return self._emit(self._color, self._depth)
+                if dt < -half_period_ms:        # this colour frame's depth never came
+                    self.unpaired += 1
+                    self._color = None
+            ok, fs = self._syncer.try_wait_for_frames(int(timeout_s * 1000))
+        return None
+
+    def _emit(self, color, depth) -> RGBDFrame:
+        self._color = None
+        depth_mm = None
+        if depth is not None:
+            self._pending_depth = depth
+            self._compose.invoke(color)
+            aligned = self._align.process(self._queue.wait_for_frame().as_frameset())
+            self._pending_depth = None
+            raw = np.asanyarray(aligned.get_depth_frame().get_data())
+            depth_mm = raw.copy() if self._depth_scale_mm == 1.0 else \
+                np.clip(np.round(raw * self._depth_scale_mm), 0, 65535).astype(np.uint16)
+        rgb = np.asanyarray(color.get_data()).copy()
+        return RGBDFrame(color.get_timestamp() * 1e-3, _domain(color), int(color.get_frame_number()),
+                         rgb, depth_mm, self.intrinsics)
+
+
+class SoftwareCamera:
+    """A RealSense made of software (``rs.software_device``): the SDK's own way to inject
+    frames, so :class:`RealSenseCamera` runs its real code path without a camera. Colour
+    and depth sensors with the given intrinsics; depth registered to colour by
+    ``depth_to_color_m`` (a translation, metres). Used by the tests."""
+
+    def __init__(self, serial: str = "000000000001", width: int = 64, height: int = 48, fps: int = 30,
+                 fx: float = 60.0, fy: float = 60.0, depth_units: float = 0.001,
+                 depth_to_color_m=(0.0, 0.0, 0.0)):
+        if rs is None:
+            raise DeviceUnavailable("pyrealsense2 is not installed")
+        self.width, self.height = width, height
+        self.device = rs.software_device()
+        intr = rs.intrinsics()
+        intr.width, intr.height, intr.fx, intr.fy = width, height, fx, fy
+        intr.ppx, intr.ppy = (width - 1) / 2.0, (height - 1) / 2.0
+        intr.model, intr.coeffs = rs.distortion.none, [0.0] * 5
+        self._depth_sensor = self.device.add_sensor("Stereo Module")
+        self._color_sensor = self.device.add_sensor("RGB Camera")
+        self._profiles = {}
+        for sensor, stream, fmt, bpp, uid in ((self._depth_sensor, rs.stream.depth, rs.format.z16, 2, 0),
+                                              (self._color_sensor, rs.stream.color, rs.format.rgb8, 3, 1)):
+            vs = rs.video_stream()
+            vs.type, vs.index, vs.uid = stream, 0, uid
+            vs.width, vs.height, vs.fps, vs.bpp, vs.fmt, vs.intrinsics = width, height, fps, bpp, fmt, intr
+            self._profiles[stream] = sensor.add_video_stream(vs).as_video_stream_profile()
+        self._depth_sensor.add_read_only_option(rs.option.depth_units, depth_units)
+        ext = rs.extrinsics()
+        ext.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        ext.translation = [float(v) for v in depth_to_color_m]
+        self._profiles[rs.stream.depth].register_extrinsics_to(self._profiles[rs.stream.color], ext)
+        self.device.register_info(rs.camera_info.serial_number, serial)
+        self.device.register_info(rs.camera_info.name, "Software RealSense")
+
+    def push(self, color: np.ndarray, depth_raw: np.ndarray | None, device_time_s: float,
+             frame_number: int, domain: str = "hardware_clock") -> None:
+        """Inject one capture: colour (H, W, 3) uint8 RGB and raw Z16 depth (H, W) uint16 in
+        depth units, both stamped ``device_time_s`` in ``domain``."""
+        dom = getattr(rs.timestamp_domain, domain)
+        pairs = [(self._color_sensor, rs.stream.color, np.ascontiguousarray(color, np.uint8), 3)]
+        if depth_raw is not None:
+            pairs.insert(0, (self._depth_sensor, rs.stream.depth, np.ascontiguousarray(depth_raw, np.uint16), 2))
+        for sensor, stream, pixels, bpp in pairs:
+            f = rs.software_video_frame()
+            f.pixels, f.bpp, f.stride = pixels, bpp, self.width * bpp
+            f.timestamp, f.domain, f.frame_number = device_time_s * 1e3, dom, int(frame_number)
+            f.profile = self._profiles[stream]
+            sensor.on_video_frame(f)

@@ -1,0 +1,196 @@
+"""The robot side of the command bridge, without ROS.
+
+:class:`RobotAdapter` is the boundary: the bridge node hands it validated targets in the
+robot's base frame and asks it to hold; an adapter for another arm (a vendor Python SDK,
+another controller) implements these four methods and nothing else changes.
+:class:`CommandGate` decides, every bridge tick, whether the newest ``target_tcp`` may go to
+the robot or the robot must hold, and why. :class:`RigidTransform` maps poses between the
+stack's ``world`` frame and the robot's base frame.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+
+# ---------------------------------------------------------------- rotations (x, y, z, w)
+
+def quat_mul(a, b) -> np.ndarray:
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw,
+                     aw * bw - ax * bx - ay * by - az * bz])
+
+
+def quat_conj(q) -> np.ndarray:
+    return np.array([-q[0], -q[1], -q[2], q[3]])
+
+
+def quat_rotate(q, v) -> np.ndarray:
+    return quat_mul(quat_mul(q, np.array([v[0], v[1], v[2], 0.0])), quat_conj(q))[:3]
+
+
+def quat_angle(a, b) -> float:
+    """Rotation angle (rad) between two unit quaternions."""
+    return float(2.0 * np.arccos(np.clip(abs(np.dot(a, b)), 0.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class RigidTransform:
+    """Pose of frame B in frame A: p_A = R p_B + t. ``apply`` maps a pose given in B into A."""
+    translation: tuple = (0.0, 0.0, 0.0)
+    rotation: tuple = (0.0, 0.0, 0.0, 1.0)   # x, y, z, w
+
+    def __post_init__(self):
+        q = np.asarray(self.rotation, float)
+        if len(self.translation) != 3 or len(q) != 4 or not np.isfinite(q).all() or abs(np.linalg.norm(q) - 1) > 1e-3:
+            raise ValueError(f"transform needs 3 finite translations and a unit quaternion x, y, z, w; "
+                             f"got {self.translation}, {self.rotation}")
+
+    def apply(self, pos, quat) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(self.rotation, float)
+        return quat_rotate(q, np.asarray(pos, float)) + np.asarray(self.translation, float), quat_mul(q, quat)
+
+    def inverse(self) -> "RigidTransform":
+        qi = quat_conj(np.asarray(self.rotation, float))
+        return RigidTransform(tuple(-quat_rotate(qi, np.asarray(self.translation, float))), tuple(qi))
+
+
+# ---------------------------------------------------------------- adapter boundary
+
+@dataclass
+class RobotState:
+    """The newest measured state, in the robot's base frame; stamps are ROS seconds."""
+    pose_stamp: float = float("nan")
+    pos: np.ndarray | None = None
+    quat: np.ndarray | None = None
+    wrench_stamp: float = float("nan")
+    wrench: np.ndarray | None = None      # fx, fy, fz, tx, ty, tz in wrench_frame
+    wrench_frame: str = ""
+
+
+class RobotAdapter(abc.ABC):
+    """What the bridge needs of a robot. Poses are in ``base_frame``."""
+
+    base_frame: str = "base_link"
+
+    @abc.abstractmethod
+    def send_target(self, stamp: float, pos: np.ndarray, quat: np.ndarray) -> None:
+        """Command the TCP towards this pose (the controller interpolates)."""
+
+    @abc.abstractmethod
+    def hold(self, stamp: float) -> bool:
+        """Stop new motion: keep the robot where it is now. False when it cannot (no state)."""
+
+    @abc.abstractmethod
+    def state(self) -> RobotState:
+        """The newest measured state (fields NaN/None until the robot has reported)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release the robot connection."""
+
+
+# ---------------------------------------------------------------- command gate
+
+@dataclass(frozen=True)
+class GateConfig:
+    deadline_s: float = 0.1           # target older than this (by arrival) -> hold
+    max_age_s: float = 0.5            # target stamp older than this (ROS time) -> reject
+    max_step_m: float = 0.05          # target farther than this from the measured TCP -> reject
+    max_step_rad: float = 0.5         # rotation from the measured TCP above this -> reject
+    workspace_min: tuple = (-1.0, -1.0, -0.2)   # world frame box the target must lie in
+    workspace_max: tuple = (1.0, 1.0, 1.5)
+    max_state_age_s: float = 0.1      # measured pose older than this -> hold (no feedback)
+
+    def __post_init__(self):
+        if not (0.005 <= self.deadline_s <= 5.0):
+            raise ValueError(f"deadline_s: {self.deadline_s} outside 0.005..5 s")
+        if not (0.0 < self.max_age_s <= 10.0):
+            raise ValueError(f"max_age_s: {self.max_age_s} outside (0, 10] s")
+        if not (0.0 < self.max_step_m <= 1.0):
+            raise ValueError(f"max_step_m: {self.max_step_m} outside (0, 1] m")
+        if not (0.0 < self.max_step_rad <= np.pi):
+            raise ValueError(f"max_step_rad: {self.max_step_rad} outside (0, pi]")
+        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
+        if lo.shape != (3,) or hi.shape != (3,) or not (lo < hi).all():
+            raise ValueError(f"workspace_min, workspace_max: need 3 values each with min < max, "
+                             f"got {self.workspace_min}, {self.workspace_max}")
+        if not (0.0 < self.max_state_age_s <= 5.0):
+            raise ValueError(f"max_state_age_s: {self.max_state_age_s} outside (0, 5] s")
+
+
+@dataclass
+class Decision:
+    action: str            # 'send' | 'hold' | 'idle' (nothing new, keep the last command)
+    reason: str = ""
+
+
+class CommandGate:
+    """Decides per tick: ``send`` a new target, ``hold`` the robot, or stay ``idle``.
+
+    - a target with NaN/inf, a non-unit quaternion, outside the workspace, too far from the
+      measured TCP, or stamped too long ago is rejected (counted, with its reason) and the
+      robot holds;
+    - no new target within ``deadline_s`` of the last one (the command topic went silent)
+      -> hold, once, until targets flow again;
+    - a measured pose older than ``max_state_age_s`` -> hold: no motion without feedback.
+    All poses here are in the world frame.
+    """
+
+    def __init__(self, config: GateConfig = GateConfig()):
+        self.cfg = config
+        self.holding = True            # start held: nothing moves before the first target
+        self.reason = "no target yet"
+        self.rejected: dict[str, int] = {}
+        self.last_target_arrival = float("nan")
+
+    def check_target(self, stamp: float, pos, quat, now: float, tcp_pos, tcp_quat) -> tuple[str, str]:
+        """('', '') when the target may be sent, else (kind, why): kind is one of
+        non_finite, quaternion, workspace, stale, step, rotation."""
+        pos, quat = np.asarray(pos, float), np.asarray(quat, float)
+        if not (np.isfinite(pos).all() and np.isfinite(quat).all() and np.isfinite(stamp)):
+            return "non_finite", "NaN or inf in the target"
+        if abs(np.linalg.norm(quat) - 1.0) > 1e-3:
+            return "quaternion", f"quaternion norm {np.linalg.norm(quat):.4f} is not 1"
+        if (pos < np.asarray(self.cfg.workspace_min)).any() or (pos > np.asarray(self.cfg.workspace_max)).any():
+            return "workspace", f"target {np.round(pos, 3).tolist()} outside the workspace"
+        if now - stamp > self.cfg.max_age_s:
+            return "stale", f"target stamped {now - stamp:.3f} s ago (max_age_s {self.cfg.max_age_s})"
+        step = float(np.linalg.norm(pos - np.asarray(tcp_pos, float)))
+        if step > self.cfg.max_step_m:
+            return "step", f"target {step:.3f} m from the measured TCP (max_step_m {self.cfg.max_step_m})"
+        ang = quat_angle(quat, np.asarray(tcp_quat, float))
+        if ang > self.cfg.max_step_rad:
+            return "rotation", f"target {ang:.3f} rad from the measured TCP (max_step_rad {self.cfg.max_step_rad})"
+        return "", ""
+
+    def decide(self, now: float, target, target_arrival: float, state_stamp: float,
+               tcp_pos, tcp_quat) -> Decision:
+        """``target``: (stamp, pos, quat) of a target not yet decided on, or None.
+        ``target_arrival``: ROS time the newest target arrived (NaN if none ever)."""
+        if not np.isfinite(state_stamp) or now - state_stamp > self.cfg.max_state_age_s:
+            return self._hold("no robot state" if not np.isfinite(state_stamp)
+                              else f"robot state {now - state_stamp:.3f} s old")
+        if target is not None:
+            kind, why = self.check_target(*target, now, tcp_pos, tcp_quat)
+            if kind:
+                self.rejected[kind] = self.rejected.get(kind, 0) + 1
+                return self._hold(f"rejected: {why}")
+            self.holding, self.reason = False, ""
+            return Decision("send")
+        if np.isfinite(target_arrival) and now - target_arrival > self.cfg.deadline_s:
+            return self._hold(f"target_tcp silent for more than {self.cfg.deadline_s} s")
+        return Decision("idle", self.reason)
+
+    def _hold(self, reason: str) -> Decision:
+        first = not self.holding
+        self.holding, self.reason = True, reason
+        return Decision("hold" if first else "idle", reason)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
