@@ -171,6 +171,13 @@ class ReactiveExecutor:
         self.rejected: dict[str, int] = {}
         self.last_step_index = -1
 
+    def reset(self) -> None:
+        """Forget every chunk and the contact history (a new episode)."""
+        self.current = self.previous = None
+        self.handover_start = -np.inf
+        self.history = ContactHistory()
+        self.last_step_index = -1
+
     def _reject(self, why: str) -> str:
         self.rejected[why] = self.rejected.get(why, 0) + 1
         return why

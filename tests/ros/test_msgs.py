@@ -80,3 +80,19 @@ def test_json_events_and_diagnostics():
     st = msgs.diagnostic_status("node", {"rate": 199.87654321, "n": 3}, "warn", "slow")
     assert msgs.diagnostics_values(st) == {"rate": "199.877", "n": "3"}
     assert not math.isnan(float(msgs.diagnostics_values(st)["rate"]))
+
+
+def test_chunk_round_trip_and_malformed_chunks():
+    data = np.random.default_rng(2).normal(size=(8, 4)).astype(np.float32)
+    m = msgs.chunk_msg(100.25, "world", "latent", data, row_dt=0.08)
+    assert m.joint_names[:2] == ["latent_0", "latent_1"]
+    assert m.points[3].time_from_start.nanosec == 240_000_000
+    stamp, kind, back = msgs.chunk_from_msg(m)
+    assert stamp == pytest.approx(100.25) and kind == "latent" and np.allclose(back, data)
+    m.points[2].positions = [1.0, 2.0]
+    with pytest.raises(ValueError, match="one position per joint"):
+        msgs.chunk_from_msg(m)
+    m = msgs.chunk_msg(1.0, "world", "action", data, 0.02)
+    m.joint_names = ["foo_0", "foo_1", "foo_2", "foo_3"]
+    with pytest.raises(ValueError, match="joint_names"):
+        msgs.chunk_from_msg(m)

@@ -25,4 +25,4 @@ def test_sim_runs_episodes_and_writes_metrics_video_and_plot(tmp_path, task):
 
     import imageio.v2 as imageio
     frames = sum(1 for _ in imageio.get_reader(str(out / "camera_000.mp4")))
-    assert 6 * 30 * 0.9 <= frames <= 6 * 30 * 1.1 + 2  # the whole episode at the camera rate
+    assert 6 * 30 * 0.95 <= frames <= 6 * 30 + 2  # the whole episode at the camera rate (drops repeat a frame)

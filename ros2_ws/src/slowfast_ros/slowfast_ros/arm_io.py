@@ -5,7 +5,9 @@ read a consistent snapshot from the control thread.
 """
 from __future__ import annotations
 
+import bisect
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +49,35 @@ class ArmSnapshot:
         return float(min(self.pose_stamp, self.wrench_stamp, self.tactile_stamp))
 
 
+class StampedBuffer:
+    """The last ``seconds`` of readings by capture stamp; lookups by stamp. Not locked:
+    :class:`ArmInputs` guards it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.t: deque[float] = deque()
+        self.v: deque[np.ndarray] = deque()
+
+    def add(self, stamp: float, value: np.ndarray) -> None:
+        if self.t and stamp <= self.t[-1]:
+            return  # out of order or repeated: keep the buffer sorted
+        self.t.append(stamp)
+        self.v.append(value)
+        while self.t and self.t[-1] - self.t[0] > self.seconds:
+            self.t.popleft()
+            self.v.popleft()
+
+    def at(self, stamp: float, tolerance: float) -> tuple[float, np.ndarray] | None:
+        """The reading nearest to ``stamp`` within ``tolerance`` seconds, else None."""
+        if not self.t:
+            return None
+        i = bisect.bisect_left(self.t, stamp)
+        best = min((j for j in (i - 1, i) if 0 <= j < len(self.t)), key=lambda j: abs(self.t[j] - stamp))
+        if abs(self.t[best] - stamp) > tolerance:
+            return None
+        return self.t[best], self.v[best]
+
+
 class ArmInputs:
     """Subscribes <arm>/tcp_pose, <arm>/tcp_wrench, <arm>/tactile/markers for each arm.
 
@@ -54,12 +85,14 @@ class ArmInputs:
     with a first-order low-pass so that one jittery stamp does not spike it.
     """
 
-    def __init__(self, node: Node, arms, velocity_tau: float = 0.02):
+    def __init__(self, node: Node, arms, velocity_tau: float = 0.02, history_s: float = 0.0):
         self.arms = tuple(arms)
         self._lock = threading.Lock()
         self._state = {a: ArmSnapshot() for a in self.arms}
         self._tau = velocity_tau
         self.rejected = 0
+        self.history_s = history_s
+        self._hist = {(a, k): StampedBuffer(history_s) for a in self.arms for k in ("pose", "wrench", "tactile")}
         for arm in self.arms:
             node.create_subscription(PoseStamped, topic(arm, "tcp_pose"),
                                      lambda m, a=arm: self._on_pose(a, m), qos.SENSOR_SUB)
@@ -81,6 +114,8 @@ class ArmInputs:
                 a = dt / (self._tau + dt)
                 s.tcp_linvel = (1 - a) * s.tcp_linvel + a * v
             s.pose_stamp, s.tcp_pos, s.tcp_quat = stamp, pos, quat
+            if self.history_s:
+                self._hist[(arm, "pose")].add(stamp, np.concatenate([pos, quat]))
 
     def _on_wrench(self, arm: str, msg: WrenchStamped) -> None:
         stamp, w = msgs.wrench_from_msg(msg)
@@ -90,6 +125,8 @@ class ArmInputs:
         with self._lock:
             s = self._state[arm]
             s.wrench_stamp, s.wrench = stamp, w
+            if self.history_s:
+                self._hist[(arm, "wrench")].add(stamp, w)
 
     def _on_tactile(self, arm: str, msg: PointCloud2) -> None:
         try:
@@ -100,12 +137,29 @@ class ArmInputs:
         with self._lock:
             s = self._state[arm]
             s.tactile_stamp, s.tactile = stamp, markers
+            if self.history_s:
+                self._hist[(arm, "tactile")].add(stamp, markers)
 
     def snapshot(self) -> dict[str, ArmSnapshot]:
         """A copy of every arm's latest state, taken under one lock."""
         with self._lock:
             return {a: ArmSnapshot(**vars(s)) for a, s in self._state.items()}
 
+    def history_at(self, kind: str, stamp: float, tolerance: float) -> list | None:
+        """Per arm, the ``kind`` ("pose": (7,) pos + quat xyzw; "wrench"; "tactile") reading
+        nearest to ``stamp`` within ``tolerance`` s; None if any arm has none."""
+        out = []
+        with self._lock:
+            for a in self.arms:
+                hit = self._hist[(a, kind)].at(stamp, tolerance)
+                if hit is None:
+                    return None
+                out.append(hit[1])
+        return out
+
     def reset(self) -> None:
         with self._lock:
             self._state = {a: ArmSnapshot() for a in self.arms}
+            for b in self._hist.values():
+                b.t.clear()
+                b.v.clear()

@@ -15,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 # ---------------------------------------------------------------- time
 
@@ -226,6 +227,52 @@ def intrinsics_from_msg(msg: CameraInfo) -> Intrinsics:
     if k[0] <= 0 or k[4] <= 0:
         raise ValueError("CameraInfo has no valid focal length (K[0], K[4] must be > 0)")
     return Intrinsics(msg.width, msg.height, k[0], k[4], k[2], k[5], msg.header.frame_id)
+
+
+# ---------------------------------------------------------------- policy chunks
+
+CHUNK_KINDS = ("latent", "action")
+
+
+def chunk_msg(obs_stamp: float, frame_id: str, kind: str, data: np.ndarray, row_dt: float) -> JointTrajectory:
+    """A chunk of the slow policy as trajectory_msgs/JointTrajectory.
+
+    header.stamp = capture time of the observation it was computed from; header.frame_id =
+    the frame of the TCP poses it is relative to; joint_names = ``<kind>_<i>`` for each
+    dimension (kind "latent": tokenizer latent rows; "action": relative actions, A*9);
+    points[j].positions = row j; time_from_start = j * row_dt after the observation.
+    The start pose is not in the message: it is the TCP pose captured at the stamp.
+    """
+    if kind not in CHUNK_KINDS:
+        raise ValueError(f"chunk kind {kind!r} not in {CHUNK_KINDS}")
+    data = np.asarray(data, np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"chunk must be (rows, dim), got {data.shape}")
+    msg = JointTrajectory()
+    msg.header.stamp = to_time(obs_stamp)
+    msg.header.frame_id = frame_id
+    msg.joint_names = [f"{kind}_{i}" for i in range(data.shape[1])]
+    for j, row in enumerate(data):
+        pt = JointTrajectoryPoint()
+        pt.positions = row.tolist()
+        ns = int(round(j * row_dt * 1e9))
+        pt.time_from_start.sec, pt.time_from_start.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+        msg.points.append(pt)
+    return msg
+
+
+def chunk_from_msg(msg: JointTrajectory) -> tuple[float, str, np.ndarray]:
+    """-> (obs_stamp, kind, data (rows, dim) float32). ValueError on a malformed chunk."""
+    names = list(msg.joint_names)
+    if not names:
+        raise ValueError("chunk has no joint_names")
+    kind = names[0].rsplit("_", 1)[0]
+    if kind not in CHUNK_KINDS or names != [f"{kind}_{i}" for i in range(len(names))]:
+        raise ValueError(f"chunk joint_names must be latent_0.. or action_0.., got {names[:3]}...")
+    if not msg.points or any(len(p.positions) != len(names) for p in msg.points):
+        raise ValueError("chunk points must each have one position per joint name")
+    data = np.array([p.positions for p in msg.points], dtype=np.float32)
+    return stamp_of(msg), kind, data
 
 
 # ---------------------------------------------------------------- JSON events

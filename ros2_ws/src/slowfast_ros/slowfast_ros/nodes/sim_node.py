@@ -194,7 +194,8 @@ class SimNode(Node):
         spec = self.env.task_spec()
         self.episode_pub.publish(msgs.json_msg({
             "event": "start", "episode": self.episode, "seed": seed, "task": self.p.task,
-            "start_stamp": self.episode_start, "arms": list(self.arms),
+            "start_stamp": self.episode_start, "hold_stamp": self.episode_start - self.p.start_delay,
+            "arms": list(self.arms),
             "task_spec": _jsonable(spec)}))
         self.get_logger().info(f"episode {self.episode} (seed {seed}) starts")
         # Hold the home pose while controllers reset, publishing state so they see the robot.
@@ -327,7 +328,7 @@ class SimNode(Node):
                         self.pubs[(cam, "depth")].publish(msgs.depth_msg_mm(stamp, frame_id, depth))
                     self.meters[f"{cam}/image"].tick()
                 if video is not None:
-                    video.add(episode, frames[0][1])
+                    video.add(episode, stamp, frames[0][1])
         except Exception as exc:  # noqa: BLE001 - report, unless it is the shutdown itself
             if self.context.ok():
                 self.get_logger().error(f"render thread stopped: {exc!r}")
@@ -357,25 +358,35 @@ class SimNode(Node):
 
 
 class _EpisodeVideo:
-    """One MP4 of the first camera per episode: camera_NNN.mp4."""
+    """One MP4 of the first camera per episode: camera_NNN.mp4. Frames are placed by their
+    stamps: a frame dropped under CPU load repeats the previous one, so the video keeps
+    the episode's real duration."""
 
     def __init__(self, out_dir: Path, fps: float):
         self.out_dir, self.fps = out_dir, fps
         self.writer, self.episode = None, None
+        self.t0, self.written, self.last = 0.0, 0, None
 
-    def add(self, episode: int, rgb: np.ndarray) -> None:
+    def add(self, episode: int, stamp: float, rgb: np.ndarray) -> None:
         from sim.report import VideoWriter  # noqa: PLC0415
 
         if self.writer is None or episode != self.episode:
             self.close()
             self.writer = VideoWriter(self.out_dir / f"camera_{episode:03d}.mp4", fps=self.fps).__enter__()
-            self.episode = episode
+            self.episode, self.t0, self.written = episode, stamp, 0
+        index = int(round((stamp - self.t0) * self.fps))
+        while self.last is not None and self.written < index:
+            self.writer.add(self.last)
+            self.written += 1
         self.writer.add(rgb)
+        self.written += 1
+        self.last = rgb
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.last = None
 
 
 def _jsonable(obj):

@@ -1,0 +1,255 @@
+"""rdp_fast: the fast side of the Reactive Diffusion Policy (and the DP baseline's executor).
+
+A dedicated thread paced by the clock at ``control_hz`` (200 Hz default, up to 1 kHz). Each
+tick: take the freshest contact reading (wrench or tactile field, per the model), run the
+reactive executor (chunk step aligned by the chunk's observation stamp, O(1) ONNX decoder
+step, blended handover), pass each arm's target through the safety filter, publish
+``<arm>/target_tcp`` stamped with the capture time of the contact reading it used.
+
+Subscribes ``policy/latent_chunk`` (JointTrajectory, see msgs.chunk_msg), the arm topics,
+and ``safety/estop`` (latched Bool). Callbacks only store; the loop never waits on the slow
+policy. Diagnostics (1 Hz): loop rate, period error, decode time, step index, chunk
+counts and rejections, safety interventions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from std_msgs.msg import Bool
+from trajectory_msgs.msg import JointTrajectory
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import ArmInputs, topic
+from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class RdpFastParams:
+    export_dir: str = param("", "folder written by `slowfast export` (decoder_step.onnx + runtime.json)")
+    control_hz: float = param(200.0, "control loop rate (Hz), 1..1000")
+    arms: list = param(["arm"], "arm namespaces, in the model's arm order")
+    world_frame: str = param("world", "frame of TCP poses and commands")
+    blend_s: float = param(0.1, "handover blend window (s)")
+    max_contact_age: float = param(0.05, "contact reading older than this -> hold (s)")
+    chunk_pose_tolerance: float = param(0.01, "max |stamp difference| when looking up a chunk's start pose (s)")
+    decoder_threads: int = param(1, "onnxruntime intra-op threads for the decoder step")
+    workspace_lo: list = param([-0.35, -0.25, -0.08], "safety workspace box, lower corner (m, world)")
+    workspace_hi: list = param([0.35, 0.25, 0.40], "safety workspace box, upper corner (m, world)")
+    max_speed: float = param(0.25, "TCP speed limit (m/s)")
+    max_angular_speed: float = param(1.5, "TCP angular speed limit (rad/s)")
+    max_accel: float = param(3.0, "TCP acceleration limit (m/s^2)")
+    force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
+    force_release: float = param(30.0, "force below which the back-off hold ends (N)")
+    backoff_distance: float = param(0.01, "back-off distance along the force (m)")
+    episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start resets "
+                                   "the executor and the safety filters ('' = none, on a robot)")
+
+    def __post_init__(self):
+        if not self.export_dir:
+            raise ValueError("export_dir: required (a folder written by `slowfast export`)")
+        if not (1.0 <= self.control_hz <= 1000.0):
+            raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
+        if not self.arms:
+            raise ValueError("arms: at least one arm")
+        if not (0.001 <= self.max_contact_age <= 1.0):
+            raise ValueError(f"max_contact_age: {self.max_contact_age} outside [0.001, 1] s")
+
+
+class RdpFast(Node):
+    def __init__(self):
+        super().__init__("rdp_fast")
+        import json  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        from policy.reactive import ReactiveExecutor  # noqa: PLC0415
+        from policy.safety import SafetyConfig, SafetyFilter  # noqa: PLC0415
+
+        p = self.p = declare_params(self, RdpFastParams())
+        meta_path = Path(p.export_dir) / "runtime.json"
+        if not meta_path.is_file():
+            raise ValueError(f"export_dir: {p.export_dir} has no runtime.json (run `slowfast export CKPT --out DIR`)")
+        meta = json.loads(meta_path.read_text())
+        shapes = meta.get("shapes", {})
+        if int(shapes.get("num_arms", 0)) != len(p.arms):
+            raise ValueError(f"arms: the model drives {shapes.get('num_arms')} arm(s), got {len(p.arms)} ({p.arms})")
+        self.contact_kind = meta.get("contact", "wrench")
+        self.model_type = meta["model_type"]
+        decoder = None
+        if "decoder_step" in meta.get("files", {}):
+            from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415
+            decoder = DecoderRuntime(p.export_dir, threads=p.decoder_threads)
+        elif self.model_type != "dp":
+            raise ValueError(f"export_dir: a {self.model_type!r} export has no decoder_step.onnx")
+        fps = float(meta.get("fps") or 0.0)
+        if fps <= 0:
+            raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
+        self.contact_dim = int(shapes["contact_raw_dim"])
+        self.executor = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
+        scfg = SafetyConfig(workspace_lo=tuple(p.workspace_lo), workspace_hi=tuple(p.workspace_hi),
+                            max_speed=p.max_speed, max_angular_speed=p.max_angular_speed, max_accel=p.max_accel,
+                            force_limit=p.force_limit, force_release=p.force_release,
+                            backoff_distance=p.backoff_distance, contact_timeout=p.max_contact_age,
+                            command_timeout=max(0.05, 3.0 / p.control_hz))
+        self.safety = {a: SafetyFilter(scfg) for a in p.arms}
+
+        self.inputs = ArmInputs(self, p.arms, history_s=3.0)
+        self._lock = threading.Lock()
+        self._pending_chunk = None
+        self._estop: bool | None = None
+        self.chunks_received = 0
+        self.bad_chunks = 0
+        self.decode_us: list[float] = []
+        self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
+        self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
+        self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
+        self._reset_after: float | None = None
+        if p.episode_topic:
+            from std_msgs.msg import String  # noqa: PLC0415
+            self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.loop = PacedLoop(p.control_hz, self._tick, name="rdp-fast").start()
+        self.get_logger().info(f"{self.model_type} executor at {p.control_hz:g} Hz, contact={self.contact_kind}, "
+                               f"chunk {meta['horizon']} steps at {fps:g} Hz, providers "
+                               f"{getattr(decoder, 'providers', ['none (open loop)'])}")
+
+    # -------------------------------------------------------------- callbacks: store only
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        try:
+            parsed = msgs.chunk_from_msg(msg)
+        except ValueError as exc:
+            self.bad_chunks += 1
+            self.get_logger().warning(f"policy/latent_chunk rejected: {exc}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self._pending_chunk = parsed
+            self.chunks_received += 1
+
+    def _on_episode(self, msg) -> None:
+        try:
+            event = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        if event.get("event") == "start":
+            with self._lock:
+                self._reset_after = float(event.get("hold_stamp", event.get("start_stamp", 0.0)))
+                self._pending_chunk = None
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            self._estop = bool(msg.data)
+
+    # -------------------------------------------------------------- the control thread
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _contact(self, snap) -> tuple[np.ndarray, float]:
+        if self.contact_kind == "tactile":
+            parts = [s.tactile.reshape(-1) for s in snap.values()]
+            stamp = min(s.tactile_stamp for s in snap.values())
+        else:
+            parts = [s.wrench for s in snap.values()]
+            stamp = min(s.wrench_stamp for s in snap.values())
+        return np.concatenate(parts).astype(np.float32), stamp
+
+    def _tick(self) -> None:
+        from policy.reactive import Chunk  # noqa: PLC0415
+        from policy.rdp.geometry import quat_to_matrix  # noqa: PLC0415
+
+        now = self._now()
+        snap = self.inputs.snapshot()
+        if any(not np.isfinite(s.pose_stamp) for s in snap.values()):
+            return  # no robot state yet: publish nothing
+        with self._lock:
+            pending, self._pending_chunk = self._pending_chunk, None
+            estop = self._estop
+            reset_after = self._reset_after
+        if reset_after is not None:
+            # A new episode: publish nothing until the arm's state is from the new episode,
+            # then forget every chunk and restart the filters from where the arm is.
+            if min(s.pose_stamp for s in snap.values()) < reset_after:
+                return
+            with self._lock:
+                self._reset_after = None
+            self.executor.reset()
+            for arm, sf in self.safety.items():
+                sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
+        for arm, sf in self.safety.items():
+            if estop and not sf.estopped:
+                sf.set_estop(True)
+            elif estop is False and sf.estopped:
+                sf.set_estop(False, snap[arm].tcp_pos, snap[arm].tcp_quat)
+
+        contact, contact_stamp = self._contact(snap)
+        contact_ok = (np.isfinite(contact_stamp) and contact.shape[0] == self.contact_dim
+                      and np.isfinite(contact).all())
+        if contact_ok:
+            self.executor.add_contact(contact_stamp, contact)
+        if pending is not None:
+            stamp, kind, data = pending
+            poses = self.inputs.history_at("pose", stamp, self.p.chunk_pose_tolerance)
+            if poses is None:
+                self.executor.rejected["no_pose_at_stamp"] = self.executor.rejected.get("no_pose_at_stamp", 0) + 1
+            else:
+                why = self.executor.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
+                if why:
+                    self.get_logger().warning(f"chunk rejected: {why}", throttle_duration_sec=1.0)
+
+        target = None
+        if contact_ok:
+            t0 = time.perf_counter()
+            target = self.executor.tick(now, contact)
+            self.decode_us.append((time.perf_counter() - t0) * 1e6)
+            if len(self.decode_us) > 4000:
+                del self.decode_us[:2000]
+        for i, (arm, s) in enumerate(snap.items()):
+            force_world = quat_to_matrix(s.tcp_quat) @ s.wrench[:3] if np.isfinite(s.wrench).all() else s.wrench[:3]
+            cmd_pos = cmd_quat = None
+            if target is not None:
+                cmd_pos, cmd_quat = target[7 * i:7 * i + 3], target[7 * i + 3:7 * i + 7]
+            pos, quat = self.safety[arm].filter(
+                now, cmd_pos, cmd_quat, now if target is not None else None, s.tcp_pos, s.tcp_quat,
+                force_world, s.wrench_stamp if np.isfinite(s.wrench_stamp) else None)
+            stamp = contact_stamp if np.isfinite(contact_stamp) else s.pose_stamp
+            self.pubs[arm].publish(msgs.pose_msg(stamp, self.p.world_frame, pos, quat))
+
+    # -------------------------------------------------------------- diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        pe = self.loop.period_error_ms()
+        dec = np.array(self.decode_us[-2000:]) if self.decode_us else np.array([np.nan])
+        values = {"loop_rate_hz": self.loop.meter.rate(), "period_error_ms_p50": pe["p50"],
+                  "period_error_ms_p99": pe["p99"], "overruns": self.loop.overruns,
+                  "tick_us_p50": float(np.percentile(dec, 50)), "tick_us_p99": float(np.percentile(dec, 99)),
+                  "step_index": self.executor.last_step_index, "chunks_received": self.chunks_received,
+                  "chunks_malformed": self.bad_chunks}
+        values.update({f"chunks_rejected/{k}": v for k, v in self.executor.rejected.items()})
+        level = "ok"
+        for arm, sf in self.safety.items():
+            values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
+            if sf.holding:
+                level = "warn"
+        if self.loop.failure is not None:
+            level = "error"
+            values["failure"] = repr(self.loop.failure)
+        status = msgs.diagnostic_status("rdp_fast", values, level, "holding" if level == "warn" else "")
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
+
+    def close(self) -> None:
+        self.loop.stop()
+
+
+def main(args=None) -> int:
+    return run_node(RdpFast, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""rdp_slow: the slow side of the Reactive Diffusion Policy (or the Diffusion Policy baseline).
+
+Keeps the latest observations from its subscriptions (camera images, TCP poses, contact
+readings, each with its capture stamp), and in its own thread at ``rate_hz`` (6 Hz default)
+builds the model's observation history ending at the newest TCP pose, runs the latent
+diffusion policy (DDIM through onnxruntime), and publishes the chunk on
+``policy/latent_chunk`` stamped with that pose's capture time: the fast node aligns the
+chunk and finds its start pose by that stamp. Inference latency goes to /diagnostics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from trajectory_msgs.msg import JointTrajectory
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import ArmInputs
+from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class RdpSlowParams:
+    export_dir: str = param("", "folder written by `slowfast export` (obs_encoder/denoiser ONNX + runtime.json)")
+    rate_hz: float = param(6.0, "inference rate (Hz)")
+    arms: list = param(["arm"], "arm namespaces, in the model's arm order")
+    world_frame: str = param("world", "frame of TCP poses")
+    max_obs_age: float = param(0.25, "skip a cycle when the newest observation is older than this (s)")
+    image_tolerance: float = param(0.05, "max |stamp difference| between a history step and its image (s)")
+    num_inference_steps: int = param(0, "DDIM steps (0 = the model's default)")
+    threads: int = param(0, "onnxruntime intra-op threads (0 = default)")
+    seed: int = param(0, "seed of the diffusion noise")
+    episode_topic: str = param("", "latched JSON episode events ('sim/episode' in sim): a start clears the history")
+
+    def __post_init__(self):
+        if not self.export_dir:
+            raise ValueError("export_dir: required (a folder written by `slowfast export`)")
+        if not (0.1 <= self.rate_hz <= 100.0):
+            raise ValueError(f"rate_hz: {self.rate_hz} outside 0.1..100")
+        if not (0.01 <= self.max_obs_age <= 5.0):
+            raise ValueError(f"max_obs_age: {self.max_obs_age} outside [0.01, 5] s")
+
+
+class RdpSlow(Node):
+    def __init__(self):
+        super().__init__("rdp_slow")
+        from policy.rdp.runtime import SlowPolicyRuntime  # noqa: PLC0415
+
+        p = self.p = declare_params(self, RdpSlowParams())
+        self.policy = SlowPolicyRuntime(p.export_dir, threads=p.threads, seed=p.seed)
+        meta = self.policy.meta
+        if self.policy.num_arms != len(p.arms):
+            raise ValueError(f"arms: the model drives {self.policy.num_arms} arm(s), got {len(p.arms)} ({p.arms})")
+        self.kind = "latent" if meta["model_type"] == "rdp_ldp" else "action"
+        self.step_dt = 1.0 / float(meta["fps"])
+        self.row_dt = self.step_dt * (int(meta.get("compression", 1)) if self.kind == "latent" else 1)
+        self.obs_stride = int(meta.get("obs_stride", 1))
+        self.contact_kind = meta.get("contact", "wrench")
+        self.inputs = ArmInputs(self, p.arms, history_s=3.0)
+        self._lock = threading.Lock()
+        self._images: dict[str, deque] = {c: deque(maxlen=90) for c in self.policy.cameras}
+        for cam in self.policy.cameras:
+            self.create_subscription(Image, f"{cam}/color/image_raw",
+                                     lambda m, c=cam: self._on_image(c, m), qos.SENSOR_SUB)
+        if p.episode_topic:
+            from std_msgs.msg import String  # noqa: PLC0415
+            self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED)
+        self.pub = self.create_publisher(JointTrajectory, "policy/latent_chunk", qos.COMMAND)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.latency_ms: deque[float] = deque(maxlen=200)
+        self.obs_age_ms: deque[float] = deque(maxlen=200)
+        self.published = 0
+        self.skipped: dict[str, int] = {}
+        self._last_obs = -np.inf
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.loop = PacedLoop(p.rate_hz, self._cycle, name="rdp-slow").start()
+        self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
+                               f"contact={self.contact_kind}, providers {self.policy.providers}")
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            stamp, rgb = msgs.image_from_msg(msg)
+        except ValueError as exc:
+            self._skip("bad_image")
+            self.get_logger().warning(f"{cam}: {exc}", throttle_duration_sec=5.0)
+            return
+        if msg.encoding == "bgr8":
+            rgb = rgb[..., ::-1]
+        if rgb.ndim != 3:
+            self._skip("bad_image")
+            return
+        with self._lock:
+            self._images[cam].append((stamp, rgb))
+
+    def _on_episode(self, msg) -> None:
+        try:
+            event = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        if event.get("event") == "start":
+            self.inputs.reset()
+            with self._lock:
+                for q in self._images.values():
+                    q.clear()
+
+    def _skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _image_at(self, cam: str, stamp: float):
+        with self._lock:
+            frames = list(self._images[cam])
+        best = min(frames, key=lambda f: abs(f[0] - stamp), default=None)
+        if best is None or abs(best[0] - stamp) > self.p.image_tolerance:
+            return None
+        return best[1]
+
+    def _cycle(self) -> None:
+        now = self._now()
+        snap = self.inputs.snapshot()
+        if any(not s.complete for s in snap.values()):
+            self._skip("waiting_for_inputs")
+            return
+        t_obs = min(s.pose_stamp for s in snap.values())
+        if now - t_obs > self.p.max_obs_age:
+            self._skip("stale_observation")
+            return
+        if t_obs <= self._last_obs:
+            self._skip("no_new_observation")
+            return
+        n, hist = self.policy.n_obs, self.policy.history
+        times = [t_obs - (n - 1 - i) * self.obs_stride * self.step_dt for i in range(n)]
+        tol = max(self.step_dt, 0.01)
+        poses = [self.inputs.history_at("pose", t, tol) for t in times]
+        kind = "tactile" if self.contact_kind == "tactile" else "wrench"
+        ctimes = [t_obs - (hist - 1 - j) * self.step_dt for j in range(hist)]
+        contacts = [self.inputs.history_at(kind, t, tol) for t in ctimes]
+        if any(x is None for x in poses) or any(x is None for x in contacts):
+            self._skip("history_incomplete")
+            return
+        images = None
+        if self.policy.cameras:
+            images = {}
+            for cam in self.policy.cameras:
+                frames = [self._image_at(cam, t) for t in times]
+                if any(f is None for f in frames):
+                    self._skip("no_image_at_stamp")
+                    return
+                images[cam] = np.stack(frames)
+        tcp = np.stack([np.concatenate(p) for p in poses]).astype(np.float32)
+        contact = np.stack([np.concatenate([np.asarray(c).reshape(-1) for c in cs]) for cs in contacts]).astype(np.float32)
+        t0 = time.perf_counter()
+        chunk = self.policy.predict(images, tcp, contact,
+                                    num_inference_steps=self.p.num_inference_steps or None)
+        self.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        if not np.isfinite(chunk).all():
+            self._skip("nonfinite_chunk")
+            return
+        self.pub.publish(msgs.chunk_msg(t_obs, self.p.world_frame, self.kind, chunk, self.row_dt))
+        self.obs_age_ms.append((self._now() - t_obs) * 1e3)
+        self._last_obs = t_obs
+        self.published += 1
+
+    def _publish_diagnostics(self) -> None:
+        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        age = np.array(self.obs_age_ms) if self.obs_age_ms else np.array([np.nan])
+        values = {"rate_hz": self.loop.meter.rate(), "chunks_published": self.published,
+                  "inference_ms_p50": float(np.percentile(lat, 50)), "inference_ms_p99": float(np.percentile(lat, 99)),
+                  "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
+                  "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99))}
+        values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
+        level = "error" if self.loop.failure is not None else "ok"
+        if self.loop.failure is not None:
+            values["failure"] = repr(self.loop.failure)
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("rdp_slow", values, level)]))
+
+    def close(self) -> None:
+        self.loop.stop()
+
+
+def main(args=None) -> int:
+    return run_node(RdpSlow, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
