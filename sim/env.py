@@ -161,8 +161,9 @@ class SimEnv:
             m.geom_friction[self._box_geom, 0] = mu
             bz = self._scene.extras["box_half"][2]
             d.qpos[self._box_qadr:self._box_qadr + 7] = [0, 0, bz, 1, 0, 0, 0]
-            if self.cfg.perturb:
-                tp = r_pert.uniform(0.57 * self.episode_seconds, self.episode_seconds - 1.2)
+            lo_t, hi_t = 0.57 * self.episode_seconds, self.episode_seconds - 1.2
+            if self.cfg.perturb and hi_t > lo_t:          # episodes under ~2.8 s get none
+                tp = r_pert.uniform(lo_t, hi_t)
                 if r_pert.random() < 0.5:
                     self._events.append({"t": float(tp), "kind": "load", "scale": float(r_pert.uniform(1.6, 2.0)),
                                          "dur": float(r_pert.uniform(0.1, 0.3))})
