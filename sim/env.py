@@ -36,7 +36,7 @@ from .config import SimConfig
 from .metrics import count_drops, force_metrics
 from .scene import build_scene
 from .tactile import TactileModel
-from .transforms import axis_angle_quat, quat_to_mat, wxyz_to_xyzw, xyzw_to_wxyz
+from .transforms import axis_angle_quat, wxyz_to_xyzw, xyzw_to_wxyz
 from .types import ArmState, CameraIntrinsics
 
 WIPE_PATH = np.array([[-0.15, -0.04], [0.15, -0.04], [0.15, 0.04], [-0.15, 0.04]])  # world xy, m

@@ -7,8 +7,8 @@ surface height, box mass or friction, nor the perturbation schedule.
 
 * :class:`WipeExpert` — approach, descend until touch, then an integral force loop on the
   commanded depth (``dz/dt = -k (F* - F)``, F* the band centre, rate-limited) keeps the normal
-  force in the band while the path progresses; progress slows down when the force leaves the
-  band, and a torque admittance turns the commanded tilt so the pad lies flat on a tilted
+  force in the band while the pad goes back and forth along the path; progress slows down
+  when the force leaves the band, and a torque admittance turns the commanded tilt so the pad lies flat on a tilted
   surface. All commands are continuous (filtered rates), so demonstrations are smooth.
 * :class:`LiftExpert` — close each paddle until touch, regulate each paddle's normal force by
   an integral loop on its inward offset, lift along a minimum-jerk profile and hold. The
@@ -80,6 +80,7 @@ class WipeExpert:
         self.z_cmd: Optional[float] = None
         self.s = 0.0
         self.v = 0.0
+        self.direction = 1.0
         self.tilt = np.zeros(2)
         self.xy = self.home[:2].copy()
 
@@ -113,8 +114,14 @@ class WipeExpert:
             lo, hi = self.band
             margin = 2.0
             ok = np.clip(min(self.f - (lo - margin), (hi + margin) - self.f) / margin, 0.0, 1.0)
-            self.v = _lowpass(self.v, self.speed * ok, dt, 0.15)
-            self.s = min(self.s + self.v * dt, self.cum[-1])
+            # back and forth along the path until the episode ends; the speed is filtered, so
+            # the pad slows down, turns and speeds up again at each end
+            if self.s >= self.cum[-1]:
+                self.direction = -1.0
+            elif self.s <= 0.0:
+                self.direction = 1.0
+            self.v = _lowpass(self.v, self.direction * self.speed * ok, dt, 0.15)
+            self.s = float(np.clip(self.s + self.v * dt, 0.0, self.cum[-1]))
             self.xy = self._path_point(self.s)
             # torque admittance: tilt the commanded orientation to cancel the contact torque
             tau = np.asarray(st.wrench[3:5], float)

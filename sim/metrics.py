@@ -28,7 +28,6 @@ def _recovery(t: np.ndarray, inb: np.ndarray, tp: float, settle: float, window: 
     after = np.nonzero(t >= tp)[0]
     if after.size == 0:
         return None
-    i0 = after[0]
     in_win = after[t[after] < tp + window]
     out = in_win[~inb[in_win]]
     if out.size == 0:
@@ -47,7 +46,6 @@ def _recovery(t: np.ndarray, inb: np.ndarray, tp: float, settle: float, window: 
         if k >= n:                        # in band until the trace ends: not long enough to tell
             return float(t[j] - tp) if t[-1] - t[j] >= settle else None
         j = k
-    del i0
     return None
 
 

@@ -1,6 +1,8 @@
 """The scripted experts succeed under perturbations, from robot-observable signals only."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ def test_expert_succeeds_on_9_of_10_perturbed_seeds(task):
         for key in ("success", "rms_force_error", "time_in_band", "peak_force", "slip_events", "recovery_times"):
             assert key in m
         assert len(m["recovery_times"]) == len(env.perturbation_times)
+        json.dumps(m)                                    # JSON-serialisable as it is
         results.append(m)
     wins = sum(m["success"] for m in results)
     assert wins >= 9, [(m["seed"], m["success"]) for m in results]
