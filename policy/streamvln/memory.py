@@ -7,8 +7,8 @@
 2. Frames are grouped into temporal blocks of K frames (by turn index). Within a block each world
    voxel keeps only its latest token (newest frame wins).
 3. A frame left with fewer than a fraction theta of its tokens is dropped.
-4. The memory handed to the model is capped at M tokens: frames are taken uniformly over time,
-   as many as fit.
+4. The memory handed to the model is capped at M tokens: the fewest frames, spread uniformly
+   over time, that hold M tokens; the excess is trimmed from the oldest of them.
 
 Conventions: depth in metres aligned with the RGB image; intrinsics 3x3 in that image's pixels
 (pixel centres at integer coordinates, OpenCV); the camera frame is OpenCV optical (x right,
@@ -278,24 +278,28 @@ class SpatialMemory:
         if not cands:
             st.last_memory_tokens = st.last_memory_frames = 0
             return None, []
-        chosen = _uniform_fit(counts, self.cfg.max_tokens)
+        chosen = _uniform_cover(counts, self.cfg.max_tokens)
         parts, turns = [], []
         for i in chosen:
             f, m = cands[i]
             feats = f.features if m is None else f.features[torch.as_tensor(np.flatnonzero(m), device=f.features.device)]
             parts.append(feats)
             turns.append(f.turn)
-        tokens = torch.cat(parts, dim=0)[: self.cfg.max_tokens]
+        tokens = torch.cat(parts, dim=0)
+        if tokens.shape[0] > self.cfg.max_tokens:  # trim the oldest frame's first tokens
+            tokens = tokens[tokens.shape[0] - self.cfg.max_tokens:]
         st.last_memory_tokens = int(tokens.shape[0])
         st.last_memory_frames = len(turns)
         return tokens, turns
 
 
-def _uniform_fit(counts: np.ndarray, cap: int) -> list[int]:
-    """Indices of as many frames as fit in ``cap`` tokens, spread uniformly (newest always in)."""
+def _uniform_cover(counts: np.ndarray, cap: int) -> list[int]:
+    """Fewest frames, spread uniformly over time (the newest always in), that hold ``cap`` tokens
+    (all frames when they hold fewer). The caller trims the excess from the oldest frame, so the
+    memory is exactly ``cap`` tokens once enough frames exist and the prefix length stays flat."""
     n = len(counts)
-    for k in range(n, 0, -1):
+    for k in range(1, n + 1):
         idx = np.unique(np.round(np.linspace(n - 1, 0, k)).astype(np.int64))
-        if counts[idx].sum() <= cap:
+        if counts[idx].sum() >= cap:
             return idx.tolist()
-    return [n - 1]
+    return list(range(n))

@@ -91,12 +91,12 @@ class StreamVLNModel(nn.Module):
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"rgb must be [H, W, 3] or [B, H, W, 3], got shape {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2).to(torch.float32)  # uint8, or floats on the same 0..255 scale
+        x = x.permute(0, 3, 1, 2).to(device=self.device, dtype=torch.float32)  # uint8, or floats 0..255
         size = self.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
         x = (x.clamp(0, 255) / 255.0 - IMAGE_MEAN) / IMAGE_STD
-        return x.to(device=self.device, dtype=self.dtype)
+        return x.to(dtype=self.dtype)
 
     def pool2d(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, P*P, D]`` patch tokens -> ``[B, tokens_per_frame, D]`` (raster order)."""

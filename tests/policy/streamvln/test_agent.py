@@ -62,7 +62,7 @@ def test_sliding_cache_stays_bounded_over_200_turns(small_model, tokenizer):
         sizes.append(agent.stats.cache_tokens)
         memory.append(agent.stats.memory_tokens)
         assert agent.stats.window_turns <= 4
-    assert max(memory) <= 16
+    assert max(memory) <= 16 and set(memory[20:]) == {16}  # filled to the cap M, exactly
     pb = agent.prompt
     text = lambda segs: sum(len(x) for x in segs if isinstance(x, list))  # noqa: E731
     turn_max = text(pb.turn()) + small_model.tokens_per_frame + 4 + 2  # answer <= 4 tokens, + closing

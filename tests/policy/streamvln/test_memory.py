@@ -84,6 +84,12 @@ def test_memory_cap_takes_frames_uniformly_and_keeps_the_newest():
     assert len(tokens) == 6 and len(turns) == 3
     assert turns[-1] == 9 and turns[0] == 0
     assert mem.build(before_turn=5)[1][-1] == 4  # only frames older than the window
+    mem.cfg = MemoryConfig(voxel_size=V, block_frames=1, min_keep_fraction=0.0, max_tokens=5)
+    tokens, turns = mem.build(before_turn=10)
+    assert turns == [0, 4, 9] and ids(tokens) == [1, 4000, 4001, 9000, 9001]  # trimmed from the oldest
+    mem.cfg = MemoryConfig(voxel_size=V, block_frames=1, min_keep_fraction=0.0, max_tokens=100)
+    tokens, turns = mem.build(before_turn=10)
+    assert turns == list(range(10)) and len(tokens) == 20  # fewer than the cap: everything
 
 
 def test_never_keeps_a_token_with_invalid_depth():
