@@ -15,7 +15,7 @@ surface height, box mass or friction, nor the perturbation schedule.
   commanded squeeze follows the tangential load (``F* = F_t / r_safe``, at least ``f_min``),
   and a tactile slip reflex raises it 1.8-fold when the tactile field shows the box sliding:
   the marker field changes (mean marker motion over 30 ms above 10 % of the field's size)
-  while the wrist load stays steady, or the load the gel carries (the mean marker shift)
+  while the wrist load stays steady after the lift, or the load the gel carries (the mean marker shift)
   drops by 8 % within 0.1 s while the grip force holds.
 """
 from __future__ import annotations
@@ -152,7 +152,7 @@ class LiftExpert:
         self.close_speed = close_speed
         self.r_safe = r_safe
         self.f_min = f_min
-        self.f_max = 0.8 * float(spec["squeeze_limit"])
+        self.f_max = min(0.8 * float(spec["squeeze_limit"]), 0.95 * float(spec["force_band"][1]))
         self.lift_height = float(spec["lift_height"])
         self.lift_seconds = lift_seconds
         self.slip_change = slip_change
@@ -222,9 +222,10 @@ class LiftExpert:
                     continue
                 change = float(np.mean(np.linalg.norm(field - field0, axis=1)))
                 size = float(np.mean(np.linalg.norm(field, axis=1)))
-                steady = (abs(self.ft[a] - ft0) < 0.15 * max(ft0, 1.0)
-                          and abs(self.f[a] - fn0) < 0.15 * max(fn0, 1.0))
-                if steady and change > self.slip_change * size + self.slip_floor:
+                steady = (abs(self.ft[a] - ft0) < 0.05 * ft0 + 0.05
+                          and abs(self.f[a] - fn0) < 0.05 * fn0 + 0.1)
+                carried = t >= self.t_lift + self.lift_seconds      # lift done: the load is constant
+                if carried and steady and change > self.slip_change * size + self.slip_floor:
                     slip = "field"
                 # the load the gel carries (mean marker shift) dropping while the grip holds
                 if self.base[a] is None:

@@ -22,8 +22,8 @@ import numpy as np
 
 
 class TactileModel:
-    def __init__(self, rows: int, cols: int, half: Tuple[float, float], sigma: float = 0.012,
-                 k_shear: float = 3e-4, k_normal: float = 3e-3):
+    def __init__(self, rows: int, cols: int, half: Tuple[float, float], sigma: float = 0.016,
+                 k_shear: float = 5e-4, k_normal: float = 2.5e-3):
         xs = np.linspace(-half[0] * 0.85, half[0] * 0.85, cols)
         ys = np.linspace(-half[1] * 0.85, half[1] * 0.85, rows)
         gx, gy = np.meshgrid(xs, ys)              # row-major: rows along y, columns along x
