@@ -98,29 +98,29 @@ class RobotAdapter(abc.ABC):
 
 @dataclass(frozen=True)
 class GateConfig:
-    deadline_s: float = 0.1           # target older than this (by arrival) -> hold
-    max_age_s: float = 0.5            # target stamp older than this (ROS time) -> reject
-    max_step_m: float = 0.05          # target farther than this from the measured TCP -> reject
+    deadline: float = 0.1           # target older than this (by arrival) -> hold
+    max_age: float = 0.5            # target stamp older than this (ROS time) -> reject
+    max_step: float = 0.05          # target farther than this from the measured TCP -> reject
     max_step_rad: float = 0.5         # rotation from the measured TCP above this -> reject
     workspace_min: tuple = (-1.0, -1.0, -0.2)   # world frame box the target must lie in
     workspace_max: tuple = (1.0, 1.0, 1.5)
-    max_state_age_s: float = 0.1      # measured pose older than this -> hold (no feedback)
+    max_state_age: float = 0.1      # measured pose older than this -> hold (no feedback)
 
     def __post_init__(self):
-        if not (0.005 <= self.deadline_s <= 5.0):
-            raise ValueError(f"deadline_s: {self.deadline_s} outside 0.005..5 s")
-        if not (0.0 < self.max_age_s <= 10.0):
-            raise ValueError(f"max_age_s: {self.max_age_s} outside (0, 10] s")
-        if not (0.0 < self.max_step_m <= 1.0):
-            raise ValueError(f"max_step_m: {self.max_step_m} outside (0, 1] m")
+        if not (0.005 <= self.deadline <= 5.0):
+            raise ValueError(f"deadline: {self.deadline} outside 0.005..5 s")
+        if not (0.0 < self.max_age <= 10.0):
+            raise ValueError(f"max_age: {self.max_age} outside (0, 10] s")
+        if not (0.0 < self.max_step <= 1.0):
+            raise ValueError(f"max_step: {self.max_step} outside (0, 1] m")
         if not (0.0 < self.max_step_rad <= np.pi):
             raise ValueError(f"max_step_rad: {self.max_step_rad} outside (0, pi]")
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
         if lo.shape != (3,) or hi.shape != (3,) or not (lo < hi).all():
             raise ValueError(f"workspace_min, workspace_max: need 3 values each with min < max, "
                              f"got {self.workspace_min}, {self.workspace_max}")
-        if not (0.0 < self.max_state_age_s <= 5.0):
-            raise ValueError(f"max_state_age_s: {self.max_state_age_s} outside (0, 5] s")
+        if not (0.0 < self.max_state_age <= 5.0):
+            raise ValueError(f"max_state_age: {self.max_state_age} outside (0, 5] s")
 
 
 @dataclass
@@ -135,9 +135,9 @@ class CommandGate:
     - a target with NaN/inf, a non-unit quaternion, outside the workspace, too far from the
       measured TCP, or stamped too long ago is rejected (counted, with its reason) and the
       robot holds;
-    - no new target within ``deadline_s`` of the last one (the command topic went silent)
+    - no new target within ``deadline`` of the last one (the command topic went silent)
       -> hold, once, until targets flow again;
-    - a measured pose older than ``max_state_age_s`` -> hold: no motion without feedback.
+    - a measured pose older than ``max_state_age`` -> hold: no motion without feedback.
     All poses here are in the world frame.
     """
 
@@ -158,11 +158,11 @@ class CommandGate:
             return "quaternion", f"quaternion norm {np.linalg.norm(quat):.4f} is not 1"
         if (pos < np.asarray(self.cfg.workspace_min)).any() or (pos > np.asarray(self.cfg.workspace_max)).any():
             return "workspace", f"target {np.round(pos, 3).tolist()} outside the workspace"
-        if now - stamp > self.cfg.max_age_s:
-            return "stale", f"target stamped {now - stamp:.3f} s ago (max_age_s {self.cfg.max_age_s})"
+        if now - stamp > self.cfg.max_age:
+            return "stale", f"target stamped {now - stamp:.3f} s ago (max_age {self.cfg.max_age})"
         step = float(np.linalg.norm(pos - np.asarray(tcp_pos, float)))
-        if step > self.cfg.max_step_m:
-            return "step", f"target {step:.3f} m from the measured TCP (max_step_m {self.cfg.max_step_m})"
+        if step > self.cfg.max_step:
+            return "step", f"target {step:.3f} m from the measured TCP (max_step {self.cfg.max_step})"
         ang = quat_angle(quat, np.asarray(tcp_quat, float))
         if ang > self.cfg.max_step_rad:
             return "rotation", f"target {ang:.3f} rad from the measured TCP (max_step_rad {self.cfg.max_step_rad})"
@@ -172,7 +172,7 @@ class CommandGate:
                tcp_pos, tcp_quat) -> Decision:
         """``target``: (stamp, pos, quat) of a target not yet decided on, or None.
         ``target_arrival``: ROS time the newest target arrived (NaN if none ever)."""
-        if not np.isfinite(state_stamp) or now - state_stamp > self.cfg.max_state_age_s:
+        if not np.isfinite(state_stamp) or now - state_stamp > self.cfg.max_state_age:
             return self._hold("no robot state" if not np.isfinite(state_stamp)
                               else f"robot state {now - state_stamp:.3f} s old")
         if target is not None:
@@ -182,8 +182,8 @@ class CommandGate:
                 return self._hold(f"rejected: {why}")
             self.holding, self.reason = False, ""
             return Decision("send")
-        if np.isfinite(target_arrival) and now - target_arrival > self.cfg.deadline_s:
-            return self._hold(f"target_tcp silent for more than {self.cfg.deadline_s} s")
+        if np.isfinite(target_arrival) and now - target_arrival > self.cfg.deadline:
+            return self._hold(f"target_tcp silent for more than {self.cfg.deadline} s")
         return Decision("idle", self.reason)
 
     def _hold(self, reason: str) -> Decision:

@@ -13,7 +13,7 @@ def _gate(**kw):
 
 
 def test_starts_held_sends_good_targets_and_holds_when_the_topic_goes_silent():
-    g = _gate(deadline_s=0.1)
+    g = _gate(deadline=0.1)
     assert g.holding
     d = g.decide(10.0, None, float("nan"), 10.0, TCP, Q)
     assert d.action == "idle" and g.holding                                    # nothing yet: stays held
@@ -43,10 +43,10 @@ def test_bad_targets_are_rejected_counted_and_hold_the_robot(target, kind):
 
 
 def test_no_motion_without_fresh_robot_state():
-    g = _gate(max_state_age_s=0.1)
+    g = _gate(max_state_age=0.1)
     d = g.decide(10.0, (10.0, TCP, Q), 10.0, float("nan"), TCP, Q)
     assert g.holding and d.reason == "no robot state"
-    g = _gate(max_state_age_s=0.1)
+    g = _gate(max_state_age=0.1)
     g.decide(10.0, (10.0, TCP, Q), 10.0, 10.0, TCP, Q)
     d = g.decide(10.5, (10.5, TCP, Q), 10.5, 10.0, TCP, Q)
     assert d.action == "hold" and "robot state" in d.reason
@@ -63,8 +63,8 @@ def test_transform_round_trip_and_inverse():
 
 
 def test_bad_settings_name_the_field():
-    with pytest.raises(ValueError, match="deadline_s"):
-        GateConfig(deadline_s=0.0)
+    with pytest.raises(ValueError, match="deadline"):
+        GateConfig(deadline=0.0)
     with pytest.raises(ValueError, match="workspace_min, workspace_max"):
         GateConfig(workspace_min=(0, 0, 0), workspace_max=(1, 1, 0))
     with pytest.raises(ValueError, match="unit quaternion"):

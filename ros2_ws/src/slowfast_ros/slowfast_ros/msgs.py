@@ -275,6 +275,17 @@ def chunk_from_msg(msg: JointTrajectory) -> tuple[float, str, np.ndarray]:
     return stamp_of(msg), kind, data
 
 
+def camera_info_msg_distorted(stamp: float, intr, coeffs) -> CameraInfo:
+    """Like :func:`camera_info_msg`, with the device's 5 distortion coefficients (k1, k2,
+    p1, p2, k3) in the plumb_bob model, as the RealSense ROS wrapper publishes them."""
+    msg = camera_info_msg(stamp, intr)
+    d = [float(c) for c in coeffs]
+    if len(d) != 5:
+        raise ValueError(f"plumb_bob needs 5 distortion coefficients, got {len(d)}")
+    msg.d = d
+    return msg
+
+
 # ---------------------------------------------------------------- JSON events
 
 

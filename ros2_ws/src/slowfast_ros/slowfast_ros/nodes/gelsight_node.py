@@ -1,0 +1,238 @@
+"""gelsight_node: a vision-based tactile sensor (GelSight Mini style) as a marker field.
+
+Reads frames from a camera with OpenCV (``source``: a device index such as ``0``, a device
+path such as ``/dev/video2``, or a video file), detects the marker dots, tracks them against
+a reference frame (the first usable frame, or the next one after a re-zero) and publishes:
+  <arm>/tactile/markers (PointCloud2 x, y, dx, dy float32, metres, in ``frame_id``: x, y
+  the reference position about the image centre, image x right / y down; organised as
+  ``grid_rows`` x ``grid_cols`` when given; a lost marker is a NaN row),
+  <arm>/tactile/image_raw (Image rgb8, with ``publish_image``), /diagnostics at 1 Hz.
+Service <arm>/tactile/rezero (std_srvs/Trigger): the next frame becomes the reference.
+
+Stamps: OpenCV gives no capture time for a live camera, so a frame is stamped with its
+arrival (ROS time) minus ``capture_latency``; a video file plays at ``fps`` in real time.
+
+Bad input: a frame where fewer than ``min_tracked_fraction`` of the markers are found (no
+markers, a covered or blinded sensor) publishes no field, only the image, and /diagnostics
+says WARN; a camera that stops delivering is reopened every ``reconnect_period`` seconds
+(ERROR meanwhile); a video file that ends stops the node's output (or loops with ``loop``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image, PointCloud2
+from std_srvs.srv import Trigger
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import topic
+from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class GelSightNodeParams:
+    arm: str = param("arm", "arm namespace of the topics: <arm>/tactile/markers")
+    source: str = param("0", "camera: device index ('0'), device path ('/dev/video2') or video file")
+    fps: float = param(30.0, "camera rate to request; playback rate of a video file (Hz)")
+    width: int = param(0, "frame width to request from a camera (0 = its default)")
+    height: int = param(0, "frame height to request from a camera (0 = its default)")
+    loop: bool = param(False, "loop a video file instead of ending")
+    mm_per_px: float = param(0.0634, "gel surface millimetres per image pixel")
+    grid_rows: int = param(0, "marker rows; with grid_cols the cloud is organised (0 = unorganised)")
+    grid_cols: int = param(0, "marker columns (0 = unorganised)")
+    gate_px: float = param(6.0, "a marker is matched only to a dot within this many pixels of where it was")
+    threshold: float = param(20.0, "dot darkness above the local background to count as a marker (gray levels)")
+    min_area: int = param(4, "smallest dot area (px)")
+    max_area: int = param(400, "largest dot area (px)")
+    background_px: int = param(31, "background blur kernel (px, odd, larger than a dot)")
+    dark_markers: bool = param(True, "markers darker than the gel (False: bright markers)")
+    min_markers: int = param(10, "markers a reference frame must have")
+    min_tracked_fraction: float = param(0.5, "publish no field when fewer markers than this fraction are found")
+    publish_image: bool = param(True, "also publish the raw image on <arm>/tactile/image_raw")
+    frame_id: str = param("", "frame of the marker field ('' = <arm>_tactile_pad)")
+    capture_latency: float = param(0.0, "camera latency (s) subtracted from arrival stamps")
+    reconnect_period: float = param(1.0, "seconds between attempts to (re)open the camera")
+
+    def __post_init__(self):
+        if not self.source:
+            raise ValueError("source: empty; give a device index, a device path or a video file")
+        if not (1.0 <= self.fps <= 240.0):
+            raise ValueError(f"fps: {self.fps} outside 1..240")
+        if self.width < 0 or self.height < 0:
+            raise ValueError(f"width, height: {self.width}x{self.height} must be >= 0")
+        if not (0.001 <= self.mm_per_px <= 10.0):
+            raise ValueError(f"mm_per_px: {self.mm_per_px} outside 0.001..10")
+        if (self.grid_rows > 0) != (self.grid_cols > 0) or self.grid_rows < 0 or self.grid_cols < 0:
+            raise ValueError(f"grid_rows, grid_cols: {self.grid_rows}x{self.grid_cols}; set both > 0 or both 0")
+        if not (0.5 <= self.gate_px <= 100.0):
+            raise ValueError(f"gate_px: {self.gate_px} outside 0.5..100")
+        if not (0.0 <= self.min_tracked_fraction <= 1.0):
+            raise ValueError(f"min_tracked_fraction: {self.min_tracked_fraction} outside 0..1")
+        if self.min_markers < 1:
+            raise ValueError(f"min_markers: {self.min_markers} must be >= 1")
+        if not (0.0 <= self.capture_latency <= 1.0):
+            raise ValueError(f"capture_latency: {self.capture_latency} outside 0..1 s")
+        if not (0.05 <= self.reconnect_period <= 60.0):
+            raise ValueError(f"reconnect_period: {self.reconnect_period} outside 0.05..60 s")
+
+
+class GelSightNode(Node):
+    def __init__(self):
+        super().__init__("gelsight_node")
+        from hardware.markers import DetectorConfig, MarkerDetector  # noqa: PLC0415
+
+        self.p: GelSightNodeParams = declare_params(self, GelSightNodeParams())
+        # A bad detector setting raises ValueError naming the field: the node refuses to start.
+        self.detector = MarkerDetector(DetectorConfig(self.p.threshold, self.p.min_area, self.p.max_area,
+                                                      self.p.background_px, self.p.dark_markers))
+        self.is_file = not self.p.source.isdigit() and not self.p.source.startswith("/dev/")
+        if self.is_file and not Path(self.p.source).is_file():
+            raise ValueError(f"source: no video file {self.p.source} (a camera is a device index or /dev/videoN)")
+        self.grid = (self.p.grid_rows, self.p.grid_cols) if self.p.grid_rows > 0 else None
+        self.frame_id = self.p.frame_id or f"{self.p.arm}_tactile_pad"
+        self.tracker = None
+        self._rezero = threading.Event()
+        self._rezero.set()                       # the first usable frame is the reference
+        self.markers_pub = self.create_publisher(PointCloud2, topic(self.p.arm, "tactile/markers"), qos.SENSOR_PUB)
+        self.image_pub = (self.create_publisher(Image, topic(self.p.arm, "tactile/image_raw"), qos.SENSOR_PUB)
+                          if self.p.publish_image else None)
+        self.create_service(Trigger, topic(self.p.arm, "tactile/rezero"), self._on_rezero)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.meter = RateMeter()
+        self.state, self.reason = "starting", f"opening {self.p.source}"
+        self.frames = self.published = self.withheld = self.reconnects = 0
+        self.last = {"tracked": 0, "lost": 0, "spurious": 0}
+        self.reference_markers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._capture_loop, name="gelsight", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ callbacks (store only)
+
+    def _on_rezero(self, request, response):
+        self._rezero.set()
+        response.success = True
+        response.message = "the next frame becomes the reference"
+        return response
+
+    # ------------------------------------------------------------ capture thread
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _set(self, state: str, reason: str) -> None:
+        if (state, reason) != (self.state, self.reason):
+            if state in ("tracking", "ended"):
+                self.get_logger().info(f"{state}: {reason}")
+            else:
+                self.get_logger().warning(f"{state}: {reason}")
+        self.state, self.reason = state, reason
+
+    def _open(self):
+        import cv2  # noqa: PLC0415
+
+        src = int(self.p.source) if self.p.source.isdigit() else self.p.source
+        cap = cv2.VideoCapture(src)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        if not self.is_file:
+            cap.set(cv2.CAP_PROP_FPS, self.p.fps)
+            if self.p.width and self.p.height:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.p.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.p.height)
+        return cap
+
+    def _capture_loop(self) -> None:
+        import cv2  # noqa: PLC0415
+
+        period = 1.0 / self.p.fps
+        while not self._stop.is_set():
+            cap = self._open()
+            if cap is None:
+                self._set("no camera", f"cannot open {self.p.source}")
+                self._stop.wait(self.p.reconnect_period)
+                continue
+            next_t = time.monotonic()
+            while not self._stop.is_set():
+                if self.is_file:  # play a file in real time
+                    self._stop.wait(max(0.0, next_t - time.monotonic()))
+                    next_t += period
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    break
+                stamp = self._now() - self.p.capture_latency
+                self._process(stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            cap.release()
+            if self._stop.is_set():
+                break
+            if self.is_file and not self.p.loop:
+                self._set("ended", f"video file {self.p.source} ended")
+                break
+            if not self.is_file:
+                self._set("lost", f"camera {self.p.source} stopped delivering frames; reopening")
+                self.reconnects += 1
+                self._stop.wait(self.p.reconnect_period)
+
+    def _process(self, stamp: float, rgb: np.ndarray) -> None:
+        from hardware.markers import MarkerTracker  # noqa: PLC0415
+
+        self.frames += 1
+        if self.image_pub is not None:
+            self.image_pub.publish(msgs.image_msg(stamp, self.frame_id, rgb, "rgb8"))
+        if self._rezero.is_set():
+            tracker = MarkerTracker(self.detector, self.p.gate_px, self.p.mm_per_px,
+                                    (rgb.shape[1], rgb.shape[0]), self.grid, self.p.min_markers)
+            try:
+                self.reference_markers = tracker.reset(rgb)
+            except ValueError as exc:
+                self._set("no reference", f"cannot take the reference frame: {exc}")
+                return  # retried on the next frame
+            self.tracker = tracker
+            self._rezero.clear()
+            self._set("tracking", f"reference with {self.reference_markers} markers")
+            field = tracker.reference_field()
+        else:
+            res = self.tracker.update(rgb)
+            self.last = {"tracked": res.tracked, "lost": res.lost, "spurious": res.spurious}
+            if res.tracked < self.p.min_tracked_fraction * self.reference_markers:
+                self.withheld += 1
+                self._set("markers lost", f"{res.tracked} of {self.reference_markers} markers found; field withheld")
+                return
+            self._set("tracking", f"reference with {self.reference_markers} markers")
+            field = res.markers
+        self.markers_pub.publish(msgs.markers_msg(stamp, self.frame_id, field, self.grid))
+        self.published += 1
+        self.meter.tick()
+
+    # ------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        values = {"state": self.state, "reason": self.reason, "source": self.p.source,
+                  "rate_hz": self.meter.rate(), "frames": self.frames, "fields_published": self.published,
+                  "fields_withheld": self.withheld, "reference_markers": self.reference_markers,
+                  "reconnects": self.reconnects, **{f"markers_{k}": v for k, v in self.last.items()}}
+        level = {"tracking": "ok", "ended": "warn", "markers lost": "warn", "starting": "warn"}.get(self.state, "error")
+        status = msgs.diagnostic_status(f"gelsight_node: {self.p.arm}", values, level,
+                                        "" if level == "ok" else f"{self.state}: {self.reason}",
+                                        hardware_id=self.p.source)
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3.0)
+
+
+def main(args=None) -> int:
+    return run_node(GelSightNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""realsense_node: an Intel RealSense RGB-D camera on the topics of the RealSense ROS wrapper.
+
+Publishes <camera>/color/image_raw (rgb8), <camera>/color/camera_info (the colour stream's
+intrinsics from the device) and, with ``depth``, <camera>/aligned_depth_to_color/image_raw
+(16UC1, mm, aligned to colour by the SDK); /diagnostics at 1 Hz. Subscribes nothing.
+
+Stamps: the device's own frame timestamps, mapped to ROS time. ``hardware_clock`` stamps
+(the camera's counter) go through hardware.clock.DeviceClockMapper: ROS stamp = device time
++ the smallest (arrival - device time) of the last ``clock_window`` seconds, minus the known
+transport ``latency``; ``global_time``/``system_time`` stamps are on the host clock already.
+
+A camera that is missing, or that stops delivering for ``frame_timeout`` seconds (unplugged,
+USB reset), is closed and reopened every ``reconnect_period`` seconds; meanwhile nothing is
+published and /diagnostics says ERROR with the reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class RealSenseNodeParams:
+    camera: str = param("camera", "topic prefix: <camera>/color/image_raw, ...")
+    serial: str = param("", "serial number of the camera ('' = the first one found)")
+    width: int = param(640, "colour and depth width (px)")
+    height: int = param(480, "colour and depth height (px)")
+    fps: int = param(30, "frame rate of both streams (Hz)")
+    depth: bool = param(True, "also publish depth aligned to colour (16UC1, mm)")
+    frame_id: str = param("", "optical frame of the images ('' = <camera>_color_optical_frame)")
+    frame_timeout: float = param(1.0, "no frame for this long (s): the camera is lost, reopen it")
+    reconnect_period: float = param(2.0, "seconds between attempts to (re)open the camera")
+    clock_window: float = param(10.0, "window (s) of the device-clock to ROS-time offset estimate")
+    latency: float = param(0.0, "known minimum transport latency (s), subtracted from hardware stamps")
+
+    def __post_init__(self):
+        if not self.camera.strip("/"):
+            raise ValueError("camera: must name a topic prefix, e.g. 'camera'")
+        if not (16 <= self.width <= 4096 and 16 <= self.height <= 4096):
+            raise ValueError(f"width, height: {self.width}x{self.height} outside 16..4096")
+        if not (1 <= self.fps <= 300):
+            raise ValueError(f"fps: {self.fps} outside 1..300")
+        if not (0.05 <= self.frame_timeout <= 30.0):
+            raise ValueError(f"frame_timeout: {self.frame_timeout} outside 0.05..30 s")
+        if not (0.05 <= self.reconnect_period <= 60.0):
+            raise ValueError(f"reconnect_period: {self.reconnect_period} outside 0.05..60 s")
+        if not (0.5 <= self.clock_window <= 600.0):
+            raise ValueError(f"clock_window: {self.clock_window} outside 0.5..600 s")
+        if not (0.0 <= self.latency <= 0.5):
+            raise ValueError(f"latency: {self.latency} outside 0..0.5 s")
+
+
+class RealSenseNode(Node):
+    def __init__(self, device=None):
+        """``device``: a pyrealsense2 device to use instead of looking one up by serial
+        (tests pass the SDK's software device)."""
+        super().__init__("realsense_node")
+        from hardware.clock import DeviceClockMapper  # noqa: PLC0415 - core import at construction
+        from hardware.realsense import RealSenseCamera, RealSenseConfig  # noqa: PLC0415
+
+        self.p: RealSenseNodeParams = declare_params(self, RealSenseNodeParams())
+        cam = self.p.camera.strip("/")
+        frame_id = self.p.frame_id or f"{cam}_color_optical_frame"
+        self.camera = RealSenseCamera(RealSenseConfig(self.p.serial, self.p.width, self.p.height, self.p.fps,
+                                                      self.p.depth, frame_id), device=device)
+        self.clock = DeviceClockMapper(window_s=self.p.clock_window, latency_s=self.p.latency)
+        self.image_pub = self.create_publisher(Image, f"{cam}/color/image_raw", qos.SENSOR_PUB)
+        self.info_pub = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", qos.SENSOR_PUB)
+        self.depth_pub = (self.create_publisher(Image, f"{cam}/aligned_depth_to_color/image_raw", qos.SENSOR_PUB)
+                          if self.p.depth else None)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.meter = RateMeter()
+        self.state, self.reason = "starting", "opening the camera"
+        self.frames = self.reconnects = 0
+        self.last_stamp = float("-inf")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._capture_loop, name="realsense", daemon=True)
+        self._thread.start()
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _set(self, state: str, reason: str) -> None:
+        if (state, reason) != (self.state, self.reason):
+            if state in ("streaming", "waiting"):
+                self.get_logger().info(f"{state}: {reason}")
+            else:
+                self.get_logger().error(f"{state}: {reason}")
+        self.state, self.reason = state, reason
+
+    # ------------------------------------------------------------ capture thread
+
+    def _capture_loop(self) -> None:
+        from hardware.realsense import DeviceUnavailable  # noqa: PLC0415
+
+        while not self._stop.is_set():
+            try:
+                self.camera.open()
+            except DeviceUnavailable as exc:
+                self._set("no device", str(exc))
+                self._stop.wait(self.p.reconnect_period)
+                continue
+            self.clock.reset()  # a reopened device may have restarted its clock
+            if self.state != "lost":  # a lost camera stays reported lost until frames flow again
+                self._set("waiting", f"RealSense {self.camera.serial} open, waiting for frames")
+            last = time.monotonic()
+            while not self._stop.is_set():
+                frame = self.camera.read(timeout_s=min(0.2, self.p.frame_timeout))
+                if frame is None:
+                    if time.monotonic() - last > self.p.frame_timeout:
+                        self._set("lost", f"no frame for {self.p.frame_timeout} s (camera unplugged or stalled)")
+                        break
+                    continue
+                last = time.monotonic()
+                self._publish(frame)
+            self.camera.close()
+            if not self._stop.is_set():
+                self.reconnects += 1
+                self._stop.wait(self.p.reconnect_period)
+
+    def _stamp(self, frame) -> float:
+        arrival = self._now()
+        if frame.domain == "hardware_clock":
+            return self.clock.map(frame.device_time_s, arrival)
+        # global_time / system_time: ms since the epoch on the host clock.
+        return frame.device_time_s + (arrival - time.time())
+
+    def _publish(self, frame) -> None:
+        stamp = self._stamp(frame)
+        if stamp <= self.last_stamp:
+            return  # never publish time going backwards (a repeated or reordered frame)
+        self.last_stamp = stamp
+        intr = frame.intrinsics
+        self.image_pub.publish(msgs.image_msg(stamp, intr.frame_id, frame.color, "rgb8"))
+        self.info_pub.publish(msgs.camera_info_msg_distorted(stamp, intr, intr.coeffs))
+        if self.depth_pub is not None and frame.depth_mm is not None:
+            self.depth_pub.publish(msgs.image_msg(stamp, intr.frame_id, frame.depth_mm, "16UC1"))
+        self.frames += 1
+        self.meter.tick()
+        if self.state != "streaming":
+            self._set("streaming", f"RealSense {self.camera.serial} {self.p.width}x{self.p.height} @ {self.p.fps} Hz")
+
+    # ------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        values = {"state": self.state, "reason": self.reason, "serial": self.camera.serial or self.p.serial,
+                  "rate_hz": self.meter.rate(), "frames": self.frames, "reconnects": self.reconnects,
+                  "unpaired_color_frames": self.camera.unpaired, "clock_offset_s": self.clock.offset,
+                  "clock_resets": self.clock.resets}
+        level = {"streaming": "ok", "waiting": "warn", "starting": "warn"}.get(self.state, "error")
+        status = msgs.diagnostic_status(f"realsense_node: {self.p.camera.strip('/')}", values, level,
+                                        "" if level == "ok" else f"{self.state}: {self.reason}",
+                                        hardware_id=self.camera.serial or self.p.serial)
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3.0)
+        self.camera.close()
+
+
+def main(args=None) -> int:
+    return run_node(RealSenseNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""robot_bridge_node: <arm>/target_tcp to a real arm's command interface, the arm's state back.
+
+Subscribes <arm>/target_tcp (PoseStamped in ``world_frame``) and hands each new target,
+once hardware.robot.CommandGate accepts it, to the robot adapter in the robot's base frame
+(``base_in_world`` maps world <-> base). Publishes the robot's state on the topics of the
+stack: <arm>/tcp_pose (PoseStamped, world; capture stamps kept) and <arm>/tcp_wrench
+(WrenchStamped, the sensor's frame); /diagnostics at 1 Hz.
+
+Adapter ``cartesian_controllers`` (ros2_control, the FZI ``cartesian_controllers``
+package): its motion and compliance controllers take geometry_msgs/PoseStamped on
+``<controller>/target_frame``, in the controller's ``robot_base_link`` frame (they ignore
+targets in another frame, or with NaN). Their current pose is not published by them: the
+TCP pose comes from a pose broadcaster (``state_pose_topic``, PoseStamped in the base frame,
+e.g. UR's ``tcp_pose_broadcaster/pose``) and the wrench from ros2_controllers'
+``force_torque_sensor_broadcaster/wrench``.
+
+Safety: a target with NaN, a non-unit quaternion, outside ``workspace_min/max`` (world), more
+than ``max_step`` from the measured TCP, or stamped more than ``max_age`` ago is rejected and
+counted; then, or when <arm>/target_tcp is silent for ``deadline`` seconds, or when the robot's
+state is older than ``max_state_age``, the bridge holds the robot: it sends the measured pose
+once as the target (the controller stops where the robot is) and nothing else until a valid
+target arrives. Callbacks only store; one paced thread decides and sends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, WrenchStamped
+from rclpy.node import Node
+
+from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter, RobotState
+from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import topic
+from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
+
+ADAPTERS = ("cartesian_controllers",)
+
+
+@dataclasses.dataclass
+class RobotBridgeNodeParams:
+    arm: str = param("arm", "arm namespace of the stack topics: <arm>/target_tcp, <arm>/tcp_pose")
+    adapter: str = param("cartesian_controllers", f"robot command interface: {' | '.join(ADAPTERS)}")
+    controller: str = param("cartesian_compliance_controller", "ros2_control controller taking <controller>/target_frame")
+    target_topic: str = param("", "command topic of the controller ('' = /<controller>/target_frame)")
+    state_pose_topic: str = param("/tcp_pose_broadcaster/pose", "measured TCP pose (PoseStamped, base frame)")
+    state_wrench_topic: str = param("/force_torque_sensor_broadcaster/wrench", "measured wrench (WrenchStamped)")
+    base_frame: str = param("base_link", "the controller's robot_base_link: frame of its targets and of the state pose")
+    world_frame: str = param("world", "frame of <arm>/target_tcp and <arm>/tcp_pose")
+    base_in_world: list = param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                                "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
+    rate_hz: float = param(250.0, "bridge loop rate (Hz): targets and state are forwarded at most this often")
+    deadline: float = param(0.1, "hold the robot when <arm>/target_tcp is silent this long (s)")
+    max_age: float = param(0.5, "reject a target stamped longer ago than this (s)")
+    max_step: float = param(0.05, "reject a target farther than this from the measured TCP (m)")
+    max_step_rad: float = param(0.5, "reject a target rotated more than this from the measured TCP (rad)")
+    workspace_min: list = param([-1.0, -1.0, -0.2], "world-frame box a target must lie in: min x, y, z (m)")
+    workspace_max: list = param([1.0, 1.0, 1.5], "world-frame box a target must lie in: max x, y, z (m)")
+    max_state_age: float = param(0.1, "hold when the measured pose is older than this (s)")
+
+    def __post_init__(self):
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter: '{self.adapter}' unknown (choose from {', '.join(ADAPTERS)})")
+        if not self.controller and not self.target_topic:
+            raise ValueError("controller: empty; name the controller or set target_topic")
+        if len(self.base_in_world) != 7:
+            raise ValueError(f"base_in_world: {len(self.base_in_world)} values, need x, y, z, qx, qy, qz, qw")
+        if not (1.0 <= self.rate_hz <= 1000.0):
+            raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
+
+
+class CartesianControllersAdapter(RobotAdapter):
+    """hardware.robot.RobotAdapter for ros2_control's Cartesian controllers: targets on
+    <controller>/target_frame, state from the pose and wrench broadcasters."""
+
+    def __init__(self, node: Node, p: RobotBridgeNodeParams):
+        self.base_frame = p.base_frame
+        self._node = node
+        self._lock = threading.Lock()
+        self._state = RobotState()
+        self.foreign_frame = 0
+        target = p.target_topic or f"/{p.controller.strip('/')}/target_frame"
+        self.target_pub = node.create_publisher(PoseStamped, target, qos.COMMAND)
+        node.create_subscription(PoseStamped, p.state_pose_topic, self._on_pose, qos.SENSOR_SUB)
+        node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id not in ("", self.base_frame):
+            self.foreign_frame += 1
+            return
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        if np.isfinite(pos).all() and np.isfinite(quat).all():
+            with self._lock:
+                self._state.pose_stamp, self._state.pos, self._state.quat = stamp, pos, quat
+
+    def _on_wrench(self, msg: WrenchStamped) -> None:
+        stamp, w = msgs.wrench_from_msg(msg)
+        if np.isfinite(w).all():
+            with self._lock:
+                self._state.wrench_stamp, self._state.wrench = stamp, w
+                self._state.wrench_frame = msg.header.frame_id
+
+    def state(self) -> RobotState:
+        with self._lock:
+            return RobotState(**vars(self._state))
+
+    def send_target(self, stamp: float, pos, quat) -> None:
+        self.target_pub.publish(msgs.pose_msg(stamp, self.base_frame, pos, quat))
+
+    def hold(self, stamp: float) -> bool:
+        s = self.state()
+        if s.pos is None:
+            return False
+        self.target_pub.publish(msgs.pose_msg(stamp, self.base_frame, s.pos, s.quat))
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class RobotBridgeNode(Node):
+    def __init__(self):
+        super().__init__("robot_bridge_node")
+        self.p: RobotBridgeNodeParams = declare_params(self, RobotBridgeNodeParams())
+        b = [float(v) for v in self.p.base_in_world]
+        try:
+            self.base_in_world = RigidTransform(tuple(b[:3]), tuple(b[3:]))
+        except ValueError as exc:
+            raise ValueError(f"base_in_world: {exc}") from None
+        self.world_in_base = self.base_in_world.inverse()
+        self.gate = CommandGate(GateConfig(self.p.deadline, self.p.max_age, self.p.max_step, self.p.max_step_rad,
+                                           tuple(self.p.workspace_min), tuple(self.p.workspace_max),
+                                           self.p.max_state_age))
+        self.robot = CartesianControllersAdapter(self, self.p)
+        self._lock = threading.Lock()
+        self._target = None                  # newest target not yet decided on: (stamp, pos, quat)
+        self._target_arrival = float("nan")
+        self.foreign_targets = 0
+        self._sent = {"pose": float("nan"), "wrench": float("nan")}
+        self.sent = self.holds = 0
+        self.meters = {"target_tcp": RateMeter(), "tcp_pose": RateMeter()}
+        self.pose_pub = self.create_publisher(PoseStamped, topic(self.p.arm, "tcp_pose"), qos.SENSOR_PUB)
+        self.wrench_pub = self.create_publisher(WrenchStamped, topic(self.p.arm, "tcp_wrench"), qos.SENSOR_PUB)
+        self.create_subscription(PoseStamped, topic(self.p.arm, "target_tcp"), self._on_target, qos.COMMAND)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.loop = PacedLoop(self.p.rate_hz, self._tick, name="robot-bridge").start()
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------ callbacks (store only)
+
+    def _on_target(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id not in ("", self.p.world_frame):
+            self.foreign_targets += 1
+            self.get_logger().warning(f"target_tcp in frame '{msg.header.frame_id}', expected "
+                                      f"'{self.p.world_frame}'; ignored", throttle_duration_sec=1.0)
+            return
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        with self._lock:
+            self._target, self._target_arrival = (stamp, pos, quat), self._now()
+
+    # ------------------------------------------------------------ bridge thread
+
+    def _tick(self) -> None:
+        now = self._now()
+        with self._lock:
+            target, self._target = self._target, None
+            arrival = self._target_arrival
+        s = self.robot.state()
+        tcp_pos = tcp_quat = None
+        if s.pos is not None:
+            tcp_pos, tcp_quat = self.base_in_world.apply(s.pos, s.quat)
+            if s.pose_stamp != self._sent["pose"]:
+                self._sent["pose"] = s.pose_stamp
+                self.pose_pub.publish(msgs.pose_msg(s.pose_stamp, self.p.world_frame, tcp_pos, tcp_quat))
+                self.meters["tcp_pose"].tick()
+        if s.wrench is not None and s.wrench_stamp != self._sent["wrench"]:
+            self._sent["wrench"] = s.wrench_stamp
+            self.wrench_pub.publish(msgs.wrench_msg(s.wrench_stamp, s.wrench_frame, s.wrench))
+        if target is not None:
+            self.meters["target_tcp"].tick()
+        decision = self.gate.decide(now, target, arrival, s.pose_stamp, tcp_pos, tcp_quat)
+        if decision.action == "send":
+            pos_b, quat_b = self.world_in_base.apply(target[1], target[2])
+            self.robot.send_target(target[0], pos_b, quat_b)
+            self.sent += 1
+        elif decision.action == "hold":
+            if self.robot.hold(now):
+                self.holds += 1
+            self.get_logger().warning(f"holding the robot: {decision.reason}", throttle_duration_sec=1.0)
+
+    # ------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        values = {"mode": "holding" if self.gate.holding else "commanding", "reason": self.gate.reason,
+                  "targets_sent": self.sent, "holds": self.holds, "rejected": self.gate.rejected_total,
+                  "target_frame_mismatch": self.foreign_targets,
+                  "state_frame_mismatch": self.robot.foreign_frame,
+                  **{f"rejected/{k}": v for k, v in self.gate.rejected.items()},
+                  **{f"rate/{k}": m.rate() for k, m in self.meters.items()}}
+        level = "ok" if not self.gate.holding else "warn"
+        if self.gate.reason.startswith(("no robot state", "robot state")):
+            level = "error"
+        status = msgs.diagnostic_status(f"robot_bridge_node: {self.p.arm}", values, level,
+                                        "" if level == "ok" else f"holding: {self.gate.reason}")
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
+
+    def close(self) -> None:
+        self.loop.stop()
+        self.robot.close()
+
+
+def main(args=None) -> int:
+    return run_node(RobotBridgeNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
