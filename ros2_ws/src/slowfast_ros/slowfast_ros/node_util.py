@@ -18,21 +18,27 @@ from rclpy.node import Node
 
 
 def declare_params(node: Node, spec) -> object:
-    """Declare one ROS parameter per field of the dataclass instance ``spec`` (its value is
-    the default, ``field.metadata['help']`` the description) and return a new instance of
-    the same dataclass filled with the values the node was started with."""
+    """Declare one ROS parameter per field of the dataclass ``spec`` (class or instance; the
+    field default is the parameter default, ``field.metadata['help']`` its description) and
+    return an instance filled with the values the node was started with. Validation in the
+    dataclass's ``__post_init__`` runs on those values, so a bad parameter stops the node."""
+    cls = spec if isinstance(spec, type) else type(spec)
     values = {}
-    for f in dataclasses.fields(spec):
-        default = getattr(spec, f.name)
+    for f in dataclasses.fields(cls):
+        if not isinstance(spec, type):
+            default = getattr(spec, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()
         desc = ParameterDescriptor(description=f.metadata.get("help", ""))
+        was_tuple = isinstance(default, tuple)
         if isinstance(default, (list, tuple)):
             default = list(default)
         param = node.declare_parameter(f.name, default, desc)
         value = param.value
-        if isinstance(getattr(spec, f.name), tuple):
-            value = tuple(value)
-        values[f.name] = value
-    return type(spec)(**values)
+        values[f.name] = tuple(value) if was_tuple else value
+    return cls(**values)
 
 
 def param(default, help: str):  # noqa: A002 - mirrors argparse

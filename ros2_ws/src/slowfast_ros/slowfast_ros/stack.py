@@ -221,6 +221,9 @@ class Stack:
                 poll()
             time.sleep(0.2)
 
+    def any_exited(self) -> bool:
+        return any(p.poll() is not None for p in self.procs.values())
+
     def last_line(self, name: str) -> str:
         if self.log_dir is None:
             return ""

@@ -50,9 +50,11 @@ class TopicProbe:
             for v in self.samples.values():
                 v.clear()
 
-    def wait_for(self, names, timeout: float = 20.0, count: int = 1) -> bool:
+    def wait_for(self, names, timeout: float = 20.0, count: int = 1, abort=None) -> bool:
+        """Wait until every topic in ``names`` has ``count`` messages; False on timeout or as
+        soon as ``abort()`` returns True (e.g. the node under test exited)."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (abort is not None and abort()):
             with self._lock:
                 if all(len(self.samples[n]) >= count for n in names):
                     return True

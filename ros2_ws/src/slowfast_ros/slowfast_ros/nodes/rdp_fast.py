@@ -70,7 +70,7 @@ class RdpFast(Node):
         from policy.reactive import ReactiveExecutor  # noqa: PLC0415
         from policy.safety import SafetyConfig, SafetyFilter  # noqa: PLC0415
 
-        p = self.p = declare_params(self, RdpFastParams())
+        p = self.p = declare_params(self, RdpFastParams)
         meta_path = Path(p.export_dir) / "runtime.json"
         if not meta_path.is_file():
             raise ValueError(f"export_dir: {p.export_dir} has no runtime.json (run `slowfast export CKPT --out DIR`)")
@@ -90,7 +90,7 @@ class RdpFast(Node):
         if fps <= 0:
             raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
         self.contact_dim = int(shapes["contact_raw_dim"])
-        self.executor = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
+        self.reactive = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
         scfg = SafetyConfig(workspace_lo=tuple(p.workspace_lo), workspace_hi=tuple(p.workspace_hi),
                             max_speed=p.max_speed, max_angular_speed=p.max_angular_speed, max_accel=p.max_accel,
                             force_limit=p.force_limit, force_release=p.force_release,
@@ -179,7 +179,7 @@ class RdpFast(Node):
                 return
             with self._lock:
                 self._reset_after = None
-            self.executor.reset()
+            self.reactive.reset()
             for arm, sf in self.safety.items():
                 sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
         for arm, sf in self.safety.items():
@@ -192,21 +192,21 @@ class RdpFast(Node):
         contact_ok = (np.isfinite(contact_stamp) and contact.shape[0] == self.contact_dim
                       and np.isfinite(contact).all())
         if contact_ok:
-            self.executor.add_contact(contact_stamp, contact)
+            self.reactive.add_contact(contact_stamp, contact)
         if pending is not None:
             stamp, kind, data = pending
             poses = self.inputs.history_at("pose", stamp, self.p.chunk_pose_tolerance)
             if poses is None:
-                self.executor.rejected["no_pose_at_stamp"] = self.executor.rejected.get("no_pose_at_stamp", 0) + 1
+                self.reactive.rejected["no_pose_at_stamp"] = self.reactive.rejected.get("no_pose_at_stamp", 0) + 1
             else:
-                why = self.executor.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
+                why = self.reactive.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
                 if why:
                     self.get_logger().warning(f"chunk rejected: {why}", throttle_duration_sec=1.0)
 
         target = None
         if contact_ok:
             t0 = time.perf_counter()
-            target = self.executor.tick(now, contact)
+            target = self.reactive.tick(now, contact)
             self.decode_us.append((time.perf_counter() - t0) * 1e6)
             if len(self.decode_us) > 4000:
                 del self.decode_us[:2000]
@@ -229,9 +229,9 @@ class RdpFast(Node):
         values = {"loop_rate_hz": self.loop.meter.rate(), "period_error_ms_p50": pe["p50"],
                   "period_error_ms_p99": pe["p99"], "overruns": self.loop.overruns,
                   "tick_us_p50": float(np.percentile(dec, 50)), "tick_us_p99": float(np.percentile(dec, 99)),
-                  "step_index": self.executor.last_step_index, "chunks_received": self.chunks_received,
+                  "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
                   "chunks_malformed": self.bad_chunks}
-        values.update({f"chunks_rejected/{k}": v for k, v in self.executor.rejected.items()})
+        values.update({f"chunks_rejected/{k}": v for k, v in self.reactive.rejected.items()})
         level = "ok"
         for arm, sf in self.safety.items():
             values.update({f"{arm}/{k}": v for k, v in sf.report().items()})

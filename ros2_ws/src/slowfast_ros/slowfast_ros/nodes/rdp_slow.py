@@ -52,7 +52,7 @@ class RdpSlow(Node):
         super().__init__("rdp_slow")
         from policy.rdp.runtime import SlowPolicyRuntime  # noqa: PLC0415
 
-        p = self.p = declare_params(self, RdpSlowParams())
+        p = self.p = declare_params(self, RdpSlowParams)
         self.policy = SlowPolicyRuntime(p.export_dir, threads=p.threads, seed=p.seed)
         meta = self.policy.meta
         if self.policy.num_arms != len(p.arms):
