@@ -6,7 +6,8 @@ from typing import Dict
 
 
 def physics_rtf(task: str = "wipe", seconds: float = 5.0, render: bool = False, width: int = 320,
-                height: int = 240, camera_hz: float = 30.0, obs_hz: float = 200.0, seed: int = 0) -> Dict:
+                height: int = 240, camera_hz: float = 30.0, obs_hz: float = 200.0, seed: int = 0,
+                shadows: bool = True) -> Dict:
     """Step ``task`` for ``seconds`` of sim time driven by its expert, observing every arm
     (wrench + tactile) at ``obs_hz`` and, with ``render``, rendering the camera at
     ``camera_hz``. Returns ``{"rtf": sim_seconds / wall_seconds, ...}`` with a cost breakdown."""
@@ -17,7 +18,7 @@ def physics_rtf(task: str = "wipe", seconds: float = 5.0, render: bool = False, 
     if seconds <= 0 or obs_hz <= 0 or camera_hz <= 0:
         raise ValueError("physics_rtf: seconds, obs_hz and camera_hz must be > 0")
     cfg = SimConfig(task=task, seed=seed, perturb=True, render=bool(render), camera_width=int(width),
-                    camera_height=int(height), episode_seconds=max(float(seconds), 0.1))
+                    camera_height=int(height), episode_seconds=max(float(seconds), 0.1), shadows=bool(shadows))
     env = SimEnv(cfg)
     expert = make_expert(task, env.task_spec())
     k = max(1, int(round(1.0 / (obs_hz * env.dt))))
@@ -48,7 +49,7 @@ def physics_rtf(task: str = "wipe", seconds: float = 5.0, render: bool = False, 
     sim_s = env.time
     env.close()
     return {"task": task, "rtf": sim_s / wall, "sim_seconds": sim_s, "wall_seconds": wall,
-            "render": bool(render), "width": int(width), "height": int(height), "camera_hz": float(camera_hz),
+            "render": bool(render), "shadows": bool(shadows), "width": int(width), "height": int(height), "camera_hz": float(camera_hz),
             "obs_hz": float(obs_hz), "frames": frames, "physics_us_per_step": 1e6 * t_phys / max(1, round(sim_s / env.dt)),
             "observe_act_us_per_tick": 1e6 * t_obs / max(1, round(sim_s * obs_hz)),
             "render_ms_per_frame": 1e3 * t_cam / frames if frames else None}

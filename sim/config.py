@@ -38,6 +38,7 @@ class SimConfig:
     camera_width: int = 320
     camera_height: int = 240
     render: bool = True
+    shadows: bool = True                                # rendered shadows (cost ~8 ms/frame on a CPU renderer)
     force_band: Optional[Tuple[float, float]] = None   # N; task default when None
     episode_seconds: Optional[float] = None            # s; task default when None
     timestep: float = 0.001                             # s; physics step (1 kHz)
@@ -56,8 +57,9 @@ class SimConfig:
             raise ValueError(f"SimConfig.seed: {self.seed!r} is not an integer in [0, 2**32)")
         if not isinstance(self.perturb, bool):
             raise ValueError(f"SimConfig.perturb: {self.perturb!r} is not a bool")
-        if not isinstance(self.render, bool):
-            raise ValueError(f"SimConfig.render: {self.render!r} is not a bool")
+        for name in ("render", "shadows"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SimConfig.{name}: {getattr(self, name)!r} is not a bool")
         for name, lo, hi in (("camera_width", 16, 4096), ("camera_height", 16, 4096),
                              ("tactile_rows", 2, 64), ("tactile_cols", 2, 64)):
             v = getattr(self, name)

@@ -394,6 +394,9 @@ class SimEnv:
             raise RuntimeError("rendering is off (SimConfig.render=False)")
         if self._renderer is None:
             self._renderer = self._mj.Renderer(self.model, self.cfg.camera_height, self.cfg.camera_width)
+            flags = self._renderer.scene.flags
+            flags[self._mj.mjtRndFlag.mjRND_REFLECTION] = False     # no mirror-like materials here
+            flags[self._mj.mjtRndFlag.mjRND_SHADOW] = bool(self.cfg.shadows)
         return self._renderer
 
     def _check_camera(self, camera: str) -> None:
