@@ -2,7 +2,15 @@
 
     from sim import SimConfig, SimEnv, make_expert, TASKS
 """
-from .config import TASKS, SimConfig
+import os as _os
+
+# Headless by default: without a display MuJoCo's default (GLFW) cannot render; EGL can.
+# Set MUJOCO_GL yourself to choose (egl, osmesa, glfw); `slowfast doctor` says which works.
+if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
+    _os.environ["MUJOCO_GL"] = "egl"
+    _os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from .config import TASKS, SimConfig  # noqa: E402
 from .types import ArmState, CameraIntrinsics
 
 

@@ -39,16 +39,16 @@ def test_expert_spec_hides_ground_truth():
     assert "perturb" not in repr(env.task_spec()).lower()
 
 
-def test_wipe_expert_is_smooth():
+@pytest.mark.parametrize("task", ["wipe", "lift"])
+def test_expert_is_smooth(task):
     """Consecutive commands (200 Hz) never jump: demonstrations must be smooth."""
-    env = SimEnv(SimConfig(task="wipe", seed=2, perturb=True, render=False))
+    env = SimEnv(SimConfig(task=task, seed=2, perturb=True, render=False))
     cmds = []
-    run_episode(env, make_expert("wipe", env.task_spec()),
-                on_step=lambda t, states, cmd: cmds.append(np.concatenate(cmd["arm"])))
-    c = np.asarray(cmds)
-    step = np.abs(np.diff(c[:, :3], axis=0)).max()
-    assert step < 0.002                                 # < 0.4 m/s at 200 Hz
-    assert np.abs(np.diff(c[:, 3:], axis=0)).max() < 0.01
+    run_episode(env, make_expert(task, env.task_spec()),
+                on_step=lambda t, states, cmd: cmds.append(np.concatenate([np.concatenate(cmd[a]) for a in env.arms])))
+    c = np.asarray(cmds).reshape(len(cmds), len(env.arms), 7)
+    assert np.abs(np.diff(c[:, :, :3], axis=0)).max() < 0.002      # < 0.4 m/s at 200 Hz
+    assert np.abs(np.diff(c[:, :, 3:], axis=0)).max() < 0.01
 
 
 def test_force_feedback_matters():

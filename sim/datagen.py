@@ -1,0 +1,67 @@
+"""Expert demonstrations straight from the synchronous sim into a LeRobot-v3 dataset.
+
+The ROS-free path for tests and quick experiments: no DDS, no recorder, the same dataset
+contract (:mod:`teleop_tactar.dataset`) the recorder/converter path produces. Each frame
+holds what the robot measured at that instant (TCP pose, wrist wrench, tactile field, the
+scene camera) and, as the action, the target pose the expert commanded at that instant.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, seed: int = 0,
+                     fps: float = 50.0, control_hz: float = 200.0, image_size: tuple[int, int] = (96, 128),
+                     perturb: bool = True, episode_seconds: float | None = None, progress=None) -> Path:
+    """Run ``episodes`` expert episodes (seeds ``seed``..) and write them to ``root``.
+
+    fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera.
+    Returns the dataset folder. Raises ValueError on bad arguments."""
+    from teleop_tactar.dataset import DatasetWriter
+
+    from .config import SimConfig
+    from .env import SimEnv
+    from .expert import make_expert
+    from .runner import run_episode
+
+    if episodes < 1:
+        raise ValueError(f"episodes: {episodes} must be >= 1")
+    ratio = control_hz / fps
+    if fps <= 0 or abs(ratio - round(ratio)) > 1e-9:
+        raise ValueError(f"fps: {fps} must divide control_hz {control_hz}")
+    every = int(round(ratio))
+    kw = dict(task=task, seed=seed, perturb=perturb, camera_height=image_size[0], camera_width=image_size[1], render=True)
+    if episode_seconds:
+        kw["episode_seconds"] = episode_seconds
+    env = SimEnv(SimConfig(**kw))
+    n_markers = env.observe(env.arms[0]).tactile.shape[0]
+    writer = DatasetWriter(root, fps=fps, arms=list(env.arms), cameras={"camera": tuple(image_size)},
+                           tactile_markers=n_markers, robot_type=f"slowfast_sim_{task}")
+    try:
+        for ep in range(episodes):
+            env.reset(seed=seed + ep)
+            expert = make_expert(task, env.task_spec())
+            frames: dict[str, list] = {k: [] for k in ("observation.tcp_pose", "observation.wrench",
+                                                      "observation.tactile", "action", "observation.images.camera")}
+            tick = [0]
+
+            def on_step(t, states, cmd):
+                if tick[0] % every == 0:
+                    arms = env.arms
+                    frames["observation.tcp_pose"].append(
+                        np.concatenate([np.concatenate([states[a].tcp_pos, states[a].tcp_quat]) for a in arms]))
+                    frames["observation.wrench"].append(np.concatenate([states[a].wrench for a in arms]))
+                    frames["observation.tactile"].append(np.concatenate([states[a].tactile.reshape(-1) for a in arms]))
+                    frames["action"].append(np.concatenate([np.concatenate([cmd[a][0], cmd[a][1]]) for a in arms]))
+                    frames["observation.images.camera"].append(env.render())
+                tick[0] += 1
+
+            metrics = run_episode(env, expert, control_hz=control_hz, on_step=on_step)
+            writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} (expert)")
+            if progress is not None:
+                progress(ep, metrics)
+    finally:
+        env.close()
+    return writer.finalize()
