@@ -356,3 +356,70 @@ def test_a_bad_parameter_refuses_to_start_with_one_line(module, arg, field):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), r.stderr
+
+
+# ---------------------------------------------------------------- robot_bridge_node, gz_gantry
+
+class FakeGantry:
+    """The gantry of gazebo/wipe.sdf as ros_gz_bridge presents it: JointState of tool_x/y/z
+    at 200 Hz, a std_msgs/Float64 position command per joint, followed instantly."""
+
+    def __init__(self, node):
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64
+
+        self.node = node
+        self.q = np.array([0.0, 0.0, 0.1])
+        self.commands = []
+        self.pub = node.create_publisher(JointState, "/wipe/gantry/joint_states", qos.SENSOR_PUB)
+        for i, j in enumerate(("tool_x", "tool_y", "tool_z")):
+            node.create_subscription(Float64, f"/wipe/gantry/{j}/cmd_pos", lambda m, i=i: self._on(i, m), qos.COMMAND)
+        self.JointState = JointState
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on(self, i, msg):
+        self.commands.append((i, msg.data))
+        self.q[i] = msg.data
+
+    def _run(self):
+        while self.running:
+            m = self.JointState()
+            m.header.stamp = msgs.to_time(_now(self.node))
+            m.name = ["tool_z", "tool_x", "tool_y"]                  # any order
+            m.position = [float(self.q[2]), float(self.q[0]), float(self.q[1])]
+            self.pub.publish(m)
+            time.sleep(0.005)
+
+    def stop(self):
+        self.running = False
+        self.thread.join(timeout=2.0)
+
+
+def test_gz_gantry_adapter_drives_the_gazebo_gantry_and_holds_on_nan(tmp_path):
+    overrides = {"robot_bridge_node": {"use_sim_time": False, "deadline": 0.3}}     # no gz /clock here
+    probe = TopicProbe({"/arm/tcp_pose": PoseStamped}, node_name="gantry_probe")
+    gantry = FakeGantry(probe.node)
+    col = Collector(probe.node, {"/arm/tcp_pose": PoseStamped})
+    pub = probe.node.create_publisher(PoseStamped, "/arm/target_tcp", qos.COMMAND)
+    try:
+        with stack.Stack(stack.load_profile("gazebo"), overrides, log_dir=tmp_path) as s:
+            assert probe.wait_for(["/arm/tcp_pose"], timeout=30.0, count=5), s.last_line("robot_bridge_node")
+            _, pos, quat = msgs.pose_from_msg(col.get("/arm/tcp_pose")[-1][1])
+            np.testing.assert_allclose(pos, [0.0, 0.0, 0.1])
+            np.testing.assert_allclose(quat, Q_DOWN)
+            for i in range(10):
+                pub.publish(msgs.pose_msg(_now(probe.node), "world", [0.002 * i, 0.01, 0.09], Q_DOWN))
+                time.sleep(0.01)
+            time.sleep(0.03)                                     # within the 0.3 s deadline
+            np.testing.assert_allclose(gantry.q, [0.018, 0.01, 0.09], atol=1e-12)
+            n = len(gantry.commands)
+            pub.publish(msgs.pose_msg(_now(probe.node), "world", [0.0, np.nan, 0.09], Q_DOWN))
+            time.sleep(0.6)                                     # and silent after it
+            new = gantry.commands[n:]
+            assert len(new) == 3 and all(np.isfinite(v) for _, v in new)     # one hold: the measured position
+            np.testing.assert_allclose(gantry.q, [0.018, 0.01, 0.09], atol=1e-12)
+    finally:
+        gantry.stop()
+        probe.close()

@@ -90,6 +90,16 @@ def gripper_from_msg(msg: JointState) -> tuple[float, float, float]:
     return stamp_of(msg), float(msg.position[0]), force
 
 
+def joint_positions_from_msg(msg: JointState, names) -> tuple[float, np.ndarray]:
+    """JointState -> (stamp, positions of the joints ``names``, in that order). Raises
+    ValueError when a joint is missing or has no position."""
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
+    if missing:
+        raise ValueError(f"JointState lacks position(s) of {', '.join(missing)}")
+    return stamp_of(msg), np.array([msg.position[index[n]] for n in names], dtype=float)
+
+
 # ---------------------------------------------------------------- tactile marker field
 
 _MARKER_FIELDS = ("x", "y", "dx", "dy")

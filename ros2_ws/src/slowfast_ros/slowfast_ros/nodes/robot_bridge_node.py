@@ -14,6 +14,10 @@ TCP pose comes from a pose broadcaster (``state_pose_topic``, PoseStamped in the
 e.g. UR's ``tcp_pose_broadcaster/pose``) and the wrench from ros2_controllers'
 ``force_torque_sensor_broadcaster/wrench``.
 
+Adapter ``gz_gantry``: the Cartesian gantry of gazebo/wipe.sdf through ros_gz_bridge
+(gazebo/bridge.yaml): TCP position = the positions of ``gantry_joints`` on
+``joint_state_topic``, targets = std_msgs/Float64 on ``<joint_command_prefix>/<joint>/cmd_pos``.
+
 Safety: a target with NaN, a non-unit quaternion, outside ``workspace_min/max`` (world), more
 than ``max_step`` from the measured TCP, or stamped more than ``max_age`` ago is rejected and
 counted; then, or when <arm>/target_tcp is silent for ``deadline`` seconds, or when the robot's
@@ -30,13 +34,15 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64
 
 from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter, RobotState
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import topic
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
-ADAPTERS = ("cartesian_controllers",)
+ADAPTERS = ("cartesian_controllers", "gz_gantry")
 
 
 @dataclasses.dataclass
@@ -59,6 +65,10 @@ class RobotBridgeNodeParams:
     workspace_min: list = param([-1.0, -1.0, -0.2], "world-frame box a target must lie in: min x, y, z (m)")
     workspace_max: list = param([1.0, 1.0, 1.5], "world-frame box a target must lie in: max x, y, z (m)")
     max_state_age: float = param(0.1, "hold when the measured pose is older than this (s)")
+    joint_state_topic: str = param("/wipe/gantry/joint_states", "gz_gantry: JointState of the gantry joints")
+    gantry_joints: list = param(["tool_x", "tool_y", "tool_z"], "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
+    joint_command_prefix: str = param("/wipe/gantry", "gz_gantry: position commands go to <prefix>/<joint>/cmd_pos")
+    tool_quat: list = param([1.0, 0.0, 0.0, 0.0], "gz_gantry: the fixed tool orientation in the base frame (x, y, z, w)")
 
     def __post_init__(self):
         if self.adapter not in ADAPTERS:
@@ -67,6 +77,10 @@ class RobotBridgeNodeParams:
             raise ValueError("controller: empty; name the controller or set target_topic")
         if len(self.base_in_world) != 7:
             raise ValueError(f"base_in_world: {len(self.base_in_world)} values, need x, y, z, qx, qy, qz, qw")
+        if len(self.gantry_joints) != 3:
+            raise ValueError(f"gantry_joints: {len(self.gantry_joints)} names, need the x, y, z joints")
+        if len(self.tool_quat) != 4 or abs(float(np.linalg.norm(self.tool_quat)) - 1.0) > 1e-3:
+            raise ValueError(f"tool_quat: {self.tool_quat} is not a unit quaternion x, y, z, w")
         if not (1.0 <= self.rate_hz <= 1000.0):
             raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
 
@@ -120,6 +134,48 @@ class CartesianControllersAdapter(RobotAdapter):
         pass
 
 
+class GazeboGantryAdapter(RobotAdapter):
+    """hardware.robot.RobotAdapter for the Cartesian gantry of gazebo/wipe.sdf: the TCP
+    position is the three joint positions (base frame), the orientation is fixed; a target
+    becomes three std_msgs/Float64 joint position commands (ros_gz_bridge -> the joints'
+    JointPositionController). The target's orientation is checked by the gate, not applied."""
+
+    def __init__(self, node: Node, p: RobotBridgeNodeParams):
+        self.base_frame = p.base_frame
+        self.joints = list(p.gantry_joints)
+        self.tool_quat = np.array(p.tool_quat, float)
+        self._lock = threading.Lock()
+        self._state = RobotState()
+        self.foreign_frame = 0
+        prefix = p.joint_command_prefix.rstrip("/")
+        self.cmd_pubs = [node.create_publisher(Float64, f"{prefix}/{j}/cmd_pos", qos.COMMAND) for j in self.joints]
+        node.create_subscription(JointState, p.joint_state_topic, self._on_joints, qos.SENSOR_SUB)
+        node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            stamp, pos = msgs.joint_positions_from_msg(msg, self.joints)
+        except ValueError:
+            return
+        if np.isfinite(pos).all():
+            with self._lock:
+                self._state.pose_stamp, self._state.pos, self._state.quat = stamp, pos, self.tool_quat
+
+    _on_wrench = CartesianControllersAdapter._on_wrench
+    state = CartesianControllersAdapter.state
+
+    def send_target(self, stamp: float, pos, quat) -> None:
+        for pub, v in zip(self.cmd_pubs, pos):
+            pub.publish(Float64(data=float(v)))
+
+    def hold(self, stamp: float) -> bool:
+        s = self.state()
+        if s.pos is None:
+            return False
+        self.send_target(stamp, s.pos, s.quat)
+        return True
+
+
 class RobotBridgeNode(Node):
     def __init__(self):
         super().__init__("robot_bridge_node")
@@ -133,7 +189,8 @@ class RobotBridgeNode(Node):
         self.gate = CommandGate(GateConfig(self.p.deadline, self.p.max_age, self.p.max_step, self.p.max_step_rad,
                                            tuple(self.p.workspace_min), tuple(self.p.workspace_max),
                                            self.p.max_state_age))
-        self.robot = CartesianControllersAdapter(self, self.p)
+        adapter = {"cartesian_controllers": CartesianControllersAdapter, "gz_gantry": GazeboGantryAdapter}
+        self.robot: RobotAdapter = adapter[self.p.adapter](self, self.p)
         self._lock = threading.Lock()
         self._target = None                  # newest target not yet decided on: (stamp, pos, quat)
         self._target_arrival = float("nan")
