@@ -12,12 +12,18 @@ import json
 import time
 from pathlib import Path
 
-CONTROLLERS = ("expert",)
+CONTROLLERS = ("expert", "rdp", "dp")
+PROFILES = {"expert": "sim-expert", "rdp": "sim-rdp", "dp": "sim-rdp"}
+MODEL_TYPES = {"rdp": "rdp_ldp", "dp": "dp"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="wipe", help="wipe | lift (default wipe)")
-    p.add_argument("--controller", default="expert", help=f"{' | '.join(CONTROLLERS)} (default expert)")
+    p.add_argument("--controller", default="expert",
+                   help="expert (scripted), rdp (Reactive Diffusion Policy) or dp (Diffusion Policy baseline)")
+    p.add_argument("--policy", "--checkpoint", dest="policy", default=None,
+                   help="rdp/dp: an export folder (slowfast export) or a checkpoint folder (exported into --out)")
+    p.add_argument("--control-hz", type=float, default=200.0, help="rdp/dp: fast loop rate (Hz)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed+k")
     p.add_argument("--out", default="out/sim", help="output folder (default out/sim)")
@@ -69,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
         task=args.task, seed=args.seed, episodes=args.episodes, perturb=not args.no_perturb,
         episode_seconds=float(args.episode_seconds), camera_hz=float(args.camera_hz),
         camera_width=args.width, camera_height=args.height, out_dir=str(out.resolve()))
-    overrides.setdefault(f"{args.controller}_node", {}).update(task=args.task)
-    profile = stack.load_profile(f"sim-{args.controller}")
+    if args.controller == "expert":
+        overrides.setdefault("expert_node", {}).update(task=args.task)
+    else:
+        export, arms = _policy_for_sim(args, out)
+        overrides.setdefault("rdp_slow", {}).update(export_dir=str(export), arms=list(arms))
+        overrides.setdefault("rdp_fast", {}).update(export_dir=str(export), arms=list(arms),
+                                                    control_hz=float(args.control_hz))
+    profile = stack.load_profile(PROFILES[args.controller])
     (out / "metrics.json").unlink(missing_ok=True)
 
     budget = args.episodes * ((args.episode_seconds or 30.0) + 15.0) + 60.0
@@ -105,6 +117,46 @@ def run(args: argparse.Namespace) -> int:
     print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
     print(f"wrote {metrics_path}" + (", camera_*.mp4" if args.camera_hz > 0 else "") + ", force_*.png")
     return 0
+
+
+def _policy_for_sim(args, out: Path):
+    """The export folder to run, checked against the sim's spaces before anything starts."""
+    from sim import SimConfig, SimEnv  # noqa: PLC0415
+
+    if not args.policy:
+        raise ValueError(f"--policy: required with --controller {args.controller} (an export or checkpoint folder)")
+    src = Path(args.policy)
+    if (src / "runtime.json").is_file():
+        export = src
+    elif (src / "config.json").is_file():
+        from policy.rdp.export import export_checkpoint  # noqa: PLC0415
+        export = out / "export"
+        print(f"exporting {src} to ONNX in {export}", flush=True)
+        export_checkpoint(src, export)
+    else:
+        raise ValueError(f"--policy {src}: neither an export folder (runtime.json) nor a checkpoint (config.json)")
+    meta = json.loads((export / "runtime.json").read_text())
+    want = MODEL_TYPES[args.controller]
+    if meta.get("model_type") != want:
+        raise ValueError(f"--policy {src}: a {meta.get('model_type')!r} model; --controller {args.controller} "
+                         f"needs a {want!r} export")
+    env = SimEnv(SimConfig(task=args.task, render=False))
+    shapes = meta.get("shapes", {})
+    arms = tuple(env.arms)
+    if int(shapes.get("num_arms", -1)) != len(arms):
+        raise ValueError(f"--policy {src}: drives {shapes.get('num_arms')} arm(s); task {args.task} has "
+                         f"{len(arms)} ({', '.join(arms)})")
+    missing = [c for c in meta.get("cameras", []) if c not in env.cameras]
+    if missing:
+        raise ValueError(f"--policy {src}: needs camera(s) {missing}; the sim has {list(env.cameras)}")
+    if meta.get("cameras") and args.camera_hz <= 0:
+        raise ValueError(f"--policy {src}: the policy sees camera images; --camera-hz must be > 0")
+    n_markers = env.observe(arms[0]).tactile.shape[0]
+    contact_dim = 6 * len(arms) if meta.get("contact") == "wrench" else 4 * n_markers * len(arms)
+    if int(shapes.get("contact_raw_dim", -1)) != contact_dim:
+        raise ValueError(f"--policy {src}: contact input of {shapes.get('contact_raw_dim')} values; the sim's "
+                         f"{meta.get('contact')} gives {contact_dim}")
+    return export.resolve(), arms
 
 
 def _fmt(v) -> str:
