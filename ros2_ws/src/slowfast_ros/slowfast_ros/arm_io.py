@@ -163,3 +163,36 @@ class ArmInputs:
             for b in self._hist.values():
                 b.t.clear()
                 b.v.clear()
+
+
+def safety_config_from(p):
+    """A policy.safety.SafetyConfig from node parameters with the same names."""
+    from policy.safety import SafetyConfig  # noqa: PLC0415
+
+    return SafetyConfig(workspace_lo=tuple(p.workspace_lo), workspace_hi=tuple(p.workspace_hi),
+                        max_speed=p.max_speed, max_angular_speed=p.max_angular_speed, max_accel=p.max_accel,
+                        force_limit=p.force_limit, force_release=p.force_release,
+                        backoff_distance=p.backoff_distance, contact_timeout=p.max_contact_age,
+                        command_timeout=p.command_timeout)
+
+
+def sync_estop(filters: dict, estop: bool | None, snap: dict[str, ArmSnapshot]) -> None:
+    """Apply the latest safety/estop value: engage is latched; a False releases and the
+    filters restart from where each arm is."""
+    for arm, sf in filters.items():
+        if estop and not sf.estopped:
+            sf.set_estop(True)
+        elif estop is False and sf.estopped:
+            sf.set_estop(False, snap[arm].tcp_pos, snap[arm].tcp_quat)
+
+
+def filter_command(sf, now: float, s: ArmSnapshot, cmd_pos, cmd_quat, cmd_stamp: float | None):
+    """One safety-filter tick for one arm from its snapshot: the wrench is rotated from the
+    tool frame into the world frame of the command. Returns (pos, quat)."""
+    from policy.rdp.geometry import quat_to_matrix  # noqa: PLC0415
+
+    force = s.wrench[:3]
+    if np.isfinite(s.wrench).all() and np.isfinite(s.tcp_quat).all():
+        force = quat_to_matrix(s.tcp_quat) @ force
+    stamp = s.wrench_stamp if np.isfinite(s.wrench_stamp) else None
+    return sf.filter(now, cmd_pos, cmd_quat, cmd_stamp, s.tcp_pos, s.tcp_quat, force, stamp)

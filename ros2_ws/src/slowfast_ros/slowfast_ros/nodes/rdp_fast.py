@@ -25,7 +25,7 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, topic
+from slowfast_ros.arm_io import ArmInputs, filter_command, safety_config_from, sync_estop, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -47,6 +47,7 @@ class RdpFastParams:
     force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
     force_release: float = param(30.0, "force below which the back-off hold ends (N)")
     backoff_distance: float = param(0.01, "back-off distance along the force (m)")
+    command_timeout: float = param(0.05, "hold when the executor produced no target for this long (s)")
     episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start resets "
                                    "the executor and the safety filters ('' = none, on a robot)")
 
@@ -68,7 +69,7 @@ class RdpFast(Node):
         from pathlib import Path  # noqa: PLC0415
 
         from policy.reactive import ReactiveExecutor  # noqa: PLC0415
-        from policy.safety import SafetyConfig, SafetyFilter  # noqa: PLC0415
+        from policy.safety import SafetyFilter  # noqa: PLC0415
 
         p = self.p = declare_params(self, RdpFastParams)
         meta_path = Path(p.export_dir) / "runtime.json"
@@ -91,12 +92,7 @@ class RdpFast(Node):
             raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
         self.contact_dim = int(shapes["contact_raw_dim"])
         self.reactive = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
-        scfg = SafetyConfig(workspace_lo=tuple(p.workspace_lo), workspace_hi=tuple(p.workspace_hi),
-                            max_speed=p.max_speed, max_angular_speed=p.max_angular_speed, max_accel=p.max_accel,
-                            force_limit=p.force_limit, force_release=p.force_release,
-                            backoff_distance=p.backoff_distance, contact_timeout=p.max_contact_age,
-                            command_timeout=max(0.05, 3.0 / p.control_hz))
-        self.safety = {a: SafetyFilter(scfg) for a in p.arms}
+        self.safety = {a: SafetyFilter(safety_config_from(p)) for a in p.arms}
 
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
         self._lock = threading.Lock()
@@ -162,7 +158,6 @@ class RdpFast(Node):
 
     def _tick(self) -> None:
         from policy.reactive import Chunk  # noqa: PLC0415
-        from policy.rdp.geometry import quat_to_matrix  # noqa: PLC0415
 
         now = self._now()
         snap = self.inputs.snapshot()
@@ -182,11 +177,7 @@ class RdpFast(Node):
             self.reactive.reset()
             for arm, sf in self.safety.items():
                 sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
-        for arm, sf in self.safety.items():
-            if estop and not sf.estopped:
-                sf.set_estop(True)
-            elif estop is False and sf.estopped:
-                sf.set_estop(False, snap[arm].tcp_pos, snap[arm].tcp_quat)
+        sync_estop(self.safety, estop, snap)
 
         contact, contact_stamp = self._contact(snap)
         contact_ok = (np.isfinite(contact_stamp) and contact.shape[0] == self.contact_dim
@@ -211,13 +202,11 @@ class RdpFast(Node):
             if len(self.decode_us) > 4000:
                 del self.decode_us[:2000]
         for i, (arm, s) in enumerate(snap.items()):
-            force_world = quat_to_matrix(s.tcp_quat) @ s.wrench[:3] if np.isfinite(s.wrench).all() else s.wrench[:3]
             cmd_pos = cmd_quat = None
             if target is not None:
                 cmd_pos, cmd_quat = target[7 * i:7 * i + 3], target[7 * i + 3:7 * i + 7]
-            pos, quat = self.safety[arm].filter(
-                now, cmd_pos, cmd_quat, now if target is not None else None, s.tcp_pos, s.tcp_quat,
-                force_world, s.wrench_stamp if np.isfinite(s.wrench_stamp) else None)
+            pos, quat = filter_command(self.safety[arm], now, s, cmd_pos, cmd_quat,
+                                       now if target is not None else None)
             stamp = contact_stamp if np.isfinite(contact_stamp) else s.pose_stamp
             self.pubs[arm].publish(msgs.pose_msg(stamp, self.p.world_frame, pos, quat))
 

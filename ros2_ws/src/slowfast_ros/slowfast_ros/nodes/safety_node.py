@@ -1,0 +1,120 @@
+"""safety_node: the safety filter as a node, between any command source and the arm.
+
+A command source (teleoperation, a script, another planner) publishes
+``<arm>/target_tcp_unsafe``; this node re-publishes it on ``<arm>/target_tcp`` at
+``control_hz`` through the same filter the reactive fast loop uses: workspace box, speed
+and acceleration limits, force back-off, NaN rejection, watchdogs on the command and the
+contact data, and the latched ``safety/estop``. Every intervention is counted in
+/diagnostics. With no fresh request it holds the last safe pose.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from std_msgs.msg import Bool
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import ArmInputs, filter_command, safety_config_from, sync_estop, topic
+from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class SafetyNodeParams:
+    arms: list = param(["arm"], "arm namespaces to guard")
+    input_topic: str = param("target_tcp_unsafe", "per-arm topic of the unfiltered requests")
+    control_hz: float = param(200.0, "output rate (Hz)")
+    world_frame: str = param("world", "frame of requests and commands")
+    max_contact_age: float = param(0.05, "wrench older than this -> hold (s)")
+    command_timeout: float = param(0.2, "request older than this -> hold (s)")
+    workspace_lo: list = param([-0.35, -0.25, -0.08], "workspace box, lower corner (m, world)")
+    workspace_hi: list = param([0.35, 0.25, 0.40], "workspace box, upper corner (m, world)")
+    max_speed: float = param(0.25, "TCP speed limit (m/s)")
+    max_angular_speed: float = param(1.5, "TCP angular speed limit (rad/s)")
+    max_accel: float = param(3.0, "TCP acceleration limit (m/s^2)")
+    force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
+    force_release: float = param(30.0, "force below which the back-off hold ends (N)")
+    backoff_distance: float = param(0.01, "back-off distance along the force (m)")
+
+    def __post_init__(self):
+        if not self.arms:
+            raise ValueError("arms: at least one arm")
+        if not (1.0 <= self.control_hz <= 1000.0):
+            raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
+        if self.input_topic in ("", "target_tcp"):
+            raise ValueError(f"input_topic: {self.input_topic!r} must differ from the output 'target_tcp'")
+
+
+class SafetyNode(Node):
+    def __init__(self):
+        super().__init__("safety_node")
+        from policy.safety import SafetyFilter  # noqa: PLC0415
+
+        p = self.p = declare_params(self, SafetyNodeParams)
+        self.filters = {a: SafetyFilter(safety_config_from(p)) for a in p.arms}
+        self.inputs = ArmInputs(self, p.arms)
+        self._lock = threading.Lock()
+        self._requests: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        self._estop: bool | None = None
+        self.wrong_frame = 0
+        self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
+        for a in p.arms:
+            self.create_subscription(PoseStamped, topic(a, p.input_topic),
+                                     lambda m, arm=a: self._on_request(arm, m), qos.COMMAND)
+        self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.loop = PacedLoop(p.control_hz, self._tick, name="safety").start()
+
+    def _on_request(self, arm: str, msg: PoseStamped) -> None:
+        if msg.header.frame_id not in ("", self.p.world_frame):
+            self.wrong_frame += 1
+            return
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        with self._lock:
+            # the receipt time, on this node's clock, is what the command watchdog measures
+            self._requests[arm] = (self._now(), pos, quat)
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            self._estop = bool(msg.data)
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _tick(self) -> None:
+        now = self._now()
+        snap = self.inputs.snapshot()
+        with self._lock:
+            requests, estop = dict(self._requests), self._estop
+        if any(not np.isfinite(s.pose_stamp) for s in snap.values()):
+            return  # never command an arm whose state is unknown
+        sync_estop(self.filters, estop, snap)
+        for arm, s in snap.items():
+            stamp, pos, quat = requests.get(arm, (None, None, None))
+            out_pos, out_quat = filter_command(self.filters[arm], now, s, pos, quat, stamp)
+            self.pubs[arm].publish(msgs.pose_msg(now, self.p.world_frame, out_pos, out_quat))
+
+    def _publish_diagnostics(self) -> None:
+        values = {"rate_hz": self.loop.meter.rate(), "requests_wrong_frame": self.wrong_frame}
+        level = "ok"
+        for arm, sf in self.filters.items():
+            values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
+            if sf.holding:
+                level = "warn"
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("safety_node", values, level)]))
+
+    def close(self) -> None:
+        self.loop.stop()
+
+
+def main(args=None) -> int:
+    return run_node(SafetyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
