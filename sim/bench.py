@@ -7,7 +7,7 @@ from typing import Dict
 
 def physics_rtf(task: str = "wipe", seconds: float = 5.0, render: bool = False, width: int = 320,
                 height: int = 240, camera_hz: float = 30.0, obs_hz: float = 200.0, seed: int = 0,
-                shadows: bool = True) -> Dict:
+                shadows: bool = False) -> Dict:
     """Step ``task`` for ``seconds`` of sim time driven by its expert, observing every arm
     (wrench + tactile) at ``obs_hz`` and, with ``render``, rendering the camera at
     ``camera_hz``. Returns ``{"rtf": sim_seconds / wall_seconds, ...}`` with a cost breakdown."""

@@ -38,7 +38,7 @@ class SimConfig:
     camera_width: int = 320
     camera_height: int = 240
     render: bool = True
-    shadows: bool = True                                # rendered shadows (cost ~8 ms/frame on a CPU renderer)
+    shadows: bool = False                               # rendered shadows (+8-20 ms/frame on a CPU renderer)
     force_band: Optional[Tuple[float, float]] = None   # N; task default when None
     episode_seconds: Optional[float] = None            # s; task default when None
     timestep: float = 0.001                             # s; physics step (1 kHz)

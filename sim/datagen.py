@@ -14,10 +14,12 @@ import numpy as np
 
 def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, seed: int = 0,
                      fps: float = 50.0, control_hz: float = 200.0, image_size: tuple[int, int] = (96, 128),
-                     perturb: bool = True, episode_seconds: float | None = None, progress=None) -> Path:
+                     perturb: bool = True, episode_seconds: float | None = None, camera: bool = True,
+                     progress=None) -> Path:
     """Run ``episodes`` expert episodes (seeds ``seed``..) and write them to ``root``.
 
-    fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera.
+    fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera;
+    camera: False writes no images (for policies that see only proprioception and touch).
     Returns the dataset folder. Raises ValueError on bad arguments."""
     from teleop_tactar.dataset import DatasetWriter
 
@@ -32,19 +34,20 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     if fps <= 0 or abs(ratio - round(ratio)) > 1e-9:
         raise ValueError(f"fps: {fps} must divide control_hz {control_hz}")
     every = int(round(ratio))
-    kw = dict(task=task, seed=seed, perturb=perturb, camera_height=image_size[0], camera_width=image_size[1], render=True)
+    kw = dict(task=task, seed=seed, perturb=perturb, camera_height=image_size[0], camera_width=image_size[1],
+              render=camera)
     if episode_seconds:
         kw["episode_seconds"] = episode_seconds
     env = SimEnv(SimConfig(**kw))
     n_markers = env.observe(env.arms[0]).tactile.shape[0]
-    writer = DatasetWriter(root, fps=fps, arms=list(env.arms), cameras={"camera": tuple(image_size)},
+    writer = DatasetWriter(root, fps=fps, arms=list(env.arms), cameras={"camera": tuple(image_size)} if camera else {},
                            tactile_markers=n_markers, robot_type=f"slowfast_sim_{task}")
     try:
         for ep in range(episodes):
             env.reset(seed=seed + ep)
             expert = make_expert(task, env.task_spec())
-            frames: dict[str, list] = {k: [] for k in ("observation.tcp_pose", "observation.wrench",
-                                                      "observation.tactile", "action", "observation.images.camera")}
+            keys = ["observation.tcp_pose", "observation.wrench", "observation.tactile", "action"]
+            frames: dict[str, list] = {k: [] for k in keys + (["observation.images.camera"] if camera else [])}
             tick = [0]
 
             def on_step(t, states, cmd):
@@ -55,7 +58,8 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
                     frames["observation.wrench"].append(np.concatenate([states[a].wrench for a in arms]))
                     frames["observation.tactile"].append(np.concatenate([states[a].tactile.reshape(-1) for a in arms]))
                     frames["action"].append(np.concatenate([np.concatenate([cmd[a][0], cmd[a][1]]) for a in arms]))
-                    frames["observation.images.camera"].append(env.render())
+                    if camera:
+                        frames["observation.images.camera"].append(env.render())
                 tick[0] += 1
 
             metrics = run_episode(env, expert, control_hz=control_hz, on_step=on_step)
