@@ -19,6 +19,7 @@ class SnapshotRenderer:
         self._mj = mujoco
         self.model = env.model
         self.width, self.height = env.cfg.camera_width, env.cfg.camera_height
+        self.shadows = bool(getattr(env.cfg, "shadows", False))
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(pool):
             self._free.put(mujoco.MjData(self.model))
@@ -42,6 +43,9 @@ class SnapshotRenderer:
         the GL context is created in, and belongs to, the first thread that renders."""
         if self._renderer is None:
             self._renderer = self._mj.Renderer(self.model, self.height, self.width)
+            flags = self._renderer.scene.flags   # same look and cost as SimEnv.render()
+            flags[self._mj.mjtRndFlag.mjRND_REFLECTION] = False
+            flags[self._mj.mjtRndFlag.mjRND_SHADOW] = bool(self.shadows)
         r = self._renderer
         r.update_scene(snap, camera=camera)
         rgb = r.render().copy()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -101,6 +102,7 @@ class RdpFast(Node):
         self.chunks_received = 0
         self.bad_chunks = 0
         self.decode_us: list[float] = []
+        self.contact_to_command_ms: deque[float] = deque(maxlen=4000)
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
         self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
@@ -209,13 +211,19 @@ class RdpFast(Node):
                                        now if target is not None else None)
             stamp = contact_stamp if np.isfinite(contact_stamp) else s.pose_stamp
             self.pubs[arm].publish(msgs.pose_msg(stamp, self.p.world_frame, pos, quat))
+        if target is not None:
+            # From the capture of the contact reading to the publish of the command that used it.
+            self.contact_to_command_ms.append((self._now() - contact_stamp) * 1e3)
 
     # -------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
         pe = self.loop.period_error_ms()
         dec = np.array(self.decode_us[-2000:]) if self.decode_us else np.array([np.nan])
+        lat = np.array(self.contact_to_command_ms) if self.contact_to_command_ms else np.array([np.nan])
         values = {"loop_rate_hz": self.loop.meter.rate(), "period_error_ms_p50": pe["p50"],
+                  "contact_to_command_ms_p50": float(np.percentile(lat, 50)),
+                  "contact_to_command_ms_p99": float(np.percentile(lat, 99)),
                   "period_error_ms_p99": pe["p99"], "overruns": self.loop.overruns,
                   "tick_us_p50": float(np.percentile(dec, 50)), "tick_us_p99": float(np.percentile(dec, 99)),
                   "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
