@@ -71,3 +71,19 @@ def test_expired_chunk_holds_and_bad_chunks_are_rejected_and_counted():
     assert ex.submit(action_chunk(2.0, 0.0), 5.0) == "expired"
     assert ex.submit(Chunk("latent", np.zeros((8, 4), np.float32), 1.0, START), 1.0) == "latent_chunk_without_decoder"
     assert ex.rejected == {"wrong_shape": 1, "nonfinite_chunk": 1, "expired": 1, "latent_chunk_without_decoder": 1}
+
+
+def test_the_per_tick_conversion_matches_the_batched_geometry():
+    from policy.rdp.geometry import absolute_to_relative, relative_to_absolute
+    from policy.reactive import _quat_to_matrix, _rel_to_abs
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        q0, q1 = rng.normal(size=4), rng.normal(size=4)
+        start = np.concatenate([rng.normal(size=3), q0 / np.linalg.norm(q0)])
+        pose = np.concatenate([rng.normal(size=3), q1 / np.linalg.norm(q1)])
+        rel = absolute_to_relative(pose[None], start)[0]
+        fast = _rel_to_abs(rel, [(start[:3], _quat_to_matrix(start[3:]))])
+        slow = relative_to_absolute(rel, start)
+        assert np.allclose(fast[:3], slow[:3], atol=1e-5)
+        assert min(np.abs(fast[3:] - slow[3:]).max(), np.abs(fast[3:] + slow[3:]).max()) < 1e-5

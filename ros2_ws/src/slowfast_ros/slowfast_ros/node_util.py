@@ -7,6 +7,7 @@ parameter list, its types and its documentation live in one place and the YAML i
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -106,10 +107,14 @@ class PacedLoop:
     (never by an executor timer). Ticks that would start late by more than a period are
     skipped, not bunched up; every period error is recorded for diagnostics."""
 
-    def __init__(self, hz: float, tick, name: str = "loop", history: int = 4000):
+    def __init__(self, hz: float, tick, name: str = "loop", history: int = 4000, rt_priority: int = 0):
         if not (0 < hz <= 2000):
             raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
+        if not (0 <= rt_priority <= 98):
+            raise ValueError(f"rt_priority {rt_priority} outside 0..98")
         self.period = 1.0 / hz
+        self.rt_priority = rt_priority
+        self.rt_active = False
         self._tick = tick
         self._stop = threading.Event()
         self.errors: deque[float] = deque(maxlen=history)  # start-time error of each tick, s
@@ -119,6 +124,10 @@ class PacedLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "PacedLoop":
+        # The GIL is handed over at most every switch interval (5 ms by default): a loop
+        # thread waking while a callback thread runs Python would wait that long. A tenth of
+        # the period bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), max(self.period / 10.0, 1e-4)))
         self._thread.start()
         return self
 
@@ -128,6 +137,12 @@ class PacedLoop:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self.rt_priority:
+            try:  # SCHED_FIFO for this thread only (pid 0 = the calling thread on Linux)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+                self.rt_active = True
+            except (OSError, AttributeError):
+                self.rt_active = False  # no CAP_SYS_NICE / rtprio limit: run as a normal thread
         next_t = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()

@@ -40,6 +40,8 @@ class RdpFastParams:
     max_contact_age: float = param(0.05, "contact reading older than this -> hold (s)")
     chunk_pose_tolerance: float = param(0.01, "max |stamp difference| when looking up a chunk's start pose (s)")
     decoder_threads: int = param(1, "onnxruntime intra-op threads for the decoder step")
+    rt_priority: int = param(0, "SCHED_FIFO priority of the control thread, 1..98 (0 = normal scheduling; "
+                                "needs CAP_SYS_NICE or an rtprio limit, e.g. a PREEMPT_RT robot PC)")
     workspace_lo: list = param([-0.35, -0.25, -0.08], "safety workspace box, lower corner (m, world)")
     workspace_hi: list = param([0.35, 0.25, 0.40], "safety workspace box, upper corner (m, world)")
     max_speed: float = param(0.25, "TCP speed limit (m/s)")
@@ -112,7 +114,7 @@ class RdpFast(Node):
             self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.loop = PacedLoop(p.control_hz, self._tick, name="rdp-fast").start()
+        self.loop = PacedLoop(p.control_hz, self._tick, name="rdp-fast", rt_priority=p.rt_priority).start()
         self.get_logger().info(f"{self.model_type} executor at {p.control_hz:g} Hz, contact={self.contact_kind}, "
                                f"chunk {meta['horizon']} steps at {fps:g} Hz, providers "
                                f"{getattr(decoder, 'providers', ['none (open loop)'])}")
@@ -222,6 +224,7 @@ class RdpFast(Node):
         dec = np.array(self.decode_us[-2000:]) if self.decode_us else np.array([np.nan])
         lat = np.array(self.contact_to_command_ms) if self.contact_to_command_ms else np.array([np.nan])
         values = {"loop_rate_hz": self.loop.meter.rate(), "period_error_ms_p50": pe["p50"],
+                  "realtime_scheduling": self.loop.rt_active,
                   "contact_to_command_ms_p50": float(np.percentile(lat, 50)),
                   "contact_to_command_ms_p99": float(np.percentile(lat, 99)),
                   "period_error_ms_p99": pe["p99"], "overruns": self.loop.overruns,
