@@ -33,6 +33,7 @@ def test_train_export_resume_cli(tmp_path, dataset, capsys):
     (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--horizon", "30"], "must be a multiple of tokenizer.compression"),
     (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--resume"], "no config.json"),
     (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--device", "tpu"], "--device 'tpu'"),
+    (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--resume", "--lr", "0.1"], "--lr cannot change"),
     (["export", "{tmp}", "--out", "{tmp}/o"], "not a checkpoint"),
 ])
 def test_user_errors_are_one_line(tmp_path, dataset, capsys, argv, message):

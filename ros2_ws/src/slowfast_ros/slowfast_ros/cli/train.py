@@ -85,9 +85,15 @@ def run(args: argparse.Namespace) -> int:
     dataset = Path(args.dataset)
     if not dataset.is_dir():
         raise ValueError(f"--dataset {dataset}: no such folder")
+    if args.resume:
+        changed = [f"--{n.replace('_', '-')}" for n in ("config", "horizon", "contact", "batch_size", "lr", "seed",
+                                                         "num_workers", "checkpoint_every", "tokenizer")
+                   if getattr(args, n) is not None] + (["--obs-contact"] if args.obs_contact else []) \
+            + ([f"--preset {args.preset}"] if args.preset != "sim" else [])
+        if changed:
+            raise ValueError(f"--resume takes the configuration from the checkpoint; {', '.join(changed)} cannot "
+                             "change (only --epochs and --device may)")
     cfg = None if args.resume else build_config(args)
-    if args.resume and (args.config or args.horizon or args.contact or args.batch_size or args.lr or args.seed is not None):
-        raise ValueError("--resume takes the configuration from the checkpoint; only --epochs and --device may change")
     summary = train(args.model, dataset, args.out, cfg, tokenizer=args.tokenizer, device=args.device,
                     resume=args.resume, epochs=args.epochs, progress=not args.no_progress)
     print(json.dumps(summary))
