@@ -9,6 +9,7 @@ Figures (all batch 1, CPU unless --providers says otherwise):
 * prefix_rerun: the published approach, re-running the GRU over the chunk prefix at each
   tick; cost of the full 32-step prefix (and the mean over prefixes 1..32) as a ratio to
   the O(1) step, in torch and in onnxruntime
+  (``by_hidden_size``: the same in onnxruntime for larger GRUs, where compute dominates)
 * slow_chunk_ms: one latent chunk from observations (obs encoder once + DDIM steps), p50/p99
   in milliseconds, onnxruntime and torch
 
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunks", type=int, default=30, help="slow-policy chunks to time (default 30)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the slow policy (default 1)")
     p.add_argument("--ddim-steps", type=int, default=8, help="DDIM sampling steps (default 8)")
+    p.add_argument("--hidden-sweep", default="128,512",
+                   help="GRU hidden sizes for the prefix-vs-step scaling figure, comma-separated ('' = skip)")
 
 
 def _pct(samples: list[float], scale: float) -> dict:
@@ -50,6 +53,54 @@ def _time(fn, n: int, warmup: int = 50) -> list[float]:
         fn()
         out.append(clock() - t0)
     return out
+
+
+def _prefix_vs_step(root: Path, tc, hidden: int, n: int) -> dict:
+    """onnxruntime: whole-prefix decode vs one step for a tokenizer of GRU size ``hidden``."""
+    import warnings
+
+    import torch
+
+    from .config import TokenizerConfig
+    from .runtime import make_session
+    from .tokenizer import AsymmetricTokenizer
+
+    cfg = TokenizerConfig(**{**tc.tokenizer.to_dict(), "hidden": hidden})
+    a, c = int(tc.shapes["action_dim"]), int(tc.shapes["contact_dim"])
+    tok = AsymmetricTokenizer(cfg, a, c, tc.data.horizon).eval()
+
+    class Seq(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, latent, contact):
+            return self.m.decode(latent, contact)
+
+    class Step(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, latent, contact, step, state):
+            return self.m.step(latent, contact, step, state)
+
+    lat = torch.randn(1, tc.latent_steps, cfg.latent_dim)
+    con = torch.randn(1, tc.data.horizon, c)
+    step_args = (lat[:, 0], con[:, 0], torch.zeros(1, 1), torch.zeros(1, hidden))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Seq(tok), (lat, con), str(root / f"seq{hidden}.onnx"), input_names=["latent", "contact"],
+                          output_names=["actions"], opset_version=17, dynamo=False)
+        torch.onnx.export(Step(tok), step_args, str(root / f"step{hidden}.onnx"),
+                          input_names=["latent", "contact", "step", "state"], output_names=["action", "state_out"],
+                          opset_version=17, dynamo=False)
+    seq, stp = make_session(root / f"seq{hidden}.onnx"), make_session(root / f"step{hidden}.onnx")
+    fs = {"latent": lat.numpy(), "contact": con.numpy()}
+    ft = dict(zip(["latent", "contact", "step", "state"], [x.numpy() for x in step_args]))
+    t_seq, t_step = _time(lambda: seq.run(None, fs), n), _time(lambda: stp.run(None, ft), n)
+    return {"ort_prefix_us": _pct(t_seq, 1e6)["p50"], "ort_step_us": _pct(t_step, 1e6)["p50"],
+            "ratio_full_prefix": round(float(np.median(t_seq) / np.median(t_step)), 1)}
 
 
 def make_random_checkpoints(root: Path, preset_name: str = "sim", num_arms: int = 1, cameras=("wrist",),
@@ -185,9 +236,17 @@ def run(args: argparse.Namespace) -> dict:
         "note": "torch ratios: nn.GRU over the prefix vs one fused GRU-cell step (normalised space); ort ratios: "
                 "an exported sequence decoder vs decoder_step.onnx; published_torch_prefix_vs_ours_ort_step: what "
                 "the published code runs per tick (torch, whole prefix) vs what our fast loop runs (ort, one step). "
-                "At GRU hidden 32 both sides are dominated by per-call overhead, so the wall-clock ratio is far "
-                "below the 32x (full prefix) / 16.5x (mean prefix) ratio in arithmetic",
+                "At GRU hidden 32 both sides are dominated by per-call overhead (~10 us per onnxruntime call), so "
+                "the wall-clock ratio is far below the 32x (full prefix) / 16.5x (mean prefix) ratio in arithmetic; "
+                "by_hidden_size shows the ratio once the decoder's compute dominates",
     }
+
+    # ---------------------------------------------------------------- scaling with decoder size
+    sweep = {}
+    for hs in [int(x) for x in str(args.hidden_sweep).split(",") if x.strip()]:
+        log(f"prefix re-run vs step at GRU hidden {hs}")
+        sweep[str(hs)] = _prefix_vs_step(root, tc, hs, max(200, args.ticks // 10))
+    prefix["by_hidden_size"] = sweep
 
     # ---------------------------------------------------------------- slow policy
     log(f"slow policy: {args.chunks} chunks, {args.ddim_steps} DDIM steps, {args.threads} thread(s)")

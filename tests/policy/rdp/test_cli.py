@@ -44,10 +44,11 @@ def test_user_errors_are_one_line(tmp_path, dataset, capsys, argv, message):
 
 
 def test_bench_policy_json(capsys):
-    assert main(["bench", "policy", "--json", "--ticks", "50", "--chunks", "2"]) == 0
+    assert main(["bench", "policy", "--json", "--ticks", "50", "--chunks", "2", "--hidden-sweep", "64"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["target"] == "policy"
     for key in ("torch_module", "ort_session", "ort_runtime"):
         assert out["decoder_step_us"][key]["p99"] > 0
     assert out["prefix_rerun"]["torch_ratio_full_prefix"] > 0
+    assert out["prefix_rerun"]["by_hidden_size"]["64"]["ratio_full_prefix"] > 0
     assert out["slow_chunk_ms"]["ddim_steps"] == 8 and out["slow_chunk_ms"]["ort"]["p50"] > 0
