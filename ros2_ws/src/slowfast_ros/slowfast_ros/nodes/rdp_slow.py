@@ -34,7 +34,7 @@ class RdpSlowParams:
     max_obs_age: float = param(0.25, "skip a cycle when the newest observation is older than this (s)")
     image_tolerance: float = param(0.05, "max |stamp difference| between a history step and its image (s)")
     num_inference_steps: int = param(0, "DDIM steps (0 = the model's default)")
-    threads: int = param(0, "onnxruntime intra-op threads (0 = default)")
+    threads: int = param(1, "onnxruntime intra-op threads (0 = all cores; 1 leaves the other cores to the fast loop)")
     seed: int = param(0, "seed of the diffusion noise")
     episode_topic: str = param("", "latched JSON episode events ('sim/episode' in sim): a start clears the history")
 
