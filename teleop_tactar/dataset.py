@@ -112,6 +112,7 @@ class DatasetWriter:
         extra_features: {key: shape} of additional float32 per-frame features.
         chunks_size: files per chunk folder.
         crf: H.264 quality (0 lossless .. 51); 18 is visually lossless.
+        gop: keyframe interval in frames (small = fast random access, large = small files).
 
     ``add_episode(frames, task)`` takes {feature key: array with T rows}: float features
     (T, dim), images (T, H, W, 3) uint8; ``timestamp`` (T,) is optional (default frame/fps).
@@ -120,7 +121,7 @@ class DatasetWriter:
     def __init__(self, root: str | os.PathLike, fps: float, arms: Sequence[str],
                  cameras: Mapping[str, tuple[int, int]] | None = None, tactile_markers: int = 0,
                  features: dict | None = None, extra_features: Mapping[str, Sequence[int]] | None = None,
-                 robot_type: str = "unknown", chunks_size: int = 1000, crf: int = 18,
+                 robot_type: str = "unknown", chunks_size: int = 1000, crf: int = 18, gop: int = 2,
                  overwrite: bool = False) -> None:
         if not (isinstance(fps, (int, float)) and fps > 0):
             raise ValueError(f"fps = {fps!r}: must be a number > 0")
@@ -143,7 +144,11 @@ class DatasetWriter:
             self.features[key] = {"dtype": "float32", "shape": [int(s) for s in shape], "names": None}
         self.robot_type = robot_type
         self.chunks_size = chunks_size
-        self.crf = int(crf)
+        if not (isinstance(crf, int) and 0 <= crf <= 51):
+            raise ValueError(f"crf = {crf!r}: must be an integer in [0, 51]")
+        if not (isinstance(gop, int) and gop >= 1):
+            raise ValueError(f"gop = {gop!r}: must be an integer >= 1")
+        self.crf, self.gop = crf, gop
         self.tasks: dict[str, int] = {}
         self.episodes: list[dict] = []
         self.total_frames = 0
@@ -237,7 +242,7 @@ class DatasetWriter:
         with av.open(str(path), "w") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": str(self.crf), "preset": "veryfast", "g": "2"}
+            stream.options = {"crf": str(self.crf), "preset": "veryfast", "g": str(self.gop)}
             for img in images:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                     container.mux(packet)
