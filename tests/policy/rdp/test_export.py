@@ -115,3 +115,27 @@ def test_onnx_with_mismatched_inputs_is_named(trained, tmp_path):
         DecoderRuntime(bad)
     with pytest.raises(ValueError, match="no slow policy"):
         SlowPolicyRuntime(trained / "onnx_tok")
+
+
+def test_tactile_decoder_export_matches_numpy_pca(tmp_path, dataset, tiny_config):
+    """Tactile contact: the PCA + normalisation baked into decoder_step.onnx equal the
+    dataset-side numpy path, so the fast loop can feed raw marker fields."""
+    from policy.rdp.export import export_checkpoint
+    from policy.rdp.train import train
+
+    cfg = tiny_config("rdp_tokenizer", data={"contact": "tactile", "tactile_pca_dim": 5}, train={"epochs": 1})
+    train("tokenizer", dataset, tmp_path / "tok", cfg, progress=False)
+    export_checkpoint(tmp_path / "tok", tmp_path / "onnx")
+    ck = load_checkpoint(tmp_path / "tok")
+    tok, norm = ck.model.eval(), ck.normalizer
+    rng = np.random.default_rng(4)
+    raw = rng.normal(0, 0.3, (16, 32)).astype(np.float32)  # 8 markers x (x, y, dx, dy)
+    lat = rng.normal(size=(4, tok.cfg.latent_dim)).astype(np.float32)
+    feat = norm.normalize("contact", norm.tactile_embedding(raw, 1))
+    assert feat.shape == (16, 5)
+    with torch.no_grad():
+        ref = norm.unnormalize("action", tok.decode(torch.from_numpy(lat)[None], torch.from_numpy(feat)[None])[0].numpy())
+    dec = DecoderRuntime(tmp_path / "onnx")
+    assert dec.contact_dim == 32
+    assert np.abs(dec.decode_chunk(lat, raw) - ref).max() < 1e-4
+    assert np.abs(TorchDecoderRuntime(tmp_path / "tok").decode_chunk(lat, raw) - ref).max() < 1e-4
