@@ -167,13 +167,17 @@ class ObsEncoderConfig(_Base):
     image_width: channels of the first ResNet stage (64 = ResNet-18); image_feature_dim:
     output per camera per step. use_contact: feed the contact history (LDP: yes; the DP
     baseline: no by default, yes for the "DP + tactile/force embedding" variant).
+    crop_ratio: training crops each image to this share of its height and width at a random
+    place (Diffusion Policy's augmentation); evaluation and export take the centre crop.
     """
 
     image_width: int = 32
     image_feature_dim: int = 64
     use_contact: bool = True
+    crop_ratio: float = 0.95
 
     def __post_init__(self) -> None:
+        _float_range(self, "crop_ratio", 0.5, 1.0)
         _int_range(self, "image_width", 4, 256)
         if self.image_width % 4:
             _fail(self, "image_width", self.image_width, "a multiple of 4 in [4, 256]")

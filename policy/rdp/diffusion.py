@@ -83,11 +83,31 @@ class ObsEncoder(nn.Module):
         if cfg.use_contact:
             self.cond_dim += contact_history * contact_dim
 
-    def forward(self, images: torch.Tensor | None, proprio: torch.Tensor, contact: torch.Tensor) -> torch.Tensor:
+    def crop(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 3, h, w): random place per image in training, centre otherwise."""
+        r = self.cfg.crop_ratio
+        if r >= 1.0:
+            return x
+        n, hh, ww = x.shape[0], int(x.shape[2]), int(x.shape[3])  # image size is static in exports
+        ch, cw = max(8, int(round(hh * r))), max(8, int(round(ww * r)))
+        if not self.training:
+            oy, ox = (hh - ch) // 2, (ww - cw) // 2
+            return x[:, :, oy:oy + ch, ox:ox + cw]
+        oy = torch.randint(0, hh - ch + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, ww - cw + 1, (n,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(ch, device=x.device))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(cw, device=x.device))[:, None, None, :]
+        idx_n = torch.arange(n, device=x.device)[:, None, None, None]
+        idx_c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        return x[idx_n, idx_c, rows, cols]
+
+    def forward(self, images: torch.Tensor | None, proprio: torch.Tensor, contact: torch.Tensor | None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
         b = proprio.shape[0]
         parts = []
         for c, net in enumerate(self.image_nets):
             x = images[:, c].reshape((-1,) + tuple(images.shape[-3:])).float() / 255.0
+            x = self.crop(x, generator)
             x = (x - self.image_mean) / self.image_std
             parts.append(net(x).reshape(b, -1))
         parts.append(proprio.reshape(b, -1))
@@ -211,15 +231,15 @@ class DiffusionModel(nn.Module):
         self.diffusion_cfg = diffusion_cfg
         self.scheduler = make_scheduler(diffusion_cfg)
 
-    def encode_obs(self, batch: dict) -> torch.Tensor:
-        return self.obs_encoder(batch.get("obs_images"), batch["obs_proprio"], batch["obs_contact"])
+    def encode_obs(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.obs_encoder(batch.get("obs_images"), batch["obs_proprio"], batch["obs_contact"], generator)
 
     def forward(self, batch: dict, generator: torch.Generator | None = None,
                 target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """Training entry (goes through DDP when wrapped): diffusion loss on ``target``
         (default: the batch's normalised action chunk, i.e. the DP baseline)."""
         target = batch["action"] if target is None else target
-        loss = self.loss(self.encode_obs(batch), target, generator)
+        loss = self.loss(self.encode_obs(batch, generator), target, generator)
         return loss, {"mse": float(loss.detach())}
 
     def loss(self, cond: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -134,3 +134,19 @@ def test_dataset_of_other_rate_is_refused_on_resume(tmp_path, trained, tiny_conf
     shutil.copytree(trained / "tok", tmp_path / "tok")
     with pytest.raises(ValueError, match="dataset fps 200 does not match the expected 50"):
         train("tokenizer", other, tmp_path / "tok", resume=True, progress=False)
+
+
+def test_random_crop_in_training_centre_crop_otherwise():
+    from policy.rdp.config import ObsEncoderConfig
+    from policy.rdp.diffusion import ObsEncoder
+
+    enc = ObsEncoder(ObsEncoderConfig(image_width=8, image_feature_dim=8, crop_ratio=0.75), 1, 2, 9, 6, 2)
+    x = torch.arange(4 * 3 * 16 * 20, dtype=torch.float32).reshape(4, 3, 16, 20)
+    a = enc.train().crop(x, torch.Generator().manual_seed(0))
+    b = enc.train().crop(x, torch.Generator().manual_seed(0))
+    assert a.shape == (4, 3, 12, 15) and torch.equal(a, b)  # seeded: reproducible
+    for i in range(4):  # each crop is a contiguous window of its own image
+        oy, ox = divmod(int(a[i, 0, 0, 0] - x[i, 0, 0, 0]), 20)
+        assert torch.equal(a[i], x[i, :, oy:oy + 12, ox:ox + 15])
+    c = enc.eval().crop(x)
+    assert torch.equal(c, x[:, :, 2:14, 2:17])
