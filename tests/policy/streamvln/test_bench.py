@@ -21,7 +21,7 @@ def test_bench_contract_small_run():
         assert set(out[mode]["latency_ms_at_turn"]) == {"1", "10"}
         assert out[mode]["peak_cache_tokens"] > 0
     assert 0.0 <= out["pruning_every_step"]["removed_fraction"] <= 1.0
-    assert "sliding_turn100_over_turn10" not in out["summary"]  # only 10 turns
+    assert not any("turn100" in k for k in out["summary"])  # only 10 turns
 
 
 def test_package_exports():
