@@ -196,3 +196,12 @@ def filter_command(sf, now: float, s: ArmSnapshot, cmd_pos, cmd_quat, cmd_stamp:
         force = quat_to_matrix(s.tcp_quat) @ force
     stamp = s.wrench_stamp if np.isfinite(s.wrench_stamp) else None
     return sf.filter(now, cmd_pos, cmd_quat, cmd_stamp, s.tcp_pos, s.tcp_quat, force, stamp)
+
+
+def safety_report(filters: dict) -> tuple[dict, bool]:
+    """Diagnostics values of every arm's filter, and whether any arm is holding."""
+    values, holding = {}, False
+    for arm, sf in filters.items():
+        values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
+        holding = holding or sf.holding
+    return values, holding

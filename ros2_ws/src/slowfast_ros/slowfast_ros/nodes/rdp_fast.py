@@ -26,7 +26,8 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, filter_command, safety_config_from, sync_estop, topic
+from slowfast_ros.arm_io import (ArmInputs, filter_command, safety_config_from, safety_report, sync_estop,
+                                 topic)
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -232,11 +233,9 @@ class RdpFast(Node):
                   "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
                   "chunks_malformed": self.bad_chunks}
         values.update({f"chunks_rejected/{k}": v for k, v in self.reactive.rejected.items()})
-        level = "ok"
-        for arm, sf in self.safety.items():
-            values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
-            if sf.holding:
-                level = "warn"
+        safety_values, holding = safety_report(self.safety)
+        values.update(safety_values)
+        level = "warn" if holding else "ok"
         if self.loop.failure is not None:
             level = "error"
             values["failure"] = repr(self.loop.failure)

@@ -19,7 +19,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, filter_command, safety_config_from, sync_estop, topic
+from slowfast_ros.arm_io import ArmInputs, filter_command, safety_config_from, safety_report, sync_estop, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -101,11 +101,9 @@ class SafetyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         values = {"rate_hz": self.loop.meter.rate(), "requests_wrong_frame": self.wrong_frame}
-        level = "ok"
-        for arm, sf in self.filters.items():
-            values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
-            if sf.holding:
-                level = "warn"
+        safety_values, holding = safety_report(self.filters)
+        values.update(safety_values)
+        level = "warn" if holding else "ok"
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("safety_node", values, level)]))
 
     def close(self) -> None:
