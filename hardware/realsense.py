@@ -17,14 +17,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # pyrealsense2 has no wheel for every platform (e.g. aarch64): fail at open, not import
-    import pyrealsense2 as rs
-except ImportError:  # pragma: no cover - exercised only where the wheel is missing
-    rs = None
 
 
 class DeviceUnavailable(RuntimeError):
     """No device with the serial, or it cannot stream the requested profile."""
+
+
+def _sdk():
+    """pyrealsense2, imported on first use, never at import of this module.
+
+    The pyrealsense2 wheel carries its own copy of Fast DDS (for RealSense DDS cameras). In a
+    process that also uses ROS 2 (rclpy with rmw_fastrtps), loading pyrealsense2 *first*
+    makes the two copies collide and the process crashes at exit (reproduced with 2.59 and
+    Kilted: ``import pyrealsense2, rclpy; rclpy.init(); rclpy.shutdown()`` -> SIGSEGV at
+    exit; the other order is fine). Importing it late lets every node load rclpy first.
+    It also keeps this module importable where no wheel exists (e.g. aarch64)."""
+    try:
+        import pyrealsense2  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - only where the wheel is missing
+        raise DeviceUnavailable(f"pyrealsense2 is not installed ({exc}); pip install pyrealsense2") from None
+    return pyrealsense2
 
 
 @dataclass(frozen=True)
@@ -72,8 +84,7 @@ def _domain(frame) -> str:
 
 
 def list_serials(context=None) -> list[str]:
-    if rs is None:
-        return []
+    rs = _sdk()
     ctx = context or rs.context()
     return [d.get_info(rs.camera_info.serial_number) for d in ctx.query_devices()]
 
@@ -83,8 +94,7 @@ class RealSenseCamera:
     ``device`` skips the lookup by serial (a software device in tests)."""
 
     def __init__(self, config: RealSenseConfig, device=None, context=None):
-        if rs is None:
-            raise DeviceUnavailable("pyrealsense2 is not installed (pip install pyrealsense2)")
+        rs = self._rs = _sdk()
         self.cfg = config
         self._given = device
         self._context = context
@@ -96,14 +106,21 @@ class RealSenseCamera:
         self.serial = ""
         self.unpaired = 0
         self._align = rs.align(rs.stream.color)
-        self._pending_depth = None
+        # Colour + depth -> one frameset for rs.align. The callback holds only this box, never
+        # self: a cycle through the SDK's C++ block would outlive the interpreter.
+        self._pending_depth = box = [None]
+
+        def compose(frame, source, box=box):
+            source.frame_ready(source.allocate_composite_frame([box[0], frame]))
+
         self._queue = rs.frame_queue(2)
-        self._compose = rs.processing_block(self._compose_cb)
+        self._compose = rs.processing_block(compose)
         self._compose.start(self._queue)
 
     # ------------------------------------------------------------ open / close
 
     def _find_device(self):
+        rs = self._rs
         if self._given is not None:
             return self._given
         ctx = self._context or rs.context()
@@ -129,6 +146,7 @@ class RealSenseCamera:
         return None
 
     def open(self) -> None:
+        rs = self._rs
         dev = self._find_device()
         self.serial = dev.get_info(rs.camera_info.serial_number) if dev.supports(rs.camera_info.serial_number) else ""
         color = depth = None
@@ -175,14 +193,19 @@ class RealSenseCamera:
         self._syncer = None
         self._depth = self._color = None
 
+    def release(self) -> None:
+        """Close and drop every SDK object now. Call it before the interpreter exits: an SDK
+        object destroyed during interpreter finalization can abort the process."""
+        self.close()
+        self._compose = self._queue = self._align = None
+        self._pending_depth[0] = None
+        self._given = self._context = None
+
     @property
     def is_open(self) -> bool:
         return self._syncer is not None
 
     # ------------------------------------------------------------ frames
-
-    def _compose_cb(self, frame, source) -> None:
-        source.frame_ready(source.allocate_composite_frame([self._pending_depth, frame]))
 
     def read(self, timeout_s: float = 1.0) -> RGBDFrame | None:
         """The next colour frame (with its aligned depth when depth is on), or None when
@@ -215,10 +238,10 @@ class RealSenseCamera:
         self._color = None
         depth_mm = None
         if depth is not None:
-            self._pending_depth = depth
+            self._pending_depth[0] = depth
             self._compose.invoke(color)
             aligned = self._align.process(self._queue.wait_for_frame().as_frameset())
-            self._pending_depth = None
+            self._pending_depth[0] = None
             raw = np.asanyarray(aligned.get_depth_frame().get_data())
             depth_mm = raw.copy() if self._depth_scale_mm == 1.0 else \
                 np.clip(np.round(raw * self._depth_scale_mm), 0, 65535).astype(np.uint16)
@@ -236,8 +259,7 @@ class SoftwareCamera:
     def __init__(self, serial: str = "000000000001", width: int = 64, height: int = 48, fps: int = 30,
                  fx: float = 60.0, fy: float = 60.0, depth_units: float = 0.001,
                  depth_to_color_m=(0.0, 0.0, 0.0)):
-        if rs is None:
-            raise DeviceUnavailable("pyrealsense2 is not installed")
+        rs = self._rs = _sdk()
         self.width, self.height = width, height
         self.device = rs.software_device()
         intr = rs.intrinsics()
@@ -265,6 +287,7 @@ class SoftwareCamera:
              frame_number: int, domain: str = "hardware_clock") -> None:
         """Inject one capture: colour (H, W, 3) uint8 RGB and raw Z16 depth (H, W) uint16 in
         depth units, both stamped ``device_time_s`` in ``domain``."""
+        rs = self._rs
         dom = getattr(rs.timestamp_domain, domain)
         pairs = [(self._color_sensor, rs.stream.color, np.ascontiguousarray(color, np.uint8), 3)]
         if depth_raw is not None:

@@ -1,15 +1,19 @@
 """The RealSense reader through the SDK's own software device: frames injected with
 ``rs.software_device`` go through sensor open/start, the syncer, colour-depth pairing,
 ``rs.align`` and the intrinsics of the stream profile, as with a camera."""
+import importlib.util
 import threading
 import time
 
 import numpy as np
 import pytest
 
-rs = pytest.importorskip("pyrealsense2")
+from hardware.realsense import DeviceUnavailable, RealSenseCamera, RealSenseConfig, SoftwareCamera
 
-from hardware.realsense import DeviceUnavailable, RealSenseCamera, RealSenseConfig, SoftwareCamera  # noqa: E402
+# Not imported here (hardware.realsense imports it on first use): in one pytest process with
+# the ROS tests, rclpy must load before pyrealsense2 (see hardware.realsense._sdk).
+if importlib.util.find_spec("pyrealsense2") is None:
+    pytest.skip("pyrealsense2 is not installed", allow_module_level=True)
 
 W, H, FX = 64, 48, 60.0
 
@@ -47,7 +51,7 @@ def test_colour_depth_and_intrinsics_through_the_sdk():
         frames = _read_all(cam, 10)
         feeder.join()
     finally:
-        cam.close()
+        cam.release()
     assert len(frames) >= 9
     for f in frames:
         assert f.domain == "hardware_clock"
@@ -68,7 +72,7 @@ def test_depth_is_aligned_to_colour_with_the_extrinsics():
         _frames(sw, 1, depth=depth, sleep=False)
         f = cam.read(1.0)
     finally:
-        cam.close()
+        cam.release()
     near = np.argwhere(f.depth_mm == 300)
     assert near[:, 1].min() == 24 and near[:, 1].max() == 33     # columns 20..29 shifted by +4
     assert near[:, 0].min() == 19 and near[:, 0].max() == 28     # rows unchanged
@@ -83,7 +87,7 @@ def test_depth_units_are_converted_to_millimetres():
         _frames(sw, 1, depth=np.full((H, W), 5000, np.uint16), sleep=False)
         f = cam.read(1.0)
     finally:
-        cam.close()
+        cam.release()
     assert np.median(f.depth_mm) == 500
 
 
@@ -102,17 +106,24 @@ def test_a_silent_device_times_out_and_reopens():
         f = cam.read(1.0)
         assert f is not None and f.device_time_s == pytest.approx(9.0)
     finally:
-        cam.close()
+        cam.release()
 
 
 def test_missing_device_or_profile_is_a_clear_error():
     with pytest.raises(DeviceUnavailable, match="serial 123"):
-        RealSenseCamera(RealSenseConfig(serial="123"), context=_EmptyContext()).open()
+        _open_and_release(RealSenseCamera(RealSenseConfig(serial="123"), context=_EmptyContext()))
     sw = SoftwareCamera(width=W, height=H)
     with pytest.raises(DeviceUnavailable, match="no RGB8 colour stream 640x480 @ 30 fps"):
-        RealSenseCamera(RealSenseConfig(), device=sw.device).open()
+        _open_and_release(RealSenseCamera(RealSenseConfig(), device=sw.device))
     with pytest.raises(ValueError, match="fps"):
         RealSenseConfig(fps=0)
+
+
+def _open_and_release(cam):
+    try:
+        cam.open()
+    finally:
+        cam.release()
 
 
 class _EmptyContext:

@@ -164,8 +164,9 @@ class RealSenseNode(Node):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=3.0)
-        self.camera.close()
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.camera.release()
 
 
 def main(args=None) -> int:
