@@ -56,8 +56,9 @@ def build_tiny_model(tokenizer=None, seed: int = 0, image_size: int = 384, text_
                      vision_kwargs: dict | None = None, dtype: torch.dtype = torch.float32) -> StreamVLNModel:
     """A random model; ``image_size=384`` with patch 14 gives 27x27 patches -> 196 tokens/frame."""
     tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
-    torch.manual_seed(seed)
-    model = StreamVLNModel(tiny_text_config(len(tokenizer), **(text_kwargs or {})),
-                           tiny_vision_config(image_size=image_size, **(vision_kwargs or {})),
-                           VisionLanguageConfig())
+    with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's RNG
+        torch.manual_seed(seed)
+        model = StreamVLNModel(tiny_text_config(len(tokenizer), **(text_kwargs or {})),
+                               tiny_vision_config(image_size=image_size, **(vision_kwargs or {})),
+                               VisionLanguageConfig())
     return model.to(dtype).eval()

@@ -10,7 +10,15 @@ from policy.streamvln.tiny import build_tiny_model, build_tiny_tokenizer
 # the exactness tests below discriminate (at 0.02 dropping a whole turn moves logits by ~1e-5).
 SENSITIVE = {"initializer_range": 0.2}
 
-torch.set_num_threads(1)  # the machine is shared; the models are tiny
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The machine is shared and the models are tiny: one thread, restored afterwards so that
+    other folders' tests in the same run are unaffected."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
