@@ -123,7 +123,9 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
         raise ValueError(f"--device {device!r}: must be auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    acc = Accelerator(cpu=device == "cpu")
+    # cpu=True also when nothing else is there: under torchrun that makes the processes one
+    # gloo DDP group instead of independent runs racing for the same checkpoint.
+    acc = Accelerator(cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
     rank, world = acc.process_index, acc.num_processes
 
     tok = None

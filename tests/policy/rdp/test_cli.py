@@ -52,3 +52,32 @@ def test_bench_policy_json(capsys):
     assert out["prefix_rerun"]["torch_ratio_full_prefix"] > 0
     assert out["prefix_rerun"]["by_hidden_size"]["64"]["ratio_full_prefix"] > 0
     assert out["slow_chunk_ms"]["ddim_steps"] == 8 and out["slow_chunk_ms"]["ort"]["p50"] > 0
+
+
+def test_two_process_ddp_training(tmp_path, dataset):
+    """torchrun with two CPU processes: one DDP group (gloo), each process takes half the batches."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"horizon": 8}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "slowfast_ros.cli", "train", "tokenizer", "--dataset", str(dataset),
+           "--out", str(tmp_path / "tok"), "--epochs", "1", "--batch-size", "32", "--no-progress", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group: a hang is killed whole
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 2 and all(x["processes"] == 2 for x in lines)
+    assert lines[0]["steps"] == 3  # 200 training samples / 32 = 7 batches -> 3 per process
+    assert (tmp_path / "tok" / "model.safetensors").is_file()
