@@ -140,6 +140,9 @@ class DatasetWriter:
         self.cameras = dict(cameras or {})
         self.tactile_markers = tactile_markers
         self.features = features if features is not None else standard_features(arms, tactile_markers, self.cameras, fps)
+        for key, f in self.features.items():  # cameras declared only through ``features``
+            if f.get("dtype") == "video" and key.startswith(IMAGE_PREFIX):
+                self.cameras.setdefault(key[len(IMAGE_PREFIX):], tuple(f["shape"][:2]))
         for key, shape in (extra_features or {}).items():
             self.features[key] = {"dtype": "float32", "shape": [int(s) for s in shape], "names": None}
         self.robot_type = robot_type
