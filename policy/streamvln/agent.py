@@ -6,7 +6,7 @@
     agent.stats.as_dict()
 
 Inputs of ``step``: ``rgb`` uint8 ``[H, W, 3]``; ``depth`` float metres ``[H, W]`` aligned with
-it (NaN / 0 = no reading); ``intrinsics`` 3x3 of that image; ``pose_world_from_camera`` 4x4, OpenCV
+it (NaN / 0 = no reading; integer depth such as 16UC1 millimetres is refused, convert it first); ``intrinsics`` 3x3 of that image; ``pose_world_from_camera`` 4x4, OpenCV
 optical camera frame into a fixed world frame (e.g. odom). A frame that cannot be used (bad
 shape, non-finite RGB, bad intrinsics, non-orthonormal pose) is skipped: ``step`` returns ``[]``
 (hold still) and ``stats.skipped_frames`` counts it by reason. Depth holes only remove the
@@ -152,11 +152,15 @@ class StreamVLNAgent:
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             return "rgb_shape"
-        if rgb.dtype != np.uint8 and not (np.issubdtype(rgb.dtype, np.floating) and np.isfinite(rgb).all()):
+        if rgb.dtype != np.uint8 and not np.issubdtype(rgb.dtype, np.floating):
+            return "rgb_dtype"
+        if rgb.dtype != np.uint8 and not np.isfinite(rgb).all():
             return "rgb_not_finite"
         depth = np.asarray(depth)
-        if depth.shape != rgb.shape[:2] or not np.issubdtype(depth.dtype, np.number):
+        if depth.shape != rgb.shape[:2]:
             return "depth_shape"
+        if not np.issubdtype(depth.dtype, np.floating):  # e.g. 16UC1 millimetres: convert first
+            return "depth_dtype"
         try:
             validate_intrinsics(intrinsics)
         except ValueError:

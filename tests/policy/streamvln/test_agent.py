@@ -108,9 +108,12 @@ def test_bad_frames_are_skipped_and_counted(small_model, tokenizer):
     bad_rgb[0, 0, 0] = np.nan
     assert agent.step(bad_rgb, depth, k, pose) == []
     assert agent.step(rgb[..., :2], depth, k, pose) == []
+    assert agent.step(rgb.astype(np.uint16), depth, k, pose) == []
+    assert agent.step(rgb, (depth * 1000).astype(np.uint16), k, pose) == []  # millimetres: not converted
     s = agent.stats
-    assert s.skipped_frames == 5 and s.turns == 0
-    assert dict(s.skip_reasons) == {"pose": 1, "intrinsics": 1, "depth_shape": 1, "rgb_not_finite": 1, "rgb_shape": 1}
+    assert s.skipped_frames == 7 and s.turns == 0
+    assert dict(s.skip_reasons) == {"pose": 1, "intrinsics": 1, "depth_shape": 1, "rgb_not_finite": 1,
+                                    "rgb_shape": 1, "rgb_dtype": 1, "depth_dtype": 1}
     # depth that is all NaN: the turn runs (RGB is fine) but the frame stays out of the 3-D memory
     assert len(agent.step(rgb, np.full_like(depth, np.nan), k, pose)) >= 1
     assert s.turns == 1 and s.memory.frames_without_depth == 1 and s.memory.invalid_depth_tokens == 4
