@@ -2,7 +2,7 @@
 
 Fast loop (every control tick, O(1))::
 
-    dec = DecoderRuntime("export_dir")                  # onnxruntime, 1 thread, CUDA if present
+    dec = DecoderRuntime("export_dir")                  # onnxruntime, CPU, 1 thread
     state = dec.initial_state()                          # (1, hidden) zeros, at each new chunk
     for t in range(dec.horizon):                         # t = control step since the chunk's obs
         rel, state = dec.step(latent_chunk, t, contact_raw, state)
@@ -17,7 +17,7 @@ Fast loop (every control tick, O(1))::
 
 Slow loop (per chunk)::
 
-    slow = SlowPolicyRuntime("export_dir")
+    slow = SlowPolicyRuntime("export_dir")               # onnxruntime, CUDA when present, else CPU
     latent_chunk = slow.predict(images={"wrist": (n_obs, H, W, 3) uint8}, tcp_pose=(n_obs, A*7),
                                 contact=(contact_history, Craw))
     # rdp_ldp -> (latent_steps, latent_dim) tokenizer latent; dp -> (H, A*9) relative actions
@@ -135,9 +135,16 @@ class DecoderRuntime(_DecoderBase):
       contact      (Craw,) or (B, Craw) raw wrench or tactile marker fields
       state        (B, hidden) from the previous call, or None / initial_state() at chunk start
       -> action_rel (A*9,) or (B, A*9); state (B, hidden)
+
+    Runs on the CPU by default, on purpose: the step is a few thousand multiply-adds, and a
+    GPU round trip per tick (launch + copies) costs more than the whole CPU step. Pass
+    ``providers=None`` with ``prefer_gpu=True`` to use CUDA when present anyway.
     """
 
-    def __init__(self, export_dir: str | Path, threads: int = 1, providers: list[str] | None = None) -> None:
+    def __init__(self, export_dir: str | Path, threads: int = 1, providers: list[str] | None = None,
+                 prefer_gpu: bool = False) -> None:
+        if providers is None and not prefer_gpu:
+            providers = ["CPUExecutionProvider"]
         d, meta = _load_meta(export_dir)
         if "decoder_step" not in meta.get("files", {}):
             raise ValueError(f"{d}: export of a {meta.get('model_type')!r} model has no decoder_step.onnx")
