@@ -170,9 +170,7 @@ def _configs(cfg: dict, weight_names) -> tuple[Qwen2Config, SiglipVisionConfig, 
 
 def _materialize_buffers(model: StreamVLNModel, device) -> None:
     """Non-persistent buffers are not in the checkpoint; rebuild those left on the meta device."""
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
-
-    model.llm.model.rotary_emb = Qwen2RotaryEmbedding(config=model.text_config).to(device)
+    model.reset_rotary()  # float32, on the device of the loaded weights
     emb = model.vision_tower.embeddings
     if hasattr(emb, "position_ids"):
         emb.register_buffer("position_ids", torch.arange(emb.num_positions, device=device).expand((1, -1)),
@@ -229,8 +227,8 @@ def load_streamvln(folder, dtype: torch.dtype = torch.float32, device="cpu", loa
     model.load_state_dict(state, strict=not tied, assign=True)
     if tied:
         model.llm.lm_head.weight = model.llm.model.embed_tokens.weight
-    _materialize_buffers(model, device)
-    model = model.to(device=device, dtype=dtype).eval()
+    _materialize_buffers(model, device)  # weights are already in dtype; RoPE stays float32
+    model = model.eval()
 
     tokenizer = None
     if load_tokenizer:

@@ -46,6 +46,19 @@ class StreamVLNModel(nn.Module):
                                        nn.Linear(hidden, hidden))
         self.llm = Qwen2ForCausalLM(text_config)
 
+    def reset_rotary(self) -> None:
+        """Rebuild the RoPE buffers in float32 on the model's device. ``Module.to(bfloat16)`` also
+        casts ``inv_freq``, and bf16 angles drift by whole radians at positions in the thousands."""
+        from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
+
+        self.llm.model.rotary_emb = Qwen2RotaryEmbedding(config=self.text_config).to(self.device)
+
+    def to_dtype(self, dtype: torch.dtype) -> "StreamVLNModel":
+        """Cast the weights to ``dtype``, keeping RoPE frequencies in float32."""
+        self.to(dtype=dtype)
+        self.reset_rotary()
+        return self
+
     # ---- geometry of the token grid -------------------------------------------------------
     @property
     def image_size(self) -> int:

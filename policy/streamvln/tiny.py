@@ -61,4 +61,4 @@ def build_tiny_model(tokenizer=None, seed: int = 0, image_size: int = 384, text_
         model = StreamVLNModel(tiny_text_config(len(tokenizer), **(text_kwargs or {})),
                                tiny_vision_config(image_size=image_size, **(vision_kwargs or {})),
                                VisionLanguageConfig())
-    return model.to(dtype).eval()
+    return model.to_dtype(dtype).eval()

@@ -46,6 +46,15 @@ def test_round_trip_sharded(saved, small_model, tokenizer):
                                atol=1e-5, rtol=0)
 
 
+def test_load_in_bfloat16_keeps_rope_in_float32(saved):
+    model, _ = load_streamvln(saved, dtype=torch.bfloat16, load_tokenizer=False)
+    assert model.llm.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert model.projector[0].weight.dtype == torch.bfloat16
+    assert model.llm.model.rotary_emb.inv_freq.dtype == torch.float32
+    e = model.embed_ids([1, 2, 3])[None]
+    assert torch.isfinite(model.decode(e, torch.tensor([[0, 1, 5000]])).float()).all()
+
+
 def test_single_file_and_published_config_without_vision_config(tmp_path, small_model):
     folder = tmp_path / "single"
     save_streamvln(small_model, folder)
