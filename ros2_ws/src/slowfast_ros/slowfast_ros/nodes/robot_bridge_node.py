@@ -49,7 +49,8 @@ ADAPTERS = ("cartesian_controllers", "gz_gantry")
 class RobotBridgeNodeParams:
     arm: str = param("arm", "arm namespace of the stack topics: <arm>/target_tcp, <arm>/tcp_pose")
     adapter: str = param("cartesian_controllers", f"robot command interface: {' | '.join(ADAPTERS)}")
-    controller: str = param("cartesian_compliance_controller", "ros2_control controller taking <controller>/target_frame")
+    controller: str = param("cartesian_compliance_controller",
+                            "ros2_control controller taking <controller>/target_frame")
     target_topic: str = param("", "command topic of the controller ('' = /<controller>/target_frame)")
     state_pose_topic: str = param("/tcp_pose_broadcaster/pose", "measured TCP pose (PoseStamped, base frame)")
     state_wrench_topic: str = param("/force_torque_sensor_broadcaster/wrench", "measured wrench (WrenchStamped)")
@@ -66,9 +67,11 @@ class RobotBridgeNodeParams:
     workspace_max: list = param([1.0, 1.0, 1.5], "world-frame box a target must lie in: max x, y, z (m)")
     max_state_age: float = param(0.1, "hold when the measured pose is older than this (s)")
     joint_state_topic: str = param("/wipe/gantry/joint_states", "gz_gantry: JointState of the gantry joints")
-    gantry_joints: list = param(["tool_x", "tool_y", "tool_z"], "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
+    gantry_joints: list = param(["tool_x", "tool_y", "tool_z"],
+                                "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
     joint_command_prefix: str = param("/wipe/gantry", "gz_gantry: position commands go to <prefix>/<joint>/cmd_pos")
-    tool_quat: list = param([1.0, 0.0, 0.0, 0.0], "gz_gantry: the fixed tool orientation in the base frame (x, y, z, w)")
+    tool_quat: list = param([1.0, 0.0, 0.0, 0.0],
+                            "gz_gantry: the fixed tool orientation in the base frame (x, y, z, w)")
 
     def __post_init__(self):
         if self.adapter not in ADAPTERS:
