@@ -17,7 +17,7 @@ y down, z forward); ``pose_world_from_camera`` is a 4x4 rigid transform into a f
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from policy.streamvln.actions import Action
 from policy.streamvln.agent import StreamVLNAgent
@@ -157,4 +156,3 @@ def test_tokenizer_without_chat_markers_is_refused(small_model):
     cfg = AgentConfig(prompt=PromptConfig(im_end="<|end|>"))
     with pytest.raises(ValueError, match="single"):
         StreamVLNAgent(small_model, tok, cfg)
-    torch.manual_seed(0)

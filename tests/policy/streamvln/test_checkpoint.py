@@ -120,3 +120,17 @@ def test_no_weights(tmp_path, small_model):
     os.remove(tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match="no weights"):
         load_streamvln(tmp_path)
+
+
+def test_agent_runs_on_a_loaded_checkpoint_with_its_own_tokenizer(saved):
+    from policy.streamvln import AgentConfig, StreamVLNAgent
+    from policy.streamvln.synthetic import BoxRoom, camera_pose, pinhole
+
+    model, tok = load_streamvln(saved)
+    agent = StreamVLNAgent(model, tok, AgentConfig(max_new_tokens=3))
+    agent.reset("Go to the kitchen.")
+    K = pinhole(64, 48)
+    pose = camera_pose(2.0, 2.0, 0.0)
+    rgb, depth = BoxRoom().render(pose, K, 64, 48)
+    actions = agent.step(rgb, depth, K, pose)
+    assert 1 <= len(actions) <= 4 and agent.stats.turns == 1
