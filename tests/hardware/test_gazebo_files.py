@@ -96,3 +96,15 @@ def test_the_gazebo_bridge_node_config_matches_the_world_and_the_bridge():
     for k, joint in enumerate(p["gantry_joints"]):
         lo, hi = limits[joint]
         assert lo <= p["workspace_min"][k] < p["workspace_max"][k] <= hi
+
+
+def test_the_launch_file_finds_the_world_in_a_source_checkout(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sim_gazebo_launch", ROOT / "launch" / "sim_gazebo.launch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)          # needs no `launch` package until generate_launch_description()
+    monkeypatch.delenv("SLOWFAST_GAZEBO_DIR", raising=False)
+    assert mod.gazebo_dir() == ROOT / "gazebo"
+    monkeypatch.setenv("SLOWFAST_GAZEBO_DIR", str(ROOT / "gazebo"))
+    assert (mod.gazebo_dir() / "bridge.yaml").is_file()
