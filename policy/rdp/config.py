@@ -224,8 +224,11 @@ class TrainConfig(_Base):
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 1  # epochs
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (Accelerate autocast; weights stay fp32)
 
     def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            _fail(self, "mixed_precision", self.mixed_precision, "one of ('no', 'fp16', 'bf16')")
         _int_range(self, "epochs", 1, 1_000_000)
         _int_range(self, "batch_size", 1, 1_000_000)
         _float_range(self, "lr", 0.0, 10.0, lo_open=True)

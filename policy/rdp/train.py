@@ -125,7 +125,8 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
     # cpu=True also when nothing else is there: under torchrun that makes the processes one
     # gloo DDP group instead of independent runs racing for the same checkpoint.
-    acc = Accelerator(cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
+    acc = Accelerator(cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()),
+                      mixed_precision=tc.mixed_precision)
     rank, world = acc.process_index, acc.num_processes
 
     tok = None

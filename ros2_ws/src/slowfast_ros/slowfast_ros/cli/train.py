@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dp: also feed the contact history as an observation (the DP + tactile/force variant)")
     p.add_argument("--num-workers", type=int, help="data loader worker processes (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="write the checkpoint every N epochs (default 1)")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="autocast precision (default no)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,7 +66,8 @@ def build_config(args: argparse.Namespace):
         _merge(d, over)
     cli = {"train": {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                        "num_workers": args.num_workers,
-                                       "checkpoint_every": args.checkpoint_every}.items() if v is not None},
+                                       "checkpoint_every": args.checkpoint_every,
+                                       "mixed_precision": args.mixed_precision}.items() if v is not None},
            "data": {k: v for k, v in {"horizon": args.horizon, "contact": args.contact}.items() if v is not None}}
     if args.obs_contact:
         if args.model != "dp":
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {dataset}: no such folder")
     if args.resume:
         changed = [f"--{n.replace('_', '-')}" for n in ("config", "horizon", "contact", "batch_size", "lr", "seed",
-                                                         "num_workers", "checkpoint_every", "tokenizer")
+                                                         "num_workers", "checkpoint_every", "mixed_precision", "tokenizer")
                    if getattr(args, n) is not None] + (["--obs-contact"] if args.obs_contact else []) \
             + ([f"--preset {args.preset}"] if args.preset != "sim" else [])
         if changed:
