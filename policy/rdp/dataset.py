@@ -215,7 +215,8 @@ class ChunkSamples:
         d = cfg.data
         self.episodes = list(ds.ep_ids if episodes is None else episodes)
         self.use_images = (cfg.model_type != "rdp_tokenizer") if images is None else images
-        self.cameras = list(d.cameras) or list(ds.cameras)
+        # The model's camera order (fixed when it was fitted) wins over the dataset's.
+        self.cameras = list(d.cameras) or list(cfg.shapes.get("cameras") or ds.cameras)
         if self.use_images:
             missing = [c for c in self.cameras if c not in ds.cameras]
             if missing:
