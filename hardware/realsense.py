@@ -13,6 +13,7 @@ them to ROS time with :class:`hardware.clock.DeviceClockMapper`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,7 @@ class RGBDFrame:
     color: np.ndarray             # (H, W, 3) uint8 RGB
     depth_mm: np.ndarray | None   # (H, W) uint16 millimetres aligned to colour; 0 = no data
     intrinsics: PinholeIntrinsics
+    received: float = 0.0         # time.monotonic() when the SDK handed the frame over (before aligning)
 
 
 def _domain(frame) -> str:
@@ -101,6 +103,7 @@ class RealSenseCamera:
         self._sensors: list = []
         self._syncer = None
         self._depth = self._color = None
+        self._color_received = 0.0
         self._depth_scale_mm = 1.0
         self.intrinsics: PinholeIntrinsics | None = None
         self.serial = ""
@@ -215,10 +218,11 @@ class RealSenseCamera:
         half_period_ms = 500.0 / self.cfg.fps
         ok, fs = self._syncer.try_wait_for_frames(int(timeout_s * 1000))
         while ok:
+            received = time.monotonic()
             c, d = fs.get_color_frame(), fs.get_depth_frame() if self.cfg.depth else None
             if c:
                 c.keep()
-                self._color = c
+                self._color, self._color_received = c, received
             if d:
                 d.keep()
                 self._depth = d
@@ -247,7 +251,7 @@ class RealSenseCamera:
                 np.clip(np.round(raw * self._depth_scale_mm), 0, 65535).astype(np.uint16)
         rgb = np.asanyarray(color.get_data()).copy()
         return RGBDFrame(color.get_timestamp() * 1e-3, _domain(color), int(color.get_frame_number()),
-                         rgb, depth_mm, self.intrinsics)
+                         rgb, depth_mm, self.intrinsics, self._color_received)
 
 
 class SoftwareCamera:

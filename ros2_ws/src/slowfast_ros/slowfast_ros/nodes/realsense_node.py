@@ -105,8 +105,9 @@ class RealSenseNode(Node):
         while not self._stop.is_set():
             try:
                 self.camera.open()
-            except DeviceUnavailable as exc:
-                self._set("no device", str(exc))
+            except RuntimeError as exc:  # DeviceUnavailable, or the SDK failing on a half-gone device
+                self._set("no device", str(exc) if isinstance(exc, DeviceUnavailable) else f"cannot open: {exc}")
+                self.camera.close()
                 self._stop.wait(self.p.reconnect_period)
                 continue
             self.clock.reset()  # a reopened device may have restarted its clock
@@ -114,7 +115,11 @@ class RealSenseNode(Node):
                 self._set("waiting", f"RealSense {self.camera.serial} open, waiting for frames")
             last = time.monotonic()
             while not self._stop.is_set():
-                frame = self.camera.read(timeout_s=min(0.2, self.p.frame_timeout))
+                try:
+                    frame = self.camera.read(timeout_s=min(0.2, self.p.frame_timeout))
+                except RuntimeError as exc:  # the SDK reports an unplugged device this way too
+                    self._set("lost", f"camera error: {exc}")
+                    break
                 if frame is None:
                     if time.monotonic() - last > self.p.frame_timeout:
                         self._set("lost", f"no frame for {self.p.frame_timeout} s (camera unplugged or stalled)")
@@ -128,7 +133,8 @@ class RealSenseNode(Node):
                 self._stop.wait(self.p.reconnect_period)
 
     def _stamp(self, frame) -> float:
-        arrival = self._now()
+        # Arrival = when the SDK handed the frame over, not after alignment and conversion.
+        arrival = self._now() - (time.monotonic() - frame.received)
         if frame.domain == "hardware_clock":
             return self.clock.map(frame.device_time_s, arrival)
         # global_time / system_time: ms since the epoch on the host clock.
