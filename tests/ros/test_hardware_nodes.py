@@ -454,3 +454,31 @@ def test_gz_gantry_adapter_drives_the_gazebo_gantry_and_holds_on_nan(tmp_path):
     finally:
         gantry.stop()
         probe.close()
+
+
+# ---------------------------------------------------------------- the robot profile, no hardware
+
+def test_robot_profile_without_hardware_stays_up_and_says_why_in_diagnostics(tmp_path):
+    """On this machine there is no camera, no tactile sensor and no robot: the real SDK finds
+    no device, OpenCV opens no /dev/video, the bridge hears no state. Every node keeps running,
+    publishes no sensor data, and reports the reason."""
+    overrides = {"gelsight_node": {"source": "/dev/video99", "reconnect_period": 0.2},
+                 "realsense_node": {"reconnect_period": 0.2}}
+    probe = TopicProbe({"/camera/color/image_raw": Image, "/arm/tactile/markers": PointCloud2,
+                        "/arm/tcp_pose": PoseStamped}, node_name="robot_probe")
+    diag = Collector(probe.node, {"/diagnostics": DiagnosticArray}, profile=10)
+    try:
+        with stack.Stack(stack.load_profile("robot"), overrides, log_dir=tmp_path) as s:
+            expect = {"realsense_node": ("no device", DiagnosticStatus.ERROR),
+                      "gelsight_node": ("no camera", DiagnosticStatus.ERROR),
+                      "robot_bridge_node": ("holding", DiagnosticStatus.ERROR)}
+            for prefix, (state, level) in expect.items():
+                st, values = _diag(diag, prefix, lambda v, state=state: state in (v.get("state"), v.get("mode")),
+                                   timeout=30.0)
+                assert st is not None and st.level == level, (prefix, s.last_line(prefix))
+            assert all(p.poll() is None for p in s.procs.values())          # nobody crashed
+            assert all(v["count"] == 0 for v in probe.stats().values())     # nothing false published
+        # Stopped with SIGINT, each exits cleanly (the SDK and rclpy share the camera process).
+        assert {n: p.returncode for n, p in s.procs.items()} == dict.fromkeys(s.procs, 0)
+    finally:
+        probe.close()
