@@ -38,7 +38,7 @@ from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
 @dataclasses.dataclass
 class GelSightNodeParams:
     arm: str = param("arm", "arm namespace of the topics: <arm>/tactile/markers")
-    source: str = param("0", "camera: device index ('0'), device path ('/dev/video2') or video file")
+    source: str = param("/dev/video0", "camera: device path ('/dev/video2'), device index ('2') or video file")
     fps: float = param(30.0, "camera rate to request; playback rate of a video file (Hz)")
     width: int = param(0, "frame width to request from a camera (0 = its default)")
     height: int = param(0, "frame height to request from a camera (0 = its default)")
