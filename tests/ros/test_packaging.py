@@ -118,3 +118,20 @@ def test_ci_and_readme_use_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert readme.index("make demo") < readme.index("make test")
+
+
+def test_config_files_set_exactly_the_parameters_each_node_declares():
+    import dataclasses
+    import importlib
+
+    for yml in sorted((PKG / "config").glob("*.yaml")):
+        node = yml.stem
+        if node not in NODE_MODULES:
+            continue
+        mod = importlib.import_module(f"slowfast_ros.nodes.{node}")
+        params = [v for k, v in vars(mod).items() if k.endswith("Params") and dataclasses.is_dataclass(v)]
+        assert len(params) == 1, node
+        fields = {f.name for f in dataclasses.fields(params[0])}
+        keys = set(yaml.safe_load(yml.read_text())[node]["ros__parameters"])
+        assert keys <= fields, (node, keys - fields)    # no typo'd or stale key
+        assert fields <= keys, (node, fields - keys)    # every parameter visible in its file
