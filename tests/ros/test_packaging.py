@@ -73,6 +73,10 @@ def test_profile_arguments_resolve_to_node_parameters():
         "sim_node": {"task": "lift", "seed": 3}, "expert_node": {"task": "lift"}}
     with pytest.raises(ValueError, match="no argument"):
         prof.resolve({"bogus": "1"})
+    with pytest.raises(ValueError, match="expected an integer"):
+        prof.resolve({"seed": "three"})
+    serial = stack.load_profile("robot-sensors").resolve({"serial": "123622270136"})
+    assert serial["realsense_node"]["serial"] == "123622270136"      # a string default keeps digits a string
     with pytest.raises(ValueError, match="NODE.PARAM=VALUE"):
         stack.parse_sets(["task=lift"])
     cmd = stack.node_command(prof.nodes[0], {"out_dir": "", "perturb": False, "camera_hz": 30.0})

@@ -101,11 +101,35 @@ class Profile:
                              f"(arguments: {', '.join(known) or 'none'})")
         out: dict[str, dict] = {}
         for name, raw in values.items():
-            value = yaml.safe_load(raw) if isinstance(raw, str) and raw != "" else raw
+            value = _typed(known[name], raw)
             for target in known[name].targets:
                 node, _, pname = target.partition(".")
                 out.setdefault(node, {})[pname] = value
         return out
+
+
+def _typed(arg: Argument, raw):
+    """A profile argument's value in the type of its default, as `ros2 launch` would pass
+    it: a serial number like 123622270136 stays a string when the default is a string."""
+    if not isinstance(raw, str):
+        return raw
+    default = arg.default
+    try:
+        if isinstance(default, bool):
+            v = yaml.safe_load(raw)
+            if not isinstance(v, bool):
+                raise ValueError
+            return v
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        kinds = {bool: "true or false", int: "an integer", float: "a number"}
+        raise ValueError(f"argument {arg.name}:={raw!r}: expected {kinds[type(default)]}") from None
+    if isinstance(default, str) or default is None:
+        return raw
+    return yaml.safe_load(raw) if raw != "" else raw
 
 
 def available_profiles() -> list[str]:
