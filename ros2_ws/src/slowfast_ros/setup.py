@@ -28,6 +28,7 @@ setup(
         (f"share/{PACKAGE}/config", rel(HERE / "config" / "*.yaml")),
         (f"share/{PACKAGE}/launch", rel(REPO / "launch" / "*.launch.py")),
         (f"share/{PACKAGE}/launch/profiles", rel(REPO / "launch" / "profiles" / "*.yaml")),
+        (f"share/{PACKAGE}/gazebo", rel(REPO / "gazebo" / "*")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
