@@ -209,3 +209,29 @@ def diag_values(node, name, timeout=3.0):
                 if st.name == name:
                     return msgs.diagnostics_values(st)
     raise AssertionError(f"no diagnostics from {name}")
+
+
+def test_nan_contact_readings_are_rejected_counted_and_the_command_holds(export, tmp_path):
+    from slowfast_ros.topic_probe import TopicProbe
+
+    meta = json.loads((export / "runtime.json").read_text())
+    probe = TopicProbe({"/right/target_tcp": PoseStamped})
+    node = probe.node
+    robot = Robot(node, fz=0.0)
+    chunk_pub = node.create_publisher(JointTrajectory, "/policy/latent_chunk", qos.COMMAND)
+    try:
+        with stack.Stack(_profile("rdp_fast"), _fast_overrides(export), log_dir=tmp_path) as s:
+            assert probe.wait_for(["/right/target_tcp"], timeout=60, abort=s.any_exited), s.last_line("rdp_fast")
+            latent = np.zeros((meta["latent_steps"], meta["latent_dim"]), np.float32)
+            chunk_pub.publish(msgs.chunk_msg(robot.now() - 0.01, "world", "latent", latent, 4 / meta["fps"]))
+            time.sleep(0.2)
+            robot.fz = float("nan")                        # the F/T sensor starts sending NaN
+            time.sleep(0.2)
+            held = np.array([msgs.pose_from_msg(m)[1] for m in collect(node, "/right/target_tcp", PoseStamped, 0.2)])
+            diag = diag_values(node, "rdp_fast")
+    finally:
+        robot.stop = True
+        probe.close()
+    assert len(held) > 10 and np.ptp(held, axis=0).max() < 1e-9    # holds still
+    assert int(diag["sensor_messages_rejected"]) > 10
+    assert int(diag["right/interventions/stale_contact"]) > 10

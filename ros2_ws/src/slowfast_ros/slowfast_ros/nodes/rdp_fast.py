@@ -106,6 +106,8 @@ class RdpFast(Node):
         self.bad_chunks = 0
         self.decode_us: list[float] = []
         self.contact_to_command_ms: deque[float] = deque(maxlen=4000)
+        self._last_now: float | None = None
+        self.clock_jumps = 0
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
         self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
@@ -165,6 +167,14 @@ class RdpFast(Node):
         from policy.reactive import Chunk  # noqa: PLC0415
 
         now = self._now()
+        jumped = self._last_now is not None and not (0.0 <= now - self._last_now <= 0.5)
+        self._last_now = now
+        if jumped:
+            # The clock went backwards or leapt: every chunk's alignment is void. Drop them
+            # and hold (the safety filter holds when no target comes) until a new chunk.
+            self.clock_jumps += 1
+            self.reactive.reset()
+            self.get_logger().warning("clock jump: chunks dropped, holding", throttle_duration_sec=1.0)
         snap = self.inputs.snapshot()
         if any(not np.isfinite(s.pose_stamp) for s in snap.values()):
             return  # no robot state yet: publish nothing
@@ -231,7 +241,8 @@ class RdpFast(Node):
                   "period_error_ms_p99": pe["p99"], "overruns": self.loop.overruns,
                   "tick_us_p50": float(np.percentile(dec, 50)), "tick_us_p99": float(np.percentile(dec, 99)),
                   "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
-                  "chunks_malformed": self.bad_chunks}
+                  "chunks_malformed": self.bad_chunks, "clock_jumps": self.clock_jumps,
+                  "sensor_messages_rejected": self.inputs.rejected}
         values.update({f"chunks_rejected/{k}": v for k, v in self.reactive.rejected.items()})
         safety_values, holding = safety_report(self.safety)
         values.update(safety_values)
