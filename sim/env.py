@@ -345,8 +345,10 @@ class SimEnv:
         self.data.mocap_quat[mid] = xyzw_to_wxyz(q / nq)
 
     # ------------------------------------------------------------------ sensors
-    def observe(self, arm: str) -> ArmState:
-        """Proprioception, wrist wrench and tactile field of ``arm`` now.
+    def observe(self, arm: str, tactile: bool = True) -> ArmState:
+        """Proprioception, wrist wrench and tactile field of ``arm`` now. ``tactile=False``
+        skips the marker field (an empty (0, 4) array), the costly part, for callers that
+        publish the wrench faster than the tactile field.
 
         ``wrench`` is the external wrench on the tool as a tared wrist F/T sensor reports it:
         minus the wrench the impedance coupling transmits to the tool (its actuator forces),
@@ -372,7 +374,8 @@ class SimEnv:
         if nz > 0:
             wrench += self._noise_rng.normal(0.0, 1.0, 6) * np.array([nz] * 3 + [nz / 50.0] * 3)
         return ArmState(stamp=float(d.time), tcp_pos=pos, tcp_quat=wxyz_to_xyzw(qw), tcp_linvel=vel[3:].copy(),
-                        tcp_angvel=vel[:3].copy(), wrench=wrench, tactile=self._tactile_field(arm), gripper=None)
+                        tcp_angvel=vel[:3].copy(), wrench=wrench,
+                        tactile=self._tactile_field(arm) if tactile else np.zeros((0, 4), np.float32), gripper=None)
 
     def _tactile_field(self, arm: str) -> np.ndarray:
         ids = self._ids[arm]

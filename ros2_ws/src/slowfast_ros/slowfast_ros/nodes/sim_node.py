@@ -218,7 +218,7 @@ class SimNode(Node):
 
     def _publish_state(self, stamp: float, which=("pose", "wrench", "tactile")) -> None:
         for arm in self.arms:
-            s = self.env.observe(arm)
+            s = self.env.observe(arm, tactile="tactile" in which)
             if "pose" in which:
                 self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
                 self.meters[topic(arm, "pose")].tick()
