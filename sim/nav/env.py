@@ -1,0 +1,197 @@
+"""The navigation environment: a layout, a differential-drive base, an RGB-D camera. No ROS.
+
+Two ways to drive the base:
+
+* ``step(v, w, dt)``: continuous differential-drive kinematics (forward speed ``v`` m/s, yaw rate
+  ``w`` rad/s, both clamped to the limits), integrated exactly over ``dt``; a motion that would
+  leave free space is cut at the last free pose (a bump, counted). The ROS sim node uses this.
+* ``apply_action(a)``: one discrete action (FORWARD 0.25 m, TURN 15 deg, STOP) executed at once,
+  the synchronous ROS-free mode for data generation, evaluation and tests.
+
+``render()`` returns RGB uint8 ``[H, W, 3]`` and depth in metres ``[H, W]`` (float32, NaN beyond
+``max_depth`` or where nothing is seen), aligned pixel for pixel; ``intrinsics`` is their 3x3
+pinhole matrix and ``camera_pose()`` the 4x4 pose of the OpenCV optical frame in the world.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .layout import Layout, LayoutConfig, generate_layout
+from .scene import R_BASE_FROM_OPTICAL, build_mjcf, fovy_from_hfov
+
+FORWARD_STEP_M = 0.25
+TURN_STEP_RAD = math.radians(15.0)
+
+
+def wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+@dataclass(frozen=True)
+class NavConfig:
+    camera_width: int = 320
+    camera_height: int = 240
+    hfov_deg: float = 79.0  # RealSense D435 colour: ~69; StreamVLN's sim camera: 79
+    max_depth: float = 10.0
+    camera_height_m: float = 0.88
+    max_linear: float = 0.5  # m/s
+    max_angular: float = 1.5  # rad/s
+    shadows: bool = False
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("camera_width", "camera_height"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and 16 <= v <= 640):
+                raise ValueError(f"{name} must be an integer in [16, 640], got {v!r}")
+        if self.camera_height > self.camera_width:
+            raise ValueError(f"camera_height must be <= camera_width ({self.camera_width}), got {self.camera_height}")
+        if not (30.0 <= self.hfov_deg <= 120.0):
+            raise ValueError(f"hfov_deg must be in [30, 120], got {self.hfov_deg!r}")
+        if not (0.5 <= self.max_depth <= 20.0):
+            raise ValueError(f"max_depth must be in [0.5, 20] m, got {self.max_depth!r}")
+        if not (0.0 < self.max_linear <= 2.0):
+            raise ValueError(f"max_linear must be in (0, 2] m/s, got {self.max_linear!r}")
+        if not (0.0 < self.max_angular <= 6.0):
+            raise ValueError(f"max_angular must be in (0, 6] rad/s, got {self.max_angular!r}")
+        if not isinstance(self.layout, LayoutConfig):
+            raise ValueError(f"layout must be a LayoutConfig, got {type(self.layout).__name__}")
+
+
+class NavEnv:
+    def __init__(self, cfg: NavConfig | None = None):
+        self.cfg = cfg or NavConfig()
+        self.layout: Layout | None = None
+        self.model = None
+        self.data = None
+        self._renderer = None
+        self.pose = np.zeros(3)  # x, y, yaw in the world frame
+        self.velocity = np.zeros(2)  # v, w actually executed by the last step
+        self.bumps = 0
+        self.path: list[np.ndarray] = []
+        c = self.cfg
+        self.fovy_deg = fovy_from_hfov(c.hfov_deg, c.camera_width, c.camera_height)
+        fy = c.camera_height / 2 / math.tan(math.radians(self.fovy_deg) / 2)
+        self.intrinsics = np.array([[fy, 0.0, c.camera_width / 2], [0.0, fy, c.camera_height / 2], [0.0, 0.0, 1.0]])
+
+    # ---- episodes ---------------------------------------------------------------------------
+    def load_layout(self, seed: int) -> Layout:
+        import mujoco
+
+        if self.layout is not None and self.layout.seed == seed:
+            return self.layout
+        self.close()
+        self.layout = generate_layout(seed, self.cfg.layout)
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.layout, self.fovy_deg, self.cfg.camera_height_m))
+        self.data = mujoco.MjData(self.model)
+        return self.layout
+
+    def reset(self, layout_seed: int, start_pose) -> None:
+        self.load_layout(layout_seed)
+        self.pose = np.asarray(start_pose, float).copy()
+        if not self.layout.is_free(self.pose[:2]):
+            raise ValueError(f"start pose {self.pose[:2].tolist()} is not in free space")
+        self.velocity[:] = 0.0
+        self.bumps = 0
+        self.path = [self.pose.copy()]
+        self._sync()
+
+    def _sync(self) -> None:
+        import mujoco
+
+        x, y, yaw = self.pose
+        self.data.mocap_pos[0] = [x, y, 0.0]
+        self.data.mocap_quat[0] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+        mujoco.mj_forward(self.model, self.data)
+
+    # ---- motion -----------------------------------------------------------------------------
+    def step(self, v: float, w: float, dt: float) -> bool:
+        """Drive with (v, w) for ``dt`` s. Returns False when the motion was cut by an obstacle."""
+        c = self.cfg
+        v = float(np.clip(v if math.isfinite(v) else 0.0, -c.max_linear, c.max_linear))
+        w = float(np.clip(w if math.isfinite(w) else 0.0, -c.max_angular, c.max_angular))
+        x, y, yaw = self.pose
+        if abs(w) > 1e-9:
+            nyaw = yaw + w * dt
+            nx, ny = x + v / w * (math.sin(nyaw) - math.sin(yaw)), y - v / w * (math.cos(nyaw) - math.cos(yaw))
+        else:
+            nyaw, nx, ny = yaw, x + v * dt * math.cos(yaw), y + v * dt * math.sin(yaw)
+        ok = True
+        if (nx, ny) != (x, y) and not self.layout.segment_free((x, y), (nx, ny)):
+            nx, ny, ok = x, y, False
+            self.bumps += 1
+        self.velocity[:] = ((math.hypot(nx - x, ny - y) / dt) * (1 if v >= 0 else -1) if dt > 0 else 0.0,
+                            w)
+        self.pose = np.array([nx, ny, wrap(nyaw)])
+        self._sync()
+        return ok
+
+    def apply_action(self, action) -> bool:
+        """One discrete action (an int or :class:`policy.streamvln.Action`-compatible value:
+        0 STOP, 1 FORWARD, 2 LEFT, 3 RIGHT). Returns False when a forward move was blocked."""
+        a = int(action)
+        x, y, yaw = self.pose
+        ok = True
+        if a == 1:
+            nx, ny = x + FORWARD_STEP_M * math.cos(yaw), y + FORWARD_STEP_M * math.sin(yaw)
+            if self.layout.segment_free((x, y), (nx, ny)):
+                self.pose = np.array([nx, ny, yaw])
+            else:
+                ok = False
+                self.bumps += 1
+        elif a == 2:
+            self.pose = np.array([x, y, wrap(yaw + TURN_STEP_RAD)])
+        elif a == 3:
+            self.pose = np.array([x, y, wrap(yaw - TURN_STEP_RAD)])
+        elif a != 0:
+            raise ValueError(f"action must be 0..3, got {action!r}")
+        self.path.append(self.pose.copy())
+        self._sync()
+        return ok
+
+    # ---- sensing ----------------------------------------------------------------------------
+    def camera_pose(self, pose=None) -> np.ndarray:
+        """4x4 pose of the camera's OpenCV optical frame in the world frame."""
+        x, y, yaw = self.pose if pose is None else pose
+        c, s = math.cos(yaw), math.sin(yaw)
+        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        T = np.eye(4)
+        T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
+        T[:3, 3] = rz @ np.array([0.1, 0.0, self.cfg.camera_height_m]) + np.array([x, y, 0.0])
+        return T
+
+    def _get_renderer(self):
+        import mujoco
+
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self.cfg.camera_height, self.cfg.camera_width)
+            flags = self._renderer.scene.flags
+            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(self.cfg.shadows)
+        return self._renderer
+
+    def render(self, data=None) -> tuple[np.ndarray, np.ndarray]:
+        r = self._get_renderer()
+        data = self.data if data is None else data
+        r.update_scene(data, camera="rgbd")
+        rgb = r.render().copy()
+        r.enable_depth_rendering()
+        try:
+            r.update_scene(data, camera="rgbd")
+            depth = r.render().astype(np.float32)
+        finally:
+            r.disable_depth_rendering()
+        return rgb, self.clip_depth(depth)
+
+    def clip_depth(self, depth: np.ndarray) -> np.ndarray:
+        depth = depth.astype(np.float32, copy=True)
+        depth[~(depth > 0.05) | (depth > self.cfg.max_depth)] = np.nan
+        return depth
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
