@@ -1,0 +1,46 @@
+"""`slowfast teleop`: serve the TactAR headset protocol and the WebXR page.
+
+Starts teleop_node and safety_node (profile ``teleop``), or with ``--sim`` the MuJoCo sim as
+well (profile ``sim-teleop``). The server binds to localhost unless ``--host`` says
+otherwise; a LAN bind needs ``--token`` and serves HTTPS with a self-signed certificate.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sim", action="store_true", help="also run the MuJoCo sim (profile sim-teleop)")
+    p.add_argument("--task", default="wipe", help="sim task with --sim: wipe | lift (default wipe)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; a LAN bind needs --token)")
+    p.add_argument("--port", type=int, default=8082, help="HTTP(S) port, the app's setting (default 8082)")
+    p.add_argument("--token", default="", help="shared secret for clients (required off localhost)")
+    p.add_argument("--trusted", action="append", default=[], metavar="IP",
+                   help="headset IP allowed to post without a token (the TactAR app cannot send one)")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a node parameter (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from slowfast_ros import stack  # noqa: PLC0415
+    from teleop_tactar.server import ServerConfig  # noqa: PLC0415
+
+    ServerConfig(host=args.host, port=args.port, token=args.token, trusted_clients=args.trusted)  # validates
+    profile = stack.load_profile("sim-teleop" if args.sim else "teleop")
+    overrides = {"teleop_node": {"host": args.host, "port": args.port, "token": args.token,
+                                 "trusted_clients": args.trusted or [""]}}
+    if args.sim:
+        arms, hands = (["left", "right"], ["left", "right"]) if args.task == "lift" else (["arm"], ["right"])
+        overrides["sim_node"] = {"task": args.task}
+        overrides["teleop_node"].update(arms=arms, hands=hands)
+        overrides["safety_node"] = {"arms": arms}
+    for node, params in stack.parse_sets(args.set).items():
+        overrides.setdefault(node, {}).update(params)
+    scheme = "http" if ServerConfig(host=args.host, port=args.port, token=args.token).loopback else "https"
+    print(f"slowfast teleop: {scheme}://{args.host}:{args.port}/ (headset app: POST /unity); Ctrl-C stops")
+    with stack.Stack(profile, overrides) as s:
+        name, rc = s.wait()
+    if rc:
+        print(f"slowfast teleop: node {name} exited with status {rc}")
+        return 1
+    return 0

@@ -1,0 +1,237 @@
+"""teleop_node: the TactAR teleop server (headset app over HTTP + UDP, WebXR page over
+HTTPS/WebSocket) as a ROS 2 node.
+
+Each valid hand message is retargeted (clutch, relative) and published at once, stamped
+now, on ``<arm>/target_tcp_unsafe`` (PoseStamped, world) for safety_node, with the trigger
+on ``<arm>/gripper/command``. Headset buttons and page buttons publish recorder commands on
+``recorder/command`` (JSON). A feedback thread sends robot state (UDP 10001, ``feedback_hz``),
+tactile arrows (10002) and the wrist force arrow (10005) at ``tactile_feedback_hz``, camera
+JPEGs (10004) at ``camera_feedback_hz``, and the same to every WebXR page. Subscribes the
+arm topics, ``sim/episode`` (a new episode disengages every clutch) and the camera.
+A headset silent for ``deadline`` s disengages: safety_node then holds the arm.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import ArmInputs, topic
+from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class TeleopNodeParams:
+    arms: list = param(["arm"], "arm namespaces the operator drives")
+    hands: list = param(["right"], "the hand (left | right) driving each arm, same order as arms")
+    host: str = param("127.0.0.1", "bind address; anything but localhost needs a token (and serves HTTPS)")
+    port: int = param(8082, "HTTP port (the app's configured port; 0 = any free port)")
+    token: str = param("", "shared secret clients must send (required off localhost)")
+    trusted_clients: list = param([""], "IP addresses allowed to post without a token (the headset app); '' = none")
+    tls: str = param("auto", "auto (HTTPS off localhost) | on | off")
+    cert_dir: str = param("", "folder of the self-signed certificate ('' = ~/.config/slowfast/teleop)")
+    max_body: int = param(16384, "largest accepted message (bytes)")
+    max_rate: float = param(240.0, "messages per second accepted from one client")
+    scale: float = param(1.0, "TCP metres per hand metre")
+    translation_only: bool = param(False, "keep the TCP rotation of the clutch-in")
+    max_divergence: float = param(0.3, "stop tracking when the target is this far from the TCP (m)")
+    gripper_open: float = param(0.08, "gripper width at trigger released (m)")
+    gripper_closed: float = param(0.0, "gripper width at trigger pressed (m)")
+    gripper_force: float = param(20.0, "gripper force limit sent with each width (N)")
+    deadline: float = param(0.25, "a headset silent this long disengages every arm (s)")
+    world_frame: str = param("world", "frame of the published targets")
+    output_topic: str = param("target_tcp_unsafe", "per-arm topic of the requests (safety_node's input)")
+    feedback_hz: float = param(120.0, "robot state to the headset (Hz)")
+    tactile_feedback_hz: float = param(24.0, "tactile and force arrows to the headset (Hz)")
+    camera: str = param("camera", "camera whose images go to the headset ('' = none)")
+    camera_feedback_hz: float = param(10.0, "camera images to the headset (Hz)")
+    headset_host: str = param("", "UDP feedback address ('' = the address the hand messages come from)")
+    udp_port_offset: int = param(0, "added to the app's UDP ports 10001..10005 (tests)")
+
+    def __post_init__(self):
+        if not self.arms or len(self.arms) != len(self.hands):
+            raise ValueError(f"hands: {len(self.hands)} entries for {len(self.arms)} arms; give one per arm")
+        for name in ("feedback_hz", "tactile_feedback_hz", "camera_feedback_hz"):
+            v = getattr(self, name)
+            if not 0.5 <= v <= 500.0:
+                raise ValueError(f"{name}: {v} outside 0.5..500 Hz")
+        if self.output_topic in ("", "target_tcp"):
+            raise ValueError("output_topic: must not be '' or 'target_tcp' (commands go through safety_node)")
+        if not 0 <= self.udp_port_offset <= 50000:
+            raise ValueError(f"udp_port_offset: {self.udp_port_offset} outside 0..50000")
+
+
+class TeleopNode(Node):
+    def __init__(self):
+        super().__init__("teleop_node")
+        from teleop_tactar.feedback import FeedbackSender  # noqa: PLC0415
+        from teleop_tactar.retarget import RetargetConfig, Teleoperator  # noqa: PLC0415
+        from teleop_tactar.server import ServerConfig, TeleopServer  # noqa: PLC0415
+
+        p = self.p = declare_params(self, TeleopNodeParams)
+        cfg = RetargetConfig(scale=p.scale, translation_only=p.translation_only, max_divergence=p.max_divergence,
+                             gripper_open=p.gripper_open, gripper_closed=p.gripper_closed,
+                             gripper_force=p.gripper_force)
+        self.teleop = Teleoperator(dict(zip(p.arms, p.hands)), cfg, p.deadline)
+        self.side_of = dict(zip(p.arms, p.hands))
+        self._lock = threading.Lock()
+        self.inputs = ArmInputs(self, p.arms)
+        self.latency_ms: list[float] = []
+        self.published = 0
+        self._image = None
+        self._new_episode = False
+        self.target_pubs = {a: self.create_publisher(PoseStamped, topic(a, p.output_topic), qos.COMMAND)
+                            for a in p.arms}
+        self.gripper_pubs = {a: self.create_publisher(JointState, topic(a, "gripper/command"), qos.COMMAND)
+                             for a in p.arms}
+        self.record_pub = self.create_publisher(String, "recorder/command", qos.COMMAND)
+        self.create_subscription(String, "sim/episode", self._on_episode, qos.LATCHED)
+        self.create_subscription(String, "recorder/state", self._on_recorder_state, qos.LATCHED)
+        if p.camera:
+            self.create_subscription(Image, f"{p.camera}/color/image_raw", self._on_image, qos.SENSOR_SUB)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.feedback = FeedbackSender(p.udp_port_offset)
+        if p.headset_host:
+            self.feedback.host = p.headset_host
+        self._recorder_text = ""
+        scfg = ServerConfig(host=p.host, port=p.port, token=p.token,
+                            trusted_clients=[c for c in p.trusted_clients if c], tls=p.tls, cert_dir=p.cert_dir,
+                            max_body=p.max_body, max_rate=p.max_rate)
+        self.server = TeleopServer(scfg, self._on_frame, self._on_page_command).start()
+        self._tick_n = 0
+        self.loop = PacedLoop(p.feedback_hz, self._feedback_tick, name="teleop-feedback").start()
+        self.get_logger().info(f"teleop server at {self.server.url} (arms {dict(zip(p.arms, p.hands))})")
+
+    # ------------------------------------------------------------ ROS callbacks (store only)
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            event = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        if event.get("event") == "start":
+            with self._lock:
+                self._new_episode = True
+
+    def _on_recorder_state(self, msg: String) -> None:
+        try:
+            self._recorder_text = msgs.json_from_msg(msg).get("line", "")
+        except ValueError:
+            pass
+
+    def _on_image(self, msg: Image) -> None:
+        self._image = msg
+
+    # ------------------------------------------------------------ server thread
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_frame(self, frame, client: str) -> None:
+        t_in = time.perf_counter()
+        if not self.p.headset_host and not client.startswith("ws:"):
+            self.feedback.host = client
+        snap = self.inputs.snapshot()
+        with self._lock:
+            if self._new_episode:
+                self._new_episode = False
+                self.teleop.reset()
+            tcp = {a: (s.tcp_pos, s.tcp_quat) if np.isfinite(s.pose_stamp) else None for a, s in snap.items()}
+            targets, commands = self.teleop.on_frame(frame, tcp, time.monotonic())
+        now = self._now()
+        for arm, t in targets.items():
+            self.target_pubs[arm].publish(msgs.pose_msg(now, self.p.world_frame, t.pos, t.quat))
+            self.gripper_pubs[arm].publish(msgs.gripper_msg(now, t.gripper_width, self.p.gripper_force))
+        if targets:
+            self.published += 1
+            self.latency_ms.append((time.perf_counter() - t_in) * 1e3)
+            del self.latency_ms[:-2000]
+        for cmd in commands:
+            self._on_page_command(cmd)
+
+    def _on_page_command(self, cmd: str) -> None:
+        self.record_pub.publish(msgs.json_msg({"cmd": cmd, "source": "teleop"}))
+        self.get_logger().info(f"recorder command: {cmd}")
+
+    # ------------------------------------------------------------ feedback thread
+
+    def _feedback_tick(self) -> None:
+        from teleop_tactar.feedback import encode_jpeg, marker_arrows  # noqa: PLC0415
+        from teleop_tactar.frames import pose_to_unity, quat_to_matrix  # noqa: PLC0415
+
+        with self._lock:
+            self.teleop.check_deadline(time.monotonic())
+        self._tick_n += 1
+        snap = self.inputs.snapshot()
+        tcp, grip = {}, {}
+        for arm, s in snap.items():
+            if np.isfinite(s.pose_stamp):
+                tcp[self.side_of[arm]] = pose_to_unity(s.tcp_pos, s.tcp_quat)
+                grip[self.side_of[arm]] = (self.p.gripper_open, 0.0)
+        self.feedback.robot_state(tcp, grip)
+        every = max(1, int(round(self.p.feedback_hz / self.p.tactile_feedback_hz)))
+        page = {"type": "state", "tcp": tcp, "engaged": {a: r.engaged for a, r in self.teleop.arms.items()},
+                "recorder": self._recorder_text} if self._tick_n % every == 0 else None
+        if self._tick_n % every == 0:
+            page["tactile"], page["force"] = {}, {}
+            for arm, s in snap.items():
+                if s.tactile.size:
+                    starts, ends = marker_arrows(s.tactile)
+                    self.feedback.tactile(f"{arm}_tactile", starts, ends)
+                    page["tactile"][arm] = np.round(np.concatenate([starts[:, :2], ends[:, :2]], 1), 5).tolist()
+                if np.isfinite(s.wrench).all() and np.isfinite(s.pose_stamp):
+                    f_world = quat_to_matrix(s.tcp_quat) @ s.wrench[:3]
+                    end = s.tcp_pos + 0.01 * f_world
+                    from teleop_tactar.frames import world_to_unity_pos  # noqa: PLC0415
+                    self.feedback.force(f"{arm}_force", world_to_unity_pos(s.tcp_pos), world_to_unity_pos(end))
+                    page["force"][arm] = np.round(f_world, 3).tolist()
+        cam_every = max(1, int(round(self.p.feedback_hz / self.p.camera_feedback_hz)))
+        img = self._image
+        jpeg = None
+        if img is not None and self._tick_n % cam_every == 0:
+            try:
+                _, rgb = msgs.image_from_msg(img)
+                if rgb.ndim == 3:
+                    jpeg = encode_jpeg(rgb)
+                    self.feedback.images([{"id": self.p.camera, "image": jpeg}])
+            except ValueError:
+                pass
+        if self.server.clients:
+            if jpeg is not None:
+                import base64  # noqa: PLC0415
+                self.server.broadcast({"type": "image", "id": self.p.camera,
+                                       "jpeg": base64.b64encode(jpeg).decode()})
+            if page is not None:
+                self.server.broadcast(page)
+
+    def _publish_diagnostics(self) -> None:
+        values = {f"server/{k}": v for k, v in self.server.counters.items()}
+        values.update({"published": self.published, "deadline_timeouts": self.teleop.timeouts,
+                       "udp_errors": self.feedback.errors, "ws_clients": self.server.clients})
+        values.update({f"{a}/engaged": r.engaged for a, r in self.teleop.arms.items()})
+        values.update({f"{a}/diverged": r.diverged for a, r in self.teleop.arms.items()})
+        if self.latency_ms:
+            values["latency_ms_p99"] = float(np.percentile(self.latency_ms, 99))
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("teleop_node", values)]))
+
+    def close(self) -> None:
+        self.loop.stop()
+        self.server.stop()
+        self.feedback.close()
+
+
+def main(args=None) -> int:
+    return run_node(TeleopNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Clutch (relative) retargeting from a tracked hand to a TCP target, per arm. No ROS.
+
+While the clutch (hand trigger) is held, the target is the TCP pose at clutch-in plus the
+scaled displacement of the hand since clutch-in (world frame); the rotation is the hand's
+rotation relative to its clutch-in rotation, applied to the TCP's clutch-in rotation
+(``translation_only`` keeps the clutch-in rotation). The gripper width follows the index
+trigger. When the target strays more than ``max_divergence`` from the measured TCP the arm
+disengages: the operator must release and press the clutch again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .frames import matrix_to_quat, quat_to_matrix, unity_to_world_pos, unity_to_world_rot
+
+
+@dataclass
+class RetargetConfig:
+    scale: float = 1.0                 # TCP metres per hand metre
+    translation_only: bool = False
+    max_divergence: float = 0.3        # m between target and measured TCP before tracking stops
+    gripper_open: float = 0.08         # width (m) at trigger 0
+    gripper_closed: float = 0.0        # width (m) at trigger 1
+    gripper_force: float = 20.0        # force limit sent with the width (N)
+
+    def __post_init__(self):
+        if not 0.05 <= self.scale <= 10.0:
+            raise ValueError(f"scale: {self.scale} outside 0.05..10")
+        if not 0.0 < self.max_divergence <= 2.0:
+            raise ValueError(f"max_divergence: {self.max_divergence} outside (0, 2] m")
+        if not (0.0 <= self.gripper_closed <= self.gripper_open <= 0.5):
+            raise ValueError(f"gripper_open/gripper_closed: need 0 <= closed ({self.gripper_closed}) "
+                             f"<= open ({self.gripper_open}) <= 0.5 m")
+
+
+@dataclass
+class Target:
+    pos: np.ndarray
+    quat: np.ndarray          # x, y, z, w, world
+    gripper_width: float
+
+
+class ArmRetargeter:
+    def __init__(self, cfg: RetargetConfig):
+        self.cfg = cfg
+        self.engaged = False
+        self.diverged = 0
+        self._need_release = False
+        self._hand0 = self._rot_h0 = self._tcp0 = self._rot_t0 = None
+
+    def reset(self) -> None:
+        """Disengage (a new episode, a lost headset): the next clutch press starts afresh."""
+        self.engaged = False
+        self._need_release = False
+
+    def update(self, hand, tcp_pos, tcp_quat) -> Target | None:
+        """One hand sample (``protocol.Hand``, Unity frame) and the measured TCP -> a target,
+        or None when the arm must not move (clutch released, no TCP, diverged)."""
+        if not hand.clutch:
+            self.engaged = False
+            self._need_release = False
+            return None
+        if self._need_release or tcp_pos is None or not np.isfinite(tcp_pos).all():
+            return None
+        h_pos = unity_to_world_pos(hand.pos)
+        h_rot = unity_to_world_rot(hand.quat_wxyz)
+        if not self.engaged:
+            self.engaged = True
+            self._hand0, self._rot_h0 = h_pos, h_rot
+            self._tcp0, self._rot_t0 = np.asarray(tcp_pos, float).copy(), quat_to_matrix(tcp_quat)
+        pos = self._tcp0 + self.cfg.scale * (h_pos - self._hand0)
+        if self.cfg.translation_only:
+            rot = self._rot_t0
+        else:
+            rot = (h_rot @ self._rot_h0.T) @ self._rot_t0
+        if np.linalg.norm(pos - np.asarray(tcp_pos, float)) > self.cfg.max_divergence:
+            self.engaged = False
+            self._need_release = True
+            self.diverged += 1
+            return None
+        c = self.cfg
+        width = c.gripper_open + hand.trigger * (c.gripper_closed - c.gripper_open)
+        return Target(pos, matrix_to_quat(rot), float(width))
+
+
+def hand_for_target(target_pos, target_quat, tcp0_pos, tcp0_quat, hand0_world=np.zeros(3),
+                    scale: float = 1.0):
+    """Inverse of the clutch mapping, for a scripted operator: the hand pose (Unity position,
+    w, x, y, z quaternion) that makes the retargeter command ``target`` when it clutched in
+    with the TCP at ``tcp0`` and the hand at ``hand0_world`` with identity rotation."""
+    from .frames import world_to_unity_pos, world_to_unity_quat  # noqa: PLC0415
+
+    h_pos = np.asarray(hand0_world, float) + (np.asarray(target_pos, float) - np.asarray(tcp0_pos, float)) / scale
+    h_rot = quat_to_matrix(target_quat) @ quat_to_matrix(tcp0_quat).T
+    return world_to_unity_pos(h_pos), world_to_unity_quat(h_rot)
+
+
+# Headset buttons -> recorder commands (pressed edges): right A start, right B stop as a
+# success, left X stop as a failure, left Y discard.
+BUTTON_COMMANDS = {("right", 1): "start", ("right", 0): "success", ("left", 1): "failure", ("left", 0): "discard"}
+
+
+class Teleoperator:
+    """All arms of one operator: which hand drives which arm, the clutch per arm, the
+    recorder buttons and the silence deadline.
+
+    ``arm_hands``: {arm: "left" | "right"}; an arm not listed (or disabled) never moves.
+    """
+
+    def __init__(self, arm_hands: dict, cfg: RetargetConfig, deadline: float = 0.25):
+        if not 0.02 <= deadline <= 5.0:
+            raise ValueError(f"deadline: {deadline} outside 0.02..5 s")
+        for arm, hand in arm_hands.items():
+            if hand not in ("left", "right"):
+                raise ValueError(f"hands: arm {arm!r} mapped to {hand!r}, not left or right")
+        self.arm_hands = dict(arm_hands)
+        self.enabled = {a: True for a in arm_hands}
+        self.arms = {a: ArmRetargeter(cfg) for a in arm_hands}
+        self.deadline = deadline
+        self.last_frame_time = float("-inf")
+        self.timeouts = 0
+        self._buttons: dict = {}
+
+    def on_frame(self, frame, tcp: dict, now: float) -> tuple[dict, list]:
+        """frame: protocol.HandFrame; tcp: {arm: (pos, quat) or None}. Returns
+        ({arm: Target}, [recorder commands])."""
+        self.last_frame_time = now
+        targets = {}
+        for arm, side in self.arm_hands.items():
+            hand = frame.hands.get(side)
+            if hand is None or not self.enabled[arm]:
+                self.arms[arm].reset()
+                continue
+            pos, quat = tcp.get(arm) or (None, None)
+            t = self.arms[arm].update(hand, pos, quat)
+            if t is not None:
+                targets[arm] = t
+        commands = []
+        for side, hand in frame.hands.items():
+            prev = self._buttons.get(side, (False,) * 5)
+            for i, (was, now_b) in enumerate(zip(prev, hand.buttons)):
+                if now_b and not was and (side, i) in BUTTON_COMMANDS:
+                    commands.append(BUTTON_COMMANDS[(side, i)])
+            self._buttons[side] = hand.buttons
+        return targets, commands
+
+    def check_deadline(self, now: float) -> bool:
+        """True while the headset is live; when it has been silent longer than the deadline,
+        every arm disengages (the safety filter then holds) and False is returned."""
+        if now - self.last_frame_time <= self.deadline:
+            return True
+        if any(r.engaged for r in self.arms.values()):
+            self.timeouts += 1
+            for r in self.arms.values():
+                r.reset()
+        return False
+
+    def reset(self) -> None:
+        for r in self.arms.values():
+            r.reset()
