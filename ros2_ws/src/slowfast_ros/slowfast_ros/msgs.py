@@ -342,3 +342,58 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+# ---------------------------------------------------------------- mobile base
+
+
+def twist_msg(linear: float, angular: float) -> "Twist":
+    """A planar base command (cmd_vel): forward speed (m/s) along the base's x axis, yaw rate
+    (rad/s) about its z axis, counter-clockwise positive. Base frame, x forward, z up."""
+    from geometry_msgs.msg import Twist  # noqa: PLC0415
+
+    msg = Twist()
+    msg.linear.x = float(linear)
+    msg.angular.z = float(angular)
+    return msg
+
+
+def twist_from_msg(msg) -> tuple[float, float]:
+    """Twist -> (forward speed m/s, yaw rate rad/s). Raises ValueError on non-finite values."""
+    v, w = float(msg.linear.x), float(msg.angular.z)
+    if not (np.isfinite(v) and np.isfinite(w)):
+        raise ValueError(f"cmd_vel is not finite: linear.x={v}, angular.z={w}")
+    return v, w
+
+
+def odometry_msg(stamp: float, frame_id: str, child_frame_id: str, pose_xyyaw, twist_vw) -> "Odometry":
+    """Planar odometry: pose (x, y, yaw) of ``child_frame_id`` (the base) in ``frame_id`` (odom),
+    twist (v, w) in the base frame."""
+    from nav_msgs.msg import Odometry  # noqa: PLC0415
+
+    x, y, yaw = (float(v) for v in pose_xyyaw)
+    msg = Odometry()
+    msg.header.stamp = to_time(stamp)
+    msg.header.frame_id = frame_id
+    msg.child_frame_id = child_frame_id
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    p.x, p.y, p.z = x, y, 0.0
+    q.x, q.y, q.z, q.w = 0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))
+    msg.twist.twist.linear.x = float(twist_vw[0])
+    msg.twist.twist.angular.z = float(twist_vw[1])
+    return msg
+
+
+def odometry_from_msg(msg) -> tuple[float, np.ndarray, np.ndarray]:
+    """Odometry -> (stamp, [x, y, yaw] in msg.header.frame_id, [v, w] in the base frame).
+    The yaw is the heading of the base's x axis projected on the ground plane. ValueError on
+    non-finite values or a zero quaternion."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    qx, qy, qz, qw = q.x, q.y, q.z, q.w
+    n = qx * qx + qy * qy + qz * qz + qw * qw
+    vals = np.array([p.x, p.y, qx, qy, qz, qw, msg.twist.twist.linear.x, msg.twist.twist.angular.z])
+    if not np.isfinite(vals).all() or n < 1e-12:
+        raise ValueError("odometry pose or twist is not finite (or a zero quaternion)")
+    yaw = float(np.arctan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz)))
+    return (stamp_of(msg), np.array([p.x, p.y, yaw]),
+            np.array([msg.twist.twist.linear.x, msg.twist.twist.angular.z]))

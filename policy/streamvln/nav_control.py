@@ -1,0 +1,146 @@
+"""From discrete actions to velocity commands: pose goals tracked without stopping. No ROS.
+
+Each action of a turn becomes a pose goal in the odometry frame, chained from the previous
+goal (FORWARD = 0.25 m along the goal heading, TURN = +-15 deg in place, STOP = hold here and
+end). :class:`GoalTracker` turns the head of the queue into (v, w) at the control rate:
+
+* a run of consecutive FORWARD goals is driven as one segment: the speed is limited by the
+  distance left to the end of the *queued* run (``v <= sqrt(2 a d)``), so when the next turn's
+  goals arrive before the run ends, the base keeps its speed instead of stopping at every
+  25 cm (the published deployment's stop-and-go);
+* a forward goal counts as reached when the base has passed it along the goal heading; the
+  heading is steered toward the goal point (lateral error) and limited by ``max_angular``;
+* a TURN goal is tracked in place, reached within ``yaw_tol``; a STOP goal is reached at once
+  and ends the episode (``done``).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .actions import Action
+
+STEP_M = 0.25
+STEP_RAD = math.radians(15.0)
+
+
+def wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+@dataclass
+class Goal:
+    x: float
+    y: float
+    yaw: float
+    action: Action
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    max_linear: float = 0.3  # m/s
+    max_angular: float = 0.8  # rad/s
+    linear_accel: float = 0.5  # m/s^2, deceleration toward the end of the queued run
+    angular_accel: float = 2.0  # rad/s^2
+    yaw_gain: float = 2.5  # 1/s, heading error -> yaw rate
+    pos_tol: float = 0.03  # m
+    yaw_tol: float = math.radians(3.0)
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
+                             ("angular_accel", 0.0, 50.0), ("yaw_gain", 0.0, 50.0), ("pos_tol", 0.0, 0.2),
+                             ("yaw_tol", 0.0, 0.5)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi):
+                raise ValueError(f"{name} must be in ({lo}, {hi}], got {v!r}")
+
+
+class GoalTracker:
+    def __init__(self, cfg: TrackerConfig | None = None):
+        self.cfg = cfg or TrackerConfig()
+        self.goals: deque[Goal] = deque()
+        self.done = False
+        self.last_cmd = (0.0, 0.0)
+
+    def clear(self) -> None:
+        self.goals.clear()
+        self.done = False
+        self.last_cmd = (0.0, 0.0)
+
+    def __len__(self) -> int:
+        return len(self.goals)
+
+    def extend(self, actions, pose) -> None:
+        """Queue ``actions`` as goals chained from the last queued goal (or ``pose`` = x, y, yaw
+        when the queue is empty)."""
+        if self.goals:
+            g = self.goals[-1]
+            x, y, yaw = g.x, g.y, g.yaw
+        else:
+            x, y, yaw = (float(v) for v in pose)
+        for a in actions:
+            a = Action(a)
+            if a is Action.MOVE_FORWARD:
+                x, y = x + STEP_M * math.cos(yaw), y + STEP_M * math.sin(yaw)
+            elif a is Action.TURN_LEFT:
+                yaw = wrap(yaw + STEP_RAD)
+            elif a is Action.TURN_RIGHT:
+                yaw = wrap(yaw - STEP_RAD)
+            self.goals.append(Goal(x, y, yaw, a))
+            if a is Action.STOP:
+                break
+
+    def _run_length(self, pose) -> float:
+        """Distance left along the run of FORWARD goals at the head of the queue."""
+        x, y, _ = pose
+        d, px, py = 0.0, x, y
+        for k, g in enumerate(self.goals):
+            if g.action is not Action.MOVE_FORWARD:
+                break
+            seg = (g.x - px) * math.cos(g.yaw) + (g.y - py) * math.sin(g.yaw) if k == 0 else STEP_M
+            d += max(seg, 0.0)
+            px, py = g.x, g.y
+        return d
+
+    def command(self, pose, dt: float) -> tuple[float, float]:
+        """(v, w) for the current pose (x, y, yaw in the goals' frame)."""
+        c = self.cfg
+        x, y, yaw = (float(v) for v in pose)
+        while self.goals:
+            g = self.goals[0]
+            if g.action is Action.STOP:
+                self.goals.popleft()
+                self.done = True
+                continue
+            if g.action is Action.MOVE_FORWARD:
+                along = (g.x - x) * math.cos(g.yaw) + (g.y - y) * math.sin(g.yaw)
+                if along <= c.pos_tol:
+                    self.goals.popleft()
+                    continue
+            elif abs(wrap(g.yaw - yaw)) <= c.yaw_tol:
+                self.goals.popleft()
+                continue
+            break
+        v_prev, w_prev = self.last_cmd
+        if not self.goals:
+            v, w = 0.0, 0.0
+        else:
+            g = self.goals[0]
+            if g.action is Action.MOVE_FORWARD:
+                d = self._run_length((x, y, yaw))
+                v = min(c.max_linear, math.sqrt(2 * c.linear_accel * d), v_prev + c.linear_accel * dt * 2)
+                bearing = math.atan2(g.y - y, g.x - x) if math.hypot(g.x - x, g.y - y) > 0.08 else g.yaw
+                err = wrap(bearing - yaw)
+                w = max(-c.max_angular, min(c.max_angular, c.yaw_gain * err))
+                v *= max(0.0, math.cos(err))  # slow down while the heading is off
+            else:
+                err = wrap(g.yaw - yaw)
+                w_target = math.copysign(min(c.max_angular, math.sqrt(2 * c.angular_accel * abs(err)),
+                                              c.yaw_gain * abs(err) + 0.15), err)
+                dw = c.angular_accel * dt * 2
+                w = max(w_prev - dw, min(w_prev + dw, w_target)) if w_prev * w_target > 0 else w_target
+                v = max(0.0, v_prev - c.linear_accel * dt * 2) if v_prev > 0 else 0.0
+                v = 0.0 if v < 0.02 else v
+        self.last_cmd = (v, w)
+        return v, w

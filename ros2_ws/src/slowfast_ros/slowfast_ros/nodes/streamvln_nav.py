@@ -1,0 +1,393 @@
+"""streamvln_nav: vision-language navigation with StreamVLN, over ROS 2.
+
+Subscribes ``camera/color/image_raw``, ``camera/aligned_depth_to_color/image_raw`` (16UC1 mm
+or 32FC1 m), ``camera/color/camera_info``, ``odom`` (nav_msgs/Odometry) and ``instruction``
+(std_msgs/String: a new instruction starts a new episode, an empty one cancels it). Publishes
+``cmd_vel`` (Twist) at ``control_hz``, ``nav/status`` (latched JSON: start, stop, cancel) and
+``/diagnostics`` (per-turn latency, window and memory tokens, pruning ratio, skips, stops).
+
+Two threads besides the executor:
+
+* the turn thread runs the model (``StreamVLNAgent.step``) on the freshest synchronised
+  colour + depth pair with the odometry pose at the image stamp, and queues its actions as
+  pose goals (``policy.streamvln.nav_control``). It starts the next turn as soon as at most
+  ``plan_ahead_actions`` actions are left, so the base keeps moving while it computes;
+* the control loop (``PacedLoop``) tracks the queued goals and publishes ``cmd_vel``; it
+  publishes zero (and counts why) when odometry or images are stale, after a pose jump,
+  and when no episode runs. STOP ends the episode.
+
+Bad input is skipped and counted: colour and depth of different sizes or with stamps more than
+``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
+than ``max_pose_jump`` between two odometry messages (the queued goals are dropped then: they
+were in the old frame).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class StreamVLNNavParams:
+    checkpoint: str = param("", "StreamVLN checkpoint folder ('' = a small random model: plumbing only)")
+    agent_factory: str = param("", "'module:callable' returning an agent (reset/step/stats); overrides checkpoint")
+    device: str = param("cpu", "torch device of the model (cpu, cuda, cuda:1)")
+    dtype: str = param("float32", "model dtype: float32 | bfloat16 | float16")
+    window_turns: int = param(8, "dialogue turns kept in the sliding KV window")
+    memory_refresh_turns: int = param(8, "rebuild the 3-D memory every this many turns")
+    control_hz: float = param(30.0, "cmd_vel rate (Hz), >= 20")
+    max_linear: float = param(0.3, "forward speed limit (m/s)")
+    max_angular: float = param(0.8, "yaw rate limit (rad/s)")
+    linear_accel: float = param(0.5, "deceleration toward the end of the queued goals (m/s^2)")
+    plan_ahead_actions: int = param(2, "start the next turn when at most this many actions are queued")
+    odom_timeout: float = param(0.3, "stop when the newest odometry is older than this (s)")
+    image_timeout: float = param(1.0, "stop when the newest image is older than this (s)")
+    max_stamp_skew: float = param(0.05, "colour and depth stamps may differ by at most this (s)")
+    max_pose_jump: float = param(0.5, "odometry jump (m) between two messages that counts as a pose jump")
+    camera_x: float = param(0.1, "camera optical centre ahead of the base origin (m)")
+    camera_z: float = param(0.88, "camera optical centre above the base origin (m)")
+    max_turns: int = param(500, "end the episode after this many turns (0 = no limit)")
+    torch_threads: int = param(0, "torch CPU threads (0 = torch's default)")
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype: {self.dtype!r} must be float32, bfloat16 or float16")
+        if self.agent_factory and ":" not in self.agent_factory:
+            raise ValueError(f"agent_factory: {self.agent_factory!r} must be 'module:callable'")
+        if not (1 <= self.window_turns <= 1024):
+            raise ValueError(f"window_turns: {self.window_turns} outside 1..1024")
+        if not (1 <= self.memory_refresh_turns <= 1_000_000):
+            raise ValueError(f"memory_refresh_turns: {self.memory_refresh_turns} outside 1..1000000")
+        if not (20.0 <= self.control_hz <= 500.0):
+            raise ValueError(f"control_hz: {self.control_hz} outside 20..500 Hz")
+        for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
+                             ("odom_timeout", 0.0, 10.0), ("image_timeout", 0.0, 30.0),
+                             ("max_stamp_skew", 0.0, 1.0), ("max_pose_jump", 0.0, 10.0)):
+            v = getattr(self, name)
+            if not (lo < v <= hi):
+                raise ValueError(f"{name}: {v} outside ({lo}, {hi}]")
+        if not (0 <= self.plan_ahead_actions <= 16):
+            raise ValueError(f"plan_ahead_actions: {self.plan_ahead_actions} outside 0..16")
+        if not (-1.0 <= self.camera_x <= 1.0 and 0.0 <= self.camera_z <= 3.0):
+            raise ValueError(f"camera_x / camera_z: ({self.camera_x}, {self.camera_z}) outside [-1, 1] x [0, 3] m")
+        if not (0 <= self.max_turns <= 1_000_000):
+            raise ValueError(f"max_turns: {self.max_turns} outside 0..1000000")
+        if not (0 <= self.torch_threads <= 256):
+            raise ValueError(f"torch_threads: {self.torch_threads} outside 0..256")
+
+
+# Columns: optical x (right) = -base y, optical y (down) = -base z, optical z (forward) = base x.
+_R_BASE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def build_agent(p: StreamVLNNavParams):
+    """The agent the node drives: from ``agent_factory``, a checkpoint, or a small random model."""
+    if p.agent_factory:
+        mod, _, attr = p.agent_factory.partition(":")
+        return getattr(importlib.import_module(mod), attr)()
+    import torch  # noqa: PLC0415
+
+    from policy.streamvln import AgentConfig, StreamVLNAgent, load_streamvln  # noqa: PLC0415
+
+    if p.torch_threads:
+        torch.set_num_threads(p.torch_threads)
+    dtype = getattr(torch, p.dtype)
+    if p.checkpoint:
+        model, tokenizer = load_streamvln(p.checkpoint, dtype=dtype, device=p.device)
+    else:
+        from policy.streamvln.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: PLC0415
+        tokenizer = build_tiny_tokenizer()
+        model = build_tiny_model(tokenizer, image_size=112, dtype=dtype).to(p.device)
+    cfg = AgentConfig(window_turns=p.window_turns, memory_refresh_turns=p.memory_refresh_turns)
+    return StreamVLNAgent(model, tokenizer, cfg)
+
+
+class StreamVLNNav(Node):
+    def __init__(self):
+        super().__init__("streamvln_nav")
+        from policy.streamvln.nav_control import GoalTracker, TrackerConfig  # noqa: PLC0415
+
+        self.p: StreamVLNNavParams = declare_params(self, StreamVLNNavParams())
+        p = self.p
+        self.tracker = GoalTracker(TrackerConfig(max_linear=p.max_linear, max_angular=p.max_angular,
+                                                 linear_accel=p.linear_accel))
+        self.agent = build_agent(p)
+        if not p.checkpoint and not p.agent_factory:
+            self.get_logger().warning("no checkpoint: a small RANDOM model drives (plumbing only)")
+        self._lock = threading.Lock()
+        self._color: Image | None = None
+        self._depth: Image | None = None
+        self._info: CameraInfo | None = None
+        self._image_rx = -1e9  # monotonic receipt time of the newest colour image
+        self._odom: tuple[float, np.ndarray] | None = None
+        self._odom_rx = -1e9
+        self._odom_hist: deque = deque(maxlen=400)  # (stamp, pose)
+        self._jump_pending = False
+        self._pending_instruction: str | None = None
+        self._episode_gen = 0  # bumped by every instruction, read by both threads
+        self.instruction = ""
+        self.active = False
+        self.skips: Counter = Counter()
+        self.stops: Counter = Counter()
+        self.pose_jumps = 0
+        self.latencies: deque = deque(maxlen=200)
+        self.turns = 0
+        self._last_frame_stamp = -1.0
+        self.cmd_meter = RateMeter()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+        sub = qos.SENSOR_SUB
+        self.create_subscription(Image, "camera/color/image_raw", self._on_color, sub)
+        self.create_subscription(Image, "camera/aligned_depth_to_color/image_raw", self._on_depth, sub)
+        self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, sub)
+        self.create_subscription(Odometry, "odom", self._on_odom, sub)
+        self.create_subscription(String, "instruction", self._on_instruction, qos.COMMAND)
+        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", qos.COMMAND)
+        self.status_pub = self.create_publisher(String, "nav/status", qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+        self._turn_thread = threading.Thread(target=self._turn_loop, name="vln-turns", daemon=True)
+        self._turn_thread.start()
+        self.loop = PacedLoop(p.control_hz, self._control_tick, name="vln-control").start()
+        self.get_logger().info(f"streamvln_nav: cmd_vel at {p.control_hz} Hz, waiting for an instruction")
+
+    # ------------------------------------------------------------ callbacks (store only)
+
+    def _on_color(self, msg: Image) -> None:
+        with self._lock:
+            self._color = msg
+            self._image_rx = time.monotonic()
+        self._wake.set()
+
+    def _on_depth(self, msg: Image) -> None:
+        with self._lock:
+            self._depth = msg
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._info = msg
+
+    def _on_odom(self, msg: Odometry) -> None:
+        try:
+            stamp, pose, _ = msgs.odometry_from_msg(msg)
+        except ValueError:
+            self.skips["odom_invalid"] += 1
+            return
+        with self._lock:
+            if self._odom is not None and np.hypot(*(pose[:2] - self._odom[1][:2])) > self.p.max_pose_jump:
+                self._jump_pending = True  # handled by the control loop
+            self._odom = (stamp, pose)
+            self._odom_rx = time.monotonic()
+            self._odom_hist.append((stamp, pose))
+
+    def _on_instruction(self, msg: String) -> None:
+        with self._lock:
+            self._pending_instruction = msg.data
+            self._episode_gen += 1
+        self._wake.set()
+
+    # ------------------------------------------------------------ turn thread
+
+    def _turn_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            with self._lock:
+                instr, self._pending_instruction = self._pending_instruction, None
+                gen = self._episode_gen
+            if instr is not None:
+                self._begin(instr)
+            if not self.active or self.tracker.done:
+                continue
+            if len(self.tracker) > self.p.plan_ahead_actions:
+                continue
+            frame = self._frame()
+            if frame is None:
+                continue
+            rgb, depth, K, pose_cam, base_pose, stamp = frame
+            t0 = time.perf_counter()
+            try:
+                actions = self.agent.step(rgb, depth, K, pose_cam)
+            except Exception as exc:  # noqa: BLE001 - a failing model stops the base, loudly
+                self.get_logger().error(f"agent step failed: {exc!r}")
+                self.skips["agent_error"] += 1
+                self._end("error")
+                continue
+            self.latencies.append(time.perf_counter() - t0)
+            if not actions:
+                self.skips["agent_refused"] += 1
+                continue
+            self._last_frame_stamp = stamp
+            with self._lock:
+                if gen != self._episode_gen:  # a new instruction arrived meanwhile: drop this turn
+                    continue
+                self.tracker.extend(actions, base_pose)
+            self.turns += 1
+            if self.p.max_turns and self.turns >= self.p.max_turns:
+                with self._lock:
+                    self.tracker.extend([0], base_pose)
+
+    def _begin(self, instruction: str) -> None:
+        with self._lock:
+            self.tracker.clear()
+        text = " ".join(instruction.split())
+        if not text:
+            if self.active:
+                self._end("cancel")
+            return
+        self.agent.reset(text)
+        self.instruction = text
+        self.turns = 0
+        self._last_frame_stamp = -1.0
+        self.active = True
+        self.status_pub.publish(msgs.json_msg({"event": "start", "instruction": text}))
+        self.get_logger().info(f"new episode: {text}")
+
+    def _end(self, event: str) -> None:
+        with self._lock:
+            self.active = False
+            self.tracker.clear()
+        self.status_pub.publish(msgs.json_msg({"event": event, "instruction": self.instruction, "turns": self.turns}))
+        self.get_logger().info(f"episode {event} after {self.turns} turns")
+
+    def _frame(self):
+        """The newest synchronised frame, converted: (rgb, depth m, K, camera pose 4x4, base pose
+        (x, y, yaw), stamp), or None (skipped and counted, or nothing new yet)."""
+        with self._lock:
+            color, depth, info, hist = self._color, self._depth, self._info, list(self._odom_hist)
+        if color is None or depth is None or info is None or not hist:
+            return None
+        stamp = msgs.stamp_of(color)
+        if stamp <= self._last_frame_stamp:
+            return None  # no new frame since the last turn
+        try:
+            _, rgb = msgs.image_from_msg(color)
+            _, depth_m = msgs.depth_from_msg(depth)
+            intr = msgs.intrinsics_from_msg(info)
+        except ValueError:
+            self.skips["encoding"] += 1
+            self._last_frame_stamp = stamp
+            return None
+        if color.encoding == "bgr8":
+            rgb = rgb[:, :, ::-1]
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            self.skips["encoding"] += 1
+            self._last_frame_stamp = stamp
+            return None
+        if rgb.shape[:2] != depth_m.shape:
+            self.skips["size_mismatch"] += 1
+            self._last_frame_stamp = stamp
+            return None
+        if abs(msgs.stamp_of(depth) - stamp) > self.p.max_stamp_skew:
+            self.skips["stamp_skew"] += 1
+            return None  # the matching depth may still come
+        stamps = np.array([h[0] for h in hist])
+        k = int(np.argmin(np.abs(stamps - stamp)))
+        if abs(stamps[k] - stamp) > max(self.p.odom_timeout, 0.1):
+            self.skips["no_pose_at_stamp"] += 1
+            return None
+        base = hist[k][1]
+        K = np.array([[intr.fx, 0.0, intr.cx], [0.0, intr.fy, intr.cy], [0.0, 0.0, 1.0]])
+        if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
+            self.skips["size_mismatch"] += 1
+            self._last_frame_stamp = stamp
+            return None
+        c, s = math.cos(base[2]), math.sin(base[2])
+        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        T = np.eye(4)
+        T[:3, :3] = rz @ _R_BASE_FROM_OPTICAL
+        T[:3, 3] = rz @ np.array([self.p.camera_x, 0.0, self.p.camera_z]) + np.array([base[0], base[1], 0.0])
+        return rgb, depth_m.astype(np.float32), K, T, base, stamp
+
+    # ------------------------------------------------------------ control loop
+
+    def _control_tick(self) -> None:
+        now = time.monotonic()
+        dt = 1.0 / self.p.control_hz
+        with self._lock:
+            odom, odom_rx, image_rx = self._odom, self._odom_rx, self._image_rx
+            if self._jump_pending:
+                self._jump_pending = False
+                self.pose_jumps += 1
+                self.tracker.clear()  # the goals were in the frame before the jump
+                hist = self._odom_hist
+                last = hist[-1]
+                hist.clear()  # poses from before the jump must not be matched to new images
+                hist.append(last)
+            v, w, done = 0.0, 0.0, False
+            reason = None
+            if not self.active:
+                reason = None
+            elif odom is None or now - odom_rx > self.p.odom_timeout:
+                reason = "stale_odom"
+            elif now - image_rx > self.p.image_timeout:
+                reason = "stale_image"
+            else:
+                v, w = self.tracker.command(odom[1], dt)
+                done = self.tracker.done
+            if reason is not None:
+                self.tracker.last_cmd = (0.0, 0.0)
+        if reason is not None:
+            self.stops[reason] += 1
+            self.get_logger().warning(f"base stopped: {reason}", throttle_duration_sec=1.0)
+        self.cmd_pub.publish(msgs.twist_msg(v, w))
+        self.cmd_meter.tick(now)
+        if self.active and reason is None and done:
+            self._end("stop")
+
+    # ------------------------------------------------------------ diagnostics, shutdown
+
+    def _publish_diagnostics(self) -> None:
+        st = self.agent.stats.as_dict() if hasattr(self.agent.stats, "as_dict") else dict(self.agent.stats)
+        lat = np.array(self.latencies) if self.latencies else np.array([np.nan])
+        values = {"active": self.active, "turns": self.turns, "queued_goals": len(self.tracker),
+                  "turn_latency_s_last": float(lat[-1]), "turn_latency_s_p50": float(np.median(lat)),
+                  "turn_latency_s_max": float(np.max(lat)),
+                  "window_tokens": st.get("window_tokens", 0), "window_turns": st.get("window_turns", 0),
+                  "memory_tokens": st.get("memory_tokens", 0), "pruning_ratio": float(st.get("pruning_ratio", 0.0)),
+                  "cache_tokens": st.get("cache_tokens", 0), "rate/cmd_vel": self.cmd_meter.rate(),
+                  "pose_jumps": self.pose_jumps, "loop_overruns": self.loop.overruns}
+        values.update({f"skipped/{k}": n for k, n in self.skips.items()})
+        values.update({f"stopped/{k}": n for k, n in self.stops.items()})
+        for k, n in (st.get("skip_reasons") or {}).items():
+            values[f"agent_skipped/{k}"] = n
+        level = "warn" if any(self.stops.values()) and self.active else "ok"
+        stamp = self.get_clock().now().nanoseconds * 1e-9
+        self.diag_pub.publish(msgs.diagnostics_msg(stamp, [msgs.diagnostic_status("streamvln_nav", values, level)]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.loop.stop()
+        self._wake.set()
+        self._turn_thread.join(timeout=5.0)
+        if rclpy.ok():
+            try:
+                self.cmd_pub.publish(msgs.twist_msg(0.0, 0.0))
+            except Exception:  # noqa: BLE001 - context already down
+                pass
+
+
+def main(args=None) -> int:
+    return run_node(StreamVLNNav, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

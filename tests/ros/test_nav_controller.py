@@ -1,0 +1,43 @@
+"""The goal tracker of the nav node (pure Python): goals chain, runs of FORWARD do not stop."""
+import math
+
+import numpy as np
+
+from policy.streamvln.actions import Action
+from policy.streamvln.nav_control import GoalTracker, TrackerConfig
+
+F, L, R, S = Action.MOVE_FORWARD, Action.TURN_LEFT, Action.TURN_RIGHT, Action.STOP
+
+
+def _drive(tracker, pose, steps, dt=1 / 30, refill=None):
+    speeds = []
+    for _ in range(steps):
+        if refill is not None and len(tracker) <= 1:
+            refill(tracker, pose)
+        v, w = tracker.command(pose, dt)
+        speeds.append(v)
+        pose = [pose[0] + v * dt * math.cos(pose[2]), pose[1] + v * dt * math.sin(pose[2]), pose[2] + w * dt]
+    return pose, np.array(speeds)
+
+
+def test_goals_chain_from_the_last_queued_goal():
+    t = GoalTracker()
+    t.extend([F, F, L, F], (1.0, 2.0, 0.0))
+    t.extend([R, F, S, F], (9.0, 9.0, 3.0))  # chained from the queue, not from this pose; nothing after STOP
+    g = t.goals
+    assert len(g) == 7 and g[-1].action is S
+    assert math.isclose(g[1].x, 1.5) and math.isclose(g[3].x, 1.5 + 0.25 * math.cos(math.radians(15)))
+    assert math.isclose(g[4].yaw, 0.0, abs_tol=1e-12) and math.isclose(g[5].y, g[3].y)
+
+
+def test_consecutive_turns_of_forward_never_stop_and_the_base_reaches_the_goals():
+    t = GoalTracker(TrackerConfig(max_linear=0.3))
+    pose, speeds = _drive(t, [0.0, 0.0, 0.0], 300, refill=lambda tr, p: tr.extend([F] * 4, p) if len(tr) <= 1 else None)
+    start = int(np.argmax(speeds > 0.29))
+    assert speeds[start:].min() > 0.25  # no stop-and-go between turns
+    t2 = GoalTracker()
+    t2.extend([F, F, L, L, F, S], (0.0, 0.0, 0.0))
+    pose, speeds = _drive(t2, [0.0, 0.0, 0.0], 400)
+    assert t2.done and speeds[-1] == 0.0
+    expect = np.array([0.5 + 0.25 * math.cos(math.radians(30)), 0.25 * math.sin(math.radians(30))])
+    assert np.linalg.norm(np.array(pose[:2]) - expect) < 0.06 and abs(pose[2] - math.radians(30)) < 0.06

@@ -1,0 +1,267 @@
+"""streamvln_nav over real DDS (this test run's own ROS domain, localhost only).
+
+With the navigation sim: a stub agent that always answers FORWARD (the only stub, only here)
+drives the sim base along its goals without stopping between turns, at >= 20 Hz; a new
+instruction resets the episode, an empty one cancels it; the sim scores the episode and writes
+its metrics. Without the sim (the test publishes the sensors): stale odometry or images stop the
+base; mismatched, skewed or unknown-encoding frames and pose jumps are skipped and counted.
+"""
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from policy.streamvln.actions import Action
+from slowfast_ros import msgs, qos, stack
+from slowfast_ros.topic_probe import TopicProbe
+
+pytestmark = pytest.mark.dds
+
+HERE = Path(__file__).resolve().parent
+
+
+class _Stats:
+    def __init__(self):
+        self.turns = 0
+        self.resets = 0
+
+    def as_dict(self):
+        return {"turns": self.turns, "resets": self.resets, "window_tokens": 0, "memory_tokens": 0,
+                "pruning_ratio": 0.0}
+
+
+class ForwardStub:
+    """Always answers four FORWARD actions, after a model-like delay."""
+
+    def __init__(self):
+        self.stats = _Stats()
+
+    def reset(self, instruction):
+        self.stats.resets += 1
+        self.stats.turns = 0
+
+    def step(self, rgb, depth, intrinsics, pose):
+        assert rgb.dtype == np.uint8 and depth.dtype == np.float32 and rgb.shape[:2] == depth.shape
+        time.sleep(0.15)
+        self.stats.turns += 1
+        return [Action.MOVE_FORWARD] * 4
+
+
+STUB = {"agent_factory": "test_nav_node:ForwardStub"}
+ENV = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+
+
+def _clear_seed():
+    """An episode whose start faces >= 3 m of free floor (so FORWARD can drive)."""
+    from sim.nav import make_episode
+
+    for seed in range(100):
+        ep = make_episode(seed)
+        x, y, yaw = ep.start
+        from sim.nav.layout import generate_layout
+        lay = generate_layout(ep.layout_seed)
+        if lay.segment_free((x, y), (x + 3.0 * math.cos(yaw), y + 3.0 * math.sin(yaw))):
+            return seed, ep
+    raise AssertionError("no clear start")
+
+
+class _Collect:
+    def __init__(self, node, mtype, topic, profile):
+        self.items = []
+        self.sub = node.create_subscription(mtype, topic, lambda m: self.items.append((time.monotonic(), m)), profile)
+
+
+def _diag(collector, name="streamvln_nav"):
+    for _, msg in reversed(collector.items):
+        for st in msg.status:
+            if st.name == name:
+                return msgs.diagnostics_values(st)
+    return {}
+
+
+@pytest.fixture(scope="module")
+def nav_stack(tmp_path_factory):
+    seed, ep = _clear_seed()
+    out = tmp_path_factory.mktemp("nav_out")
+    overrides = {"nav_sim_node": {"seed": seed, "camera_width": 160, "camera_height": 120, "camera_hz": 10.0,
+                                  "episode_seconds": 14.0, "start_delay": 0.3, "out_dir": str(out), "episodes": 1},
+                 "streamvln_nav": dict(STUB)}
+    probe = TopicProbe({"/odom": Odometry, "/camera/color/image_raw": Image})
+    cmd = _Collect(probe.node, Twist, "/cmd_vel", qos.COMMAND)
+    odom = _Collect(probe.node, Odometry, "/odom", qos.SENSOR_SUB)
+    status = _Collect(probe.node, String, "/nav/status", qos.LATCHED)
+    diag = _Collect(probe.node, DiagnosticArray, "/diagnostics", 10)
+    with stack.Stack(stack.load_profile("sim-nav"), overrides, log_dir=out / "logs", env=ENV) as s:
+        assert probe.wait_for(["/odom", "/camera/color/image_raw"], timeout=60.0, count=3), s.last_line("nav_sim_node")
+        yield s, probe, ep, out, cmd, odom, status, diag
+    probe.close()
+
+
+def test_forward_stub_drives_the_base_without_stopping_between_turns(nav_stack):
+    s, probe, ep, out, cmd, odom, status, diag = nav_stack
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end and not any(json.loads(m.data).get("event") == "start" for _, m in status.items):
+        time.sleep(0.1)
+    assert status.items, s.last_line("streamvln_nav")
+    time.sleep(4.0)
+    t0 = time.monotonic()
+    n0 = len(cmd.items)
+    time.sleep(3.0)
+    window = [m for t, m in cmd.items[n0:] if t >= t0]
+    assert len(window) / 3.0 >= 20.0  # cmd_vel at >= 20 Hz
+    speeds = np.array([m.linear.x for m in window])
+    assert speeds.min() > 0.05, speeds  # four FORWARDs per turn, turn after turn: never stops
+    # the base went where the goals lead: straight along its start heading
+    poses = [msgs.odometry_from_msg(m)[1] for _, m in odom.items]
+    x0, y0, yaw0 = ep.start
+    d = np.array(poses[-1][:2]) - [x0, y0]
+    assert d @ [math.cos(yaw0), math.sin(yaw0)] > 1.0, (poses[-1], ep.start)
+    assert abs(d @ [-math.sin(yaw0), math.cos(yaw0)]) < 0.15
+    assert int(float(_diag(diag).get("turns", 0))) >= 3
+
+
+def test_new_instruction_resets_the_episode_and_empty_cancels(nav_stack):
+    s, probe, ep, out, cmd, odom, status, diag = nav_stack
+    pub = probe.node.create_publisher(String, "/instruction", qos.COMMAND)
+    time.sleep(0.5)
+    pub.publish(String(data="Go past the red sofa and stop by the blue lamp."))
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and not any(json.loads(m.data).get("instruction", "").startswith("Go past the red")
+                                             for _, m in status.items):
+        time.sleep(0.05)
+    events = [json.loads(m.data) for _, m in status.items]
+    assert events[-1] == {"event": "start", "instruction": "Go past the red sofa and stop by the blue lamp."}
+    time.sleep(1.5)
+    d = _diag(diag)
+    assert int(float(d["turns"])) <= 12  # counted from the new episode
+    pub.publish(String(data=""))
+    time.sleep(1.0)
+    assert json.loads(status.items[-1][1].data)["event"] == "cancel"
+    assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for t, m in cmd.items[-10:])
+    probe.node.destroy_publisher(pub)
+
+
+def test_the_sim_scores_the_episode_and_writes_metrics(nav_stack):
+    s, probe, ep, out, *_ = nav_stack
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end and not (out / "summary.json").is_file():
+        time.sleep(0.2)
+    summary = json.loads((out / "summary.json").read_text())
+    rec = json.loads((out / "episode_000.json").read_text())
+    assert summary["episodes"] == 1 and set(("NE", "SR", "OS", "SPL", "nDTW")) <= set(rec)
+    assert rec["path_length"] > 1.0 and rec["end"] == "time_limit"
+    assert (out / "episode_000.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- the node alone
+
+
+@pytest.fixture(scope="module")
+def lone_nav(tmp_path_factory):
+    prof = stack.load_profile("sim-nav")
+    solo = stack.Profile("nav-only", "", [n for n in prof.nodes if n.name == "streamvln_nav"])
+    logs = tmp_path_factory.mktemp("nav_lone")
+    probe = TopicProbe({"/cmd_vel_dummy": Twist})
+    cmd = _Collect(probe.node, Twist, "/cmd_vel", qos.COMMAND)
+    status = _Collect(probe.node, String, "/nav/status", qos.LATCHED)
+    diag = _Collect(probe.node, DiagnosticArray, "/diagnostics", 10)
+    with stack.Stack(solo, {"streamvln_nav": {**STUB, "odom_timeout": 0.3, "image_timeout": 0.6, "plan_ahead_actions": 16}},
+                     log_dir=logs, env=ENV) as s:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not cmd.items:
+            time.sleep(0.1)
+        assert cmd.items, s.last_line("streamvln_nav")
+        yield s, probe, cmd, status, diag
+    probe.close()
+
+
+class _Sensors:
+    """Publishes what the sim would: odometry of a base that moves as commanded, images.
+    (The node plans whenever fewer than 16 actions are queued, so it looks at every frame.)"""
+
+    def __init__(self, node, cmd):
+        self.node = node
+        self.cmd = cmd
+        self.odom = node.create_publisher(Odometry, "/odom", qos.SENSOR_PUB)
+        self.color = node.create_publisher(Image, "/camera/color/image_raw", qos.SENSOR_PUB)
+        self.depth = node.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw", qos.SENSOR_PUB)
+        self.info = node.create_publisher(CameraInfo, "/camera/color/camera_info", qos.SENSOR_PUB)
+        self.pose = np.zeros(3)
+
+    def now(self):
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def publish_odom(self, jump=0.0):
+        self.pose[0] += jump
+        self.odom.publish(msgs.odometry_msg(self.now(), "odom", "base_link", self.pose, (0.0, 0.0)))
+
+    def publish_frame(self, depth_size=(48, 64), skew=0.0, encoding="rgb8"):
+        t = self.now()
+        rgb = np.full((48, 64, 3), 128, np.uint8)
+        if encoding == "rgb8":
+            self.color.publish(msgs.image_msg(t, "cam", rgb, "rgb8"))
+        else:
+            m = msgs.image_msg(t, "cam", rgb, "rgb8")
+            m.encoding = encoding
+            self.color.publish(m)
+        self.depth.publish(msgs.depth_msg_mm(t + skew, "cam", np.full(depth_size, 2.0)))
+        self.info.publish(msgs.camera_info_msg(t, msgs.Intrinsics(64, 48, 40.0, 40.0, 32.0, 24.0, "cam")))
+
+    def run(self, seconds, frames=True, odom=True, **frame_kw):
+        end = time.monotonic() + seconds
+        k = 0
+        while time.monotonic() < end:
+            if odom:
+                v, w = (self.cmd.items[-1][1].linear.x, self.cmd.items[-1][1].angular.z) if self.cmd.items else (0, 0)
+                self.pose += [v * 0.02 * math.cos(self.pose[2]), v * 0.02 * math.sin(self.pose[2]), w * 0.02]
+                self.publish_odom()
+            if frames and k % 5 == 0:
+                self.publish_frame(**frame_kw)
+            k += 1
+            time.sleep(0.02)
+
+
+def test_stale_inputs_stop_the_base_and_bad_frames_are_counted(lone_nav):
+    s, probe, cmd, status, diag = lone_nav
+    sensors = _Sensors(probe.node, cmd)
+    pub = probe.node.create_publisher(String, "/instruction", qos.COMMAND)
+    time.sleep(0.5)
+    pub.publish(String(data="Walk forward."))
+    sensors.run(2.5)
+    moving = [m.linear.x for _, m in cmd.items[-15:]]
+    assert max(moving) > 0.05, moving  # fresh inputs: the stub's FORWARDs move the base
+
+    n = len(cmd.items)
+    sensors.run(1.5, frames=False)  # images stop: stale after image_timeout
+    tail = [m.linear.x for _, m in cmd.items[n:]][-10:]
+    assert tail and all(v == 0.0 for v in tail), tail
+    sensors.run(1.0)
+    n = len(cmd.items)
+    sensors.run(1.0, odom=False, frames=False)  # odometry stops too
+    tail = [m.linear.x for _, m in cmd.items[n:]][-10:]
+    assert tail and all(v == 0.0 for v in tail), tail
+
+    pub.publish(String(data="Walk forward again."))  # a new episode: an empty queue, every frame is looked at
+    time.sleep(0.3)
+    sensors.run(0.6, depth_size=(24, 32))        # colour and depth of different sizes
+    sensors.run(0.6, skew=0.3)                   # stamps too far apart
+    sensors.run(0.6, encoding="yuv422")          # unknown encoding
+    sensors.publish_odom(jump=2.0)               # a pose that jumps
+    sensors.run(1.5)
+    d = _diag(diag)
+    assert int(d.get("stopped/stale_image", 0)) > 0 and int(d.get("stopped/stale_odom", 0)) > 0, d
+    assert int(d.get("skipped/size_mismatch", 0)) > 0, d
+    assert int(d.get("skipped/stamp_skew", 0)) > 0, d
+    assert int(d.get("skipped/encoding", 0)) > 0, d
+    assert int(d.get("pose_jumps", 0)) >= 1, d
+    assert float(d["rate/cmd_vel"]) >= 20.0, d
+    probe.node.destroy_publisher(pub)
