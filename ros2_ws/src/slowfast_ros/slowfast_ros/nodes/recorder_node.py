@@ -1,0 +1,211 @@
+"""recorder_node: demonstration episodes as rosbag2 folders (metadata.yaml + MCAP, CDR).
+
+Subscribes raw (no deserialization) to every topic in ``topics`` ([''] = every topic it
+discovers, less ``exclude``), reliable with a deep queue; callbacks only put the bytes and
+the receipt time on a bounded queue (a full queue counts a drop); a writer thread writes
+them. Commands arrive as JSON ``{"cmd": start|stop|success|failure|discard, "task": ...}``
+on ``recorder/command`` (from the headset buttons, the web page, `slowfast record`); with
+``follow_episodes`` the sim's ``sim/episode`` events start and stop episodes (success from
+the sim's metrics). Progress (elapsed, messages per topic, drops) goes to the log and the
+latched ``recorder/state`` JSON once per ``progress_period``.
+
+Crash safety: the bag is flushed (chunk closed, file and metadata.yaml written) every
+``flush_period`` s; a killed recorder leaves a bag readable up to the last flush. A full
+disk stops the episode with a clear message and keeps what was written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import queue
+import threading
+
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from slowfast_ros import msgs, qos
+from slowfast_ros.node_util import declare_params, param, run_node
+
+
+@dataclasses.dataclass
+class RecorderNodeParams:
+    out_dir: str = param("bags", "folder of the episode bags (created)")
+    prefix: str = param("episode", "episode folder name prefix (<prefix>_NNNN)")
+    topics: list = param([""], "topics to record ([''] = every discovered topic except exclude)")
+    exclude: list = param(["/rosout", "/parameter_events", "/recorder/state"], "topics never recorded")
+    task: str = param("", "task description stored with each episode")
+    follow_episodes: bool = param(False, "start/stop with the sim's sim/episode events")
+    queue_size: int = param(20000, "messages buffered between the callbacks and the writer")
+    chunk_size: int = param(1048576, "MCAP chunk size (bytes)")
+    flush_period: float = param(0.5, "flush the bag at least this often (s): the most a crash loses")
+    min_free_mb: float = param(200.0, "stop recording when less disk than this is free (MB)")
+    progress_period: float = param(1.0, "progress line period (s)")
+    discovery_period: float = param(0.5, "how often new topics are looked for (s)")
+
+    def __post_init__(self):
+        if not 10 <= self.queue_size <= 1_000_000:
+            raise ValueError(f"queue_size: {self.queue_size} outside 10..1000000")
+        if not 0.01 <= self.flush_period <= 10.0:
+            raise ValueError(f"flush_period: {self.flush_period} outside 0.01..10 s")
+        if not 0.1 <= self.progress_period <= 60.0:
+            raise ValueError(f"progress_period: {self.progress_period} outside 0.1..60 s")
+        if not 0.05 <= self.discovery_period <= 10.0:
+            raise ValueError(f"discovery_period: {self.discovery_period} outside 0.05..10 s")
+        if not self.out_dir:
+            raise ValueError("out_dir: must not be empty")
+
+
+def _msg_class(type_name: str):
+    pkg, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{pkg}.msg"), name)
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("recorder_node")
+        from teleop_tactar.recorder import EpisodeRecorder  # noqa: PLC0415
+
+        p = self.p = declare_params(self, RecorderNodeParams)
+        self.rec = EpisodeRecorder(p.out_dir, p.prefix, p.chunk_size, p.flush_period, p.min_free_mb)
+        self.wanted = {self._abs(t) for t in p.topics if t}
+        self.exclude = {self._abs(t) for t in p.exclude if t}
+        self.q: queue.Queue = queue.Queue(maxsize=p.queue_size)
+        self.subs: dict[str, object] = {}
+        self.state_pub = self.create_publisher(String, "recorder/state", qos.LATCHED)
+        self.create_subscription(String, "recorder/command", self._on_command, qos.COMMAND)
+        if p.follow_episodes:
+            self.create_subscription(String, "sim/episode", self._on_episode, qos.LATCHED)
+        self.create_timer(p.discovery_period, self._discover)
+        self.create_timer(p.progress_period, self._progress)
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="recorder-writer", daemon=True)
+        self._writer.start()
+        self._discover()
+        self.get_logger().info(f"recording into {p.out_dir} ({'following sim episodes' if p.follow_episodes else 'on command'})")
+
+    def _abs(self, name: str) -> str:
+        return name if name.startswith("/") else "/" + name
+
+    # ------------------------------------------------------------ callbacks (store only)
+
+    def _discover(self) -> None:
+        for name, types in self.get_topic_names_and_types():
+            if name in self.subs or name in self.exclude or (self.wanted and name not in self.wanted):
+                continue
+            if len(types) != 1:
+                continue
+            try:
+                cls = _msg_class(types[0])
+            except (ImportError, AttributeError, ValueError):
+                continue
+            self.subs[name] = self.create_subscription(
+                cls, name, lambda data, n=name: self._on_message(n, data), qos.RECORD_SUB, raw=True)
+            self._put(("topic", name, types[0]))
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_message(self, name: str, data: bytes) -> None:
+        try:
+            self.q.put_nowait(("msg", name, data, self._now_ns()))
+        except queue.Full:
+            self.rec.drops[name] += 1
+
+    def _put(self, item) -> None:
+        self.q.put(item)   # control items are never dropped
+
+    def _on_command(self, msg: String) -> None:
+        try:
+            cmd = msgs.json_from_msg(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f"recorder/command: {exc}")
+            return
+        if cmd.get("cmd") not in ("start", "stop", "success", "failure", "discard"):
+            self.get_logger().warning(f"recorder/command: unknown command {cmd.get('cmd')!r}")
+            return
+        self._put(("cmd", cmd))
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            ev = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        if ev.get("event") == "start":
+            if self._now_ns() * 1e-9 > float(ev.get("start_stamp", 0.0)) + 0.5:
+                self.get_logger().warning(f"episode {ev.get('episode')} was already running: not recorded")
+                return
+            self._put(("cmd", {"cmd": "start", "task": ev.get("task"), "sim_episode": ev.get("episode"),
+                               "seed": ev.get("seed")}))
+        elif ev.get("event") == "end":
+            success = (ev.get("metrics") or {}).get("success")
+            self._put(("cmd", {"cmd": "stop" if success is None else ("success" if success else "failure")}))
+
+    # ------------------------------------------------------------ writer thread
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set() or not self.q.empty():
+            try:
+                item = self.q.get(timeout=0.05)
+            except queue.Empty:
+                if self.rec.recording:
+                    self.rec.flush()
+                    self._report_error()
+                continue
+            kind = item[0]
+            if kind == "msg":
+                self.rec.write(item[1], item[2], item[3])
+                if not self.rec.recording and self.rec.error:
+                    self._report_error()
+            elif kind == "topic":
+                self.rec.add_topic(item[1], item[2])
+            elif kind == "cmd":
+                self._command(item[1])
+        if self.rec.recording:
+            self.rec.stop()
+
+    def _report_error(self) -> None:
+        if self.rec.error and not getattr(self, "_reported", "") == self.rec.error:
+            self._reported = self.rec.error
+            self.get_logger().error(self.rec.error)
+            self._progress()
+
+    def _command(self, cmd: dict) -> None:
+        c = cmd["cmd"]
+        try:
+            if c == "start":
+                extra = {k: v for k, v in cmd.items() if k not in ("cmd", "source")}
+                extra.setdefault("task", self.p.task)
+                if not extra["task"]:
+                    extra["task"] = self.p.task
+                folder = self.rec.start(**extra)
+                self.get_logger().info(f"recording {folder}")
+            elif c in ("stop", "success", "failure"):
+                folder = self.rec.stop({"stop": None, "success": True, "failure": False}[c])
+                if folder is not None:
+                    self.get_logger().info(f"episode {folder.name} saved ({c})")
+            elif c == "discard":
+                folder = self.rec.discard()
+                if folder is not None:
+                    self.get_logger().info(f"episode {folder.name} discarded")
+        except OSError as exc:
+            self.get_logger().error(str(exc))
+        self._progress()
+
+    def _progress(self) -> None:
+        prog = self.rec.progress()
+        prog["queued"] = self.q.qsize()
+        if prog["state"] == "recording":
+            self.get_logger().info(prog["line"])
+        self.state_pub.publish(msgs.json_msg(prog))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._writer.join(timeout=10.0)
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""Episode recording: start, stop (success / failure), discard, progress, full-disk
+handling, around :class:`~teleop_tactar.bag.BagWriter`. No ROS: the recorder node feeds
+raw CDR messages from its subscriptions through a bounded queue into :meth:`write`.
+"""
+from __future__ import annotations
+
+import errno
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from .bag import BagWriter
+
+
+class EpisodeRecorder:
+    def __init__(self, out_dir: str | Path, prefix: str = "episode", chunk_size: int = 1 << 20,
+                 flush_period: float = 0.5, min_free_mb: float = 100.0, fsync: bool = False):
+        if not 0.01 <= flush_period <= 10.0:
+            raise ValueError(f"flush_period: {flush_period} outside 0.01..10 s")
+        if not (1 << 12) <= chunk_size <= (1 << 28):
+            raise ValueError(f"chunk_size: {chunk_size} outside 4 KiB..256 MiB")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.chunk_size, self.flush_period, self.min_free_mb, self.fsync = chunk_size, flush_period, min_free_mb, fsync
+        self.bag: BagWriter | None = None
+        self.types: dict[str, str] = {}            # every topic seen: name -> type
+        self.counts: Counter = Counter()
+        self.drops: Counter = Counter()
+        self.started = 0.0
+        self.last_flush = 0.0
+        self.episodes_done: list[Path] = []
+        self.error = ""
+        self.meta: dict = {}
+
+    @property
+    def recording(self) -> bool:
+        return self.bag is not None
+
+    def _next_folder(self) -> Path:
+        used = {p.name for p in self.out_dir.iterdir()}
+        i = 0
+        while f"{self.prefix}_{i:04d}" in used:
+            i += 1
+        return self.out_dir / f"{self.prefix}_{i:04d}"
+
+    def start(self, **custom) -> Path:
+        if self.bag is not None:
+            return self.bag.folder
+        free = shutil.disk_usage(self.out_dir).free / 1e6
+        if free < self.min_free_mb:
+            self.error = f"disk full: {free:.0f} MB free under {self.out_dir} (< {self.min_free_mb:g} MB); not recording"
+            raise OSError(errno.ENOSPC, self.error)
+        self.meta = {k: v for k, v in custom.items() if v is not None}
+        self.bag = BagWriter(self._next_folder(), self.chunk_size, self.meta, fsync=self.fsync)
+        for name, t in self.types.items():
+            self.bag.add_topic(name, t)
+        self.counts.clear()
+        self.drops.clear()
+        self.error = ""
+        self.started = self.last_flush = time.monotonic()
+        return self.bag.folder
+
+    def add_topic(self, name: str, type_name: str) -> None:
+        self.types[name] = type_name
+        if self.bag is not None:
+            self.bag.add_topic(name, type_name)
+
+    def write(self, topic: str, data: bytes, log_time_ns: int) -> None:
+        if self.bag is None:
+            return
+        try:
+            self.bag.write(topic, data, log_time_ns)
+            self.counts[topic] += 1
+            if time.monotonic() - self.last_flush >= self.flush_period:
+                self.flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def flush(self) -> None:
+        if self.bag is None:
+            return
+        try:
+            self.bag.flush()
+            self.last_flush = time.monotonic()
+            if shutil.disk_usage(self.out_dir).free / 1e6 < self.min_free_mb:
+                raise OSError(errno.ENOSPC, "free space below min_free_mb")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        bag, self.bag = self.bag, None
+        n = sum(self.counts.values())
+        why = "disk full" if exc.errno == errno.ENOSPC else f"write error ({exc.strerror or exc})"
+        self.error = f"{why}: episode {bag.folder.name} stopped; kept what was flushed ({n} messages received)"
+        bag.abort()
+        self.episodes_done.append(bag.folder)
+
+    def stop(self, success: bool | None = None) -> Path | None:
+        if self.bag is None:
+            return None
+        bag, self.bag = self.bag, None
+        extra = {"duration_s": round(time.monotonic() - self.started, 3)}
+        if success is not None:
+            extra["success"] = bool(success)
+        try:
+            bag.close(extra)
+        except OSError as exc:
+            self.bag = bag
+            self._fail(exc)
+            return bag.folder
+        self.episodes_done.append(bag.folder)
+        return bag.folder
+
+    def discard(self) -> Path | None:
+        if self.bag is None:
+            return None
+        bag, self.bag = self.bag, None
+        try:
+            bag.close()
+        except OSError:
+            bag.abort()
+        shutil.rmtree(bag.folder, ignore_errors=True)
+        return bag.folder
+
+    def progress(self) -> dict:
+        bag = self.bag
+        state = "recording" if bag is not None else ("error" if self.error else "idle")
+        elapsed = time.monotonic() - self.started if bag is not None else 0.0
+        counts, drops = dict(self.counts), sum(self.drops.values())
+        name = bag.folder.name if bag is not None else ""
+        per = " ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+        line = (f"{state} {name} {elapsed:6.1f}s | {per} | drops={drops}" if bag is not None
+                else (self.error or f"{state} ({len(self.episodes_done)} episodes)"))
+        return {"state": state, "episode": name, "elapsed": round(elapsed, 2), "counts": counts,
+                "drops": dict(self.drops), "line": line, "error": self.error}
