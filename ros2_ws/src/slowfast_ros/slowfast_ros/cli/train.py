@@ -1,4 +1,4 @@
-"""`slowfast train tokenizer|ldp|dp`: train a Reactive Diffusion Policy model.
+"""`slowfast train tokenizer|ldp|dp|vln`: train a Reactive Diffusion Policy or a StreamVLN model.
 
     slowfast train tokenizer --dataset DATA --out ckpt/tok
     slowfast train ldp --dataset DATA --tokenizer ckpt/tok --out ckpt/ldp
@@ -9,6 +9,13 @@ The dataset is a LeRobot-v3-layout folder (``teleop_tactar.dataset``). The check
 folder (config.json, model.safetensors, ema.safetensors, normalizer.json, training_state/)
 rewritten after every ``--checkpoint-every`` epochs and on Ctrl-C; ``--resume`` continues
 it where it stopped. Several GPUs: ``accelerate launch -m slowfast_ros.cli train ...``.
+
+    slowfast train vln --dataset data/vln --out ckpt/vln [--episodes 400] [--minutes 25]
+
+``vln``: StreamVLN on expert episodes of the navigation sim (``policy.streamvln.train``). When
+``--dataset`` holds no episodes yet, ``--episodes`` expert episodes (layouts 0..N-1) are generated
+there first. A fresh run trains a small model of the StreamVLN architecture from random init
+within ``--minutes``; ``--init CKPT`` fine-tunes an existing checkpoint instead.
 """
 from __future__ import annotations
 
@@ -16,11 +23,12 @@ import argparse
 import json
 from pathlib import Path
 
-MODELS = ("tokenizer", "ldp", "dp")
+MODELS = ("tokenizer", "ldp", "dp", "vln")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", choices=MODELS, help="tokenizer | ldp (latent diffusion, needs --tokenizer) | dp (baseline)")
+    p.add_argument("model", choices=MODELS,
+                   help="tokenizer | ldp (latent diffusion, needs --tokenizer) | dp (baseline) | vln (StreamVLN)")
     p.add_argument("--dataset", required=True, help="LeRobot-v3-layout dataset folder")
     p.add_argument("--out", required=True, help="checkpoint folder to write (or to continue with --resume)")
     p.add_argument("--tokenizer", help="trained tokenizer checkpoint (ldp only)")
@@ -41,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vln = p.add_argument_group("vln")
+    vln.add_argument("--episodes", type=int, help="vln: expert episodes to generate when --dataset is empty (default 300)")
+    vln.add_argument("--minutes", type=float, help="vln: training time budget in minutes (default 25)")
+    vln.add_argument("--max-steps", type=int, help="vln: stop after this many steps instead of the time budget")
+    vln.add_argument("--init", help="vln: fine-tune this StreamVLN checkpoint instead of a fresh small model")
 
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
@@ -77,8 +90,50 @@ def build_config(args: argparse.Namespace):
     return PolicyConfig.from_dict(d)
 
 
+def run_vln(args: argparse.Namespace) -> int:
+    import sys
+
+    from policy.streamvln.dataset import generate_episodes
+    from policy.streamvln.train import VLNTrainConfig, train_vln
+
+    rdp_only = [f"--{n.replace('_', '-')}" for n in ("tokenizer", "config", "epochs", "horizon", "contact",
+                                                      "num_workers", "checkpoint_every", "mixed_precision")
+                if getattr(args, n) is not None] + (["--obs-contact"] if args.obs_contact else []) \
+        + (["--resume"] if args.resume else []) + ([f"--preset {args.preset}"] if args.preset != "sim" else [])
+    if rdp_only:
+        raise ValueError(f"{', '.join(rdp_only)}: not options of vln")
+    if args.episodes is not None and args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}: must be at least 1")
+    if args.init and not Path(args.init).is_dir():
+        raise ValueError(f"--init {args.init}: no such folder")
+    data = Path(args.dataset)
+    if not (data / "meta.json").is_file():
+        n = args.episodes or 300
+        show = (lambda i, total, frames: print(f"\rgenerating expert episodes {i}/{total} ({frames} frames)",
+                                               end="", file=sys.stderr, flush=True)) if not args.no_progress else None
+        generate_episodes(data, range(n), progress=show)
+        if show:
+            print(file=sys.stderr)
+    elif args.episodes is not None:
+        raise ValueError(f"--episodes: {data} already holds episodes (use another --dataset to generate new ones)")
+    kw = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "minutes": args.minutes,
+                            "max_steps": args.max_steps}.items() if v is not None}
+    cfg = VLNTrainConfig(**kw)
+    summary = train_vln(data, args.out, cfg, init=args.init, device=args.device, progress=not args.no_progress,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(summary))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.model == "vln":
+        return run_vln(args)
     from policy.rdp.train import train
+
+    vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init")
+                if getattr(args, n, None) is not None]
+    if vln_only:
+        raise ValueError(f"{', '.join(vln_only)}: apply to vln only")
 
     if args.model != "ldp" and args.tokenizer:
         raise ValueError("--tokenizer applies to ldp only")

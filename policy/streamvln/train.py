@@ -1,0 +1,258 @@
+"""Train a StreamVLN model on expert navigation episodes (teacher forcing), and load it as an agent.
+
+The training sequence is exactly what the streaming agent builds at a turn (``prompt.py``):
+the prefix (system + task with the instruction) followed by the last ``window_turns`` turns,
+each ``<|im_start|>user\\nyou can spot <frame tokens>.<|im_end|>\\n<|im_start|>assistant\\n``
++ the expert's answer (``↑↑←→`` or ``...STOP``) + ``<|im_end|>\\n``. The loss is the
+cross-entropy of every answer token (and its ``<|im_end|>``) in the window; the vision tower,
+projector and decoder are all trained. Frames enter as images; depth is used by the agent's 3-D
+memory only, which this small recipe leaves out: the checkpoint's ``agent.json`` sets
+``memory_refresh_turns`` past any episode, so the prefix never holds memory tokens (as in
+training).
+
+    from policy.streamvln.train import VLNTrainConfig, train_vln
+    summary = train_vln("data/vln", "ckpt/vln", VLNTrainConfig(minutes=25))
+
+A fresh run builds a small random model of the same architecture (``tiny.py`` sizes from the
+config); ``init=FOLDER`` fine-tunes an existing checkpoint instead (the published one on GPUs).
+Accelerate wraps model and optimiser, so ``accelerate launch`` / ``torchrun`` run it data-parallel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .actions import Action, format_actions
+from .config import AgentConfig, PromptConfig
+from .prompt import IMAGE, PromptBuilder
+
+NO_MEMORY_REFRESH = 1_000_000
+
+
+@dataclass(frozen=True)
+class VLNTrainConfig:
+    image_size: int = 112  # vision input (patch 14): 8x8 patches -> 16 tokens per frame
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    hidden: int = 128
+    layers: int = 3
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    window_turns: int = 8
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    minutes: float = 25.0  # wall-clock budget of the optimisation
+    max_steps: int = 0  # 0 = until the time budget
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0 = leave as is)
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("image_size", 28, 1024), ("vision_hidden", 8, 4096), ("vision_layers", 1, 64),
+                             ("hidden", 16, 8192), ("layers", 1, 128), ("heads", 1, 128), ("kv_heads", 1, 128),
+                             ("intermediate", 16, 65536), ("window_turns", 1, 64), ("batch_size", 1, 4096),
+                             ("warmup_steps", 0, 1_000_000), ("max_steps", 0, 100_000_000), ("threads", 0, 256)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not (lo <= v <= hi):
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if self.image_size % 14:
+            raise ValueError(f"image_size must be a multiple of the patch size 14, got {self.image_size}")
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise ValueError(f"hidden ({self.hidden}) must divide by heads ({self.heads}) and heads by kv_heads "
+                             f"({self.kv_heads})")
+        if not (0 < self.lr <= 1.0 and 0 <= self.weight_decay <= 1.0):
+            raise ValueError(f"lr must be in (0, 1] and weight_decay in [0, 1], got {self.lr}, {self.weight_decay}")
+        if not (0 < self.minutes <= 100_000):
+            raise ValueError(f"minutes must be in (0, 100000], got {self.minutes}")
+
+
+def _answer_text(actions) -> str:
+    return format_actions([Action(int(a)) for a in actions if int(a) >= 0])
+
+
+class TurnSequences:
+    """Token layout of training windows, built once per episode (ids only; frames are spliced in)."""
+
+    def __init__(self, tokenizer, prompt: PromptConfig | None = None):
+        self.prompt = PromptBuilder(tokenizer, prompt or PromptConfig())
+        turn = self.prompt.turn()
+        k = turn.index(IMAGE)
+        self.pre = [i for seg in turn[:k] for i in seg]
+        self.post = [i for seg in turn[k + 1:] for i in seg]
+        self._prefix_cache: dict[str, list[int]] = {}
+
+    def prefix(self, instruction: str) -> list[int]:
+        if instruction not in self._prefix_cache:
+            segs = self.prompt.prefix(" ".join(instruction.split()), with_memory=False)
+            self._prefix_cache[instruction] = [i for seg in segs for i in seg]
+        return self._prefix_cache[instruction]
+
+    def answer(self, actions) -> list[int]:
+        """The answer ids the model must produce, ending with <|im_end|>."""
+        return self.prompt.encode(_answer_text(actions)) + [self.prompt.im_end_id]
+
+
+def _encode_frames_train(model, pixels: torch.Tensor) -> torch.Tensor:
+    """``StreamVLNModel.encode_frames`` with gradients (that one runs in inference mode)."""
+    vt = model.vision_tower
+    h = vt.embeddings(pixels)
+    h = vt.encoder(inputs_embeds=h).last_hidden_state
+    return model.pool2d(model.projector(h))
+
+
+def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window: int, device):
+    """Embeddings ``[B, L, D]``, attention mask ``[B, L]`` and targets ``[B, L]`` (-100 = no loss)."""
+    frames, layout = [], []
+    for e, t in picks:
+        ep = episodes[e]
+        turns = list(range(max(0, t - window + 1), t + 1))
+        layout.append((ep, turns, len(frames)))
+        frames.extend(ep["rgb"][j] for j in turns)
+    base = model.module if hasattr(model, "module") else model
+    pixels = base.preprocess(np.stack(frames)).to(device)
+    tokens = _encode_frames_train(base, pixels)  # [n_frames, T, D]
+    embed = base.llm.get_input_embeddings()
+    rows, targets = [], []
+    for ep, turns, f0 in layout:
+        parts, tgt = [], []
+        ids = seqs.prefix(ep["instruction"])
+        parts.append(embed(torch.tensor(ids, device=device)))
+        tgt += [-100] * len(ids)
+        for k, j in enumerate(turns):
+            pre = torch.tensor(seqs.pre, device=device)
+            ans = seqs.answer(ep["actions"][j])
+            post = torch.tensor(seqs.post + ans + seqs.prompt.newline_ids, device=device)
+            parts += [embed(pre), tokens[f0 + k], embed(post)]
+            tgt += [-100] * (len(seqs.pre) + tokens.shape[1] + len(seqs.post)) + ans + [-100] * len(seqs.prompt.newline_ids)
+        rows.append(torch.cat(parts))
+        targets.append(tgt)
+    L = max(r.shape[0] for r in rows)
+    D = rows[0].shape[1]
+    x = torch.zeros(len(rows), L, D, device=device, dtype=rows[0].dtype)
+    mask = torch.zeros(len(rows), L, dtype=torch.long, device=device)
+    y = torch.full((len(rows), L), -100, dtype=torch.long, device=device)
+    for i, (r, tg) in enumerate(zip(rows, targets)):
+        x[i, :r.shape[0]] = r
+        mask[i, :r.shape[0]] = 1
+        y[i, :len(tg)] = torch.tensor(tg, device=device)
+    return x, mask, y
+
+
+def batch_loss(model, x, mask, y) -> tuple[torch.Tensor, float]:
+    """Mean cross-entropy of the answer tokens, and the accuracy of their argmax."""
+    base = model.module if hasattr(model, "module") else model
+    logits = base.llm(inputs_embeds=x, attention_mask=mask, use_cache=False).logits
+    pred, tgt = logits[:, :-1], y[:, 1:]
+    loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100)
+    sel = tgt != -100
+    acc = (pred.argmax(-1)[sel] == tgt[sel]).float().mean().item() if sel.any() else float("nan")
+    return loss, acc
+
+
+def _samples(episodes: list[dict]) -> list[tuple[int, int]]:
+    return [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep["actions"]))]
+
+
+def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, device: str = "auto",
+              progress: bool = True, log=None) -> dict:
+    """Train on the episodes in ``data_dir`` (``dataset.generate_episodes``); write the checkpoint
+    folder ``out``; return a summary (losses, steps, time)."""
+    from accelerate import Accelerator
+
+    from .checkpoint import load_streamvln, save_streamvln
+    from .dataset import load_episodes
+    from .tiny import build_tiny_model, build_tiny_tokenizer
+
+    cfg = cfg or VLNTrainConfig()
+    out = Path(out)
+    if (out / "config.json").exists():
+        raise OSError(f"{out} already holds a checkpoint; choose another --out")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"device {device!r}: must be auto, cpu or cuda")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    episodes = load_episodes(data_dir)
+    if not episodes:
+        raise ValueError(f"{data_dir}: no episodes")
+    acc = Accelerator(cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
+    if init:
+        model, tokenizer = load_streamvln(init)
+    else:
+        tokenizer = build_tiny_tokenizer()
+        model = build_tiny_model(tokenizer, seed=cfg.seed, image_size=cfg.image_size,
+                                 text_kwargs=dict(hidden_size=cfg.hidden, num_layers=cfg.layers, num_heads=cfg.heads,
+                                                  num_kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate),
+                                 vision_kwargs=dict(hidden_size=cfg.vision_hidden, num_layers=cfg.vision_layers,
+                                                    num_heads=2, intermediate_size=cfg.vision_hidden * 2))
+    model.train()
+    seqs = TurnSequences(tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, opt = acc.prepare(model, opt)
+    samples = _samples(episodes)
+    rng = np.random.default_rng(cfg.seed + acc.process_index)
+    budget = cfg.minutes * 60.0
+    t0 = time.monotonic()
+    losses, accs = [], []
+    step = 0
+    while True:
+        elapsed = time.monotonic() - t0
+        if (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed >= budget):
+            break
+        frac = min(elapsed / budget, 1.0) if not cfg.max_steps else step / cfg.max_steps
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * frac))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        picks = [samples[int(i)] for i in rng.integers(len(samples), size=cfg.batch_size)]
+        x, mask, y = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device)
+        loss, a = batch_loss(model, x, mask, y)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.item()))
+        accs.append(a)
+        step += 1
+        if progress and acc.is_main_process and (step % 20 == 0 or step == 1):
+            msg = (f"step {step} loss {np.mean(losses[-20:]):.3f} answer-token acc {np.nanmean(accs[-20:]):.3f} "
+                   f"lr {lr:.2e} {elapsed / 60:.1f}/{cfg.minutes:.0f} min")
+            (log or print)(msg)
+    summary = {"steps": step, "minutes": (time.monotonic() - t0) / 60.0, "episodes": len(episodes),
+               "samples": len(samples), "first_loss": float(np.mean(losses[:10])) if losses else None,
+               "final_loss": float(np.mean(losses[-20:])) if losses else None,
+               "final_answer_token_accuracy": float(np.nanmean(accs[-20:])) if accs else None}
+    if acc.is_main_process:
+        base = acc.unwrap_model(model).eval()
+        save_streamvln(base, out, tokenizer)
+        agent_cfg = {"window_turns": cfg.window_turns, "memory_refresh_turns": NO_MEMORY_REFRESH}
+        (out / "agent.json").write_text(json.dumps(agent_cfg, indent=2))
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        (out / "train_log.json").write_text(json.dumps({**summary, "loss": losses}, indent=1))
+    acc.wait_for_everyone()
+    return summary
+
+
+def agent_config_for(folder, **overrides) -> AgentConfig:
+    """The checkpoint's ``agent.json`` (if any) under ``overrides``."""
+    path = Path(folder) / "agent.json"
+    d = json.loads(path.read_text()) if path.is_file() else {}
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return AgentConfig(**d)
+
+
+def load_agent(folder, device: str = "cpu", dtype=torch.float32, context_mode: str | None = None):
+    """A :class:`StreamVLNAgent` over the checkpoint in ``folder`` (with its ``agent.json``)."""
+    from .agent import StreamVLNAgent
+    from .checkpoint import load_streamvln
+
+    model, tokenizer = load_streamvln(folder, dtype=dtype, device=device)
+    return StreamVLNAgent(model, tokenizer, agent_config_for(folder, context_mode=context_mode))
