@@ -49,8 +49,8 @@ class StreamVLNNavParams:
     agent_factory: str = param("", "'module:callable' returning an agent (reset/step/stats); overrides checkpoint")
     device: str = param("cpu", "torch device of the model (cpu, cuda, cuda:1)")
     dtype: str = param("float32", "model dtype: float32 | bfloat16 | float16")
-    window_turns: int = param(8, "dialogue turns kept in the sliding KV window")
-    memory_refresh_turns: int = param(8, "rebuild the 3-D memory every this many turns")
+    window_turns: int = param(0, "dialogue turns in the sliding KV window (0 = the checkpoint's agent.json, else 8)")
+    memory_refresh_turns: int = param(0, "rebuild the 3-D memory every this many turns (0 = agent.json, else 8)")
     control_hz: float = param(30.0, "cmd_vel rate (Hz), >= 20")
     max_linear: float = param(0.3, "forward speed limit (m/s)")
     max_angular: float = param(0.8, "yaw rate limit (rad/s)")
@@ -70,10 +70,10 @@ class StreamVLNNavParams:
             raise ValueError(f"dtype: {self.dtype!r} must be float32, bfloat16 or float16")
         if self.agent_factory and ":" not in self.agent_factory:
             raise ValueError(f"agent_factory: {self.agent_factory!r} must be 'module:callable'")
-        if not (1 <= self.window_turns <= 1024):
-            raise ValueError(f"window_turns: {self.window_turns} outside 1..1024")
-        if not (1 <= self.memory_refresh_turns <= 1_000_000):
-            raise ValueError(f"memory_refresh_turns: {self.memory_refresh_turns} outside 1..1000000")
+        if not (0 <= self.window_turns <= 1024):
+            raise ValueError(f"window_turns: {self.window_turns} outside 0..1024")
+        if not (0 <= self.memory_refresh_turns <= 1_000_000):
+            raise ValueError(f"memory_refresh_turns: {self.memory_refresh_turns} outside 0..1000000")
         if not (20.0 <= self.control_hz <= 500.0):
             raise ValueError(f"control_hz: {self.control_hz} outside 20..500 Hz")
         for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
@@ -103,18 +103,22 @@ def build_agent(p: StreamVLNNavParams):
         return getattr(importlib.import_module(mod), attr)()
     import torch  # noqa: PLC0415
 
-    from policy.streamvln import AgentConfig, StreamVLNAgent, load_streamvln  # noqa: PLC0415
+    from policy.streamvln import StreamVLNAgent, load_streamvln  # noqa: PLC0415
+    from policy.streamvln.train import agent_config_for  # noqa: PLC0415
 
     if p.torch_threads:
         torch.set_num_threads(p.torch_threads)
     dtype = getattr(torch, p.dtype)
+    over = {k: getattr(p, k) or None for k in ("window_turns", "memory_refresh_turns")}
     if p.checkpoint:
         model, tokenizer = load_streamvln(p.checkpoint, dtype=dtype, device=p.device)
+        cfg = agent_config_for(p.checkpoint, **over)  # the checkpoint's agent.json, then the parameters
     else:
+        from policy.streamvln import AgentConfig  # noqa: PLC0415
         from policy.streamvln.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: PLC0415
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, image_size=112, dtype=dtype).to(p.device)
-    cfg = AgentConfig(window_turns=p.window_turns, memory_refresh_turns=p.memory_refresh_turns)
+        cfg = AgentConfig(**{k: v for k, v in over.items() if v is not None})
     return StreamVLNAgent(model, tokenizer, cfg)
 
 
