@@ -85,7 +85,13 @@ class ArmInputs:
     with a first-order low-pass so that one jittery stamp does not spike it.
     """
 
-    def __init__(self, node: Node, arms, velocity_tau: float = 0.02, history_s: float = 0.0):
+    def __init__(self, node: Node, arms, velocity_tau: float = 0.02, history_s: float = 0.0,
+                 polled: bool = False, tactile: bool = True):
+        """``polled``: the readings are taken by :meth:`poll` from the caller's control thread
+        instead of by executor callbacks. rclpy spends ~200 us of Python per callback; at
+        1 kHz of wrench that is a fifth of a core, and the executor thread then competes with
+        the control thread for the GIL. Polled subscriptions live on a helper node that no
+        executor spins. ``tactile``: False skips the marker field topic (not needed)."""
         self.arms = tuple(arms)
         self._lock = threading.Lock()
         self._state = {a: ArmSnapshot() for a in self.arms}
@@ -93,13 +99,35 @@ class ArmInputs:
         self.rejected = 0
         self.history_s = history_s
         self._hist = {(a, k): StampedBuffer(history_s) for a in self.arms for k in ("pose", "wrench", "tactile")}
+        self._io_node = None
+        if polled:
+            import rclpy  # noqa: PLC0415
+            self._io_node = rclpy.create_node(f"{node.get_name()}_inputs", namespace=node.get_namespace(),
+                                              context=node.context, start_parameter_services=False)
+        target = self._io_node or node
+        self._polled: list = []
         for arm in self.arms:
-            node.create_subscription(PoseStamped, topic(arm, "tcp_pose"),
-                                     lambda m, a=arm: self._on_pose(a, m), qos.SENSOR_SUB)
-            node.create_subscription(WrenchStamped, topic(arm, "tcp_wrench"),
-                                     lambda m, a=arm: self._on_wrench(a, m), qos.SENSOR_SUB)
-            node.create_subscription(PointCloud2, topic(arm, "tactile/markers"),
-                                     lambda m, a=arm: self._on_tactile(a, m), qos.SENSOR_SUB)
+            topics = [(PoseStamped, "tcp_pose", self._on_pose), (WrenchStamped, "tcp_wrench", self._on_wrench)]
+            if tactile:
+                topics.append((PointCloud2, "tactile/markers", self._on_tactile))
+            for mtype, name, handler in topics:
+                sub = target.create_subscription(mtype, topic(arm, name),
+                                                 lambda m, a=arm, h=handler: h(a, m), qos.SENSOR_SUB)
+                self._polled.append((sub, arm, handler))
+
+    def poll(self) -> None:
+        """Take every pending reading (polled mode), oldest first, from the calling thread."""
+        if self._io_node is None:
+            return
+        for sub, arm, handler in self._polled:
+            with sub.handle:
+                while (taken := sub.handle.take_message(sub.msg_type, False)) is not None:
+                    handler(arm, taken[0])
+
+    def close(self) -> None:
+        if self._io_node is not None:
+            self._io_node.destroy_node()
+            self._io_node = None
 
     def _on_pose(self, arm: str, msg: PoseStamped) -> None:
         stamp, pos, quat = msgs.pose_from_msg(msg)

@@ -98,7 +98,7 @@ class RdpFast(Node):
         self.reactive = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
         self.safety = {a: SafetyFilter(safety_config_from(p)) for a in p.arms}
 
-        self.inputs = ArmInputs(self, p.arms, history_s=3.0)
+        self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=self.contact_kind == "tactile")
         self._lock = threading.Lock()
         self._pending_chunk = None
         self._estop: bool | None = None
@@ -175,6 +175,7 @@ class RdpFast(Node):
             self.clock_jumps += 1
             self.reactive.reset()
             self.get_logger().warning("clock jump: chunks dropped, holding", throttle_duration_sec=1.0)
+        self.inputs.poll()  # the freshest readings, taken in this thread
         snap = self.inputs.snapshot()
         if any(not np.isfinite(s.pose_stamp) for s in snap.values()):
             return  # no robot state yet: publish nothing
@@ -255,6 +256,7 @@ class RdpFast(Node):
 
     def close(self) -> None:
         self.loop.stop()
+        self.inputs.close()
 
 
 def main(args=None) -> int:
