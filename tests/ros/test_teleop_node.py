@@ -73,7 +73,10 @@ def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path):
     def tcp():
         got = []
         sub = node.create_subscription(PoseStamped, "/arm/tcp_pose", got.append, qos.SENSOR_SUB)
+        end = time.monotonic() + 2.0
         time.sleep(0.15)
+        while not got and time.monotonic() < end:
+            time.sleep(0.05)
         node.destroy_subscription(sub)
         return msgs.pose_from_msg(got[-1])[1]
 

@@ -134,8 +134,10 @@ class RecorderNode(Node):
             if self._now_ns() * 1e-9 > float(ev.get("start_stamp", 0.0)) + 0.5:
                 self.get_logger().warning(f"episode {ev.get('episode')} was already running: not recorded")
                 return
+            from rclpy.serialization import serialize_message  # noqa: PLC0415
+            # the start event itself goes into the bag first: the converter aligns on it
             self._put(("cmd", {"cmd": "start", "task": ev.get("task"), "sim_episode": ev.get("episode"),
-                               "seed": ev.get("seed")}))
+                               "seed": ev.get("seed"), "_event": (serialize_message(msg), self._now_ns())}))
         elif ev.get("event") == "end":
             success = (ev.get("metrics") or {}).get("success")
             self._put(("cmd", {"cmd": "stop" if success is None else ("success" if success else "failure")}))
@@ -173,11 +175,13 @@ class RecorderNode(Node):
         c = cmd["cmd"]
         try:
             if c == "start":
-                extra = {k: v for k, v in cmd.items() if k not in ("cmd", "source")}
-                extra.setdefault("task", self.p.task)
-                if not extra["task"]:
+                extra = {k: v for k, v in cmd.items() if k not in ("cmd", "source", "_event")}
+                if not extra.get("task"):
                     extra["task"] = self.p.task
                 folder = self.rec.start(**extra)
+                if "_event" in cmd:
+                    self.rec.add_topic("/sim/episode", "std_msgs/msg/String")
+                    self.rec.write("/sim/episode", *cmd["_event"])
                 self.get_logger().info(f"recording {folder}")
             elif c in ("stop", "success", "failure"):
                 folder = self.rec.stop({"stop": None, "success": True, "failure": False}[c])

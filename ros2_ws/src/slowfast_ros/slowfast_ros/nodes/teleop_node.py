@@ -65,8 +65,8 @@ class TeleopNodeParams:
                 raise ValueError(f"{name}: {v} outside 0.5..500 Hz")
         if self.output_topic in ("", "target_tcp"):
             raise ValueError("output_topic: must not be '' or 'target_tcp' (commands go through safety_node)")
-        if not 0 <= self.udp_port_offset <= 50000:
-            raise ValueError(f"udp_port_offset: {self.udp_port_offset} outside 0..50000")
+        if not 0 <= self.udp_port_offset <= 55000:
+            raise ValueError(f"udp_port_offset: {self.udp_port_offset} outside 0..55000")
 
 
 class TeleopNode(Node):

@@ -1,0 +1,50 @@
+"""`slowfast convert BAGS... --out DATASET`: recorded episodes -> LeRobot-v3-layout dataset.
+
+Every stream is resampled by capture stamp to ``--fps`` (TCP pose, wrench, tactile: nearest
+sample; images: newest frame at or before each frame time); actions are the commanded
+target (``--action target``) or the next measured TCP pose (``--action next_pose``);
+normalizer statistics are fitted on the data (meta/stats.json). A folder that holds episode
+folders is expanded. A bag that cannot be read is named with the reason and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bags", nargs="+", help="episode bag folders (or folders of them)")
+    p.add_argument("--out", required=True, help="dataset folder (created; must be empty unless --overwrite)")
+    p.add_argument("--fps", type=float, default=50.0, help="dataset frame rate, videos included (default 50)")
+    p.add_argument("--action", choices=("target", "next_pose"), default="target",
+                   help="action: the commanded target (default) or the next measured TCP pose")
+    p.add_argument("--only-success", action="store_true", help="skip episodes not marked a success")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+
+
+def expand(paths) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise OSError(f"{p}: no such bag folder")
+        if p.is_dir() and not (p / "metadata.yaml").exists() and any(c.is_dir() for c in p.iterdir()):
+            out += sorted(c for c in p.iterdir() if c.is_dir())
+        else:
+            out.append(p)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from teleop_tactar.convert import convert_bags  # noqa: PLC0415
+
+    result = convert_bags(expand(args.bags), args.out, fps=args.fps, action=args.action,
+                          only_success=args.only_success, overwrite=args.overwrite)
+    for bag, why in result["errors"].items():
+        print(f"slowfast convert: skipped {bag}: {why}")
+    n = len(result["episodes"])
+    if result["dataset"] is None:
+        raise ValueError("no episode could be converted")
+    frames = sum(e["frames"] for e in result["episodes"])
+    print(f"slowfast convert: {n} episode(s), {frames} frames at {args.fps:g} fps -> {result['dataset']} "
+          f"(largest stamp offset {result['max_lag_s'] * 1e3:.1f} ms)")
+    return 1 if result["errors"] and not args.only_success else 0

@@ -1,0 +1,249 @@
+"""Recorded episode bags -> a LeRobot-v3-layout dataset (:mod:`teleop_tactar.dataset`).
+
+Per bag: every stream is resampled by capture stamp (``header.stamp``) onto one frame grid
+at ``fps`` (the dataset's single rate, which the contract requires of videos too): TCP pose,
+wrench and tactile take the sample nearest each frame time; camera images the newest frame
+at or before it (a 30 Hz camera repeats frames on a faster grid). Actions are the commanded
+target in force at each frame (``action="target"``, ``<arm>/target_tcp``) or the next
+frame's measured TCP pose (``action="next_pose"``). Tactile marker fields and the wrench
+are features of their own. The grid starts when every stream has data (and not before the
+sim's episode start, when the bag holds ``sim/episode``) and ends when one runs out.
+
+No ROS imports: messages are decoded with the schemas stored in the bag (mcap_ros2).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bag import open_bag
+
+ACTIONS = ("target", "next_pose")
+
+
+def _stamp(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def _image(msg) -> np.ndarray:
+    if msg.encoding not in ("rgb8", "bgr8"):
+        raise ValueError(f"image encoding {msg.encoding!r} is not rgb8/bgr8")
+    row = msg.width * 3
+    buf = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :row]
+    img = buf.reshape(msg.height, msg.width, 3)
+    return img[..., ::-1].copy() if msg.encoding == "bgr8" else img.copy()
+
+
+def _markers(msg) -> np.ndarray:
+    names = [f.name for f in msg.fields]
+    if names[:4] != ["x", "y", "dx", "dy"] or msg.point_step != 16:
+        raise ValueError(f"tactile cloud fields {names} are not x, y, dx, dy float32")
+    n = msg.width * msg.height
+    return np.frombuffer(bytes(msg.data), "<f4", count=n * 4).reshape(n, 4).copy()
+
+
+@dataclass
+class Streams:
+    """Decoded streams of one bag: name -> (stamps (n,), values (n, ...))."""
+    arms: list
+    cameras: list
+    data: dict = field(default_factory=dict)
+    task: str = ""
+    custom: dict = field(default_factory=dict)
+    start_stamp: float | None = None
+    truncated: bool = False
+
+
+def read_streams(folder) -> Streams:
+    """Decode the topics the dataset needs from one bag. ValueError naming the bag when it is
+    unreadable or lacks a stream."""
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap_ros2.decoder import DecoderFactory
+
+    info = open_bag(folder)
+    topics = info.topics
+    arms = [t[1:-len("/tcp_pose")] for t in topics if t.endswith("/tcp_pose")]
+    cameras = [t[1:-len("/color/image_raw")] for t in topics if t.endswith("/color/image_raw")]
+    if not arms:
+        raise ValueError(f"{info.folder}: no <arm>/tcp_pose topic in the bag")
+    wanted = {}
+    for a in arms:
+        for kind in ("tcp_pose", "tcp_wrench", "tactile/markers", "target_tcp"):
+            wanted[f"/{a}/{kind}"] = (a, kind)
+    for c in cameras:
+        wanted[f"/{c}/color/image_raw"] = (c, "image")
+    wanted["/sim/episode"] = ("", "episode")
+    raw: dict = {k: ([], []) for k in wanted.values()}
+    factory = DecoderFactory()
+    schemas, channels, decoders = {}, {}, {}
+    out = Streams(arms, cameras, task=str(info.custom_data.get("task", "")), custom=dict(info.custom_data))
+    order = None
+    for rel in info.metadata.get("relative_file_paths", []):
+        path = info.folder / rel
+        if not path.is_file():
+            raise ValueError(f"{path}: missing")
+        with open(path, "rb") as f:
+            try:
+                for rec in StreamReader(f, skip_magic=False, emit_chunks=False).records:
+                    if isinstance(rec, Schema):
+                        schemas[rec.id] = rec
+                    elif isinstance(rec, Channel):
+                        channels[rec.id] = rec
+                    elif isinstance(rec, Message):
+                        ch = channels[rec.channel_id]
+                        key = wanted.get(ch.topic)
+                        if key is None:
+                            continue
+                        dec = decoders.get(ch.id)
+                        if dec is None:
+                            dec = decoders[ch.id] = factory.decoder_for(ch.message_encoding, schemas[ch.schema_id])
+                        msg = dec(rec.data)
+                        name, kind = key
+                        if kind == "episode":
+                            try:
+                                ev = json.loads(msg.data)
+                            except json.JSONDecodeError:
+                                continue
+                            if ev.get("event") == "start":
+                                out.start_stamp = float(ev.get("start_stamp", 0.0))
+                                order = list(ev.get("arms") or [])
+                                out.task = out.task or str(ev.get("task", ""))
+                            continue
+                        if kind in ("tcp_pose", "target_tcp"):
+                            p, q = msg.pose.position, msg.pose.orientation
+                            v = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+                        elif kind == "tcp_wrench":
+                            fo, to = msg.wrench.force, msg.wrench.torque
+                            v = np.array([fo.x, fo.y, fo.z, to.x, to.y, to.z])
+                        elif kind == "tactile/markers":
+                            v = _markers(msg)
+                        else:
+                            v = _image(msg)
+                        raw[key][0].append(_stamp(msg))
+                        raw[key][1].append(v)
+            except (McapError, EOFError, KeyError, ValueError, Exception) as exc:  # noqa: BLE001
+                if not channels:
+                    raise ValueError(f"{path}: not a readable MCAP file ({type(exc).__name__}: {exc})") from None
+                out.truncated = True
+    if order and sorted(order) == sorted(arms):
+        out.arms = order
+    else:
+        out.arms = sorted(arms)
+    for key, (t, v) in raw.items():
+        if t:
+            t = np.asarray(t, float)
+            idx = np.argsort(t, kind="stable")
+            t, v = t[idx], [v[i] for i in idx]
+            keep = np.concatenate([t[1:] > t[:-1], [True]])        # a repeated stamp keeps its last sample
+            out.data[key] = (t[keep], np.stack([x for x, k in zip(v, keep) if k]))
+    return out
+
+
+def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict, np.ndarray, dict]:
+    """-> (frames {feature: (T, ...)}, frame times (T,) in stamp seconds, lag {stream: max
+    |sample stamp - frame time| s})."""
+    if action not in ACTIONS:
+        raise ValueError(f"action: {action!r} not one of {', '.join(ACTIONS)}")
+    need = [(a, k) for a in streams.arms for k in ("tcp_pose", "tcp_wrench", "tactile/markers")]
+    if action == "target":
+        need += [(a, "target_tcp") for a in streams.arms]
+    need += [(c, "image") for c in streams.cameras]
+    missing = [f"/{n}/{k}" for n, k in need if (n, k) not in streams.data]
+    if missing:
+        raise ValueError(f"no messages on {', '.join(missing)}")
+    t0 = max(streams.data[k][0][0] for k in need)
+    if streams.start_stamp is not None:
+        t0 = max(t0, streams.start_stamp)
+    t1 = min(streams.data[k][0][-1] for k in need if k[1] != "target_tcp")
+    n = int(np.floor((t1 - t0) * fps + 1e-9)) + 1
+    if n < 2:
+        raise ValueError(f"streams overlap for {max(0.0, t1 - t0):.3f} s: fewer than 2 frames at {fps:g} fps")
+    times = t0 + np.arange(n) / fps
+    lag = {}
+
+    def nearest(key):
+        t, v = streams.data[key]
+        i = np.clip(np.searchsorted(t, times), 1, len(t) - 1)
+        i = np.where(np.abs(t[i - 1] - times) <= np.abs(t[i] - times), i - 1, i)
+        lag[f"/{key[0]}/{key[1]}"] = float(np.abs(t[i] - times).max())
+        return v[i]
+
+    def earlier(key):
+        t, v = streams.data[key]
+        i = np.clip(np.searchsorted(t, times + 1e-9, side="right") - 1, 0, len(t) - 1)
+        lag[f"/{key[0]}/{key[1]}"] = float(np.abs(times - t[i]).max())
+        return v[i]
+
+    arms = streams.arms
+    pose = np.concatenate([nearest((a, "tcp_pose")) for a in arms], axis=1)
+    frames = {
+        "observation.tcp_pose": pose,
+        "observation.wrench": np.concatenate([nearest((a, "tcp_wrench")) for a in arms], axis=1),
+        "observation.tactile": np.concatenate([nearest((a, "tactile/markers")).reshape(n, -1) for a in arms], axis=1),
+    }
+    if action == "target":
+        frames["action"] = np.concatenate([earlier((a, "target_tcp")) for a in arms], axis=1)
+    else:
+        frames["action"] = np.concatenate([pose[1:], pose[-1:]], axis=0)
+    for c in streams.cameras:
+        frames[f"observation.images.{c}"] = earlier((c, "image"))
+    return frames, times, lag
+
+
+def _bar(i: int, n: int, name: str, width: int = 30) -> str:
+    done = int(width * i / max(n, 1))
+    return f"\r[{'#' * done}{'-' * (width - done)}] {i}/{n} {name[:40]:40s}"
+
+
+def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_success: bool = False,
+                 overwrite: bool = False, progress="stderr") -> dict:
+    """Convert ``bags`` (episode folders) into one dataset at ``out``. A bag that cannot be
+    converted is reported (its name and why) and skipped; the others still convert.
+    Returns {"dataset": path or None, "episodes": [...], "errors": {bag: reason}, "lag": max lag s}."""
+    from .dataset import DatasetWriter
+
+    if progress == "stderr":
+        progress = sys.stderr
+    if not fps > 0:
+        raise ValueError(f"fps: {fps} must be > 0")
+    if action not in ACTIONS:
+        raise ValueError(f"action: {action!r} not one of {', '.join(ACTIONS)}")
+    bags = [Path(b) for b in bags]
+    if not bags:
+        raise ValueError("no bags given")
+    writer, done, errors, max_lag = None, [], {}, 0.0
+    for i, b in enumerate(bags):
+        if progress is not None:
+            progress.write(_bar(i, len(bags), b.name))
+            progress.flush()
+        try:
+            s = read_streams(b)
+            if only_success and s.custom.get("success") != "True":
+                errors[str(b)] = "skipped: not marked a success"
+                continue
+            frames, times, lag = resample(s, fps, action)
+            frames["timestamp"] = times - times[0]
+            if writer is None:
+                cams = {c: frames[f"observation.images.{c}"].shape[1:3] for c in s.cameras}
+                n_markers = frames["observation.tactile"].shape[1] // (4 * len(s.arms))
+                writer = DatasetWriter(out, fps=fps, arms=s.arms, cameras=cams, tactile_markers=n_markers,
+                                       robot_type="slowfast", overwrite=overwrite)
+                layout = (s.arms, s.cameras, frames["observation.tactile"].shape[1])
+            elif (s.arms, s.cameras, frames["observation.tactile"].shape[1]) != layout:
+                raise ValueError(f"arms/cameras/markers {s.arms}, {s.cameras} differ from the first episode's")
+            writer.add_episode(frames, task=s.task)
+            done.append({"bag": str(b), "frames": len(times), "truncated": s.truncated, "lag_s": lag})
+            max_lag = max([max_lag, *lag.values()])
+        except (ValueError, OSError) as exc:
+            msg = str(exc)
+            errors[str(b)] = msg if str(b) in msg else f"{b}: {msg}"
+    if progress is not None:
+        progress.write(_bar(len(bags), len(bags), "done") + "\n")
+    root = writer.finalize() if writer is not None else None
+    return {"dataset": str(root) if root else None, "episodes": done, "errors": errors, "max_lag_s": max_lag}
