@@ -1,0 +1,239 @@
+"""`slowfast bench recorder`: recorder throughput, drops and CPU, and teleop latency.
+
+1. Recorder: a publisher process sends two 640x480 RGB streams at 30 Hz, a tactile marker
+   field at 200 Hz, wrench and pose at 500 Hz for ``--seconds``; recorder_node records one
+   episode. Reported: messages published vs in the bag per topic (drops), the recorder's
+   CPU (user + system seconds per wall second, from /proc), bag size and write rate.
+2. Teleop: teleop_node with a TCP pose source; hand messages are posted over HTTP at 60 Hz
+   with the clutch held; latency from sending the request to receiving the published
+   ``<arm>/target_tcp_unsafe`` (same clock, this process), p50/p99.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STREAMS = {  # topic -> (rate Hz, kind)
+    "/arm/tcp_pose": (500.0, "pose"), "/arm/tcp_wrench": (500.0, "wrench"),
+    "/arm/tactile/markers": (200.0, "tactile"),
+    "/cam_a/color/image_raw": (30.0, "image"), "/cam_b/color/image_raw": (30.0, "image")}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=120.0, help="recording length (default 120 s)")
+    p.add_argument("--teleop-seconds", type=float, default=10.0, help="teleop latency run length (default 10 s)")
+    p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
+
+
+def _publisher(seconds: float) -> None:
+    """Child process: publish STREAMS for ``seconds``; print the counts as JSON."""
+    import numpy as np  # noqa: PLC0415
+    import rclpy  # noqa: PLC0415
+    from geometry_msgs.msg import PoseStamped, WrenchStamped  # noqa: PLC0415
+    from sensor_msgs.msg import Image, PointCloud2  # noqa: PLC0415
+
+    from slowfast_ros import msgs, qos  # noqa: PLC0415
+
+    rclpy.init()
+    node = rclpy.create_node("bench_publisher")
+    rng = np.random.default_rng(0)
+    types = {"pose": PoseStamped, "wrench": WrenchStamped, "tactile": PointCloud2, "image": Image}
+    pubs = {t: node.create_publisher(types[k], t, qos.SENSOR_PUB) for t, (_, k) in STREAMS.items()}
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs.values()):
+        time.sleep(0.05)
+    print("ready", flush=True)
+    sys.stdin.readline()                      # the parent says go once the recorder records
+    proto = {"pose": msgs.pose_msg(0.0, "world", [0.1, 0.2, 0.3], [0, 0, 0, 1]),
+             "wrench": msgs.wrench_msg(0.0, "arm_tool", rng.normal(size=6)),
+             "tactile": msgs.markers_msg(0.0, "pad", rng.normal(size=(63, 4)) * 1e-3, (9, 7)),
+             "image": msgs.image_msg(0.0, "cam", rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))}
+    counts = {t: 0 for t in STREAMS}
+    next_t = {t: 0.0 for t in STREAMS}
+    t0 = time.monotonic()
+    clock = node.get_clock()
+    while (now := time.monotonic() - t0) < seconds:
+        for t, (hz, kind) in STREAMS.items():
+            if now >= next_t[t]:
+                next_t[t] += 1.0 / hz
+                m = proto[kind]
+                m.header.stamp = clock.now().to_msg()
+                pubs[t].publish(m)
+                counts[t] += 1
+        time.sleep(0.0005)
+    time.sleep(0.5)
+    print(json.dumps(counts), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _recorder_bench(seconds: float) -> dict:
+    from std_msgs.msg import String  # noqa: PLC0415
+
+    from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
+    from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
+    from teleop_tactar.bag import iter_bag, open_bag  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bags"
+        profile = stack.Profile("bench", "", [stack.NodeSpec("recorder_node", "slowfast_ros.nodes.recorder_node",
+                                                             ["recorder_node.yaml"])])
+        probe = TopicProbe({})
+        cmd = probe.node.create_publisher(String, "/recorder/command", qos.COMMAND)
+        states: list[dict] = []
+        probe.node.create_subscription(String, "/recorder/state", lambda m: states.append(msgs.json_from_msg(m)),
+                                       qos.LATCHED)
+        try:
+            with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
+                                                         "min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
+                pub = subprocess.Popen([sys.executable, "-m", "slowfast_ros.bench.recorder", "--publisher",
+                                        "--seconds", str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True)
+                try:
+                    if pub.stdout.readline().strip() != "ready":
+                        raise RuntimeError("bench publisher did not start")
+                    end = time.monotonic() + 10
+                    while cmd.get_subscription_count() == 0 and time.monotonic() < end:
+                        time.sleep(0.05)
+                    cmd.publish(msgs.json_msg({"cmd": "start"}))
+                    time.sleep(1.0)
+                    pid = s.procs["recorder_node"].pid
+                    c0, w0 = _cpu_seconds(pid), time.monotonic()
+                    pub.stdin.write("go\n")
+                    pub.stdin.flush()
+                    counts = json.loads(pub.stdout.readline())
+                    c1, w1 = _cpu_seconds(pid), time.monotonic()
+                    pub.wait(10)
+                finally:
+                    if pub.poll() is None:
+                        pub.kill()
+                time.sleep(1.0)
+                cmd.publish(msgs.json_msg({"cmd": "stop"}))
+                time.sleep(2.0)
+        finally:
+            probe.close()
+        bag = out / "episode_0000"
+        got = {t: 0 for t in STREAMS}
+        for topic, *_ in iter_bag(bag):
+            got[topic] = got.get(topic, 0) + 1
+        size = sum(f.stat().st_size for f in bag.iterdir())
+        info = open_bag(bag)
+    queue_drops = max((sum(st.get("drops", {}).values()) for st in states), default=0)
+    per_topic = {t: {"published": counts[t], "recorded": got[t], "dropped": counts[t] - got[t]} for t in STREAMS}
+    return {"seconds": seconds, "topics": per_topic, "drops_total": sum(v["dropped"] for v in per_topic.values()),
+            "drops_in_recorder_queue": queue_drops,
+            "recorder_cpu_cores": round((c1 - c0) / (w1 - w0), 3),
+            "bag_mb": round(size / 1e6, 1), "write_mb_per_s": round(size / 1e6 / (w1 - w0), 1),
+            "bag_truncated": info.truncated}
+
+
+def _teleop_bench(seconds: float) -> dict:
+    import http.client  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
+
+    from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
+    from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
+    from teleop_tactar import protocol  # noqa: PLC0415
+    from teleop_tactar.frames import world_to_unity_pos  # noqa: PLC0415
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    recv: list[tuple[float, float]] = []
+    probe = TopicProbe({})
+    node = probe.node
+    node.create_subscription(PoseStamped, "/arm/target_tcp_unsafe",
+                             lambda m: recv.append((time.perf_counter(), m.pose.position.x)), qos.RECORD_SUB)
+    pose_pub = node.create_publisher(PoseStamped, "/arm/tcp_pose", qos.SENSOR_PUB)
+    from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
+    internal: list[float] = []
+
+    def on_diag(m):
+        for st in m.status:
+            if st.name == "teleop_node":
+                v = msgs.diagnostics_values(st).get("latency_ms_p99")
+                if v is not None:
+                    internal.append(float(v))
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    profile = stack.Profile("bench", "", [stack.NodeSpec("teleop_node", "slowfast_ros.nodes.teleop_node",
+                                                         ["teleop_node.yaml"])])
+    sent: dict[float, float] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp, stack.Stack(
+                profile, {"teleop_node": {"port": port, "camera": ""}}, log_dir=Path(tmp)):
+            conn = None
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                pose_pub.publish(msgs.pose_msg(time.time(), "world", [0.0, 0.0, 0.1], [0, 0, 0, 1]))
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+                    conn.request("GET", "/status")
+                    conn.getresponse().read()
+                    break
+                except OSError:
+                    conn = None
+                    time.sleep(0.2)
+            buttons = [False] * 5
+            buttons[protocol.BTN_GRIP] = True
+            t_end = time.monotonic() + seconds
+            k = 0
+            while time.monotonic() < t_end:
+                pose_pub.publish(msgs.pose_msg(time.time(), "world", [0.0, 0.0, 0.1], [0, 0, 0, 1]))
+                x = 1e-4 * (k % 500)                                    # a unique target x per request
+                body = json.dumps(protocol.hand_json(k / 60, {"right": (world_to_unity_pos([0.3 + x, 0, 1.0]),
+                                                                        [1, 0, 0, 0], 0.0, buttons)})).encode()
+                t_send = time.perf_counter()
+                conn.request("POST", "/unity", body, {"Content-Type": "application/json"})
+                conn.getresponse().read()
+                sent[round(x, 6)] = t_send
+                k += 1
+                time.sleep(max(0.0, 1 / 60 - (time.perf_counter() - t_send)))
+            time.sleep(1.2)
+    finally:
+        probe.close()
+    x0 = recv[0][1] if recv else 0.0
+    lat = []
+    for t_recv, x in recv[1:]:
+        key = round(x - x0, 6)
+        if key in sent and t_recv >= sent[key]:
+            lat.append((t_recv - sent[key]) * 1e3)
+    lat = np.array(lat[5:]) if len(lat) > 10 else np.array([np.nan])
+    return {"requests": k, "targets": len(recv), "http_to_target_ms_p50": round(float(np.percentile(lat, 50)), 3),
+            "http_to_target_ms_p99": round(float(np.percentile(lat, 99)), 3),
+            "in_node_request_to_publish_ms_p99": internal[-1] if internal else None}
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.seconds <= 0 or args.teleop_seconds <= 0:
+        raise ValueError("--seconds and --teleop-seconds must be > 0")
+    print(f"recorder: {args.seconds:g} s of 2x640x480@30 Hz, tactile@200 Hz, wrench+pose@500 Hz...",
+          file=sys.stderr, flush=True)
+    rec = _recorder_bench(args.seconds)
+    print(f"teleop latency: {args.teleop_seconds:g} s at 60 Hz...", file=sys.stderr, flush=True)
+    tel = _teleop_bench(args.teleop_seconds)
+    return {"recorder": rec, "teleop": tel,
+            "targets": {"zero_drops": rec["drops_total"] == 0, "recorder_cpu_below_half_core": rec["recorder_cpu_cores"] < 0.5,
+                        "teleop_p99_le_5ms": tel["http_to_target_ms_p99"] <= 5.0}}
+
+
+if __name__ == "__main__":  # the publisher child process
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    a = ap.parse_args()
+    if a.publisher:
+        _publisher(a.seconds)
