@@ -28,10 +28,12 @@ STREAMS = {  # topic -> (rate Hz, kind)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=120.0, help="recording length (default 120 s)")
     p.add_argument("--teleop-seconds", type=float, default=10.0, help="teleop latency run length (default 10 s)")
+    p.add_argument("--pub-depth", type=int, default=0,
+                   help="publisher history depth (default 0: the stack's SENSOR_PUB, as the sim and drivers use)")
     p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
 
 
-def _publisher(seconds: float) -> None:
+def _publisher(seconds: float, depth: int = 0) -> None:
     """Child process: publish STREAMS for ``seconds``; print the counts as JSON."""
     import numpy as np  # noqa: PLC0415
     import rclpy  # noqa: PLC0415
@@ -44,7 +46,12 @@ def _publisher(seconds: float) -> None:
     node = rclpy.create_node("bench_publisher")
     rng = np.random.default_rng(0)
     types = {"pose": PoseStamped, "wrench": WrenchStamped, "tactile": PointCloud2, "image": Image}
-    pubs = {t: node.create_publisher(types[k], t, qos.SENSOR_PUB) for t, (_, k) in STREAMS.items()}
+    profile = qos.SENSOR_PUB
+    if depth:
+        from rclpy.qos import QoSProfile  # noqa: PLC0415
+        profile = QoSProfile(history=qos.SENSOR_PUB.history, depth=depth, reliability=qos.SENSOR_PUB.reliability,
+                             durability=qos.SENSOR_PUB.durability)
+    pubs = {t: node.create_publisher(types[k], t, profile) for t, (_, k) in STREAMS.items()}
     end = time.monotonic() + 30
     while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs.values()):
         time.sleep(0.05)
@@ -78,7 +85,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _recorder_bench(seconds: float) -> dict:
+def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
     from std_msgs.msg import String  # noqa: PLC0415
 
     from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
@@ -98,7 +105,7 @@ def _recorder_bench(seconds: float) -> dict:
             with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
                                                          "min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
                 pub = subprocess.Popen([sys.executable, "-m", "slowfast_ros.bench.recorder", "--publisher",
-                                        "--seconds", str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        "--seconds", str(seconds), "--pub-depth", str(pub_depth)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        text=True)
                 try:
                     if pub.stdout.readline().strip() != "ready":
@@ -131,7 +138,7 @@ def _recorder_bench(seconds: float) -> dict:
         info = open_bag(bag)
     queue_drops = max((sum(st.get("drops", {}).values()) for st in states), default=0)
     per_topic = {t: {"published": counts[t], "recorded": got[t], "dropped": counts[t] - got[t]} for t in STREAMS}
-    return {"seconds": seconds, "topics": per_topic, "drops_total": sum(v["dropped"] for v in per_topic.values()),
+    return {"seconds": seconds, "publisher_depth": pub_depth or qos.SENSOR_PUB.depth, "topics": per_topic, "drops_total": sum(v["dropped"] for v in per_topic.values()),
             "drops_in_recorder_queue": queue_drops,
             "recorder_cpu_cores": round((c1 - c0) / (w1 - w0), 3),
             "bag_mb": round(size / 1e6, 1), "write_mb_per_s": round(size / 1e6 / (w1 - w0), 1),
@@ -223,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--seconds and --teleop-seconds must be > 0")
     print(f"recorder: {args.seconds:g} s of 2x640x480@30 Hz, tactile@200 Hz, wrench+pose@500 Hz...",
           file=sys.stderr, flush=True)
-    rec = _recorder_bench(args.seconds)
+    rec = _recorder_bench(args.seconds, args.pub_depth)
     print(f"teleop latency: {args.teleop_seconds:g} s at 60 Hz...", file=sys.stderr, flush=True)
     tel = _teleop_bench(args.teleop_seconds)
     return {"recorder": rec, "teleop": tel,
@@ -236,4 +243,4 @@ if __name__ == "__main__":  # the publisher child process
     add_arguments(ap)
     a = ap.parse_args()
     if a.publisher:
-        _publisher(a.seconds)
+        _publisher(a.seconds, a.pub_depth)

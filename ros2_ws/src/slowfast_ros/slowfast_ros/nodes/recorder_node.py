@@ -21,6 +21,7 @@ import queue
 import threading
 
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
@@ -36,6 +37,7 @@ class RecorderNodeParams:
     task: str = param("", "task description stored with each episode")
     follow_episodes: bool = param(False, "start/stop with the sim's sim/episode events")
     queue_size: int = param(20000, "messages buffered between the callbacks and the writer")
+    dds_depth: int = param(2000, "DDS history depth of each recording subscription (reliable, keep last)")
     chunk_size: int = param(1048576, "MCAP chunk size (bytes)")
     flush_period: float = param(0.5, "flush the bag at least this often (s): the most a crash loses")
     min_free_mb: float = param(200.0, "stop recording when less disk than this is free (MB)")
@@ -45,6 +47,8 @@ class RecorderNodeParams:
     def __post_init__(self):
         if not 10 <= self.queue_size <= 1_000_000:
             raise ValueError(f"queue_size: {self.queue_size} outside 10..1000000")
+        if not 10 <= self.dds_depth <= 100_000:
+            raise ValueError(f"dds_depth: {self.dds_depth} outside 10..100000")
         if not 0.01 <= self.flush_period <= 10.0:
             raise ValueError(f"flush_period: {self.flush_period} outside 0.01..10 s")
         if not 0.1 <= self.progress_period <= 60.0:
@@ -70,6 +74,8 @@ class RecorderNode(Node):
         self.wanted = {self._abs(t) for t in p.topics if t}
         self.exclude = {self._abs(t) for t in p.exclude if t}
         self.q: queue.Queue = queue.Queue(maxsize=p.queue_size)
+        self.sub_qos = QoSProfile(history=qos.RECORD_SUB.history, depth=p.dds_depth,
+                                  reliability=qos.RECORD_SUB.reliability, durability=qos.RECORD_SUB.durability)
         self.subs: dict[str, object] = {}
         self.state_pub = self.create_publisher(String, "recorder/state", qos.LATCHED)
         self.create_subscription(String, "recorder/command", self._on_command, qos.COMMAND)
@@ -99,7 +105,7 @@ class RecorderNode(Node):
             except (ImportError, AttributeError, ValueError):
                 continue
             self.subs[name] = self.create_subscription(
-                cls, name, lambda data, n=name: self._on_message(n, data), qos.RECORD_SUB, raw=True)
+                cls, name, lambda data, n=name: self._on_message(n, data), self.sub_qos, raw=True)
             self._put(("topic", name, types[0]))
 
     def _now_ns(self) -> int:
