@@ -74,7 +74,8 @@ def test_recorded_episode_reads_back_intact_and_discard_leaves_nothing(tmp_path)
             sent = {"/arm/tcp_pose": [], "/camera/color/image_raw": []}
             _send(pose_pub, img_pub, 300, rng, sent)
             time.sleep(0.5)
-            cmd_pub.publish(msgs.json_msg({"cmd": "success"}))
+            from slowfast_ros.cli import main
+            assert main(["record", "--command", "success"]) == 0     # `slowfast record --command`
             time.sleep(0.5)
             cmd_pub.publish(msgs.json_msg({"cmd": "start"}))               # a second one, discarded
             time.sleep(0.3)

@@ -1,0 +1,1 @@
+"""The WebXR page the teleop server serves (index.html, package data)."""
