@@ -98,7 +98,9 @@ def hand_for_target(target_pos, target_quat, tcp0_pos, tcp0_quat, hand0_world=np
 
 
 # Headset buttons -> recorder commands (pressed edges): right A start, right B stop as a
-# success, left X stop as a failure, left Y discard.
+# success, left X stop as a failure, left Y discard. A thumbstick click enables or disables
+# the arms that hand drives.
+BTN_STICK = 2
 BUTTON_COMMANDS = {("right", 1): "start", ("right", 0): "success", ("left", 1): "failure", ("left", 0): "discard"}
 
 
@@ -127,6 +129,18 @@ class Teleoperator:
         """frame: protocol.HandFrame; tcp: {arm: (pos, quat) or None}. Returns
         ({arm: Target}, [recorder commands])."""
         self.last_frame_time = now
+        commands = []
+        for side, hand in frame.hands.items():
+            prev = self._buttons.get(side, (False,) * 5)
+            for i, (was, now_b) in enumerate(zip(prev, hand.buttons)):
+                if now_b and not was and (side, i) in BUTTON_COMMANDS:
+                    commands.append(BUTTON_COMMANDS[(side, i)])
+                if now_b and not was and i == BTN_STICK:      # thumbstick click: enable/disable that hand's arms
+                    for arm, s in self.arm_hands.items():
+                        if s == side:
+                            self.enabled[arm] = not self.enabled[arm]
+                            self.arms[arm].reset()
+            self._buttons[side] = hand.buttons
         targets = {}
         for arm, side in self.arm_hands.items():
             hand = frame.hands.get(side)
@@ -137,13 +151,6 @@ class Teleoperator:
             t = self.arms[arm].update(hand, pos, quat)
             if t is not None:
                 targets[arm] = t
-        commands = []
-        for side, hand in frame.hands.items():
-            prev = self._buttons.get(side, (False,) * 5)
-            for i, (was, now_b) in enumerate(zip(prev, hand.buttons)):
-                if now_b and not was and (side, i) in BUTTON_COMMANDS:
-                    commands.append(BUTTON_COMMANDS[(side, i)])
-            self._buttons[side] = hand.buttons
         return targets, commands
 
     def check_deadline(self, now: float) -> bool:

@@ -102,6 +102,10 @@ def test_teleoperator_per_arm_enable_buttons_and_deadline():
     assert cmds == []                                               # edges only
     assert op.check_deadline(10.1) and op.arms["right"].engaged
     assert not op.check_deadline(10.3) and not op.arms["right"].engaged and op.timeouts == 1
+    stick = [False] * 5
+    stick[protocol.BTN_STICK] = True                               # thumbstick click: disable the right arm
+    targets, _ = op.on_frame(protocol.HandFrame(0.0, {"right": _hand([0, 1, 0], buttons=stick)}), tcp, now=11.0)
+    assert not op.enabled["right"] and targets == {}
 
 
 def test_parse_rejects_malformed_messages_with_a_reason():

@@ -218,6 +218,7 @@ class TeleopNode(Node):
         values.update({"published": self.published, "deadline_timeouts": self.teleop.timeouts,
                        "udp_errors": self.feedback.errors, "ws_clients": self.server.clients})
         values.update({f"{a}/engaged": r.engaged for a, r in self.teleop.arms.items()})
+        values.update({f"{a}/enabled": e for a, e in self.teleop.enabled.items()})
         values.update({f"{a}/diverged": r.diverged for a, r in self.teleop.arms.items()})
         if self.latency_ms:
             values["latency_ms_p99"] = float(np.percentile(self.latency_ms, 99))
