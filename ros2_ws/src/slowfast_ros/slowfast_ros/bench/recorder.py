@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teleop-seconds", type=float, default=10.0, help="teleop latency run length (default 10 s)")
     p.add_argument("--pub-depth", type=int, default=0,
                    help="publisher history depth (default 0: the stack's SENSOR_PUB, as the sim and drivers use)")
+    p.add_argument("--dds-transports", default="",
+                   help="FASTDDS_BUILTIN_TRANSPORTS for the recording run (e.g. LARGE_DATA; default: Fast DDS's own)")
     p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -230,7 +232,17 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--seconds and --teleop-seconds must be > 0")
     print(f"recorder: {args.seconds:g} s of 2x640x480@30 Hz, tactile@200 Hz, wrench+pose@500 Hz...",
           file=sys.stderr, flush=True)
-    rec = _recorder_bench(args.seconds, args.pub_depth)
+    saved = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
+    if args.dds_transports:   # every process of the recording run (this one included) uses them
+        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.dds_transports
+    try:
+        rec = _recorder_bench(args.seconds, args.pub_depth)
+    finally:
+        if saved is None:
+            os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+        else:
+            os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = saved
+    rec["dds_transports"] = args.dds_transports or saved or "default"
     print(f"teleop latency: {args.teleop_seconds:g} s at 60 Hz...", file=sys.stderr, flush=True)
     tel = _teleop_bench(args.teleop_seconds)
     return {"recorder": rec, "teleop": tel,
