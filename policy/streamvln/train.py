@@ -48,6 +48,7 @@ class VLNTrainConfig:
     kv_heads: int = 2
     intermediate: int = 384
     window_turns: int = 8
+    history_noise: float = 0.5  # P(an earlier turn's answer in the window is random actions, not a label)
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -72,6 +73,8 @@ class VLNTrainConfig:
                              f"({self.kv_heads})")
         if not (0 < self.lr <= 1.0 and 0 <= self.weight_decay <= 1.0):
             raise ValueError(f"lr must be in (0, 1] and weight_decay in [0, 1], got {self.lr}, {self.weight_decay}")
+        if not (0.0 <= self.history_noise <= 1.0):
+            raise ValueError(f"history_noise must be in [0, 1], got {self.history_noise!r}")
         if not (0 < self.minutes <= 100_000):
             raise ValueError(f"minutes must be in (0, 100000], got {self.minutes}")
 
@@ -110,8 +113,15 @@ def _encode_frames_train(model, pixels: torch.Tensor) -> torch.Tensor:
     return model.pool2d(model.projector(h))
 
 
-def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window: int, device):
-    """Embeddings ``[B, L, D]``, attention mask ``[B, L]`` and targets ``[B, L]`` (-100 = no loss)."""
+def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window: int, device,
+                history_noise: float = 0.0, rng: np.random.Generator | None = None):
+    """Embeddings ``[B, L, D]``, attention mask ``[B, L]`` and targets ``[B, L]`` (-100 = no loss).
+
+    ``history_noise``: each earlier turn's answer in the window is, with this probability,
+    replaced by random actions and not used as a label. Teacher forcing otherwise shows the
+    expert's own consistent answers in the context, and the model learns to copy its previous
+    answer (at inference it then keeps turning once it has turned); the noise makes it read the
+    frame instead."""
     frames, layout = [], []
     for e, t in picks:
         ep = episodes[e]
@@ -130,10 +140,13 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
         tgt += [-100] * len(ids)
         for k, j in enumerate(turns):
             pre = torch.tensor(seqs.pre, device=device)
-            ans = seqs.answer(ep["actions"][j])
+            noisy = k < len(turns) - 1 and rng is not None and rng.random() < history_noise
+            acts = rng.integers(1, 4, size=4) if noisy else ep["actions"][j]
+            ans = seqs.answer(acts)
             post = torch.tensor(seqs.post + ans + seqs.prompt.newline_ids, device=device)
             parts += [embed(pre), tokens[f0 + k], embed(post)]
-            tgt += [-100] * (len(seqs.pre) + tokens.shape[1] + len(seqs.post)) + ans + [-100] * len(seqs.prompt.newline_ids)
+            labels = [-100] * len(ans) if noisy else ans
+            tgt += [-100] * (len(seqs.pre) + tokens.shape[1] + len(seqs.post)) + labels + [-100] * len(seqs.prompt.newline_ids)
         rows.append(torch.cat(parts))
         targets.append(tgt)
     L = max(r.shape[0] for r in rows)
@@ -213,7 +226,7 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
         for g in opt.param_groups:
             g["lr"] = lr
         picks = [samples[int(i)] for i in rng.integers(len(samples), size=cfg.batch_size)]
-        x, mask, y = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device)
+        x, mask, y = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device, cfg.history_noise, rng)
         loss, a = batch_loss(model, x, mask, y)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)

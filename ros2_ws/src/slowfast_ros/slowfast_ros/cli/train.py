@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     vln.add_argument("--minutes", type=float, help="vln: training time budget in minutes (default 25)")
     vln.add_argument("--max-steps", type=int, help="vln: stop after this many steps instead of the time budget")
     vln.add_argument("--init", help="vln: fine-tune this StreamVLN checkpoint instead of a fresh small model")
+    vln.add_argument("--history-noise", type=float,
+                     help="vln: probability that an earlier answer in the window is random, not a label (default 0.5)")
 
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
@@ -117,7 +119,7 @@ def run_vln(args: argparse.Namespace) -> int:
     elif args.episodes is not None:
         raise ValueError(f"--episodes: {data} already holds episodes (use another --dataset to generate new ones)")
     kw = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "minutes": args.minutes,
-                            "max_steps": args.max_steps}.items() if v is not None}
+                            "max_steps": args.max_steps, "history_noise": args.history_noise}.items() if v is not None}
     cfg = VLNTrainConfig(**kw)
     summary = train_vln(data, args.out, cfg, init=args.init, device=args.device, progress=not args.no_progress,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         return run_vln(args)
     from policy.rdp.train import train
 
-    vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init")
+    vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init", "history_noise")
                 if getattr(args, n, None) is not None]
     if vln_only:
         raise ValueError(f"{', '.join(vln_only)}: apply to vln only")
