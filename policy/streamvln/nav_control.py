@@ -11,7 +11,9 @@ end). :class:`GoalTracker` turns the head of the queue into (v, w) at the contro
 * a forward goal counts as reached when the base has passed it along the goal heading; the
   heading is steered toward the goal point (lateral error) and limited by ``max_angular``;
 * a TURN goal is tracked in place, reached within ``yaw_tol``; a STOP goal is reached at once
-  and ends the episode (``done``).
+  and ends the episode (``done``);
+* a goal not reached within ``goal_timeout`` (the base is blocked) is dropped and counted, so
+  the next turn replans from where the base is.
 """
 from __future__ import annotations
 
@@ -46,11 +48,12 @@ class TrackerConfig:
     yaw_gain: float = 2.5  # 1/s, heading error -> yaw rate
     pos_tol: float = 0.03  # m
     yaw_tol: float = math.radians(3.0)
+    goal_timeout: float = 3.0  # s on one goal before it is dropped (blocked by an obstacle, say)
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
                              ("angular_accel", 0.0, 50.0), ("yaw_gain", 0.0, 50.0), ("pos_tol", 0.0, 0.2),
-                             ("yaw_tol", 0.0, 0.5)):
+                             ("yaw_tol", 0.0, 0.5), ("goal_timeout", 0.0, 600.0)):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi):
                 raise ValueError(f"{name} must be in ({lo}, {hi}], got {v!r}")
@@ -62,11 +65,14 @@ class GoalTracker:
         self.goals: deque[Goal] = deque()
         self.done = False
         self.last_cmd = (0.0, 0.0)
+        self.head_time = 0.0  # s spent on the current head goal
+        self.timeouts = 0
 
     def clear(self) -> None:
         self.goals.clear()
         self.done = False
         self.last_cmd = (0.0, 0.0)
+        self.head_time = 0.0
 
     def __len__(self) -> int:
         return len(self.goals)
@@ -107,8 +113,14 @@ class GoalTracker:
         """(v, w) for the current pose (x, y, yaw in the goals' frame)."""
         c = self.cfg
         x, y, yaw = (float(v) for v in pose)
+        self.head_time += dt
         while self.goals:
             g = self.goals[0]
+            if self.head_time > c.goal_timeout and g.action is not Action.STOP:
+                self.goals.popleft()  # not reachable (blocked): drop it, the next turn replans
+                self.timeouts += 1
+                self.head_time = 0.0
+                continue
             if g.action is Action.STOP:
                 self.goals.popleft()
                 self.done = True
@@ -117,9 +129,11 @@ class GoalTracker:
                 along = (g.x - x) * math.cos(g.yaw) + (g.y - y) * math.sin(g.yaw)
                 if along <= c.pos_tol:
                     self.goals.popleft()
+                    self.head_time = 0.0
                     continue
             elif abs(wrap(g.yaw - yaw)) <= c.yaw_tol:
                 self.goals.popleft()
+                self.head_time = 0.0
                 continue
             break
         v_prev, w_prev = self.last_cmd

@@ -41,3 +41,11 @@ def test_consecutive_turns_of_forward_never_stop_and_the_base_reaches_the_goals(
     assert t2.done and speeds[-1] == 0.0
     expect = np.array([0.5 + 0.25 * math.cos(math.radians(30)), 0.25 * math.sin(math.radians(30))])
     assert np.linalg.norm(np.array(pose[:2]) - expect) < 0.06 and abs(pose[2] - math.radians(30)) < 0.06
+
+
+def test_a_blocked_goal_times_out_and_is_counted():
+    t = GoalTracker(TrackerConfig(goal_timeout=1.0))
+    t.extend([F, L], (0.0, 0.0, 0.0))
+    for _ in range(40):  # the base does not move (blocked): 40 ticks of 1/30 s
+        v, w = t.command((0.0, 0.0, 0.0), 1 / 30)
+    assert t.timeouts == 1 and len(t) == 1 and t.goals[0].action is L and v == 0.0 and w > 0

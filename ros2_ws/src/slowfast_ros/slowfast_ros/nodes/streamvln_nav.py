@@ -368,7 +368,8 @@ class StreamVLNNav(Node):
                   "window_tokens": st.get("window_tokens", 0), "window_turns": st.get("window_turns", 0),
                   "memory_tokens": st.get("memory_tokens", 0), "pruning_ratio": float(st.get("pruning_ratio", 0.0)),
                   "cache_tokens": st.get("cache_tokens", 0), "rate/cmd_vel": self.cmd_meter.rate(),
-                  "pose_jumps": self.pose_jumps, "loop_overruns": self.loop.overruns}
+                  "pose_jumps": self.pose_jumps, "goal_timeouts": self.tracker.timeouts,
+                  "loop_overruns": self.loop.overruns}
         values.update({f"skipped/{k}": n for k, n in self.skips.items()})
         values.update({f"stopped/{k}": n for k, n in self.stops.items()})
         for k, n in (st.get("skip_reasons") or {}).items():
