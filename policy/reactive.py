@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policy.rdp.geometry import quat_to_matrix_one, rel_to_abs_one
+
 
 
 @dataclass
@@ -44,48 +46,6 @@ class Chunk:
     data: np.ndarray
     obs_stamp: float
     start_pose: np.ndarray
-
-
-def _quat_to_matrix(q) -> np.ndarray:
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def _matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Rotation matrix -> quaternion x, y, z, w (w >= 0), Shepperd's method."""
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = np.array([0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s])
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = np.array([(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s])
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = np.array([(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s])
-    q /= np.sqrt(q @ q)
-    return -q if q[3] < 0 else q
-
-
-def _rel_to_abs(rel: np.ndarray, frames: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """(A*9) relative action -> (A*7) absolute pose for one step: the per-tick twin of
-    policy.rdp.geometry.relative_to_absolute, without its batching overhead."""
-    out = np.empty(7 * len(frames))
-    for i, (p0, r0) in enumerate(frames):
-        x = rel[9 * i:9 * i + 9].astype(np.float64)
-        b1 = x[3:6] / np.sqrt(x[3:6] @ x[3:6])
-        b2 = x[6:9] - (b1 @ x[6:9]) * b1
-        b2 /= np.sqrt(b2 @ b2)
-        b3 = np.array([b1[1] * b2[2] - b1[2] * b2[1], b1[2] * b2[0] - b1[0] * b2[2], b1[0] * b2[1] - b1[1] * b2[0]])
-        rot = r0 @ np.column_stack((b1, b2, b3))
-        out[7 * i:7 * i + 3] = p0 + r0 @ x[:3]
-        out[7 * i + 3:7 * i + 7] = _matrix_to_quat(rot)
-    return out
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
@@ -142,10 +102,7 @@ class _Track:
         self.k = -1                # the committed step: state is the state *before* step k+1
         self.state = executor.decoder.initial_state() if chunk.kind == "latent" else None
         start = np.asarray(chunk.start_pose, np.float64).reshape(-1, 7)
-        self.frames = [(s[:3].copy(), _quat_to_matrix(s[3:] / np.linalg.norm(s[3:]))) for s in start]
-
-    def steps(self) -> int:
-        return self.ex.horizon
+        self.frames = [(s[:3].copy(), quat_to_matrix_one(s[3:])) for s in start]
 
     def position(self, now: float) -> float:
         # The epsilon keeps float round-off (10.0 - 9.9 = 0.0999...) from losing a step.
@@ -177,9 +134,9 @@ class _Track:
             rel_k, _ = self._rel(k, None, None)
             rel_k1, _ = self._rel(k + 1, None, None)
         # Interpolate in the chunk's relative frame (position and 6-D rotation, which
-        # _rel_to_abs re-orthonormalises), then convert once.
+        # rel_to_abs_one re-orthonormalises), then convert once.
         frac = s - k
-        return _rel_to_abs((1.0 - frac) * np.asarray(rel_k) + frac * np.asarray(rel_k1), self.frames)
+        return rel_to_abs_one((1.0 - frac) * np.asarray(rel_k) + frac * np.asarray(rel_k1), self.frames)
 
     def _start_command(self) -> np.ndarray:
         return np.asarray(self.chunk.start_pose, np.float64)

@@ -75,7 +75,7 @@ def test_expired_chunk_holds_and_bad_chunks_are_rejected_and_counted():
 
 def test_the_per_tick_conversion_matches_the_batched_geometry():
     from policy.rdp.geometry import absolute_to_relative, relative_to_absolute
-    from policy.reactive import _quat_to_matrix, _rel_to_abs
+    from policy.rdp.geometry import quat_to_matrix_one, rel_to_abs_one
 
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -83,7 +83,7 @@ def test_the_per_tick_conversion_matches_the_batched_geometry():
         start = np.concatenate([rng.normal(size=3), q0 / np.linalg.norm(q0)])
         pose = np.concatenate([rng.normal(size=3), q1 / np.linalg.norm(q1)])
         rel = absolute_to_relative(pose[None], start)[0]
-        fast = _rel_to_abs(rel, [(start[:3], _quat_to_matrix(start[3:]))])
+        fast = rel_to_abs_one(rel, [(start[:3], quat_to_matrix_one(start[3:]))])
         slow = relative_to_absolute(rel, start)
         assert np.allclose(fast[:3], slow[:3], atol=1e-5)
         assert min(np.abs(fast[3:] - slow[3:]).max(), np.abs(fast[3:] + slow[3:]).max()) < 1e-5

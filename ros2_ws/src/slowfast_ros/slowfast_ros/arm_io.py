@@ -15,6 +15,7 @@ from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
+from policy.rdp.geometry import quat_to_matrix_one
 from slowfast_ros import msgs, qos
 
 
@@ -217,11 +218,9 @@ def sync_estop(filters: dict, estop: bool | None, snap: dict[str, ArmSnapshot]) 
 def filter_command(sf, now: float, s: ArmSnapshot, cmd_pos, cmd_quat, cmd_stamp: float | None):
     """One safety-filter tick for one arm from its snapshot: the wrench is rotated from the
     tool frame into the world frame of the command. Returns (pos, quat)."""
-    from policy.rdp.geometry import quat_to_matrix  # noqa: PLC0415
-
     force = s.wrench[:3]
     if np.isfinite(s.wrench).all() and np.isfinite(s.tcp_quat).all():
-        force = quat_to_matrix(s.tcp_quat) @ force
+        force = quat_to_matrix_one(s.tcp_quat) @ force
     stamp = s.wrench_stamp if np.isfinite(s.wrench_stamp) else None
     return sf.filter(now, cmd_pos, cmd_quat, cmd_stamp, s.tcp_pos, s.tcp_quat, force, stamp)
 

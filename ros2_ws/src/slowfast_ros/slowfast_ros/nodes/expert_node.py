@@ -15,6 +15,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from sim import TASKS, ArmState
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
@@ -37,9 +38,8 @@ class ExpertNodeParams:
 class ExpertNode(Node):
     def __init__(self):
         super().__init__("expert_node")
-        from sim import TASKS  # noqa: PLC0415
 
-        self.p: ExpertNodeParams = declare_params(self, ExpertNodeParams())
+        self.p: ExpertNodeParams = declare_params(self, ExpertNodeParams)
         if self.p.task not in TASKS:
             raise ValueError(f"task: unknown task '{self.p.task}' (choose from {', '.join(TASKS)})")
         self._lock = threading.Lock()
@@ -81,8 +81,6 @@ class ExpertNode(Node):
         self.get_logger().info(f"episode {event['episode']}: expert reset")
 
     def _tick(self) -> None:
-        from sim import ArmState  # noqa: PLC0415
-
         with self._lock:
             expert, start = self.expert, self.episode_start
         if expert is None or self.inputs is None:

@@ -14,17 +14,21 @@ counts and rejections, safety interventions.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
+from policy.reactive import Chunk, ReactiveExecutor
+from policy.safety import SafetyFilter
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (ArmInputs, filter_command, safety_config_from, safety_report, sync_estop,
                                  topic)
@@ -69,12 +73,6 @@ class RdpFastParams:
 class RdpFast(Node):
     def __init__(self):
         super().__init__("rdp_fast")
-        import json  # noqa: PLC0415
-        from pathlib import Path  # noqa: PLC0415
-
-        from policy.reactive import ReactiveExecutor  # noqa: PLC0415
-        from policy.safety import SafetyFilter  # noqa: PLC0415
-
         p = self.p = declare_params(self, RdpFastParams)
         meta_path = Path(p.export_dir) / "runtime.json"
         if not meta_path.is_file():
@@ -113,7 +111,6 @@ class RdpFast(Node):
         self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
         self._reset_after: float | None = None
         if p.episode_topic:
-            from std_msgs.msg import String  # noqa: PLC0415
             self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -164,7 +161,6 @@ class RdpFast(Node):
         return np.concatenate(parts).astype(np.float32), stamp
 
     def _tick(self) -> None:
-        from policy.reactive import Chunk  # noqa: PLC0415
 
         now = self._now()
         jumped = self._last_now is not None and not (0.0 <= now - self._last_now <= 0.5)
