@@ -133,7 +133,8 @@ def test_config_files_set_exactly_the_parameters_each_node_declares():
         if node not in NODE_MODULES:
             continue
         mod = importlib.import_module(f"slowfast_ros.nodes.{node}")
-        params = [v for k, v in vars(mod).items() if k.endswith("Params") and dataclasses.is_dataclass(v)]
+        params = [v for k, v in vars(mod).items()
+                  if k.endswith("Params") and dataclasses.is_dataclass(v) and v.__module__ == mod.__name__]
         assert len(params) == 1, node
         fields = {f.name for f in dataclasses.fields(params[0])}
         keys = set(yaml.safe_load(yml.read_text())[node]["ros__parameters"])

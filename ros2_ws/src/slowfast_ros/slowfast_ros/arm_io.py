@@ -17,6 +17,7 @@ from sensor_msgs.msg import PointCloud2
 
 from policy.rdp.geometry import quat_to_matrix_one
 from slowfast_ros import msgs, qos
+from slowfast_ros.node_util import param
 
 
 def topic(arm: str, name: str) -> str:
@@ -194,15 +195,43 @@ class ArmInputs:
                 b.v.clear()
 
 
-def safety_config_from(p):
-    """A policy.safety.SafetyConfig from node parameters with the same names."""
-    from policy.safety import SafetyConfig  # noqa: PLC0415
+@dataclass
+class SafetyParams:
+    """The parameters every node that commands an arm through the safety filter declares
+    (rdp_fast, safety_node): which arms, how fast, and the filter's limits. Nodes subclass
+    it and add their own; ``__post_init__`` validates the shared ones."""
 
-    return SafetyConfig(workspace_lo=tuple(p.workspace_lo), workspace_hi=tuple(p.workspace_hi),
-                        max_speed=p.max_speed, max_angular_speed=p.max_angular_speed, max_accel=p.max_accel,
-                        force_limit=p.force_limit, force_release=p.force_release,
-                        backoff_distance=p.backoff_distance, contact_timeout=p.max_contact_age,
-                        command_timeout=p.command_timeout)
+    arms: list = param(["arm"], "arm namespaces")
+    control_hz: float = param(200.0, "control/output rate (Hz), 1..1000")
+    world_frame: str = param("world", "frame of TCP poses and commands")
+    max_contact_age: float = param(0.05, "wrench/contact reading older than this -> hold (s)")
+    command_timeout: float = param(0.2, "no fresh command for this long -> hold (s)")
+    workspace_lo: list = param([-0.35, -0.25, -0.08], "safety workspace box, lower corner (m, world)")
+    workspace_hi: list = param([0.35, 0.25, 0.40], "safety workspace box, upper corner (m, world)")
+    max_speed: float = param(0.25, "TCP speed limit (m/s)")
+    max_angular_speed: float = param(1.5, "TCP angular speed limit (rad/s)")
+    max_accel: float = param(3.0, "TCP acceleration limit (m/s^2)")
+    force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
+    force_release: float = param(30.0, "force below which the back-off hold ends (N)")
+    backoff_distance: float = param(0.01, "back-off distance along the force (m)")
+
+    def __post_init__(self):
+        if not self.arms:
+            raise ValueError("arms: at least one arm")
+        if not (1.0 <= self.control_hz <= 1000.0):
+            raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
+        if not (0.001 <= self.max_contact_age <= 1.0):
+            raise ValueError(f"max_contact_age: {self.max_contact_age} outside [0.001, 1] s")
+
+    def safety_config(self):
+        """The policy.safety.SafetyConfig these parameters describe (validated there too)."""
+        from policy.safety import SafetyConfig  # noqa: PLC0415
+
+        return SafetyConfig(workspace_lo=tuple(self.workspace_lo), workspace_hi=tuple(self.workspace_hi),
+                            max_speed=self.max_speed, max_angular_speed=self.max_angular_speed,
+                            max_accel=self.max_accel, force_limit=self.force_limit,
+                            force_release=self.force_release, backoff_distance=self.backoff_distance,
+                            contact_timeout=self.max_contact_age, command_timeout=self.command_timeout)
 
 
 def sync_estop(filters: dict, estop: bool | None, snap: dict[str, ArmSnapshot]) -> None:

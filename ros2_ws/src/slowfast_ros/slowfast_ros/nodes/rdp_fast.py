@@ -30,44 +30,29 @@ from trajectory_msgs.msg import JointTrajectory
 from policy.reactive import Chunk, ReactiveExecutor
 from policy.safety import SafetyFilter
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import (ArmInputs, filter_command, safety_config_from, safety_report, sync_estop,
-                                 topic)
+from slowfast_ros.arm_io import ArmInputs, SafetyParams, filter_command, safety_report, sync_estop, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
 @dataclasses.dataclass
-class RdpFastParams:
+class RdpFastParams(SafetyParams):
+    """SafetyParams (arms in the model's arm order, control_hz up to 1 kHz, the filter's
+    limits) plus the executor's own parameters."""
+
     export_dir: str = param("", "folder written by `slowfast export` (decoder_step.onnx + runtime.json)")
-    control_hz: float = param(200.0, "control loop rate (Hz), 1..1000")
-    arms: list = param(["arm"], "arm namespaces, in the model's arm order")
-    world_frame: str = param("world", "frame of TCP poses and commands")
+    command_timeout: float = param(0.05, "hold when the executor produced no target for this long (s)")
     blend_s: float = param(0.1, "handover blend window (s)")
-    max_contact_age: float = param(0.05, "contact reading older than this -> hold (s)")
     chunk_pose_tolerance: float = param(0.01, "max |stamp difference| when looking up a chunk's start pose (s)")
     decoder_threads: int = param(1, "onnxruntime intra-op threads for the decoder step")
     rt_priority: int = param(0, "SCHED_FIFO priority of the control thread, 1..98 (0 = normal scheduling; "
                                 "needs CAP_SYS_NICE or an rtprio limit, e.g. a PREEMPT_RT robot PC)")
-    workspace_lo: list = param([-0.35, -0.25, -0.08], "safety workspace box, lower corner (m, world)")
-    workspace_hi: list = param([0.35, 0.25, 0.40], "safety workspace box, upper corner (m, world)")
-    max_speed: float = param(0.25, "TCP speed limit (m/s)")
-    max_angular_speed: float = param(1.5, "TCP angular speed limit (rad/s)")
-    max_accel: float = param(3.0, "TCP acceleration limit (m/s^2)")
-    force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
-    force_release: float = param(30.0, "force below which the back-off hold ends (N)")
-    backoff_distance: float = param(0.01, "back-off distance along the force (m)")
-    command_timeout: float = param(0.05, "hold when the executor produced no target for this long (s)")
     episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start resets "
                                    "the executor and the safety filters ('' = none, on a robot)")
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.export_dir:
             raise ValueError("export_dir: required (a folder written by `slowfast export`)")
-        if not (1.0 <= self.control_hz <= 1000.0):
-            raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
-        if not self.arms:
-            raise ValueError("arms: at least one arm")
-        if not (0.001 <= self.max_contact_age <= 1.0):
-            raise ValueError(f"max_contact_age: {self.max_contact_age} outside [0.001, 1] s")
 
 
 class RdpFast(Node):
@@ -94,7 +79,7 @@ class RdpFast(Node):
             raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
         self.contact_dim = int(shapes["contact_raw_dim"])
         self.reactive = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
-        self.safety = {a: SafetyFilter(safety_config_from(p)) for a in p.arms}
+        self.safety = {a: SafetyFilter(p.safety_config()) for a in p.arms}
 
         self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=self.contact_kind == "tactile")
         self._lock = threading.Lock()

@@ -19,32 +19,18 @@ from rclpy.node import Node
 from std_msgs.msg import Bool
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, filter_command, safety_config_from, safety_report, sync_estop, topic
+from slowfast_ros.arm_io import ArmInputs, SafetyParams, filter_command, safety_report, sync_estop, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
 @dataclasses.dataclass
-class SafetyNodeParams:
-    arms: list = param(["arm"], "arm namespaces to guard")
+class SafetyNodeParams(SafetyParams):
+    """SafetyParams (the arms to guard, output rate, the filter's limits) plus the input topic."""
+
     input_topic: str = param("target_tcp_unsafe", "per-arm topic of the unfiltered requests")
-    control_hz: float = param(200.0, "output rate (Hz)")
-    world_frame: str = param("world", "frame of requests and commands")
-    max_contact_age: float = param(0.05, "wrench older than this -> hold (s)")
-    command_timeout: float = param(0.2, "request older than this -> hold (s)")
-    workspace_lo: list = param([-0.35, -0.25, -0.08], "workspace box, lower corner (m, world)")
-    workspace_hi: list = param([0.35, 0.25, 0.40], "workspace box, upper corner (m, world)")
-    max_speed: float = param(0.25, "TCP speed limit (m/s)")
-    max_angular_speed: float = param(1.5, "TCP angular speed limit (rad/s)")
-    max_accel: float = param(3.0, "TCP acceleration limit (m/s^2)")
-    force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
-    force_release: float = param(30.0, "force below which the back-off hold ends (N)")
-    backoff_distance: float = param(0.01, "back-off distance along the force (m)")
 
     def __post_init__(self):
-        if not self.arms:
-            raise ValueError("arms: at least one arm")
-        if not (1.0 <= self.control_hz <= 1000.0):
-            raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
+        super().__post_init__()
         if self.input_topic in ("", "target_tcp"):
             raise ValueError(f"input_topic: {self.input_topic!r} must differ from the output 'target_tcp'")
 
@@ -55,7 +41,7 @@ class SafetyNode(Node):
         from policy.safety import SafetyFilter  # noqa: PLC0415
 
         p = self.p = declare_params(self, SafetyNodeParams)
-        self.filters = {a: SafetyFilter(safety_config_from(p)) for a in p.arms}
+        self.filters = {a: SafetyFilter(p.safety_config()) for a in p.arms}
         self.inputs = ArmInputs(self, p.arms)
         self._lock = threading.Lock()
         self._requests: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
