@@ -8,13 +8,15 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 
-def _jsonable(x):
+def jsonable(x):
+    """Plain JSON types (numpy arrays and scalars converted; NaN/Inf -> null, so the
+    output is standard JSON that any tool reads)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     if isinstance(x, np.integer):
@@ -29,8 +31,8 @@ def write_metrics(path, episodes: List[Dict]) -> Dict:
     """Write ``{"episodes": [...], "summary": {...}}`` to ``path`` (JSON); return the summary."""
     from .metrics import summarize
 
-    episodes = [_jsonable(e) for e in episodes]
-    summary = _jsonable(summarize(episodes))
+    episodes = [jsonable(e) for e in episodes]
+    summary = jsonable(summarize(episodes))
     d = os.path.dirname(os.fspath(path))
     if d:
         os.makedirs(d, exist_ok=True)

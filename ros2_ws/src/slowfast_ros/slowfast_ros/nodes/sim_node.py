@@ -32,6 +32,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
+from sim.report import jsonable
 from slowfast_ros import msgs, qos
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
 
@@ -196,7 +197,7 @@ class SimNode(Node):
             "event": "start", "episode": self.episode, "seed": seed, "task": self.p.task,
             "start_stamp": self.episode_start, "hold_stamp": self.episode_start - self.p.start_delay,
             "arms": list(self.arms),
-            "task_spec": _jsonable(spec)}))
+            "task_spec": jsonable(spec)}))
         self.get_logger().info(f"episode {self.episode} (seed {seed}) starts")
         # Hold the home pose while controllers reset, publishing state so they see the robot.
         while not self._stop.is_set() and self._now() < self.episode_start - 0.01:
@@ -282,7 +283,7 @@ class SimNode(Node):
             self.get_logger().info(f"summary: {summary}")
 
     def _end_episode(self) -> None:
-        metrics = _jsonable(self.env.metrics())
+        metrics = jsonable(self.env.metrics())
         self.episode_results.append(metrics)
         self._render_q.put(("end", self.episode))
         if self.out_dir is not None:
@@ -387,19 +388,6 @@ class _EpisodeVideo:
             self.writer.close()
             self.writer = None
         self.last = None
-
-
-def _jsonable(obj):
-    """Metrics and task specs as plain JSON types (numpy arrays and scalars converted)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def main(args=None) -> int:
