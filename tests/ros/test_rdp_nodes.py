@@ -168,18 +168,18 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
         with stack.Stack(_profile("rdp_slow", "rdp_fast"), overrides, log_dir=tmp_path) as s:
             assert probe.wait_for(["/policy/latent_chunk"], timeout=90, count=3, abort=s.any_exited), \
                 s.last_line("rdp_slow") + s.last_line("rdp_fast")
-            _, kind, data = msgs.chunk_from_msg(probe_last(probe, node, "/policy/latent_chunk", JointTrajectory))
+            _, kind, data = msgs.chunk_from_msg(probe.latest("/policy/latent_chunk", JointTrajectory))
             assert kind == "latent"
             time.sleep(0.3)
             estop_pub.publish(Bool(data=True))
             time.sleep(0.3)
-            held = [msgs.pose_from_msg(m)[1] for m in collect(node, "/right/target_tcp", PoseStamped, 0.3)]
+            held = [msgs.pose_from_msg(m)[1] for m in probe.collect("/right/target_tcp", PoseStamped, 0.3)]
             assert len(held) > 20
             assert np.ptp(np.array(held), axis=0).max() < 1e-9     # e-stop: the command stands still
-            diag = diag_values(node, "rdp_fast")
+            diag = diag_values(probe, "rdp_fast")
             assert int(diag["right/interventions/estop"]) > 0
             assert int(diag["chunks_received"]) >= 2
-            slow = diag_values(node, "rdp_slow")
+            slow = diag_values(probe, "rdp_slow")
             assert float(slow["inference_ms_p50"]) > 0
     finally:
         stop_images.set()
@@ -187,28 +187,10 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
         probe.close()
 
 
-def collect(node, topic, mtype, seconds):
-    got = []
-    sub = node.create_subscription(mtype, topic, got.append, qos.SENSOR_SUB)
-    time.sleep(seconds)
-    node.destroy_subscription(sub)
-    return got
-
-
-def probe_last(probe, node, topic, mtype):
-    got = collect(node, topic, mtype, 0.6)
-    assert got, f"nothing on {topic}"
-    return got[-1]
-
-
-def diag_values(node, name, timeout=3.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for m in collect(node, "/diagnostics", DiagnosticArray, 1.1):
-            for st in m.status:
-                if st.name == name:
-                    return msgs.diagnostics_values(st)
-    raise AssertionError(f"no diagnostics from {name}")
+def diag_values(probe, name, timeout=3.0):
+    got = probe.diagnostics(name, timeout=timeout)
+    assert name in got, f"no diagnostics from {name}"
+    return got[name]
 
 
 def test_nan_contact_readings_are_rejected_counted_and_the_command_holds(export, tmp_path):
@@ -227,8 +209,8 @@ def test_nan_contact_readings_are_rejected_counted_and_the_command_holds(export,
             time.sleep(0.2)
             robot.fz = float("nan")                        # the F/T sensor starts sending NaN
             time.sleep(0.2)
-            held = np.array([msgs.pose_from_msg(m)[1] for m in collect(node, "/right/target_tcp", PoseStamped, 0.2)])
-            diag = diag_values(node, "rdp_fast")
+            held = np.array([msgs.pose_from_msg(m)[1] for m in probe.collect("/right/target_tcp", PoseStamped, 0.2)])
+            diag = diag_values(probe, "rdp_fast")
     finally:
         robot.stop = True
         probe.close()

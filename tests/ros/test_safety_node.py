@@ -29,7 +29,7 @@ def test_requests_are_filtered_before_they_reach_the_sim(tmp_path):
             assert probe.wait_for(["/arm/target_tcp", "/arm/tcp_pose"], timeout=60, abort=s.any_exited), \
                 s.last_line("safety_node") + s.last_line("sim_node")
             time.sleep(0.3)
-            home = np.array(msgs.pose_from_msg(_last(node, "/arm/tcp_pose"))[1])
+            home = np.array(msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped))[1])
             q = [0.0, 0.0, 0.0, 1.0]
             # A request 1 m away and below the table: outside the workspace, far too fast.
             far = home + np.array([1.0, 0.0, -0.5])
@@ -50,7 +50,7 @@ def test_requests_are_filtered_before_they_reach_the_sim(tmp_path):
             for _ in range(30):
                 req.publish(msgs.pose_msg(now(), "world", [np.nan, 0, 0.1], q))
                 time.sleep(0.01)
-            held = np.array([msgs.pose_from_msg(m)[1] for m in _collect(node, "/arm/target_tcp", 0.15)])
+            held = np.array([msgs.pose_from_msg(m)[1] for m in probe.collect("/arm/target_tcp", PoseStamped, 0.15)])
             assert np.ptp(held, axis=0).max() < 1e-9
             # E-stop: a good request is not followed.
             estop.publish(Bool(data=True))
@@ -58,23 +58,8 @@ def test_requests_are_filtered_before_they_reach_the_sim(tmp_path):
             for _ in range(30):
                 req.publish(msgs.pose_msg(now(), "world", home, q))
                 time.sleep(0.01)
-            held = np.array([msgs.pose_from_msg(m)[1] for m in _collect(node, "/arm/target_tcp", 0.15)])
+            held = np.array([msgs.pose_from_msg(m)[1] for m in probe.collect("/arm/target_tcp", PoseStamped, 0.15)])
             assert np.ptp(held, axis=0).max() < 1e-9
             assert s.procs["safety_node"].poll() is None
     finally:
         probe.close()
-
-
-def _collect(node, topic, seconds):
-    got = []
-    sub = node.create_subscription(PoseStamped, topic, got.append, qos.SENSOR_SUB)
-    time.sleep(seconds)
-    node.destroy_subscription(sub)
-    return got
-
-
-def _last(node, topic):
-    got = _collect(node, topic, 0.3)
-    assert got
-    return got[-1]
-

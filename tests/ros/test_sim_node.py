@@ -33,16 +33,6 @@ def sim_stack(tmp_path_factory):
     probe.close()
 
 
-def _latest(probe_node, topic_name, mtype, timeout=5.0, profile=qos.SENSOR_SUB):
-    got = []
-    sub = probe_node.create_subscription(mtype, topic_name, got.append, profile)
-    end = time.monotonic() + timeout
-    while not got and time.monotonic() < end:
-        time.sleep(0.02)
-    probe_node.destroy_subscription(sub)
-    return got[-1] if got else None
-
-
 def test_every_topic_at_its_rate_with_monotonic_stamps(sim_stack):
     _, probe = sim_stack
     time.sleep(0.5)
@@ -58,11 +48,7 @@ def test_every_topic_at_its_rate_with_monotonic_stamps(sim_stack):
 
 def _diag_value(probe, key):
     """The newest value of ``key`` in the sim node's /diagnostics status."""
-    msg = _latest(probe.node, "/diagnostics", DiagnosticArray, timeout=3.0, profile=10)
-    for st in msg.status:
-        if st.name == "sim_node":
-            return msgs.diagnostics_values(st).get(key)
-    return None
+    return probe.diagnostics("sim_node", timeout=3.0).get("sim_node", {}).get(key)
 
 
 def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_stack):
@@ -71,7 +57,7 @@ def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_sta
     pub = node.create_publisher(PoseStamped, "/arm/target_tcp", qos.COMMAND)
     time.sleep(0.5)  # discovery
     now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731
-    _, pos0, quat0 = msgs.pose_from_msg(_latest(node, "/arm/tcp_pose", PoseStamped))
+    _, pos0, quat0 = msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped))
 
     for bad in ([np.nan, 0.0, 0.3], [5.0, 5.0, 5.0]):
         for _ in range(5):
@@ -79,7 +65,7 @@ def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_sta
             time.sleep(0.02)
     pub.publish(msgs.pose_msg(now(), "world", pos0, [0.0, 0.0, 0.5, 0.5]))  # not a unit quaternion
     time.sleep(1.5)
-    _, pos1, _ = msgs.pose_from_msg(_latest(node, "/arm/tcp_pose", PoseStamped))
+    _, pos1, _ = msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped))
     assert np.isfinite(pos1).all()
     assert np.linalg.norm(pos1 - pos0) < 0.02  # nothing was applied
     rejected = _diag_value(probe, "rejected/arm/target_tcp")
@@ -89,7 +75,7 @@ def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_sta
     for _ in range(100):  # stream the command at 100 Hz for 1 s, as a controller would
         pub.publish(msgs.pose_msg(now(), "world", goal, quat0))
         time.sleep(0.01)
-    _, pos2, _ = msgs.pose_from_msg(_latest(node, "/arm/tcp_pose", PoseStamped))
+    _, pos2, _ = msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped))
     assert np.linalg.norm(pos2 - goal) < 0.01, (pos2, goal)
     node.destroy_publisher(pub)
 
@@ -97,6 +83,6 @@ def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_sta
 def test_episode_start_event_is_latched_with_the_task_plan(sim_stack):
     _, probe = sim_stack
     # a subscriber that joins late still gets the start event (latched)
-    event = msgs.json_from_msg(_latest(probe.node, "/sim/episode", String, profile=qos.LATCHED))
+    event = msgs.json_from_msg(probe.latest("/sim/episode", String, profile=qos.LATCHED))
     assert event["event"] == "start" and event["task"] == "wipe" and event["arms"] == ["arm"]
     assert "path_xy" in event["task_spec"] and event["task_spec"]["force_band"] == [5.0, 15.0]

@@ -61,6 +61,41 @@ class TopicProbe:
             time.sleep(0.05)
         return False
 
+    def collect(self, topic: str, mtype, seconds: float, profile=qos.SENSOR_SUB) -> list:
+        """Every message on ``topic`` during the next ``seconds``."""
+        got: list = []
+        sub = self.node.create_subscription(mtype, topic, got.append, profile)
+        time.sleep(seconds)
+        self.node.destroy_subscription(sub)
+        return got
+
+    def latest(self, topic: str, mtype, timeout: float = 5.0, profile=qos.SENSOR_SUB):
+        """The first message that arrives on ``topic`` (latched ones included, with the
+        LATCHED profile), or None after ``timeout``."""
+        got: list = []
+        sub = self.node.create_subscription(mtype, topic, got.append, profile)
+        end = time.monotonic() + timeout
+        while not got and time.monotonic() < end:
+            time.sleep(0.02)
+        self.node.destroy_subscription(sub)
+        return got[-1] if got else None
+
+    def diagnostics(self, names, timeout: float = 5.0) -> dict[str, dict[str, str]]:
+        """{status name: {key: value}} from /diagnostics, waiting until every name in
+        ``names`` has reported (or ``timeout``); missing names are absent."""
+        from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
+
+        names = {names} if isinstance(names, str) else set(names)
+        got: dict[str, dict[str, str]] = {}
+        sub = self.node.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: got.update({s.name: msgs.diagnostics_values(s) for s in m.status}), 10)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not names <= set(got):
+            time.sleep(0.05)
+        self.node.destroy_subscription(sub)
+        return got
+
     def stats(self) -> dict[str, dict]:
         """Per topic: count, rate by stamps and by receipt (Hz), whether stamps are strictly
         increasing, latency from stamp to receipt p50/p99 (ms)."""

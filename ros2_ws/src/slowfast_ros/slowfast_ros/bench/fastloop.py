@@ -66,21 +66,6 @@ def build_policy(work: Path, camera: bool, contact: str) -> Path:
     return export
 
 
-def _diag(node, names: set[str], timeout: float = 5.0) -> dict[str, dict[str, str]]:
-    from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
-
-    from slowfast_ros import msgs  # noqa: PLC0415
-
-    got: dict[str, dict[str, str]] = {}
-    sub = node.create_subscription(DiagnosticArray, "/diagnostics",
-                                   lambda m: got.update({s.name: msgs.diagnostics_values(s) for s in m.status}), 10)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not names <= set(got):
-        time.sleep(0.1)
-    node.destroy_subscription(sub)
-    return got
-
-
 def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: float = 200.0) -> dict:
     import psutil  # noqa: PLC0415
 
@@ -103,7 +88,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
             _log(f"{hz:g} Hz: waiting for chunks...")
             end = time.monotonic() + 120.0
             while time.monotonic() < end:
-                d = _diag(probe.node, {"rdp_fast"}, timeout=2.0).get("rdp_fast", {})
+                d = probe.diagnostics({"rdp_fast"}, timeout=2.0).get("rdp_fast", {})
                 if int(d.get("chunks_received", 0)) >= 3:
                     break
                 if s.any_exited():
@@ -114,7 +99,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
             _log(f"{hz:g} Hz: measuring for {seconds:g} s...")
             time.sleep(seconds)
             cpu = {name: round(p.cpu_percent(None) / 100.0, 3) for name, p in procs.items()}
-            d = _diag(probe.node, {"rdp_fast", "rdp_slow", "sim_node"}, timeout=5.0)
+            d = probe.diagnostics({"rdp_fast", "rdp_slow", "sim_node"}, timeout=5.0)
     finally:
         probe.close()
     fast, slow, sim = d.get("rdp_fast", {}), d.get("rdp_slow", {}), d.get("sim_node", {})
