@@ -87,7 +87,7 @@ class RdpFast(Node):
         self._estop: bool | None = None
         self.chunks_received = 0
         self.bad_chunks = 0
-        self.decode_us: list[float] = []
+        self.decode_us: deque[float] = deque(maxlen=2000)
         self.contact_to_command_ms: deque[float] = deque(maxlen=4000)
         self._last_now: float | None = None
         self.clock_jumps = 0
@@ -196,8 +196,6 @@ class RdpFast(Node):
             t0 = time.perf_counter()
             target = self.reactive.tick(now, contact)
             self.decode_us.append((time.perf_counter() - t0) * 1e6)
-            if len(self.decode_us) > 4000:
-                del self.decode_us[:2000]
         for i, (arm, s) in enumerate(snap.items()):
             cmd_pos = cmd_quat = None
             if target is not None:
@@ -214,7 +212,7 @@ class RdpFast(Node):
 
     def _publish_diagnostics(self) -> None:
         pe = self.loop.period_error_ms()
-        dec = np.array(self.decode_us[-2000:]) if self.decode_us else np.array([np.nan])
+        dec = np.array(self.decode_us) if self.decode_us else np.array([np.nan])
         lat = np.array(self.contact_to_command_ms) if self.contact_to_command_ms else np.array([np.nan])
         values = {"loop_rate_hz": self.loop.meter.rate(), "period_error_ms_p50": pe["p50"],
                   "realtime_scheduling": self.loop.rt_active,
