@@ -7,7 +7,6 @@ the ROS clock on the numpy side. Every pose says its frame.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -16,6 +15,8 @@ from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from sim.types import CameraIntrinsics
 
 # ---------------------------------------------------------------- time
 
@@ -205,15 +206,8 @@ def depth_from_msg(msg: Image) -> tuple[float, np.ndarray]:
     return stamp, out
 
 
-@dataclass(frozen=True)
-class Intrinsics:
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    frame_id: str = "camera_color_optical_frame"
+# Pinhole intrinsics on the numpy side: the one dataclass the sim's cameras already use.
+Intrinsics = CameraIntrinsics
 
 
 def camera_info_msg(stamp: float, intr) -> CameraInfo:
