@@ -7,13 +7,14 @@ state and returns the pose to send:
 
 1. e-stop (latched): hold until explicitly released.
 2. NaN/Inf in the command, or no command yet / command older than ``command_timeout``:
-   hold the last safe pose.
+   hold the last safe pose. When commands come back after such a silence, the output
+   restarts from the measured pose (the arm may have been moved meanwhile).
 3. Stale or invalid contact data (wrench older than ``contact_timeout``, NaN): hold.
 4. Force limit: measured force above ``force_limit`` -> back off by ``backoff_distance``
    along the force (away from what pushes) and hold there until the force falls below
    ``force_release`` for ``release_time``.
 5. Workspace box: clamp the position.
-6. Speed and acceleration limits, relative to the last output, so the output never jumps
+6. Speed (norm) and acceleration (per axis) limits, relative to the last output, so the output never jumps
    (also when it resumes after a hold). A hold stops the target at once (the arm's
    impedance controller decelerates the real motion); the back-off is speed-limited only.
 
@@ -35,7 +36,7 @@ class SafetyConfig:
     workspace_hi: tuple = (1.0, 1.0, 1.5)
     max_speed: float = 0.25            # m/s, TCP linear speed
     max_angular_speed: float = 1.5     # rad/s
-    max_accel: float = 2.0             # m/s^2
+    max_accel: float = 2.0             # m/s^2, per Cartesian axis
     force_limit: float = 40.0          # N, |F| that triggers the back-off
     force_release: float = 20.0        # N, below this for release_time the hold ends
     release_time: float = 0.2          # s
@@ -88,6 +89,7 @@ class SafetyFilter:
         self._out_vel = np.zeros(3)
         self._t: float | None = None
         self._estop = False
+        self._idle = False   # holding for want of commands (see filter)
         self._force_hold_until_ok: float | None = None   # time the force first fell below release
         self._force_hold = False
         self._hold_pos: np.ndarray | None = None
@@ -158,6 +160,14 @@ class SafetyFilter:
         if cmd_stamp is None or cmd_pos is None or t - cmd_stamp > cfg.command_timeout:
             self._count(reasons, "no_command")
             hold = True
+            self._idle = True
+        elif self._idle and not self._estop:
+            # Commands resume after a silence: whatever moved the arm meanwhile (a homing
+            # script, a hand-guided move, a sim reset), start again from the measured pose
+            # instead of dragging it back to the pose held before the silence.
+            self._idle = False
+            self.reset(tcp_pos, tcp_quat)
+            dt = 0.0
         elif not (np.isfinite(cmd_pos).all() and np.isfinite(cmd_quat).all()) or np.linalg.norm(cmd_quat) < 1e-6:
             self._count(reasons, "nonfinite_command")
             hold = True
@@ -208,28 +218,30 @@ class SafetyFilter:
             self._count(reasons, "workspace")
         goal_pos = clamped
 
-        # Speed and acceleration limits relative to the last output: no jumps, ever.
+        # Speed and acceleration limits relative to the last output: no jumps, ever. The
+        # acceleration limit holds per Cartesian axis, so a fast motion along one axis (a lift)
+        # cannot use up the budget of another (the squeeze) and make it overshoot.
         if dt > 0:
             step = goal_pos - self._out_pos
-            dist = float(np.linalg.norm(step))
             vel = step / dt
-            speed = dist / dt
+            # Never faster, on any axis, than what can still stop at the goal under the accel limit.
+            v_stop = np.sqrt(2.0 * cfg.max_accel * np.abs(step))
+            if not self._force_hold:
+                vel = np.clip(vel, -v_stop, v_stop)
+            speed = float(np.linalg.norm(vel))
             if speed > cfg.max_speed:
                 vel *= cfg.max_speed / speed
-                speed = cfg.max_speed
                 self._count(reasons, "speed")
-            # Never faster than what can still stop at the goal (no overshoot under the accel limit).
-            v_stop = float(np.sqrt(2.0 * cfg.max_accel * dist))
-            if speed > v_stop and not self._force_hold:
-                vel *= v_stop / speed
-            dv = vel - self._out_vel
-            dv_max = cfg.max_accel * dt
-            v_old, v_new = float(np.linalg.norm(self._out_vel)), float(np.linalg.norm(vel))
-            braking = v_new <= v_old and float(np.dot(vel, self._out_vel)) >= 0.99 * v_new * v_old
-            # Braking along the path and backing off are never slowed by the accel limit.
-            if np.linalg.norm(dv) > dv_max and not self._force_hold and not braking:
-                vel = self._out_vel + dv * (dv_max / np.linalg.norm(dv))
-                self._count(reasons, "acceleration")
+            if not self._force_hold:
+                # Braking (down to zero) is never slowed; speeding up, or reversing after a
+                # stop, changes each axis's velocity by at most max_accel * dt per tick.
+                dv_max = cfg.max_accel * dt
+                v_lo = np.minimum(self._out_vel, 0.0) - dv_max
+                v_hi = np.maximum(self._out_vel, 0.0) + dv_max
+                limited = np.clip(vel, v_lo, v_hi)
+                if not np.array_equal(limited, vel):
+                    self._count(reasons, "acceleration")
+                vel = limited
             new_pos = self._out_pos + vel * dt
             self._out_vel = vel
             new_quat, limited = _slerp_limited(self._out_quat, goal_quat, cfg.max_angular_speed * dt)
