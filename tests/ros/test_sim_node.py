@@ -83,6 +83,6 @@ def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_sta
 def test_episode_start_event_is_latched_with_the_task_plan(sim_stack):
     _, probe = sim_stack
     # a subscriber that joins late still gets the start event (latched)
-    event = msgs.json_from_msg(probe.latest("/sim/episode", String, profile=qos.LATCHED))
+    event = msgs.json_from_msg(probe.latest("/sim/episode", String, profile=qos.EVENTS))
     assert event["event"] == "start" and event["task"] == "wipe" and event["arms"] == ["arm"]
     assert "path_xy" in event["task_spec"] and event["task_spec"]["force_band"] == [5.0, 15.0]

@@ -7,8 +7,12 @@
   keep last few.
 - ``RECORD_SUB``: the recorder wants every message: reliable, deep queue.
 - ``COMMAND``: commands to the robot: reliable, shallow (an old command is worthless).
-- ``LATCHED``: state that a late joiner must see (e-stop, episode events): reliable,
-  transient local, keep last 1.
+- ``LATCHED``: state that a late joiner must see (e-stop): reliable, transient local, keep
+  last 1.
+- ``EVENTS``: episode events (start, end): like ``LATCHED`` but keep last 10, because an
+  episode's end and the next start leave within a millisecond and a depth of 1 lets the
+  start replace the end before a subscriber has taken it (a recorder then never closes the
+  episode).
 """
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -30,4 +34,8 @@ COMMAND = QoSProfile(
 
 LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+EVENTS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

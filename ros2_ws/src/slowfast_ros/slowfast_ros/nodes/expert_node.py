@@ -48,7 +48,7 @@ class ExpertNode(Node):
         self.inputs: ArmInputs | None = None
         self.target_pubs: dict[str, object] = {}
         self.stale_holds = 0
-        self.create_subscription(String, "sim/episode", self._on_episode, qos.LATCHED)
+        self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
         self.loop = PacedLoop(self.p.control_hz, self._tick, name="expert-loop").start()
 
     def _on_episode(self, msg: String) -> None:

@@ -113,7 +113,7 @@ class NavSimNode(Node):
         self.depth_pub = self.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", pub)
         self.instr_pub = self.create_publisher(String, "instruction", qos.COMMAND)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.episode_pub = self.create_publisher(String, "nav_sim/episode", qos.LATCHED)
+        self.episode_pub = self.create_publisher(String, "nav_sim/episode", qos.EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Twist, "cmd_vel", self._on_cmd, qos.COMMAND)
         self.create_subscription(String, "nav/status", self._on_status, qos.LATCHED)

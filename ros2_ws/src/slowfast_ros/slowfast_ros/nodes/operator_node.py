@@ -50,7 +50,7 @@ class OperatorNode(Node):
         self.inputs: ArmInputs | None = None
         self.posted = self.failed = 0
         self._conn = None
-        self.create_subscription(String, "sim/episode", self._on_episode, qos.LATCHED)
+        self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
         self.loop = PacedLoop(self.p.rate_hz, self._tick, name="operator").start()
 
     def _on_episode(self, msg: String) -> None:

@@ -80,7 +80,7 @@ class RecorderNode(Node):
         self.state_pub = self.create_publisher(String, "recorder/state", qos.LATCHED)
         self.create_subscription(String, "recorder/command", self._on_command, qos.COMMAND)
         if p.follow_episodes:
-            self.create_subscription(String, "sim/episode", self._on_episode, qos.LATCHED)
+            self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
         self.create_timer(p.discovery_period, self._discover)
         self.create_timer(p.progress_period, self._progress)
         self._stop = threading.Event()
@@ -181,6 +181,12 @@ class RecorderNode(Node):
         c = cmd["cmd"]
         try:
             if c == "start":
+                if "_event" in cmd and self.rec.recording:
+                    # a sim episode starts before the last one's end was seen: close that bag
+                    # without an outcome rather than run two episodes into one
+                    folder = self.rec.stop(None)
+                    self.get_logger().warning(f"episode {folder.name}: its end event never came; "
+                                              "saved without an outcome")
                 extra = {k: v for k, v in cmd.items() if k not in ("cmd", "source", "_event")}
                 if not extra.get("task"):
                     extra["task"] = self.p.task

@@ -137,7 +137,7 @@ class SimNode(Node):
                     Image, f"{cam}/aligned_depth_to_color/image_raw", pub)
             self.meters[f"{cam}/image"] = RateMeter()
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.episode_pub = self.create_publisher(String, "sim/episode", qos.LATCHED)
+        self.episode_pub = self.create_publisher(String, "sim/episode", qos.EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -240,8 +240,8 @@ class SimNode(Node):
             if self.context.ok():  # not a shutdown (Ctrl-C) under our feet: a real failure
                 self.get_logger().error(f"physics thread stopped: {exc!r}")
                 self.exit_code = 1
-        self._render_q.put(None)
         if self._render.is_alive():
+            self._render_q.put(None)
             self._render.join(timeout=10.0)  # the last video frames are written before exit
         if rclpy.ok():
             rclpy.try_shutdown()
@@ -285,10 +285,14 @@ class SimNode(Node):
     def _end_episode(self) -> None:
         metrics = jsonable(self.env.metrics())
         self.episode_results.append(metrics)
-        self._render_q.put(("end", self.episode))
+        if self._render.is_alive():   # no cameras: no render thread, nothing to close
+            self._render_q.put(("end", self.episode))
         if self.out_dir is not None:
             from sim.report import plot_force  # noqa: PLC0415
             t, f = self.env.force_trace()
+            np.savez_compressed(self.out_dir / f"force_{self.episode:03d}.npz", t=t, force=f,
+                                band=np.asarray(self.env.force_band, float),
+                                perturbation_times=np.asarray(self.env.perturbation_times, float))
             plot_force(self.out_dir / f"force_{self.episode:03d}.png", t, f,
                        self.env.force_band, self.env.perturbation_times,
                        f"{self.p.task} episode {self.episode} (seed {self.p.seed + self.episode})")

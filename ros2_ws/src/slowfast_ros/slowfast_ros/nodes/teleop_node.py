@@ -93,7 +93,7 @@ class TeleopNode(Node):
         self.gripper_pubs = {a: self.create_publisher(JointState, topic(a, "gripper/command"), qos.COMMAND)
                              for a in p.arms}
         self.record_pub = self.create_publisher(String, "recorder/command", qos.COMMAND)
-        self.create_subscription(String, "sim/episode", self._on_episode, qos.LATCHED)
+        self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
         self.create_subscription(String, "recorder/state", self._on_recorder_state, qos.LATCHED)
         if p.camera:
             self.create_subscription(Image, f"{p.camera}/color/image_raw", self._on_image, qos.SENSOR_SUB)
