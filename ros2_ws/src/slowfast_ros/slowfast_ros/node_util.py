@@ -15,6 +15,7 @@ from collections import deque
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 
 
@@ -32,12 +33,21 @@ def declare_params(node: Node, spec) -> object:
             default = f.default
         else:
             default = f.default_factory()
-        desc = ParameterDescriptor(description=f.metadata.get("help", ""))
+        # A float parameter also takes an integer (`camera_hz:=0`): typed dynamically, checked here.
+        is_float = isinstance(default, float)
+        desc = ParameterDescriptor(description=f.metadata.get("help", ""), dynamic_typing=is_float)
         was_tuple = isinstance(default, tuple)
         if isinstance(default, (list, tuple)):
             default = list(default)
-        param = node.declare_parameter(f.name, default, desc)
+        try:
+            param = node.declare_parameter(f.name, default, desc)
+        except InvalidParameterTypeException as exc:
+            raise ValueError(f"parameter {f.name}: {exc}") from None
         value = param.value
+        if is_float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"parameter {f.name}: {value!r} is not a number")
+            value = float(value)
         values[f.name] = tuple(value) if was_tuple else value
     return cls(**values)
 
@@ -102,6 +112,16 @@ class RateMeter:
             return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
+def _shutting_down() -> bool:
+    """True once rclpy's default context is shut down (the process is stopping)."""
+    try:
+        import rclpy  # noqa: PLC0415
+
+        return not rclpy.ok()
+    except Exception:  # noqa: BLE001
+        return False
+
+
 class PacedLoop:
     """Calls ``tick()`` at ``hz`` from a dedicated thread, paced by the monotonic clock
     (never by an executor timer). Ticks that would start late by more than a period are
@@ -158,6 +178,8 @@ class PacedLoop:
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - a failing tick stops the loop, loudly
+                if _shutting_down():
+                    break   # Ctrl-C / stack stop: publishers die under a running tick
                 self.failure = exc
                 self._stop.set()
                 raise
