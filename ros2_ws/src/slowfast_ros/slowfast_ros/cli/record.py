@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="scripted: the sim expert drives through the teleop path (default none: a person)")
     p.add_argument("--episodes", type=int, default=1, help="episodes to record with --operator scripted")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sim episode")
+    p.add_argument("--perturb", action="store_true",
+                   help="with --operator scripted: surface/object changes during episodes (the operator reacts)")
     p.add_argument("--port", type=int, default=8082, help="teleop server port with --operator scripted")
     p.add_argument("--command", choices=COMMANDS, help="send one command to a running recorder and exit")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         hands = ["left", "right"] if args.task == "lift" else ["right"]
         overrides = profile.resolve({"task": args.task, "episodes": str(args.episodes), "port": str(args.port),
                                      "out_dir": args.out})
-        overrides["sim_node"].update(seed=args.seed, start_delay=3.0, perturb=False)
+        overrides["sim_node"].update(seed=args.seed, start_delay=3.0, perturb=bool(args.perturb))
         overrides.setdefault("teleop_node", {}).update(arms=arms, hands=hands)
         overrides["safety_node"] = {"arms": arms}
         overrides["operator_node"].update(hands=hands)

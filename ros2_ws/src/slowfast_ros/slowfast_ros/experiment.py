@@ -1,0 +1,397 @@
+"""The RDP-vs-DP experiment: demonstrations -> dataset -> four models -> evaluation over ROS 2.
+
+Every stage runs the same `slowfast` subcommand a user would type (logged, in order, to
+``DIR/commands.sh``), so the experiment is the documented pipeline, not a second one:
+
+1. ``record``: scripted-operator demonstrations through the teleop server and safety_node,
+   in batches (``DIR/bags/batch_NNN``), perturbations on (the operator reacts to them).
+2. ``convert``: successful episodes -> ``DIR/dataset`` (LeRobot v3 layout).
+3. ``train``: the asymmetric tokenizer, the latent diffusion policy on it, the Diffusion
+   Policy baseline, and the baseline fed the force/tactile history as an observation.
+4. ``export``: ONNX for each policy.
+5. ``eval``: each policy through the ROS 2 runtime (``slowfast sim --controller rdp|dp``) on
+   held-out seeds, perturbations on and off, in batches (``DIR/eval/<method>/<cond>/batch_NNN``).
+6. ``report``: ``DIR/results.json``, ``DIR/results.md`` and force plots.
+
+Resuming: a finished step leaves a marker in ``DIR/done/``; a rerun skips it. A batch cut
+short is recorded or evaluated again from its first episode (its folder is replaced); an
+interrupted training continues from its last epoch checkpoint (``--resume``). The settings
+are stored in ``DIR/experiment.json``; resuming with different settings is refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("rdp", "dp", "dp_contact")
+LABELS = {"rdp": "RDP (force)", "dp": "Diffusion Policy", "dp_contact": "DP + force embedding"}
+CONDITIONS = ("perturbed", "unperturbed")
+
+#: Model sizes for the 2-core CPU run (about 1 h per task with the default counts). The
+#: published sizes are `--preset published` with an empty --model-config (see docs/results.md).
+CPU_MODEL_CONFIG = {
+    "data": {"image_size": [48, 64], "horizon": 32, "contact": "wrench"},
+    "obs": {"image_width": 16, "image_feature_dim": 32},
+    "unet": {"down_dims": [32, 64, 128]},
+}
+
+
+@dataclasses.dataclass
+class ExperimentSettings:
+    task: str = "wipe"
+    demos: int = 50
+    eval_episodes: int = 20
+    demo_seed: int = 10_000
+    eval_seed: int = 20_000
+    batch: int = 10
+    fps: float = 25.0
+    tokenizer_epochs: int = 20
+    policy_epochs: int = 12
+    batch_size: int = 64
+    preset: str = "sim"
+    model_config: dict = dataclasses.field(default_factory=lambda: json.loads(json.dumps(CPU_MODEL_CONFIG)))
+    camera_hz: float = 30.0
+    control_hz: float = 200.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from sim import TASKS  # noqa: PLC0415
+
+        if self.task not in TASKS:
+            raise ValueError(f"--task: unknown task {self.task!r} (choose from {', '.join(TASKS)})")
+        for name, lo in (("demos", 1), ("eval_episodes", 1), ("batch", 1), ("tokenizer_epochs", 1),
+                         ("policy_epochs", 1), ("batch_size", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"--{name.replace('_', '-')}: {v!r} must be an integer >= {lo}")
+        for name in ("demo_seed", "eval_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31:
+                raise ValueError(f"--{name.replace('_', '-')}: {v!r} must be an integer in [0, 2**31)")
+        if abs(self.demo_seed - self.eval_seed) < max(self.demos, 2 * self.eval_episodes):
+            raise ValueError(f"--demo-seed {self.demo_seed} and --eval-seed {self.eval_seed}: the demonstration "
+                             "and evaluation seed ranges overlap (evaluation must be on held-out seeds)")
+        if not 1.0 <= float(self.fps) <= 500.0:
+            raise ValueError(f"--fps: {self.fps} outside 1..500")
+        if not 1.0 <= float(self.camera_hz) <= 120.0:
+            raise ValueError(f"--camera-hz: {self.camera_hz} outside 1..120 (the policies see the camera)")
+        if self.preset not in ("sim", "published"):
+            raise ValueError(f"--preset: {self.preset!r} is not sim or published")
+        if not isinstance(self.model_config, dict):
+            raise ValueError("--model-config: must be a JSON object")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate k/n."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1.0 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def mean_ci(values) -> tuple[float | None, float | None]:
+    """Mean and the half-width of its 95 % normal interval (None when there are no values)."""
+    v = np.asarray([x for x in values if x is not None], float)
+    if v.size == 0:
+        return None, None
+    half = 1.96 * float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else float("nan")
+    return float(v.mean()), half
+
+
+class Experiment:
+    def __init__(self, out: str | Path, settings: ExperimentSettings, log=print,
+                 slowfast: list[str] | None = None, domain_id: int | None = None, port: int = 8082) -> None:
+        self.out = Path(out)
+        self.s = settings
+        self.log = log
+        # The stacks this experiment starts talk on their own DDS domain, kept to this host:
+        # two experiments (or a robot) on one network must not hear each other's topics.
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+        if domain_id is not None:
+            if not 0 <= domain_id <= 232:
+                raise ValueError(f"--ros-domain-id: {domain_id} outside 0..232")
+            self.env["ROS_DOMAIN_ID"] = str(domain_id)
+        if not 1024 <= port <= 65535:
+            raise ValueError(f"--port: {port} outside 1024..65535")
+        self.port = port
+        self.slowfast = slowfast or [sys.executable, "-m", "slowfast_ros.cli"]
+        self.done_dir = self.out / "done"
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _check_settings(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "experiment.json"
+        mine = dataclasses.asdict(self.s)
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}: not JSON; remove it or use another --out") from None
+            diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+            if diff:
+                raise ValueError(f"{self.out} holds an experiment with other settings ({', '.join(diff)}): "
+                                 "rerun with the same settings to resume, or use another --out")
+        else:
+            path.write_text(json.dumps(mine, indent=2))
+        self.done_dir.mkdir(exist_ok=True)
+
+    def _done(self, step: str) -> bool:
+        return (self.done_dir / step).is_file()
+
+    def _mark(self, step: str) -> None:
+        (self.done_dir / step).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+    def _run(self, args: list[str], step: str) -> None:
+        cmd = [*self.slowfast, *args]
+        shown = "slowfast " + " ".join(shlex.quote(a) for a in args)
+        with open(self.out / "commands.sh", "a") as fh:
+            fh.write(shown + "\n")
+        self.log(f"[{step}] {shown}")
+        t0 = time.monotonic()
+        with open(self.out / "logs" / f"{step}.log", "w") as logf:
+            rc = subprocess.call(cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
+        if rc != 0:
+            tail = (self.out / "logs" / f"{step}.log").read_text().strip().splitlines()[-3:]
+            raise ValueError(f"step {step} failed (status {rc}); see {self.out / 'logs' / (step + '.log')}: "
+                             + " | ".join(tail))
+        self.log(f"[{step}] done in {time.monotonic() - t0:.0f} s")
+
+    def _batches(self, total: int):
+        for b in range(0, total, self.s.batch):
+            yield b // self.s.batch, b, min(self.s.batch, total - b)
+
+    # ------------------------------------------------------------------ stages
+    def record(self) -> None:
+        for k, first, n in self._batches(self.s.demos):
+            step = f"record_{k:03d}"
+            if self._done(step):
+                continue
+            folder = self.out / "bags" / f"batch_{k:03d}"
+            shutil.rmtree(folder, ignore_errors=True)
+            self._run(["record", "--task", self.s.task, "--operator", "scripted", "--perturb",
+                       "--episodes", str(n), "--seed", str(self.s.demo_seed + first), "--port", str(self.port),
+                       "--out", str(folder)], step)
+            self._mark(step)
+
+    def convert(self) -> None:
+        if self._done("convert"):
+            return
+        ds = self.out / "dataset"
+        shutil.rmtree(ds, ignore_errors=True)
+        self._run(["convert", str(self.out / "bags"), "--out", str(ds), "--fps", f"{self.s.fps:g}",
+                   "--only-success"], "convert")
+        self._mark("convert")
+
+    def _train(self, name: str, model: str, epochs: int, extra: list[str]) -> None:
+        step = f"train_{name}"
+        if self._done(step):
+            return
+        ckpt = self.out / "checkpoints" / name
+        args = ["train", model, "--dataset", str(self.out / "dataset"), "--out", str(ckpt),
+                "--epochs", str(epochs), "--device", self.s.device, "--no-progress"]
+        if (ckpt / "config.json").is_file() and (ckpt / "training_state").exists():
+            args.append("--resume")
+        else:
+            shutil.rmtree(ckpt, ignore_errors=True)
+            cfg = self.out / "model_config.json"
+            cfg.write_text(json.dumps(self.s.model_config, indent=2))
+            args += ["--preset", self.s.preset, "--config", str(cfg), "--batch-size", str(self.s.batch_size),
+                     "--seed", "0", *extra]
+        self._run(args, step)
+        self._mark(step)
+
+    def train(self) -> None:
+        ck = self.out / "checkpoints"
+        self._train("tokenizer", "tokenizer", self.s.tokenizer_epochs, [])
+        self._train("rdp", "ldp", self.s.policy_epochs, ["--tokenizer", str(ck / "tokenizer")])
+        self._train("dp", "dp", self.s.policy_epochs, [])
+        self._train("dp_contact", "dp", self.s.policy_epochs, ["--obs-contact"])
+
+    def export(self) -> None:
+        for m in METHODS:
+            step = f"export_{m}"
+            if self._done(step):
+                continue
+            dst = self.out / "export" / m
+            shutil.rmtree(dst, ignore_errors=True)
+            self._run(["export", str(self.out / "checkpoints" / m), "--out", str(dst), "--tolerance", "1e-3"], step)
+            self._mark(step)
+
+    def evaluate(self) -> None:
+        for cond in CONDITIONS:
+            for m in METHODS:
+                for k, first, n in self._batches(self.s.eval_episodes):
+                    step = f"eval_{m}_{cond}_{k:03d}"
+                    if self._done(step):
+                        continue
+                    folder = self.out / "eval" / m / cond / f"batch_{k:03d}"
+                    shutil.rmtree(folder, ignore_errors=True)
+                    args = ["sim", "--task", self.s.task, "--controller", "rdp" if m == "rdp" else "dp",
+                            "--policy", str(self.out / "export" / m), "--episodes", str(n),
+                            "--seed", str(self.s.eval_seed + first), "--out", str(folder),
+                            "--camera-hz", f"{self.s.camera_hz:g}", "--control-hz", f"{self.s.control_hz:g}"]
+                    if cond == "unperturbed":
+                        args.append("--no-perturb")
+                    self._run(args, step)
+                    self._mark(step)
+
+    def run(self) -> dict:
+        self._check_settings()
+        (self.out / "logs").mkdir(exist_ok=True)
+        t0 = time.monotonic()
+        for stage in (self.record, self.convert, self.train, self.export, self.evaluate):
+            stage()
+        results = report(self.out)
+        self.log(f"experiment {self.s.task}: finished in {time.monotonic() - t0:.0f} s -> {self.out / 'results.md'}")
+        return results
+
+
+# ---------------------------------------------------------------------- report
+def _episodes(folder: Path) -> list[dict]:
+    eps = []
+    for m in sorted(folder.glob("batch_*/metrics.json")):
+        for e in json.loads(m.read_text())["episodes"]:
+            e["_dir"] = str(m.parent)
+            eps.append(e)
+    return eps
+
+
+def summarize_method(eps: list[dict]) -> dict:
+    n = len(eps)
+    k = sum(bool(e.get("success")) for e in eps)
+    out = {"episodes": n, "successes": k, "success_rate": k / n if n else None, "success_ci95": wilson(k, n)}
+    for key in ("rms_force_error", "time_in_band", "peak_force"):
+        mean, half = mean_ci(e.get(key) for e in eps)
+        out[key] = mean
+        out[key + "_ci95"] = half
+    rec = [r for e in eps for r in (e.get("recovery_times") or [])]
+    mean, half = mean_ci(r for r in rec if r is not None)
+    out["recovery_time"] = mean
+    out["recovery_time_ci95"] = half
+    out["perturbations"] = len(rec)
+    out["unrecovered"] = sum(r is None for r in rec)
+    return out
+
+
+def report(out: str | Path) -> dict:
+    """Aggregate ``DIR/eval`` into ``results.json``, ``results.md`` and force plots."""
+    out = Path(out)
+    settings = json.loads((out / "experiment.json").read_text())
+    task = settings["task"]
+    results: dict = {"task": task, "settings": settings, "methods": {}}
+    for m in METHODS:
+        for cond in CONDITIONS:
+            eps = _episodes(out / "eval" / m / cond)
+            if eps:
+                results["methods"].setdefault(m, {})[cond] = summarize_method(eps)
+    demos = _demo_counts(out)
+    results["demonstrations"] = demos
+    cmp = {}
+    for cond in CONDITIONS:
+        r, d = (results["methods"].get(x, {}).get(cond) for x in ("rdp", "dp"))
+        if r and d:
+            cmp[cond] = {"rdp_minus_dp": r["success_rate"] - d["success_rate"],
+                         "intervals_overlap": not (r["success_ci95"][0] > d["success_ci95"][1]
+                                                   or d["success_ci95"][0] > r["success_ci95"][1])}
+    results["comparison"] = cmp
+    plot = _plot_typical(out, task)
+    results["plot"] = plot
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def _demo_counts(out: Path) -> dict:
+    info = out / "dataset" / "meta" / "info.json"
+    recorded = len(list((out / "bags").glob("batch_*/episode_*")))
+    used = json.loads(info.read_text())["total_episodes"] if info.is_file() else None
+    return {"recorded": recorded, "successful_used": used}
+
+
+def _plot_typical(out: Path, task: str) -> str | None:
+    """Force against time on the first held-out perturbed seed, one panel per method (the
+    same seed: the same perturbations for every method; the first seed, not a chosen one)."""
+    traces = {}
+    for m in METHODS:
+        f = out / "eval" / m / "perturbed" / "batch_000" / "force_000.npz"
+        if f.is_file():
+            traces[m] = np.load(f)
+    if not traces:
+        return None
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=(8, 2.2 * len(traces)), dpi=100)
+    axes = fig.subplots(len(traces), 1, sharex=True, squeeze=False)[:, 0]
+    ylabel = "squeeze force [N]" if task == "lift" else "normal force [N]"
+    for ax, (m, d) in zip(axes, traces.items()):
+        band = d["band"]
+        ax.axhspan(band[0], band[1], color="tab:green", alpha=0.15)
+        ax.plot(d["t"], d["force"], lw=1.0, color="tab:blue")
+        for tp in d["perturbation_times"]:
+            ax.axvline(tp, color="tab:red", ls="--", lw=1.0)
+        ax.set_ylabel(ylabel)
+        ax.set_title(LABELS[m], fontsize=9)
+    axes[-1].set_xlabel("time [s]  (green: force band, red: perturbation)")
+    fig.tight_layout()
+    path = out / f"force_{task}_perturbed.png"
+    fig.savefig(path)
+    return path.name
+
+
+def _fmt(v, digits=2) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _pm(s: dict, key: str, digits=2) -> str:
+    mean, half = s.get(key), s.get(key + "_ci95")
+    if mean is None:
+        return "—"
+    return _fmt(mean, digits) + ("" if half is None or math.isnan(half) else f" ± {_fmt(half, digits)}")
+
+
+def results_markdown(results: dict) -> str:
+    task = results["task"]
+    s = results["settings"]
+    lines = [f"### {task}", ""]
+    d = results.get("demonstrations", {})
+    lines.append(f"Demonstrations: {d.get('recorded')} recorded with perturbations (seeds {s['demo_seed']}.."
+                 f"{s['demo_seed'] + s['demos'] - 1}), {d.get('successful_used')} successful ones used. "
+                 f"Evaluation: {s['eval_episodes']} held-out seeds per condition ({s['eval_seed']}.."
+                 f"{s['eval_seed'] + s['eval_episodes'] - 1}), the same seeds for every method.")
+    lines.append("")
+    lines.append("| method | condition | success (95 % CI) | RMS force error [N] | time in band | peak force [N] | "
+                 "recovery [s] (unrecovered) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for m in METHODS:
+        for cond in CONDITIONS:
+            r = results["methods"].get(m, {}).get(cond)
+            if not r:
+                continue
+            lo, hi = r["success_ci95"]
+            rec = _pm(r, "recovery_time") + (f" ({r['unrecovered']}/{r['perturbations']})" if r["perturbations"] else "")
+            lines.append(f"| {LABELS[m]} | {cond} | {r['successes']}/{r['episodes']} = {_fmt(r['success_rate'])} "
+                         f"[{_fmt(lo)}, {_fmt(hi)}] | {_pm(r, 'rms_force_error')} | {_pm(r, 'time_in_band')} | "
+                         f"{_pm(r, 'peak_force', 1)} | {rec if cond == 'perturbed' else '—'} |")
+    lines.append("")
+    for cond, c in results.get("comparison", {}).items():
+        lines.append(f"- {cond}: RDP − DP success = {c['rdp_minus_dp']:+.2f}; 95 % intervals "
+                     f"{'overlap' if c['intervals_overlap'] else 'do not overlap'}.")
+    if results.get("plot"):
+        lines += ["", f"![force against time, {task}, first perturbed held-out seed]({results['plot']})"]
+    return "\n".join(lines) + "\n"
