@@ -191,7 +191,8 @@ class Experiment:
             return
         ds = self.out / "dataset"
         shutil.rmtree(ds, ignore_errors=True)
-        self._run(["convert", str(self.out / "bags"), "--out", str(ds), "--fps", f"{self.s.fps:g}",
+        batches = [str(b) for b in sorted((self.out / "bags").glob("batch_*"))]
+        self._run(["convert", *batches, "--out", str(ds), "--fps", f"{self.s.fps:g}",
                    "--only-success"], "convert")
         self._mark("convert")
 
@@ -249,6 +250,21 @@ class Experiment:
                     self._mark(step)
 
     def run(self) -> dict:
+        import fcntl  # noqa: PLC0415
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock = open(self.out / ".lock", "w")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise ValueError(f"{self.out}: another experiment is running in this folder") from None
+        try:
+            return self._run_locked()
+        finally:
+            lock.close()
+
+    def _run_locked(self) -> dict:
         self._check_settings()
         (self.out / "logs").mkdir(exist_ok=True)
         t0 = time.monotonic()

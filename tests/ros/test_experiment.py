@@ -1,0 +1,174 @@
+"""The RDP-vs-DP experiment runner: stage order, the exact commands, resume after a failure,
+settings guard, one run per folder, and the report's statistics. The stages run a stand-in
+for the `slowfast` command (the real subcommands have their own tests); it writes what each
+subcommand writes and can be told to fail once."""
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slowfast_ros.experiment import Experiment, ExperimentSettings, mean_ci, report, wilson
+
+FAKE = textwrap.dedent('''
+    import json, os, sys
+    from pathlib import Path
+    import numpy as np
+    args = sys.argv[1:]
+    cmd = args[0]
+    opt = lambda k: args[args.index(k) + 1]
+    log = Path(os.environ["FAKE_LOG"])
+    with open(log, "a") as fh:
+        fh.write(" ".join(args) + "\\n")
+    fail = os.environ.get("FAKE_FAIL", "")
+    if fail and fail in " ".join(args) and not Path(os.environ["FAKE_LOG"] + ".failed").exists():
+        Path(os.environ["FAKE_LOG"] + ".failed").write_text("x")
+        sys.exit(3)
+    if cmd == "record":
+        out = Path(opt("--out")); out.mkdir(parents=True)
+        for k in range(int(opt("--episodes"))):
+            (out / f"episode_{k:04d}").mkdir()
+    elif cmd == "convert":
+        out = Path(opt("--out")); (out / "meta").mkdir(parents=True)
+        n = sum(len(list(Path(b).glob("episode_*"))) for b in args[1:args.index("--out")])
+        (out / "meta" / "info.json").write_text(json.dumps({"total_episodes": n}))
+    elif cmd == "train":
+        out = Path(opt("--out")); out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}"); (out / "training_state").mkdir(exist_ok=True)
+    elif cmd == "export":
+        out = Path(opt("--out")); out.mkdir(parents=True); (out / "runtime.json").write_text("{}")
+    elif cmd == "sim":
+        out = Path(opt("--out")); out.mkdir(parents=True)
+        seed, n = int(opt("--seed")), int(opt("--episodes"))
+        rdp = opt("--controller") == "rdp"
+        pert = "--no-perturb" not in args
+        eps = []
+        for k in range(n):
+            ok = rdp or not pert or (seed + k) % 2 == 0
+            eps.append({"task": "wipe", "seed": seed + k, "success": ok, "rms_force_error": 1.0 if ok else 4.0,
+                        "time_in_band": 0.9 if ok else 0.5, "peak_force": 14.0,
+                        "recovery_times": [0.2 if ok else None] if pert else []})
+            np.savez(out / f"force_{k:03d}.npz", t=np.linspace(0, 8, 50), force=np.full(50, 10.0),
+                     band=np.array([5.0, 15.0]), perturbation_times=np.array([3.0] if pert else []))
+        (out / "metrics.json").write_text(json.dumps({"episodes": eps, "summary": {}}))
+    else:
+        sys.exit(9)
+''')
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    script = tmp_path / "fake_slowfast.py"
+    script.write_text(FAKE)
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.log"))
+    return [sys.executable, str(script)]
+
+
+def settings(**kw):
+    base = dict(task="wipe", demos=4, eval_episodes=4, batch=2, demo_seed=100, eval_seed=1000,
+                tokenizer_epochs=1, policy_epochs=1)
+    base.update(kw)
+    return ExperimentSettings(**base)
+
+
+def calls(tmp_path):
+    return (tmp_path / "calls.log").read_text().splitlines()
+
+
+def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
+    out = tmp_path / "exp"
+    res = Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    c = calls(tmp_path)
+    kinds = [x.split()[0] for x in c]
+    assert kinds == ["record"] * 2 + ["convert"] + ["train"] * 4 + ["export"] * 3 + ["sim"] * 12
+    assert "--perturb" in c[0] and "--seed 100" in c[0] and "--seed 102" in c[1]
+    assert "--tokenizer" in c[4] and c[4].split()[1] == "ldp"
+    assert "--obs-contact" in c[6] and "--obs-contact" not in c[5]
+    sims = [x for x in c if x.startswith("sim")]
+    assert all(int(x.split("--seed ")[1].split()[0]) >= 1000 for x in sims)     # never a demo seed
+    assert sum("--no-perturb" in x for x in sims) == 6
+    # the commands a user can rerun, in order
+    assert (out / "commands.sh").read_text().splitlines()[0].startswith("slowfast record --task wipe")
+    r = res["methods"]
+    assert r["rdp"]["perturbed"]["success_rate"] == 1.0
+    assert r["dp"]["perturbed"]["success_rate"] == 0.5
+    assert r["dp"]["perturbed"]["unrecovered"] == 2
+    assert res["demonstrations"] == {"recorded": 4, "successful_used": 4}
+    md = (out / "results.md").read_text()
+    assert "| RDP (force) | perturbed | 4/4 = 1.00" in md and "force_wipe_perturbed.png" in md
+    assert (out / "force_wipe_perturbed.png").stat().st_size > 1000
+
+
+def test_resumes_after_a_failed_step_without_redoing_finished_ones(tmp_path, fake, monkeypatch):
+    out = tmp_path / "exp"
+    monkeypatch.setenv("FAKE_FAIL", "train dp --dataset")
+    with pytest.raises(ValueError, match="step train_dp failed"):
+        Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    before = calls(tmp_path)
+    Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    after = calls(tmp_path)[len(before):]
+    assert [x.split()[0] for x in after][:2] == ["train", "train"]   # dp again, then dp_contact
+    assert not any(x.startswith(("record", "convert")) for x in after)
+    assert (out / "results.json").is_file()
+
+
+def test_a_partial_batch_is_redone_from_scratch(tmp_path, fake, monkeypatch):
+    out = tmp_path / "exp"
+    monkeypatch.setenv("FAKE_FAIL", "--seed 102")            # second record batch fails once
+    with pytest.raises(ValueError):
+        Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    (out / "bags" / "batch_001").mkdir(exist_ok=True)          # what a killed recorder leaves
+    (out / "bags" / "batch_001" / "episode_0000").mkdir()
+    Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    assert len(list((out / "bags").glob("batch_*/episode_*"))) == 4
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, fake):
+    out = tmp_path / "exp"
+    Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    with pytest.raises(ValueError, match="other settings.*demos"):
+        Experiment(out, settings(demos=6), log=lambda s: None, slowfast=fake).run()
+
+
+def test_one_run_per_folder(tmp_path, fake):
+    import fcntl
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another experiment is running"):
+            Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(task="peel"), "unknown task"),
+    (dict(demos=0), "--demos"),
+    (dict(eval_seed=102), "overlap"),
+    (dict(camera_hz=0.0), "--camera-hz"),
+])
+def test_bad_settings_are_one_clear_error(kw, match):
+    with pytest.raises(ValueError, match=match):
+        settings(**kw)
+
+
+def test_wilson_interval_and_mean_ci():
+    lo, hi = wilson(17, 20)
+    assert lo == pytest.approx(0.640, abs=2e-3) and hi == pytest.approx(0.948, abs=2e-3)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    m, h = mean_ci([1.0, 2.0, 3.0, None])
+    assert m == 2.0 and h == pytest.approx(1.96 * 1.0 / math.sqrt(3))
+    assert mean_ci([None]) == (None, None)
+
+
+def test_report_command_rebuilds_results(tmp_path, fake):
+    out = tmp_path / "exp"
+    Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    (out / "results.md").unlink()
+    res = report(out)
+    assert (out / "results.md").is_file() and res["comparison"]["perturbed"]["rdp_minus_dp"] == 0.5
+    assert json.loads((out / "results.json").read_text())["task"] == "wipe"
+    assert np.isfinite(res["methods"]["dp"]["perturbed"]["rms_force_error"])
