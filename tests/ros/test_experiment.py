@@ -90,6 +90,7 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     sims = [x for x in c if x.startswith("sim")]
     assert all(int(x.split("--seed ")[1].split()[0]) >= 1000 for x in sims)     # never a demo seed
     assert sum("--no-perturb" in x for x in sims) == 6
+    assert all("--set rdp_slow.rate_hz=1.5625" in x for x in sims)   # one chunk per 16 steps, every method
     # the commands a user can rerun, in order
     assert (out / "commands.sh").read_text().splitlines()[0].startswith("slowfast record --task wipe")
     r = res["methods"]
@@ -149,6 +150,7 @@ def test_one_run_per_folder(tmp_path, fake):
     (dict(demos=0), "--demos"),
     (dict(eval_seed=102), "overlap"),
     (dict(camera_hz=0.0), "--camera-hz"),
+    (dict(slow_hz=100.0), "--slow-hz"),
 ])
 def test_bad_settings_are_one_clear_error(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON file of model overrides (default: the CPU sizes; '{}' file = the preset's sizes)")
     p.add_argument("--camera-hz", type=float, default=d.camera_hz)
     p.add_argument("--control-hz", type=float, default=d.control_hz, help="fast loop rate during evaluation")
+    p.add_argument("--slow-hz", type=float, default=d.slow_hz,
+                   help=f"new chunks per second for every method (default {d.slow_hz:g}: one per 16 steps, as published)")
     p.add_argument("--device", default=d.device, help="training device: auto | cpu | cuda")
     p.add_argument("--ros-domain-id", type=int, default=None,
                    help="DDS domain of the experiment's stacks (default: $ROS_DOMAIN_ID); discovery stays on this host")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["methods"] else 1
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
-                                       "control_hz", "device")}
+                                       "control_hz", "slow_hz", "device")}
     if args.model_config:
         try:
             kw["model_config"] = json.loads(Path(args.model_config).read_text())
