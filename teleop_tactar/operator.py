@@ -27,7 +27,12 @@ class ScriptedOperator:
         self.tcp0: dict | None = None
 
     def idle_message(self, t: float) -> dict:
-        """Clutch released: the robot holds (before the episode, after it)."""
+        """Clutch released: the robot holds (before the episode, after it, on stale input).
+
+        The next :meth:`message` clutches in again at the TCP pose of that moment, as the
+        server does: keeping the old reference would shift every later target by the
+        tracking error at the re-clutch (in contact: the whole squeeze or pressing depth)."""
+        self.tcp0 = None
         rest = hand_for_target(np.zeros(3), [0, 0, 0, 1.0], np.zeros(3), [0, 0, 0, 1.0], HAND0_WORLD, self.scale)
         return hand_json(t, {side: (*rest, 0.0, [False] * 5) for side in self.arm_hands.values()})
 

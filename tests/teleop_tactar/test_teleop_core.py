@@ -207,3 +207,37 @@ def test_lan_bind_needs_a_token_and_serves_https_with_a_self_signed_certificate(
         assert srv.counters["rejected/unauthorized"] == 1
     finally:
         srv.stop()
+
+
+def test_scripted_operator_reclutch_keeps_the_targets_on_the_experts():
+    # After a release (stale input), the server clutches in again at the measured TCP. In
+    # contact that TCP lags the command by the pressing depth; an operator keeping its old
+    # reference would shift every later target by that depth (a lost squeeze).
+    from sim import ArmState, SimConfig, SimEnv
+    from teleop_tactar.operator import ScriptedOperator
+    from teleop_tactar.protocol import parse_hands
+    from teleop_tactar.retarget import RetargetConfig, Teleoperator
+
+    env = SimEnv(SimConfig(task="wipe", render=False, perturb=False))
+    env.reset(0)
+    op = ScriptedOperator("wipe", env.task_spec(), {"arm": "right"})
+    intended = []
+    act = op.expert.act
+    op.expert.act = lambda t, states: intended.append(act(t, states)["arm"]) or {"arm": intended[-1]}
+    server = Teleoperator({"arm": "right"}, RetargetConfig())
+    q = np.array([0.0, 0.0, 0.0, 1.0])
+
+    def state(pos):
+        return {"arm": ArmState(stamp=0.0, tcp_pos=pos, tcp_quat=q, tcp_linvel=np.zeros(3), tcp_angvel=np.zeros(3),
+                                wrench=np.zeros(6), tactile=np.zeros((4, 4)), gripper=None)}
+
+    tcp = np.array([0.0, 0.0, 0.2])
+    server.on_frame(parse_hands(op.message(0.0, state(tcp))), {"arm": (tcp, q)}, 0.0)      # clutch in
+    server.on_frame(parse_hands(op.message(0.02, state(tcp))), {"arm": (tcp, q)}, 0.02)
+    server.on_frame(parse_hands(op.idle_message(0.1)), {"arm": (tcp, q)}, 0.1)            # release
+    measured = tcp + np.array([0.0, 0.0, 0.012])                                            # lags the command
+    server.on_frame(parse_hands(op.message(0.2, state(measured))), {"arm": (measured, q)}, 0.2)  # re-clutch
+    for k in range(3):
+        t = 0.22 + 0.02 * k
+        targets, _ = server.on_frame(parse_hands(op.message(t, state(measured))), {"arm": (measured, q)}, t)
+        assert np.allclose(targets["arm"].pos, intended[-1][0], atol=1e-6)   # what the expert asked for
