@@ -193,7 +193,13 @@ class NavSimNode(Node):
         # Wait for a listener (the nav node), publishing odometry and images meanwhile.
         t_end = time.monotonic() + self.p.start_delay
         sent = False
+        warn_at = time.monotonic() + 5.0
         while not self._stop.is_set() and (not sent or time.monotonic() < t_end):
+            if not sent and warn_at is not None and time.monotonic() > warn_at:
+                warn_at = None
+                self.get_logger().warning(
+                    f"episode {self.episode}: nobody subscribes to {self.instr_pub.topic_name} yet; the episode "
+                    "starts when a navigation node (streamvln_nav) listens")
             if not sent and self.instr_pub.get_subscription_count() > 0:
                 time.sleep(0.2)  # the subscriber's discovery completes
                 self.instr_pub.publish(String(data=ep.instruction))
