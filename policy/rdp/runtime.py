@@ -211,6 +211,19 @@ class _SlowBase:
         self.std = np.asarray(meta["target_norm"]["std"], np.float32)
         self.use_contact = True
 
+    def warmup(self) -> float:
+        """One prediction on neutral inputs, so the first real one is not the slow one (the
+        first call imports the noise scheduler and lets onnxruntime allocate): 6 s on a CPU,
+        most of an 8 s sim episode. Returns the seconds it took."""
+        import time  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        images = {c: np.zeros((self.n_obs, *self.image_size, 3), np.uint8) for c in self.cameras} or None
+        pose = np.tile(np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32), (self.n_obs, self.num_arms))
+        contact = np.zeros((self.history, self.contact_dim), np.float32)
+        self.predict(images, pose, contact if self.use_contact else None, seed=0)
+        return time.perf_counter() - t0
+
     def _scheduler(self, steps: int | None):
         from .config import DiffusionConfig
         from .diffusion import make_scheduler

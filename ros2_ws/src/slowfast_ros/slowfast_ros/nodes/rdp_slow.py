@@ -54,6 +54,8 @@ class RdpSlow(Node):
 
         p = self.p = declare_params(self, RdpSlowParams)
         self.policy = SlowPolicyRuntime(p.export_dir, threads=p.threads, seed=p.seed)
+        # before the loop starts: otherwise the first chunk of the first episode comes seconds late
+        warm_s = self.policy.warmup()
         meta = self.policy.meta
         if self.policy.num_arms != len(p.arms):
             raise ValueError(f"arms: the model drives {self.policy.num_arms} arm(s), got {len(p.arms)} ({p.arms})")
@@ -81,7 +83,7 @@ class RdpSlow(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.loop = PacedLoop(p.rate_hz, self._cycle, name="rdp-slow").start()
         self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
-                               f"contact={self.contact_kind}, providers {self.policy.providers}")
+                               f"contact={self.contact_kind}, providers {self.policy.providers}, warm-up {warm_s:.1f} s")
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:

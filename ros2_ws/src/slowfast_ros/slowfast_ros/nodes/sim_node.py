@@ -55,6 +55,8 @@ class SimNodeParams:
     clock_hz: float = param(100.0, "/clock publish rate (Hz)")
     out_dir: str = param("", "write per-episode metrics, force plot and camera MP4 here ('' = none)")
     start_delay: float = param(0.5, "seconds to hold the home pose before an episode starts (lets controllers reset)")
+    wait_for: list = param([""], "topics that must have a publisher before the first episode starts "
+                                 "(a controller that loads a model), waited for up to 120 s")
 
     def __post_init__(self):
         for name in ("pose_hz", "wrench_hz", "tactile_hz", "clock_hz"):
@@ -246,8 +248,21 @@ class SimNode(Node):
         if rclpy.ok():
             rclpy.try_shutdown()
 
+    def _wait_for_controllers(self) -> None:
+        topics = [t for t in self.p.wait_for if t]
+        deadline = time.monotonic() + 120.0
+        while topics and not self._stop.is_set():
+            topics = [t for t in topics if self.count_publishers(t) == 0]
+            if not topics:
+                break
+            if time.monotonic() > deadline:
+                self.get_logger().warning(f"no publisher on {topics} after 120 s: starting anyway")
+                break
+            time.sleep(0.1)
+
     def _run_episodes(self) -> None:
         env, dt = self.env, self.env.dt
+        self._wait_for_controllers()
         while not self._stop.is_set():
             if self.p.episodes and self.episode + 1 >= self.p.episodes:
                 break
