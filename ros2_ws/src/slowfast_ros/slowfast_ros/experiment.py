@@ -347,13 +347,22 @@ def _demo_counts(out: Path) -> dict:
 
 
 def _plot_typical(out: Path, task: str) -> str | None:
-    """Force against time on the first held-out perturbed seed, one panel per method (the
-    same seed: the same perturbations for every method; the first seed, not a chosen one)."""
+    """Force against time on one held-out perturbed seed, one panel per method: the same
+    seed, so the same perturbations, for every method; the first seed (in order) on which
+    every method touched the surface, whatever it did next - not a chosen one."""
     traces = {}
-    for m in METHODS:
-        f = out / "eval" / m / "perturbed" / "batch_000" / "force_000.npz"
-        if f.is_file():
-            traces[m] = np.load(f)
+    for batch in sorted((out / "eval" / METHODS[0] / "perturbed").glob("batch_*")):
+        for f in sorted(batch.glob("force_*.npz")):
+            cand = {}
+            for m in METHODS:
+                g = out / "eval" / m / "perturbed" / batch.name / f.name
+                if g.is_file():
+                    cand[m] = dict(np.load(g))
+            if cand and all(float(np.max(d["force"], initial=0.0)) >= 1.0 for d in cand.values()):
+                traces = cand
+                break
+        if traces:
+            break
     if not traces:
         return None
     import matplotlib  # noqa: PLC0415
