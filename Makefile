@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 	@echo "setup: done ($(VENV))"
 
+# The learned Reactive Diffusion Policy shipped in checkpoints/wipe (trained by
+# `slowfast experiment rdp-vs-dp --task wipe`), over ROS 2, on a perturbed episode.
 demo: setup
-	$(VENV)/bin/slowfast sim --task wipe --controller expert --episodes 1 --seed 0 --out out/demo
+	$(VENV)/bin/slowfast sim --task wipe --controller rdp --policy checkpoints/wipe --episodes 1 --seed 0 \
+	  --set rdp_slow.rate_hz=1.5625 --out out/demo
 
 test: setup
 	$(PY) -m pytest -q
