@@ -147,6 +147,7 @@ def quat_to_matrix_one(q) -> np.ndarray:
 
 def matrix_to_quat_one(m: np.ndarray) -> np.ndarray:
     """3x3 rotation matrix -> quaternion x, y, z, w (w >= 0), Shepperd's method."""
+    m = np.asarray(m, dtype=np.float64)
     tr = m[0, 0] + m[1, 1] + m[2, 2]
     if tr > 0:
         s = 2.0 * np.sqrt(tr + 1.0)
