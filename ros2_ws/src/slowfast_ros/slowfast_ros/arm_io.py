@@ -51,6 +51,28 @@ class ArmSnapshot:
         return float(min(self.pose_stamp, self.wrench_stamp, self.tactile_stamp))
 
 
+def controller_states(snap: dict[str, ArmSnapshot], start: float, max_input_age: float):
+    """The arms as a scripted controller (the sim expert, the scripted operator) sees them.
+
+    Returns ``(status, states, newest)``: status "waiting" (an input never arrived),
+    "before_start" (still the hold before the episode), "stale" (inputs further apart than
+    ``max_input_age``) or "ok" with ``states`` = {arm: sim.ArmState} stamped in seconds since
+    ``start`` and ``newest`` the newest capture stamp."""
+    if not all(s.complete for s in snap.values()):
+        return "waiting", None, float("nan")
+    newest = max(s.newest_stamp for s in snap.values())
+    if newest < start:
+        return "before_start", None, newest
+    if newest - min(s.oldest_stamp for s in snap.values()) > max_input_age:
+        return "stale", None, newest
+    from sim import ArmState  # noqa: PLC0415 - only scripted controllers need the sim's types
+
+    states = {a: ArmState(stamp=s.newest_stamp - start, tcp_pos=s.tcp_pos, tcp_quat=s.tcp_quat,
+                          tcp_linvel=s.tcp_linvel, tcp_angvel=s.tcp_angvel, wrench=s.wrench,
+                          tactile=s.tactile, gripper=None) for a, s in snap.items()}
+    return "ok", states, newest
+
+
 class StampedBuffer:
     """The last ``seconds`` of readings by capture stamp; lookups by stamp. Not locked:
     :class:`ArmInputs` guards it."""

@@ -15,9 +15,9 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from sim import TASKS, ArmState
+from sim import TASKS
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, topic
+from slowfast_ros.arm_io import ArmInputs, controller_states, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -85,19 +85,11 @@ class ExpertNode(Node):
             expert, start = self.expert, self.episode_start
         if expert is None or self.inputs is None:
             return
-        snap = self.inputs.snapshot()
-        if not all(s.complete for s in snap.values()):
-            return
-        newest = max(s.newest_stamp for s in snap.values())
-        if newest < start:
-            return  # still the hold before the episode starts
-        if newest - min(s.oldest_stamp for s in snap.values()) > self.p.max_input_age:
+        status, states, newest = controller_states(self.inputs.snapshot(), start, self.p.max_input_age)
+        if status == "stale":
             self.stale_holds += 1
-            return
-        states = {a: ArmState(stamp=s.newest_stamp - start, tcp_pos=s.tcp_pos, tcp_quat=s.tcp_quat,
-                              tcp_linvel=s.tcp_linvel, tcp_angvel=s.tcp_angvel, wrench=s.wrench,
-                              tactile=s.tactile, gripper=None)
-                  for a, s in snap.items()}
+        if status != "ok":
+            return  # no input yet, the hold before the episode, or stale input: send nothing
         targets = expert.act(newest - start, states)
         for arm, (pos, quat) in targets.items():
             if not (np.isfinite(pos).all() and np.isfinite(quat).all()):

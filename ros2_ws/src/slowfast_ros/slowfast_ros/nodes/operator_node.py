@@ -17,7 +17,7 @@ from rclpy.node import Node
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs
+from slowfast_ros.arm_io import ArmInputs, controller_states
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -79,7 +79,6 @@ class OperatorNode(Node):
         self.failed += 1
 
     def _tick(self) -> None:
-        from sim import ArmState  # noqa: PLC0415
         from teleop_tactar.operator import ScriptedOperator  # noqa: PLC0415
 
         with self._lock:
@@ -99,16 +98,12 @@ class OperatorNode(Node):
                 self.op = None
         if self.op is None or self.inputs is None:
             return
-        snap = self.inputs.snapshot()
-        if not all(s.complete for s in snap.values()):
+        status, states, newest = controller_states(self.inputs.snapshot(), self.start, self.p.max_input_age)
+        if status == "waiting":
             return
-        newest = max(s.newest_stamp for s in snap.values())
-        if newest < self.start or newest - min(s.oldest_stamp for s in snap.values()) > self.p.max_input_age:
+        if status != "ok":       # before the episode, or stale input: clutch released, the arm holds
             self._post(self.op.idle_message(time.time()))
             return
-        states = {a: ArmState(stamp=s.newest_stamp - self.start, tcp_pos=s.tcp_pos, tcp_quat=s.tcp_quat,
-                              tcp_linvel=s.tcp_linvel, tcp_angvel=s.tcp_angvel, wrench=s.wrench,
-                              tactile=s.tactile, gripper=None) for a, s in snap.items()}
         body = self.op.message(newest - self.start, states)
         if all(np.isfinite(h["wristPos"]).all() for k, h in body.items() if k.endswith("Hand")):
             self._post(body)
