@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import tempfile
+
+import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
@@ -38,3 +41,13 @@ def _claim_domain() -> int:
 
 
 os.environ["ROS_DOMAIN_ID"] = str(_claim_domain())
+
+
+@pytest.fixture
+def free_port():
+    """A callable returning a TCP port on 127.0.0.1 that is free right now."""
+    def get() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    return get

@@ -3,7 +3,6 @@ and records a bag; `slowfast convert` turns it into a dataset whose frames line 
 bag's stamps within half a frame period, which the policy's dataset reader loads; a garbage
 bag is named and skipped, a truncated one still converts."""
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -16,18 +15,10 @@ pytestmark = pytest.mark.dds
 FPS = 20.0
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def test_scripted_record_then_convert(tmp_path, capsys):
+def test_scripted_record_then_convert(tmp_path, capsys, free_port):
     bags = tmp_path / "bags"
     cmd = [sys.executable, "-m", "slowfast_ros.cli", "record", "--operator", "scripted", "--episodes", "1",
-           "--task", "wipe", "--out", str(bags), "--port", str(_free_port()),
+           "--task", "wipe", "--out", str(bags), "--port", str(free_port()),
            "--set", "sim_node.episode_seconds=3.0", "--set", "sim_node.camera_width=64",
            "--set", "sim_node.camera_height=48", "--set", "sim_node.camera_hz=20.0"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -11,21 +11,13 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, stack
 from slowfast_ros.topic_probe import TopicProbe
 from teleop_tactar import protocol
 from teleop_tactar.frames import world_to_unity_pos
 
 pytestmark = pytest.mark.dds
 I_WXYZ = [1.0, 0.0, 0.0, 0.0]
-
-
-def _free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _post(url, body):
@@ -45,8 +37,8 @@ def _body(pos_unity, clutch=True):
     return json.dumps(protocol.hand_json(time.time(), {"right": (pos_unity, I_WXYZ, 0.0, buttons)})).encode()
 
 
-def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path):
-    port = _free_port()
+def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path, free_port):
+    port = free_port()
     # UDP ports 10001.. shifted by an offset to a free range
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
@@ -67,18 +59,10 @@ def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path):
                               "perturb": False, "start_delay": 0.2},
                  "teleop_node": {"port": port, "udp_port_offset": offset, "max_rate": 200.0}}
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped, "/arm/target_tcp": PoseStamped})
-    node = probe.node
     url = f"http://127.0.0.1:{port}/unity"
 
     def tcp():
-        got = []
-        sub = node.create_subscription(PoseStamped, "/arm/tcp_pose", got.append, qos.SENSOR_SUB)
-        end = time.monotonic() + 2.0
-        time.sleep(0.15)
-        while not got and time.monotonic() < end:
-            time.sleep(0.05)
-        node.destroy_subscription(sub)
-        return msgs.pose_from_msg(got[-1])[1]
+        return msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped, timeout=2.0))[1]
 
     try:
         with stack.Stack(profile, overrides, log_dir=tmp_path) as s:

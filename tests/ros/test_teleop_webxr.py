@@ -3,7 +3,6 @@ from the teleop server, connects its WebSocket, the keyboard fallback (clutch + 
 moves the simulated robot along +x, feedback (robot state, tactile and force arrows, camera
 images) arrives, and the page's Record button reaches recorder/command."""
 import shutil
-import socket
 import time
 
 import numpy as np
@@ -20,20 +19,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.skipif(not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM),
                     reason="no system Chromium")
-def test_webxr_page_round_trip_in_headless_chromium(tmp_path):
+def test_webxr_page_round_trip_in_headless_chromium(tmp_path, free_port):
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     profile = stack.Profile("t", "", [
         stack.NodeSpec("sim_node", "slowfast_ros.nodes.sim_node", ["sim_node.yaml"]),
         stack.NodeSpec("teleop_node", "slowfast_ros.nodes.teleop_node", ["teleop_node.yaml"]),
@@ -48,14 +39,7 @@ def test_webxr_page_round_trip_in_headless_chromium(tmp_path):
                              qos.COMMAND)
 
     def tcp():
-        got = []
-        sub = node.create_subscription(PoseStamped, "/arm/tcp_pose", got.append, qos.SENSOR_SUB)
-        end = time.monotonic() + 2.0
-        time.sleep(0.15)
-        while not got and time.monotonic() < end:
-            time.sleep(0.05)
-        node.destroy_subscription(sub)
-        return msgs.pose_from_msg(got[-1])[1]
+        return msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped, timeout=2.0))[1]
 
     try:
         with stack.Stack(profile, overrides, log_dir=tmp_path) as s, sync_playwright() as pw:
