@@ -31,11 +31,8 @@ def test_shipped_policy_runs_on_a_sim_observation(export):
     st = {a: env.observe(a) for a in env.arms}
     pose = np.concatenate([np.concatenate([st[a].tcp_pos, st[a].tcp_quat]) for a in env.arms]).astype(np.float32)
     wrench = np.concatenate([st[a].wrench for a in env.arms]).astype(np.float32)
-    frame = env.render("camera")
-    import cv2
-
-    img = cv2.resize(frame, (slow.image_size[1], slow.image_size[0]), interpolation=cv2.INTER_AREA)
-    images = {c: np.stack([img] * slow.n_obs) for c in slow.cameras}
+    frame = env.render("camera")                      # full size: the runtime resizes it
+    images = {c: np.stack([frame] * slow.n_obs) for c in slow.cameras}
     chunk = slow.predict(images, np.stack([pose] * slow.n_obs), np.stack([wrench] * slow.history), seed=0)
     assert chunk.shape == (fast.latent_steps, fast.latent_dim) and np.isfinite(chunk).all()
     state = None

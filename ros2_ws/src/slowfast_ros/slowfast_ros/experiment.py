@@ -154,6 +154,7 @@ class Experiment:
                                  "rerun with the same settings to resume, or use another --out")
         else:
             path.write_text(json.dumps(mine, indent=2))
+            (self.out / "model_config.json").write_text(json.dumps(self.s.model_config, indent=2))
         self.done_dir.mkdir(exist_ok=True)
 
     def _done(self, step: str) -> bool:
@@ -215,9 +216,7 @@ class Experiment:
             args.append("--resume")
         else:
             shutil.rmtree(ckpt, ignore_errors=True)
-            cfg = self.out / "model_config.json"
-            cfg.write_text(json.dumps(self.s.model_config, indent=2))
-            args += ["--preset", self.s.preset, "--config", str(cfg), "--batch-size", str(self.s.batch_size),
+            args += ["--preset", self.s.preset, "--config", str(self.out / "model_config.json"), "--batch-size", str(self.s.batch_size),
                      "--seed", "0", *extra]
         self._run(args, step)
         self._mark(step)

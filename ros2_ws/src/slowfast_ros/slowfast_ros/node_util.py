@@ -112,16 +112,6 @@ class RateMeter:
             return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
-def _shutting_down() -> bool:
-    """True once rclpy's default context is shut down (the process is stopping)."""
-    try:
-        import rclpy  # noqa: PLC0415
-
-        return not rclpy.ok()
-    except Exception:  # noqa: BLE001
-        return False
-
-
 class PacedLoop:
     """Calls ``tick()`` at ``hz`` from a dedicated thread, paced by the monotonic clock
     (never by an executor timer). Ticks that would start late by more than a period are
@@ -178,7 +168,7 @@ class PacedLoop:
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - a failing tick stops the loop, loudly
-                if _shutting_down():
+                if not rclpy.ok():
                     break   # Ctrl-C / stack stop: publishers die under a running tick
                 self.failure = exc
                 self._stop.set()
