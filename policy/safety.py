@@ -167,7 +167,7 @@ class SafetyFilter:
             # instead of dragging it back to the pose held before the silence.
             self._idle = False
             self.reset(tcp_pos, tcp_quat)
-            dt = 0.0
+            dt, self._t = 0.0, t   # reset() forgot the tick time; this tick is the new start
         elif not (np.isfinite(cmd_pos).all() and np.isfinite(cmd_quat).all()) or np.linalg.norm(cmd_quat) < 1e-6:
             self._count(reasons, "nonfinite_command")
             hold = True
