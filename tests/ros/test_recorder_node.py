@@ -58,6 +58,17 @@ def _send(pose_pub, img_pub, n, rng, sent, t0=1000.0):
         time.sleep(0.004)
 
 
+def _start_and_send(s, pose_pub, img_pub, cmd_pub, rng):
+    """Once the recorder listens: start an episode and send 300 poses and 30 images."""
+    assert _wait_subscribed([pose_pub, img_pub, cmd_pub], s), s.last_line("recorder_node")
+    time.sleep(0.3)
+    cmd_pub.publish(msgs.json_msg({"cmd": "start"}))
+    time.sleep(0.5)
+    sent = {"/arm/tcp_pose": [], "/camera/color/image_raw": []}
+    _send(pose_pub, img_pub, 300, rng, sent)
+    return sent
+
+
 def test_recorded_episode_reads_back_intact_and_discard_leaves_nothing(tmp_path):
     out = tmp_path / "bags"
     probe = TopicProbe({})
@@ -67,12 +78,7 @@ def test_recorded_episode_reads_back_intact_and_discard_leaves_nothing(tmp_path)
         with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "task": "wipe the table",
                                                         "topics": ["/arm/tcp_pose", "/camera/color/image_raw"]}},
                          log_dir=tmp_path / "log") as s:
-            assert _wait_subscribed([pose_pub, img_pub, cmd_pub], s), s.last_line("recorder_node")
-            time.sleep(0.3)
-            cmd_pub.publish(msgs.json_msg({"cmd": "start"}))
-            time.sleep(0.5)
-            sent = {"/arm/tcp_pose": [], "/camera/color/image_raw": []}
-            _send(pose_pub, img_pub, 300, rng, sent)
+            sent = _start_and_send(s, pose_pub, img_pub, cmd_pub, rng)
             time.sleep(0.5)
             from slowfast_ros.cli import main
             assert main(["record", "--command", "success"]) == 0     # `slowfast record --command`
@@ -116,12 +122,7 @@ def test_killed_recorder_leaves_a_bag_that_opens_up_to_the_last_flush(tmp_path):
         with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "flush_period": 0.2,
                                                         "topics": ["/arm/tcp_pose", "/camera/color/image_raw"]}},
                          log_dir=tmp_path / "log") as s:
-            assert _wait_subscribed([pose_pub, img_pub, cmd_pub], s), s.last_line("recorder_node")
-            time.sleep(0.3)
-            cmd_pub.publish(msgs.json_msg({"cmd": "start"}))
-            time.sleep(0.5)
-            sent = {"/arm/tcp_pose": [], "/camera/color/image_raw": []}
-            _send(pose_pub, img_pub, 300, rng, sent)
+            sent = _start_and_send(s, pose_pub, img_pub, cmd_pub, rng)
             time.sleep(0.8)                                                 # > flush_period: all flushed
             _send(pose_pub, img_pub, 50, rng, {"/arm/tcp_pose": [], "/camera/color/image_raw": []}, t0=2000.0)
             s.procs["recorder_node"].send_signal(signal.SIGKILL)
