@@ -51,10 +51,7 @@ def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path, free_
         s.bind(("127.0.0.1", p + offset))
         s.settimeout(0.0)
         socks[p] = s
-    profile = stack.Profile("t", "", [
-        stack.NodeSpec("sim_node", "slowfast_ros.nodes.sim_node", ["sim_node.yaml"]),
-        stack.NodeSpec("teleop_node", "slowfast_ros.nodes.teleop_node", ["teleop_node.yaml"]),
-        stack.NodeSpec("safety_node", "slowfast_ros.nodes.safety_node", ["safety_node.yaml"])])
+    profile = stack.load_profile("sim-teleop")          # what `slowfast teleop --sim` starts
     overrides = {"sim_node": {"camera_hz": 10.0, "camera_width": 64, "camera_height": 48, "episode_seconds": 300.0,
                               "perturb": False, "start_delay": 0.2},
                  "teleop_node": {"port": port, "udp_port_offset": offset, "max_rate": 200.0}}

@@ -25,10 +25,7 @@ def test_webxr_page_round_trip_in_headless_chromium(tmp_path, free_port):
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    profile = stack.Profile("t", "", [
-        stack.NodeSpec("sim_node", "slowfast_ros.nodes.sim_node", ["sim_node.yaml"]),
-        stack.NodeSpec("teleop_node", "slowfast_ros.nodes.teleop_node", ["teleop_node.yaml"]),
-        stack.NodeSpec("safety_node", "slowfast_ros.nodes.safety_node", ["safety_node.yaml"])])
+    profile = stack.load_profile("sim-teleop")          # what `slowfast teleop --sim` starts
     overrides = {"sim_node": {"camera_hz": 10.0, "camera_width": 64, "camera_height": 48, "episode_seconds": 300.0,
                               "perturb": False, "start_delay": 0.2},
                  "teleop_node": {"port": port}}
