@@ -91,6 +91,9 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     assert all(int(x.split("--seed ")[1].split()[0]) >= 1000 for x in sims)     # never a demo seed
     assert sum("--no-perturb" in x for x in sims) == 6
     assert all("--set rdp_slow.rate_hz=1.5625" in x for x in sims)   # one chunk per 16 steps, every method
+    # demonstrations and evaluations see the same sensor rates (wipe: the sim's 200 Hz)
+    assert all("--set sim_node.pose_hz=200 --set sim_node.tactile_hz=200" in x for x in c if x.startswith(("record", "sim")))
+    assert "--set sim_node.camera_hz=30" in c[0]
     # the commands a user can rerun, in order
     assert (out / "commands.sh").read_text().splitlines()[0].startswith("slowfast record --task wipe")
     r = res["methods"]
@@ -151,10 +154,20 @@ def test_one_run_per_folder(tmp_path, fake):
     (dict(eval_seed=102), "overlap"),
     (dict(camera_hz=0.0), "--camera-hz"),
     (dict(slow_hz=100.0), "--slow-hz"),
+    (dict(tactile_hz=5.0), "--tactile-hz"),
 ])
 def test_bad_settings_are_one_clear_error(kw, match):
     with pytest.raises(ValueError, match=match):
         settings(**kw)
+
+
+def test_lift_records_and_evaluates_at_its_lighter_sensor_rates(tmp_path, fake):
+    s = settings(task="lift")
+    assert (s.pose_hz, s.tactile_hz) == (100.0, 60.0)
+    assert settings(task="lift", tactile_hz=30.0).tactile_hz == 30.0
+    Experiment(tmp_path / "exp", s, log=lambda s: None, slowfast=fake).run()
+    c = [x for x in calls(tmp_path) if x.startswith(("record", "sim"))]
+    assert c and all("--set sim_node.pose_hz=100 --set sim_node.tactile_hz=60" in x for x in c)
 
 
 def test_wilson_interval_and_mean_ci():

@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-config", default=None,
                    help="JSON file of model overrides (default: the CPU sizes; '{}' file = the preset's sizes)")
     p.add_argument("--camera-hz", type=float, default=d.camera_hz)
+    p.add_argument("--pose-hz", type=float, default=d.pose_hz,
+                   help="sim TCP pose rate while recording/evaluating (default 0: the task's, wipe 200, lift 100)")
+    p.add_argument("--tactile-hz", type=float, default=d.tactile_hz,
+                   help="sim tactile rate while recording/evaluating (default 0: the task's, wipe 200, lift 60)")
     p.add_argument("--control-hz", type=float, default=d.control_hz, help="fast loop rate during evaluation")
     p.add_argument("--slow-hz", type=float, default=d.slow_hz,
                    help=f"new chunks per second for every method (default {d.slow_hz:g}: one per 16 steps, as published)")
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["methods"] else 1
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
-                                       "control_hz", "slow_hz", "device")}
+                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "device")}
     if args.model_config:
         try:
             kw["model_config"] = json.loads(Path(args.model_config).read_text())

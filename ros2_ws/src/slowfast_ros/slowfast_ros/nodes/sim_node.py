@@ -312,7 +312,11 @@ class SimNode(Node):
                        self.env.force_band, self.env.perturbation_times,
                        f"{self.p.task} episode {self.episode} (seed {self.p.seed + self.episode})")
         self.episode_pub.publish(msgs.json_msg({"event": "end", "episode": self.episode, "metrics": metrics}))
-        self.get_logger().info(f"episode {self.episode} done: success={metrics.get('success')}")
+        # The figures that decide success, so a failed episode says why in the log.
+        why = ", ".join(f"{k}={metrics[k]:.3g}" for k in ("coverage", "time_in_band", "max_lift", "hold_time",
+                                                           "slip_events", "peak_force")
+                        if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool))
+        self.get_logger().info(f"episode {self.episode} done: success={metrics.get('success')} ({why})")
 
     # ------------------------------------------------------------ rendering thread
 
