@@ -165,6 +165,9 @@ def test_lift_records_and_evaluates_at_its_lighter_sensor_rates(tmp_path, fake):
     s = settings(task="lift")
     assert (s.pose_hz, s.tactile_hz) == (100.0, 60.0)
     assert settings(task="lift", tactile_hz=30.0).tactile_hz == 30.0
+    from slowfast_ros.cli import build_parser
+    a = build_parser().parse_args(["experiment", "rdp-vs-dp", "--task", "lift", "--out", "x"])
+    assert (a.pose_hz, a.tactile_hz) == (0.0, 0.0)      # the command line leaves them to the task
     Experiment(tmp_path / "exp", s, log=lambda s: None, slowfast=fake).run()
     c = [x for x in calls(tmp_path) if x.startswith(("record", "sim"))]
     assert c and all("--set sim_node.pose_hz=100 --set sim_node.tactile_hz=60" in x for x in c)

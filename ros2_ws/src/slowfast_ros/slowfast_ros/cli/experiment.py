@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-config", default=None,
                    help="JSON file of model overrides (default: the CPU sizes; '{}' file = the preset's sizes)")
     p.add_argument("--camera-hz", type=float, default=d.camera_hz)
-    p.add_argument("--pose-hz", type=float, default=d.pose_hz,
+    p.add_argument("--pose-hz", type=float, default=0.0,
                    help="sim TCP pose rate while recording/evaluating (default 0: the task's, wipe 200, lift 100)")
-    p.add_argument("--tactile-hz", type=float, default=d.tactile_hz,
+    p.add_argument("--tactile-hz", type=float, default=0.0,
                    help="sim tactile rate while recording/evaluating (default 0: the task's, wipe 200, lift 60)")
     p.add_argument("--control-hz", type=float, default=d.control_hz, help="fast loop rate during evaluation")
     p.add_argument("--slow-hz", type=float, default=d.slow_hz,
