@@ -270,14 +270,15 @@ class LiftExpert:
         return out
 
 
-def make_expert(task: str, env_info):
-    """Expert for ``task``; ``env_info`` is ``SimEnv.task_spec()`` (or a SimEnv, whose spec is used)."""
+def make_expert(task: str, env_info, **kw):
+    """Expert for ``task``; ``env_info`` is ``SimEnv.task_spec()`` (or a SimEnv, whose spec is used);
+    ``kw`` go to the expert's constructor (e.g. ``loop_tau``)."""
     if hasattr(env_info, "task_spec"):
         env_info = env_info.task_spec()
     if task == "wipe":
-        return WipeExpert(env_info)
+        return WipeExpert(env_info, **kw)
     if task == "lift":
-        return LiftExpert(env_info)
+        return LiftExpert(env_info, **kw)
     from .config import TASKS
 
     raise ValueError(f"make_expert: unknown task {task!r} (choose from {', '.join(TASKS)})")

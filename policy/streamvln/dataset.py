@@ -5,10 +5,17 @@ at each turn it renders the RGB-D frame, asks the expert for the next 4 actions 
 executes them. With probability ``perturb`` a turn first executes one random action (which is
 not a label), so the data also shows how to recover from being off the path (DAgger-lite).
 
+``collect_on_policy(folder, seeds, agent)`` is DAgger: a trained agent drives, the expert labels
+every turn from wherever the agent went, so the data covers the states the agent's own mistakes
+lead to (behaviour cloning alone never shows them; the small model then drifts off the path and
+cannot come back).
+
 Storage: one ``episode_XXXXXX.npz`` per episode (no pickles): ``rgb`` uint8 [T, H, W, 3],
 ``depth`` float16 [T, H, W] (m, NaN = none), ``intrinsics`` [3, 3], ``poses`` [T, 4, 4]
-(camera optical frame in the world), ``actions`` int8 [T, 4] (-1 = padding; STOP = 0 ends),
-``instruction`` (str). ``meta.json`` lists the episodes and the camera.
+(camera optical frame in the world), ``actions`` int8 [T, 4] (the expert's label; -1 = padding;
+STOP = 0 ends), ``instruction`` (str); on-policy episodes (``dagger_XXXXXX.npz``) add
+``executed`` int8 [T, 4], what was executed (the agent's answer), which the training context
+shows. ``meta.json`` lists the episodes and the camera.
 """
 from __future__ import annotations
 
@@ -59,6 +66,87 @@ def generate_episodes(folder, seeds, width: int = 160, height: int = 120, pertur
     return meta
 
 
+def _pad4(actions) -> list[int]:
+    a = [int(x) for x in actions][:4]
+    return a + [-1] * (4 - len(a))
+
+
+def _append_meta(folder: Path, names: list[str], frames: int, width: int, height: int, seeds) -> dict:
+    path = folder / "meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {"episodes": [], "frames": 0, "width": width,
+                                                                "height": height, "seeds": []}
+    if (meta["width"], meta["height"]) != (width, height):
+        raise ValueError(f"{folder}: holds {meta['width']}x{meta['height']} frames, not {width}x{height}")
+    meta["episodes"] += names
+    meta["frames"] += frames
+    meta["seeds"] += [int(s) for s in seeds]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path)  # the listing is never half written
+    return meta
+
+
+def collect_on_policy(folder, seeds, agent, width: int = 160, height: int = 120, max_turns: int = 75,
+                      progress=None) -> dict:
+    """DAgger rollouts: ``agent`` (the ``StreamVLNAgent`` API) drives; every turn is labelled with
+    the expert's next 4 actions from the pose the agent reached. A STOP of the agent away from the
+    goal is not executed (the expert's actions are, and recorded as executed); the episode ends
+    when the expert says STOP (the goal is reached) or after ``max_turns``. Appends
+    ``dagger_XXXXXX.npz`` files to ``folder`` and their names to its ``meta.json``."""
+    from sim.nav import NavConfig, NavEnv, NavExpert, make_episode
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = NavEnv(NavConfig(camera_width=width, camera_height=height))
+    names, frames, done, meta = [], 0, [], None
+    try:
+        for i, seed in enumerate(seeds):
+            ep = make_episode(int(seed))
+            env.reset(ep.layout_seed, ep.start)
+            expert = NavExpert(env.layout, ep.goal)
+            agent.reset(ep.instruction)
+            rgbs, depths, poses, labels, executed = [], [], [], [], []
+            for _ in range(max_turns):
+                rgb, depth = env.render()
+                label = expert.actions(env.pose, 4)
+                answer = [int(a) for a in agent.step(rgb, depth, env.intrinsics, env.camera_pose())]
+                if 0 in label:
+                    run = label
+                elif not answer or 0 in answer:
+                    run = label            # a skipped frame or a STOP short of the goal
+                else:
+                    run = answer
+                rgbs.append(rgb)
+                depths.append(depth.astype(np.float16))
+                poses.append(env.camera_pose())
+                labels.append(_pad4(label))
+                executed.append(_pad4(run))
+                if 0 in label:
+                    break
+                for a in run:
+                    env.apply_action(a)
+            name = f"dagger_{int(seed):06d}.npz"
+            np.savez_compressed(folder / name, rgb=np.stack(rgbs), depth=np.stack(depths), intrinsics=env.intrinsics,
+                                poses=np.stack(poses), actions=np.array(labels, np.int8),
+                                executed=np.array(executed, np.int8), instruction=ep.instruction)
+            names.append(name)
+            done.append(int(seed))
+            frames += len(rgbs)
+            if progress is not None:
+                progress(i + 1, len(seeds), frames)
+    finally:
+        env.close()
+        if names:  # what was collected stays usable after an interruption
+            meta = _append_meta(folder, names, frames, width, height, done)
+    return meta
+
+
+def next_seed(folder) -> int:
+    """The first layout seed after every episode already in ``folder`` (new layouts for DAgger)."""
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    return max(meta.get("seeds") or [-1]) + 1
+
+
 def load_episodes(folder) -> list[dict]:
     folder = Path(folder)
     meta_path = folder / "meta.json"
@@ -68,5 +156,8 @@ def load_episodes(folder) -> list[dict]:
     out = []
     for name in meta["episodes"]:
         with np.load(folder / name) as z:
-            out.append({"rgb": z["rgb"], "actions": z["actions"], "instruction": str(z["instruction"])})
+            ep = {"rgb": z["rgb"], "actions": z["actions"], "instruction": str(z["instruction"])}
+            if "executed" in z.files:
+                ep["executed"] = z["executed"]
+            out.append(ep)
     return out

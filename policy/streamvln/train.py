@@ -140,12 +140,21 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
         tgt += [-100] * len(ids)
         for k, j in enumerate(turns):
             pre = torch.tensor(seqs.pre, device=device)
-            noisy = k < len(turns) - 1 and rng is not None and rng.random() < history_noise
-            acts = rng.integers(1, 4, size=4) if noisy else ep["actions"][j]
+            last = k == len(turns) - 1
+            noisy = not last and rng is not None and rng.random() < history_noise
+            if noisy:
+                acts, labelled = rng.integers(1, 4, size=4), False
+            elif not last and "executed" in ep:
+                # on-policy episode: the context shows what the agent answered; it is a label
+                # only where the agent answered what the expert would have
+                acts = ep["executed"][j]
+                labelled = bool(np.array_equal(acts, ep["actions"][j]))
+            else:
+                acts, labelled = ep["actions"][j], True
             ans = seqs.answer(acts)
             post = torch.tensor(seqs.post + ans + seqs.prompt.newline_ids, device=device)
             parts += [embed(pre), tokens[f0 + k], embed(post)]
-            labels = [-100] * len(ans) if noisy else ans
+            labels = ans if labelled else [-100] * len(ans)
             tgt += [-100] * (len(seqs.pre) + tokens.shape[1] + len(seqs.post)) + labels + [-100] * len(seqs.prompt.newline_ids)
         rows.append(torch.cat(parts))
         targets.append(tgt)

@@ -11,6 +11,7 @@ rewritten after every ``--checkpoint-every`` epochs and on Ctrl-C; ``--resume`` 
 it where it stopped. Several GPUs: ``accelerate launch -m slowfast_ros.cli train ...``.
 
     slowfast train vln --dataset data/vln --out ckpt/vln [--episodes 400] [--minutes 25]
+    slowfast train vln --dataset data/vln --init ckpt/vln --dagger-episodes 200 --out ckpt/vln2
 
 ``vln``: StreamVLN on expert episodes of the navigation sim (``policy.streamvln.train``). When
 ``--dataset`` holds no episodes yet, ``--episodes`` expert episodes (layouts 0..N-1) are generated
@@ -54,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     vln.add_argument("--minutes", type=float, help="vln: training time budget in minutes (default 25)")
     vln.add_argument("--max-steps", type=int, help="vln: stop after this many steps instead of the time budget")
     vln.add_argument("--init", help="vln: fine-tune this StreamVLN checkpoint instead of a fresh small model")
+    vln.add_argument("--dagger-episodes", type=int,
+                     help="vln: first let the --init checkpoint drive this many episodes on new layouts, labelled by "
+                          "the expert (DAgger), add them to --dataset, then fine-tune on all of it")
     vln.add_argument("--history-noise", type=float,
                      help="vln: probability that an earlier answer in the window is random, not a label (default 0.5)")
 
@@ -108,6 +112,15 @@ def run_vln(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
     if args.init and not Path(args.init).is_dir():
         raise ValueError(f"--init {args.init}: no such folder")
+    if (Path(args.out) / "config.json").exists():
+        raise ValueError(f"--out {args.out} already holds a checkpoint; choose another --out")
+    if args.dagger_episodes is not None:
+        if args.dagger_episodes < 1:
+            raise ValueError(f"--dagger-episodes {args.dagger_episodes}: must be at least 1")
+        if not args.init:
+            raise ValueError("--dagger-episodes needs --init CKPT (the model that drives)")
+        if not (Path(args.dataset) / "meta.json").is_file():
+            raise ValueError(f"--dagger-episodes: {args.dataset} holds no expert episodes yet (train once without it)")
     data = Path(args.dataset)
     if not (data / "meta.json").is_file():
         n = args.episodes or 300
@@ -118,6 +131,18 @@ def run_vln(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
     elif args.episodes is not None:
         raise ValueError(f"--episodes: {data} already holds episodes (use another --dataset to generate new ones)")
+    if args.dagger_episodes is not None:
+        from policy.streamvln.dataset import collect_on_policy, next_seed
+        from policy.streamvln.train import load_agent
+
+        first = next_seed(data)
+        show = (lambda i, total, frames: print(f"\rDAgger episodes {i}/{total} ({frames} frames)",
+                                               end="", file=sys.stderr, flush=True)) if not args.no_progress else None
+        meta = json.loads((data / "meta.json").read_text())
+        collect_on_policy(data, range(first, first + args.dagger_episodes), load_agent(args.init),
+                          width=meta["width"], height=meta["height"], progress=show)
+        if show:
+            print(file=sys.stderr)
     kw = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "minutes": args.minutes,
                             "max_steps": args.max_steps, "history_noise": args.history_noise}.items() if v is not None}
     cfg = VLNTrainConfig(**kw)
@@ -132,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         return run_vln(args)
     from policy.rdp.train import train
 
-    vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init", "history_noise")
+    vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init", "history_noise",
+                                                                   "dagger_episodes")
                 if getattr(args, n, None) is not None]
     if vln_only:
         raise ValueError(f"{', '.join(vln_only)}: apply to vln only")

@@ -55,6 +55,8 @@ class SimNodeParams:
     clock_hz: float = param(100.0, "/clock publish rate (Hz)")
     out_dir: str = param("", "write per-episode metrics, force plot and camera MP4 here ('' = none)")
     start_delay: float = param(0.5, "seconds to hold the home pose before an episode starts (lets controllers reset)")
+    max_lag: float = param(0.02, "when physics falls this far behind the wall clock (s), the sim slows down "
+                                 "instead: stamps stay the wall time of each reading (0 = never)")
     wait_for: list = param([""], "topics that must have a publisher before the first episode starts "
                                  "(a controller that loads a model), waited for up to 120 s")
 
@@ -67,8 +69,36 @@ class SimNodeParams:
             raise ValueError(f"camera_hz: {self.camera_hz} outside 0..120")
         if self.episodes < 0:
             raise ValueError(f"episodes: {self.episodes} must be >= 0")
+        if not (0.0 <= self.max_lag <= 10.0):
+            raise ValueError(f"max_lag: {self.max_lag} outside 0..10 s")
         if not (0.0 <= self.start_delay <= 10.0):
             raise ValueError(f"start_delay: {self.start_delay} outside 0..10 s")
+
+
+class WallLock:
+    """Sim time locked to the wall clock: never ahead of it, and at most ``max_lag`` behind.
+
+    Further behind (the CPU cannot keep up), the sim slows down instead of lagging: a stamp must
+    be the time its reading was taken, and readings older than a consumer's freshness limit are
+    stale to it (the safety filter then holds for the rest of the episode). ``slowed`` is the
+    wall time the physics was slowed down by; the node stamps ``start + slowed + sim time``.
+    ``max_lag`` 0 never slows down (the sim then catches up by stepping without sleeping)."""
+
+    def __init__(self, wall0: float, sim0: float, max_lag: float):
+        self.wall0, self.sim0, self.max_lag = wall0, sim0, max_lag
+        self.slowed = 0.0
+
+    def ahead(self, wall: float, sim_next: float) -> float:
+        """How far (s) the next physics step is ahead of the wall clock (> 0: wait that long)."""
+        ahead = (sim_next - self.sim0) - (wall - self.wall0 - self.slowed)
+        if self.max_lag and -ahead > self.max_lag:
+            self.slowed += -ahead - self.max_lag
+            ahead = -self.max_lag
+        return ahead
+
+    def real_time_factor(self, wall: float, sim: float) -> float:
+        elapsed = wall - self.wall0
+        return (sim - self.sim0) / elapsed if elapsed > 0 else 0.0
 
 
 def topic(arm: str, name: str) -> str:
@@ -150,6 +180,7 @@ class SimNode(Node):
         self.renderer = SnapshotRenderer(self.env) if self.cameras else None
         self._stop = threading.Event()
         self.rtf = 0.0
+        self.slowed_s = 0.0   # wall seconds the physics was slowed down by (max_lag), all episodes
         self.camera_dropped = 0
         self._physics = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
         self._render = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
@@ -268,17 +299,16 @@ class SimNode(Node):
                 break
             self._start_episode()
             # Lock sim time to the wall clock: sim time 0 is episode_start on the ROS clock.
-            t_wall0, t_sim0 = time.monotonic() - (self._now() - self.episode_start), env.time
+            lock = WallLock(time.monotonic() - (self._now() - self.episode_start), env.time, self.p.max_lag)
             while not self._stop.is_set() and not env.done:
-                # Sim time never runs ahead of the wall clock; when behind, step without sleeping.
-                ahead = (env.time + dt - t_sim0) - (time.monotonic() - t_wall0)
+                ahead = lock.ahead(time.monotonic(), env.time + dt)
                 if ahead > 0:
                     time.sleep(min(ahead, 0.002))
                     continue
                 self._apply_pending()
                 env.step(1)
                 t = env.time
-                stamp = self.episode_start + t
+                stamp = self.episode_start + lock.slowed + t
                 due = [k for k in ("pose", "wrench", "tactile") if self._streams[k].due(t)]
                 if due:
                     self._publish_state(stamp, due)
@@ -286,8 +316,8 @@ class SimNode(Node):
                     self.clock_pub.publish(Clock(clock=msgs.to_time(stamp)))
                 if self._camera_stream and self._camera_stream.due(t):
                     self._queue_render(stamp)
-                elapsed = time.monotonic() - t_wall0
-                self.rtf = (env.time - t_sim0) / elapsed if elapsed > 0 else 0.0
+                self.rtf = lock.real_time_factor(time.monotonic(), env.time)
+            self.slowed_s += lock.slowed
             if self._stop.is_set():
                 break
             self._end_episode()
@@ -366,7 +396,7 @@ class SimNode(Node):
     def _publish_diagnostics(self) -> None:
         values = {f"rate/{k}": m.rate() for k, m in self.meters.items()}
         values.update({"real_time_factor": self.rtf, "episode": self.episode,
-                       "camera_frames_dropped": self.camera_dropped})
+                       "camera_frames_dropped": self.camera_dropped, "slowed_down_s": self.slowed_s})
         values.update({f"rejected/{topic(a, 'target_tcp')}": n for a, n in self.rejected.items()})
         level = "ok" if self.rtf >= 0.95 or self.episode < 0 else "warn"
         status = msgs.diagnostic_status("sim_node", values, level,
