@@ -59,6 +59,20 @@ def _episode_frames(steps: int, width: int, height: int):
     return out
 
 
+def bench_model(args):
+    """The random model of the bench sizes in ``args`` (this module's arguments): (model, tokenizer)."""
+    from .tiny import build_tiny_model, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(
+        tok, seed=args.seed, image_size=384,
+        text_kwargs=dict(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                         num_kv_heads=args.kv_heads, intermediate_size=args.intermediate),
+        vision_kwargs=dict(hidden_size=args.vision_hidden, num_layers=args.vision_layers, num_heads=2,
+                           intermediate_size=4 * args.vision_hidden))
+    return model, tok
+
+
 def _pruning_all_steps(frames, side: int, mem_cfg) -> dict:
     """Geometry only: every step's frame into the 3-D pruning (features are placeholders)."""
     import torch
@@ -94,19 +108,12 @@ def run(args: argparse.Namespace) -> dict:
 
     from .agent import StreamVLNAgent
     from .config import AgentConfig, MemoryConfig
-    from .tiny import build_tiny_model, build_tiny_tokenizer
 
     torch.set_num_threads(max(1, args.threads))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.steps < 4:
         raise SystemExit("--steps must be >= 4")
-    tok = build_tiny_tokenizer()
-    model = build_tiny_model(
-        tok, seed=args.seed, image_size=384,
-        text_kwargs=dict(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                         num_kv_heads=args.kv_heads, intermediate_size=args.intermediate),
-        vision_kwargs=dict(hidden_size=args.vision_hidden, num_layers=args.vision_layers, num_heads=2,
-                           intermediate_size=4 * args.vision_hidden))
+    model, tok = bench_model(args)
     _log(f"model: decoder {args.layers}x{args.hidden}, vision {args.vision_layers}x{args.vision_hidden}, "
          f"{model.tokens_per_frame} tokens/frame; rendering {args.steps} frames")
     all_frames = _episode_frames(args.steps, args.width, args.height)
@@ -230,3 +237,58 @@ def run(args: argparse.Namespace) -> dict:
         "summary": summary,
         **results,
     }
+
+
+class ExploringAgent:
+    """The agent `slowfast bench nav` runs through ROS: a real :class:`StreamVLNAgent` (random
+    model of the bench sizes, 3-D memory on) whose every turn is computed in full, while the motion
+    comes from a depth-based wander: forward as far as the centre of the depth image is clear,
+    else turn left. A random model's own answers would stop or spin, and the episode must last as
+    long as asked; the per-turn cost is the model's."""
+
+    def __init__(self, agent):
+        self.agent = agent
+
+    @property
+    def stats(self):
+        return self.agent.stats
+
+    def reset(self, instruction: str) -> None:
+        self.agent.reset(instruction)
+
+    def step(self, rgb, depth, intrinsics, pose_world_from_camera):
+        import numpy as np
+
+        from .actions import Action
+
+        if not self.agent.step(rgb, depth, intrinsics, pose_world_from_camera):
+            return []
+        h, w = depth.shape
+        centre = np.asarray(depth[h // 3: 2 * h // 3, 2 * w // 5: 3 * w // 5], float)
+        valid = centre[np.isfinite(centre) & (centre > 0)]
+        clear = float(np.percentile(valid, 10)) if valid.size else 0.0
+        n = int(min(4, max(0.0, (clear - 0.6) / 0.25)))
+        return [Action.MOVE_FORWARD] * n if n else [Action.TURN_LEFT] * 3
+
+
+def exploring_agent():
+    """``agent_factory`` of `slowfast bench nav` (streamvln_nav imports it by name): the bench
+    model sizes from ``$SLOWFAST_BENCH_NAV`` (JSON of this module's argument names), else defaults."""
+    import json
+    import os
+
+    import torch
+
+    from .agent import StreamVLNAgent
+    from .config import AgentConfig, MemoryConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args([])
+    for k, v in json.loads(os.environ.get("SLOWFAST_BENCH_NAV", "{}")).items():
+        setattr(args, k, v)
+    torch.set_num_threads(max(1, args.threads))
+    model, tok = bench_model(args)
+    cfg = AgentConfig(window_turns=args.window, memory_refresh_turns=args.window, max_new_tokens=args.answer_tokens,
+                      stop_on_eos=False, memory=MemoryConfig(max_tokens=args.memory_tokens))
+    return ExploringAgent(StreamVLNAgent(model, tok, cfg))

@@ -145,7 +145,9 @@ def test_new_instruction_resets_the_episode_and_empty_cancels(nav_stack):
     assert int(float(d["turns"])) <= 12  # counted from the new episode
     pub.publish(String(data=""))
     time.sleep(1.0)
-    assert json.loads(status.items[-1][1].data)["event"] == "cancel"
+    ev = json.loads(status.items[-1][1].data)
+    assert ev["event"] == "cancel"
+    assert len(ev["turn_latency_s"]) == ev["turns"] >= 1 and min(ev["turn_latency_s"]) >= 0.15   # the stub's delay
     assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for t, m in cmd.items[-10:])
     probe.node.destroy_publisher(pub)
 

@@ -27,3 +27,23 @@ def test_bench_contract_small_run():
 def test_package_exports():
     assert streamvln.StreamVLNAgent.__name__ == "StreamVLNAgent"
     assert streamvln.Action.STOP == 0
+
+
+def test_the_ros_bench_agent_computes_every_turn_and_wanders_by_depth(monkeypatch):
+    import numpy as np
+
+    from policy.streamvln.synthetic import pinhole
+
+    monkeypatch.setenv("SLOWFAST_BENCH_NAV", json.dumps({"hidden": 32, "layers": 1, "intermediate": 64,
+                                                         "vision_hidden": 16, "vision_layers": 1, "window": 2}))
+    agent = bench.exploring_agent()
+    agent.reset("explore")
+    K = pinhole(160, 120)
+    rgb = np.full((120, 160, 3), 128, np.uint8)
+    pose = np.eye(4)
+    wall = agent.step(rgb, np.full((120, 160), 0.5, np.float32), K, pose)
+    open_floor = agent.step(rgb, np.full((120, 160), 3.0, np.float32), K, pose)
+    assert wall == [streamvln.Action.TURN_LEFT] * 3
+    assert open_floor == [streamvln.Action.MOVE_FORWARD] * 4
+    assert agent.stats.turns == 2 and agent.stats.cache_tokens > 0      # the model ran both turns
+    assert agent.step(rgb[:10], np.full((120, 160), 3.0, np.float32), K, pose) == []   # a bad frame is refused

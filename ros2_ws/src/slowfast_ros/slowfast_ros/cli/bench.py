@@ -19,6 +19,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "fastloop": ("slowfast_ros.bench.fastloop", "fast loop rate, jitter and tactile-to-command latency"),
     "recorder": ("slowfast_ros.bench.recorder", "recorder throughput, drops and CPU"),
     "vln": ("policy.streamvln.bench", "StreamVLN per-turn latency, KV cache size, pruning"),
+    "nav": ("slowfast_ros.bench.nav", "StreamVLN per-turn latency over a long episode through ROS 2"),
 }
 
 

@@ -3,7 +3,8 @@
 Subscribes ``camera/color/image_raw``, ``camera/aligned_depth_to_color/image_raw`` (16UC1 mm
 or 32FC1 m), ``camera/color/camera_info``, ``odom`` (nav_msgs/Odometry) and ``instruction``
 (std_msgs/String: a new instruction starts a new episode, an empty one cancels it). Publishes
-``cmd_vel`` (Twist) at ``control_hz``, ``nav/status`` (latched JSON: start, stop, cancel) and
+``cmd_vel`` (Twist) at ``control_hz``, ``nav/status`` (latched JSON: start, stop, cancel; an
+episode's end carries every turn's latency, cache and memory tokens) and
 ``/diagnostics`` (per-turn latency, window and memory tokens, pruning ratio, skips, stops).
 
 Two threads besides the executor:
@@ -151,6 +152,7 @@ class StreamVLNNav(Node):
         self.stops: Counter = Counter()
         self.pose_jumps = 0
         self.latencies: deque = deque(maxlen=200)
+        self.episode_turns: list = []   # (latency s, cache tokens, memory tokens) of this episode's turns
         self.turns = 0
         self._last_frame_stamp = -1.0
         self.cmd_meter = RateMeter()
@@ -236,6 +238,9 @@ class StreamVLNNav(Node):
                 self._end("error")
                 continue
             self.latencies.append(time.perf_counter() - t0)
+            st = self.agent.stats
+            self.episode_turns.append((round(self.latencies[-1], 6), int(getattr(st, "cache_tokens", 0) or 0),
+                                       int(getattr(st, "memory_tokens", 0) or 0)))
             if not actions:
                 self.skips["agent_refused"] += 1
                 continue
@@ -260,6 +265,7 @@ class StreamVLNNav(Node):
         self.agent.reset(text)
         self.instruction = text
         self.turns = 0
+        self.episode_turns = []
         self._last_frame_stamp = -1.0
         self.active = True
         self.status_pub.publish(msgs.json_msg({"event": "start", "instruction": text}))
@@ -269,7 +275,10 @@ class StreamVLNNav(Node):
         with self._lock:
             self.active = False
             self.tracker.clear()
-        self.status_pub.publish(msgs.json_msg({"event": event, "instruction": self.instruction, "turns": self.turns}))
+        lat, cache, mem = (list(c) for c in zip(*self.episode_turns)) if self.episode_turns else ([], [], [])
+        self.status_pub.publish(msgs.json_msg({"event": event, "instruction": self.instruction, "turns": self.turns,
+                                               "turn_latency_s": lat, "cache_tokens": cache,
+                                               "memory_tokens": mem}))
         self.get_logger().info(f"episode {event} after {self.turns} turns")
 
     def _frame(self):
