@@ -49,6 +49,10 @@ class VLNTrainConfig:
     intermediate: int = 384
     window_turns: int = 8
     history_noise: float = 0.5  # P(an earlier turn's answer in the window is random actions, not a label)
+    # Sampling weight of a turn whose label ends with STOP, against 1 for the others: an episode
+    # has one STOP among ~25 turns (DAgger episodes rarely reach the goal), and a model that never
+    # stops fails even when it passes the goal.
+    stop_weight: float = 1.0
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -73,6 +77,8 @@ class VLNTrainConfig:
                              f"({self.kv_heads})")
         if not (0 < self.lr <= 1.0 and 0 <= self.weight_decay <= 1.0):
             raise ValueError(f"lr must be in (0, 1] and weight_decay in [0, 1], got {self.lr}, {self.weight_decay}")
+        if not (1.0 <= self.stop_weight <= 1000.0):
+            raise ValueError(f"stop_weight must be in [1, 1000], got {self.stop_weight!r}")
         if not (0.0 <= self.history_noise <= 1.0):
             raise ValueError(f"history_noise must be in [0, 1], got {self.history_noise!r}")
         if not (0 < self.minutes <= 100_000):
@@ -221,6 +227,9 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = acc.prepare(model, opt)
     samples = _samples(episodes)
+    stops = np.array([bool((episodes[e]["actions"][t] == 0).any()) for e, t in samples])
+    weights = np.where(stops, cfg.stop_weight, 1.0)
+    weights /= weights.sum()
     rng = np.random.default_rng(cfg.seed + acc.process_index)
     budget = cfg.minutes * 60.0
     t0 = time.monotonic()
@@ -234,7 +243,7 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
         lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
-        picks = [samples[int(i)] for i in rng.integers(len(samples), size=cfg.batch_size)]
+        picks = [samples[int(i)] for i in rng.choice(len(samples), size=cfg.batch_size, p=weights)]
         x, mask, y = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device, cfg.history_noise, rng)
         loss, a = batch_loss(model, x, mask, y)
         opt.zero_grad(set_to_none=True)
@@ -249,7 +258,7 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
                    f"lr {lr:.2e} {elapsed / 60:.1f}/{cfg.minutes:.0f} min")
             (log or print)(msg)
     summary = {"steps": step, "minutes": (time.monotonic() - t0) / 60.0, "episodes": len(episodes),
-               "samples": len(samples), "first_loss": float(np.mean(losses[:10])) if losses else None,
+               "samples": len(samples), "stop_samples": int(stops.sum()), "first_loss": float(np.mean(losses[:10])) if losses else None,
                "final_loss": float(np.mean(losses[-20:])) if losses else None,
                "final_answer_token_accuracy": float(np.nanmean(accs[-20:])) if accs else None}
     if acc.is_main_process:

@@ -20,6 +20,7 @@ def trained(tmp_path_factory):
 def test_training_reduces_the_loss_and_writes_a_checkpoint(trained):
     log = json.loads((trained / "ckpt" / "train_log.json").read_text())
     assert log["steps"] == 30 and log["episodes"] == 3
+    assert log["stop_samples"] == 3          # one STOP turn per expert episode (each reaches its goal)
     loss = np.array(log["loss"])
     assert loss[-10:].mean() < 0.6 * loss[:5].mean(), loss
     meta = json.loads((trained / "data" / "meta.json").read_text())
@@ -84,3 +85,6 @@ def test_dagger_needs_a_model_and_expert_data(tmp_path, capsys):
     assert main(["train", "vln", "--dataset", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
                  "--dagger-episodes", "3"]) == 2
     assert "needs --init" in capsys.readouterr().err
+    assert main(["train", "vln", "--dataset", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                 "--stop-weight", "0"]) == 2
+    assert "stop_weight" in capsys.readouterr().err

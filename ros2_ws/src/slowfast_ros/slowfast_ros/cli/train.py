@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     vln.add_argument("--dagger-episodes", type=int,
                      help="vln: first let the --init checkpoint drive this many episodes on new layouts, labelled by "
                           "the expert (DAgger), add them to --dataset, then fine-tune on all of it")
+    vln.add_argument("--stop-weight", type=float,
+                     help="vln: sampling weight of turns labelled STOP against 1 for the others (default 1)")
     vln.add_argument("--history-noise", type=float,
                      help="vln: probability that an earlier answer in the window is random, not a label (default 0.5)")
 
@@ -121,6 +123,10 @@ def run_vln(args: argparse.Namespace) -> int:
             raise ValueError("--dagger-episodes needs --init CKPT (the model that drives)")
         if not (Path(args.dataset) / "meta.json").is_file():
             raise ValueError(f"--dagger-episodes: {args.dataset} holds no expert episodes yet (train once without it)")
+    kw = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "minutes": args.minutes,
+                            "max_steps": args.max_steps, "history_noise": args.history_noise,
+                            "stop_weight": args.stop_weight}.items() if v is not None}
+    cfg = VLNTrainConfig(**kw)   # bad values fail here, before minutes of data generation
     data = Path(args.dataset)
     if not (data / "meta.json").is_file():
         n = args.episodes or 300
@@ -143,9 +149,6 @@ def run_vln(args: argparse.Namespace) -> int:
                           width=meta["width"], height=meta["height"], progress=show)
         if show:
             print(file=sys.stderr)
-    kw = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "minutes": args.minutes,
-                            "max_steps": args.max_steps, "history_noise": args.history_noise}.items() if v is not None}
-    cfg = VLNTrainConfig(**kw)
     summary = train_vln(data, args.out, cfg, init=args.init, device=args.device, progress=not args.no_progress,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(summary))
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from policy.rdp.train import train
 
     vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init", "history_noise",
-                                                                   "dagger_episodes")
+                                                                   "dagger_episodes", "stop_weight")
                 if getattr(args, n, None) is not None]
     if vln_only:
         raise ValueError(f"{', '.join(vln_only)}: apply to vln only")
