@@ -25,11 +25,14 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 	@echo "setup: done ($(VENV))"
 
-# The learned Reactive Diffusion Policy shipped in checkpoints/wipe (trained by
-# `slowfast experiment rdp-vs-dp --task wipe`), over ROS 2, on a perturbed episode.
+# The learned Reactive Diffusion Policies shipped in checkpoints/ (trained by `slowfast
+# experiment rdp-vs-dp --task wipe|lift`), over ROS 2, one perturbed held-out episode each,
+# with the sim settings they were evaluated at (docs/results.md).
 demo: setup
 	$(VENV)/bin/slowfast sim --task wipe --controller rdp --policy checkpoints/wipe --episodes 1 --seed 0 \
-	  --set rdp_slow.rate_hz=1.5625 --out out/demo
+	  --set rdp_slow.rate_hz=1.5625 --out out/demo/wipe
+	$(VENV)/bin/slowfast sim --task lift --controller rdp --policy checkpoints/lift --episodes 1 --seed 0 \
+	  --set rdp_slow.rate_hz=1.5625 --set sim_node.pose_hz=100 --set sim_node.tactile_hz=60 --out out/demo/lift
 
 test: setup
 	$(PY) -m pytest -q
