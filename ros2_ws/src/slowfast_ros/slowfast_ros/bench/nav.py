@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> dict:
                          "turn_50": cache[49] if len(cache) > 49 else None, "last": cache[-1] if cache else None,
                          "max": max(cache) if cache else None},
         "memory_tokens": {"last": mem[-1] if mem else None, "max": max(mem) if mem else None},
+        # per block of 10 turns: latency p50 and the largest cache, to see where the cache stops
+        # growing (the window fills, then the memory reaches its cap) and latency with it
+        "per_10_turns": [{"turns": f"{k + 1}-{min(k + 10, n)}", "latency_ms_p50": _median_ms(lat[k:k + 10]),
+                          "cache_tokens_max": max(cache[k:k + 10]) if cache[k:k + 10] else None}
+                         for k in range(0, n, 10)],
         "cmd_vel_full_stop_fraction": None if stopped is None else round(stopped, 4),
         "cmd_vel_messages": int(len(c)),
         "agent": "random model at `bench vln` sizes, window 8, memory refresh every 8 turns, depth-based wander",
