@@ -315,7 +315,7 @@ class SimNode(Node):
                 if self._streams["clock"].due(t):
                     self.clock_pub.publish(Clock(clock=msgs.to_time(stamp)))
                 if self._camera_stream and self._camera_stream.due(t):
-                    self._queue_render(stamp)
+                    self._queue_render(stamp, t)
                 self.rtf = lock.real_time_factor(time.monotonic(), env.time)
             self.slowed_s += lock.slowed
             if self._stop.is_set():
@@ -350,13 +350,13 @@ class SimNode(Node):
 
     # ------------------------------------------------------------ rendering thread
 
-    def _queue_render(self, stamp: float) -> None:
+    def _queue_render(self, stamp: float, sim_t: float) -> None:
         snap = self.renderer.snapshot(self.env.data)
         if snap is None:
             self.camera_dropped += 1
             return
         try:
-            self._render_q.put_nowait(("frame", self.episode, stamp, snap))
+            self._render_q.put_nowait(("frame", self.episode, stamp, sim_t, snap))
         except queue.Full:
             self.renderer.release(snap)
             self.camera_dropped += 1
@@ -369,7 +369,7 @@ class SimNode(Node):
                     if video is not None:
                         video.close()
                     continue
-                _, episode, stamp, snap = item
+                _, episode, stamp, sim_t, snap = item
                 try:
                     frames = [(cam, *self.renderer.render(snap, cam, depth=self.p.depth)) for cam in self.cameras]
                 finally:
@@ -382,7 +382,7 @@ class SimNode(Node):
                         self.pubs[(cam, "depth")].publish(msgs.depth_msg_mm(stamp, frame_id, depth))
                     self.meters[f"{cam}/image"].tick()
                 if video is not None:
-                    video.add(episode, stamp, frames[0][1])
+                    video.add(episode, sim_t, frames[0][1])
         except Exception as exc:  # noqa: BLE001 - report, unless it is the shutdown itself
             if self.context.ok():
                 self.get_logger().error(f"render thread stopped: {exc!r}")
@@ -412,23 +412,23 @@ class SimNode(Node):
 
 
 class _EpisodeVideo:
-    """One MP4 of the first camera per episode: camera_NNN.mp4. Frames are placed by their
-    stamps: a frame dropped under CPU load repeats the previous one, so the video keeps
-    the episode's real duration."""
+    """One MP4 of the first camera per episode: camera_NNN.mp4. Frames are placed by their sim
+    time: a frame dropped under CPU load repeats the previous one, so the video keeps the
+    episode's duration (in sim time: a slowed-down sim does not lengthen it)."""
 
     def __init__(self, out_dir: Path, fps: float):
         self.out_dir, self.fps = out_dir, fps
         self.writer, self.episode = None, None
         self.t0, self.written, self.last = 0.0, 0, None
 
-    def add(self, episode: int, stamp: float, rgb: np.ndarray) -> None:
+    def add(self, episode: int, t: float, rgb: np.ndarray) -> None:
         from sim.report import VideoWriter  # noqa: PLC0415
 
         if self.writer is None or episode != self.episode:
             self.close()
             self.writer = VideoWriter(self.out_dir / f"camera_{episode:03d}.mp4", fps=self.fps).__enter__()
-            self.episode, self.t0, self.written = episode, stamp, 0
-        index = int(round((stamp - self.t0) * self.fps))
+            self.episode, self.t0, self.written = episode, t, 0
+        index = int(round((t - self.t0) * self.fps))
         while self.last is not None and self.written < index:
             self.writer.add(self.last)
             self.written += 1
