@@ -25,6 +25,35 @@ from pathlib import Path
 import numpy as np
 
 
+def _pad4(actions) -> list[int]:
+    a = [int(x) for x in actions][:4]
+    return a + [-1] * (4 - len(a))
+
+
+class _EpisodeBuffer:
+    """One episode's turns as stored (module docstring): frame, depth, camera pose, the expert's
+    label and, for on-policy episodes, what was executed."""
+
+    def __init__(self):
+        self.rgb, self.depth, self.poses, self.actions, self.executed = [], [], [], [], []
+
+    def add(self, env, rgb, depth, label, executed=None) -> None:
+        self.rgb.append(rgb)
+        self.depth.append(depth.astype(np.float16))
+        self.poses.append(env.camera_pose())
+        self.actions.append(_pad4(label))
+        if executed is not None:
+            self.executed.append(_pad4(executed))
+
+    def save(self, path: Path, intrinsics, instruction: str) -> int:
+        """Write the episode's npz; returns its number of frames."""
+        extra = {"executed": np.array(self.executed, np.int8)} if self.executed else {}
+        np.savez_compressed(path, rgb=np.stack(self.rgb), depth=np.stack(self.depth), intrinsics=intrinsics,
+                            poses=np.stack(self.poses), actions=np.array(self.actions, np.int8),
+                            instruction=instruction, **extra)
+        return len(self.rgb)
+
+
 def generate_episodes(folder, seeds, width: int = 160, height: int = 120, perturb: float = 0.15,
                       max_turns: int = 120, progress=None) -> dict:
     from sim.nav import NavConfig, NavEnv, NavExpert, make_episode
@@ -39,36 +68,27 @@ def generate_episodes(folder, seeds, width: int = 160, height: int = 120, pertur
         env.reset(ep.layout_seed, ep.start)
         expert = NavExpert(env.layout, ep.goal)
         rng = np.random.default_rng([int(seed), 11])
-        rgbs, depths, poses, acts = [], [], [], []
+        buf = _EpisodeBuffer()
         for _ in range(max_turns):
-            if rng.random() < perturb and len(acts) > 0:
+            if rng.random() < perturb and buf.actions:
                 env.apply_action(int(rng.integers(1, 4)))
             rgb, depth = env.render()
             a = expert.actions(env.pose, 4)
-            rgbs.append(rgb)
-            depths.append(depth.astype(np.float16))
-            poses.append(env.camera_pose())
-            acts.append(a + [-1] * (4 - len(a)))
+            buf.add(env, rgb, depth, a)
             if 0 in a:
                 break
             for x in a:
                 env.apply_action(x)
         name = f"episode_{int(seed):06d}.npz"
-        np.savez_compressed(folder / name, rgb=np.stack(rgbs), depth=np.stack(depths), intrinsics=env.intrinsics,
-                            poses=np.stack(poses), actions=np.array(acts, np.int8), instruction=ep.instruction)
+        n_frames = buf.save(folder / name, env.intrinsics, ep.instruction)
         names.append(name)
-        frames += len(rgbs)
+        frames += n_frames
         if progress is not None:
             progress(i + 1, len(seeds), frames)
     env.close()
     meta = {"episodes": names, "frames": frames, "width": width, "height": height, "seeds": [int(s) for s in seeds]}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
-
-
-def _pad4(actions) -> list[int]:
-    a = [int(x) for x in actions][:4]
-    return a + [-1] * (4 - len(a))
 
 
 def _append_meta(folder: Path, names: list[str], frames: int, width: int, height: int, seeds) -> dict:
@@ -105,7 +125,7 @@ def collect_on_policy(folder, seeds, agent, width: int = 160, height: int = 120,
             env.reset(ep.layout_seed, ep.start)
             expert = NavExpert(env.layout, ep.goal)
             agent.reset(ep.instruction)
-            rgbs, depths, poses, labels, executed = [], [], [], [], []
+            buf = _EpisodeBuffer()
             for _ in range(max_turns):
                 rgb, depth = env.render()
                 label = expert.actions(env.pose, 4)
@@ -116,22 +136,16 @@ def collect_on_policy(folder, seeds, agent, width: int = 160, height: int = 120,
                     run = label            # a skipped frame or a STOP short of the goal
                 else:
                     run = answer
-                rgbs.append(rgb)
-                depths.append(depth.astype(np.float16))
-                poses.append(env.camera_pose())
-                labels.append(_pad4(label))
-                executed.append(_pad4(run))
+                buf.add(env, rgb, depth, label, executed=run)
                 if 0 in label:
                     break
                 for a in run:
                     env.apply_action(a)
             name = f"dagger_{int(seed):06d}.npz"
-            np.savez_compressed(folder / name, rgb=np.stack(rgbs), depth=np.stack(depths), intrinsics=env.intrinsics,
-                                poses=np.stack(poses), actions=np.array(labels, np.int8),
-                                executed=np.array(executed, np.int8), instruction=ep.instruction)
+            n_frames = buf.save(folder / name, env.intrinsics, ep.instruction)
             names.append(name)
             done.append(int(seed))
-            frames += len(rgbs)
+            frames += n_frames
             if progress is not None:
                 progress(i + 1, len(seeds), frames)
     finally:
@@ -141,9 +155,8 @@ def collect_on_policy(folder, seeds, agent, width: int = 160, height: int = 120,
     return meta
 
 
-def next_seed(folder) -> int:
-    """The first layout seed after every episode already in ``folder`` (new layouts for DAgger)."""
-    meta = json.loads((Path(folder) / "meta.json").read_text())
+def next_seed(meta: dict) -> int:
+    """The first layout seed after every episode a dataset's ``meta.json`` lists (new layouts for DAgger)."""
     return max(meta.get("seeds") or [-1]) + 1
 
 

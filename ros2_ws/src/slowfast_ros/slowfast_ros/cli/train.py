@@ -141,10 +141,10 @@ def run_vln(args: argparse.Namespace) -> int:
         from policy.streamvln.dataset import collect_on_policy, next_seed
         from policy.streamvln.train import load_agent
 
-        first = next_seed(data)
+        meta = json.loads((data / "meta.json").read_text())
+        first = next_seed(meta)
         show = (lambda i, total, frames: print(f"\rDAgger episodes {i}/{total} ({frames} frames)",
                                                end="", file=sys.stderr, flush=True)) if not args.no_progress else None
-        meta = json.loads((data / "meta.json").read_text())
         collect_on_policy(data, range(first, first + args.dagger_episodes), load_agent(args.init),
                           width=meta["width"], height=meta["height"], progress=show)
         if show:
