@@ -180,7 +180,8 @@ class SimNode(Node):
         self.renderer = SnapshotRenderer(self.env) if self.cameras else None
         self._stop = threading.Event()
         self.rtf = 0.0
-        self.slowed_s = 0.0   # wall seconds the physics was slowed down by (max_lag), all episodes
+        self.slowed_s = 0.0   # wall seconds the physics was slowed down by (max_lag), finished episodes
+        self._wall: WallLock | None = None   # the running episode's clock lock (diagnostics read it)
         self.camera_dropped = 0
         self._physics = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
         self._render = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
@@ -299,7 +300,8 @@ class SimNode(Node):
                 break
             self._start_episode()
             # Lock sim time to the wall clock: sim time 0 is episode_start on the ROS clock.
-            lock = WallLock(time.monotonic() - (self._now() - self.episode_start), env.time, self.p.max_lag)
+            lock = self._wall = WallLock(time.monotonic() - (self._now() - self.episode_start), env.time,
+                                         self.p.max_lag)
             while not self._stop.is_set() and not env.done:
                 ahead = lock.ahead(time.monotonic(), env.time + dt)
                 if ahead > 0:
@@ -316,8 +318,9 @@ class SimNode(Node):
                     self.clock_pub.publish(Clock(clock=msgs.to_time(stamp)))
                 if self._camera_stream and self._camera_stream.due(t):
                     self._queue_render(stamp, t)
-                self.rtf = lock.real_time_factor(time.monotonic(), env.time)
+            self.rtf = lock.real_time_factor(time.monotonic(), env.time)
             self.slowed_s += lock.slowed
+            self._wall = None
             if self._stop.is_set():
                 break
             self._end_episode()
@@ -394,9 +397,13 @@ class SimNode(Node):
     # ------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
+        wall = self._wall
+        if wall is not None:   # computed here, at 1 Hz, not on every 1 kHz physics step
+            self.rtf = wall.real_time_factor(time.monotonic(), self.env.time)
         values = {f"rate/{k}": m.rate() for k, m in self.meters.items()}
         values.update({"real_time_factor": self.rtf, "episode": self.episode,
-                       "camera_frames_dropped": self.camera_dropped, "slowed_down_s": self.slowed_s})
+                       "camera_frames_dropped": self.camera_dropped,
+                       "slowed_down_s": self.slowed_s + (wall.slowed if wall is not None else 0.0)})
         values.update({f"rejected/{topic(a, 'target_tcp')}": n for a, n in self.rejected.items()})
         level = "ok" if self.rtf >= 0.95 or self.episode < 0 else "warn"
         status = msgs.diagnostic_status("sim_node", values, level,
