@@ -376,17 +376,12 @@ def _plot_typical(out: Path, task: str) -> str | None:
     seed, so the same perturbations, for every method; the first seed (in order) on which
     every method touched the surface, whatever it did next - not a chosen one."""
     traces = {}
-    for batch in sorted((out / "eval" / METHODS[0] / "perturbed").glob("batch_*")):
-        for f in sorted(batch.glob("force_*.npz")):
-            cand = {}
-            for m in METHODS:
-                g = out / "eval" / m / "perturbed" / batch.name / f.name
-                if g.is_file():
-                    cand[m] = dict(np.load(g))
-            if cand and all(float(np.max(d["force"], initial=0.0)) >= 1.0 for d in cand.values()):
-                traces = cand
-                break
-        if traces:
+    first = out / "eval" / METHODS[0] / "perturbed"
+    for f in sorted(first.glob("batch_*/force_*.npz")):   # batch by batch, seed by seed
+        rel = f.relative_to(first)
+        cand = {m: dict(np.load(g)) for m in METHODS if (g := out / "eval" / m / "perturbed" / rel).is_file()}
+        if cand and all(float(np.max(d["force"], initial=0.0)) >= 1.0 for d in cand.values()):
+            traces = cand
             break
     if not traces:
         return None
