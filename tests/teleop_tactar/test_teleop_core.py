@@ -252,8 +252,9 @@ def test_scripted_lift_operator_lifts_through_the_teleop_server_and_the_safety_f
     import copy
 
     from policy.rdp.geometry import quat_to_matrix_one
-    from policy.safety import SafetyConfig, SafetyFilter
+    from policy.safety import SafetyFilter
     from sim import SimConfig, SimEnv
+    from slowfast_ros.arm_io import SafetyParams
     from teleop_tactar.operator import ScriptedOperator
     from teleop_tactar.protocol import parse_hands
     from teleop_tactar.retarget import RetargetConfig, Teleoperator
@@ -263,8 +264,7 @@ def test_scripted_lift_operator_lifts_through_the_teleop_server_and_the_safety_f
     hands = {"left": "left", "right": "right"}
     op = ScriptedOperator("lift", env.task_spec(), hands)
     server = Teleoperator(hands, RetargetConfig())
-    cfg = SafetyConfig(workspace_lo=(-0.35, -0.25, -0.08), workspace_hi=(0.35, 0.25, 0.40), max_speed=0.25,
-                       max_accel=3.0, force_limit=60.0, force_release=30.0, backoff_distance=0.01)
+    cfg = SafetyParams().safety_config()     # safety_node's limits (its parameter defaults)
     safety = {a: SafetyFilter(cfg) for a in env.arms}
     late = collections.deque(maxlen=3)
     targets, stamp, step = {}, None, 0
