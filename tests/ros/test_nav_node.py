@@ -168,7 +168,11 @@ def test_the_sim_scores_the_episode_and_writes_metrics(nav_stack):
 
 
 @pytest.fixture(scope="module")
-def lone_nav(tmp_path_factory):
+def lone_nav(tmp_path_factory, nav_stack):
+    # The sim-nav stack (module-scoped, alive until the module ends) would keep publishing
+    # images and a second node's cmd_vel on the same topics: the stale-input test then saw
+    # fresh images and counted no stop, depending on timing. Stop it first.
+    nav_stack[0].stop()
     prof = stack.load_profile("sim-nav")
     solo = stack.Profile("nav-only", "", [n for n in prof.nodes if n.name == "streamvln_nav"])
     logs = tmp_path_factory.mktemp("nav_lone")
