@@ -61,3 +61,17 @@ class PromptBuilder:
     def turn(self) -> list:
         """One turn up to the assistant header (the answer follows)."""
         return list(self._turn)
+
+
+def prompt_texts(cfg: PromptConfig, instructions) -> list[str]:
+    """The text a model reads (the prefix for each instruction, one turn), placeholders removed:
+    the corpus a tokenizer's merges are learnt from."""
+    def strip(text: str) -> str:
+        return text.replace("{memory}", "").replace("{image}", "")
+
+    turn = strip(f"{cfg.im_start}user\n{cfg.frame}{cfg.im_end}\n{cfg.im_start}assistant\n")
+    out = [strip(f"{cfg.im_start}system\n{cfg.system}{cfg.im_end}\n{cfg.im_start}user\n"
+                 f"{cfg.task.replace('{instruction}', ' '.join(i.split()))}{cfg.memory_sentence}{cfg.im_end}\n")
+           for i in instructions]
+    return out + [turn]
+

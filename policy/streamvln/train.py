@@ -48,6 +48,9 @@ class VLNTrainConfig:
     kv_heads: int = 2
     intermediate: int = 384
     window_turns: int = 8
+    # Tokenizer of a fresh model: byte-level BPE with merges learnt from the training prompts, this
+    # many entries (alphabet + merges); 0 = bytes only, no merges (one token per character).
+    vocab_size: int = 640
     history_noise: float = 0.5  # P(an earlier turn's answer in the window is random actions, not a label)
     # Sampling weight of a turn whose label ends with STOP, against 1 for the others: an episode
     # has one STOP among ~25 turns (DAgger episodes rarely reach the goal), and a model that never
@@ -65,11 +68,14 @@ class VLNTrainConfig:
     def __post_init__(self) -> None:
         for name, lo, hi in (("image_size", 28, 1024), ("vision_hidden", 8, 4096), ("vision_layers", 1, 64),
                              ("hidden", 16, 8192), ("layers", 1, 128), ("heads", 1, 128), ("kv_heads", 1, 128),
-                             ("intermediate", 16, 65536), ("window_turns", 1, 64), ("batch_size", 1, 4096),
+                             ("intermediate", 16, 65536), ("window_turns", 1, 64), ("vocab_size", 0, 65536),
+                             ("batch_size", 1, 4096),
                              ("warmup_steps", 0, 1_000_000), ("max_steps", 0, 100_000_000), ("threads", 0, 256)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not (lo <= v <= hi):
                 raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if 0 < self.vocab_size <= 256:
+            raise ValueError(f"vocab_size must be 0 (bytes only) or above 256 (the byte alphabet), got {self.vocab_size}")
         if self.image_size % 14:
             raise ValueError(f"image_size must be a multiple of the patch size 14, got {self.image_size}")
         if self.hidden % self.heads or self.heads % self.kv_heads:
@@ -199,7 +205,8 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
 
     from .checkpoint import load_streamvln, save_streamvln
     from .dataset import load_episodes
-    from .tiny import build_tiny_model, build_tiny_tokenizer
+    from .prompt import prompt_texts
+    from .tiny import build_corpus_tokenizer, build_tiny_model, build_tiny_tokenizer
 
     cfg = cfg or VLNTrainConfig()
     out = Path(out)
@@ -216,7 +223,11 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
     if init:
         model, tokenizer = load_streamvln(init)
     else:
-        tokenizer = build_tiny_tokenizer()
+        if cfg.vocab_size:
+            instructions = sorted({ep["instruction"] for ep in episodes})
+            tokenizer = build_corpus_tokenizer(prompt_texts(PromptConfig(), instructions), cfg.vocab_size)
+        else:
+            tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, seed=cfg.seed, image_size=cfg.image_size,
                                  text_kwargs=dict(hidden_size=cfg.hidden, num_layers=cfg.layers, num_heads=cfg.heads,
                                                   num_kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate),

@@ -29,6 +29,17 @@ def test_training_reduces_the_loss_and_writes_a_checkpoint(trained):
         assert (trained / "ckpt" / f).is_file(), f
 
 
+def test_a_fresh_model_reads_its_prompts_with_merges_learnt_from_them(trained):
+    from policy.streamvln.checkpoint import load_tokenizer_from
+    from policy.streamvln.dataset import load_episodes
+    from policy.streamvln.tiny import build_tiny_tokenizer
+    from policy.streamvln.train import TurnSequences
+
+    instruction = load_episodes(trained / "data")[0]["instruction"]
+    saved = TurnSequences(load_tokenizer_from(trained / "ckpt")).prefix(instruction)
+    assert 2 * len(saved) < len(TurnSequences(build_tiny_tokenizer()).prefix(instruction))
+
+
 def test_the_checkpoint_runs_as_an_agent_in_the_nav_sim(trained, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["nav", "eval", "--episodes", "1", "--max-steps", "12", "--out", str(out),
