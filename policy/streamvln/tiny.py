@@ -17,15 +17,10 @@ CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 ACTION_TOKENS = ("\u2191", "\u2190", "\u2192", "STOP")
 
 
-def build_tiny_tokenizer():
-    """A ``PreTrainedTokenizerFast``: 256 byte tokens + chat markers + action symbols."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def _with_chat_and_action_tokens(backend):
+    """Wrap a ``tokenizers`` backend; add the Qwen2 chat markers and the action symbols as single tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend)
     tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
                             "additional_special_tokens": list(CHAT_SPECIAL_TOKENS)})
@@ -33,15 +28,25 @@ def build_tiny_tokenizer():
     return tok
 
 
+def build_tiny_tokenizer():
+    """A ``PreTrainedTokenizerFast``: 256 byte tokens + chat markers + action symbols."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return _with_chat_and_action_tokens(backend)
+
+
 def build_corpus_tokenizer(texts, vocab_size: int = 640):
     """A byte-level BPE ``PreTrainedTokenizerFast`` whose merges are learnt from ``texts`` (the prompts
     a model will read), with the same chat markers and single-token action symbols as
     :func:`build_tiny_tokenizer`. Every string stays tokenisable (the 256 byte symbols are the base
     alphabet); words of the corpus become one or two tokens instead of one token per byte, which cuts
-    the prompt of a navigation episode ~5x and hands a small decoder whole words to ground ("blue",
+    the prompt of a navigation episode ~4x and hands a small decoder whole words to ground ("blue",
     "lamp") instead of letters. ``vocab_size`` counts the byte alphabet and the merges."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     if not 256 < vocab_size <= 65536:
         raise ValueError(f"vocab_size must be in (256, 65536], got {vocab_size!r}")
@@ -51,11 +56,7 @@ def build_corpus_tokenizer(texts, vocab_size: int = 640):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(list(texts), trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend)
-    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-                            "additional_special_tokens": list(CHAT_SPECIAL_TOKENS)})
-    tok.add_tokens(list(ACTION_TOKENS))
-    return tok
+    return _with_chat_and_action_tokens(backend)
 
 
 def tiny_text_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
