@@ -3,7 +3,11 @@
 The training sequence is exactly what the streaming agent builds at a turn (``prompt.py``):
 the prefix (system + task with the instruction) followed by the last ``window_turns`` turns,
 each ``<|im_start|>user\\nyou can spot <frame tokens>.<|im_end|>\\n<|im_start|>assistant\\n``
-+ the expert's answer (``↑↑←→`` or ``...STOP``) + ``<|im_end|>\\n``. The loss is the
++ the expert's answer (``↑↑←→`` or ``...STOP``) + ``<|im_end|>\\n``. Position ids are the streaming
+agent's too (``kv_window.py``): the prefix at 0.., each turn where it would sit had no turn been
+evicted, so at turn 40 the window's turns are ~1500 positions past the instruction, as they are
+when the agent runs (trained on contiguous positions, a small model loses the instruction once
+the distance exceeds its training windows' length, and stops or wanders after ~15 turns). The loss is the
 cross-entropy of every answer token (and its ``<|im_end|>``) in the window; the vision tower,
 projector and decoder are all trained. Frames enter as images; depth is used by the agent's 3-D
 memory only, which this small recipe leaves out: the checkpoint's ``agent.json`` sets
@@ -105,6 +109,7 @@ class TurnSequences:
         self.pre = [i for seg in turn[:k] for i in seg]
         self.post = [i for seg in turn[k + 1:] for i in seg]
         self._prefix_cache: dict[str, list[int]] = {}
+        self._answer_cache: dict[tuple[int, ...], list[int]] = {}
 
     def prefix(self, instruction: str) -> list[int]:
         if instruction not in self._prefix_cache:
@@ -114,7 +119,14 @@ class TurnSequences:
 
     def answer(self, actions) -> list[int]:
         """The answer ids the model must produce, ending with <|im_end|>."""
-        return self.prompt.encode(_answer_text(actions)) + [self.prompt.im_end_id]
+        key = tuple(int(a) for a in actions if int(a) >= 0)
+        if key not in self._answer_cache:
+            self._answer_cache[key] = self.prompt.encode(_answer_text(key)) + [self.prompt.im_end_id]
+        return self._answer_cache[key]
+
+    def turn_length(self, frame_tokens: int, shown) -> int:
+        """Tokens one turn occupies in the agent's cache, with the answer ``shown`` in the context."""
+        return len(self.pre) + frame_tokens + len(self.post) + len(self.answer(shown)) + len(self.prompt.newline_ids)
 
 
 def _encode_frames_train(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -127,7 +139,8 @@ def _encode_frames_train(model, pixels: torch.Tensor) -> torch.Tensor:
 
 def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window: int, device,
                 history_noise: float = 0.0, rng: np.random.Generator | None = None):
-    """Embeddings ``[B, L, D]``, attention mask ``[B, L]`` and targets ``[B, L]`` (-100 = no loss).
+    """Embeddings ``[B, L, D]``, attention mask ``[B, L]``, targets ``[B, L]`` (-100 = no loss) and
+    position ids ``[B, L]`` (the streaming agent's: turns evicted before the window still count).
 
     ``history_noise``: each earlier turn's answer in the window is, with this probability,
     replaced by random actions and not used as a label. Teacher forcing otherwise shows the
@@ -143,13 +156,16 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
     base = model.module if hasattr(model, "module") else model
     pixels = base.preprocess(np.stack(frames)).to(device)
     tokens = _encode_frames_train(base, pixels)  # [n_frames, T, D]
+    n_frame = tokens.shape[1]
     embed = base.llm.get_input_embeddings()
-    rows, targets = [], []
+    rows, targets, positions = [], [], []
     for ep, turns, f0 in layout:
         parts, tgt = [], []
         ids = seqs.prefix(ep["instruction"])
         parts.append(embed(torch.tensor(ids, device=device)))
         tgt += [-100] * len(ids)
+        shown_before = ep.get("executed", ep["actions"])[:turns[0]]   # evicted turns, as the agent showed them
+        first = len(ids) + sum(seqs.turn_length(n_frame, a) for a in shown_before)
         for k, j in enumerate(turns):
             pre = torch.tensor(seqs.pre, device=device)
             last = k == len(turns) - 1
@@ -167,25 +183,28 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
             post = torch.tensor(seqs.post + ans + seqs.prompt.newline_ids, device=device)
             parts += [embed(pre), tokens[f0 + k], embed(post)]
             labels = ans if labelled else [-100] * len(ans)
-            tgt += [-100] * (len(seqs.pre) + tokens.shape[1] + len(seqs.post)) + labels + [-100] * len(seqs.prompt.newline_ids)
+            tgt += [-100] * (len(seqs.pre) + n_frame + len(seqs.post)) + labels + [-100] * len(seqs.prompt.newline_ids)
         rows.append(torch.cat(parts))
         targets.append(tgt)
+        positions.append(list(range(len(ids))) + list(range(first, first + len(tgt) - len(ids))))
     L = max(r.shape[0] for r in rows)
     D = rows[0].shape[1]
     x = torch.zeros(len(rows), L, D, device=device, dtype=rows[0].dtype)
     mask = torch.zeros(len(rows), L, dtype=torch.long, device=device)
     y = torch.full((len(rows), L), -100, dtype=torch.long, device=device)
-    for i, (r, tg) in enumerate(zip(rows, targets)):
+    pos = torch.zeros(len(rows), L, dtype=torch.long, device=device)
+    for i, (r, tg, p) in enumerate(zip(rows, targets, positions)):
         x[i, :r.shape[0]] = r
         mask[i, :r.shape[0]] = 1
         y[i, :len(tg)] = torch.tensor(tg, device=device)
-    return x, mask, y
+        pos[i, :len(p)] = torch.tensor(p, device=device)
+    return x, mask, y, pos
 
 
-def batch_loss(model, x, mask, y) -> tuple[torch.Tensor, float]:
+def batch_loss(model, x, mask, y, pos=None) -> tuple[torch.Tensor, float]:
     """Mean cross-entropy of the answer tokens, and the accuracy of their argmax."""
     base = model.module if hasattr(model, "module") else model
-    logits = base.llm(inputs_embeds=x, attention_mask=mask, use_cache=False).logits
+    logits = base.llm(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False).logits
     pred, tgt = logits[:, :-1], y[:, 1:]
     loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100)
     sel = tgt != -100
@@ -255,8 +274,9 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
         for g in opt.param_groups:
             g["lr"] = lr
         picks = [samples[int(i)] for i in rng.choice(len(samples), size=cfg.batch_size, p=weights)]
-        x, mask, y = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device, cfg.history_noise, rng)
-        loss, a = batch_loss(model, x, mask, y)
+        x, mask, y, pos = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device,
+                                      cfg.history_noise, rng)
+        loss, a = batch_loss(model, x, mask, y, pos)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)

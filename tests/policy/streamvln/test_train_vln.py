@@ -85,9 +85,9 @@ def test_dagger_rollouts_are_labelled_by_the_expert_and_fine_tuned_on(trained, t
     on["executed"] = on["actions"].copy()
     t = min(3, len(on["actions"]) - 1)
     on["executed"][0] = [2, 2, 2, 2] if on["actions"][0][0] != 2 else [3, 3, 3, 3]
-    _, _, y_diff = build_batch(model, seqs, [on], [(0, t)], 8, "cpu")
+    _, _, y_diff, _ = build_batch(model, seqs, [on], [(0, t)], 8, "cpu")
     on["executed"][0] = on["actions"][0]
-    _, _, y_same = build_batch(model, seqs, [on], [(0, t)], 8, "cpu")
+    _, _, y_same, _ = build_batch(model, seqs, [on], [(0, t)], 8, "cpu")
     n_first = len(seqs.answer(on["actions"][0]))
     assert int((y_same != -100).sum()) - int((y_diff != -100).sum()) == n_first
 
