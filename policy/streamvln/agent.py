@@ -18,7 +18,9 @@ tokens (~196 + 20) against the cached context, and the decoding of the answer. E
 ``memory_refresh_turns`` turns the memory is rebuilt and the prefix *and the window's turns*
 are re-encoded (their keys depend on the prefix): a prefill of about
 prefix + memory (<= M) + window_turns x turn tokens, i.e. the cost of one full-recompute turn,
-paid once per refresh interval.
+paid once per refresh interval. With ``use_memory=False`` the refresh keeps its second job only:
+re-encoding at contiguous positions, so the newest turn never sits more than
+``memory_refresh_turns + window_turns`` turns past the instruction.
 """
 from __future__ import annotations
 
@@ -120,9 +122,11 @@ class StreamVLNAgent:
             return []
         model = self.model
         frame = model.encode_frames(model.preprocess(np.asarray(rgb)))[0]
-        geometry = backproject_tokens(depth, intrinsics, pose_world_from_camera, model.pooled_side, self.config.memory)
+        geometry = (backproject_tokens(depth, intrinsics, pose_world_from_camera, model.pooled_side, self.config.memory)
+                    if self.config.use_memory else None)
         t = self._turn
-        self.memory.add(t, frame, geometry)
+        if self.config.use_memory:
+            self.memory.add(t, frame, geometry)
 
         pieces = self._context_pieces(t, frame)
         generated, tail = self._generate(pieces)
@@ -195,7 +199,8 @@ class StreamVLNAgent:
         return Piece(torch.cat(parts), NEW_TURN)
 
     def _refresh_memory(self, before_turn: int) -> None:
-        self.memory_tokens, _ = self.memory.build(before_turn)
+        if self.config.use_memory:
+            self.memory_tokens, _ = self.memory.build(before_turn)
         self.stats.memory_refreshes += 1
 
     def _context_pieces(self, t: int, frame: torch.Tensor) -> list[Piece]:

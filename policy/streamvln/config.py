@@ -139,6 +139,10 @@ class AgentConfig:
     max_new_tokens: int = 12
     context_mode: ContextMode = "sliding"
     memory_refresh_turns: int = 8  # sliding/recompute: memory (and so the prefix) refreshed this often
+    # False: no 3-D memory in the prefix (a model trained without it); the refresh still re-encodes
+    # prefix + window at contiguous positions every memory_refresh_turns, which bounds the distance
+    # between the instruction and the newest turn
+    use_memory: bool = True
     stop_on_eos: bool = True  # False: always decode max_new_tokens (benchmarks: equal work per turn)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -152,6 +156,8 @@ class AgentConfig:
         _check_int("memory_refresh_turns", self.memory_refresh_turns, 1, 1_000_000)
         if not isinstance(self.stop_on_eos, bool):
             raise ValueError(f"stop_on_eos must be a bool, got {self.stop_on_eos!r}")
+        if not isinstance(self.use_memory, bool):
+            raise ValueError(f"use_memory must be a bool, got {self.use_memory!r}")
         if not isinstance(self.memory, MemoryConfig):
             raise ValueError(f"memory must be a MemoryConfig, got {type(self.memory).__name__}")
         if not isinstance(self.prompt, PromptConfig):

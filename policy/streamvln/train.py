@@ -4,15 +4,17 @@ The training sequence is exactly what the streaming agent builds at a turn (``pr
 the prefix (system + task with the instruction) followed by the last ``window_turns`` turns,
 each ``<|im_start|>user\\nyou can spot <frame tokens>.<|im_end|>\\n<|im_start|>assistant\\n``
 + the expert's answer (``↑↑←→`` or ``...STOP``) + ``<|im_end|>\\n``. Position ids are the streaming
-agent's too (``kv_window.py``): the prefix at 0.., each turn where it would sit had no turn been
-evicted, so at turn 40 the window's turns are ~1500 positions past the instruction, as they are
-when the agent runs (trained on contiguous positions, a small model loses the instruction once
-the distance exceeds its training windows' length, and stops or wanders after ~15 turns). The loss is the
+agent's too (``kv_window.py``): the prefix at 0.., each turn where it would sit in the agent's
+cache, where evicted turns keep their positions until a refresh (every ``refresh_turns``)
+re-encodes the window right after the prefix. Trained on contiguous windows only, a small model
+lost the instruction once the distance grew past its training windows' (it stopped after ~15
+turns); without refreshes the distance grows with the episode and it broke down after ~33 turns.
+The loss is the
 cross-entropy of every answer token (and its ``<|im_end|>``) in the window; the vision tower,
 projector and decoder are all trained. Frames enter as images; depth is used by the agent's 3-D
 memory only, which this small recipe leaves out: the checkpoint's ``agent.json`` sets
-``memory_refresh_turns`` past any episode, so the prefix never holds memory tokens (as in
-training).
+``use_memory: false``, so the prefix never holds memory tokens (as in training), and the
+agent's refresh every ``refresh_turns`` only re-encodes prefix + window.
 
     from policy.streamvln.train import VLNTrainConfig, train_vln
     summary = train_vln("data/vln", "ckpt/vln", VLNTrainConfig(minutes=25))
@@ -52,6 +54,10 @@ class VLNTrainConfig:
     kv_heads: int = 2
     intermediate: int = 384
     window_turns: int = 8
+    # The agent re-encodes prefix + window at contiguous positions every this many turns (its
+    # memory refresh, without memory here: agent.json use_memory=false); training positions follow
+    # it, so the newest turn is never more than refresh + window turns past the instruction.
+    refresh_turns: int = 8
     # Tokenizer of a fresh model: byte-level BPE with merges learnt from the training prompts, this
     # many entries (alphabet + merges); 0 = bytes only, no merges (one token per character).
     vocab_size: int = 640
@@ -72,7 +78,8 @@ class VLNTrainConfig:
     def __post_init__(self) -> None:
         for name, lo, hi in (("image_size", 28, 1024), ("vision_hidden", 8, 4096), ("vision_layers", 1, 64),
                              ("hidden", 16, 8192), ("layers", 1, 128), ("heads", 1, 128), ("kv_heads", 1, 128),
-                             ("intermediate", 16, 65536), ("window_turns", 1, 64), ("vocab_size", 0, 65536),
+                             ("intermediate", 16, 65536), ("window_turns", 1, 64), ("refresh_turns", 1, 1_000_000),
+                             ("vocab_size", 0, 65536),
                              ("batch_size", 1, 4096),
                              ("warmup_steps", 0, 1_000_000), ("max_steps", 0, 100_000_000), ("threads", 0, 256)):
             v = getattr(self, name)
@@ -138,9 +145,11 @@ def _encode_frames_train(model, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window: int, device,
-                history_noise: float = 0.0, rng: np.random.Generator | None = None):
+                history_noise: float = 0.0, rng: np.random.Generator | None = None, refresh: int = NO_MEMORY_REFRESH):
     """Embeddings ``[B, L, D]``, attention mask ``[B, L]``, targets ``[B, L]`` (-100 = no loss) and
-    position ids ``[B, L]`` (the streaming agent's: turns evicted before the window still count).
+    position ids ``[B, L]``: the sliding agent's with a refresh every ``refresh`` turns (at the last
+    refresh the turns then in the window were re-encoded right after the prefix; turns evicted
+    since still count).
 
     ``history_noise``: each earlier turn's answer in the window is, with this probability,
     replaced by random actions and not used as a label. Teacher forcing otherwise shows the
@@ -151,7 +160,7 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
     for e, t in picks:
         ep = episodes[e]
         turns = list(range(max(0, t - window + 1), t + 1))
-        layout.append((ep, turns, len(frames)))
+        layout.append((ep, t, turns, len(frames)))
         frames.extend(ep["rgb"][j] for j in turns)
     base = model.module if hasattr(model, "module") else model
     pixels = base.preprocess(np.stack(frames)).to(device)
@@ -159,12 +168,13 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
     n_frame = tokens.shape[1]
     embed = base.llm.get_input_embeddings()
     rows, targets, positions = [], [], []
-    for ep, turns, f0 in layout:
+    for ep, t, turns, f0 in layout:
         parts, tgt = [], []
         ids = seqs.prefix(ep["instruction"])
         parts.append(embed(torch.tensor(ids, device=device)))
         tgt += [-100] * len(ids)
-        shown_before = ep.get("executed", ep["actions"])[:turns[0]]   # evicted turns, as the agent showed them
+        base_turn = max(0, (t // refresh) * refresh - window + 1)   # first turn re-encoded at the last refresh
+        shown_before = ep.get("executed", ep["actions"])[base_turn:turns[0]]   # evicted since, as shown
         first = len(ids) + sum(seqs.turn_length(n_frame, a) for a in shown_before)
         for k, j in enumerate(turns):
             pre = torch.tensor(seqs.pre, device=device)
@@ -275,7 +285,7 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
             g["lr"] = lr
         picks = [samples[int(i)] for i in rng.choice(len(samples), size=cfg.batch_size, p=weights)]
         x, mask, y, pos = build_batch(model, seqs, episodes, picks, cfg.window_turns, acc.device,
-                                      cfg.history_noise, rng)
+                                      cfg.history_noise, rng, cfg.refresh_turns)
         loss, a = batch_loss(model, x, mask, y, pos)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
@@ -295,7 +305,7 @@ def train_vln(data_dir, out, cfg: VLNTrainConfig | None = None, *, init=None, de
     if acc.is_main_process:
         base = acc.unwrap_model(model).eval()
         save_streamvln(base, out, tokenizer)
-        agent_cfg = {"window_turns": cfg.window_turns, "memory_refresh_turns": NO_MEMORY_REFRESH}
+        agent_cfg = {"window_turns": cfg.window_turns, "memory_refresh_turns": cfg.refresh_turns, "use_memory": False}
         (out / "agent.json").write_text(json.dumps(agent_cfg, indent=2))
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         (out / "train_log.json").write_text(json.dumps({**summary, "loss": losses}, indent=1))
