@@ -2,8 +2,15 @@
 
 At each step it looks ``lookahead`` metres ahead along the current shortest path to the goal and
 turns (15 deg) toward that point until it is within ``heading_tol`` of it, then moves forward
-(0.25 m); it answers STOP within ``stop_radius`` of the goal (geodesic). A blocked forward move
-turns it instead. Its executed path stays within a few cells of the reference path.
+(0.25 m); it answers STOP within ``stop_radius`` of the goal (geodesic). Its executed path
+stays within a few cells of the reference path.
+
+Where the step toward the path is blocked (the 25 cm move clips an inflated corner the 10 cm
+graph path passes), it turns to the free 15-degree heading whose step ends nearest the goal
+(geodesic) and drives that way. The choice depends on the position and on headings fixed in the
+world (the current one +- multiples of 15 degrees), so successive turns agree and it cannot
+dither: the earlier rule (turn by the sign of a near-zero error) alternated left/right forever
+at such spots, which put "<><>" in 37 % of the training labels of a 1000-episode dataset.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import math
 
 import numpy as np
 
-from .env import FORWARD_STEP_M, wrap
+from .env import FORWARD_STEP_M, TURN_STEP_RAD, wrap
 
 STOP, FORWARD, LEFT, RIGHT = 0, 1, 2, 3
 
@@ -36,17 +43,49 @@ class NavExpert:
         k = int(np.searchsorted(arc, self.lookahead))
         target = path[min(k, len(path) - 1)]
         err = wrap(math.atan2(target[1] - y, target[0] - x) - yaw)
-        if abs(err) > self.heading_tol:
+        # headings yaw + j * 15 deg within the tolerance of the target: turn to the nearest (as
+        # before), or drive if it is the current one, provided its step is free
+        steps = int(round(math.pi / TURN_STEP_RAD))
+        heading = self._headings(yaw, steps)
+        near = sorted((j for j in range(-steps, steps + 1) if abs(wrap(err - j * TURN_STEP_RAD)) <= self.heading_tol),
+                      key=abs)
+        for j in near:
+            if self._step_end(x, y, heading[j]) is not None:
+                return self._toward(j)
+        if not near:   # unreachable with tol >= half a turn step; kept for odd configurations
             return LEFT if err > 0 else RIGHT
-        ahead = (x + FORWARD_STEP_M * math.cos(yaw), y + FORWARD_STEP_M * math.sin(yaw))
-        if not self.layout.segment_free((x, y), ahead):
-            return LEFT if err >= 0 else RIGHT
-        return FORWARD
+        # blocked toward the path: the free heading whose step ends nearest the goal
+        best = None
+        for j in range(-steps, steps + 1):
+            end = self._step_end(x, y, heading[j])
+            if end is not None:
+                key = (round(graph.distance(end, self.goal), 6), abs(j), -j)
+                best = key if best is None or key < best else best
+        return LEFT if best is None else self._toward(-best[2])
+
+    @staticmethod
+    def _headings(yaw: float, steps: int) -> dict[int, float]:
+        """yaw after j turns (j > 0 left), computed as the base computes it (``NavEnv.apply_action``),
+        float for float: where a step grazes an obstacle, a heading that is yaw + 15 deg - 15 deg up
+        to rounding can be free while yaw itself is not, and the check must be the base's own."""
+        out = {0: yaw}
+        for sign in (1, -1):
+            h = yaw
+            for j in range(1, steps + 1):
+                h = wrap(h + sign * TURN_STEP_RAD)
+                out[sign * j] = h
+        return out
+
+    def _step_end(self, x, y, heading):
+        end = (x + FORWARD_STEP_M * math.cos(heading), y + FORWARD_STEP_M * math.sin(heading))
+        return end if self.layout.segment_free((x, y), end) else None
+
+    @staticmethod
+    def _toward(j: int) -> int:
+        return FORWARD if j == 0 else LEFT if j > 0 else RIGHT
 
     def actions(self, pose, n: int = 4) -> list[int]:
         """The next ``n`` actions from ``pose`` (simulated forward; STOP ends the list)."""
-        from .env import TURN_STEP_RAD
-
         out = []
         x, y, yaw = pose
         for _ in range(n):

@@ -52,6 +52,31 @@ def test_expert_reaches_the_goal(seed):
     env.close()
 
 
+@pytest.mark.parametrize("seed", [30, 31])
+def test_expert_does_not_dither_where_its_step_is_blocked(seed):
+    """Layout 30, perturbed as in the training data, puts the base where the step toward the path
+    clips a corner: the old rule turned left, right, left... for 90 turns (its labels were 37 % of
+    a dataset's). Labels must never alternate and the episode must reach the goal."""
+    ep = make_episode(seed)
+    env = NavEnv(NavConfig(camera_width=64, camera_height=48))
+    env.reset(ep.layout_seed, ep.start)
+    expert = NavExpert(env.layout, ep.goal)
+    rng = np.random.default_rng([seed, 11])   # the perturbations of policy.streamvln.dataset
+    labels = []
+    for turn in range(120):
+        if turn and rng.random() < 0.15:
+            env.apply_action(int(rng.integers(1, 4)))
+        labels.append(expert.actions(env.pose, 4))
+        if 0 in labels[-1]:
+            break
+        for a in labels[-1]:
+            env.apply_action(a)
+    assert 0 in labels[-1], f"no STOP in {len(labels)} turns"
+    dither = [lab for lab in labels if lab in ([2, 3, 2, 3], [3, 2, 3, 2])]
+    assert not dither and len(labels) < 60, (len(labels), dither[:3])
+    env.close()
+
+
 def test_diff_drive_kinematics_and_bumps():
     cfg = NavConfig(camera_width=64, camera_height=48,
                     layout=LayoutConfig(rooms_x=1, rooms_y=1, furniture_per_room=0, room_size=6.0))
