@@ -61,6 +61,20 @@ class NavConfig:
             raise ValueError(f"layout must be a LayoutConfig, got {type(self.layout).__name__}")
 
 
+def action_pose(x: float, y: float, yaw: float, action) -> tuple[float, float, float]:
+    """The pose one discrete action leads to, before collisions. The base and the expert's
+    look-ahead both use it, so their headings agree float for float (where a step grazes an
+    obstacle, a heading one ulp off can be free while the base's is not)."""
+    a = int(action)
+    if a == 1:
+        return x + FORWARD_STEP_M * math.cos(yaw), y + FORWARD_STEP_M * math.sin(yaw), yaw
+    if a in (2, 3):
+        return x, y, wrap(yaw + (TURN_STEP_RAD if a == 2 else -TURN_STEP_RAD))
+    if a != 0:
+        raise ValueError(f"action must be 0..3, got {action!r}")
+    return x, y, yaw
+
+
 class NavEnv:
     def __init__(self, cfg: NavConfig | None = None):
         self.cfg = cfg or NavConfig()
@@ -132,22 +146,13 @@ class NavEnv:
     def apply_action(self, action) -> bool:
         """One discrete action (an int or :class:`policy.streamvln.Action`-compatible value:
         0 STOP, 1 FORWARD, 2 LEFT, 3 RIGHT). Returns False when a forward move was blocked."""
-        a = int(action)
         x, y, yaw = self.pose
-        ok = True
-        if a == 1:
-            nx, ny = x + FORWARD_STEP_M * math.cos(yaw), y + FORWARD_STEP_M * math.sin(yaw)
-            if self.layout.segment_free((x, y), (nx, ny)):
-                self.pose = np.array([nx, ny, yaw])
-            else:
-                ok = False
-                self.bumps += 1
-        elif a == 2:
-            self.pose = np.array([x, y, wrap(yaw + TURN_STEP_RAD)])
-        elif a == 3:
-            self.pose = np.array([x, y, wrap(yaw - TURN_STEP_RAD)])
-        elif a != 0:
-            raise ValueError(f"action must be 0..3, got {action!r}")
+        nx, ny, nyaw = action_pose(x, y, yaw, action)
+        ok = self.layout.segment_free((x, y), (nx, ny)) if (nx, ny) != (x, y) else True
+        if ok:
+            self.pose = np.array([nx, ny, nyaw])
+        else:
+            self.bumps += 1
         self.path.append(self.pose.copy())
         self._sync()
         return ok

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .env import FORWARD_STEP_M, TURN_STEP_RAD, wrap
+from .env import TURN_STEP_RAD, action_pose, wrap
 
 STOP, FORWARD, LEFT, RIGHT = 0, 1, 2, 3
 
@@ -55,29 +55,25 @@ class NavExpert:
         if not near:   # unreachable with tol >= half a turn step; kept for odd configurations
             return LEFT if err > 0 else RIGHT
         # blocked toward the path: the free heading whose step ends nearest the goal
-        best = None
-        for j in range(-steps, steps + 1):
-            end = self._step_end(x, y, heading[j])
-            if end is not None:
-                key = (round(graph.distance(end, self.goal), 6), abs(j), -j)
-                best = key if best is None or key < best else best
-        return LEFT if best is None else self._toward(-best[2])
+        ends = {j: self._step_end(x, y, heading[j]) for j in heading}
+        free = [j for j, end in ends.items() if end is not None]
+        if not free:
+            return LEFT
+        return self._toward(min(free, key=lambda j: (round(graph.distance(ends[j], self.goal), 6), abs(j), -j)))
 
     @staticmethod
     def _headings(yaw: float, steps: int) -> dict[int, float]:
-        """yaw after j turns (j > 0 left), computed as the base computes it (``NavEnv.apply_action``),
-        float for float: where a step grazes an obstacle, a heading that is yaw + 15 deg - 15 deg up
-        to rounding can be free while yaw itself is not, and the check must be the base's own."""
+        """yaw after j turns (j > 0 left), as the base computes it (``action_pose``)."""
         out = {0: yaw}
-        for sign in (1, -1):
+        for action, sign in ((LEFT, 1), (RIGHT, -1)):
             h = yaw
             for j in range(1, steps + 1):
-                h = wrap(h + sign * TURN_STEP_RAD)
+                h = action_pose(0.0, 0.0, h, action)[2]
                 out[sign * j] = h
         return out
 
     def _step_end(self, x, y, heading):
-        end = (x + FORWARD_STEP_M * math.cos(heading), y + FORWARD_STEP_M * math.sin(heading))
+        end = action_pose(x, y, heading, FORWARD)[:2]
         return end if self.layout.segment_free((x, y), end) else None
 
     @staticmethod
@@ -93,8 +89,5 @@ class NavExpert:
             out.append(a)
             if a == STOP:
                 break
-            if a == FORWARD:
-                x, y = x + FORWARD_STEP_M * math.cos(yaw), y + FORWARD_STEP_M * math.sin(yaw)
-            else:
-                yaw = wrap(yaw + (TURN_STEP_RAD if a == LEFT else -TURN_STEP_RAD))
+            x, y, yaw = action_pose(x, y, yaw, a)
         return out
