@@ -122,10 +122,9 @@ class StreamVLNAgent:
             return []
         model = self.model
         frame = model.encode_frames(model.preprocess(np.asarray(rgb)))[0]
-        geometry = (backproject_tokens(depth, intrinsics, pose_world_from_camera, model.pooled_side, self.config.memory)
-                    if self.config.use_memory else None)
         t = self._turn
         if self.config.use_memory:
+            geometry = backproject_tokens(depth, intrinsics, pose_world_from_camera, model.pooled_side, self.config.memory)
             self.memory.add(t, frame, geometry)
 
         pieces = self._context_pieces(t, frame)

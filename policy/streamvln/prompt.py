@@ -19,7 +19,7 @@ class PromptBuilder:
         self.im_start_id = self._single_token(cfg.im_start)
         self.newline_ids = self.encode("\n")
         self.close_ids = [self.im_end_id] + self.newline_ids  # ends a message
-        self._turn = self._split(f"{cfg.im_start}user\n{cfg.frame}{cfg.im_end}\n{cfg.im_start}assistant\n")
+        self._turn = self._split(turn_text(cfg))
 
     def _single_token(self, text: str) -> int:
         ids = self.encode(text)
@@ -54,13 +54,22 @@ class PromptBuilder:
         for ph in ("{memory}", "{image}"):
             if ph in instruction:
                 raise ValueError(f"instruction must not contain the placeholder {ph}")
-        task = cfg.task.replace("{instruction}", instruction)
-        user = task + (cfg.memory_sentence if with_memory else "")
-        return self._split(f"{cfg.im_start}system\n{cfg.system}{cfg.im_end}\n{cfg.im_start}user\n{user}{cfg.im_end}\n")
+        return self._split(prefix_text(cfg, instruction, with_memory))
 
     def turn(self) -> list:
         """One turn up to the assistant header (the answer follows)."""
         return list(self._turn)
+
+
+def prefix_text(cfg: PromptConfig, instruction: str, with_memory: bool) -> str:
+    """The prefix as text, with the ``{memory}`` placeholder when ``with_memory``."""
+    user = cfg.task.replace("{instruction}", instruction) + (cfg.memory_sentence if with_memory else "")
+    return f"{cfg.im_start}system\n{cfg.system}{cfg.im_end}\n{cfg.im_start}user\n{user}{cfg.im_end}\n"
+
+
+def turn_text(cfg: PromptConfig) -> str:
+    """One turn up to the assistant header, with the ``{image}`` placeholder."""
+    return f"{cfg.im_start}user\n{cfg.frame}{cfg.im_end}\n{cfg.im_start}assistant\n"
 
 
 def prompt_texts(cfg: PromptConfig, instructions) -> list[str]:
@@ -69,9 +78,4 @@ def prompt_texts(cfg: PromptConfig, instructions) -> list[str]:
     def strip(text: str) -> str:
         return text.replace("{memory}", "").replace("{image}", "")
 
-    turn = strip(f"{cfg.im_start}user\n{cfg.frame}{cfg.im_end}\n{cfg.im_start}assistant\n")
-    out = [strip(f"{cfg.im_start}system\n{cfg.system}{cfg.im_end}\n{cfg.im_start}user\n"
-                 f"{cfg.task.replace('{instruction}', ' '.join(i.split()))}{cfg.memory_sentence}{cfg.im_end}\n")
-           for i in instructions]
-    return out + [turn]
-
+    return [strip(prefix_text(cfg, " ".join(i.split()), with_memory=True)) for i in instructions] + [strip(turn_text(cfg))]

@@ -160,7 +160,7 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
     for e, t in picks:
         ep = episodes[e]
         turns = list(range(max(0, t - window + 1), t + 1))
-        layout.append((ep, t, turns, len(frames)))
+        layout.append((ep, turns, len(frames)))
         frames.extend(ep["rgb"][j] for j in turns)
     base = model.module if hasattr(model, "module") else model
     pixels = base.preprocess(np.stack(frames)).to(device)
@@ -168,12 +168,12 @@ def build_batch(model, seqs: TurnSequences, episodes: list[dict], picks, window:
     n_frame = tokens.shape[1]
     embed = base.llm.get_input_embeddings()
     rows, targets, positions = [], [], []
-    for ep, t, turns, f0 in layout:
+    for ep, turns, f0 in layout:
         parts, tgt = [], []
         ids = seqs.prefix(ep["instruction"])
         parts.append(embed(torch.tensor(ids, device=device)))
         tgt += [-100] * len(ids)
-        base_turn = max(0, (t // refresh) * refresh - window + 1)   # first turn re-encoded at the last refresh
+        base_turn = max(0, (turns[-1] // refresh) * refresh - window + 1)   # first turn re-encoded at the last refresh
         shown_before = ep.get("executed", ep["actions"])[base_turn:turns[0]]   # evicted since, as shown
         first = len(ids) + sum(seqs.turn_length(n_frame, a) for a in shown_before)
         for k, j in enumerate(turns):
