@@ -85,6 +85,7 @@ class GoalTracker:
             x, y, yaw = g.x, g.y, g.yaw
         else:
             x, y, yaw = (float(v) for v in pose)
+            self.head_time = 0.0  # the clock of the new head starts now, not when the queue emptied
         for a in actions:
             a = Action(a)
             if a is Action.MOVE_FORWARD:

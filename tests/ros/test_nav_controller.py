@@ -49,3 +49,12 @@ def test_a_blocked_goal_times_out_and_is_counted():
     for _ in range(40):  # the base does not move (blocked): 40 ticks of 1/30 s
         v, w = t.command((0.0, 0.0, 0.0), 1 / 30)
     assert t.timeouts == 1 and len(t) == 1 and t.goals[0].action is L and v == 0.0 and w > 0
+
+
+def test_a_goal_queued_after_a_wait_gets_its_whole_timeout():
+    t = GoalTracker(TrackerConfig(goal_timeout=1.0))
+    for _ in range(90):  # 3 s with nothing queued (a slow turn, say)
+        t.command((0.0, 0.0, 0.0), 1 / 30)
+    t.extend([F], (0.0, 0.0, 0.0))
+    v, _ = t.command((0.0, 0.0, 0.0), 1 / 30)
+    assert t.timeouts == 0 and len(t) == 1 and v > 0
