@@ -14,6 +14,12 @@ end). :class:`GoalTracker` turns the head of the queue into (v, w) at the contro
   and ends the episode (``done``);
 * a goal not reached within ``goal_timeout`` (the base is blocked) is dropped and counted, so
   the next turn replans from where the base is.
+
+Stop-and-go is measured where it matters: at every *join*, where a turn ends with FORWARD and
+the next turn starts with FORWARD, the tracker keeps the lowest speed commanded (and, when the
+caller passes it, measured) from the moment the last FORWARD of the first turn is the head of
+the queue until the first FORWARD of the next turn is (``joins``; a join whose lowest
+commanded speed is below ``JOIN_STOP_SPEED`` is a stop, ``join_stops``).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from .actions import Action
 
 STEP_M = 0.25
 STEP_RAD = math.radians(15.0)
+JOIN_STOP_SPEED = 0.01  # m/s: a join slower than this is a stop between two FORWARD turns
 
 
 def wrap(a: float) -> float:
@@ -37,6 +44,21 @@ class Goal:
     y: float
     yaw: float
     action: Action
+    turn: int = 0  # which extend() call queued it
+    last_of_turn: bool = False
+
+
+@dataclass
+class Join:
+    """Lowest speeds through one FORWARD-to-FORWARD join of two consecutive turns."""
+
+    turn: int  # the first of the two turns
+    min_cmd: float
+    min_measured: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.min_cmd < JOIN_STOP_SPEED
 
 
 @dataclass(frozen=True)
@@ -67,12 +89,25 @@ class GoalTracker:
         self.last_cmd = (0.0, 0.0)
         self.head_time = 0.0  # s spent on the current head goal
         self.timeouts = 0
+        self.turn = 0  # extend() calls so far
+        self.joins: list[Join] = []
+        self._join: Join | None = None  # the join being watched
 
     def clear(self) -> None:
         self.goals.clear()
         self.done = False
         self.last_cmd = (0.0, 0.0)
         self.head_time = 0.0
+        self._join = None
+
+    @property
+    def join_stops(self) -> int:
+        return sum(j.stopped for j in self.joins)
+
+    def hold(self) -> None:
+        """The caller commands zero this tick (stale inputs, say): a join being watched sees it."""
+        self.last_cmd = (0.0, 0.0)
+        self._watch_join(0.0, None)
 
     def __len__(self) -> int:
         return len(self.goals)
@@ -86,6 +121,7 @@ class GoalTracker:
         else:
             x, y, yaw = (float(v) for v in pose)
             self.head_time = 0.0  # the clock of the new head starts now, not when the queue emptied
+        self.turn += 1
         for a in actions:
             a = Action(a)
             if a is Action.MOVE_FORWARD:
@@ -94,9 +130,11 @@ class GoalTracker:
                 yaw = wrap(yaw + STEP_RAD)
             elif a is Action.TURN_RIGHT:
                 yaw = wrap(yaw - STEP_RAD)
-            self.goals.append(Goal(x, y, yaw, a))
+            self.goals.append(Goal(x, y, yaw, a, self.turn))
             if a is Action.STOP:
                 break
+        if self.goals and self.goals[-1].turn == self.turn:
+            self.goals[-1].last_of_turn = True
 
     def _run_length(self, pose) -> float:
         """Distance left along the run of FORWARD goals at the head of the queue."""
@@ -110,8 +148,24 @@ class GoalTracker:
             px, py = g.x, g.y
         return d
 
-    def command(self, pose, dt: float) -> tuple[float, float]:
-        """(v, w) for the current pose (x, y, yaw in the goals' frame)."""
+    def _watch_join(self, v: float, speed: float | None) -> None:
+        """Start, update or close the join watch for this tick's head goal and speeds."""
+        head = self.goals[0] if self.goals else None
+        j = self._join
+        if j is not None:
+            j.min_cmd = min(j.min_cmd, v)
+            if speed is not None:
+                j.min_measured = abs(speed) if j.min_measured is None else min(j.min_measured, abs(speed))
+            if head is not None and head.turn != j.turn:
+                if head.action is Action.MOVE_FORWARD and head.turn == j.turn + 1:
+                    self.joins.append(j)
+                self._join = j = None  # else the next turn began with a TURN or STOP: no join
+        if j is None and head is not None and head.last_of_turn and head.action is Action.MOVE_FORWARD:
+            self._join = Join(head.turn, v, None if speed is None else abs(speed))
+
+    def command(self, pose, dt: float, speed: float | None = None) -> tuple[float, float]:
+        """(v, w) for the current pose (x, y, yaw in the goals' frame); ``speed`` is the base's
+        measured forward speed, if known (only recorded, for the join statistics)."""
         c = self.cfg
         x, y, yaw = (float(v) for v in pose)
         self.head_time += dt
@@ -121,6 +175,7 @@ class GoalTracker:
                 self.goals.popleft()  # not reachable (blocked): drop it, the next turn replans
                 self.timeouts += 1
                 self.head_time = 0.0
+                self._join = None  # a blocked base stops: not a join of two driven turns
                 continue
             if g.action is Action.STOP:
                 self.goals.popleft()
@@ -158,4 +213,5 @@ class GoalTracker:
                 v = max(0.0, v_prev - c.linear_accel * dt * 2) if v_prev > 0 else 0.0
                 v = 0.0 if v < 0.02 else v
         self.last_cmd = (v, w)
+        self._watch_join(v, speed)
         return v, w

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from policy.streamvln.actions import Action
-from policy.streamvln.nav_control import GoalTracker, TrackerConfig
+from policy.streamvln.nav_control import JOIN_STOP_SPEED, GoalTracker, TrackerConfig
 
 F, L, R, S = Action.MOVE_FORWARD, Action.TURN_LEFT, Action.TURN_RIGHT, Action.STOP
 
@@ -49,6 +49,46 @@ def test_a_blocked_goal_times_out_and_is_counted():
     for _ in range(40):  # the base does not move (blocked): 40 ticks of 1/30 s
         v, w = t.command((0.0, 0.0, 0.0), 1 / 30)
     assert t.timeouts == 1 and len(t) == 1 and t.goals[0].action is L and v == 0.0 and w > 0
+
+
+def _drive_turns(tracker, turns, plan_ahead, steps=600, dt=1 / 30, hold_when=None):
+    """Queue ``turns`` one at a time, the next when at most ``plan_ahead`` goals are left (the
+    nav node's rule, with no model latency); the caller holds (commands zero) for one tick the
+    first time ``hold_when(tracker)`` is true."""
+    pose, queue, v, held = [0.0, 0.0, 0.0], list(turns), 0.0, False
+    for _ in range(steps):
+        if queue and len(tracker) <= plan_ahead:
+            tracker.extend(queue.pop(0), pose)
+        if hold_when is not None and not held and hold_when(tracker):
+            tracker.hold()
+            v, held = 0.0, True
+            continue
+        v, w = tracker.command(pose, dt, speed=v)
+        pose = [pose[0] + v * dt * math.cos(pose[2]), pose[1] + v * dt * math.sin(pose[2]), pose[2] + w * dt]
+    return pose
+
+
+def test_joins_of_forward_turns_are_measured_and_a_late_turn_is_a_stop():
+    # planned ahead: three FORWARD turns make two joins, the base never slows at them
+    t = GoalTracker()
+    _drive_turns(t, [[F] * 4] * 3, plan_ahead=2)
+    assert [j.turn for j in t.joins] == [1, 2] and t.join_stops == 0
+    assert min(j.min_cmd for j in t.joins) > 0.25 and min(j.min_measured for j in t.joins) > 0.25
+    # the next turn queued only once the queue is empty: the base stops at every join
+    t = GoalTracker()
+    _drive_turns(t, [[F] * 4] * 3, plan_ahead=0)
+    assert len(t.joins) == 2 and t.join_stops == 2 and max(j.min_cmd for j in t.joins) < JOIN_STOP_SPEED
+
+
+def test_only_forward_to_forward_joins_count_and_a_hold_inside_one_is_a_stop():
+    t = GoalTracker()
+    _drive_turns(t, [[F, F, F, F], [L, F, F, F], [F, F, F, L], [F, F, F, F], [R, F, F, F]], plan_ahead=2, steps=900)
+    assert [j.turn for j in t.joins] == [2] and t.join_stops == 0  # 2->3 only: 1->2 starts with L, 3 ends with L, 4->5 starts with R
+    t = GoalTracker()
+    _drive_turns(t, [[F] * 4] * 2, plan_ahead=2, hold_when=lambda tr: tr.goals and tr.goals[0].last_of_turn)
+    assert len(t.joins) == 1 and t.join_stops == 1
+    t.clear()
+    assert t.joins  # clearing the queue (a pose jump) keeps the episode's statistics
 
 
 def test_a_goal_queued_after_a_wait_gets_its_whole_timeout():

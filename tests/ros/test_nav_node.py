@@ -126,7 +126,10 @@ def test_forward_stub_drives_the_base_without_stopping_between_turns(nav_stack):
     d = np.array(poses[-1][:2]) - [x0, y0]
     assert d @ [math.cos(yaw0), math.sin(yaw0)] > 1.0, (poses[-1], ep.start)
     assert abs(d @ [-math.sin(yaw0), math.cos(yaw0)]) < 0.15
-    assert int(float(_diag(diag).get("turns", 0))) >= 3
+    values = _diag(diag)
+    assert int(float(values.get("turns", 0))) >= 3
+    # the node's own count of FORWARD-to-FORWARD joins between turns, and of stops at them
+    assert int(float(values["forward_joins"])) >= 1 and int(float(values["forward_join_stops"])) == 0, values
 
 
 def test_new_instruction_resets_the_episode_and_empty_cancels(nav_stack):

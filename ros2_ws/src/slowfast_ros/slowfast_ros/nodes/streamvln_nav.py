@@ -4,7 +4,8 @@ Subscribes ``camera/color/image_raw``, ``camera/aligned_depth_to_color/image_raw
 or 32FC1 m), ``camera/color/camera_info``, ``odom`` (nav_msgs/Odometry) and ``instruction``
 (std_msgs/String: a new instruction starts a new episode, an empty one cancels it). Publishes
 ``cmd_vel`` (Twist) at ``control_hz``, ``nav/status`` (latched JSON: start, stop, cancel; an
-episode's end carries every turn's latency, cache and memory tokens) and
+episode's end carries every turn's latency and CPU time, cache and memory tokens, goals dropped
+as blocked, and the lowest speeds through every FORWARD-to-FORWARD join of two turns) and
 ``/diagnostics`` (per-turn latency, window and memory tokens, pruning ratio, skips, stops).
 
 Two threads besides the executor:
@@ -15,7 +16,9 @@ Two threads besides the executor:
   ``plan_ahead_actions`` actions are left, so the base keeps moving while it computes;
 * the control loop (``PacedLoop``) tracks the queued goals and publishes ``cmd_vel``; it
   publishes zero (and counts why) when odometry or images are stale, after a pose jump,
-  and when no episode runs. STOP ends the episode.
+  and when no episode runs. STOP ends the episode. Joins where a FORWARD turn follows a
+  FORWARD turn are counted, and a join whose speed fell below 0.01 m/s counts as a stop
+  (``forward_joins`` / ``forward_join_stops`` in ``/diagnostics``).
 
 Bad input is skipped and counted: colour and depth of different sizes or with stamps more than
 ``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
@@ -140,7 +143,7 @@ class StreamVLNNav(Node):
         self._depth: Image | None = None
         self._info: CameraInfo | None = None
         self._image_rx = -1e9  # monotonic receipt time of the newest colour image
-        self._odom: tuple[float, np.ndarray] | None = None
+        self._odom: tuple[float, np.ndarray, float] | None = None  # stamp, (x, y, yaw), forward speed
         self._odom_rx = -1e9
         self._odom_hist: deque = deque(maxlen=400)  # (stamp, pose)
         self._jump_pending = False
@@ -151,8 +154,9 @@ class StreamVLNNav(Node):
         self.skips: Counter = Counter()
         self.stops: Counter = Counter()
         self.pose_jumps = 0
+        self._timeouts_at_start = 0
         self.latencies: deque = deque(maxlen=200)
-        self.episode_turns: list = []   # (latency s, cache tokens, memory tokens) of this episode's turns
+        self.episode_turns: list = []   # (latency s, CPU s, cache tokens, memory tokens) of this episode's turns
         self.turns = 0
         self._last_frame_stamp = -1.0
         self.cmd_meter = RateMeter()
@@ -193,14 +197,14 @@ class StreamVLNNav(Node):
 
     def _on_odom(self, msg: Odometry) -> None:
         try:
-            stamp, pose, _ = msgs.odometry_from_msg(msg)
+            stamp, pose, twist = msgs.odometry_from_msg(msg)
         except ValueError:
             self.skips["odom_invalid"] += 1
             return
         with self._lock:
             if self._odom is not None and np.hypot(*(pose[:2] - self._odom[1][:2])) > self.p.max_pose_jump:
                 self._jump_pending = True  # handled by the control loop
-            self._odom = (stamp, pose)
+            self._odom = (stamp, pose, float(twist[0]))
             self._odom_rx = time.monotonic()
             self._odom_hist.append((stamp, pose))
 
@@ -229,7 +233,7 @@ class StreamVLNNav(Node):
             if frame is None:
                 continue
             rgb, depth, K, pose_cam, base_pose, stamp = frame
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 actions = self.agent.step(rgb, depth, K, pose_cam)
             except Exception as exc:  # noqa: BLE001 - a failing model stops the base, loudly
@@ -238,8 +242,10 @@ class StreamVLNNav(Node):
                 self._end("error")
                 continue
             self.latencies.append(time.perf_counter() - t0)
+            cpu = time.thread_time() - c0  # this thread's CPU: the turn's compute, without the waits
             st = self.agent.stats
-            self.episode_turns.append((round(self.latencies[-1], 6), int(getattr(st, "cache_tokens", 0) or 0),
+            self.episode_turns.append((round(self.latencies[-1], 6), round(cpu, 6),
+                                       int(getattr(st, "cache_tokens", 0) or 0),
                                        int(getattr(st, "memory_tokens", 0) or 0)))
             if not actions:
                 self.skips["agent_refused"] += 1
@@ -257,6 +263,8 @@ class StreamVLNNav(Node):
     def _begin(self, instruction: str) -> None:
         with self._lock:
             self.tracker.clear()
+            self.tracker.joins.clear()
+            self._timeouts_at_start = self.tracker.timeouts
         text = " ".join(instruction.split())
         if not text:
             if self.active:
@@ -275,10 +283,18 @@ class StreamVLNNav(Node):
         with self._lock:
             self.active = False
             self.tracker.clear()
-        lat, cache, mem = (list(c) for c in zip(*self.episode_turns)) if self.episode_turns else ([], [], [])
-        self.status_pub.publish(msgs.json_msg({"event": event, "instruction": self.instruction, "turns": self.turns,
-                                               "turn_latency_s": lat, "cache_tokens": cache,
-                                               "memory_tokens": mem}))
+            joins = list(self.tracker.joins)
+            timeouts = self.tracker.timeouts - self._timeouts_at_start
+        lat, cpu, cache, mem = (list(c) for c in zip(*self.episode_turns)) if self.episode_turns else ([],) * 4
+        self.status_pub.publish(msgs.json_msg({
+            "event": event, "instruction": self.instruction, "turns": self.turns,
+            "turn_latency_s": lat, "turn_cpu_s": cpu, "cache_tokens": cache, "memory_tokens": mem,
+            "goal_timeouts": timeouts,  # goals dropped because the base did not reach them (blocked)
+            # FORWARD-to-FORWARD joins of consecutive turns: lowest commanded / measured speed
+            "forward_joins": len(joins), "forward_join_stops": sum(j.stopped for j in joins),
+            "forward_join_min_cmd": [round(j.min_cmd, 4) for j in joins],
+            "forward_join_min_measured": [None if j.min_measured is None else round(j.min_measured, 4)
+                                          for j in joins]}))
         self.get_logger().info(f"episode {event} after {self.turns} turns")
 
     def _frame(self):
@@ -354,10 +370,10 @@ class StreamVLNNav(Node):
             elif now - image_rx > self.p.image_timeout:
                 reason = "stale_image"
             else:
-                v, w = self.tracker.command(odom[1], dt)
+                v, w = self.tracker.command(odom[1], dt, speed=odom[2])
                 done = self.tracker.done
             if reason is not None:
-                self.tracker.last_cmd = (0.0, 0.0)
+                self.tracker.hold()
         if reason is not None:
             self.stops[reason] += 1
             self.get_logger().warning(f"base stopped: {reason}", throttle_duration_sec=1.0)
@@ -378,6 +394,7 @@ class StreamVLNNav(Node):
                   "memory_tokens": st.get("memory_tokens", 0), "pruning_ratio": float(st.get("pruning_ratio", 0.0)),
                   "cache_tokens": st.get("cache_tokens", 0), "rate/cmd_vel": self.cmd_meter.rate(),
                   "pose_jumps": self.pose_jumps, "goal_timeouts": self.tracker.timeouts,
+                  "forward_joins": len(self.tracker.joins), "forward_join_stops": self.tracker.join_stops,
                   "loop_overruns": self.loop.overruns}
         values.update({f"skipped/{k}": n for k, n in self.skips.items()})
         values.update({f"stopped/{k}": n for k, n in self.stops.items()})
