@@ -18,6 +18,8 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=400, help="episode length in actions (4 per turn)")
@@ -242,12 +244,34 @@ def run(args: argparse.Namespace) -> dict:
 class ExploringAgent:
     """The agent `slowfast bench nav` runs through ROS: a real :class:`StreamVLNAgent` (random
     model of the bench sizes, 3-D memory on) whose every turn is computed in full, while the motion
-    comes from a depth-based wander: forward as far as the centre of the depth image is clear,
-    else turn left. A random model's own answers would stop or spin, and the episode must last as
-    long as asked; the per-turn cost is the model's."""
+    comes from a depth-based wander (a random model's own answers would stop or spin, and the
+    episode must last as long as asked; the per-turn cost is the model's).
+
+    The wander keeps the obstacles it has seen: every frame's depth is back-projected with the
+    frame's pose, points between ``min_height`` and ``max_height`` above the floor (world z = 0)
+    mark cells of a world grid. The nav node chains a turn's actions after the goals still
+    queued, so the wander plans from where its previous answer ends (while the base is on its way
+    there; else from the base): it drives forward as far as the robot's corridor along that
+    heading is free less ``margin_m``, at most 4 steps, or else turns 45 degrees toward the side
+    with more room. Obstacles below the camera's view close to the base stay known from earlier
+    frames. If two FORWARD answers in a row left the base where it was, it turns."""
+
+    cell = 0.1  # m, obstacle grid
+    grid_cells = 512  # per side: 51.2 m, centred on the episode's first pose
+    look_m = 4.0  # clearance is searched this far (a constant cost per turn)
+    half_width = 0.3  # m: robot radius 0.2 + 0.1
+    min_height, max_height = 0.05, 1.3  # m above the floor
+    margin_m = 0.45
 
     def __init__(self, agent):
         self.agent = agent
+        self.reset_motion()
+
+    def reset_motion(self) -> None:
+        self.grid = np.zeros((self.grid_cells, self.grid_cells), bool)  # occupied cells
+        self.origin: np.ndarray | None = None  # world xy of cell (0, 0)
+        self.history: list[tuple[np.ndarray, bool]] = []  # (base xy, answered FORWARD) per turn
+        self.plan_end: tuple[np.ndarray, float] | None = None  # (xy, yaw) where the last answer ends
 
     @property
     def stats(self):
@@ -255,20 +279,68 @@ class ExploringAgent:
 
     def reset(self, instruction: str) -> None:
         self.agent.reset(instruction)
+        self.reset_motion()
+
+    def _add_obstacles(self, depth, K, T) -> None:
+        h, w = depth.shape
+        step = max(1, w // 80)  # about 80 x 60 samples whatever the image size
+        v, u = np.mgrid[0:h:step, 0:w:step]
+        z = np.asarray(depth, float)[v, u]
+        ok = np.isfinite(z) & (z > 0.1) & (z < 8.0)
+        u, v, z = u[ok], v[ok], z[ok]
+        cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z])
+        world = T[:3, :3] @ cam + T[:3, 3:4]
+        keep = (world[2] > self.min_height) & (world[2] < self.max_height)
+        if self.origin is None:
+            self.origin = T[:2, 3] - self.grid_cells * self.cell / 2
+        ij = np.floor((world[:2, keep] - self.origin[:, None]) / self.cell).astype(np.int64)
+        inside = ((ij >= 0) & (ij < self.grid_cells)).all(axis=0)
+        self.grid[ij[0, inside], ij[1, inside]] = True
+
+    def _clearance(self, xy, yaw: float) -> float:
+        """Free distance (m) along ``yaw`` in the robot's corridor, from the known obstacles."""
+        if self.origin is None:
+            return self.look_m
+        r = int(self.look_m / self.cell)
+        c = np.floor((xy - self.origin) / self.cell).astype(np.int64)
+        lo = np.maximum(c - r, 0)
+        i, j = np.nonzero(self.grid[lo[0]:c[0] + r + 1, lo[1]:c[1] + r + 1])
+        pts = (np.stack([i + lo[0], j + lo[1]], axis=1) + 0.5) * self.cell + self.origin - xy
+        fwd = pts @ np.array([np.cos(yaw), np.sin(yaw)])
+        lat = pts @ np.array([-np.sin(yaw), np.cos(yaw)])
+        ahead = fwd[(fwd > -0.1) & (np.abs(lat) < self.half_width)]
+        return float(ahead.min() - self.cell / 2) if ahead.size else self.look_m
 
     def step(self, rgb, depth, intrinsics, pose_world_from_camera):
-        import numpy as np
-
         from .actions import Action
 
         if not self.agent.step(rgb, depth, intrinsics, pose_world_from_camera):
             return []
-        h, w = depth.shape
-        centre = np.asarray(depth[h // 3: 2 * h // 3, 2 * w // 5: 3 * w // 5], float)
-        valid = centre[np.isfinite(centre) & (centre > 0)]
-        clear = float(np.percentile(valid, 10)) if valid.size else 0.0
-        n = int(min(4, max(0.0, (clear - 0.6) / 0.25)))
-        return [Action.MOVE_FORWARD] * n if n else [Action.TURN_LEFT] * 3
+        T = np.asarray(pose_world_from_camera, float)
+        self._add_obstacles(depth, np.asarray(intrinsics, float), T)
+        yaw = float(np.arctan2(T[1, 2], T[0, 2]))  # the optical axis, projected on the floor
+        xy = T[:2, 3] - 0.1 * np.array([np.cos(yaw), np.sin(yaw)])  # the base origin, 0.1 m behind the camera
+        stuck = (len(self.history) >= 2 and all(f for _, f in self.history[-2:])
+                 and np.hypot(*(xy - self.history[-2][0])) < 0.05)
+        self.history.append((xy, False))
+        start, heading = xy, yaw
+        if self.plan_end is not None and not stuck:
+            end, end_yaw = self.plan_end
+            ahead = (end - xy) @ np.array([np.cos(yaw), np.sin(yaw)])
+            if np.hypot(*(end - xy)) < 0.75 and ahead > -0.05 and abs(_wrap(end_yaw - yaw)) < np.radians(50):
+                start, heading = end, end_yaw  # still on the way: the new goals chain after the queued ones
+        n = 0 if stuck else int(min(4, max(0.0, (self._clearance(start, heading) - self.margin_m) / 0.25)))
+        if n:
+            self.history[-1] = (xy, True)
+            self.plan_end = (start + 0.25 * n * np.array([np.cos(heading), np.sin(heading)]), heading)
+            return [Action.MOVE_FORWARD] * n
+        left = self._clearance(start, heading + np.pi / 4) >= self._clearance(start, heading - np.pi / 4)
+        self.plan_end = (start, _wrap(heading + (np.pi / 4 if left else -np.pi / 4)))
+        return [Action.TURN_LEFT if left else Action.TURN_RIGHT] * 3
+
+
+def _wrap(a: float) -> float:
+    return float((a + np.pi) % (2 * np.pi) - np.pi)
 
 
 def exploring_agent():

@@ -29,21 +29,55 @@ def test_package_exports():
     assert streamvln.Action.STOP == 0
 
 
+def _camera_pose(x=0.0, y=0.0, yaw=0.0):
+    """The nav sim's camera: 0.1 m ahead of the base, 0.88 m up, looking along the base's x."""
+    import numpy as np
+
+    from sim.nav.scene import R_BASE_FROM_OPTICAL
+
+    c, s = np.cos(yaw), np.sin(yaw)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    T = np.eye(4)
+    T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
+    T[:3, 3] = rz @ np.array([0.1, 0.0, 0.88]) + np.array([x, y, 0.0])
+    return T
+
+
 def test_the_ros_bench_agent_computes_every_turn_and_wanders_by_depth(monkeypatch):
     import numpy as np
 
     from policy.streamvln.synthetic import pinhole
 
+    F, L, R = streamvln.Action.MOVE_FORWARD, streamvln.Action.TURN_LEFT, streamvln.Action.TURN_RIGHT
     monkeypatch.setenv("SLOWFAST_BENCH_NAV", json.dumps({"hidden": 32, "layers": 1, "intermediate": 64,
                                                          "vision_hidden": 16, "vision_layers": 1, "window": 2}))
     agent = bench.exploring_agent()
-    agent.reset("explore")
     K = pinhole(160, 120)
     rgb = np.full((120, 160, 3), 128, np.uint8)
-    pose = np.eye(4)
-    wall = agent.step(rgb, np.full((120, 160), 0.5, np.float32), K, pose)
-    open_floor = agent.step(rgb, np.full((120, 160), 3.0, np.float32), K, pose)
-    assert wall == [streamvln.Action.TURN_LEFT] * 3
-    assert open_floor == [streamvln.Action.MOVE_FORWARD] * 4
-    assert agent.stats.turns == 2 and agent.stats.cache_tokens > 0      # the model ran both turns
-    assert agent.step(rgb[:10], np.full((120, 160), 3.0, np.float32), K, pose) == []   # a bad frame is refused
+    far, near = np.full((120, 160), 3.0, np.float32), np.full((120, 160), 0.5, np.float32)
+    agent.reset("explore")
+    assert agent.step(rgb, far, K, _camera_pose()) == [F] * 4            # a wall 3.1 m ahead: room for 4 steps
+    # asked again on the way (the node's next turn), it plans from where its queued goals end
+    assert agent.step(rgb, far, K, _camera_pose(0.6)) == [F] * 4         # from x = 1.0: 2.1 m left
+    assert agent.step(rgb, far, K, _camera_pose(1.7)) == [F] * 2         # from x = 2.0: 1.1 m left
+    assert agent.stats.turns == 3 and agent.stats.cache_tokens > 0      # the model ran every turn
+    # from x = 2.5 the wall, no longer in view (a frame without depth), is still known
+    assert agent.step(rgb, np.full((120, 160), np.nan, np.float32), K, _camera_pose(2.3)) == [L] * 3
+    # a base that passed its last goal plans from where it is
+    agent.reset("explore")
+    assert agent.step(rgb, far, K, _camera_pose()) == [F] * 4
+    assert agent.step(rgb, far, K, _camera_pose(1.5)) == [F] * 4        # from x = 1.5: 1.6 m left
+    # two FORWARD answers that left the base where it was: blocked by something unseen, turn
+    agent.reset("explore")
+    assert agent.step(rgb, far, K, _camera_pose()) == [F] * 4
+    assert agent.step(rgb, far, K, _camera_pose()) == [F] * 4
+    assert agent.step(rgb, far, K, _camera_pose()) in ([L] * 3, [R] * 3)
+    # a wall 0.5 m ahead, open to the right only (depth is z along the optical axis: columns right of
+    # centre see far): turns right
+    agent.reset("explore")
+    open_right = near.copy()
+    open_right[:, 90:] = 6.0
+    assert agent.step(rgb, near, K, _camera_pose()) in ([L] * 3, [R] * 3)
+    agent.reset("explore")
+    assert agent.step(rgb, open_right, K, _camera_pose()) == [R] * 3
+    assert agent.step(rgb[:10], far, K, _camera_pose()) == []   # a bad frame is refused

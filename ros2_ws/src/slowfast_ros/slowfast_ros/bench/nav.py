@@ -5,9 +5,12 @@ agent is :class:`policy.streamvln.bench.ExploringAgent`: a random model of the `
 sizes, sliding window and 3-D memory on, every turn computed in full by the nav node's turn
 thread from the sim's RGB-D and odometry; its motion is a depth-based wander, so the episode
 lasts as long as asked (a random model's own answers would stop it). The nav node reports every
-turn's latency, cache and memory tokens in the episode's end event; the bench also listens to
-``cmd_vel`` for full stops while the episode runs. Wall time is about 3 s per turn (the base
-drives at 0.3 m/s); per-turn latency is process wall time, so run it on a quiet machine.
+turn's latency (wall and the turn thread's CPU time), cache and memory tokens in the episode's
+end event, and its goal tracker's FORWARD-to-FORWARD joins of consecutive turns with the lowest
+commanded and measured (odometry) speed through each: a join below 0.01 m/s is a stop-and-go.
+The bench also listens to ``cmd_vel`` for full stops while the episode runs. Wall time is about
+3 s per turn (the base drives at 0.3 m/s); wall latency shares two cores with the sim, so run it
+on a quiet machine (the CPU time, measured with 1 torch thread, is what the turn computes).
 """
 from __future__ import annotations
 
@@ -32,6 +35,15 @@ def _median_ms(values) -> float | None:
     import numpy as np
 
     return round(float(np.median(values)) * 1e3, 2) if len(values) else None
+
+
+def _at_bound_ratio(values, bound_turn: int | None) -> float | None:
+    """p50 of the last 10 turns over p50 of the first 10 turns from ``bound_turn`` (1-based) on."""
+    import numpy as np
+
+    if bound_turn is None or len(values) - bound_turn < 19:
+        return None
+    return round(float(np.median(values[-10:]) / np.median(values[bound_turn - 1:bound_turn + 9])), 3)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -88,6 +100,7 @@ def run(args: argparse.Namespace) -> dict:
         probe.close()
     wall = time.monotonic() - t0
     lat = np.asarray(end.get("turn_latency_s") or [], float)
+    cpu = np.asarray(end.get("turn_cpu_s") or [], float)
     cache = end.get("cache_tokens") or []
     mem = end.get("memory_tokens") or []
     n = len(lat)
@@ -95,6 +108,10 @@ def run(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"only {n} turns ran (event {end.get('event')})")
     first = lat[3:13]                 # turns 4..13: after the first calls' one-time costs
     last = lat[-10:]
+    full = [k + 1 for k, c in enumerate(cache) if cache and c == max(cache)]
+    bound_turn = full[0] if full else None  # 1-based: first turn whose cache held the most tokens
+    joins_cmd = np.asarray(end.get("forward_join_min_cmd") or [], float)
+    joins_meas = np.asarray([v for v in end.get("forward_join_min_measured") or [] if v is not None], float)
     with lock:
         c = np.asarray(cmds, float) if cmds else np.zeros((0, 3))
     stopped = float(np.mean((np.abs(c[:, 1]) < 1e-3) & (np.abs(c[:, 2]) < 1e-3))) if len(c) else None
@@ -104,6 +121,14 @@ def run(args: argparse.Namespace) -> dict:
                        "last_10_p50": _median_ms(last), "all_p50": _median_ms(lat),
                        "all_p99": round(float(np.percentile(lat, 99)) * 1e3, 2), "max": round(float(lat.max()) * 1e3, 2)},
         "last_over_first": round(float(np.median(last) / np.median(first)), 3),
+        # once the cache holds its bound (window full, memory at M) nothing grows any more:
+        # latency over the first 10 turns at the bound against the last 10
+        "cache_bound_turn": bound_turn,
+        "at_bound_last_over_first": _at_bound_ratio(lat, bound_turn),
+        "at_bound_cpu_last_over_first": _at_bound_ratio(cpu, bound_turn) if len(cpu) == n else None,
+        "cpu_ms": {"turns_4_13_p50": _median_ms(cpu[3:13]), "last_10_p50": _median_ms(cpu[-10:]),
+                   "all_p50": _median_ms(cpu)} if len(cpu) == n else None,
+        "cpu_last_over_first": round(float(np.median(cpu[-10:]) / np.median(cpu[3:13])), 3) if len(cpu) == n else None,
         "cache_tokens": {"turn_10": cache[9] if len(cache) > 9 else None,
                          "turn_50": cache[49] if len(cache) > 49 else None, "last": cache[-1] if cache else None,
                          "max": max(cache) if cache else None},
@@ -111,9 +136,20 @@ def run(args: argparse.Namespace) -> dict:
         # per block of 10 turns: latency p50 and the largest cache, to see where the cache stops
         # growing (the window fills, then the memory reaches its cap) and latency with it
         "per_10_turns": [{"turns": f"{k + 1}-{min(k + 10, n)}", "latency_ms_p50": _median_ms(lat[k:k + 10]),
+                          "cpu_ms_p50": _median_ms(cpu[k:k + 10]),
                           "cache_tokens_max": max(cache[k:k + 10]) if cache[k:k + 10] else None}
                          for k in range(0, n, 10)],
+        # no stop-and-go: the lowest speed through each FORWARD-to-FORWARD join of two turns
+        "goal_timeouts": end.get("goal_timeouts"),  # the wander drove into something it did not see
+        "forward_joins": int(end.get("forward_joins") or 0),
+        "forward_join_stops": int(end.get("forward_join_stops") or 0),
+        "forward_join_min_cmd_mps": {"min": round(float(joins_cmd.min()), 4), "p5": round(float(np.percentile(joins_cmd, 5)), 4),
+                                     "p50": round(float(np.median(joins_cmd)), 4)} if len(joins_cmd) else None,
+        "forward_join_min_measured_mps": round(float(joins_meas.min()), 4) if len(joins_meas) else None,
+        "per_turn": {"latency_ms": [round(v * 1e3, 2) for v in lat.tolist()],
+                     "cpu_ms": [round(v * 1e3, 2) for v in cpu.tolist()], "cache_tokens": list(cache)},
         "cmd_vel_full_stop_fraction": None if stopped is None else round(stopped, 4),
         "cmd_vel_messages": int(len(c)),
-        "agent": "random model at `bench vln` sizes, window 8, memory refresh every 8 turns, depth-based wander",
+        "agent": "random model at `bench vln` sizes, window 8, memory refresh every 8 turns, depth-based wander "
+                 "(obstacle grid from depth and pose)",
     }
