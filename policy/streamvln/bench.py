@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import deque
 
 import numpy as np
 
@@ -270,7 +271,7 @@ class ExploringAgent:
     def reset_motion(self) -> None:
         self.grid = np.zeros((self.grid_cells, self.grid_cells), bool)  # occupied cells
         self.origin: np.ndarray | None = None  # world xy of cell (0, 0)
-        self.history: list[tuple[np.ndarray, bool]] = []  # (base xy, answered FORWARD) per turn
+        self.history: deque[tuple[np.ndarray, bool]] = deque(maxlen=2)  # (base xy, answered FORWARD), last turns
         self.plan_end: tuple[np.ndarray, float] | None = None  # (xy, yaw) where the last answer ends
 
     @property
@@ -320,8 +321,8 @@ class ExploringAgent:
         self._add_obstacles(depth, np.asarray(intrinsics, float), T)
         yaw = float(np.arctan2(T[1, 2], T[0, 2]))  # the optical axis, projected on the floor
         xy = T[:2, 3] - 0.1 * np.array([np.cos(yaw), np.sin(yaw)])  # the base origin, 0.1 m behind the camera
-        stuck = (len(self.history) >= 2 and all(f for _, f in self.history[-2:])
-                 and np.hypot(*(xy - self.history[-2][0])) < 0.05)
+        stuck = (len(self.history) == 2 and all(f for _, f in self.history)
+                 and np.hypot(*(xy - self.history[0][0])) < 0.05)
         self.history.append((xy, False))
         start, heading = xy, yaw
         if self.plan_end is not None and not stuck:
