@@ -9,7 +9,7 @@ turn's latency (wall and the turn thread's CPU time), cache and memory tokens in
 end event, and its goal tracker's FORWARD-to-FORWARD joins of consecutive turns with the lowest
 commanded and measured (odometry) speed through each: a join below 0.01 m/s is a stop-and-go.
 The bench also listens to ``cmd_vel`` for full stops while the episode runs. Wall time is about
-3 s per turn (the base drives at 0.3 m/s); wall latency shares two cores with the sim, so run it
+2 s per turn (the base drives at 0.3 m/s); wall latency shares two cores with the sim, so run it
 on a quiet machine (the CPU time, measured with 1 torch thread, is what the turn computes).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--turns", type=int, default=125, help="turns of the episode (default 125: ~450 actions)")
+    p.add_argument("--turns", type=int, default=125, help="turns of the episode (default 125: ~500 actions)")
     p.add_argument("--seed", type=int, default=0, help="nav sim episode seed (layout)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the nav node (default 1)")
     p.add_argument("--window", type=int, default=8, help="dialogue turns in the sliding window")
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
 
     probe.node.create_subscription(String, "/nav/status", on_status, qos.LATCHED)
     probe.node.create_subscription(Twist, "/cmd_vel", on_cmd, qos.COMMAND)
-    print(f"sim-nav stack, one episode of {args.turns} turns (about {3 * args.turns // 60 + 1} min)...",
+    print(f"sim-nav stack, one episode of {args.turns} turns (about {2 * args.turns // 60 + 1} min)...",
           file=sys.stderr, flush=True)
     t0 = time.monotonic()
     try:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"only {n} turns ran (event {end.get('event')})")
     first = lat[3:13]                 # turns 4..13: after the first calls' one-time costs
     last = lat[-10:]
-    full = [k + 1 for k, c in enumerate(cache) if cache and c == max(cache)]
+    full = [k + 1 for k, c in enumerate(cache) if c == max(cache)]
     bound_turn = full[0] if full else None  # 1-based: first turn whose cache held the most tokens
     joins_cmd = np.asarray(end.get("forward_join_min_cmd") or [], float)
     joins_meas = np.asarray([v for v in end.get("forward_join_min_measured") or [] if v is not None], float)
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> dict:
                           "cpu_ms_p50": _median_ms(cpu[k:k + 10]),
                           "cache_tokens_max": max(cache[k:k + 10]) if cache[k:k + 10] else None}
                          for k in range(0, n, 10)],
-        # no stop-and-go: the lowest speed through each FORWARD-to-FORWARD join of two turns
         "goal_timeouts": end.get("goal_timeouts"),  # the wander drove into something it did not see
+        # no stop-and-go: the lowest speed through each FORWARD-to-FORWARD join of two turns
         "forward_joins": int(end.get("forward_joins") or 0),
         "forward_join_stops": int(end.get("forward_join_stops") or 0),
         "forward_join_min_cmd_mps": {"min": round(float(joins_cmd.min()), 4), "p5": round(float(np.percentile(joins_cmd, 5)), 4),
