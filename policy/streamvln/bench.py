@@ -314,6 +314,7 @@ class ExploringAgent:
 
     def step(self, rgb, depth, intrinsics, pose_world_from_camera):
         from .actions import Action
+        from .nav_control import STEP_M, next_pose, wrap
 
         if not self.agent.step(rgb, depth, intrinsics, pose_world_from_camera):
             return []
@@ -323,25 +324,24 @@ class ExploringAgent:
         xy = T[:2, 3] - 0.1 * np.array([np.cos(yaw), np.sin(yaw)])  # the base origin, 0.1 m behind the camera
         stuck = (len(self.history) == 2 and all(f for _, f in self.history)
                  and np.hypot(*(xy - self.history[0][0])) < 0.05)
-        self.history.append((xy, False))
         start, heading = xy, yaw
         if self.plan_end is not None and not stuck:
             end, end_yaw = self.plan_end
             ahead = (end - xy) @ np.array([np.cos(yaw), np.sin(yaw)])
-            if np.hypot(*(end - xy)) < 0.75 and ahead > -0.05 and abs(_wrap(end_yaw - yaw)) < np.radians(50):
+            if np.hypot(*(end - xy)) < 0.75 and ahead > -0.05 and abs(wrap(end_yaw - yaw)) < np.radians(50):
                 start, heading = end, end_yaw  # still on the way: the new goals chain after the queued ones
-        n = 0 if stuck else int(min(4, max(0.0, (self._clearance(start, heading) - self.margin_m) / 0.25)))
+        n = 0 if stuck else int(min(4, max(0.0, (self._clearance(start, heading) - self.margin_m) / STEP_M)))
+        self.history.append((xy, n > 0))
         if n:
-            self.history[-1] = (xy, True)
-            self.plan_end = (start + 0.25 * n * np.array([np.cos(heading), np.sin(heading)]), heading)
-            return [Action.MOVE_FORWARD] * n
-        left = self._clearance(start, heading + np.pi / 4) >= self._clearance(start, heading - np.pi / 4)
-        self.plan_end = (start, _wrap(heading + (np.pi / 4 if left else -np.pi / 4)))
-        return [Action.TURN_LEFT if left else Action.TURN_RIGHT] * 3
-
-
-def _wrap(a: float) -> float:
-    return float((a + np.pi) % (2 * np.pi) - np.pi)
+            answer = [Action.MOVE_FORWARD] * n
+        else:
+            left = self._clearance(start, heading + np.pi / 4) >= self._clearance(start, heading - np.pi / 4)
+            answer = [Action.TURN_LEFT if left else Action.TURN_RIGHT] * 3
+        x, y = start
+        for a in answer:  # where the nav node's goals for this answer will end
+            x, y, heading = next_pose(x, y, heading, a)
+        self.plan_end = (np.array([x, y]), heading)
+        return answer
 
 
 def exploring_agent():

@@ -38,6 +38,18 @@ def wrap(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
 
 
+def next_pose(x: float, y: float, yaw: float, action) -> tuple[float, float, float]:
+    """The goal pose one action leads to from (x, y, yaw): how goals chain."""
+    a = Action(action)
+    if a is Action.MOVE_FORWARD:
+        return x + STEP_M * math.cos(yaw), y + STEP_M * math.sin(yaw), yaw
+    if a is Action.TURN_LEFT:
+        return x, y, wrap(yaw + STEP_RAD)
+    if a is Action.TURN_RIGHT:
+        return x, y, wrap(yaw - STEP_RAD)
+    return x, y, yaw
+
+
 @dataclass
 class Goal:
     x: float
@@ -124,12 +136,7 @@ class GoalTracker:
         self.turn += 1
         for a in actions:
             a = Action(a)
-            if a is Action.MOVE_FORWARD:
-                x, y = x + STEP_M * math.cos(yaw), y + STEP_M * math.sin(yaw)
-            elif a is Action.TURN_LEFT:
-                yaw = wrap(yaw + STEP_RAD)
-            elif a is Action.TURN_RIGHT:
-                yaw = wrap(yaw - STEP_RAD)
+            x, y, yaw = next_pose(x, y, yaw, a)
             self.goals.append(Goal(x, y, yaw, a, self.turn))
             if a is Action.STOP:
                 break
