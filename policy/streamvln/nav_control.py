@@ -57,7 +57,6 @@ class Goal:
     yaw: float
     action: Action
     turn: int = 0  # which extend() call queued it
-    last_of_turn: bool = False
 
 
 @dataclass
@@ -102,8 +101,9 @@ class GoalTracker:
         self.head_time = 0.0  # s spent on the current head goal
         self.timeouts = 0
         self.turn = 0  # extend() calls so far
-        self.joins: list[Join] = []
+        self.joins: list[Join] = []  # this episode's (new_episode() clears them)
         self._join: Join | None = None  # the join being watched
+        self._timeouts_at_start = 0
 
     def clear(self) -> None:
         self.goals.clear()
@@ -111,6 +111,16 @@ class GoalTracker:
         self.last_cmd = (0.0, 0.0)
         self.head_time = 0.0
         self._join = None
+
+    def new_episode(self) -> None:
+        """Clear the queue and start the per-episode statistics (joins, ``episode_timeouts``)."""
+        self.clear()
+        self.joins.clear()
+        self._timeouts_at_start = self.timeouts
+
+    @property
+    def episode_timeouts(self) -> int:
+        return self.timeouts - self._timeouts_at_start
 
     @property
     def join_stops(self) -> int:
@@ -140,8 +150,6 @@ class GoalTracker:
             self.goals.append(Goal(x, y, yaw, a, self.turn))
             if a is Action.STOP:
                 break
-        if self.goals and self.goals[-1].turn == self.turn:
-            self.goals[-1].last_of_turn = True
 
     def _run_length(self, pose) -> float:
         """Distance left along the run of FORWARD goals at the head of the queue."""
@@ -167,8 +175,12 @@ class GoalTracker:
                 if head.action is Action.MOVE_FORWARD and head.turn == j.turn + 1:
                     self.joins.append(j)
                 self._join = j = None  # else the next turn began with a TURN or STOP: no join
-        if j is None and head is not None and head.last_of_turn and head.action is Action.MOVE_FORWARD:
+        if j is None and head is not None and head.action is Action.MOVE_FORWARD and self._head_ends_turn():
             self._join = Join(head.turn, v, None if speed is None else abs(speed))
+
+    def _head_ends_turn(self) -> bool:
+        """Turns are queued whole, so the head is its turn's last goal when nothing after it shares its turn."""
+        return len(self.goals) == 1 or self.goals[1].turn != self.goals[0].turn
 
     def command(self, pose, dt: float, speed: float | None = None) -> tuple[float, float]:
         """(v, w) for the current pose (x, y, yaw in the goals' frame); ``speed`` is the base's

@@ -85,7 +85,8 @@ def test_only_forward_to_forward_joins_count_and_a_hold_inside_one_is_a_stop():
     _drive_turns(t, [[F, F, F, F], [L, F, F, F], [F, F, F, L], [F, F, F, F], [R, F, F, F]], plan_ahead=2, steps=900)
     assert [j.turn for j in t.joins] == [2] and t.join_stops == 0  # 2->3 only: 1->2 starts with L, 3 ends with L, 4->5 starts with R
     t = GoalTracker()
-    _drive_turns(t, [[F] * 4] * 2, plan_ahead=2, hold_when=lambda tr: tr.goals and tr.goals[0].last_of_turn)
+    turn1_last_is_head = lambda tr: len(tr.goals) > 1 and tr.goals[1].turn != tr.goals[0].turn  # noqa: E731
+    _drive_turns(t, [[F] * 4] * 2, plan_ahead=2, hold_when=turn1_last_is_head)
     assert len(t.joins) == 1 and t.join_stops == 1
     t.clear()
     assert t.joins  # clearing the queue (a pose jump) keeps the episode's statistics

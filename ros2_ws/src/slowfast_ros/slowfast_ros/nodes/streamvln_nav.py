@@ -154,7 +154,6 @@ class StreamVLNNav(Node):
         self.skips: Counter = Counter()
         self.stops: Counter = Counter()
         self.pose_jumps = 0
-        self._timeouts_at_start = 0
         self.latencies: deque = deque(maxlen=200)
         self.episode_turns: list = []   # (latency s, CPU s, cache tokens, memory tokens) of this episode's turns
         self.turns = 0
@@ -262,9 +261,7 @@ class StreamVLNNav(Node):
 
     def _begin(self, instruction: str) -> None:
         with self._lock:
-            self.tracker.clear()
-            self.tracker.joins.clear()
-            self._timeouts_at_start = self.tracker.timeouts
+            self.tracker.new_episode()
         text = " ".join(instruction.split())
         if not text:
             if self.active:
@@ -283,8 +280,7 @@ class StreamVLNNav(Node):
         with self._lock:
             self.active = False
             self.tracker.clear()
-            joins = list(self.tracker.joins)
-            timeouts = self.tracker.timeouts - self._timeouts_at_start
+            joins, timeouts = list(self.tracker.joins), self.tracker.episode_timeouts
         lat, cpu, cache, mem = (list(c) for c in zip(*self.episode_turns)) if self.episode_turns else ([],) * 4
         self.status_pub.publish(msgs.json_msg({
             "event": event, "instruction": self.instruction, "turns": self.turns,
