@@ -75,6 +75,17 @@ def action_pose(x: float, y: float, yaw: float, action) -> tuple[float, float, f
     return x, y, yaw
 
 
+def camera_pose_at(x: float, y: float, yaw: float, height_m: float) -> np.ndarray:
+    """4x4 pose of the base camera's OpenCV optical frame (0.1 m ahead of the base origin,
+    ``height_m`` up, looking along the base's x) for the base at (x, y, yaw)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    T = np.eye(4)
+    T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
+    T[:3, 3] = rz @ np.array([0.1, 0.0, height_m]) + np.array([x, y, 0.0])
+    return T
+
+
 class NavEnv:
     def __init__(self, cfg: NavConfig | None = None):
         self.cfg = cfg or NavConfig()
@@ -160,13 +171,7 @@ class NavEnv:
     # ---- sensing ----------------------------------------------------------------------------
     def camera_pose(self, pose=None) -> np.ndarray:
         """4x4 pose of the camera's OpenCV optical frame in the world frame."""
-        x, y, yaw = self.pose if pose is None else pose
-        c, s = math.cos(yaw), math.sin(yaw)
-        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        T = np.eye(4)
-        T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
-        T[:3, 3] = rz @ np.array([0.1, 0.0, self.cfg.camera_height_m]) + np.array([x, y, 0.0])
-        return T
+        return camera_pose_at(*(self.pose if pose is None else pose), self.cfg.camera_height_m)
 
     def _get_renderer(self):
         import mujoco

@@ -29,18 +29,11 @@ def test_package_exports():
     assert streamvln.Action.STOP == 0
 
 
-def _camera_pose(x=0.0, y=0.0, yaw=0.0):
-    """The nav sim's camera: 0.1 m ahead of the base, 0.88 m up, looking along the base's x."""
-    import numpy as np
+def _camera_pose(x=0.0):
+    """The nav sim's camera for the base at (x, 0) facing +x."""
+    from sim.nav.env import NavConfig, camera_pose_at
 
-    from sim.nav.scene import R_BASE_FROM_OPTICAL
-
-    c, s = np.cos(yaw), np.sin(yaw)
-    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    T = np.eye(4)
-    T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
-    T[:3, 3] = rz @ np.array([0.1, 0.0, 0.88]) + np.array([x, y, 0.0])
-    return T
+    return camera_pose_at(x, 0.0, 0.0, NavConfig().camera_height_m)
 
 
 def test_the_ros_bench_agent_computes_every_turn_and_wanders_by_depth(monkeypatch):
