@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     cache = end.get("cache_tokens") or []
     mem = end.get("memory_tokens") or []
     n = len(lat)
+    has_cpu = len(cpu) == n  # a node without per-turn CPU times (older end event) reports none
     if n < 20:
         raise RuntimeError(f"only {n} turns ran (event {end.get('event')})")
     first = lat[3:13]                 # turns 4..13: after the first calls' one-time costs
@@ -125,10 +126,10 @@ def run(args: argparse.Namespace) -> dict:
         # latency over the first 10 turns at the bound against the last 10
         "cache_bound_turn": bound_turn,
         "at_bound_last_over_first": _at_bound_ratio(lat, bound_turn),
-        "at_bound_cpu_last_over_first": _at_bound_ratio(cpu, bound_turn) if len(cpu) == n else None,
+        "at_bound_cpu_last_over_first": _at_bound_ratio(cpu, bound_turn) if has_cpu else None,
         "cpu_ms": {"turns_4_13_p50": _median_ms(cpu[3:13]), "last_10_p50": _median_ms(cpu[-10:]),
-                   "all_p50": _median_ms(cpu)} if len(cpu) == n else None,
-        "cpu_last_over_first": round(float(np.median(cpu[-10:]) / np.median(cpu[3:13])), 3) if len(cpu) == n else None,
+                   "all_p50": _median_ms(cpu)} if has_cpu else None,
+        "cpu_last_over_first": round(float(np.median(cpu[-10:]) / np.median(cpu[3:13])), 3) if has_cpu else None,
         "cache_tokens": {"turn_10": cache[9] if len(cache) > 9 else None,
                          "turn_50": cache[49] if len(cache) > 49 else None, "last": cache[-1] if cache else None,
                          "max": max(cache) if cache else None},

@@ -27,6 +27,9 @@ from pathlib import Path
 MODELS = ("tokenizer", "ldp", "dp", "vln")
 
 
+VLN_EPISODES = 1000  # expert episodes `slowfast train vln` generates into an empty --dataset
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", choices=MODELS,
                    help="tokenizer | ldp (latent diffusion, needs --tokenizer) | dp (baseline) | vln (StreamVLN)")
@@ -51,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     vln = p.add_argument_group("vln")
-    vln.add_argument("--episodes", type=int, help="vln: expert episodes to generate when --dataset is empty (default 1000)")
+    vln.add_argument("--episodes", type=int,
+                     help=f"vln: expert episodes to generate when --dataset is empty (default {VLN_EPISODES})")
     vln.add_argument("--minutes", type=float, help="vln: training time budget in minutes (default 25)")
     vln.add_argument("--max-steps", type=int, help="vln: stop after this many steps instead of the time budget")
     vln.add_argument("--init", help="vln: fine-tune this StreamVLN checkpoint instead of a fresh small model")
@@ -129,7 +133,7 @@ def run_vln(args: argparse.Namespace) -> int:
     cfg = VLNTrainConfig(**kw)   # bad values fail here, before minutes of data generation
     data = Path(args.dataset)
     if not (data / "meta.json").is_file():
-        n = args.episodes or 1000
+        n = args.episodes or VLN_EPISODES
         show = (lambda i, total, frames: print(f"\rgenerating expert episodes {i}/{total} ({frames} frames)",
                                                end="", file=sys.stderr, flush=True)) if not args.no_progress else None
         generate_episodes(data, range(n), progress=show)
