@@ -5,25 +5,44 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 APT_PACKAGES := libusb-1.0-0 libegl1 libosmesa6 libgl1 libglvnd0 ffmpeg chromium chromium-driver
-TORCH_VERSION ?= 2.13.0
-EXTRAS ?= cpu,ros-wheels,dev
+# Every Python package comes from a hashed lock (requirements/README.md); torch, the CPU
+# build, is installed first by version, from wherever pip finds it (TORCH_INDEX: an index
+# that has it, e.g. PyTorch's CPU wheel index). `make setup LOCK=requirements/lock-gpu.txt
+# TORCH_VERSION=` installs the GPU lock, which holds PyPI's CUDA torch itself.
+LOCK ?= requirements/lock.txt
+TORCH_VERSION ?= 2.13.0+cpu
+TORCH_INDEX ?=
+PIP := $(PY) -m pip --disable-pip-version-check
+# `make lock` (needs uv) re-resolves both locks from pyproject.toml; where the CPU torch wheel is found.
+UV ?= uv
+TORCH_CPU_SOURCE ?= --find-links https://download.pytorch.org/whl/cpu/torch/
+LOCK_FLAGS := -q --universal --generate-hashes --python-version 3.11 --no-emit-index-url --no-emit-find-links \
+  --custom-compile-command "make lock" --extra ros-wheels --extra dev
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup demo test bench doctor clean
+.PHONY: setup demo test test-quick bench doctor clean lock
 
 setup: $(STAMP)
 
-# Re-runs only when the dependency list or this file changes: seconds when already done.
-$(STAMP): pyproject.toml Makefile
+# Re-runs only when the lock, the project or this file changes: seconds when already done.
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	@bash scripts/setup_system.sh $(APT_PACKAGES)
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
-	  || $(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
-	@$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@if [ -n "$(TORCH_VERSION)" ]; then \
+	  $(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('torch') != '$(TORCH_VERSION)')" 2>/dev/null \
+	  || $(PIP) install -q --no-deps $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION); fi
+	@$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
+	@$(PIP) install -q --no-deps --no-build-isolation -e .
+	@$(PIP) check
 	@touch $(STAMP)
-	@echo "setup: done ($(VENV))"
+	@echo "setup: done ($(VENV), $(LOCK))"
+
+lock:
+	$(UV) pip compile $(LOCK_FLAGS) --extra cpu $(TORCH_CPU_SOURCE) -c requirements/torch-cpu.in \
+	  --no-emit-package torch pyproject.toml requirements/build.in -o requirements/lock.txt
+	$(UV) pip compile $(LOCK_FLAGS) --extra gpu -c requirements/torch-gpu.in \
+	  pyproject.toml requirements/build.in requirements/torch-gpu.in -o requirements/lock-gpu.txt
 
 # The learned Reactive Diffusion Policies shipped in checkpoints/ (trained by `slowfast
 # experiment rdp-vs-dp --task wipe|lift`), over ROS 2, one perturbed held-out episode each,
@@ -36,6 +55,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The tests not marked slow (no DDS stack, no training): about a minute.
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow and not dds"
 
 bench: setup
 	$(VENV)/bin/slowfast bench sim --json

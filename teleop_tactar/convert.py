@@ -56,13 +56,14 @@ class Streams:
     custom: dict = field(default_factory=dict)
     start_stamp: float | None = None
     truncated: bool = False
+    recorded_s: float | None = None     # the duration metadata.yaml gives, when it gives one
 
 
 def read_streams(folder) -> Streams:
     """Decode the topics the dataset needs from one bag. ValueError naming the bag when it is
     unreadable or lacks a stream."""
     from mcap.exceptions import McapError
-    from mcap.records import Channel, Message, Schema
+    from mcap.records import Channel, Footer, Message, Schema
     from mcap.stream_reader import StreamReader
     from mcap_ros2.decoder import DecoderFactory
 
@@ -88,10 +89,13 @@ def read_streams(folder) -> Streams:
         path = info.folder / rel
         if not path.is_file():
             raise ValueError(f"{path}: missing")
+        saw_footer = False
         with open(path, "rb") as f:
             try:
                 for rec in StreamReader(f, skip_magic=False, emit_chunks=False).records:
-                    if isinstance(rec, Schema):
+                    if isinstance(rec, Footer):
+                        saw_footer = True
+                    elif isinstance(rec, Schema):
                         schemas[rec.id] = rec
                     elif isinstance(rec, Channel):
                         channels[rec.id] = rec
@@ -131,6 +135,10 @@ def read_streams(folder) -> Streams:
                 if not channels:
                     raise ValueError(f"{path}: not a readable MCAP file ({type(exc).__name__}: {exc})") from None
                 out.truncated = True
+            if not saw_footer:   # cut at a record boundary: readable, but the end is missing
+                out.truncated = True
+    duration = (info.metadata.get("duration") or {}).get("nanoseconds")
+    out.recorded_s = float(duration) * 1e-9 if isinstance(duration, (int, float)) and duration > 0 else None
     if order and sorted(order) == sorted(arms):
         out.arms = order
     else:
@@ -206,7 +214,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     """Convert ``bags`` (episode folders) into one dataset at ``out``. A bag that cannot be
     converted is reported (its name and why) and skipped; the others still convert.
     Returns {"dataset": path or None, "episodes": [...], "errors": {bag: reason}, "lag": max lag s}."""
-    from .dataset import DatasetWriter
+    from .dataset import DatasetWriter, check_output_folder
 
     if progress == "stderr":
         progress = sys.stderr
@@ -217,6 +225,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     bags = [Path(b) for b in bags]
     if not bags:
         raise ValueError("no bags given")
+    check_output_folder(out, overwrite)   # before reading any bag: a bad --out is not a bag's fault
     writer, done, errors, max_lag = None, [], {}, 0.0
     for i, b in enumerate(bags):
         if progress is not None:
@@ -238,7 +247,8 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
             elif (s.arms, s.cameras, frames["observation.tactile"].shape[1]) != layout:
                 raise ValueError(f"arms/cameras/markers {s.arms}, {s.cameras} differ from the first episode's")
             writer.add_episode(frames, task=s.task)
-            done.append({"bag": str(b), "frames": len(times), "truncated": s.truncated, "lag_s": lag})
+            done.append({"bag": str(b), "frames": len(times), "seconds": len(times) / fps,
+                         "recorded_s": s.recorded_s, "truncated": s.truncated, "lag_s": lag})
             max_lag = max([max_lag, *lag.values()])
         except (ValueError, OSError) as exc:
             msg = str(exc)

@@ -99,6 +99,24 @@ class _RunningStats:
                 "max": self.hi.tolist(), "count": [int(self.n)]}
 
 
+def check_output_folder(root: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Make sure a dataset can be written at ``root`` (creating it): OSError naming it when
+    it is not a folder, not writable, or not empty without ``overwrite``."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise OSError(f"dataset folder {root}: exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        raise OSError(f"dataset folder {root} exists and is not empty")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"dataset folder {root}: not writable ({exc.strerror or exc})") from None
+    return root
+
+
 class DatasetWriter:
     """Write episodes in the LeRobot v3.0 layout; ``finalize()`` writes the metadata and stats.
 
@@ -132,9 +150,7 @@ class DatasetWriter:
             raise ValueError(f"tactile_markers = {tactile_markers!r}: must be an integer >= 0")
         if not isinstance(chunks_size, int) or chunks_size < 1:
             raise ValueError(f"chunks_size = {chunks_size!r}: must be an integer >= 1")
-        self.root = Path(root)
-        if self.root.exists() and any(self.root.iterdir()) and not overwrite:
-            raise OSError(f"dataset folder {self.root} exists and is not empty")
+        self.root = check_output_folder(root, overwrite)
         self.fps = float(fps)
         self.arms = arms
         self.cameras = dict(cameras or {})

@@ -90,15 +90,20 @@ def _hand(obj, name: str) -> Hand:
     return Hand(pos, q / n, float(min(max(trig, 0.0), 1.0)), tuple(bool(b) for b in buttons))
 
 
+def loads(body: bytes | str):
+    """Decode one JSON message; ProtocolError("bad_json") for anything that is not JSON,
+    including nesting too deep for the decoder (which raises RecursionError)."""
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError("bad_json", str(exc)[:80]) from None
+    except RecursionError:
+        raise ProtocolError("bad_json", "nested too deeply") from None
+
+
 def parse_hands(body: bytes | str | dict) -> HandFrame:
     """The app's JSON (bytes, text or an already-decoded dict) -> HandFrame."""
-    if isinstance(body, dict):
-        data = body
-    else:
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProtocolError("bad_json", str(exc)[:80]) from None
+    data = body if isinstance(body, dict) else loads(body)
     if not isinstance(data, dict):
         raise ProtocolError("bad_type", "body must be a JSON object")
     ts = data.get("timestamp", 0.0)

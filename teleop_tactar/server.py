@@ -25,7 +25,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .protocol import ProtocolError, parse_hands
+from .protocol import ProtocolError, loads, parse_hands
 
 WEBXR_DIR = Path(__file__).resolve().parent / "webxr"
 RECORD_COMMANDS = ("start", "stop", "success", "failure", "discard")
@@ -280,9 +280,9 @@ class TeleopServer:
                     self.counters["rejected/bad_type"] += 1
                     continue
                 try:
-                    data = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    self.counters["rejected/bad_json"] += 1
+                    data = loads(msg.data)
+                except ProtocolError as exc:
+                    self.counters[f"rejected/{exc.reason}"] += 1
                     continue
                 if isinstance(data, dict) and data.get("type") == "record":
                     cmd = data.get("cmd")

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from policy.fileio import load_safetensors, read_json
+
 from .config import MODEL_TYPES, PolicyConfig
 from .normalizer import Normalizer
 
@@ -51,10 +53,9 @@ def read_config(path: str | Path) -> PolicyConfig:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ValueError(f"{path}: not a checkpoint (no config.json)")
-    try:
-        d = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path}: not valid JSON ({exc})") from None
+    d = read_json(cfg_path)
+    if not isinstance(d, dict):
+        raise ValueError(f"{cfg_path}: not a checkpoint config (a JSON object expected)")
     if d.get("model_type") not in MODEL_TYPES:
         raise ValueError(f"{cfg_path}: model_type {d.get('model_type')!r} is not one of {MODEL_TYPES}")
     return PolicyConfig.from_dict(d)
@@ -63,8 +64,6 @@ def read_config(path: str | Path) -> PolicyConfig:
 def load_checkpoint(path: str | Path, expect: str | tuple[str, ...] | None = None,
                     map_location: str = "cpu") -> Checkpoint:
     """Load a checkpoint folder; ``expect`` = allowed model type(s) (ValueError otherwise)."""
-    from safetensors.torch import load_file
-
     from .models import build_model
 
     path = Path(path)
@@ -82,10 +81,10 @@ def load_checkpoint(path: str | Path, expect: str | tuple[str, ...] | None = Non
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"{path}: checkpoint has no model.safetensors")
-    _load_state(model, load_file(str(weights), device=map_location), weights)
+    _load_state(model, load_safetensors(weights, device=map_location), weights)
     ema = None
     if (path / "ema.safetensors").is_file():
-        ema = load_file(str(path / "ema.safetensors"), device=map_location)
+        ema = load_safetensors(path / "ema.safetensors", device=map_location)
     tok = None
     if cfg.model_type == "rdp_ldp":
         tok = load_checkpoint(path / "tokenizer", expect="rdp_tokenizer", map_location=map_location)
@@ -160,13 +159,11 @@ def flatten_optimizer_state(sd: dict) -> tuple[dict, dict]:
 
 def load_training_state(path: str | Path) -> dict:
     """Inverse of the ``train_state`` written by :func:`save_checkpoint`."""
-    from safetensors.torch import load_file
-
     ts = Path(path) / "training_state"
     if not (ts / "state.json").is_file():
         raise ValueError(f"{path}: checkpoint has no training state to resume from")
-    tensors = load_file(str(ts / "optimizer.safetensors"))
-    meta = json.loads((ts / "optimizer.json").read_text())
+    tensors = load_safetensors(ts / "optimizer.safetensors")
+    meta = read_json(ts / "optimizer.json")
     state: dict = {}
     for key, v in tensors.items():
         pid, name = key.split(".", 1)
@@ -174,5 +171,5 @@ def load_training_state(path: str | Path) -> dict:
     for pid, d in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(d)
     return {"optimizer": {"state": state, "param_groups": meta["param_groups"]},
-            "state": json.loads((ts / "state.json").read_text()),
-            "rng": load_file(str(ts / "rng.safetensors"))["torch_rng"]}
+            "state": read_json(ts / "state.json"),
+            "rng": load_safetensors(ts / "rng.safetensors")["torch_rng"]}

@@ -15,11 +15,12 @@ Indices before the episode start repeat its first frame, indices after its end i
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from policy.fileio import read_json
 
 from .config import PolicyConfig
 from .geometry import absolute_to_relative, pose_to_pos_rot6d
@@ -46,10 +47,7 @@ class LeRobotDataset:
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise ValueError(f"{self.root}: not a LeRobot dataset (no meta/info.json)")
-        try:
-            info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{info_path}: not valid JSON ({exc})") from None
+        info = read_json(info_path)
         self.info = info
         for key in ("codebase_version", "fps", "features", "data_path", "total_episodes"):
             if key not in info:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from policy.fileio import read_json
+
 STD_FLOOR = 1e-3
 
 
@@ -105,10 +107,7 @@ class Normalizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "Normalizer":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(read_json(path))
 
 
 def tactile_offsets(tactile: np.ndarray, num_arms: int) -> np.ndarray:

@@ -29,11 +29,12 @@ first, the last one being "now" (the chunk start). Images are resized to the mod
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from policy.fileio import read_json
 
 from .geometry import absolute_to_relative, relative_to_absolute  # noqa: F401  (the pose helpers)
 
@@ -79,7 +80,7 @@ def _load_meta(export_dir: str | Path) -> tuple[Path, dict]:
     p = d / "runtime.json"
     if not p.is_file():
         raise ValueError(f"{d}: no runtime.json (not an export folder; run `slowfast export CKPT --out DIR`)")
-    return d, json.loads(p.read_text())
+    return d, read_json(p)
 
 
 class _DecoderBase:

@@ -168,8 +168,8 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
     torch.manual_seed(tc.seed)
     model = build_model(cfg, norm)
     if resume:
-        from safetensors.torch import load_file
-        model.load_state_dict(load_file(str(out / "model.safetensors")))
+        from policy.fileio import load_safetensors
+        model.load_state_dict(load_safetensors(out / "model.safetensors"))
     use_ema = model_type in ("rdp_ldp", "dp")
     ema = None
     if use_ema:
@@ -177,8 +177,8 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
         ema = EMAModel(model.parameters(), decay=cfg.diffusion.ema_max_decay, use_ema_warmup=True,
                        power=cfg.diffusion.ema_power, inv_gamma=1.0)
         if resume and (out / "ema.safetensors").is_file():
-            from safetensors.torch import load_file
-            saved = load_file(str(out / "ema.safetensors"))
+            from policy.fileio import load_safetensors
+            saved = load_safetensors(out / "ema.safetensors")
             names = [n for n, _ in model.named_parameters()]
             ema.shadow_params = [saved[n].clone() for n in names]
             ema.optimization_step = int(state.get("ema", {}).get("optimization_step", 0))

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, SiglipVisionConfig
 
+from policy.fileio import open_safetensors, read_json
+
 from .config import VisionLanguageConfig
 from .model import StreamVLNModel
 
@@ -82,9 +84,9 @@ def _read_config(folder: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a StreamVLN checkpoint: no {CONFIG_NAME}")
     try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+        cfg = read_json(path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     archs = cfg.get("architectures") or []
     if cfg.get("model_type") not in MODEL_TYPES and not any(a in ARCHITECTURES for a in archs):
         raise CheckpointError(
@@ -98,13 +100,11 @@ def _read_config(folder: Path) -> dict:
 
 def _weight_files(folder: Path) -> dict[str, Path]:
     """weight name -> shard file, checking that every shard exists."""
-    from safetensors import safe_open
-
     index = folder / INDEX_FILE
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            weight_map = read_json(index)["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (folder / s).is_file()]
@@ -112,7 +112,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             raise CheckpointError(f"{folder}: missing weight shard(s) {missing} listed in {INDEX_FILE}")
         files = {name: folder / shard for name, shard in weight_map.items()}
         for shard in shards:  # every listed tensor must really be in its shard
-            with safe_open(str(folder / shard), framework="pt") as fh:
+            with open_safetensors(folder / shard) as fh:
                 present = set(fh.keys())
             absent = [n for n, s in weight_map.items() if s == shard and n not in present]
             if absent:
@@ -121,7 +121,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
         return files
     single = folder / SINGLE_FILE
     if single.is_file():
-        with safe_open(str(single), framework="pt") as fh:
+        with open_safetensors(single) as fh:
             return {name: single for name in fh.keys()}
     shards = sorted(folder.glob("*.safetensors"))
     if shards:
@@ -186,8 +186,6 @@ def load_streamvln(folder, dtype: torch.dtype = torch.float32, device="cpu", loa
     Raises :class:`CheckpointError` for a folder that is not such a checkpoint, missing shards,
     unknown or missing weights, or shape mismatches.
     """
-    from safetensors import safe_open
-
     folder = Path(folder)
     cfg = _read_config(folder)
     files = _weight_files(folder)
@@ -217,7 +215,7 @@ def load_streamvln(folder, dtype: torch.dtype = torch.float32, device="cpu", loa
     for target, name in mapping.items():
         by_file.setdefault(files[name], []).append(target)
     for path, targets in by_file.items():
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
+        with open_safetensors(path) as fh:
             for target in targets:
                 tensor = fh.get_tensor(mapping[target])
                 if tuple(tensor.shape) != tuple(expected[target].shape):

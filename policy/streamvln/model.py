@@ -150,7 +150,7 @@ class StreamVLNModel(nn.Module):
         With ``cache`` (a ``DynamicCache``) the new keys/values are appended to it; the causal
         mask is by cache index, RoPE by ``position_ids``. Returns logits ``[1, k, vocab]``.
         """
-        out = self.llm(inputs_embeds=embeds, position_ids=position_ids, past_key_values=cache,
+        out = self.llm(inputs_embeds=embeds, position_ids=position_ids, cache=cache,
                        attention_mask=attention_mask, use_cache=cache is not None,
                        logits_to_keep=logits_to_keep)
         return out.logits

@@ -9,8 +9,45 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _merge_conflicts(node, where="") -> list[str]:
+    """Keys that two maps merged into the same mapping (``<<: [*a, *b]``) both define: YAML
+    resolvers (PyYAML's versions, Docker Compose's Go parser) disagree on which one wins."""
+    out = []
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "<<" and isinstance(value, yaml.SequenceNode):
+                seen: dict[str, int] = {}
+                for i, merged in enumerate(value.value):
+                    for k, _ in merged.value:
+                        if k.value in seen:
+                            out.append(f"{where}: '{k.value}' in merged maps {seen[k.value]} and {i}")
+                        seen[k.value] = i
+            out += _merge_conflicts(value, f"{where}/{key.value}")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _merge_conflicts(item, f"{where}[{i}]")
+    return out
+
+
 def _services():
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    """The services as Docker Compose reads them: merges resolved, which is only unambiguous
+    when no two merged maps share a key (checked first)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    conflicts = _merge_conflicts(yaml.compose(text))
+    assert not conflicts, conflicts
+    return yaml.safe_load(text)["services"]
+
+
+def test_no_service_merges_two_anchors_that_define_the_same_key():
+    assert _merge_conflicts(yaml.compose((ROOT / "docker-compose.yml").read_text())) == []
+    ambiguous = "a: &a {volumes: [x]}\nb: &b {volumes: [y]}\ns: {<<: [*a, *b]}\n"
+    assert _merge_conflicts(yaml.compose(ambiguous)) == ["/s: 'volumes' in merged maps 0 and 1"]
+
+
+def test_every_service_that_names_a_model_folder_mounts_it():
+    for name, svc in _services().items():
+        if "/opt/slowfast/models" in " ".join(svc["command"]):
+            assert any(v.endswith(":/opt/slowfast/models:ro") for v in svc["volumes"]), name
 
 
 def _targets():

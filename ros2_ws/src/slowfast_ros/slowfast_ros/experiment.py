@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from slowfast_ros import stack
+
 METHODS = ("rdp", "dp", "dp_contact")
 LABELS = {"rdp": "RDP (force)", "dp": "Diffusion Policy", "dp_contact": "DP + force embedding"}
 CONDITIONS = ("perturbed", "unperturbed")
@@ -190,7 +192,13 @@ class Experiment:
         self.log(f"[{step}] {shown}")
         t0 = time.monotonic()
         with open(self.out / "logs" / f"{step}.log", "w") as logf:
-            rc = subprocess.call(cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
+            proc = stack.start_child(cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
+            try:
+                rc = proc.wait()
+            except BaseException:
+                # interrupted (Ctrl-C, SIGTERM): the step's command stops its own nodes first
+                stack.stop_children([proc], grace=stack.STOP_GRACE_S + 2.0)
+                raise
         if rc != 0:
             tail = (self.out / "logs" / f"{step}.log").read_text().strip().splitlines()[-3:]
             raise ValueError(f"step {step} failed (status {rc}); see {self.out / 'logs' / (step + '.log')}: "

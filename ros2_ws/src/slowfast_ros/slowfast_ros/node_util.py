@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import threading
 import time
@@ -49,7 +50,20 @@ def declare_params(node: Node, spec) -> object:
                 raise ValueError(f"parameter {f.name}: {value!r} is not a number")
             value = float(value)
         values[f.name] = tuple(value) if was_tuple else value
+    refuse_undeclared(node)
     return cls(**values)
+
+
+def refuse_undeclared(node: Node) -> None:
+    """A parameter given to the node (``-p``, a parameter file) that it never declared is a
+    typo or a stale setting: rclpy would ignore it silently, so the node refuses to start."""
+    from slowfast_ros.stack import unknown_parameter_message  # noqa: PLC0415
+
+    declared = set(node._parameters)  # noqa: SLF001 - rclpy keeps no public list of names
+    given = set(getattr(node, "_parameter_overrides", {}))
+    unknown = sorted(n for n in given - declared if not n.startswith("qos_overrides."))
+    if unknown:
+        raise ValueError(unknown_parameter_message(node.get_name(), unknown[0], declared))
 
 
 def param(default, help: str):  # noqa: A002 - mirrors argparse
@@ -59,13 +73,26 @@ def param(default, help: str):  # noqa: A002 - mirrors argparse
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def _raise_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 def run_node(factory, args=None) -> int:
     """Init rclpy, build the node with ``factory()``, spin until shutdown.
 
     A ``ValueError`` raised while building (an invalid parameter, a missing file) prints
     one line and exits with status 2: a node refuses to start rather than run misconfigured.
+
+    SIGINT, SIGTERM and SIGHUP all end the spin the same way, with the ROS context still up,
+    so that the node's ``close()`` can still publish (a policy node holds its arm there)
+    before the node is destroyed; rclpy's own handlers would shut the context down first.
     """
-    rclpy.init(args=args)
+    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+    from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
     node = None
     try:
         try:
@@ -73,10 +100,15 @@ def run_node(factory, args=None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # wakes often enough for a signal to land promptly
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut close() short
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:

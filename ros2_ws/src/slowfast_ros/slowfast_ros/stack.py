@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,81 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
+# Parameters every rclpy node declares itself, besides its own.
+ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+
+
+def declared_parameters(module: str) -> frozenset[str] | None:
+    """The parameter names a node module declares (its ``PARAMS`` dataclass), or None for a
+    module that does not say (it is then not checked here)."""
+    import dataclasses  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
+
+    params = getattr(importlib.import_module(module), "PARAMS", None)
+    if params is None:
+        return None
+    return frozenset(f.name for f in dataclasses.fields(params)) | ROS_NODE_PARAMETERS
+
+
+def unknown_parameter_message(node: str, name: str, declared) -> str:
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(name, sorted(declared), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{node} declares no parameter '{name}'{hint}"
+
+
+def _is_known(name: str, declared) -> bool:
+    return name in declared or name.startswith("qos_overrides.")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def file_parameters(path: Path, node: str, namespace: str = "") -> dict:
+    """The parameters a ROS 2 parameter file gives ``node`` (its own section, its namespaced
+    name, and the ``/**`` wildcard), nested keys joined with dots as ROS does."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a ROS 2 parameter file (a mapping of node names expected)")
+    ns = namespace.strip("/")
+    names = {node, f"/{node}", "/**", "**"}
+    if ns:
+        names |= {f"{ns}/{node}", f"/{ns}/{node}", f"/{ns}/**"}
+    out = {}
+    for key, section in data.items():
+        if str(key) in names and isinstance(section, dict):
+            out.update(_flatten(section.get("ros__parameters") or {}))
+    return out
+
+
+def check_parameters(spec: NodeSpec, overrides: dict | None = None) -> None:
+    """Refuse, before anything starts, a parameter the node does not declare: from the
+    profile, an argument or ``--set`` (``overrides``), or a key in one of its parameter files."""
+    declared = declared_parameters(spec.module)
+    if declared is None:
+        return
+    for f in spec.param_files():
+        if f.is_file():
+            for name in file_parameters(f, spec.name, spec.namespace):
+                if not _is_known(name, declared):
+                    raise ValueError(f"{f}: {unknown_parameter_message(spec.name, name, declared)}")
+    for name in {**spec.overrides, **(overrides or {})}:
+        if not _is_known(name, declared):
+            raise ValueError(f"parameter {spec.name}.{name}: {unknown_parameter_message(spec.name, name, declared)}")
+
+
 def _ros_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -208,6 +284,8 @@ class Stack:
         if unknown:
             raise ValueError(f"--set names node(s) {', '.join(sorted(unknown))} not in profile "
                              f"'{profile.name}' ({', '.join(n.name for n in profile.nodes)})")
+        for n in profile.nodes:
+            check_parameters(n, overrides.get(n.name))
         self.profile = profile
         self.commands = {n.name: node_command(n, overrides.get(n.name)) for n in profile.nodes}
         self.log_dir = log_dir
@@ -216,14 +294,18 @@ class Stack:
         self._logs = []
 
     def __enter__(self) -> "Stack":
-        for name, cmd in self.commands.items():
-            out = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
-                self._logs.append(out)
-            self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                                env=self.env, start_new_session=out is not None)
+        try:
+            for name, cmd in self.commands.items():
+                out = None
+                if self.log_dir is not None:
+                    self.log_dir.mkdir(parents=True, exist_ok=True)
+                    out = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
+                    self._logs.append(out)
+                self.procs[name] = start_child(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                               env=self.env)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,18 +339,103 @@ class Stack:
             return ""
         return lines[-1] if lines else ""
 
-    def stop(self, grace: float = 5.0) -> None:
-        alive = [p for p in self.procs.values() if p.poll() is None]
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            for p in alive:
-                if p.poll() is None:
-                    p.send_signal(sig)
-            end = time.monotonic() + wait
-            while time.monotonic() < end and any(p.poll() is None for p in alive):
-                time.sleep(0.05)
-            alive = [p for p in alive if p.poll() is None]
-            if not alive:
-                break
-        for f in self._logs:
-            f.close()
-        self._logs.clear()
+    def stop(self, grace: float | None = None) -> None:
+        """SIGINT to every node's process group (nodes hold their arm and close their files),
+        SIGKILL to whatever is left after ``grace`` seconds. Signals that arrive meanwhile
+        (a second Ctrl-C, SIGTERM) do not interrupt it."""
+        with deferred_signals():
+            stop_children(list(self.procs.values()), STOP_GRACE_S if grace is None else grace)
+            for f in self._logs:
+                f.close()
+            self._logs.clear()
+
+
+# ----------------------------------------------------------------- child processes
+
+# Seconds a node has, after SIGINT, to hold its arm and close its files before SIGKILL.
+STOP_GRACE_S = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent_pid: int) -> None:  # pragma: no cover - runs in the child before exec
+    """Own process group (so a stop reaches the node's own children too), and SIGTERM when
+    the parent dies, however it dies (SIGKILL included): no node outlives its launcher."""
+    import ctypes  # noqa: PLC0415
+
+    os.setsid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's own signal handling still stops the node
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def start_child(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """Start a node (or any helper process) that dies with this process."""
+    parent = os.getpid()
+    return subprocess.Popen(cmd, preexec_fn=lambda: _child_setup(parent), **kwargs)  # noqa: PLW1509
+
+
+def stop_children(procs: list[subprocess.Popen], grace: float | None = None) -> None:
+    """SIGINT to each child's process group, then SIGKILL to the groups still alive after
+    ``grace`` seconds; returns once every child has been reaped."""
+    def signal_groups(sig) -> None:
+        for p in procs:
+            try:
+                os.killpg(p.pid, sig)   # the child's group: it and what it started
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    alive = [p for p in procs if p.poll() is None]
+    signal_groups(signal.SIGINT)
+    end = time.monotonic() + (STOP_GRACE_S if grace is None else grace)
+    while time.monotonic() < end and any(p.poll() is None for p in alive):
+        time.sleep(0.02)
+    signal_groups(signal.SIGKILL)
+    for p in procs:
+        try:
+            p.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process in uninterruptible sleep
+            pass
+
+
+class Stop(BaseException):
+    """Raised in the main thread on SIGTERM or SIGHUP so that every ``with Stack(...)`` and
+    ``finally`` unwinds (stopping the nodes) before the command exits."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum, _frame):
+    raise Stop(signum)
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM and SIGHUP unwind the command like Ctrl-C does (SIGINT stays KeyboardInterrupt)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+
+
+class deferred_signals:  # noqa: N801 - used as a context manager
+    """Hold SIGINT/SIGTERM/SIGHUP while the nodes are being stopped; re-deliver the first one
+    afterwards so the command still exits for it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self):
+        self.pending: list[int] = []
+        self.saved = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in self.SIGNALS:
+            self.saved[sig] = signal.signal(sig, lambda s, _f: self.pending.append(s))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        if self.pending and exc[0] is None:
+            os.kill(os.getpid(), self.pending[0])

@@ -15,7 +15,6 @@ camera rendering) and one without (for the 1 kHz run "when the sim renders no ca
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -69,10 +68,11 @@ def build_policy(work: Path, camera: bool, contact: str) -> Path:
 def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: float = 200.0) -> dict:
     import psutil  # noqa: PLC0415
 
+    from policy.fileio import read_json  # noqa: PLC0415
     from slowfast_ros import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 
-    meta = json.loads((export / "runtime.json").read_text())
+    meta = read_json(export / "runtime.json")
     overrides = {
         "sim_node": {"task": "wipe", "camera_hz": 30.0 if camera else 0.0, "episode_seconds": 3600.0,
                      "perturb": True, "camera_width": 320, "camera_height": 240, "wrench_hz": float(wrench_hz)},

@@ -106,7 +106,7 @@ def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
         try:
             with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
                                                          "min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
-                pub = subprocess.Popen([sys.executable, "-m", "slowfast_ros.bench.recorder", "--publisher",
+                pub = stack.start_child([sys.executable, "-m", "slowfast_ros.bench.recorder", "--publisher",
                                         "--seconds", str(seconds), "--pub-depth", str(pub_depth)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        text=True)
                 try:

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import threading
 
 # name -> (module, one-line help). Order is the order of `slowfast --help`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slowfast_ros.stack import Stop, install_stop_handlers  # noqa: PLC0415
+
+    if threading.current_thread() is threading.main_thread():
+        install_stop_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C: every node started is stopped
     parser = build_parser()
     args = parser.parse_args(argv)
     mod = importlib.import_module(f"slowfast_ros.cli.{args._module}")
@@ -66,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"slowfast {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Stop as stop:
+        print(f"slowfast {args.command}: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except (UserError, ValueError, OSError, KeyError) as exc:
         if os.environ.get("SLOWFAST_DEBUG"):
             raise

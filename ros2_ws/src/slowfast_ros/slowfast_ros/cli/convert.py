@@ -9,6 +9,7 @@ folders is expanded. A bag that cannot be read is named with the reason and skip
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -40,11 +41,18 @@ def run(args: argparse.Namespace) -> int:
     result = convert_bags(expand(args.bags), args.out, fps=args.fps, action=args.action,
                           only_success=args.only_success, overwrite=args.overwrite)
     for bag, why in result["errors"].items():
-        print(f"slowfast convert: skipped {bag}: {why}")
+        print(f"slowfast convert: skipped {bag}: {why}", file=sys.stderr)
+    truncated = [e for e in result["episodes"] if e["truncated"]]
+    for e in truncated:
+        of = f" of {e['recorded_s']:.1f} s recorded" if e.get("recorded_s") else ""
+        print(f"slowfast convert: truncated {e['bag']}: kept {e['seconds']:.1f} s{of} "
+              f"(the bag ends early: was its recorder killed?)", file=sys.stderr)
     n = len(result["episodes"])
     if result["dataset"] is None:
         raise ValueError("no episode could be converted")
     frames = sum(e["frames"] for e in result["episodes"])
     print(f"slowfast convert: {n} episode(s), {frames} frames at {args.fps:g} fps -> {result['dataset']} "
           f"(largest stamp offset {result['max_lag_s'] * 1e3:.1f} ms)")
-    return 1 if result["errors"] and not args.only_success else 0
+    skipped = result["errors"] and not (args.only_success and all(
+        why.endswith("not marked a success") for why in result["errors"].values()))
+    return 1 if skipped or truncated else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -113,14 +114,23 @@ def run(args: argparse.Namespace) -> int:
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():
         raise ValueError(f"the sim wrote no metrics (see {out / 'logs' / 'sim_node.log'})")
-    summary = json.loads(metrics_path.read_text())["summary"]
+    result = json.loads(metrics_path.read_text())
+    summary = result["summary"]
     print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
     print(f"wrote {metrics_path}" + (", camera_*.mp4" if args.camera_hz > 0 else "") + ", force_*.png")
+    if args.controller != "expert":
+        blind = [i for i, e in enumerate(result.get("episodes", [])) if e.get("policy_chunks", 1) == 0]
+        if blind:
+            print(f"slowfast sim: error: no policy chunk reached the robot in episode(s) "
+                  f"{', '.join(str(i) for i in blind)}: the arm only held still (see {out / 'logs' / 'rdp_slow.log'})",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
 def _policy_for_sim(args, out: Path):
     """The export folder to run, checked against the sim's spaces before anything starts."""
+    from policy.fileio import read_json  # noqa: PLC0415
     from sim import SimConfig, SimEnv  # noqa: PLC0415
 
     if not args.policy:
@@ -135,7 +145,7 @@ def _policy_for_sim(args, out: Path):
         export_checkpoint(src, export)
     else:
         raise ValueError(f"--policy {src}: neither an export folder (runtime.json) nor a checkpoint (config.json)")
-    meta = json.loads((export / "runtime.json").read_text())
+    meta = read_json(export / "runtime.json")
     want = MODEL_TYPES[args.controller]
     if meta.get("model_type") != want:
         raise ValueError(f"--policy {src}: a {meta.get('model_type')!r} model; --controller {args.controller} "

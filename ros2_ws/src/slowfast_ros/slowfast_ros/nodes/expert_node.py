@@ -101,6 +101,10 @@ class ExpertNode(Node):
         self.loop.stop()
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = ExpertNodeParams
+
+
 def main(args=None) -> int:
     return run_node(ExpertNode, args)
 

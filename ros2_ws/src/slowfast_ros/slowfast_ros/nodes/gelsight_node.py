@@ -230,6 +230,10 @@ class GelSightNode(Node):
         self._thread.join(timeout=3.0)
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = GelSightNodeParams
+
+
 def main(args=None) -> int:
     return run_node(GelSightNode, args)
 

@@ -346,6 +346,10 @@ class NavSimNode(Node):
             self._render.join(timeout=3.0)
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = NavSimNodeParams
+
+
 def main(args=None) -> int:
     return run_node(NavSimNode, args)
 

@@ -112,6 +112,10 @@ class OperatorNode(Node):
         self.loop.stop()
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = OperatorNodeParams
+
+
 def main(args=None) -> int:
     return run_node(OperatorNode, args)
 

@@ -14,7 +14,6 @@ counts and rejections, safety interventions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
+from policy.fileio import read_json
 from policy.reactive import Chunk, ReactiveExecutor
 from policy.safety import SafetyFilter
 from slowfast_ros import msgs, qos
@@ -62,7 +62,7 @@ class RdpFast(Node):
         meta_path = Path(p.export_dir) / "runtime.json"
         if not meta_path.is_file():
             raise ValueError(f"export_dir: {p.export_dir} has no runtime.json (run `slowfast export CKPT --out DIR`)")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         shapes = meta.get("shapes", {})
         if int(shapes.get("num_arms", 0)) != len(p.arms):
             raise ValueError(f"arms: the model drives {shapes.get('num_arms')} arm(s), got {len(p.arms)} ({p.arms})")
@@ -234,8 +234,19 @@ class RdpFast(Node):
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
     def close(self) -> None:
+        """Stop the loop, then command every arm to stay where it is measured (the robot's
+        controller keeps the last target it got: that must not be a point mid-chunk)."""
         self.loop.stop()
+        if self.context.ok():
+            snap = self.inputs.snapshot()
+            for arm, s in snap.items():
+                if np.isfinite(s.pose_stamp):
+                    self.pubs[arm].publish(msgs.pose_msg(self._now(), self.p.world_frame, s.tcp_pos, s.tcp_quat))
         self.inputs.close()
+
+
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = RdpFastParams
 
 
 def main(args=None) -> int:

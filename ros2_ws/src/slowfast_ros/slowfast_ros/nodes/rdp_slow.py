@@ -78,6 +78,7 @@ class RdpSlow(Node):
         self.latency_ms: deque[float] = deque(maxlen=200)
         self.obs_age_ms: deque[float] = deque(maxlen=200)
         self.published = 0
+        self.nonfinite_streak = 0
         self.skipped: dict[str, int] = {}
         self._last_obs = -np.inf
         self.create_timer(1.0, self._publish_diagnostics)
@@ -164,8 +165,15 @@ class RdpSlow(Node):
                                     num_inference_steps=self.p.num_inference_steps or None)
         self.latency_ms.append((time.perf_counter() - t0) * 1e3)
         if not np.isfinite(chunk).all():
+            # A broken model (NaN/inf weights, a bad export): nothing it says may reach the
+            # arm. Dropped, counted, logged and reported as ERROR until a good chunk comes.
             self._skip("nonfinite_chunk")
+            self.nonfinite_streak += 1
+            self.get_logger().error(f"dropped a non-finite chunk ({self.nonfinite_streak} in a row): the model "
+                                    f"outputs NaN/inf; check the export in {self.p.export_dir}",
+                                    throttle_duration_sec=5.0)
             return
+        self.nonfinite_streak = 0
         self.pub.publish(msgs.chunk_msg(t_obs, self.p.world_frame, self.kind, chunk, self.row_dt))
         self.obs_age_ms.append((self._now() - t_obs) * 1e3)
         self._last_obs = t_obs
@@ -179,13 +187,21 @@ class RdpSlow(Node):
                   "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
                   "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99))}
         values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
-        level = "error" if self.loop.failure is not None else "ok"
+        level, message = "ok", ""
+        if self.nonfinite_streak:
+            level, message = "error", f"model output non-finite ({self.nonfinite_streak} chunks in a row dropped)"
         if self.loop.failure is not None:
+            level, message = "error", "planning loop failed"
             values["failure"] = repr(self.loop.failure)
-        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("rdp_slow", values, level)]))
+        self.diag_pub.publish(msgs.diagnostics_msg(
+            self._now(), [msgs.diagnostic_status("rdp_slow", values, level, message)]))
 
     def close(self) -> None:
         self.loop.stop()
+
+
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = RdpSlowParams
 
 
 def main(args=None) -> int:

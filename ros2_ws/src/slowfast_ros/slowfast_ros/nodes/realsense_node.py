@@ -175,6 +175,10 @@ class RealSenseNode(Node):
             self.camera.release()
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = RealSenseNodeParams
+
+
 def main(args=None) -> int:
     return run_node(RealSenseNode, args)
 

@@ -219,6 +219,10 @@ class RecorderNode(Node):
         self._writer.join(timeout=10.0)
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = RecorderNodeParams
+
+
 def main(args=None) -> int:
     return run_node(RecorderNode, args)
 

@@ -270,8 +270,18 @@ class RobotBridgeNode(Node):
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
     def close(self) -> None:
+        """Stop forwarding targets and leave the arm holding where it is measured."""
         self.loop.stop()
+        if self.context.ok():
+            try:
+                self.robot.hold(self._now())
+            except Exception as exc:  # noqa: BLE001 - closing must go on
+                self.get_logger().error(f"could not command a hold on the way out: {exc}")
         self.robot.close()
+
+
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = RobotBridgeNodeParams
 
 
 def main(args=None) -> int:

@@ -96,6 +96,10 @@ class SafetyNode(Node):
         self.loop.stop()
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = SafetyNodeParams
+
+
 def main(args=None) -> int:
     return run_node(SafetyNode, args)
 

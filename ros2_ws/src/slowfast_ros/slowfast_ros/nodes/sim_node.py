@@ -59,6 +59,8 @@ class SimNodeParams:
                                  "instead: stamps stay the wall time of each reading (0 = never)")
     wait_for: list = param([""], "topics that must have a publisher before the first episode starts "
                                  "(a controller that loads a model), waited for up to 120 s")
+    chunk_topic: str = param("", "a policy's chunk topic (trajectory_msgs/JointTrajectory): its messages are "
+                                 "counted per episode, metric policy_chunks ('' = not counted)")
 
     def __post_init__(self):
         for name in ("pose_hz", "wrench_hz", "tactile_hz", "clock_hz"):
@@ -168,6 +170,10 @@ class SimNode(Node):
                 self.pubs[(cam, "depth")] = self.create_publisher(
                     Image, f"{cam}/aligned_depth_to_color/image_raw", pub)
             self.meters[f"{cam}/image"] = RateMeter()
+        self.chunks_this_episode = 0
+        if self.p.chunk_topic:
+            from trajectory_msgs.msg import JointTrajectory  # noqa: PLC0415
+            self.create_subscription(JointTrajectory, self.p.chunk_topic, self._on_chunk, qos.COMMAND)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.episode_pub = self.create_publisher(String, "sim/episode", qos.EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -202,6 +208,10 @@ class SimNode(Node):
         with self._lock:
             self._pending[arm] = (stamp, pos, quat)
 
+    def _on_chunk(self, _msg) -> None:
+        with self._lock:
+            self.chunks_this_episode += 1
+
     def _reject(self, arm: str, why: str) -> None:
         self.rejected[arm] = self.rejected.get(arm, 0) + 1
         self.get_logger().warning(f"{topic(arm, 'target_tcp')} rejected: {why}",
@@ -221,6 +231,7 @@ class SimNode(Node):
             self.env.set_target(arm, pos, quat)
         with self._lock:
             self._pending.clear()
+            self.chunks_this_episode = 0
         self.episode_start = self._now() + self.p.start_delay
         for s in self._streams.values():
             s.next_t = 0.0
@@ -332,6 +343,9 @@ class SimNode(Node):
 
     def _end_episode(self) -> None:
         metrics = jsonable(self.env.metrics())
+        if self.p.chunk_topic:
+            with self._lock:
+                metrics["policy_chunks"] = self.chunks_this_episode
         self.episode_results.append(metrics)
         if self._render.is_alive():   # no cameras: no render thread, nothing to close
             self._render_q.put(("end", self.episode))
@@ -448,6 +462,10 @@ class _EpisodeVideo:
             self.writer.close()
             self.writer = None
         self.last = None
+
+
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = SimNodeParams
 
 
 def main(args=None) -> int:

@@ -412,6 +412,10 @@ class StreamVLNNav(Node):
                 pass
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = StreamVLNNavParams
+
+
 def main(args=None) -> int:
     return run_node(StreamVLNNav, args)
 

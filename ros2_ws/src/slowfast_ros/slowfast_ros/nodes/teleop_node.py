@@ -230,6 +230,10 @@ class TeleopNode(Node):
         self.feedback.close()
 
 
+#: the parameters this node declares (checked by `slowfast` before anything starts)
+PARAMS = TeleopNodeParams
+
+
 def main(args=None) -> int:
     return run_node(TeleopNode, args)
 

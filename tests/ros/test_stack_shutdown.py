@@ -1,0 +1,84 @@
+"""The stack always comes down: a signal to any `slowfast` command that starts nodes stops
+every node it started, and a launcher that is SIGKILLed takes its nodes with it.
+
+Each test starts a real stack (`slowfast teleop`: teleop_node serving HTTP + safety_node)
+and checks, from outside as a user would, that no process of it is left 2 s after the
+signal and that the server no longer listens.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.dds, pytest.mark.slow]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start(free_port):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "slowfast_ros.cli", "teleop", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # like a shell job: signals reach it alone
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not _listening(port):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    assert _listening(port), "teleop server did not come up"
+    nodes = psutil.Process(proc.pid).children(recursive=True)
+    assert len(nodes) >= 2, [n.cmdline() for n in nodes]
+    return proc, port, nodes
+
+
+def _gone_within(nodes, seconds: float) -> list:
+    _, alive = psutil.wait_procs(nodes, timeout=seconds)
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_launcher_stops_every_node(free_port, sig):
+    proc, port, nodes = _start(free_port)
+    try:
+        os.kill(proc.pid, sig)
+        t0 = time.monotonic()
+        alive = _gone_within(nodes, 2.0)
+        assert not alive, [(p.pid, p.cmdline()[-6:]) for p in alive]
+        took = time.monotonic() - t0
+        proc.wait(timeout=5)
+        assert not _listening(port)
+        # one line naming the signal, no traceback
+        err = proc.stderr.read()
+        assert "Traceback" not in err, err
+        assert proc.returncode != 0 or sig == signal.SIGINT
+        assert took < 2.0
+    finally:
+        for p in [proc, *nodes]:
+            try:
+                p.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+
+
+def test_nodes_die_with_a_launcher_that_is_killed(free_port):
+    proc, port, nodes = _start(free_port)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)  # no handler runs: the kernel's parent-death signal must
+        proc.wait(timeout=5)
+        alive = _gone_within(nodes, 2.0)
+        assert not alive, [(p.pid, p.cmdline()[-6:]) for p in alive]
+        assert not _listening(port)
+    finally:
+        for p in nodes:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
