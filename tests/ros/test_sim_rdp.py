@@ -66,3 +66,30 @@ def test_policy_that_does_not_match_the_sim_is_refused(exports, tmp_path):
     r = slowfast("sim", "--task", "wipe", "--controller", "dp", "--policy", str(exports / "onnx_ldp"),
                  "--episodes", "1", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "needs a 'dp' export" in r.stderr
+
+
+def test_a_policy_that_outputs_nan_never_moves_the_arm_and_the_run_fails(exports, tmp_path):
+    """NaN weights in a valid ONNX file: every chunk is dropped by rdp_slow (logged as an
+    error), the arm holds, and `slowfast sim` says so and exits non-zero."""
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    bad = tmp_path / "nan_export"
+    shutil.copytree(exports / "onnx_ldp", bad)
+    model = onnx.load(str(bad / "denoiser.onnx"))
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind == "f" and arr.size > 1:
+            init.CopyFrom(numpy_helper.from_array(np.full_like(arr, np.nan), init.name))
+    onnx.save(model, str(bad / "denoiser.onnx"))
+    out = tmp_path / "nan"
+    r = slowfast("sim", "--task", "wipe", "--controller", "rdp", "--policy", str(bad), "--episodes", "1",
+                 "--episode-seconds", "3", "--out", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "no policy chunk reached the robot" in r.stderr
+    assert json.loads((out / "metrics.json").read_text())["episodes"][0]["policy_chunks"] == 0
+    assert "non-finite chunk" in (out / "logs" / "rdp_slow.log").read_text()
