@@ -12,11 +12,20 @@ state and returns the pose to send:
 3. Stale or invalid contact data (wrench older than ``contact_timeout``, NaN): hold.
 4. Force limit: measured force above ``force_limit`` -> back off by ``backoff_distance``
    along the force (away from what pushes) and hold there until the force falls below
-   ``force_release`` for ``release_time``.
+   ``force_release`` for ``release_time``. An e-stop or a stale/invalid contact reading
+   during the back-off holds it where it is: only a command may be missing while it moves.
 5. Workspace box: clamp the position.
 6. Speed (norm) and acceleration (per axis) limits, relative to the last output, so the output never jumps
    (also when it resumes after a hold). A hold stops the target at once (the arm's
    impedance controller decelerates the real motion); the back-off is speed-limited only.
+7. Tracking bound: the output is never farther than ``max_step`` from the measured TCP, so
+   the arm's own controller is never asked to cover more than that at once (with a
+   stiffness K, the pull is at most K * max_step).
+
+The filter restarts from the measured pose when the plant was reset under it: when the
+measured TCP moves farther than ``max_step`` between two ticks (no arm does that in a
+control period; a simulator's episode reset, a re-homed robot or a re-localised frame do),
+and whenever :meth:`SafetyFilter.reset` is called (a node calls it at an episode start).
 
 Poses are in the robot's base/world frame; quaternions x, y, z, w; SI units.
 """
@@ -27,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 REASONS = ("estop", "nonfinite_command", "no_command", "stale_contact", "invalid_contact",
-           "force_limit", "workspace", "speed", "acceleration")
+           "force_limit", "workspace", "speed", "acceleration", "tracking", "plant_reset")
 
 
 @dataclass
@@ -43,6 +52,7 @@ class SafetyConfig:
     backoff_distance: float = 0.01     # m
     command_timeout: float = 0.2       # s without a fresh command -> hold
     contact_timeout: float = 0.05      # s: contact data older than this -> hold
+    max_step: float = 0.05             # m: output never farther than this from the measured TCP
     require_contact: bool = True       # hold when no contact data arrives (False for arms without F/T)
 
     def __post_init__(self):
@@ -52,7 +62,8 @@ class SafetyConfig:
         for name, lo_, hi_ in (("max_speed", 1e-4, 3.0), ("max_angular_speed", 1e-3, 10.0),
                                ("max_accel", 1e-3, 50.0), ("force_limit", 0.1, 1000.0),
                                ("release_time", 0.0, 10.0), ("backoff_distance", 0.0, 0.1),
-                               ("command_timeout", 1e-3, 10.0), ("contact_timeout", 1e-3, 10.0)):
+                               ("command_timeout", 1e-3, 10.0), ("contact_timeout", 1e-3, 10.0),
+                               ("max_step", 1e-3, 0.5)):
             v = getattr(self, name)
             if not (lo_ <= v <= hi_):
                 raise ValueError(f"SafetyConfig.{name}: {v} outside [{lo_}, {hi_}]")
@@ -93,6 +104,7 @@ class SafetyFilter:
         self._force_hold_until_ok: float | None = None   # time the force first fell below release
         self._force_hold = False
         self._hold_pos: np.ndarray | None = None
+        self._last_tcp: np.ndarray | None = None
         self.last_reasons: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- state
@@ -107,8 +119,10 @@ class SafetyFilter:
                                               "invalid_contact", "force_limit"})
 
     def reset(self, tcp_pos, tcp_quat) -> None:
-        """Start from the measured pose (at start-up and after an e-stop release)."""
+        """Start from the measured pose (at start-up, an episode start, after an e-stop
+        release or a reset of the plant)."""
         self._out_pos = np.asarray(tcp_pos, float).copy()
+        self._last_tcp = self._out_pos.copy()
         self._out_quat = _normalize(np.asarray(tcp_quat, float))
         self._out_vel = np.zeros(3)
         self._t = None
@@ -146,15 +160,26 @@ class SafetyFilter:
         tool (3,), in the command frame. Returns the safe (position, quaternion xyzw)."""
         cfg = self.config
         reasons: list[str] = []
+        tcp_pos = np.asarray(tcp_pos, float)
         if not self.initialized:
             self.reset(tcp_pos, tcp_quat)
+        elif np.isfinite(tcp_pos).all() and self._last_tcp is not None \
+                and np.linalg.norm(tcp_pos - self._last_tcp) > cfg.max_step:
+            # The plant was reset under us (a sim episode, a re-homed arm): whatever we were
+            # doing refers to a world that is gone. Start again from where the arm is.
+            self._count(reasons, "plant_reset")
+            self.reset(tcp_pos, tcp_quat)
+            self._force_hold = False
+        if np.isfinite(tcp_pos).all():
+            self._last_tcp = tcp_pos.copy()
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
         self._t = t
         hold = False
+        hard_hold = False   # holds even a force back-off: e-stop, no trustworthy contact reading
 
         if self._estop:
             self._count(reasons, "estop")
-            hold = True
+            hold = hard_hold = True
         cmd_pos = np.asarray(cmd_pos, float) if cmd_pos is not None else None
         cmd_quat = np.asarray(cmd_quat, float) if cmd_quat is not None else None
         if cmd_stamp is None or cmd_pos is None or t - cmd_stamp > cfg.command_timeout:
@@ -176,11 +201,11 @@ class SafetyFilter:
         if cfg.require_contact or force is not None:
             if force is None or contact_stamp is None or t - contact_stamp > cfg.contact_timeout:
                 self._count(reasons, "stale_contact")
-                hold = True
+                hold = hard_hold = True
                 force = None
             elif not np.isfinite(force).all():
                 self._count(reasons, "invalid_contact")
-                hold = True
+                hold = hard_hold = True
                 force = None
 
         # Force limit: back off along the force, then hold until it has stayed low.
@@ -202,10 +227,12 @@ class SafetyFilter:
             self._count(reasons, "force_limit")
 
         lo, hi = np.asarray(cfg.workspace_lo), np.asarray(cfg.workspace_hi)
-        if hold and not self._force_hold:
+        if hard_hold or (hold and not self._force_hold):
             # Hold the last safe pose, at once: the target stops, the arm's own impedance
             # controller decelerates the real motion. Resuming ramps up from zero velocity.
+            # (Without a command, a force back-off goes on: it only moves away from contact.)
             self._out_vel = np.zeros(3)
+            self._out_pos = self._bounded(self._out_pos, tcp_pos, reasons)
             self.last_reasons = tuple(reasons)
             return self._out_pos.copy(), self._out_quat.copy()
         if self._force_hold:
@@ -249,6 +276,20 @@ class SafetyFilter:
                 self._count(reasons, "speed")
         else:
             new_pos, new_quat = self._out_pos.copy(), self._out_quat.copy()
-        self._out_pos, self._out_quat = np.clip(new_pos, lo, hi), new_quat
+        new_pos = self._bounded(np.clip(new_pos, lo, hi), tcp_pos, reasons)
+        if dt > 0:
+            self._out_vel = (new_pos - self._out_pos) / dt
+        self._out_pos, self._out_quat = new_pos, new_quat
         self.last_reasons = tuple(reasons)
         return self._out_pos.copy(), self._out_quat.copy()
+
+    def _bounded(self, pos: np.ndarray, tcp_pos: np.ndarray, reasons: list[str]) -> np.ndarray:
+        """``pos`` moved to within ``max_step`` of the measured TCP (unchanged when it is)."""
+        if not np.isfinite(tcp_pos).all():
+            return pos
+        gap = pos - tcp_pos
+        dist = float(np.linalg.norm(gap))
+        if dist <= self.config.max_step:
+            return pos
+        self._count(reasons, "tracking")
+        return tcp_pos + gap * (self.config.max_step / dist)

@@ -153,9 +153,28 @@ def read_streams(folder) -> Streams:
     return out
 
 
-def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict, np.ndarray, dict]:
+def age_bounds(streams: Streams, fps: float) -> dict:
+    """How far a sample's stamp may be from the frame time it fills, per stream: half a frame
+    for the nearest-sample streams (pose, wrench, tactile); for what is taken at or before
+    the frame time (the command in force, a camera image), 1.5 of the stream's own median
+    period (or half a frame, when that is longer)."""
+    out = {}
+    for key, (t, _) in streams.data.items():
+        if key[1] in ("target_tcp", "image"):
+            period = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+            out[key] = max(0.5 / fps, 1.5 * period)
+        else:
+            out[key] = 0.5 / fps
+    return out
+
+
+def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict, np.ndarray, dict, np.ndarray]:
     """-> (frames {feature: (T, ...)}, frame times (T,) in stamp seconds, lag {stream: max
-    |sample stamp - frame time| s})."""
+    |sample stamp - frame time| s over the fresh frames}, fresh (T,) bool).
+
+    A frame is fresh when every stream's sample is within that stream's bound of the frame
+    time (:func:`age_bounds`); a gap in a stream (a sensor or a simulator that stalled)
+    makes the frames it spans stale. :func:`fresh_runs` cuts the fresh ones into runs."""
     if action not in ACTIONS:
         raise ValueError(f"action: {action!r} not one of {', '.join(ACTIONS)}")
     need = [(a, k) for a in streams.arms for k in ("tcp_pose", "tcp_wrench", "tactile/markers")]
@@ -173,19 +192,27 @@ def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict
     if n < 2:
         raise ValueError(f"streams overlap for {max(0.0, t1 - t0):.3f} s: fewer than 2 frames at {fps:g} fps")
     times = t0 + np.arange(n) / fps
-    lag = {}
+    ages: dict = {}
+    bounds = age_bounds(streams, fps)
+    ok = np.ones(n, bool)
 
     def nearest(key):
         t, v = streams.data[key]
-        i = np.clip(np.searchsorted(t, times), 1, len(t) - 1)
-        i = np.where(np.abs(t[i - 1] - times) <= np.abs(t[i] - times), i - 1, i)
-        lag[f"/{key[0]}/{key[1]}"] = float(np.abs(t[i] - times).max())
-        return v[i]
+        i = np.clip(np.searchsorted(t, times), 1, len(t) - 1) if len(t) > 1 else np.zeros(n, int)
+        if len(t) > 1:
+            i = np.where(np.abs(t[i - 1] - times) <= np.abs(t[i] - times), i - 1, i)
+        return take(key, i)
 
     def earlier(key):
         t, v = streams.data[key]
         i = np.clip(np.searchsorted(t, times + 1e-9, side="right") - 1, 0, len(t) - 1)
-        lag[f"/{key[0]}/{key[1]}"] = float(np.abs(times - t[i]).max())
+        return take(key, i)
+
+    def take(key, i):
+        t, v = streams.data[key]
+        age = np.abs(times - t[i])
+        ok[:] &= age <= bounds[key] + 1e-9
+        ages[f"/{key[0]}/{key[1]}"] = age
         return v[i]
 
     arms = streams.arms
@@ -201,7 +228,22 @@ def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict
         frames["action"] = np.concatenate([pose[1:], pose[-1:]], axis=0)
     for c in streams.cameras:
         frames[f"observation.images.{c}"] = earlier((c, "image"))
-    return frames, times, lag
+    lag = {k: float(a[ok].max()) if ok.any() else float(a.max()) for k, a in ages.items()}
+    return frames, times, lag, ok
+
+
+def fresh_runs(fresh: np.ndarray, min_frames: int = 2) -> list[slice]:
+    """The runs of consecutive fresh frames at least ``min_frames`` long: each becomes an
+    episode of its own, so the time between frames stays 1/fps within every episode."""
+    out, start = [], None
+    for i, m in enumerate(np.append(fresh, False)):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            if i - start >= min_frames:
+                out.append(slice(start, i))
+            start = None
+    return out
 
 
 def _bar(i: int, n: int, name: str, width: int = 30) -> str:
@@ -210,10 +252,14 @@ def _bar(i: int, n: int, name: str, width: int = 30) -> str:
 
 
 def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_success: bool = False,
-                 overwrite: bool = False, progress="stderr") -> dict:
+                 overwrite: bool = False, progress="stderr", min_run_s: float = 0.5) -> dict:
     """Convert ``bags`` (episode folders) into one dataset at ``out``. A bag that cannot be
     converted is reported (its name and why) and skipped; the others still convert.
-    Returns {"dataset": path or None, "episodes": [...], "errors": {bag: reason}, "lag": max lag s}."""
+
+    Frames where a stream's sample is older than its bound (:func:`age_bounds`) are dropped;
+    the fresh runs around them (at least ``min_run_s`` long) become episodes of their own.
+    Returns {"dataset": path or None, "episodes": [per bag: frames kept, dropped_frames,
+    parts, ...], "errors": {bag: reason}, "max_lag_s": the largest offset kept}."""
     from .dataset import DatasetWriter, check_output_folder
 
     if progress == "stderr":
@@ -226,6 +272,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     if not bags:
         raise ValueError("no bags given")
     check_output_folder(out, overwrite)   # before reading any bag: a bad --out is not a bag's fault
+    min_frames = max(2, int(np.ceil(min_run_s * fps)))
     writer, done, errors, max_lag = None, [], {}, 0.0
     for i, b in enumerate(bags):
         if progress is not None:
@@ -236,8 +283,11 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
             if only_success and s.custom.get("success") != "True":
                 errors[str(b)] = "skipped: not marked a success"
                 continue
-            frames, times, lag = resample(s, fps, action)
-            frames["timestamp"] = times - times[0]
+            frames, times, lag, fresh = resample(s, fps, action)
+            runs = fresh_runs(fresh, min_frames)
+            if not runs:
+                raise ValueError(f"no {min_frames} consecutive frames at {fps:g} fps with every stream within "
+                                 f"its age bound ({int((~fresh).sum())} of {len(fresh)} frames stale)")
             if writer is None:
                 cams = {c: frames[f"observation.images.{c}"].shape[1:3] for c in s.cameras}
                 n_markers = frames["observation.tactile"].shape[1] // (4 * len(s.arms))
@@ -246,9 +296,14 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
                 layout = (s.arms, s.cameras, frames["observation.tactile"].shape[1])
             elif (s.arms, s.cameras, frames["observation.tactile"].shape[1]) != layout:
                 raise ValueError(f"arms/cameras/markers {s.arms}, {s.cameras} differ from the first episode's")
-            writer.add_episode(frames, task=s.task)
-            done.append({"bag": str(b), "frames": len(times), "seconds": len(times) / fps,
-                         "recorded_s": s.recorded_s, "truncated": s.truncated, "lag_s": lag})
+            for r in runs:
+                part = {k: v[r] for k, v in frames.items()}
+                part["timestamp"] = times[r] - times[r][0]
+                writer.add_episode(part, task=s.task)
+            kept = sum(r.stop - r.start for r in runs)
+            done.append({"bag": str(b), "frames": kept, "seconds": kept / fps, "parts": len(runs),
+                         "recorded_s": s.recorded_s, "truncated": s.truncated, "lag_s": lag,
+                         "dropped_frames": len(times) - kept})
             max_lag = max([max_lag, *lag.values()])
         except (ValueError, OSError) as exc:
             msg = str(exc)

@@ -17,11 +17,15 @@ def make(**kw):
 
 
 def run(f, n, cmd, t0=0.0, force=(0.0, 0.0, 0.0), tcp=None, quat=Q):
+    """``n`` ticks of a constant command. The measured TCP is ``tcp`` when given (an arm held
+    in place), else the previous output (an arm that tracks its target)."""
     out = []
+    measured = f._out_pos.copy() if f.initialized else np.array([0.0, 0.0, 0.3])  # noqa: SLF001
     for i in range(n):
         t = t0 + i * DT
-        pos, q = f.filter(t, cmd, quat, t, tcp if tcp is not None else np.array([0.0, 0.0, 0.3]), Q,
+        pos, q = f.filter(t, cmd, quat, t, tcp if tcp is not None else measured, Q,
                           np.asarray(force, float), t)
+        measured = pos
         out.append(pos)
     return np.array(out)
 
@@ -123,10 +127,12 @@ def test_fast_motion_on_one_axis_does_not_make_another_overshoot():
     # vector the squeeze axis starved and overshot (in the sim: a 27 N spike, then a dropped box).
     f = make(max_speed=0.25, max_accel=3.0)
     ys, goal_y = [], -0.005
+    measured = np.array([0.0, 0.0, 0.3])
     for i in range(400):
         t = i * DT
         z = 0.3 + 0.19 * (int(t * 60) / 60.0) if t < 0.8 else 0.3 + 0.19 * 0.8
-        pos, _ = f.filter(t, np.array([0.0, goal_y, z]), Q, t, np.array([0.0, 0.0, 0.3]), Q, np.zeros(3), t)
+        pos, _ = f.filter(t, np.array([0.0, goal_y, z]), Q, t, measured, Q, np.zeros(3), t)
+        measured = pos                                        # the arm tracks its target
         ys.append(pos[1])
     ys = np.array(ys)
     assert ys.min() >= goal_y - 1e-9                          # never past the squeeze goal
@@ -142,3 +148,68 @@ def test_commands_resuming_after_a_silence_start_from_the_measured_pose():
     t = 110 * DT
     pos, _ = f.filter(t, moved + [0.0, 0.0, 0.001], Q, t, moved, Q, np.zeros(3), t)
     assert np.allclose(pos, moved, atol=1e-9)                    # no drag back towards z = 0.35
+
+
+# ---------------------------------------------------------------- tracking bound, plant resets
+
+
+def test_the_output_never_leaves_max_step_of_the_measured_tcp():
+    """An arm that is blocked (it stays where it is) is never asked for more than max_step."""
+    f = make(max_speed=3.0, max_accel=50.0, max_step=0.03)
+    tcp = np.array([0.0, 0.0, 0.3])
+    path = run(f, 400, np.array([0.4, 0.0, 0.3]), tcp=tcp)
+    assert np.linalg.norm(path - tcp, axis=1).max() <= 0.03 + 1e-12
+    assert f.counts["tracking"] > 0
+    assert path[-1][0] == pytest.approx(0.03)          # pressing at the bound, not beyond
+
+
+def test_a_reset_of_the_plant_restarts_from_the_measured_pose_without_a_lunge():
+    """A sim episode reset teleports the arm home while the command is still the last
+    episode's far target: the output restarts at the arm and moves off at no more than the
+    speed limit, never farther than max_step from the arm."""
+    f = make(max_speed=0.25, max_accel=3.0, max_step=0.05)
+    far = np.array([0.3, 0.2, 0.1])
+    run(f, 600, far)                                    # the last episode ended out there
+    home = np.array([0.0, 0.0, 0.3])                    # the plant is reset: the arm is home
+    out = []
+    measured = home
+    for i in range(200):                                # the command still says `far`
+        t = 10.0 + i * DT
+        pos, _ = f.filter(t, far, Q, t, measured, Q, np.zeros(3), t)
+        out.append(pos)
+        measured = pos
+    out = np.array(out)
+    assert f.counts["plant_reset"] == 1
+    assert np.linalg.norm(out[0] - home) <= 0.25 * DT + 1e-9      # starts at the arm
+    speeds = np.linalg.norm(np.diff(out, axis=0), axis=1) / DT
+    assert speeds.max() <= 0.25 + 1e-9
+
+
+def test_an_explicit_reset_starts_from_the_given_pose():
+    f = make()
+    run(f, 100, np.array([0.1, 0.0, 0.3]))
+    f.reset(np.array([0.0, 0.1, 0.3]), Q)
+    pos, _ = f.filter(5.0, None, None, None, np.array([0.0, 0.1, 0.3]), Q, np.zeros(3), 5.0)
+    assert np.allclose(pos, [0.0, 0.1, 0.3])
+
+
+@pytest.mark.parametrize("stop", ["estop", "stale_contact", "invalid_contact"])
+def test_an_estop_or_a_bad_contact_reading_during_a_force_back_off_holds_the_arm(stop):
+    f = make(force_limit=40.0, force_release=20.0, backoff_distance=0.02)
+    tcp = np.array([0.0, 0.0, 0.3])
+    push = np.array([0.0, 0.0, 60.0])                     # the surface pushes up hard
+    backing = run(f, 3, np.array([0.0, 0.0, 0.3]), force=push, tcp=tcp)
+    assert backing[-1][2] > 0.3                            # the back-off has started upwards
+    before = backing[-1]
+    t = 1.0
+    for i in range(40):
+        ti = t + i * DT
+        if stop == "estop":
+            f.set_estop(True)
+            pos, _ = f.filter(ti, None, None, None, tcp, Q, push, ti)
+        elif stop == "stale_contact":
+            pos, _ = f.filter(ti, None, None, None, tcp, Q, push, ti - 1.0)
+        else:
+            pos, _ = f.filter(ti, None, None, None, tcp, Q, np.array([np.nan, 0.0, 0.0]), ti)
+        assert np.allclose(pos, before), (i, pos, before)   # not another millimetre up
+    assert f.counts[stop] == 40

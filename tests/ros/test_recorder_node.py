@@ -13,7 +13,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos, stack
-from slowfast_ros.topic_probe import TopicProbe
+from slowfast_ros.topic_probe import TopicProbe, wait_until
 from teleop_tactar.bag import iter_bag, open_bag
 
 pytestmark = pytest.mark.dds
@@ -42,8 +42,22 @@ def _wait_subscribed(pubs, s, timeout=30):
     return False
 
 
-def _state(probe):
-    return [json.loads(m.data) for m in probe.states]
+class _RecorderState:
+    """The recorder's latched state topic, newest message kept: tests wait for states (the
+    episode is recording, every message sent has been counted), not for durations."""
+
+    def __init__(self, node):
+        self.latest: dict = {}
+        self._sub = node.create_subscription(String, "/recorder/state", self._on, qos.LATCHED)
+
+    def _on(self, msg) -> None:
+        self.latest = json.loads(msg.data)
+
+    def recorded(self) -> int:
+        return sum(self.latest.get("counts", {}).values()) if self.latest.get("state") == "recording" else -1
+
+    def wait(self, cond, timeout: float = 20.0) -> None:
+        assert wait_until(lambda: cond(self), timeout), self.latest
 
 
 def _send(pose_pub, img_pub, n, rng, sent, t0=1000.0):
@@ -58,14 +72,15 @@ def _send(pose_pub, img_pub, n, rng, sent, t0=1000.0):
         time.sleep(0.004)
 
 
-def _start_and_send(s, pose_pub, img_pub, cmd_pub, rng):
-    """Once the recorder listens: start an episode and send 300 poses and 30 images."""
+def _start_and_send(s, state, pose_pub, img_pub, cmd_pub, rng):
+    """Once the recorder listens: start an episode and send 300 poses and 30 images; returns
+    once the recorder has counted all 330."""
     assert _wait_subscribed([pose_pub, img_pub, cmd_pub], s), s.last_line("recorder_node")
-    time.sleep(0.3)
     cmd_pub.publish(msgs.json_msg({"cmd": "start"}))
-    time.sleep(0.5)
+    state.wait(lambda st: st.recorded() == 0)
     sent = {"/arm/tcp_pose": [], "/camera/color/image_raw": []}
     _send(pose_pub, img_pub, 300, rng, sent)
+    state.wait(lambda st: st.recorded() == 330)
     return sent
 
 
@@ -75,19 +90,20 @@ def test_recorded_episode_reads_back_intact_and_discard_leaves_nothing(tmp_path)
     pose_pub, img_pub, cmd_pub = _setup(probe)
     rng = np.random.default_rng(0)
     try:
+        state = _RecorderState(probe.node)
         with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "task": "wipe the table",
+                                                        "progress_period": 0.1,
                                                         "topics": ["/arm/tcp_pose", "/camera/color/image_raw"]}},
                          log_dir=tmp_path / "log") as s:
-            sent = _start_and_send(s, pose_pub, img_pub, cmd_pub, rng)
-            time.sleep(0.5)
+            sent = _start_and_send(s, state, pose_pub, img_pub, cmd_pub, rng)
             from slowfast_ros.cli import main
             assert main(["record", "--command", "success"]) == 0     # `slowfast record --command`
-            time.sleep(0.5)
+            state.wait(lambda st: st.latest.get("state") == "idle")
             cmd_pub.publish(msgs.json_msg({"cmd": "start"}))               # a second one, discarded
-            time.sleep(0.3)
+            state.wait(lambda st: st.recorded() == 0)
             _send(pose_pub, img_pub, 20, rng, {"/arm/tcp_pose": [], "/camera/color/image_raw": []})
             cmd_pub.publish(msgs.json_msg({"cmd": "discard"}))
-            time.sleep(0.8)
+            state.wait(lambda st: st.latest.get("state") == "idle")
             assert s.procs["recorder_node"].poll() is None
         bags = sorted(p for p in out.iterdir() if p.is_dir())
         assert [b.name for b in bags] == ["episode_0000"]
@@ -119,10 +135,12 @@ def test_killed_recorder_leaves_a_bag_that_opens_up_to_the_last_flush(tmp_path):
     pose_pub, img_pub, cmd_pub = _setup(probe)
     rng = np.random.default_rng(1)
     try:
+        state = _RecorderState(probe.node)
         with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "flush_period": 0.2,
+                                                        "progress_period": 0.1,
                                                         "topics": ["/arm/tcp_pose", "/camera/color/image_raw"]}},
                          log_dir=tmp_path / "log") as s:
-            sent = _start_and_send(s, pose_pub, img_pub, cmd_pub, rng)
+            sent = _start_and_send(s, state, pose_pub, img_pub, cmd_pub, rng)
             time.sleep(0.8)                                                 # > flush_period: all flushed
             _send(pose_pub, img_pub, 50, rng, {"/arm/tcp_pose": [], "/camera/color/image_raw": []}, t0=2000.0)
             s.procs["recorder_node"].send_signal(signal.SIGKILL)

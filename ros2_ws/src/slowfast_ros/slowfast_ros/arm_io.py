@@ -236,6 +236,10 @@ class SafetyParams:
     force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
     force_release: float = param(30.0, "force below which the back-off hold ends (N)")
     backoff_distance: float = param(0.01, "back-off distance along the force (m)")
+    max_step: float = param(0.05, "the command is never farther than this from the measured TCP (m); a "
+                                  "measured jump larger than this between ticks is a reset of the plant")
+    episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start restarts "
+                                   "the filter from the measured pose ('' = none)")
 
     def __post_init__(self):
         if not self.arms:
@@ -253,7 +257,53 @@ class SafetyParams:
                             max_speed=self.max_speed, max_angular_speed=self.max_angular_speed,
                             max_accel=self.max_accel, force_limit=self.force_limit,
                             force_release=self.force_release, backoff_distance=self.backoff_distance,
-                            contact_timeout=self.max_contact_age, command_timeout=self.command_timeout)
+                            contact_timeout=self.max_contact_age, command_timeout=self.command_timeout,
+                            max_step=self.max_step)
+
+
+class EpisodeStarts:
+    """The start events of an episode topic (``sim/episode``), for a node that commands arms.
+
+    ``check(snap)`` on each control tick: "run" (nothing pending), "wait" (an episode started
+    and the arms' measured state is still from before it: command nothing), or "restart"
+    (once per start, on the first tick with the new episode's state: restart filters and
+    executors from the measured pose)."""
+
+    def __init__(self, node: Node, topic_name: str):
+        self._lock = threading.Lock()
+        self._after: float | None = None
+        if topic_name:
+            from std_msgs.msg import String  # noqa: PLC0415
+            node.create_subscription(String, topic_name, self._on_event, qos.LATCHED)
+
+    def _on_event(self, msg) -> None:
+        try:
+            event = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        if event.get("event") == "start":
+            with self._lock:
+                self._after = float(event.get("hold_stamp", event.get("start_stamp", 0.0)))
+
+    def check(self, snap: dict[str, ArmSnapshot]) -> str:
+        with self._lock:
+            after = self._after
+            if after is None:
+                return "run"
+            if min(s.pose_stamp for s in snap.values()) < after:
+                return "wait"
+            self._after = None
+        return "restart"
+
+
+def publish_hold(node: Node, pubs: dict, snap: dict[str, ArmSnapshot], stamp: float, frame: str) -> None:
+    """Command every arm to stay where it is measured: the last word of a node that commands
+    arms, on its way out (a robot's controller keeps the last target it got)."""
+    if not node.context.ok():
+        return
+    for arm, s in snap.items():
+        if np.isfinite(s.pose_stamp) and np.isfinite(s.tcp_pos).all():
+            pubs[arm].publish(msgs.pose_msg(stamp, frame, s.tcp_pos, s.tcp_quat))
 
 
 def sync_estop(filters: dict, estop: bool | None, snap: dict[str, ArmSnapshot]) -> None:

@@ -110,6 +110,7 @@ class TopicProbe:
                 d["rate_hz"] = (n - 1) / (st[-1] - st[0]) if st[-1] > st[0] else float("nan")
                 d["receipt_rate_hz"] = (n - 1) / (rec[-1] - rec[0]) if rec[-1] > rec[0] else float("nan")
                 d["stamps_monotonic"] = bool(np.all(np.diff(st) > 0))
+                d["stamp_period_ms_p50"] = float(np.median(np.diff(st))) * 1e3
                 lat = (rec - st) * 1e3
                 d["latency_ms_p50"] = float(np.percentile(lat, 50))
                 d["latency_ms_p99"] = float(np.percentile(lat, 99))
@@ -122,3 +123,14 @@ class TopicProbe:
         if self.context.ok():
             rclpy.shutdown(context=self.context)
         self._thread.join(timeout=2.0)
+
+
+def wait_until(cond, timeout: float = 5.0, poll: float = 0.002) -> bool:
+    """Wait for a state rather than for a duration (the same on an idle and a loaded machine);
+    returns whether ``cond()`` became true within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(poll)
+    return True

@@ -119,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
     print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
     print(f"wrote {metrics_path}" + (", camera_*.mp4" if args.camera_hz > 0 else "") + ", force_*.png")
     if args.controller != "expert":
-        blind = [i for i, e in enumerate(result.get("episodes", [])) if e.get("policy_chunks", 1) == 0]
+        blind = [str(e.get("seed", i)) for i, e in enumerate(result.get("episodes", []))
+                 if e.get("policy_chunks", 1) == 0]
         if blind:
-            print(f"slowfast sim: error: no policy chunk reached the robot in episode(s) "
-                  f"{', '.join(str(i) for i in blind)}: the arm only held still (see {out / 'logs' / 'rdp_slow.log'})",
+            print(f"slowfast sim: error: no policy chunk reached the robot in the episode(s) of seed "
+                  f"{', '.join(blind)}: the arm only held still (see {out / 'logs' / 'rdp_slow.log'})",
                   file=sys.stderr)
             return 1
     return 0

@@ -23,14 +23,15 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from policy.fileio import read_json
 from policy.reactive import Chunk, ReactiveExecutor
 from policy.safety import SafetyFilter
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, SafetyParams, filter_command, safety_report, sync_estop, topic
+from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, SafetyParams, filter_command, publish_hold,
+                                 safety_report, sync_estop, topic)
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -46,8 +47,6 @@ class RdpFastParams(SafetyParams):
     decoder_threads: int = param(1, "onnxruntime intra-op threads for the decoder step")
     rt_priority: int = param(0, "SCHED_FIFO priority of the control thread, 1..98 (0 = normal scheduling; "
                                 "needs CAP_SYS_NICE or an rtprio limit, e.g. a PREEMPT_RT robot PC)")
-    episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start resets "
-                                   "the executor and the safety filters ('' = none, on a robot)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -94,9 +93,7 @@ class RdpFast(Node):
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
         self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
-        self._reset_after: float | None = None
-        if p.episode_topic:
-            self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED)
+        self.episodes = EpisodeStarts(self, p.episode_topic)   # a start resets executor and filters
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.loop = PacedLoop(p.control_hz, self._tick, name="rdp-fast", rt_priority=p.rt_priority).start()
@@ -116,16 +113,6 @@ class RdpFast(Node):
         with self._lock:
             self._pending_chunk = parsed
             self.chunks_received += 1
-
-    def _on_episode(self, msg) -> None:
-        try:
-            event = msgs.json_from_msg(msg)
-        except ValueError:
-            return
-        if event.get("event") == "start":
-            with self._lock:
-                self._reset_after = float(event.get("hold_stamp", event.get("start_stamp", 0.0)))
-                self._pending_chunk = None
 
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
@@ -163,14 +150,11 @@ class RdpFast(Node):
         with self._lock:
             pending, self._pending_chunk = self._pending_chunk, None
             estop = self._estop
-            reset_after = self._reset_after
-        if reset_after is not None:
-            # A new episode: publish nothing until the arm's state is from the new episode,
-            # then forget every chunk and restart the filters from where the arm is.
-            if min(s.pose_stamp for s in snap.values()) < reset_after:
-                return
-            with self._lock:
-                self._reset_after = None
+        episode = self.episodes.check(snap)
+        if episode == "wait":
+            return   # a new episode: publish nothing until the arm's state is from it
+        if episode == "restart":
+            # forget every chunk and restart the filters from where the arm is
             self.reactive.reset()
             for arm, sf in self.safety.items():
                 sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
@@ -237,11 +221,7 @@ class RdpFast(Node):
         """Stop the loop, then command every arm to stay where it is measured (the robot's
         controller keeps the last target it got: that must not be a point mid-chunk)."""
         self.loop.stop()
-        if self.context.ok():
-            snap = self.inputs.snapshot()
-            for arm, s in snap.items():
-                if np.isfinite(s.pose_stamp):
-                    self.pubs[arm].publish(msgs.pose_msg(self._now(), self.p.world_frame, s.tcp_pos, s.tcp_quat))
+        publish_hold(self, self.pubs, self.inputs.snapshot(), self._now(), self.p.world_frame)
         self.inputs.close()
 
 

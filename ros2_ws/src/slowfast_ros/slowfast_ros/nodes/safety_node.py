@@ -19,7 +19,8 @@ from rclpy.node import Node
 from std_msgs.msg import Bool
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, SafetyParams, filter_command, safety_report, sync_estop, topic
+from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, SafetyParams, filter_command, publish_hold,
+                                 safety_report, sync_estop, topic)
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -52,6 +53,7 @@ class SafetyNode(Node):
             self.create_subscription(PoseStamped, topic(a, p.input_topic),
                                      lambda m, arm=a: self._on_request(arm, m), qos.COMMAND)
         self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
+        self.episodes = EpisodeStarts(self, p.episode_topic)   # a start restarts the filters
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.loop = PacedLoop(p.control_hz, self._tick, name="safety").start()
@@ -79,6 +81,15 @@ class SafetyNode(Node):
             requests, estop = dict(self._requests), self._estop
         if any(not np.isfinite(s.pose_stamp) for s in snap.values()):
             return  # never command an arm whose state is unknown
+        episode = self.episodes.check(snap)
+        if episode == "wait":
+            return  # the plant is being reset: command nothing until its state is from the new episode
+        if episode == "restart":
+            with self._lock:
+                self._requests.clear()          # requests from before the episode are void
+            requests = {}
+            for arm, sf in self.filters.items():
+                sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
         sync_estop(self.filters, estop, snap)
         for arm, s in snap.items():
             stamp, pos, quat = requests.get(arm, (None, None, None))
@@ -93,7 +104,9 @@ class SafetyNode(Node):
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("safety_node", values, level)]))
 
     def close(self) -> None:
+        """Stop filtering and leave every arm holding where it is measured."""
         self.loop.stop()
+        publish_hold(self, self.pubs, self.inputs.snapshot(), self._now(), self.p.world_frame)
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

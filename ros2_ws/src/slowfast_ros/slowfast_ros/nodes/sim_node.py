@@ -244,9 +244,11 @@ class SimNode(Node):
             "arms": list(self.arms),
             "task_spec": jsonable(spec)}))
         self.get_logger().info(f"episode {self.episode} (seed {seed}) starts")
-        # Hold the home pose while controllers reset, publishing state so they see the robot.
+        # Hold the home pose while controllers reset, publishing state so they see the robot,
+        # stamped live: a reading's stamp is when it was taken, during the hold too (a frozen
+        # stamp looks like a dead sensor to every stale-data check downstream).
         while not self._stop.is_set() and self._now() < self.episode_start - 0.01:
-            self._publish_state(self.episode_start - self.p.start_delay)
+            self._publish_state(self._now())
             time.sleep(0.01)
         while self._now() < self.episode_start:
             time.sleep(0.0002)
