@@ -7,8 +7,9 @@ state and returns the pose to send:
 
 1. e-stop (latched): hold until explicitly released.
 2. NaN/Inf in the command, or no command yet / command older than ``command_timeout``:
-   hold the last safe pose. When commands come back after such a silence, the output
-   restarts from the measured pose (the arm may have been moved meanwhile).
+   hold the last safe pose. When commands come back after such a silence, the output goes
+   on from the held pose, or restarts from the measured pose when the arm was moved
+   meanwhile (it is farther than ``max_step`` from the held pose).
 3. Stale or invalid contact data (wrench older than ``contact_timeout``, NaN): hold.
 4. Force limit: measured force above ``force_limit`` -> back off by ``backoff_distance``
    along the force (away from what pushes) and hold there until the force falls below
@@ -187,12 +188,15 @@ class SafetyFilter:
             hold = True
             self._idle = True
         elif self._idle and not self._estop:
-            # Commands resume after a silence: whatever moved the arm meanwhile (a homing
-            # script, a hand-guided move, a sim reset), start again from the measured pose
-            # instead of dragging it back to the pose held before the silence.
+            # Commands resume after a silence. If something moved the arm meanwhile (a homing
+            # script, a hand-guided move: it is now farther than max_step from the held
+            # output), start again from the measured pose instead of dragging it back. If not,
+            # go on from the held output: snapping to the measured pose would release a tool
+            # pressed into a surface, a jump in the command for a mere gap in the commands.
             self._idle = False
-            self.reset(tcp_pos, tcp_quat)
-            dt, self._t = 0.0, t   # reset() forgot the tick time; this tick is the new start
+            if np.linalg.norm(self._out_pos - tcp_pos) > cfg.max_step:
+                self.reset(tcp_pos, tcp_quat)
+                dt, self._t = 0.0, t   # reset() forgot the tick time; this tick is the new start
         elif not (np.isfinite(cmd_pos).all() and np.isfinite(cmd_quat).all()) or np.linalg.norm(cmd_quat) < 1e-6:
             self._count(reasons, "nonfinite_command")
             hold = True

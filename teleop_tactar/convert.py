@@ -170,7 +170,8 @@ def age_bounds(streams: Streams, fps: float) -> dict:
 
 def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict, np.ndarray, dict, np.ndarray]:
     """-> (frames {feature: (T, ...)}, frame times (T,) in stamp seconds, lag {stream: max
-    |sample stamp - frame time| s over the fresh frames}, fresh (T,) bool).
+    |sample stamp - frame time| s over the fresh frames; every frame's when none is fresh},
+    fresh (T,) bool).
 
     A frame is fresh when every stream's sample is within that stream's bound of the frame
     time (:func:`age_bounds`); a gap in a stream (a sensor or a simulator that stalled)
@@ -232,6 +233,28 @@ def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict
     return frames, times, lag, ok
 
 
+def command_speed(streams: Streams) -> float | None:
+    """The fastest the commanded target moved between two consecutive commands, by their own
+    stamps, from the episode's start (m/s; None without commands). A safety filter's output
+    never exceeds its max_speed here; a lunge or an unfiltered command does."""
+    peak = None
+    for a in streams.arms:
+        if (a, "target_tcp") not in streams.data:
+            continue
+        t, v = streams.data[(a, "target_tcp")]
+        if streams.start_stamp is not None:
+            keep = t >= streams.start_stamp
+            t, v = t[keep], v[keep]
+        if len(t) < 2:
+            continue
+        dt = np.diff(t)
+        ok = dt > 1e-4
+        if ok.any():
+            sp = float((np.linalg.norm(np.diff(v[:, :3], axis=0), axis=1)[ok] / dt[ok]).max())
+            peak = sp if peak is None else max(peak, sp)
+    return peak
+
+
 def fresh_runs(fresh: np.ndarray, min_frames: int = 2) -> list[slice]:
     """The runs of consecutive fresh frames at least ``min_frames`` long: each becomes an
     episode of its own, so the time between frames stays 1/fps within every episode."""
@@ -252,12 +275,15 @@ def _bar(i: int, n: int, name: str, width: int = 30) -> str:
 
 
 def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_success: bool = False,
-                 overwrite: bool = False, progress="stderr", min_run_s: float = 0.5) -> dict:
+                 overwrite: bool = False, progress="stderr", drop_stale: bool = False,
+                 min_run_s: float = 0.5) -> dict:
     """Convert ``bags`` (episode folders) into one dataset at ``out``. A bag that cannot be
     converted is reported (its name and why) and skipped; the others still convert.
 
-    Frames where a stream's sample is older than its bound (:func:`age_bounds`) are dropped;
-    the fresh runs around them (at least ``min_run_s`` long) become episodes of their own.
+    A frame where some stream's sample is older than its bound (:func:`age_bounds`) is stale.
+    Stale frames are marked (per-frame feature ``stale``, 1.0) and counted; with
+    ``drop_stale`` they are dropped instead and the fresh runs around them (at least
+    ``min_run_s`` long) become episodes of their own.
     Returns {"dataset": path or None, "episodes": [per bag: frames kept, dropped_frames,
     parts, ...], "errors": {bag: reason}, "max_lag_s": the largest offset kept}."""
     from .dataset import DatasetWriter, check_output_folder
@@ -284,7 +310,8 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
                 errors[str(b)] = "skipped: not marked a success"
                 continue
             frames, times, lag, fresh = resample(s, fps, action)
-            runs = fresh_runs(fresh, min_frames)
+            frames["stale"] = (~fresh).astype(np.float32)[:, None]
+            runs = fresh_runs(fresh, min_frames) if drop_stale else [slice(0, len(times))]
             if not runs:
                 raise ValueError(f"no {min_frames} consecutive frames at {fps:g} fps with every stream within "
                                  f"its age bound ({int((~fresh).sum())} of {len(fresh)} frames stale)")
@@ -292,7 +319,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
                 cams = {c: frames[f"observation.images.{c}"].shape[1:3] for c in s.cameras}
                 n_markers = frames["observation.tactile"].shape[1] // (4 * len(s.arms))
                 writer = DatasetWriter(out, fps=fps, arms=s.arms, cameras=cams, tactile_markers=n_markers,
-                                       robot_type="slowfast", overwrite=overwrite)
+                                       robot_type="slowfast", overwrite=overwrite, extra_features={"stale": [1]})
                 layout = (s.arms, s.cameras, frames["observation.tactile"].shape[1])
             elif (s.arms, s.cameras, frames["observation.tactile"].shape[1]) != layout:
                 raise ValueError(f"arms/cameras/markers {s.arms}, {s.cameras} differ from the first episode's")
@@ -301,9 +328,11 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
                 part["timestamp"] = times[r] - times[r][0]
                 writer.add_episode(part, task=s.task)
             kept = sum(r.stop - r.start for r in runs)
+            cmd_speed = command_speed(s)
             done.append({"bag": str(b), "frames": kept, "seconds": kept / fps, "parts": len(runs),
                          "recorded_s": s.recorded_s, "truncated": s.truncated, "lag_s": lag,
-                         "dropped_frames": len(times) - kept})
+                         "stale_frames": int((~fresh).sum()), "dropped_frames": len(times) - kept,
+                         "peak_command_speed_mps": cmd_speed})
             max_lag = max([max_lag, *lag.values()])
         except (ValueError, OSError) as exc:
             msg = str(exc)
@@ -311,4 +340,8 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     if progress is not None:
         progress.write(_bar(len(bags), len(bags), "done") + "\n")
     root = writer.finalize() if writer is not None else None
+    if root is not None:
+        from .check import CONVERSION_FILE   # what was dropped and kept, for `slowfast dataset check`
+        (Path(root) / "meta" / CONVERSION_FILE).write_text(json.dumps(
+            {"fps": fps, "action": action, "bags": done, "skipped": errors}, indent=1))
     return {"dataset": str(root) if root else None, "episodes": done, "errors": errors, "max_lag_s": max_lag}

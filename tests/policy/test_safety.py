@@ -150,6 +150,19 @@ def test_commands_resuming_after_a_silence_start_from_the_measured_pose():
     assert np.allclose(pos, moved, atol=1e-9)                    # no drag back towards z = 0.35
 
 
+def test_commands_resuming_after_a_short_silence_in_contact_go_on_from_the_held_pose():
+    """A gap in the commands while the tool presses 7 mm into a surface: when they resume,
+    the output does not snap up to the measured pose (which would release the press)."""
+    f = make(max_speed=0.25, max_accel=3.0)
+    tcp = np.array([0.0, 0.0, 0.3])                               # the surface stops the tool here
+    pressed = run(f, 100, np.array([0.0, 0.0, 0.293]), tcp=tcp)[-1]
+    assert pressed[2] == pytest.approx(0.293, abs=1e-6)
+    run(f, 60, None, t0=100 * DT, tcp=tcp)                           # 0.3 s without a command
+    t = 160 * DT
+    pos, _ = f.filter(t, np.array([0.0, 0.0, 0.293]), Q, t, tcp, Q, np.zeros(3), t)
+    assert np.allclose(pos, pressed, atol=1e-9)                     # no jump
+
+
 # ---------------------------------------------------------------- tracking bound, plant resets
 
 

@@ -38,6 +38,8 @@ FAKE = textwrap.dedent('''
     elif cmd == "train":
         out = Path(opt("--out")); out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}"); (out / "training_state").mkdir(exist_ok=True)
+    elif cmd == "dataset":
+        assert args[1] == "check" and Path(args[2], "meta", "info.json").is_file()
     elif cmd == "export":
         out = Path(opt("--out")); out.mkdir(parents=True); (out / "runtime.json").write_text("{}")
     elif cmd == "sim":
@@ -83,10 +85,11 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     res = Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
     c = calls(tmp_path)
     kinds = [x.split()[0] for x in c]
-    assert kinds == ["record"] * 2 + ["convert"] + ["train"] * 4 + ["export"] * 3 + ["sim"] * 12
+    assert kinds == ["record"] * 2 + ["convert", "dataset"] + ["train"] * 4 + ["export"] * 3 + ["sim"] * 12
     assert "--perturb" in c[0] and "--seed 100" in c[0] and "--seed 102" in c[1]
-    assert "--tokenizer" in c[4] and c[4].split()[1] == "ldp"
-    assert "--obs-contact" in c[6] and "--obs-contact" not in c[5]
+    assert c[3].split()[:2] == ["dataset", "check"]          # no training on defective demonstrations
+    assert "--tokenizer" in c[5] and c[5].split()[1] == "ldp"
+    assert "--obs-contact" in c[7] and "--obs-contact" not in c[6]
     sims = [x for x in c if x.startswith("sim")]
     assert all(int(x.split("--seed ")[1].split()[0]) >= 1000 for x in sims)     # never a demo seed
     assert sum("--no-perturb" in x for x in sims) == 6

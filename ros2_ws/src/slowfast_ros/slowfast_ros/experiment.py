@@ -239,6 +239,13 @@ class Experiment:
                    "--only-success"], "convert")
         self._mark("convert")
 
+    def check(self) -> None:
+        """No training on defective demonstrations: lunges, speeding, frozen streams stop here."""
+        if self._done("check"):
+            return
+        self._run(["dataset", "check", str(self.out / "dataset")], "check")
+        self._mark("check")
+
     def _train(self, name: str, model: str, epochs: int, extra: list[str]) -> None:
         step = f"train_{name}"
         if self._done(step):
@@ -310,7 +317,7 @@ class Experiment:
         self._check_settings()
         (self.out / "logs").mkdir(exist_ok=True)
         t0 = time.monotonic()
-        for stage in (self.record, self.convert, self.train, self.export, self.evaluate):
+        for stage in (self.record, self.convert, self.check, self.train, self.export, self.evaluate):
             stage()
         results = report(self.out)
         self.log(f"experiment {self.s.task}: finished in {time.monotonic() - t0:.0f} s -> {self.out / 'results.md'}")

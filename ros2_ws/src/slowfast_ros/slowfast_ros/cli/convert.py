@@ -21,9 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="action: the commanded target (default) or the next measured TCP pose")
     p.add_argument("--only-success", action="store_true", help="skip episodes not marked a success")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--drop-stale", action="store_true",
+                   help="drop the frames where a stream's sample is older than its bound (half a frame for "
+                        "pose/wrench/tactile, 1.5 periods for camera and command) instead of marking them; the "
+                        "fresh runs between them become episodes of their own")
     p.add_argument("--min-run", type=float, default=0.5,
-                   help="frames whose samples are too old are dropped; the fresh runs between them become "
-                        "episodes when at least this long (s, default 0.5)")
+                   help="with --drop-stale: shortest fresh run kept as an episode (s, default 0.5)")
 
 
 def expand(paths) -> list[Path]:
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from teleop_tactar.convert import convert_bags  # noqa: PLC0415
 
     result = convert_bags(expand(args.bags), args.out, fps=args.fps, action=args.action,
-                          only_success=args.only_success, overwrite=args.overwrite, min_run_s=args.min_run)
+                          only_success=args.only_success, overwrite=args.overwrite,
+                          drop_stale=args.drop_stale, min_run_s=args.min_run)
     for bag, why in result["errors"].items():
         print(f"slowfast convert: skipped {bag}: {why}", file=sys.stderr)
     truncated = [e for e in result["episodes"] if e["truncated"]]
@@ -54,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if result["dataset"] is None:
         raise ValueError("no episode could be converted")
     frames = sum(e["frames"] for e in result["episodes"])
-    dropped = sum(e["dropped_frames"] for e in result["episodes"])
+    stale = sum(e["stale_frames"] for e in result["episodes"])
     parts = sum(e["parts"] for e in result["episodes"])
     split = f", split into {parts} at stream gaps" if parts != n else ""
+    what = "dropped" if args.drop_stale else "marked (feature 'stale')"
     print(f"slowfast convert: {n} episode(s){split}, {frames} frames at {args.fps:g} fps -> {result['dataset']} "
-          f"(largest stamp offset {result['max_lag_s'] * 1e3:.1f} ms; {dropped} frame(s) dropped: a stream's "
-          f"sample was older than its bound)")
+          f"(largest offset of a fresh frame's sample {result['max_lag_s'] * 1e3:.1f} ms; {stale} stale frame(s) "
+          f"{what}: some stream's sample farther from the frame time than its bound)")
     skipped = result["errors"] and not (args.only_success and all(
         why.endswith("not marked a success") for why in result["errors"].values()))
     return 1 if skipped or truncated else 0
