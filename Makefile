@@ -56,7 +56,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The tests not marked slow (no DDS stack, no training): about a minute.
+# The tests not marked slow or dds (no ROS 2 stack, no training): under a minute on 2 cores.
 test-quick: setup
 	$(PY) -m pytest -q -m "not slow and not dds"
 

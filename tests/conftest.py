@@ -43,6 +43,15 @@ def _claim_domain() -> int:
 os.environ["ROS_DOMAIN_ID"] = str(_claim_domain())
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that needs a trained model (a tiny checkpoint, an overfit tokenizer, a learnt
+    BPE) is slow: it pays for the training when it is the first to ask. `make test-quick`
+    leaves the slow and the DDS tests out."""
+    for item in items:
+        if {"trained", "overfit", "corpus_tok"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def free_port():
     """A callable returning a TCP port on 127.0.0.1 that is free right now."""

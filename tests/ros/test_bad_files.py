@@ -26,6 +26,7 @@ def checkpoint(tmp_path, trained):
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_damaged_model_safetensors_is_one_line_in_export_and_sim(tmp_path, checkpoint, damage):
     weights = checkpoint / "model.safetensors"
@@ -40,6 +41,7 @@ def test_a_damaged_model_safetensors_is_one_line_in_export_and_sim(tmp_path, che
     assert_one_line_error(r, str(weights), "safetensors")
 
 
+@pytest.mark.slow
 def test_a_damaged_training_checkpoint_is_one_line_on_resume(tmp_path, checkpoint):
     weights = checkpoint / "tokenizer" / "model.safetensors"   # resuming the LDP loads its tokenizer first
     _truncate(weights, 0.3)
@@ -47,6 +49,7 @@ def test_a_damaged_training_checkpoint_is_one_line_on_resume(tmp_path, checkpoin
     assert_one_line_error(r, str(weights), "safetensors")
 
 
+@pytest.mark.slow
 def test_the_resume_loader_names_a_damaged_weight_file(checkpoint):
     from policy.fileio import load_safetensors
 
@@ -64,6 +67,7 @@ def test_a_truncated_runtime_json_is_named(tmp_path):
     assert_one_line_error(r, str(export / "runtime.json"), "not valid JSON")
 
 
+@pytest.mark.slow
 def test_a_truncated_config_json_is_named(tmp_path, checkpoint):
     _truncate(checkpoint / "config.json")
     r = slowfast("export", str(checkpoint), "--out", str(tmp_path / "exp"))

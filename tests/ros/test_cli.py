@@ -56,6 +56,7 @@ def test_up_unknown_profile_and_argument():
     assert_one_line_error(slowfast("up", "sim-expert", "colour:=red"), "no argument(s) colour")
 
 
+@pytest.mark.slow
 def test_doctor_reports_each_check():
     r = slowfast("doctor", timeout=180)
     for name in ("rmw", "dds", "mujoco-gl", "onnxruntime", "realsense", "cuda"):

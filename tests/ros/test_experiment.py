@@ -13,6 +13,8 @@ import pytest
 
 from slowfast_ros.experiment import Experiment, ExperimentSettings, mean_ci, report, wilson
 
+pytestmark = pytest.mark.slow   # runs each experiment stage as a subprocess
+
 FAKE = textwrap.dedent('''
     import json, os, sys
     from pathlib import Path

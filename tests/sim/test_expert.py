@@ -12,6 +12,7 @@ from sim.runner import run_episode
 SEEDS = range(10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["wipe", "lift"])
 def test_expert_succeeds_on_9_of_10_perturbed_seeds(task):
     results = []

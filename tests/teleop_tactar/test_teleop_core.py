@@ -243,6 +243,7 @@ def test_scripted_operator_reclutch_keeps_the_targets_on_the_experts():
         assert np.allclose(targets["arm"].pos, intended[-1][0], atol=1e-6)   # what the expert asked for
 
 
+@pytest.mark.slow
 def test_scripted_lift_operator_lifts_through_the_teleop_server_and_the_safety_filter():
     # The whole teleop path in one process, without DDS: the operator's app messages at 60 Hz,
     # two ticks late (what the server, safety filter and DDS add), the server's retargeting,

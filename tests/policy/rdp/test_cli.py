@@ -5,6 +5,8 @@ import pytest
 
 from slowfast_ros.cli import main
 
+pytestmark = pytest.mark.slow   # trains and exports through the CLI
+
 
 def test_train_export_resume_cli(tmp_path, dataset, capsys):
     cfg = tmp_path / "tiny.json"

@@ -11,6 +11,8 @@ from policy.rdp.checkpoint import load_checkpoint
 from policy.rdp.geometry import absolute_to_relative, relative_to_absolute, rot6d_to_matrix
 from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime, TorchDecoderRuntime, TorchSlowPolicy
 
+pytestmark = pytest.mark.slow   # trains tiny models (the session fixture)
+
 
 def _obs(rng):
     images = {"wrist": rng.integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)}

@@ -98,6 +98,7 @@ def test_nan_in_batch_at_training_time(tmp_path, dataset, tiny_config, monkeypat
         train("dp", dataset, tmp_path / "ck", cfg, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,stop", [("tokenizer", 5), ("dp", 4)])
 def test_resume_equals_uninterrupted(tmp_path, dataset, tiny_config, kind, stop):
     """Stop mid-epoch (as Ctrl-C would), resume: same weights, EMA and optimizer as one run."""

@@ -34,6 +34,7 @@ def overfit(tmp_path_factory, tiny_config):
     return model.eval(), norm, batch
 
 
+@pytest.mark.slow
 def test_overfits_small_set(overfit):
     model, norm, b = overfit
     with torch.no_grad():

@@ -53,6 +53,7 @@ def test_step_api_and_stats(small_model, tokenizer):
     assert s["parse_failures"] == sum(s["parse_reasons"].values())
 
 
+@pytest.mark.slow
 def test_sliding_cache_stays_bounded_over_200_turns(small_model, tokenizer):
     agent = make(small_model, tokenizer, window_turns=4, memory_refresh_turns=4)
     sizes, memory = [], []

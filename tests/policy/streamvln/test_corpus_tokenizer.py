@@ -18,6 +18,7 @@ def corpus_tok(instructions):
     return build_corpus_tokenizer(prompt_texts(PromptConfig(), instructions), vocab_size=640)
 
 
+@pytest.mark.slow
 def test_prompts_shrink_and_words_become_tokens(corpus_tok, instructions):
     held_out = make_episode(100003).instruction
     bytes_prefix = len(TurnSequences(build_tiny_tokenizer()).prefix(held_out))

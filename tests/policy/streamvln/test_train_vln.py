@@ -7,6 +7,8 @@ import pytest
 
 from slowfast_ros.cli import main
 
+pytestmark = pytest.mark.slow   # trains a small VLN model
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
