@@ -277,11 +277,8 @@ class EpisodeStarts:
             node.create_subscription(String, topic_name, self._on_event, qos.LATCHED)
 
     def _on_event(self, msg) -> None:
-        try:
-            event = msgs.json_from_msg(msg)
-        except ValueError:
-            return
-        if event.get("event") == "start":
+        event = msgs.episode_start(msg)
+        if event is not None:
             with self._lock:
                 self._after = float(event.get("hold_stamp", event.get("start_stamp", 0.0)))
 

@@ -301,11 +301,21 @@ def json_msg(payload: dict) -> String:
 def json_from_msg(msg: String) -> dict:
     try:
         payload = json.loads(msg.data)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"event is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise ValueError("event JSON must be an object")
     return payload
+
+
+def episode_start(msg: String) -> dict | None:
+    """The event of an episode topic (``sim/episode``) message when it is a start, else None
+    (an end event, or a message that is not a JSON object)."""
+    try:
+        event = json_from_msg(msg)
+    except ValueError:
+        return None
+    return event if event.get("event") == "start" else None
 
 
 # ---------------------------------------------------------------- diagnostics

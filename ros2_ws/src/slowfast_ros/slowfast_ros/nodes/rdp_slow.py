@@ -102,11 +102,7 @@ class RdpSlow(Node):
             self._images[cam].append((stamp, rgb))
 
     def _on_episode(self, msg) -> None:
-        try:
-            event = msgs.json_from_msg(msg)
-        except ValueError:
-            return
-        if event.get("event") == "start":
+        if msgs.episode_start(msg) is not None:
             self.inputs.reset()
             with self._lock:
                 for q in self._images.values():

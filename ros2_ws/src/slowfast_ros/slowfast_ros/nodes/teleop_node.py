@@ -114,11 +114,7 @@ class TeleopNode(Node):
     # ------------------------------------------------------------ ROS callbacks (store only)
 
     def _on_episode(self, msg: String) -> None:
-        try:
-            event = msgs.json_from_msg(msg)
-        except ValueError:
-            return
-        if event.get("event") == "start":
+        if msgs.episode_start(msg) is not None:
             with self._lock:
                 self._new_episode = True
 
