@@ -39,9 +39,26 @@ def _start(free_port):
     return proc, port, nodes
 
 
+def _running(p) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE   # exited, not yet reaped by its new parent
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _gone_within(nodes, seconds: float) -> list:
-    _, alive = psutil.wait_procs(nodes, timeout=seconds)
-    return alive
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and any(_running(p) for p in nodes):
+        time.sleep(0.05)
+    return [p for p in nodes if _running(p)]
+
+
+def _kill(procs) -> None:
+    for p in procs:
+        try:
+            p.kill()
+        except (ProcessLookupError, psutil.Error):
+            pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -61,11 +78,7 @@ def test_a_signal_to_the_launcher_stops_every_node(free_port, sig):
         assert proc.returncode != 0 or sig == signal.SIGINT
         assert took < 2.0
     finally:
-        for p in [proc, *nodes]:
-            try:
-                p.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+        _kill([proc, *nodes])
 
 
 def test_nodes_die_with_a_launcher_that_is_killed(free_port):
@@ -77,8 +90,4 @@ def test_nodes_die_with_a_launcher_that_is_killed(free_port):
         assert not alive, [(p.pid, p.cmdline()[-6:]) for p in alive]
         assert not _listening(port)
     finally:
-        for p in nodes:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _kill(nodes)

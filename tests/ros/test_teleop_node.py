@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
 
-from slowfast_ros import msgs, qos, stack
-from slowfast_ros.topic_probe import TopicProbe, wait_until
+from slowfast_ros import msgs, stack
+from slowfast_ros.topic_probe import Newest, TopicProbe
 from teleop_tactar import protocol
 from teleop_tactar.frames import world_to_unity_pos
 
@@ -58,13 +58,10 @@ def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path, free_
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped, "/arm/target_tcp": PoseStamped})
     url = f"http://127.0.0.1:{port}/unity"
 
-    newest = {}   # one subscription for the whole test: no discovery wait at each look
-    probe.node.create_subscription(PoseStamped, "/arm/tcp_pose", lambda m: newest.__setitem__("pose", m),
-                                   qos.SENSOR_SUB)
+    newest = Newest(probe.node, "/arm/tcp_pose", PoseStamped)
 
     def tcp():
-        assert wait_until(lambda: "pose" in newest, timeout=10.0), "no /arm/tcp_pose"
-        return msgs.pose_from_msg(newest["pose"])[1]
+        return msgs.pose_from_msg(newest.get())[1]
 
     try:
         with stack.Stack(profile, overrides, log_dir=tmp_path) as s:

@@ -11,7 +11,7 @@ from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos, stack
-from slowfast_ros.topic_probe import TopicProbe
+from slowfast_ros.topic_probe import Newest, TopicProbe
 
 pytestmark = pytest.mark.dds
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,8 +35,10 @@ def test_webxr_page_round_trip_in_headless_chromium(tmp_path, free_port):
     node.create_subscription(String, "/recorder/command", lambda m: commands.append(msgs.json_from_msg(m)),
                              qos.COMMAND)
 
+    newest = Newest(node, "/arm/tcp_pose", PoseStamped)
+
     def tcp():
-        return msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped, timeout=2.0))[1]
+        return msgs.pose_from_msg(newest.get())[1]
 
     try:
         with stack.Stack(profile, overrides, log_dir=tmp_path) as s, sync_playwright() as pw:

@@ -125,6 +125,24 @@ class TopicProbe:
         self._thread.join(timeout=2.0)
 
 
+class Newest:
+    """The newest message on a topic, from one subscription kept open (a fresh subscription
+    per look waits for discovery each time, seconds on a loaded machine)."""
+
+    def __init__(self, node, topic: str, mtype, profile=qos.SENSOR_SUB):
+        self.topic = topic
+        self.msg = None
+        self._sub = node.create_subscription(mtype, topic, self._on, profile)
+
+    def _on(self, msg) -> None:
+        self.msg = msg
+
+    def get(self, timeout: float = 10.0):
+        """The newest message; AssertionError when none came within ``timeout``."""
+        assert wait_until(lambda: self.msg is not None, timeout), f"nothing on {self.topic} in {timeout:g} s"
+        return self.msg
+
+
 def wait_until(cond, timeout: float = 5.0, poll: float = 0.002) -> bool:
     """Wait for a state rather than for a duration (the same on an idle and a loaded machine);
     returns whether ``cond()`` became true within ``timeout`` seconds."""
