@@ -220,3 +220,30 @@ def test_nan_contact_readings_are_rejected_counted_and_the_command_holds(export,
     assert len(held) >= 5 and np.ptp(held, axis=0).max() < 1e-9    # holds still
     assert int(diag["sensor_messages_rejected"]) > 0
     assert int(diag["right/interventions/stale_contact"]) > 0
+
+
+def test_stopping_the_fast_node_mid_chunk_leaves_the_arm_holding_where_it_is(export, tmp_path):
+    """SIGINT while a chunk is moving the command: the node's last word is a target at the
+    measured pose, so the robot's controller does not keep a point mid-chunk as its target."""
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
+
+    meta = json.loads((export / "runtime.json").read_text())
+    probe = TopicProbe({"/right/target_tcp": PoseStamped})
+    node = probe.node
+    robot = Robot(node, fz=8.0)                     # a force the policy yields to: the command moves
+    chunk_pub = node.create_publisher(JointTrajectory, "/policy/latent_chunk", qos.COMMAND)
+    cmds = []
+    node.create_subscription(PoseStamped, "/right/target_tcp", lambda m: cmds.append(msgs.pose_from_msg(m)[1]),
+                             qos.COMMAND)
+    try:
+        with stack.Stack(_profile("rdp_fast"), _fast_overrides(export), log_dir=tmp_path) as s:
+            assert probe.wait_for(["/right/target_tcp"], timeout=60, abort=s.any_exited), s.last_line("rdp_fast")
+            latent = np.zeros((meta["latent_steps"], meta["latent_dim"]), np.float32)
+            chunk_pub.publish(msgs.chunk_msg(robot.now() - 0.01, "world", "latent", latent, 4 / meta["fps"]))
+            assert wait_until(lambda: any(np.abs(c - POSE[:3]).max() > 1e-3 for c in list(cmds)))  # moving
+            s.stop()                                 # SIGINT to the node, as Ctrl-C or SIGTERM to slowfast does
+            assert s.procs["rdp_fast"].returncode == 0, s.last_line("rdp_fast")
+        assert wait_until(lambda: np.allclose(cmds[-1], POSE[:3], atol=1e-9), timeout=2.0), cmds[-3:]
+    finally:
+        robot.stop = True
+        probe.close()
