@@ -15,12 +15,15 @@ import numpy as np
 def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, seed: int = 0,
                      fps: float = 50.0, control_hz: float = 200.0, image_size: tuple[int, int] = (96, 128),
                      perturb: bool = True, episode_seconds: float | None = None, camera: bool = True,
-                     progress=None) -> Path:
+                     progress=None, episode_runner=None, label: str = "expert") -> Path:
     """Run ``episodes`` expert episodes (seeds ``seed``..) and write them to ``root``.
 
     fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera;
     camera: False writes no images (for policies that see only proprioception and touch).
-    Returns the dataset folder. Raises ValueError on bad arguments."""
+    episode_runner: ``(env, on_step) -> metrics`` running one episode and calling
+    ``on_step(t, states, command)`` at ``control_hz`` (default: the expert commanding the arm
+    directly; ``teleop_tactar.demonstrator`` has the teleop path). ``label`` goes into each
+    episode's task string. Returns the dataset folder. Raises ValueError on bad arguments."""
     from teleop_tactar.dataset import DatasetWriter
 
     from .config import SimConfig
@@ -45,7 +48,6 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     try:
         for ep in range(episodes):
             env.reset(seed=seed + ep)
-            expert = make_expert(task, env.task_spec())
             keys = ["observation.tcp_pose", "observation.wrench", "observation.tactile", "action"]
             frames: dict[str, list] = {k: [] for k in keys + (["observation.images.camera"] if camera else [])}
             tick = [0]
@@ -62,8 +64,11 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
                         frames["observation.images.camera"].append(env.render())
                 tick[0] += 1
 
-            metrics = run_episode(env, expert, control_hz=control_hz, on_step=on_step)
-            writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} (expert)")
+            if episode_runner is None:
+                metrics = run_episode(env, make_expert(task, env.task_spec()), control_hz=control_hz, on_step=on_step)
+            else:
+                metrics = episode_runner(env, on_step)
+            writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} ({label})")
             if progress is not None:
                 progress(ep, metrics)
     finally:

@@ -245,47 +245,16 @@ def test_scripted_operator_reclutch_keeps_the_targets_on_the_experts():
 
 @pytest.mark.slow
 def test_scripted_lift_operator_lifts_through_the_teleop_server_and_the_safety_filter():
-    # The whole teleop path in one process, without DDS: the operator's app messages at 60 Hz,
-    # two ticks late (what the server, safety filter and DDS add), the server's retargeting,
-    # the safety filter at 200 Hz with safety_node's limits, the perturbed lift sim. The
-    # expert's own 30 ms squeeze loop rings here and never lifts; the operator's must.
-    import collections
-    import copy
-
-    from policy.rdp.geometry import quat_to_matrix_one
-    from policy.safety import SafetyFilter
+    # The whole teleop path in one process, without DDS (teleop_tactar.demonstrator): the
+    # operator's app messages at 60 Hz, two ticks late (what the server, safety filter and DDS
+    # add), the server's retargeting, the safety filter at 200 Hz with safety_node's limits,
+    # the perturbed lift sim. The expert's own 30 ms squeeze loop rings here and never lifts;
+    # the operator's must.
     from sim import SimConfig, SimEnv
-    from slowfast_ros.arm_io import SafetyParams
-    from teleop_tactar.operator import ScriptedOperator
-    from teleop_tactar.protocol import parse_hands
-    from teleop_tactar.retarget import RetargetConfig, Teleoperator
+    from slowfast_ros.cli.demos import safety_node_limits
+    from teleop_tactar.demonstrator import teleop_episode_runner
 
     env = SimEnv(SimConfig(task="lift", render=False, perturb=True))
     env.reset(10000)
-    hands = {"left": "left", "right": "right"}
-    op = ScriptedOperator("lift", env.task_spec(), hands)
-    server = Teleoperator(hands, RetargetConfig())
-    cfg = SafetyParams().safety_config()     # safety_node's limits (its parameter defaults)
-    safety = {a: SafetyFilter(cfg) for a in env.arms}
-    late = collections.deque(maxlen=3)
-    targets, stamp, step = {}, None, 0
-    while not env.done:
-        t = env.time
-        states = {a: env.observe(a) for a in env.arms}
-        if step % 17 == 0:
-            late.append((t, copy.deepcopy(states)))
-            t_seen, seen = late[0]
-            tcp = {a: (s.tcp_pos, s.tcp_quat) for a, s in seen.items()}
-            new, _ = server.on_frame(parse_hands(op.message(t_seen, seen)), tcp, t)
-            targets.update(new)
-            stamp = t
-        if step % 5 == 0 and targets:
-            for a, s in states.items():
-                force = quat_to_matrix_one(s.tcp_quat) @ np.asarray(s.wrench[:3])
-                pos, quat = safety[a].filter(t, targets[a].pos, targets[a].quat, stamp, s.tcp_pos, s.tcp_quat,
-                                             force, t)
-                env.set_target(a, pos, quat)
-        env.step(1)
-        step += 1
-    m = env.metrics()
+    m = teleop_episode_runner(safety_node_limits())(env)
     assert m["success"], {k: m[k] for k in ("max_lift", "hold_time", "slip_events", "peak_force")}

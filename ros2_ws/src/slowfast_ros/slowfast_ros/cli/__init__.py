@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("up", "start a stack profile (the nodes of a launch file) without ros2 launch"),
     "teleop": ("teleop", "serve the TactAR headset protocol and the WebXR page"),
     "record": ("record", "record demonstration episodes as rosbag2 (MCAP) folders"),
+    "demos": ("demos", "generate scripted demonstrations in process (teleop path, faster than real time)"),
     "convert": ("convert", "convert recorded bags to a LeRobot-v3-layout dataset"),
     "dataset": ("dataset", "check a converted dataset for lunges, speeding, frozen and stale streams"),
     "train": ("train", "train a tokenizer, latent diffusion policy, DP baseline or VLN model"),

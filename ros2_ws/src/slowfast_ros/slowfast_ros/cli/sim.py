@@ -26,15 +26,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rdp/dp: an export folder (slowfast export) or a checkpoint folder (exported into --out)")
     p.add_argument("--control-hz", type=float, default=200.0, help="rdp/dp: fast loop rate (Hz)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed+k")
     p.add_argument("--out", default="out/sim", help="output folder (default out/sim)")
-    p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
-    p.add_argument("--episode-seconds", type=float, default=0.0, help="episode length (0 = task default)")
     p.add_argument("--camera-hz", type=float, default=30.0, help="camera rate; 0 = no rendering, no video")
-    p.add_argument("--width", type=int, default=320, help="camera width (px)")
-    p.add_argument("--height", type=int, default=240, help="camera height (px)")
+    add_episode_arguments(p)
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override any node parameter (repeatable)")
+
+
+def add_episode_arguments(p: argparse.ArgumentParser) -> None:
+    """The sim episode options every command that runs sim episodes shares."""
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed+k")
+    p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
+    p.add_argument("--episode-seconds", type=float, default=0.0, help="episode length (0 = task default)")
+    p.add_argument("--width", type=int, default=320, help="camera width (px, default 320)")
+    p.add_argument("--height", type=int, default=240, help="camera height (px, default 240)")
 
 
 def _writable_dir(path: Path) -> Path:

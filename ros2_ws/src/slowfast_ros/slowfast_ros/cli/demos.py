@@ -1,0 +1,72 @@
+"""`slowfast demos --task wipe --episodes N --out DATASET`: scripted demonstrations generated in
+one process, faster than real time, straight into a dataset.
+
+``--via teleop`` (default) runs the same chain as ``slowfast record --operator scripted``
+(expert -> scripted operator -> the app's JSON -> clutch retargeting -> the safety filter
+with safety_node's parameter file limits) with the synchronous sim: no DDS, no stalled sensor
+streams, deterministic per seed. ``--via expert`` lets the expert command the arm directly.
+Prints one line per episode and a summary; exit 1 when an episode failed its task.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from slowfast_ros.cli.sim import add_episode_arguments  # noqa: PLC0415
+
+    p.add_argument("--task", default="wipe", help="sim task: wipe | lift (default wipe)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    p.add_argument("--out", required=True, help="dataset folder to write (must be empty or absent)")
+    p.add_argument("--via", choices=("teleop", "expert"), default="teleop",
+                   help="teleop: through the operator, retargeting and safety filter (default); "
+                        "expert: the expert commands the arm directly")
+    p.add_argument("--fps", type=float, default=50.0, help="dataset frame rate (divides 200 Hz; default 50)")
+    p.add_argument("--no-camera", action="store_true", help="write no camera images")
+    add_episode_arguments(p)
+
+
+def safety_node_limits():
+    """The SafetyConfig that safety_node runs with from its shipped parameter file."""
+    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_ros.arm_io import SafetyParams  # noqa: PLC0415
+
+    given = stack.file_parameters(stack.config_dir() / "safety_node.yaml", "safety_node")
+    names = {f.name for f in dataclasses.fields(SafetyParams)}
+    return SafetyParams(**{k: (list(v) if isinstance(v, list) else v) for k, v in given.items()
+                           if k in names}).safety_config()
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim import TASKS  # noqa: PLC0415
+    from sim.datagen import generate_dataset  # noqa: PLC0415
+
+    if args.task not in TASKS:
+        raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes: {args.episodes} must be at least 1")
+    runner = None
+    if args.via == "teleop":
+        from teleop_tactar.demonstrator import teleop_episode_runner  # noqa: PLC0415
+        runner = teleop_episode_runner(safety_node_limits())
+    results = []
+    t0 = time.monotonic()
+
+    def progress(ep, metrics):
+        results.append(bool(metrics.get("success")))
+        keys = ("coverage", "time_in_band", "max_lift", "hold_time", "peak_force")
+        figures = ", ".join(f"{k}={metrics[k]:.3g}" for k in keys if isinstance(metrics.get(k), (int, float)))
+        print(f"  episode {ep + 1}/{args.episodes} (seed {args.seed + ep}): success={metrics.get('success')} "
+              f"({figures}) {time.monotonic() - t0:.0f} s", flush=True)
+
+    print(f"slowfast demos: {args.task}, {args.episodes} episode(s) via {args.via}, seed {args.seed} -> {args.out}",
+          flush=True)
+    root = generate_dataset(args.out, task=args.task, episodes=args.episodes, seed=args.seed, fps=args.fps,
+                            image_size=(args.height, args.width), perturb=not args.no_perturb,
+                            episode_seconds=args.episode_seconds or None, camera=not args.no_camera,
+                            progress=progress, episode_runner=runner, label=f"scripted {args.via}")
+    n_ok = sum(results)
+    print(f"slowfast demos: {n_ok}/{len(results)} succeeded -> {root} ({time.monotonic() - t0:.0f} s)")
+    return 0 if n_ok == len(results) else 1
