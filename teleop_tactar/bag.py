@@ -102,16 +102,23 @@ class BagWriter:
     every so often; ``close`` writes the MCAP summary and the final metadata."""
 
     def __init__(self, folder: str | os.PathLike, chunk_size: int = 1 << 20, custom_data: dict | None = None,
-                 msgdef_dirs=None, fsync: bool = False):
+                 msgdef_dirs=None, fsync: bool = False, compression: str = "zstd"):
         from mcap.writer import CompressionType, Writer
 
+        kinds = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
+        if compression not in kinds:
+            raise ValueError(f"compression: {compression!r} not one of {', '.join(kinds)}")
         self.folder = Path(folder)
         if self.folder.exists() and any(self.folder.iterdir()):
             raise OSError(f"bag folder {self.folder} exists and is not empty")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.file_name = f"{self.folder.name}_0.mcap"
         self._f = open(self.folder / self.file_name, "wb")  # noqa: SIM115 - closed in close()
-        self._w = Writer(self._f, chunk_size=chunk_size, compression=CompressionType.NONE)
+        # MCAP chunk compression (what rosbag2's mcap storage does with its zstd presets): every
+        # reader decompresses it; metadata.yaml's compression fields stay empty, as they name
+        # rosbag2's own file/message compression, which is not used.
+        self.compression = compression
+        self._w = Writer(self._f, chunk_size=chunk_size, compression=kinds[compression])
         self._w.start(profile="ros2", library="slowfast teleop_tactar.bag")
         self.topics: dict[str, _Topic] = {}
         self._schemas: dict[str, int] = {}

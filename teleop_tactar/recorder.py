@@ -13,9 +13,15 @@ from pathlib import Path
 from .bag import BagWriter
 
 
+COMPRESSIONS = ("zstd", "lz4", "none")   # MCAP chunk compression of the bags
+
+
 class EpisodeRecorder:
     def __init__(self, out_dir: str | Path, prefix: str = "episode", chunk_size: int = 1 << 20,
-                 flush_period: float = 0.5, min_free_mb: float = 100.0, fsync: bool = False):
+                 flush_period: float = 0.5, min_free_mb: float = 100.0, fsync: bool = False,
+                 compression: str = "zstd"):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression: {compression!r} not one of {', '.join(COMPRESSIONS)}")
         if not 0.01 <= flush_period <= 10.0:
             raise ValueError(f"flush_period: {flush_period} outside 0.01..10 s")
         if not (1 << 12) <= chunk_size <= (1 << 28):
@@ -24,6 +30,7 @@ class EpisodeRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
         self.chunk_size, self.flush_period, self.min_free_mb, self.fsync = chunk_size, flush_period, min_free_mb, fsync
+        self.compression = compression
         self.bag: BagWriter | None = None
         self.types: dict[str, str] = {}            # every topic seen: name -> type
         self.counts: Counter = Counter()
@@ -53,7 +60,8 @@ class EpisodeRecorder:
             self.error = f"disk full: {free:.0f} MB free under {self.out_dir} (< {self.min_free_mb:g} MB); not recording"
             raise OSError(errno.ENOSPC, self.error)
         self.meta = {k: v for k, v in custom.items() if v is not None}
-        self.bag = BagWriter(self._next_folder(), self.chunk_size, self.meta, fsync=self.fsync)
+        self.bag = BagWriter(self._next_folder(), self.chunk_size, self.meta, fsync=self.fsync,
+                             compression=self.compression)
         for name, t in self.types.items():
             self.bag.add_topic(name, t)
         self.counts.clear()

@@ -39,6 +39,7 @@ class RecorderNodeParams:
     queue_size: int = param(20000, "messages buffered between the callbacks and the writer")
     dds_depth: int = param(2000, "DDS history depth of each recording subscription (reliable, keep last)")
     chunk_size: int = param(1048576, "MCAP chunk size (bytes)")
+    compression: str = param("zstd", "MCAP chunk compression: zstd | lz4 | none")
     flush_period: float = param(0.5, "flush the bag at least this often (s): the most a crash loses")
     min_free_mb: float = param(200.0, "stop recording when less disk than this is free (MB)")
     progress_period: float = param(1.0, "progress line period (s)")
@@ -70,7 +71,8 @@ class RecorderNode(Node):
         from teleop_tactar.recorder import EpisodeRecorder  # noqa: PLC0415
 
         p = self.p = declare_params(self, RecorderNodeParams)
-        self.rec = EpisodeRecorder(p.out_dir, p.prefix, p.chunk_size, p.flush_period, p.min_free_mb)
+        self.rec = EpisodeRecorder(p.out_dir, p.prefix, p.chunk_size, p.flush_period, p.min_free_mb,
+                                   compression=p.compression)
         self.wanted = {self._abs(t) for t in p.topics if t}
         self.exclude = {self._abs(t) for t in p.exclude if t}
         self.q: queue.Queue = queue.Queue(maxsize=p.queue_size)
