@@ -12,8 +12,9 @@ Per episode, from the dataset's own frames (LeRobot v3 layout, :mod:`teleop_tact
   stamps when the converter measured it (10 % margin); from the frames otherwise, where
   resampling stretches a step by up to half a frame (50 % margin).
 * ``peak_speed_mps``: the fastest measured TCP motion between two fresh frames. Reported, not
-  judged: in contact a tool that sticks and then slips under friction moves faster than its
-  target for a moment (seen in the sim's wipe: 0.37-0.54 m/s peaks under a 0.25 m/s target).
+  judged: the arm's own dynamics are not the filter's to bound (recorded through the DDS
+  stack on a 2-core machine, wipe episodes peak at 0.3-0.7 m/s under a 0.25 m/s command, with
+  the sim's stalls; generated in process, 0.17-0.24 m/s).
 * ``frozen_s``: the longest stretch over which the measured pose did not change at all
   while the command did (a stalled sensor stream resampled into the dataset).
 * ``stale_fraction``: the share of frames the converter marked stale (some stream's sample
