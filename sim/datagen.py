@@ -15,7 +15,8 @@ import numpy as np
 def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, seed: int = 0,
                      fps: float = 50.0, control_hz: float = 200.0, image_size: tuple[int, int] = (96, 128),
                      perturb: bool = True, episode_seconds: float | None = None, camera: bool = True,
-                     progress=None, episode_runner=None, label: str = "expert") -> Path:
+                     progress=None, episode_runner=None, label: str = "expert",
+                     only_success: bool = False) -> Path:
     """Run ``episodes`` expert episodes (seeds ``seed``..) and write them to ``root``.
 
     fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera;
@@ -23,7 +24,9 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     episode_runner: ``(env, on_step) -> metrics`` running one episode and calling
     ``on_step(t, states, command)`` at ``control_hz`` (default: the expert commanding the arm
     directly; ``teleop_tactar.demonstrator`` has the teleop path). ``label`` goes into each
-    episode's task string. Returns the dataset folder. Raises ValueError on bad arguments."""
+    episode's task string. ``only_success``: write only the episodes that succeeded at their
+    task. Returns the dataset folder. Raises ValueError on bad arguments, or when no episode
+    was written."""
     from teleop_tactar.dataset import DatasetWriter
 
     from .config import SimConfig
@@ -68,9 +71,12 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
                 metrics = run_episode(env, make_expert(task, env.task_spec()), control_hz=control_hz, on_step=on_step)
             else:
                 metrics = episode_runner(env, on_step)
-            writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} ({label})")
+            if metrics.get("success") or not only_success:
+                writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} ({label})")
             if progress is not None:
                 progress(ep, metrics)
     finally:
         env.close()
+    if not writer.episodes:
+        raise ValueError(f"no episode of seeds {seed}..{seed + episodes - 1} succeeded: nothing written to {root}")
     return writer.finalize()

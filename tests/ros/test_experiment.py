@@ -40,6 +40,11 @@ FAKE = textwrap.dedent('''
     elif cmd == "train":
         out = Path(opt("--out")); out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}"); (out / "training_state").mkdir(exist_ok=True)
+    elif cmd == "demos":
+        out = Path(opt("--out")); (out / "meta").mkdir(parents=True)
+        assert "--only-success" in args
+        n = int(opt("--episodes"))
+        (out / "meta" / "info.json").write_text(json.dumps({"total_episodes": n - 1}))   # one failed
     elif cmd == "dataset":
         assert args[1] == "check" and Path(args[2], "meta", "info.json").is_file()
     elif cmd == "export":
@@ -105,7 +110,7 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     assert r["rdp"]["perturbed"]["success_rate"] == 1.0
     assert r["dp"]["perturbed"]["success_rate"] == 0.5
     assert r["dp"]["perturbed"]["unrecovered"] == 2
-    assert res["demonstrations"] == {"recorded": 4, "successful_used": 4}
+    assert res["demonstrations"] == {"recorded": 4, "successful_used": 4, "via": "record"}
     md = (out / "results.md").read_text()
     assert "| RDP (force) | perturbed | 4/4 = 1.00" in md and "force_wipe_perturbed.png" in md
     assert (out / "force_wipe_perturbed.png").stat().st_size > 1000
@@ -195,3 +200,25 @@ def test_report_command_rebuilds_results(tmp_path, fake):
     assert (out / "results.md").is_file() and res["comparison"]["perturbed"]["rdp_minus_dp"] == 0.5
     assert json.loads((out / "results.json").read_text())["task"] == "wipe"
     assert np.isfinite(res["methods"]["dp"]["perturbed"]["rms_force_error"])
+
+
+def test_inprocess_demonstrations_replace_record_and_convert(tmp_path, fake):
+    out = tmp_path / "exp"
+    res = Experiment(out, settings(demos_via="inprocess"), log=lambda s: None, slowfast=fake).run()
+    c = calls(tmp_path)
+    kinds = [x.split()[0] for x in c]
+    assert kinds[:2] == ["demos", "dataset"] and "record" not in kinds and "convert" not in kinds
+    assert "--seed 100" in c[0] and "--episodes 4" in c[0] and "--fps 25" in c[0]
+    assert res["demonstrations"] == {"recorded": 4, "successful_used": 3, "via": "inprocess"}
+    assert "4 generated in process" in (out / "results.md").read_text()
+    with pytest.raises(ValueError, match="demos-via"):
+        settings(demos_via="carrier-pigeon")
+
+
+def test_a_folder_made_before_a_setting_existed_resumes_at_its_default(tmp_path, fake):
+    out = tmp_path / "exp"
+    Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
+    stored = json.loads((out / "experiment.json").read_text())
+    del stored["demos_via"]                                  # as written by an older slowfast
+    (out / "experiment.json").write_text(json.dumps(stored))
+    Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()     # resumes, nothing refused

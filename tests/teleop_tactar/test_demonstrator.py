@@ -37,3 +37,23 @@ def test_the_same_seed_gives_the_same_demonstration(tmp_path):
                                 episode_seconds=2.0, episode_runner=teleop_episode_runner(safety_node_limits()))
         runs.append(LeRobotDataset(root).data["action"])
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_only_successful_episodes_are_written_when_asked(tmp_path):
+    from sim.datagen import generate_dataset
+
+    calls = []
+
+    def runner(env, on_step):                 # 0.1 s of holding still; every other episode "fails"
+        for _ in range(20):
+            states = {a: env.observe(a) for a in env.arms}
+            on_step(env.time, states, {a: (s.tcp_pos, s.tcp_quat) for a, s in states.items()})
+            env.step(5)
+        calls.append(env.time)
+        return {"success": len(calls) % 2 == 1}
+
+    root = generate_dataset(tmp_path / "d", episodes=4, camera=False, episode_runner=runner, only_success=True)
+    assert len(calls) == 4 and LeRobotDataset(root).ep_ids == [0, 1]      # 2 of 4 kept
+    with pytest.raises(ValueError, match="no episode"):
+        generate_dataset(tmp_path / "e", episodes=1, camera=False, only_success=True,
+                         episode_runner=lambda env, on_step: (runner(env, on_step), {"success": False})[1])

@@ -5,7 +5,10 @@ Every stage runs the same `slowfast` subcommand a user would type (logged, in or
 
 1. ``record``: scripted-operator demonstrations through the teleop server and safety_node,
    in batches (``DIR/bags/batch_NNN``), perturbations on (the operator reacts to them).
-2. ``convert``: successful episodes -> ``DIR/dataset`` (LeRobot v3 layout).
+   With ``demos_via="inprocess"``: ``slowfast demos`` runs the same chain with the
+   synchronous sim and writes the successful episodes to ``DIR/dataset`` directly.
+2. ``convert``: successful episodes -> ``DIR/dataset`` (LeRobot v3 layout); then
+   ``slowfast dataset check`` stops the experiment on defective demonstrations.
 3. ``train``: the asymmetric tokenizer, the latent diffusion policy on it, the Diffusion
    Policy baseline, and the baseline fed the force/tactile history as an observation.
 4. ``export``: ONNX for each policy.
@@ -57,6 +60,7 @@ CPU_MODEL_CONFIG = {
 #: and the safety filter holds (most demonstrations failed). 100 Hz poses and 60 Hz tactile
 #: images are the floors in DESIGN.md's topic table (real vision-based tactile sensors give
 #: 25-60 fps); the wrench, which the lift policies read, stays at 200 Hz.
+DEMO_SOURCES = ("record", "inprocess")
 TASK_SENSOR_HZ = {"wipe": {"pose_hz": 200.0, "tactile_hz": 200.0},
                   "lift": {"pose_hz": 100.0, "tactile_hz": 60.0}}
 
@@ -84,6 +88,10 @@ class ExperimentSettings:
     # chunk every 16 control steps (24 Hz): 1.5 Hz; at our 25 steps/s that is 25/16 Hz.
     slow_hz: float = 1.5625
     device: str = "auto"
+    # Where the demonstrations come from: "record" (the scripted operator through the teleop
+    # server, recorded over DDS and converted) or "inprocess" (`slowfast demos`: the same chain
+    # stepped with the synchronous sim; no stalled sensor streams).
+    demos_via: str = "record"
 
     def __post_init__(self) -> None:
         from sim import TASKS  # noqa: PLC0415
@@ -118,6 +126,8 @@ class ExperimentSettings:
             raise ValueError(f"--preset: {self.preset!r} is not sim or published")
         if not isinstance(self.model_config, dict):
             raise ValueError("--model-config: must be a JSON object")
+        if self.demos_via not in DEMO_SOURCES:
+            raise ValueError(f"--demos-via: {self.demos_via!r} is not one of {', '.join(DEMO_SOURCES)}")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -169,7 +179,9 @@ class Experiment:
                 stored = json.loads(path.read_text())
             except json.JSONDecodeError:
                 raise ValueError(f"{path}: not JSON; remove it or use another --out") from None
-            diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+            defaults = dataclasses.asdict(ExperimentSettings(task=self.s.task))
+            # a setting added since the folder was made counts at its default there
+            diff = sorted(k for k in set(stored) | set(mine) if stored.get(k, defaults.get(k)) != mine.get(k))
             if diff:
                 raise ValueError(f"{self.out} holds an experiment with other settings ({', '.join(diff)}): "
                                  "rerun with the same settings to resume, or use another --out")
@@ -218,6 +230,14 @@ class Experiment:
 
     # ------------------------------------------------------------------ stages
     def record(self) -> None:
+        if self.s.demos_via == "inprocess":
+            if not self._done("demos"):
+                shutil.rmtree(self.out / "dataset", ignore_errors=True)
+                self._run(["demos", "--task", self.s.task, "--episodes", str(self.s.demos),
+                           "--seed", str(self.s.demo_seed), "--fps", f"{self.s.fps:g}", "--only-success",
+                           "--out", str(self.out / "dataset")], "demos")
+                self._mark("demos")
+            return
         for k, first, n in self._batches(self.s.demos):
             step = f"record_{k:03d}"
             if self._done(step):
@@ -230,7 +250,7 @@ class Experiment:
             self._mark(step)
 
     def convert(self) -> None:
-        if self._done("convert"):
+        if self._done("convert") or self.s.demos_via == "inprocess":   # `slowfast demos` wrote the dataset
             return
         ds = self.out / "dataset"
         shutil.rmtree(ds, ignore_errors=True)
@@ -362,7 +382,7 @@ def report(out: str | Path) -> dict:
             eps = _episodes(out / "eval" / m / cond)
             if eps:
                 results["methods"].setdefault(m, {})[cond] = summarize_method(eps)
-    demos = _demo_counts(out)
+    demos = _demo_counts(out, settings)
     results["demonstrations"] = demos
     cmp = {}
     for cond in CONDITIONS:
@@ -379,11 +399,14 @@ def report(out: str | Path) -> dict:
     return results
 
 
-def _demo_counts(out: Path) -> dict:
+def _demo_counts(out: Path, settings: dict) -> dict:
     info = out / "dataset" / "meta" / "info.json"
-    recorded = len(list((out / "bags").glob("batch_*/episode_*")))
+    if settings.get("demos_via", "record") == "inprocess":
+        recorded = settings["demos"]          # `slowfast demos` ran every seed, wrote the successes
+    else:
+        recorded = len(list((out / "bags").glob("batch_*/episode_*")))
     used = json.loads(info.read_text())["total_episodes"] if info.is_file() else None
-    return {"recorded": recorded, "successful_used": used}
+    return {"recorded": recorded, "successful_used": used, "via": settings.get("demos_via", "record")}
 
 
 def _plot_typical(out: Path, task: str) -> str | None:
@@ -439,7 +462,8 @@ def results_markdown(results: dict) -> str:
     s = results["settings"]
     lines = [f"### {task}", ""]
     d = results.get("demonstrations", {})
-    lines.append(f"Demonstrations: {d.get('recorded')} recorded with perturbations (seeds {s['demo_seed']}.."
+    how = "generated in process" if d.get("via") == "inprocess" else "recorded"
+    lines.append(f"Demonstrations: {d.get('recorded')} {how} with perturbations (seeds {s['demo_seed']}.."
                  f"{s['demo_seed'] + s['demos'] - 1}), {d.get('successful_used')} successful ones used. "
                  f"Evaluation: {s['eval_episodes']} held-out seeds per condition ({s['eval_seed']}.."
                  f"{s['eval_seed'] + s['eval_episodes'] - 1}), the same seeds for every method.")

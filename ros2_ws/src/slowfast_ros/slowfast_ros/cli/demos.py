@@ -5,7 +5,8 @@ one process, faster than real time, straight into a dataset.
 (expert -> scripted operator -> the app's JSON -> clutch retargeting -> the safety filter
 with safety_node's parameter file limits) with the synchronous sim: no DDS, no stalled sensor
 streams, deterministic per seed. ``--via expert`` lets the expert command the arm directly.
-Prints one line per episode and a summary; exit 1 when an episode failed its task.
+Prints one line per episode and a summary; exit 1 when an episode failed its task (with
+``--only-success`` failed episodes are left out of the dataset instead).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "expert: the expert commands the arm directly")
     p.add_argument("--fps", type=float, default=50.0, help="dataset frame rate (divides 200 Hz; default 50)")
     p.add_argument("--no-camera", action="store_true", help="write no camera images")
+    p.add_argument("--only-success", action="store_true",
+                   help="write only the episodes that succeeded (exit 0 while at least one did)")
     add_episode_arguments(p)
 
 
@@ -66,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     root = generate_dataset(args.out, task=args.task, episodes=args.episodes, seed=args.seed, fps=args.fps,
                             image_size=(args.height, args.width), perturb=not args.no_perturb,
                             episode_seconds=args.episode_seconds or None, camera=not args.no_camera,
-                            progress=progress, episode_runner=runner, label=f"scripted {args.via}")
+                            progress=progress, episode_runner=runner, label=f"scripted {args.via}",
+                            only_success=args.only_success)
     n_ok = sum(results)
-    print(f"slowfast demos: {n_ok}/{len(results)} succeeded -> {root} ({time.monotonic() - t0:.0f} s)")
-    return 0 if n_ok == len(results) else 1
+    kept = f", {n_ok} written" if args.only_success else ""
+    print(f"slowfast demos: {n_ok}/{len(results)} succeeded{kept} -> {root} ({time.monotonic() - t0:.0f} s)")
+    return 0 if n_ok == len(results) or args.only_success else 1

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -38,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slow-hz", type=float, default=d.slow_hz,
                    help=f"new chunks per second for every method (default {d.slow_hz:g}: one per 16 steps, as published)")
     p.add_argument("--device", default=d.device, help="training device: auto | cpu | cuda")
+    p.add_argument("--demos-via", default=d.demos_via, choices=("record", "inprocess"),
+                   help="record: the scripted operator recorded over DDS, then converted (default); inprocess: "
+                        "`slowfast demos`, the same chain with the synchronous sim, no stalled streams")
     p.add_argument("--ros-domain-id", type=int, default=None,
                    help="DDS domain of the experiment's stacks (default: $ROS_DOMAIN_ID); discovery stays on this host")
     p.add_argument("--port", type=int, default=8082, help="teleop server port while recording (default 8082)")
@@ -55,12 +57,10 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["methods"] else 1
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
-                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "device")}
+                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "device", "demos_via")}
     if args.model_config:
-        try:
-            kw["model_config"] = json.loads(Path(args.model_config).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--model-config {args.model_config}: not JSON ({exc})") from None
+        from policy.fileio import read_json  # noqa: PLC0415
+        kw["model_config"] = read_json(args.model_config)
     exp = Experiment(out, ExperimentSettings(**kw), log=lambda s: print(s, flush=True),
                      domain_id=args.ros_domain_id, port=args.port)
     exp.run()
