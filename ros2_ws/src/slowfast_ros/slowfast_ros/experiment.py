@@ -58,7 +58,7 @@ CPU_MODEL_CONFIG = {
 #: streams: at 200 Hz each, its record stack (sim, teleop, operator, safety, recorder) needs
 #: more than two cores and the sim falls behind real time, its readings arrive stamped late
 #: and the safety filter holds (most demonstrations failed). 100 Hz poses and 60 Hz tactile
-#: images are the floors in DESIGN.md's topic table (real vision-based tactile sensors give
+#: images are the floors of the topic table in docs/architecture.md (real vision-based tactile sensors give
 #: 25-60 fps); the wrench, which the lift policies read, stays at 200 Hz.
 DEMO_SOURCES = ("record", "inprocess")
 TASK_SENSOR_HZ = {"wipe": {"pose_hz": 200.0, "tactile_hz": 200.0},

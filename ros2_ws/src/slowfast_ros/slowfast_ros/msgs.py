@@ -1,6 +1,6 @@
 """Every ROS message <-> numpy conversion of the stack, in one place.
 
-Conventions (DESIGN.md): SI units; quaternions in x, y, z, w order (ROS order) on both
+Conventions (docs/architecture.md): SI units; quaternions in x, y, z, w order (ROS order) on both
 sides of these functions; stamps are the capture time of the data, as float seconds of
 the ROS clock on the numpy side. Every pose says its frame.
 """
