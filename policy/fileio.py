@@ -30,6 +30,20 @@ def read_json(path: str | Path):
         raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
+def writable_folder(path: str | Path) -> Path:
+    """Create ``path`` (and its parents) and prove it takes a file; OSError naming it when
+    it cannot (a file in the way, no permission, a read-only or full disk)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"{path}: not writable ({exc.strerror or exc})") from None
+    return path
+
+
 def _safetensors_error(path: Path, exc: Exception) -> ValueError:
     return ValueError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc};"
                       " truncated or corrupted?)")

@@ -170,7 +170,6 @@ class SafetyFilter:
             # doing refers to a world that is gone. Start again from where the arm is.
             self._count(reasons, "plant_reset")
             self.reset(tcp_pos, tcp_quat)
-            self._force_hold = False
         if np.isfinite(tcp_pos).all():
             self._last_tcp = tcp_pos.copy()
         dt = 0.0 if self._t is None else max(0.0, t - self._t)

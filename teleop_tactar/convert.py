@@ -285,7 +285,8 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     ``drop_stale`` they are dropped instead and the fresh runs around them (at least
     ``min_run_s`` long) become episodes of their own.
     Returns {"dataset": path or None, "episodes": [per bag: frames kept, dropped_frames,
-    parts, ...], "errors": {bag: reason}, "max_lag_s": the largest offset kept}."""
+    parts, ...], "errors": {bag: reason}, "not_success": [bags left out by ``only_success``],
+    "max_lag_s": the largest offset kept}."""
     from .dataset import DatasetWriter, check_output_folder
 
     if progress == "stderr":
@@ -299,7 +300,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
         raise ValueError("no bags given")
     check_output_folder(out, overwrite)   # before reading any bag: a bad --out is not a bag's fault
     min_frames = max(2, int(np.ceil(min_run_s * fps)))
-    writer, done, errors, max_lag = None, [], {}, 0.0
+    writer, done, errors, not_success, max_lag = None, [], {}, [], 0.0
     for i, b in enumerate(bags):
         if progress is not None:
             progress.write(_bar(i, len(bags), b.name))
@@ -307,7 +308,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
         try:
             s = read_streams(b)
             if only_success and s.custom.get("success") != "True":
-                errors[str(b)] = "skipped: not marked a success"
+                not_success.append(str(b))
                 continue
             frames, times, lag, fresh = resample(s, fps, action)
             frames["stale"] = (~fresh).astype(np.float32)[:, None]
@@ -343,5 +344,6 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     if root is not None:
         from .check import CONVERSION_FILE   # what was dropped and kept, for `slowfast dataset check`
         (Path(root) / "meta" / CONVERSION_FILE).write_text(json.dumps(
-            {"fps": fps, "action": action, "bags": done, "skipped": errors}, indent=1))
-    return {"dataset": str(root) if root else None, "episodes": done, "errors": errors, "max_lag_s": max_lag}
+            {"fps": fps, "action": action, "bags": done, "skipped": errors, "not_success": not_success}, indent=1))
+    return {"dataset": str(root) if root else None, "episodes": done, "errors": errors,
+            "not_success": not_success, "max_lag_s": max_lag}

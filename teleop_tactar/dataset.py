@@ -107,14 +107,12 @@ def check_output_folder(root: str | os.PathLike, overwrite: bool = False) -> Pat
         raise OSError(f"dataset folder {root}: exists and is not a folder")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
         raise OSError(f"dataset folder {root} exists and is not empty")
+    from policy.fileio import writable_folder
+
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        return writable_folder(root)
     except OSError as exc:
-        raise OSError(f"dataset folder {root}: not writable ({exc.strerror or exc})") from None
-    return root
+        raise OSError(f"dataset folder {exc}") from None
 
 
 class DatasetWriter:

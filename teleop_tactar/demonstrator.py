@@ -21,7 +21,7 @@ import numpy as np
 
 from .operator import ScriptedOperator
 from .protocol import parse_hands
-from .retarget import RetargetConfig, Teleoperator
+from .retarget import RetargetConfig, Teleoperator, default_hands
 
 
 @dataclass
@@ -51,7 +51,7 @@ def teleop_episode_runner(safety_config, timing: TeleopTiming | None = None,
     retarget = retarget or RetargetConfig()
 
     def run(env, on_step=None) -> dict:
-        hands = {"left": "left", "right": "right"} if len(env.arms) == 2 else {env.arms[0]: "right"}
+        hands = dict(zip(env.arms, default_hands(env.arms)))
         op = ScriptedOperator(env.task, env.task_spec(), hands)
         server = Teleoperator(hands, retarget)
         filters = {a: SafetyFilter(safety_config) for a in env.arms}

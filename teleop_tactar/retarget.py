@@ -104,6 +104,12 @@ BTN_STICK = 2
 BUTTON_COMMANDS = {("right", 1): "start", ("right", 0): "success", ("left", 1): "failure", ("left", 0): "discard"}
 
 
+def default_hands(arms) -> list[str]:
+    """The headset hand that drives each arm by default: a "left"/"right" arm its own hand,
+    a single arm of another name the right hand."""
+    return [a if a in ("left", "right") else "right" for a in arms]
+
+
 class Teleoperator:
     """All arms of one operator: which hand drives which arm, the clutch per arm, the
     recorder buttons and the silence deadline.

@@ -185,7 +185,3 @@ def test_recursion_in_a_hand_message_is_a_protocol_error():
         parse_hands("[" * 100000)
     assert e.value.reason == "bad_json"
 
-
-def test_cli_module_is_importable_without_side_effects():
-    r = subprocess.run([sys.executable, "-c", "import slowfast_ros.cli"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     result = convert_bags(expand(args.bags), args.out, fps=args.fps, action=args.action,
                           only_success=args.only_success, overwrite=args.overwrite,
                           drop_stale=args.drop_stale, min_run_s=args.min_run)
+    for bag in result["not_success"]:
+        print(f"slowfast convert: left out {bag}: not marked a success")
     for bag, why in result["errors"].items():
         print(f"slowfast convert: skipped {bag}: {why}", file=sys.stderr)
     truncated = [e for e in result["episodes"] if e["truncated"]]
@@ -65,6 +67,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"slowfast convert: {n} episode(s){split}, {frames} frames at {args.fps:g} fps -> {result['dataset']} "
           f"(largest offset of a fresh frame's sample {result['max_lag_s'] * 1e3:.1f} ms; {stale} stale frame(s) "
           f"{what}: some stream's sample farther from the frame time than its bound)")
-    skipped = result["errors"] and not (args.only_success and all(
-        why.endswith("not marked a success") for why in result["errors"].values()))
-    return 1 if skipped or truncated else 0
+    return 1 if result["errors"] or truncated else 0

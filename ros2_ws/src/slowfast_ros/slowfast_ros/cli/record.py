@@ -64,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes: {args.episodes} must be >= 1")
     if args.operator == "scripted":
         from sim import TASKS  # noqa: PLC0415
+        from teleop_tactar.retarget import default_hands  # noqa: PLC0415
 
         if args.task not in TASKS:
             raise ValueError(f"--task: unknown sim task {args.task!r} (choose from {', '.join(TASKS)})")
         profile = stack.load_profile("sim-record")
         arms = ["left", "right"] if args.task == "lift" else ["arm"]
-        hands = ["left", "right"] if args.task == "lift" else ["right"]
+        hands = default_hands(arms)
         overrides = profile.resolve({"task": args.task, "episodes": str(args.episodes), "port": str(args.port),
                                      "out_dir": args.out})
         overrides["sim_node"].update(seed=args.seed, start_delay=3.0, perturb=bool(args.perturb))

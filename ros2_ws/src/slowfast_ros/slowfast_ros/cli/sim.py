@@ -43,14 +43,12 @@ def add_episode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _writable_dir(path: Path) -> Path:
+    from policy.fileio import writable_folder  # noqa: PLC0415
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        return writable_folder(path)
     except OSError as exc:
-        raise ValueError(f"--out {path}: not writable ({exc.strerror or exc})") from None
-    return path
+        raise ValueError(f"--out {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

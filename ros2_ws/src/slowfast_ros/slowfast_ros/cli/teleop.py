@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"teleop_node": {"host": args.host, "port": args.port, "token": args.token,
                                  "trusted_clients": args.trusted or [""]}}
     if args.sim:
-        arms, hands = (["left", "right"], ["left", "right"]) if args.task == "lift" else (["arm"], ["right"])
+        from teleop_tactar.retarget import default_hands  # noqa: PLC0415
+        arms = ["left", "right"] if args.task == "lift" else ["arm"]
+        hands = default_hands(arms)
         overrides["sim_node"] = {"task": args.task}
         overrides["teleop_node"].update(arms=arms, hands=hands)
         overrides["safety_node"] = {"arms": arms}
