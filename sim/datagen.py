@@ -7,6 +7,7 @@ scene camera) and, as the action, the target pose the expert commanded at that i
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     episode's task string. ``only_success``: write only the episodes that succeeded at their
     task. Returns the dataset folder. Raises ValueError on bad arguments, or when no episode
     was written."""
-    from teleop_tactar.dataset import DatasetWriter
+    from teleop_tactar.dataset import EPISODE_SEEDS_PATH, DatasetWriter
 
     from .config import SimConfig
     from .env import SimEnv
@@ -48,6 +49,7 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     n_markers = env.observe(env.arms[0]).tactile.shape[0]
     writer = DatasetWriter(root, fps=fps, arms=list(env.arms), cameras={"camera": tuple(image_size)} if camera else {},
                            tactile_markers=n_markers, robot_type=f"slowfast_sim_{task}")
+    written: list[dict] = []
     try:
         for ep in range(episodes):
             env.reset(seed=seed + ep)
@@ -72,11 +74,17 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
             else:
                 metrics = episode_runner(env, on_step)
             if metrics.get("success") or not only_success:
-                writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} ({label})")
+                index = writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} ({label})")
+                written.append({"episode_index": int(index), "seed": int(seed + ep),
+                                "success": bool(metrics.get("success"))})
             if progress is not None:
                 progress(ep, metrics)
     finally:
         env.close()
     if not writer.episodes:
         raise ValueError(f"no episode of seeds {seed}..{seed + episodes - 1} succeeded: nothing written to {root}")
-    return writer.finalize()
+    root = writer.finalize()
+    # The seed of each episode, so that it can be replayed on its own scene (policy.rdp.replay).
+    (root / EPISODE_SEEDS_PATH).write_text(json.dumps({"task": task, "label": label, "perturb": perturb,
+                                                  "episodes": written}, indent=1))
+    return root

@@ -40,6 +40,8 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 IMAGE_PREFIX = "observation.images."
+#: slowfast's own sidecar: the sim seed of each generated episode (for replaying it on its scene)
+EPISODE_SEEDS_PATH = "meta/slowfast_episodes.json"
 
 
 def standard_features(arms: Sequence[str], tactile_markers: int = 0,

@@ -225,6 +225,11 @@ class _SlowBase:
         self.predict(images, pose, contact if self.use_contact else None, seed=0)
         return time.perf_counter() - t0
 
+    def begin_episode(self, seed: int) -> None:
+        """Draw this episode's diffusion noise from (the runtime's seed, ``seed``): an
+        evaluation is then deterministic per episode seed, whatever ran before it."""
+        self._rng = np.random.default_rng([self._seed, int(seed)])
+
     def _scheduler(self, steps: int | None):
         from .config import DiffusionConfig
         from .diffusion import make_scheduler
@@ -305,7 +310,7 @@ class SlowPolicyRuntime(_SlowBase):
         check_io(self.den_session, d / meta["files"]["denoiser"],
                  {"sample": ["batch", self.target_len, self.target_dim], "timestep": ["batch"],
                   "cond": ["batch", int(meta["cond_dim"])]})
-        self._rng = np.random.default_rng(seed)
+        self._seed, self._rng = int(seed), np.random.default_rng(seed)
         self.providers = self.den_session.get_providers()
 
     def _encode(self, arrays: list[np.ndarray]) -> np.ndarray:
@@ -339,7 +344,7 @@ class TorchSlowPolicy(_SlowBase):
         self.use_contact = self.obs.use_contact
         self.den = DenoiserExport(model).eval().to(device)
         self._torch, self.device = torch, device
-        self._rng = np.random.default_rng(seed)
+        self._seed, self._rng = int(seed), np.random.default_rng(seed)
 
     def _encode(self, arrays):
         torch = self._torch

@@ -5,50 +5,21 @@ read a consistent snapshot from the control thread.
 """
 from __future__ import annotations
 
-import bisect
 import threading
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
-from policy.rdp.geometry import quat_to_matrix_one
+from policy.serving import ArmHistory, ArmSnapshot, filter_command, sync_estop  # noqa: F401 (re-exported)
 from slowfast_ros import msgs, qos
 from slowfast_ros.node_util import param
 
 
 def topic(arm: str, name: str) -> str:
     return f"{arm}/{name}" if arm else name
-
-
-@dataclass
-class ArmSnapshot:
-    """What a controller sees of one arm; stamps are capture times (ROS seconds)."""
-
-    pose_stamp: float = float("nan")
-    tcp_pos: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
-    tcp_quat: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0, 1.0]))
-    tcp_linvel: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    tcp_angvel: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    wrench_stamp: float = float("nan")
-    wrench: np.ndarray = field(default_factory=lambda: np.full(6, np.nan))
-    tactile_stamp: float = float("nan")
-    tactile: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-
-    @property
-    def complete(self) -> bool:
-        return bool(np.isfinite([self.pose_stamp, self.wrench_stamp, self.tactile_stamp]).all())
-
-    @property
-    def newest_stamp(self) -> float:
-        return float(np.nanmax([self.pose_stamp, self.wrench_stamp, self.tactile_stamp]))
-
-    @property
-    def oldest_stamp(self) -> float:
-        return float(min(self.pose_stamp, self.wrench_stamp, self.tactile_stamp))
 
 
 def controller_states(snap: dict[str, ArmSnapshot], start: float, max_input_age: float):
@@ -73,35 +44,6 @@ def controller_states(snap: dict[str, ArmSnapshot], start: float, max_input_age:
     return "ok", states, newest
 
 
-class StampedBuffer:
-    """The last ``seconds`` of readings by capture stamp; lookups by stamp. Not locked:
-    :class:`ArmInputs` guards it."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.t: deque[float] = deque()
-        self.v: deque[np.ndarray] = deque()
-
-    def add(self, stamp: float, value: np.ndarray) -> None:
-        if self.t and stamp <= self.t[-1]:
-            return  # out of order or repeated: keep the buffer sorted
-        self.t.append(stamp)
-        self.v.append(value)
-        while self.t and self.t[-1] - self.t[0] > self.seconds:
-            self.t.popleft()
-            self.v.popleft()
-
-    def at(self, stamp: float, tolerance: float) -> tuple[float, np.ndarray] | None:
-        """The reading nearest to ``stamp`` within ``tolerance`` seconds, else None."""
-        if not self.t:
-            return None
-        i = bisect.bisect_left(self.t, stamp)
-        best = min((j for j in (i - 1, i) if 0 <= j < len(self.t)), key=lambda j: abs(self.t[j] - stamp))
-        if abs(self.t[best] - stamp) > tolerance:
-            return None
-        return self.t[best], self.v[best]
-
-
 class ArmInputs:
     """Subscribes <arm>/tcp_pose, <arm>/tcp_wrench, <arm>/tactile/markers for each arm.
 
@@ -122,7 +64,7 @@ class ArmInputs:
         self._tau = velocity_tau
         self.rejected = 0
         self.history_s = history_s
-        self._hist = {(a, k): StampedBuffer(history_s) for a in self.arms for k in ("pose", "wrench", "tactile")}
+        self.history = ArmHistory(self.arms, history_s)
         self._io_node = None
         if polled:
             import rclpy  # noqa: PLC0415
@@ -167,7 +109,7 @@ class ArmInputs:
                 s.tcp_linvel = (1 - a) * s.tcp_linvel + a * v
             s.pose_stamp, s.tcp_pos, s.tcp_quat = stamp, pos, quat
             if self.history_s:
-                self._hist[(arm, "pose")].add(stamp, np.concatenate([pos, quat]))
+                self.history.add(arm, "pose", stamp, np.concatenate([pos, quat]))
 
     def _on_wrench(self, arm: str, msg: WrenchStamped) -> None:
         stamp, w = msgs.wrench_from_msg(msg)
@@ -178,7 +120,7 @@ class ArmInputs:
             s = self._state[arm]
             s.wrench_stamp, s.wrench = stamp, w
             if self.history_s:
-                self._hist[(arm, "wrench")].add(stamp, w)
+                self.history.add(arm, "wrench", stamp, w)
 
     def _on_tactile(self, arm: str, msg: PointCloud2) -> None:
         try:
@@ -190,31 +132,24 @@ class ArmInputs:
             s = self._state[arm]
             s.tactile_stamp, s.tactile = stamp, markers
             if self.history_s:
-                self._hist[(arm, "tactile")].add(stamp, markers)
+                self.history.add(arm, "tactile", stamp, markers)
 
     def snapshot(self) -> dict[str, ArmSnapshot]:
         """A copy of every arm's latest state, taken under one lock."""
         with self._lock:
             return {a: ArmSnapshot(**vars(s)) for a, s in self._state.items()}
 
-    def history_at(self, kind: str, stamp: float, tolerance: float) -> list | None:
+    def at(self, kind: str, stamp: float, tolerance: float) -> list | None:
         """Per arm, the ``kind`` ("pose": (7,) pos + quat xyzw; "wrench"; "tactile") reading
-        nearest to ``stamp`` within ``tolerance`` s; None if any arm has none."""
-        out = []
+        nearest to ``stamp`` within ``tolerance`` s; None if any arm has none (the
+        :class:`policy.serving.ArmHistory` lookup, under this object's lock)."""
         with self._lock:
-            for a in self.arms:
-                hit = self._hist[(a, kind)].at(stamp, tolerance)
-                if hit is None:
-                    return None
-                out.append(hit[1])
-        return out
+            return self.history.at(kind, stamp, tolerance)
 
     def reset(self) -> None:
         with self._lock:
             self._state = {a: ArmSnapshot() for a in self.arms}
-            for b in self._hist.values():
-                b.t.clear()
-                b.v.clear()
+            self.history.clear()
 
 
 @dataclass
@@ -301,26 +236,6 @@ def publish_hold(node: Node, pubs: dict, snap: dict[str, ArmSnapshot], stamp: fl
     for arm, s in snap.items():
         if np.isfinite(s.pose_stamp) and np.isfinite(s.tcp_pos).all():
             pubs[arm].publish(msgs.pose_msg(stamp, frame, s.tcp_pos, s.tcp_quat))
-
-
-def sync_estop(filters: dict, estop: bool | None, snap: dict[str, ArmSnapshot]) -> None:
-    """Apply the latest safety/estop value: engage is latched; a False releases and the
-    filters restart from where each arm is."""
-    for arm, sf in filters.items():
-        if estop and not sf.estopped:
-            sf.set_estop(True)
-        elif estop is False and sf.estopped:
-            sf.set_estop(False, snap[arm].tcp_pos, snap[arm].tcp_quat)
-
-
-def filter_command(sf, now: float, s: ArmSnapshot, cmd_pos, cmd_quat, cmd_stamp: float | None):
-    """One safety-filter tick for one arm from its snapshot: the wrench is rotated from the
-    tool frame into the world frame of the command. Returns (pos, quat)."""
-    force = s.wrench[:3]
-    if np.isfinite(s.wrench).all() and np.isfinite(s.tcp_quat).all():
-        force = quat_to_matrix_one(s.tcp_quat) @ force
-    stamp = s.wrench_stamp if np.isfinite(s.wrench_stamp) else None
-    return sf.filter(now, cmd_pos, cmd_quat, cmd_stamp, s.tcp_pos, s.tcp_quat, force, stamp)
 
 
 def safety_report(filters: dict) -> tuple[dict, bool]:

@@ -191,6 +191,24 @@ def declared_parameters(module: str) -> frozenset[str] | None:
     return frozenset(f.name for f in dataclasses.fields(params)) | ROS_NODE_PARAMETERS
 
 
+def node_params(node: str, module: str, overrides: dict | None = None):
+    """The ``PARAMS`` dataclass of node ``module`` as the node gets it from its shipped
+    parameter file (``<config>/<node>.yaml``) with ``overrides`` on top: for code that runs a
+    node's core in-process with the node's own settings. ValueError on an undeclared name or
+    a value the dataclass refuses."""
+    import dataclasses  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
+
+    cls = importlib.import_module(module).PARAMS
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = file_parameters(config_dir() / f"{node}.yaml", node)
+    given.update(overrides or {})
+    for k in given:
+        if k not in names and not _is_known(k, ROS_NODE_PARAMETERS):
+            raise ValueError(unknown_parameter_message(node, k, names))
+    return cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in given.items() if k in names})
+
+
 def unknown_parameter_message(node: str, name: str, declared) -> str:
     import difflib  # noqa: PLC0415
 

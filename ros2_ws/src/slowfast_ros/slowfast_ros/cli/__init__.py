@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("dataset", "check a converted dataset for lunges, speeding, frozen and stale streams"),
     "train": ("train", "train a tokenizer, latent diffusion policy, DP baseline or VLN model"),
     "export": ("export", "export a checkpoint to ONNX"),
+    "evaluate": ("evaluate", "evaluate an exported policy (or the oracle replay) in process, faster than real time"),
     "bench": ("bench", "measure performance; --json prints one JSON object on the last line"),
     "nav": ("nav", "vision-language navigation: evaluate in the navigation sim"),
     "experiment": ("experiment", "end-to-end experiments (record, train, evaluate)"),

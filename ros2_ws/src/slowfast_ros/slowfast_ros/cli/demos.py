@@ -11,7 +11,6 @@ Prints one line per episode and a summary; exit 1 when an episode failed its tas
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 
@@ -34,12 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def safety_node_limits():
     """The SafetyConfig that safety_node runs with from its shipped parameter file."""
     from slowfast_ros import stack  # noqa: PLC0415
-    from slowfast_ros.arm_io import SafetyParams  # noqa: PLC0415
 
-    given = stack.file_parameters(stack.config_dir() / "safety_node.yaml", "safety_node")
-    names = {f.name for f in dataclasses.fields(SafetyParams)}
-    return SafetyParams(**{k: (list(v) if isinstance(v, list) else v) for k, v in given.items()
-                           if k in names}).safety_config()
+    return stack.node_params("safety_node", "slowfast_ros.nodes.safety_node").safety_config()
 
 
 def run(args: argparse.Namespace) -> int:

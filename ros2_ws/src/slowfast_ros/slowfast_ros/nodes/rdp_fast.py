@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
@@ -27,11 +26,11 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from policy.fileio import read_json
-from policy.reactive import Chunk, ReactiveExecutor
+from policy.reactive import ReactiveExecutor
 from policy.safety import SafetyFilter
+from policy.serving import FastController
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, SafetyParams, filter_command, publish_hold,
-                                 safety_report, sync_estop, topic)
+from slowfast_ros.arm_io import ArmInputs, EpisodeStarts, SafetyParams, publish_hold, safety_report, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
 
@@ -76,9 +75,10 @@ class RdpFast(Node):
         fps = float(meta.get("fps") or 0.0)
         if fps <= 0:
             raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
-        self.contact_dim = int(shapes["contact_raw_dim"])
         self.reactive = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
         self.safety = {a: SafetyFilter(p.safety_config()) for a in p.arms}
+        self.controller = FastController(self.reactive, self.safety, self.contact_kind,
+                                         int(shapes["contact_raw_dim"]), p.chunk_pose_tolerance)
 
         self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=self.contact_kind == "tactile")
         self._lock = threading.Lock()
@@ -123,15 +123,6 @@ class RdpFast(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _contact(self, snap) -> tuple[np.ndarray, float]:
-        if self.contact_kind == "tactile":
-            parts = [s.tactile.reshape(-1) for s in snap.values()]
-            stamp = min(s.tactile_stamp for s in snap.values())
-        else:
-            parts = [s.wrench for s in snap.values()]
-            stamp = min(s.wrench_stamp for s in snap.values())
-        return np.concatenate(parts).astype(np.float32), stamp
-
     def _tick(self) -> None:
 
         now = self._now()
@@ -154,43 +145,18 @@ class RdpFast(Node):
         if episode == "wait":
             return   # a new episode: publish nothing until the arm's state is from it
         if episode == "restart":
-            # forget every chunk and restart the filters from where the arm is
-            self.reactive.reset()
-            for arm, sf in self.safety.items():
-                sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
-        sync_estop(self.safety, estop, snap)
-
-        contact, contact_stamp = self._contact(snap)
-        contact_ok = (np.isfinite(contact_stamp) and contact.shape[0] == self.contact_dim
-                      and np.isfinite(contact).all())
-        if contact_ok:
-            self.reactive.add_contact(contact_stamp, contact)
-        if pending is not None:
-            stamp, kind, data = pending
-            poses = self.inputs.history_at("pose", stamp, self.p.chunk_pose_tolerance)
-            if poses is None:
-                self.reactive.rejected["no_pose_at_stamp"] = self.reactive.rejected.get("no_pose_at_stamp", 0) + 1
-            else:
-                why = self.reactive.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
-                if why:
-                    self.get_logger().warning(f"chunk rejected: {why}", throttle_duration_sec=1.0)
-
-        target = None
-        if contact_ok:
-            t0 = time.perf_counter()
-            target = self.reactive.tick(now, contact)
-            self.decode_us.append((time.perf_counter() - t0) * 1e6)
-        for i, (arm, s) in enumerate(snap.items()):
-            cmd_pos = cmd_quat = None
-            if target is not None:
-                cmd_pos, cmd_quat = target[7 * i:7 * i + 3], target[7 * i + 3:7 * i + 7]
-            pos, quat = filter_command(self.safety[arm], now, s, cmd_pos, cmd_quat,
-                                       now if target is not None else None)
-            stamp = contact_stamp if np.isfinite(contact_stamp) else s.pose_stamp
+            self.controller.restart(snap)   # forget every chunk, filters from where the arms are
+        res = self.controller.tick(now, snap, pending, estop, self.inputs)
+        if res.rejected:
+            self.get_logger().warning(f"chunk rejected: {res.rejected}", throttle_duration_sec=1.0)
+        if res.decode_s is not None:
+            self.decode_us.append(res.decode_s * 1e6)
+        for arm, (pos, quat) in res.commands.items():
+            stamp = res.contact_stamp if np.isfinite(res.contact_stamp) else snap[arm].pose_stamp
             self.pubs[arm].publish(msgs.pose_msg(stamp, self.p.world_frame, pos, quat))
-        if target is not None:
+        if res.produced:
             # From the capture of the contact reading to the publish of the command that used it.
-            self.contact_to_command_ms.append((self._now() - contact_stamp) * 1e3)
+            self.contact_to_command_ms.append((self._now() - res.contact_stamp) * 1e3)
 
     # -------------------------------------------------------------- diagnostics
 

@@ -10,8 +10,6 @@ chunk and finds its start pose by that stamp. Inference latency goes to /diagnos
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from collections import deque
 
 import numpy as np
@@ -21,6 +19,7 @@ from sensor_msgs.msg import Image
 from trajectory_msgs.msg import JointTrajectory
 
 from slowfast_ros import msgs, qos
+from policy.serving import ImageHistory, SlowPlanner
 from slowfast_ros.arm_io import ArmInputs
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 
@@ -59,14 +58,9 @@ class RdpSlow(Node):
         meta = self.policy.meta
         if self.policy.num_arms != len(p.arms):
             raise ValueError(f"arms: the model drives {self.policy.num_arms} arm(s), got {len(p.arms)} ({p.arms})")
-        self.kind = "latent" if meta["model_type"] == "rdp_ldp" else "action"
-        self.step_dt = 1.0 / float(meta["fps"])
-        self.row_dt = self.step_dt * (int(meta.get("compression", 1)) if self.kind == "latent" else 1)
-        self.obs_stride = int(meta.get("obs_stride", 1))
-        self.contact_kind = meta.get("contact", "wrench")
+        self.planner = SlowPlanner(self.policy, p.image_tolerance, p.num_inference_steps)
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
-        self._lock = threading.Lock()
-        self._images: dict[str, deque] = {c: deque(maxlen=90) for c in self.policy.cameras}
+        self.images = ImageHistory(self.policy.cameras)
         for cam in self.policy.cameras:
             self.create_subscription(Image, f"{cam}/color/image_raw",
                                      lambda m, c=cam: self._on_image(c, m), qos.SENSOR_SUB)
@@ -84,7 +78,7 @@ class RdpSlow(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.loop = PacedLoop(p.rate_hz, self._cycle, name="rdp-slow").start()
         self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
-                               f"contact={self.contact_kind}, providers {self.policy.providers}, warm-up {warm_s:.1f} s")
+                               f"contact={self.planner.contact_kind}, providers {self.policy.providers}, warm-up {warm_s:.1f} s")
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
@@ -98,29 +92,18 @@ class RdpSlow(Node):
         if rgb.ndim != 3:
             self._skip("bad_image")
             return
-        with self._lock:
-            self._images[cam].append((stamp, rgb))
+        self.images.add(cam, stamp, rgb)
 
     def _on_episode(self, msg) -> None:
         if msgs.episode_start(msg) is not None:
             self.inputs.reset()
-            with self._lock:
-                for q in self._images.values():
-                    q.clear()
+            self.images.clear()
 
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _image_at(self, cam: str, stamp: float):
-        with self._lock:
-            frames = list(self._images[cam])
-        best = min(frames, key=lambda f: abs(f[0] - stamp), default=None)
-        if best is None or abs(best[0] - stamp) > self.p.image_tolerance:
-            return None
-        return best[1]
 
     def _cycle(self) -> None:
         now = self._now()
@@ -135,42 +118,22 @@ class RdpSlow(Node):
         if t_obs <= self._last_obs:
             self._skip("no_new_observation")
             return
-        n, hist = self.policy.n_obs, self.policy.history
-        times = [t_obs - (n - 1 - i) * self.obs_stride * self.step_dt for i in range(n)]
-        tol = max(self.step_dt, 0.01)
-        poses = [self.inputs.history_at("pose", t, tol) for t in times]
-        kind = "tactile" if self.contact_kind == "tactile" else "wrench"
-        ctimes = [t_obs - (hist - 1 - j) * self.step_dt for j in range(hist)]
-        contacts = [self.inputs.history_at(kind, t, tol) for t in ctimes]
-        if any(x is None for x in poses) or any(x is None for x in contacts):
-            self._skip("history_incomplete")
-            return
-        images = None
-        if self.policy.cameras:
-            images = {}
-            for cam in self.policy.cameras:
-                frames = [self._image_at(cam, t) for t in times]
-                if any(f is None for f in frames):
-                    self._skip("no_image_at_stamp")
-                    return
-                images[cam] = np.stack(frames)
-        tcp = np.stack([np.concatenate(p) for p in poses]).astype(np.float32)
-        contact = np.stack([np.concatenate([np.asarray(c).reshape(-1) for c in cs]) for cs in contacts]).astype(np.float32)
-        t0 = time.perf_counter()
-        chunk = self.policy.predict(images, tcp, contact,
-                                    num_inference_steps=self.p.num_inference_steps or None)
-        self.latency_ms.append((time.perf_counter() - t0) * 1e3)
-        if not np.isfinite(chunk).all():
+        chunk, why = self.planner.plan(t_obs, self.inputs, self.images)
+        if why == "nonfinite_chunk":
             # A broken model (NaN/inf weights, a bad export): nothing it says may reach the
             # arm. Dropped, counted, logged and reported as ERROR until a good chunk comes.
-            self._skip("nonfinite_chunk")
+            self._skip(why)
             self.nonfinite_streak += 1
             self.get_logger().error(f"dropped a non-finite chunk ({self.nonfinite_streak} in a row): the model "
                                     f"outputs NaN/inf; check the export in {self.p.export_dir}",
                                     throttle_duration_sec=5.0)
             return
+        if why:
+            self._skip(why)
+            return
+        self.latency_ms.append(self.planner.latency_s * 1e3)
         self.nonfinite_streak = 0
-        self.pub.publish(msgs.chunk_msg(t_obs, self.p.world_frame, self.kind, chunk, self.row_dt))
+        self.pub.publish(msgs.chunk_msg(t_obs, self.p.world_frame, self.planner.kind, chunk, self.planner.row_dt))
         self.obs_age_ms.append((self._now() - t_obs) * 1e3)
         self._last_obs = t_obs
         self.published += 1

@@ -1,0 +1,99 @@
+"""The oracle: a demonstration's own chunks, served as a trained policy's are.
+
+:class:`ReplayPolicy` stands in for the slow policy (:class:`~policy.rdp.runtime.SlowPolicyRuntime`)
+of an export. At an observation taken ``t`` seconds into an episode it returns the chunk the
+training set holds for the demonstration of the same seed at frame ``round(t * fps)``:
+the demonstrator's next ``horizon`` commands relative to the pose the demonstrator measured
+at that frame (exactly a training target). For a Reactive Diffusion Policy export that chunk
+goes through the trained tokenizer's encoder (the latent the latent diffusion policy learned
+to predict, un-normalised as the runtime's ``predict`` returns it), for a Diffusion Policy
+export it is served raw. Everything after this object (the fast loop's alignment, the
+decoder with live contact, the blend, the safety filter) is the runtime a trained model gets.
+
+So on a demonstration's own seed, the oracle's success against the demonstrator's is what
+the runtime loses; a trained model's success against the oracle's is what the model loses.
+
+Episode seeds come from the dataset's ``meta/slowfast_episodes.json`` (written by
+``slowfast demos``), or are given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from policy.fileio import read_json
+from teleop_tactar.dataset import EPISODE_SEEDS_PATH
+
+from .dataset import ACTION_KEY, POSE_KEY, LeRobotDataset
+from .geometry import absolute_to_relative
+
+
+
+def episode_seeds(root: str | Path) -> dict[int, int]:
+    """{seed: episode_index} of a dataset written by ``slowfast demos``."""
+    p = Path(root) / EPISODE_SEEDS_PATH
+    if not p.is_file():
+        raise ValueError(f"{root}: no {EPISODE_SEEDS_PATH} (the episodes' seeds); write the dataset with "
+                         "`slowfast demos`, or give the seeds")
+    rows = read_json(p).get("episodes", [])
+    return {int(r["seed"]): int(r["episode_index"]) for r in rows}
+
+
+class ReplayPolicy:
+    """Serves the demonstration of the current episode's seed (see the module doc).
+
+    ``export_dir``: the export whose runtime serves the chunks (its runtime.json fixes the
+    chunk kind, horizon and rate); ``tokenizer``: a tokenizer (or latent diffusion policy)
+    checkpoint whose encoder makes the latent; required for an ``rdp_ldp`` export."""
+
+    wants_episode_time = True
+    cameras: list = []
+
+    def __init__(self, dataset: str | Path, export_dir: str | Path, tokenizer: str | Path | None = None,
+                 seeds: dict[int, int] | None = None):
+        meta = read_json(Path(export_dir) / "runtime.json")
+        self.meta = meta
+        self.model_type = meta["model_type"]
+        self.n_obs, self.history = int(meta["n_obs_steps"]), int(meta["contact_history"])
+        self.horizon, self.fps = int(meta["horizon"]), float(meta["fps"])
+        self.ds = LeRobotDataset(dataset, require=[POSE_KEY, ACTION_KEY], fps=self.fps)
+        if self.ds.num_arms != int(meta["shapes"]["num_arms"]):
+            raise ValueError(f"{dataset}: {self.ds.num_arms} arm(s), the export drives {meta['shapes']['num_arms']}")
+        self.seeds = dict(seeds) if seeds is not None else episode_seeds(dataset)
+        self._tok = self._norm = None
+        if self.model_type == "rdp_ldp":
+            if tokenizer is None:
+                raise ValueError("an rdp_ldp export needs the tokenizer checkpoint (its encoder makes the latent)")
+            from .checkpoint import load_checkpoint
+            ck = load_checkpoint(tokenizer, expect=("rdp_tokenizer", "rdp_ldp"))
+            tok = ck if ck.config.model_type == "rdp_tokenizer" else ck.tokenizer
+            if tok.config.data.horizon != self.horizon:
+                raise ValueError(f"{tokenizer}: chunk of {tok.config.data.horizon} steps, the export's is {self.horizon}")
+            self._tok, self._norm = tok.model.eval(), tok.normalizer
+        self.episode: int | None = None
+
+    def begin_episode(self, seed: int) -> None:
+        if int(seed) not in self.seeds:
+            raise ValueError(f"no demonstration of seed {seed} (the dataset has seeds {sorted(self.seeds)[:8]}...)")
+        self.episode = self.seeds[int(seed)]
+
+    def chunk_at(self, frame: int) -> np.ndarray:
+        """The raw relative chunk (H, A*9) at ``frame`` of the current episode."""
+        ds, e = self.ds, self.episode
+        start, end = ds.ep_start[e], ds.ep_end[e]
+        i = start + int(np.clip(frame, 0, end - start - 1))
+        fut = np.clip(i + np.arange(self.horizon), start, end - 1)
+        return absolute_to_relative(ds.data[ACTION_KEY][fut], ds.data[POSE_KEY][i]).astype(np.float32)
+
+    def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0):
+        if self.episode is None:
+            raise ValueError("ReplayPolicy: begin_episode(seed) first")
+        rel = self.chunk_at(int(round(episode_time * self.fps)))
+        if self._tok is None:
+            return rel
+        import torch
+
+        with torch.inference_mode():
+            mean, _ = self._tok.encode(torch.from_numpy(self._norm.normalize("action", rel)[None]).float())
+        return mean[0].numpy()

@@ -1,0 +1,299 @@
+"""Serving a chunked policy: the per-cycle work of ``rdp_slow`` and the per-tick work of
+``rdp_fast``, without ROS.
+
+The nodes and the synchronous evaluator (:mod:`sim.policy_eval`) run exactly this code; they
+differ only in where the readings come from (topics, or the simulator stepped in the same
+process) and in what drives time (the wall/ROS clock, or simulated time).
+
+* :class:`ArmSnapshot`, :class:`StampedBuffer`, :class:`ArmHistory`, :class:`ImageHistory`:
+  the measured state of the arms and cameras by capture stamp.
+* :class:`SlowPlanner`: from the newest observation stamp, the model's observation history
+  (poses, contact readings and images at the model's frame times) and one chunk.
+* :class:`FastController`: one control tick: the freshest contact reading into the reactive
+  executor, a new chunk (with its start pose looked up by its observation stamp) submitted,
+  the executor's target through each arm's safety filter.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from policy.rdp.geometry import quat_to_matrix_one
+from policy.reactive import Chunk
+
+
+# ------------------------------------------------------------------------------ state
+
+
+@dataclass
+class ArmSnapshot:
+    """What a controller sees of one arm; stamps are capture times (seconds)."""
+
+    pose_stamp: float = float("nan")
+    tcp_pos: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    tcp_quat: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0, 1.0]))
+    tcp_linvel: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    tcp_angvel: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    wrench_stamp: float = float("nan")
+    wrench: np.ndarray = field(default_factory=lambda: np.full(6, np.nan))
+    tactile_stamp: float = float("nan")
+    tactile: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+
+    @property
+    def complete(self) -> bool:
+        return bool(np.isfinite([self.pose_stamp, self.wrench_stamp, self.tactile_stamp]).all())
+
+    @property
+    def newest_stamp(self) -> float:
+        return float(np.nanmax([self.pose_stamp, self.wrench_stamp, self.tactile_stamp]))
+
+    @property
+    def oldest_stamp(self) -> float:
+        return float(min(self.pose_stamp, self.wrench_stamp, self.tactile_stamp))
+
+
+class StampedBuffer:
+    """The last ``seconds`` of readings by capture stamp; lookups by stamp. Not locked."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.t: deque[float] = deque()
+        self.v: deque = deque()
+
+    def add(self, stamp: float, value) -> None:
+        if self.t and stamp <= self.t[-1]:
+            return  # out of order or repeated: keep the buffer sorted
+        self.t.append(stamp)
+        self.v.append(value)
+        while self.t and self.t[-1] - self.t[0] > self.seconds:
+            self.t.popleft()
+            self.v.popleft()
+
+    def clear(self) -> None:
+        self.t.clear()
+        self.v.clear()
+
+    def at(self, stamp: float, tolerance: float) -> tuple[float, object] | None:
+        """The reading nearest to ``stamp`` within ``tolerance`` seconds, else None."""
+        if not self.t:
+            return None
+        i = bisect.bisect_left(self.t, stamp)
+        best = min((j for j in (i - 1, i) if 0 <= j < len(self.t)), key=lambda j: abs(self.t[j] - stamp))
+        if abs(self.t[best] - stamp) > tolerance:
+            return None
+        return self.t[best], self.v[best]
+
+
+KINDS = ("pose", "wrench", "tactile")
+
+
+class ArmHistory:
+    """Per arm, the recent poses ((7,) position + quaternion x, y, z, w), wrenches and tactile
+    fields by capture stamp. Not locked (a node guards it with its own lock)."""
+
+    def __init__(self, arms, seconds: float = 3.0):
+        self.arms = tuple(arms)
+        self._b = {(a, k): StampedBuffer(seconds) for a in self.arms for k in KINDS}
+
+    def add(self, arm: str, kind: str, stamp: float, value) -> None:
+        self._b[(arm, kind)].add(stamp, value)
+
+    def at(self, kind: str, stamp: float, tolerance: float) -> list | None:
+        """Per arm, the ``kind`` reading nearest to ``stamp`` within ``tolerance`` s; None
+        if any arm has none."""
+        out = []
+        for a in self.arms:
+            hit = self._b[(a, kind)].at(stamp, tolerance)
+            if hit is None:
+                return None
+            out.append(hit[1])
+        return out
+
+    def clear(self) -> None:
+        for b in self._b.values():
+            b.clear()
+
+
+class ImageHistory:
+    """The last ``frames`` images of each camera, by capture stamp (thread-safe)."""
+
+    def __init__(self, cameras, frames: int = 90):
+        self._lock = threading.Lock()
+        self._q = {c: deque(maxlen=frames) for c in cameras}
+
+    def add(self, cam: str, stamp: float, rgb: np.ndarray) -> None:
+        with self._lock:
+            self._q[cam].append((stamp, rgb))
+
+    def at(self, cam: str, stamp: float, tolerance: float) -> np.ndarray | None:
+        with self._lock:
+            frames = list(self._q[cam])
+        best = min(frames, key=lambda f: abs(f[0] - stamp), default=None)
+        if best is None or abs(best[0] - stamp) > tolerance:
+            return None
+        return best[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            for q in self._q.values():
+                q.clear()
+
+
+# ------------------------------------------------------------------------------ slow side
+
+
+class SlowPlanner:
+    """One cycle of the slow policy: observation history at the model's frame times ending at
+    ``t_obs`` (the newest TCP pose's capture time), then one chunk.
+
+    ``policy`` is a :class:`~policy.rdp.runtime.SlowPolicyRuntime` (or anything with its
+    ``meta``, ``cameras``, ``n_obs``, ``history`` and ``predict``); a policy with
+    ``wants_episode_time = True`` (the oracle replay) also gets the observation's time since
+    the episode start.
+    """
+
+    def __init__(self, policy, image_tolerance: float = 0.05, num_inference_steps: int | None = None):
+        meta = policy.meta
+        self.policy = policy
+        self.kind = "latent" if meta["model_type"] == "rdp_ldp" else "action"
+        self.step_dt = 1.0 / float(meta["fps"])
+        self.row_dt = self.step_dt * (int(meta.get("compression", 1)) if self.kind == "latent" else 1)
+        self.obs_stride = int(meta.get("obs_stride", 1))
+        self.contact_kind = "tactile" if meta.get("contact", "wrench") == "tactile" else "wrench"
+        self.image_tolerance = image_tolerance
+        self.num_inference_steps = num_inference_steps or None
+        self.latency_s = float("nan")   # wall time of the last model call
+
+    def obs_times(self, t_obs: float) -> list[float]:
+        n = self.policy.n_obs
+        return [t_obs - (n - 1 - i) * self.obs_stride * self.step_dt for i in range(n)]
+
+    def contact_times(self, t_obs: float) -> list[float]:
+        h = self.policy.history
+        return [t_obs - (h - 1 - j) * self.step_dt for j in range(h)]
+
+    def plan(self, t_obs: float, history: ArmHistory, images: ImageHistory | None,
+             episode_time: float | None = None) -> tuple[np.ndarray | None, str | None]:
+        """-> (chunk, None), or (None, why the cycle was skipped)."""
+        tol = max(self.step_dt, 0.01)
+        times = self.obs_times(t_obs)
+        poses = [history.at("pose", t, tol) for t in times]
+        contacts = [history.at(self.contact_kind, t, tol) for t in self.contact_times(t_obs)]
+        if any(x is None for x in poses) or any(x is None for x in contacts):
+            return None, "history_incomplete"
+        frames = None
+        if self.policy.cameras:
+            frames = {}
+            for cam in self.policy.cameras:
+                seq = [images.at(cam, t, self.image_tolerance) if images is not None else None for t in times]
+                if any(f is None for f in seq):
+                    return None, "no_image_at_stamp"
+                frames[cam] = np.stack(seq)
+        tcp = np.stack([np.concatenate(p) for p in poses]).astype(np.float32)
+        contact = np.stack([np.concatenate([np.asarray(c).reshape(-1) for c in cs]) for cs in contacts]).astype(np.float32)
+        kw = {"num_inference_steps": self.num_inference_steps}
+        if getattr(self.policy, "wants_episode_time", False):
+            kw["episode_time"] = episode_time
+        t0 = time.perf_counter()
+        chunk = self.policy.predict(frames, tcp, contact, **kw)
+        self.latency_s = time.perf_counter() - t0
+        if not np.isfinite(chunk).all():
+            return None, "nonfinite_chunk"
+        return chunk, None
+
+
+# ------------------------------------------------------------------------------ fast side
+
+
+def sync_estop(filters: dict, estop: bool | None, snap: dict[str, ArmSnapshot]) -> None:
+    """Apply the latest e-stop value: engage is latched; a False releases and the filters
+    restart from where each arm is."""
+    for arm, sf in filters.items():
+        if estop and not sf.estopped:
+            sf.set_estop(True)
+        elif estop is False and sf.estopped:
+            sf.set_estop(False, snap[arm].tcp_pos, snap[arm].tcp_quat)
+
+
+def filter_command(sf, now: float, s: ArmSnapshot, cmd_pos, cmd_quat, cmd_stamp: float | None):
+    """One safety-filter tick for one arm from its snapshot: the wrench is rotated from the
+    tool frame into the world frame of the command. Returns (pos, quat)."""
+    force = s.wrench[:3]
+    if np.isfinite(s.wrench).all() and np.isfinite(s.tcp_quat).all():
+        force = quat_to_matrix_one(s.tcp_quat) @ force
+    stamp = s.wrench_stamp if np.isfinite(s.wrench_stamp) else None
+    return sf.filter(now, cmd_pos, cmd_quat, cmd_stamp, s.tcp_pos, s.tcp_quat, force, stamp)
+
+
+@dataclass
+class TickResult:
+    commands: dict            # {arm: (pos (3,), quat (4,))} after the safety filter
+    produced: bool            # the executor produced a target (False: the filter held)
+    contact_stamp: float
+    decode_s: float | None    # wall time of the executor's tick
+    rejected: str | None      # why a submitted chunk was rejected
+
+
+class FastController:
+    """One tick of the fast loop: ``executor`` (a :class:`~policy.reactive.ReactiveExecutor`)
+    and one :class:`~policy.safety.SafetyFilter` per arm, fed by arm snapshots."""
+
+    def __init__(self, executor, filters: dict, contact_kind: str, contact_dim: int,
+                 chunk_pose_tolerance: float = 0.01):
+        self.executor, self.filters = executor, filters
+        self.contact_kind, self.contact_dim = contact_kind, contact_dim
+        self.chunk_pose_tolerance = chunk_pose_tolerance
+
+    def restart(self, snap: dict[str, ArmSnapshot]) -> None:
+        """A new episode (or a clock jump): forget every chunk, restart the filters from
+        where the arms are."""
+        self.executor.reset()
+        for arm, sf in self.filters.items():
+            sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
+
+    def contact(self, snap: dict[str, ArmSnapshot]) -> tuple[np.ndarray, float]:
+        if self.contact_kind == "tactile":
+            parts = [s.tactile.reshape(-1) for s in snap.values()]
+            stamp = min(s.tactile_stamp for s in snap.values())
+        else:
+            parts = [s.wrench for s in snap.values()]
+            stamp = min(s.wrench_stamp for s in snap.values())
+        return np.concatenate(parts).astype(np.float32), stamp
+
+    def tick(self, now: float, snap: dict[str, ArmSnapshot], pending=None, estop: bool | None = None,
+             history: ArmHistory | None = None) -> TickResult:
+        """``pending``: a new chunk (obs_stamp, kind, data) or None; ``history`` gives its
+        start pose by its stamp."""
+        sync_estop(self.filters, estop, snap)
+        contact, contact_stamp = self.contact(snap)
+        contact_ok = (np.isfinite(contact_stamp) and contact.shape[0] == self.contact_dim
+                      and np.isfinite(contact).all())
+        if contact_ok:
+            self.executor.add_contact(contact_stamp, contact)
+        rejected = None
+        if pending is not None:
+            stamp, kind, data = pending
+            poses = history.at("pose", stamp, self.chunk_pose_tolerance) if history is not None else None
+            if poses is None:
+                rejected = "no_pose_at_stamp"
+                self.executor.rejected[rejected] = self.executor.rejected.get(rejected, 0) + 1
+            else:
+                rejected = self.executor.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
+        target, decode_s = None, None
+        if contact_ok:
+            t0 = time.perf_counter()
+            target = self.executor.tick(now, contact)
+            decode_s = time.perf_counter() - t0
+        commands = {}
+        for i, (arm, s) in enumerate(snap.items()):
+            cmd_pos = cmd_quat = None
+            if target is not None:
+                cmd_pos, cmd_quat = target[7 * i:7 * i + 3], target[7 * i + 3:7 * i + 7]
+            commands[arm] = filter_command(self.filters[arm], now, s, cmd_pos, cmd_quat,
+                                           now if target is not None else None)
+        return TickResult(commands, target is not None, contact_stamp, decode_s, rejected)

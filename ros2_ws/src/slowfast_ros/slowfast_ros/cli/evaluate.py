@@ -1,0 +1,164 @@
+"""`slowfast evaluate --task wipe --policy EXPORT --episodes 200`: the synchronous evaluator.
+
+The served policy and the simulator in one process (``sim.policy_eval``): the nodes' own
+cores (slow planner, reactive executor, decoder, safety filter) with the nodes' own
+parameter files (``rdp_slow.yaml``, ``rdp_fast.yaml``, ``sim_node.yaml``, changed with
+``--set NODE.PARAM=VALUE`` as for ``slowfast sim``), stepped in simulated time with the
+slow policy's latency modelled (``--latency``). Deterministic per seed; ``--workers``
+processes share the seeds.
+
+``--oracle DATASET`` serves the demonstrations of a ``slowfast demos`` dataset instead of the
+model (``policy.rdp.replay``; ``--tokenizer CKPT`` for an RDP export): on the
+demonstrations' own seeds, what the runtime loses.
+
+Prints one line per episode (unless ``--quiet``) and the success rate with its 95 % Wilson
+interval; ``--json FILE`` writes every episode's metrics and the summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+_WORKER = {}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="wipe", help="sim task: wipe | lift (default wipe)")
+    p.add_argument("--policy", required=True, help="export folder (`slowfast export CKPT --out DIR`)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed+k")
+    p.add_argument("--seeds", default="", help="explicit comma-separated seeds instead of --seed/--episodes")
+    p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
+    p.add_argument("--episode-seconds", type=float, default=0.0, help="episode length (0 = task default)")
+    p.add_argument("--latency", type=float, default=None,
+                   help="seconds from a slow cycle's start to its chunk in the fast loop "
+                        "(default: rdp_slow's measured inference time plus transport, 0.06)")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a node parameter (rdp_slow, rdp_fast, sim_node), as for `slowfast sim`")
+    p.add_argument("--oracle", default="", metavar="DATASET",
+                   help="serve this dataset's demonstrations (same seeds) instead of the model")
+    p.add_argument("--tokenizer", default="", metavar="CKPT",
+                   help="with --oracle and an RDP export: the tokenizer checkpoint whose encoder makes the latent")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1; at most the cores)")
+    p.add_argument("--json", default="", help="write every episode's metrics and the summary here")
+    p.add_argument("--quiet", action="store_true", help="only the summary")
+
+
+def serving_setup(task: str, policy: str, sets: list[str], latency: float | None):
+    """(ServingTiming, SafetyConfig) from the nodes' parameter files and ``--set`` overrides."""
+    from sim.policy_eval import ServingTiming  # noqa: PLC0415
+
+    from slowfast_ros import stack  # noqa: PLC0415
+
+    over = stack.parse_sets(sets)
+    unknown = sorted(set(over) - {"rdp_slow", "rdp_fast", "sim_node"})
+    if unknown:
+        raise ValueError(f"--set: node(s) {unknown} are not part of an evaluation (rdp_slow, rdp_fast, sim_node)")
+    slow = stack.node_params("rdp_slow", "slowfast_ros.nodes.rdp_slow", {**over.get("rdp_slow", {}), "export_dir": policy})
+    fast = stack.node_params("rdp_fast", "slowfast_ros.nodes.rdp_fast", {**over.get("rdp_fast", {}), "export_dir": policy})
+    simp = stack.node_params("sim_node", "slowfast_ros.nodes.sim_node", {**over.get("sim_node", {}), "task": task})
+    kw = {} if latency is None else {"latency_s": float(latency)}
+    timing = ServingTiming(control_hz=fast.control_hz, rate_hz=slow.rate_hz, sensor_hz=min(simp.pose_hz, simp.wrench_hz),
+                           camera_hz=simp.camera_hz, camera_width=simp.camera_width, camera_height=simp.camera_height,
+                           blend_s=fast.blend_s, image_tolerance=slow.image_tolerance,
+                           chunk_pose_tolerance=fast.chunk_pose_tolerance, **kw)
+    return timing, fast.safety_config()
+
+
+def _init(spec: dict) -> None:
+    import os  # noqa: PLC0415
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from sim.policy_eval import PolicyEvaluator  # noqa: PLC0415
+
+    slow = None
+    if spec["oracle"]:
+        from policy.rdp.replay import ReplayPolicy  # noqa: PLC0415
+        slow = ReplayPolicy(spec["oracle"], spec["policy"], spec["tokenizer"] or None)
+    _WORKER["ev"] = PolicyEvaluator(spec["policy"], spec["task"], spec["safety"], spec["timing"], spec["perturb"],
+                                    slow=slow, episode_seconds=spec["episode_seconds"] or None)
+
+
+def _run(seed: int) -> dict:
+    return _WORKER["ev"].run(seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    import multiprocessing as mp  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from sim import TASKS  # noqa: PLC0415
+    from sim.report import jsonable  # noqa: PLC0415
+
+    from slowfast_ros.experiment import summarize_method  # noqa: PLC0415
+
+    if args.task not in TASKS:
+        raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")
+    if not (Path(args.policy) / "runtime.json").is_file():
+        raise ValueError(f"--policy {args.policy}: not an export folder (no runtime.json; run `slowfast export`)")
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: comma-separated integers expected") from None
+    else:
+        if args.episodes < 1:
+            raise ValueError(f"--episodes: {args.episodes} must be at least 1")
+        seeds = list(range(args.seed, args.seed + args.episodes))
+    if not 1 <= args.workers <= max(1, os.cpu_count() or 1):
+        raise ValueError(f"--workers: {args.workers} outside 1..{os.cpu_count()}")
+    if args.tokenizer and not args.oracle:
+        raise ValueError("--tokenizer: only with --oracle")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    timing, safety = serving_setup(args.task, args.policy, args.set, args.latency)
+    spec = {"policy": args.policy, "task": args.task, "safety": safety, "timing": timing,
+            "perturb": not args.no_perturb, "oracle": args.oracle, "tokenizer": args.tokenizer,
+            "episode_seconds": args.episode_seconds}
+    what = f"oracle replay of {args.oracle}" if args.oracle else args.policy
+    print(f"slowfast evaluate: {args.task}, {what}, {len(seeds)} episode(s) from seed {seeds[0]}, "
+          f"{'un' if args.no_perturb else ''}perturbed, chunk every {1 / timing.rate_hz:.3g} s, "
+          f"latency {timing.latency_s:g} s, {args.workers} worker(s)", flush=True)
+    t0 = time.monotonic()
+    episodes = []
+
+    def show(m: dict) -> None:
+        episodes.append(m)
+        if not args.quiet:
+            keys = ("coverage", "time_in_band", "max_lift", "hold_time", "peak_force")
+            figures = ", ".join(f"{k}={m[k]:.3g}" for k in keys if isinstance(m.get(k), (int, float)))
+            print(f"  seed {m['seed']}: success={m['success']} ({figures}, {m['chunks']} chunks) "
+                  f"{time.monotonic() - t0:.0f} s", flush=True)
+
+    if args.workers == 1:
+        _init(spec)
+        try:
+            for s in seeds:
+                show(_run(s))
+        finally:
+            _WORKER.pop("ev").close()
+    else:
+        with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(spec,)) as pool:
+            for m in pool.imap(_run, seeds):
+                show(m)
+    wall = time.monotonic() - t0
+    summary = summarize_method(episodes)
+    blind = [m["seed"] for m in episodes if m["chunks"] == 0]
+    print(f"summary: {summary['successes']}/{summary['episodes']} succeeded = {summary['success_rate']:.3f} "
+          f"[{summary['success_ci95'][0]:.3f}, {summary['success_ci95'][1]:.3f}] (95 % Wilson); "
+          f"{wall:.0f} s, {wall / len(seeds):.2f} s per episode", flush=True)
+    if args.json:
+        import dataclasses  # noqa: PLC0415
+        Path(args.json).write_text(json.dumps(jsonable({
+            "task": args.task, "policy": args.policy, "oracle": args.oracle or None, "perturbed": not args.no_perturb,
+            "timing": dataclasses.asdict(timing), "seeds": seeds, "summary": summary, "wall_s": wall,
+            "episodes": episodes}), indent=1))
+        print(f"wrote {args.json}")
+    if blind:
+        print(f"slowfast evaluate: error: no chunk reached the fast loop in the episode(s) of seed "
+              f"{', '.join(map(str, blind))}", file=sys.stderr)
+        return 1
+    return 0

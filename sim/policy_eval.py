@@ -1,0 +1,212 @@
+"""The synchronous evaluator: a served policy and the simulator stepped in one process.
+
+The same objects the ROS nodes run (:class:`policy.serving.SlowPlanner` around the exported
+slow policy, :class:`policy.serving.FastController` around the reactive executor, the
+decoder runtime and the safety filter), fed from :class:`sim.SimEnv` in simulated time, so
+an episode costs what the models cost and nothing waits on a clock: faster than real time
+and deterministic per seed. What the ROS stack adds in time is modelled (:class:`ServingTiming`):
+
+* sensor readings (pose, wrench, tactile) are taken at ``sensor_hz`` and the camera at
+  ``camera_hz`` (the sim node's rates), each stamped with its capture time;
+* the slow policy runs every ``1 / rate_hz`` s from a phase drawn per seed; its observation is
+  the newest reading at the cycle's start, and its chunk reaches the fast loop ``latency_s``
+  later (the inference time plus transport, ``rdp_slow``'s ``chunk_age_at_publish_ms``);
+* the fast loop ticks at ``control_hz`` with the newest readings.
+
+Only the camera frames that some slow cycle will look up are rendered (the cycle times are
+known in advance), which is most of the speed-up over the real-time stack.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ServingTiming:
+    control_hz: float = 200.0     # rdp_fast.control_hz
+    rate_hz: float = 25.0 / 16.0  # rdp_slow.rate_hz: a new chunk every 16 steps at 25 Hz
+    latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
+    sensor_hz: float = 200.0      # sim_node pose/wrench/tactile rates
+    camera_hz: float = 30.0       # sim_node.camera_hz
+    camera_width: int = 320       # sim_node.camera_width
+    camera_height: int = 240      # sim_node.camera_height
+    blend_s: float = 0.1          # rdp_fast.blend_s
+    image_tolerance: float = 0.05  # rdp_slow.image_tolerance
+    chunk_pose_tolerance: float = 0.01  # rdp_fast.chunk_pose_tolerance
+
+    def __post_init__(self):
+        for name, lo, hi in (("control_hz", 1.0, 1000.0), ("rate_hz", 0.1, 100.0), ("latency_s", 0.0, 5.0),
+                             ("sensor_hz", 1.0, 1000.0), ("camera_hz", 1.0, 1000.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
+                raise ValueError(f"{name}: {v!r} outside [{lo}, {hi}]")
+
+
+class PolicyEvaluator:
+    """Episodes of one served policy on one task.
+
+    ``export_dir``: a folder written by ``slowfast export`` (its decoder serves latent chunks);
+    ``slow``: the slow policy (default: the export's :class:`~policy.rdp.runtime.SlowPolicyRuntime`;
+    an oracle replay passes its own); ``safety``: the :class:`~policy.safety.SafetyConfig`
+    ``rdp_fast`` runs with."""
+
+    def __init__(self, export_dir, task: str, safety, timing: ServingTiming | None = None, perturb: bool = True,
+                 slow=None, episode_seconds: float | None = None, seed: int = 0):
+        from policy.fileio import read_json
+        from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime
+        from policy.serving import ArmHistory, ImageHistory, SlowPlanner
+
+        from .config import SimConfig
+        from .env import SimEnv
+
+        self.timing = timing or ServingTiming()
+        t = self.timing
+        meta_path = Path(export_dir) / "runtime.json"
+        if not meta_path.is_file():
+            raise ValueError(f"{export_dir}: no runtime.json (not a `slowfast export` folder)")
+        self.meta = read_json(meta_path)
+        self.slow = slow if slow is not None else SlowPolicyRuntime(export_dir, threads=1, seed=seed)
+        self.decoder = DecoderRuntime(export_dir, threads=1) if "decoder_step" in self.meta.get("files", {}) else None
+        self.planner = SlowPlanner(self.slow, t.image_tolerance)
+        kw = dict(task=task, perturb=perturb, camera_width=t.camera_width, camera_height=t.camera_height,
+                  render=bool(self.slow.cameras))
+        if episode_seconds:
+            kw["episode_seconds"] = episode_seconds
+        self.env = SimEnv(SimConfig(**kw))
+        arms = list(self.meta["shapes"]["arms"])
+        if list(self.env.arms) != arms:
+            raise ValueError(f"{export_dir}: the model drives arms {arms}, the {task} scene has {list(self.env.arms)}")
+        self.safety = safety
+        self.history = ArmHistory(self.env.arms, seconds=3.0)
+        self.images = ImageHistory(self.slow.cameras, frames=16)
+        self.task = task
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _controller(self):
+        from policy.reactive import ReactiveExecutor
+        from policy.safety import SafetyFilter
+        from policy.serving import FastController
+
+        m = self.meta
+        ex = ReactiveExecutor(self.decoder, int(m["horizon"]), 1.0 / float(m["fps"]), self.timing.blend_s,
+                              num_arms=len(self.env.arms))
+        filters = {a: SafetyFilter(self.safety) for a in self.env.arms}
+        return FastController(ex, filters, self.planner.contact_kind, int(m["shapes"]["contact_raw_dim"]),
+                              self.timing.chunk_pose_tolerance)
+
+    def run(self, seed: int) -> dict:
+        """One episode on ``seed``: the task's metrics (sim/metrics.py) plus serving counts."""
+        from policy.serving import ArmSnapshot
+
+        t, env, planner = self.timing, self.env, self.planner
+        env.reset(seed=seed)
+        if hasattr(self.slow, "begin_episode"):
+            self.slow.begin_episode(seed)
+        self.history.clear()
+        self.images.clear()
+        ms = env.dt
+        n_total = int(round(env.episode_seconds / ms))
+        sensor_every = max(1, int(round(1.0 / (t.sensor_hz * ms))))
+        ctl_every = max(1, int(round(1.0 / (t.control_hz * ms))))
+        phase = np.random.default_rng([int(seed), 0x5EED]).uniform(0.0, 1.0 / t.rate_hz)
+        cycles = [int(round((phase + k / t.rate_hz) / ms)) for k in range(int(env.episode_seconds * t.rate_hz) + 2)]
+        cycles = [c for c in cycles if c < n_total]
+        latency_steps = int(round(t.latency_s / ms))
+        renders = self._render_steps(cycles, sensor_every, n_total) if self.slow.cameras else set()
+        events = sorted({s for s in range(0, n_total, sensor_every)} | {s for s in range(0, n_total, ctl_every)}
+                        | set(cycles) | renders | {c + latency_steps for c in cycles if c + latency_steps < n_total})
+        controller = self._controller()
+        tactile = planner.contact_kind == "tactile"
+        snap = {}
+        deliveries: list[tuple[int, tuple]] = []
+        stats = {"chunks": 0, "skipped": {}, "rejected": {}}
+        last_sensor = -1.0
+        cycle_set = set(cycles)
+        step = 0
+        for ev in events:
+            if ev > step:
+                env.step(ev - step)
+                step = ev
+            now = step * ms
+            if step % sensor_every == 0:
+                for a in env.arms:
+                    s = env.observe(a, tactile=tactile)
+                    snap[a] = ArmSnapshot(pose_stamp=now, tcp_pos=s.tcp_pos, tcp_quat=s.tcp_quat, tcp_linvel=s.tcp_linvel,
+                                          tcp_angvel=s.tcp_angvel, wrench_stamp=now, wrench=s.wrench,
+                                          tactile_stamp=now, tactile=s.tactile)
+                    self.history.add(a, "pose", now, np.concatenate([s.tcp_pos, s.tcp_quat]))
+                    self.history.add(a, "wrench", now, s.wrench)
+                    if tactile:
+                        self.history.add(a, "tactile", now, s.tactile)
+                if step == 0:
+                    controller.restart(snap)
+                last_sensor = now
+            if step in renders:
+                for cam in self.slow.cameras:
+                    self.images.add(cam, now, env.render(cam))
+            if step in cycle_set:
+                chunk, why = planner.plan(last_sensor, self.history, self.images, episode_time=last_sensor)
+                if why:
+                    stats["skipped"][why] = stats["skipped"].get(why, 0) + 1
+                else:
+                    deliveries.append((step + latency_steps, (last_sensor, planner.kind, chunk)))
+                    stats["chunks"] += 1
+            if step % ctl_every == 0:
+                pending = None
+                while deliveries and deliveries[0][0] <= step:
+                    pending = deliveries.pop(0)[1]   # the node keeps only the newest pending chunk
+                res = controller.tick(now, snap, pending, None, self.history)
+                if res.rejected:
+                    stats["rejected"][res.rejected] = stats["rejected"].get(res.rejected, 0) + 1
+                for a, (pos, quat) in res.commands.items():
+                    env.set_target(a, pos, quat)
+        if n_total > step:
+            env.step(n_total - step)
+        metrics = env.metrics()
+        metrics.update({"seed": int(seed), "perturbed": bool(env.cfg.perturb), "chunks": stats["chunks"],
+                        "skipped": stats["skipped"], "chunks_rejected": stats["rejected"],
+                        "safety": {a: sf.report() for a, sf in controller.filters.items()}})
+        return metrics
+
+    def _render_steps(self, cycles: list[int], sensor_every: int, n_total: int) -> set[int]:
+        """The camera frames some cycle will look up (nearest to each observation time)."""
+        ms = self.env.dt
+        cam = [int(round(k / (self.timing.camera_hz * ms))) for k in range(int(n_total * ms * self.timing.camera_hz) + 1)]
+        cam = [c for c in cam if c < n_total]
+        out = set()
+        for c in cycles:
+            t_obs = (c // sensor_every) * sensor_every * ms
+            for t_img in self.planner.obs_times(t_obs):
+                past = [s for s in cam if s * ms <= t_obs + 1e-9]   # frames captured by the cycle's start
+                if not past:
+                    continue
+                best = min(past, key=lambda s: abs(s * ms - t_img))
+                if abs(best * ms - t_img) <= self.timing.image_tolerance:
+                    out.add(best)
+        return out
+
+
+def evaluate(export_dir, task: str, seeds, safety, timing: ServingTiming | None = None, perturb: bool = True,
+             slow_factory=None, episode_seconds: float | None = None, progress=None) -> list[dict]:
+    """Episodes on ``seeds`` in this process; ``slow_factory()`` builds an oracle replay."""
+    ev = PolicyEvaluator(export_dir, task, safety, timing, perturb,
+                         slow=slow_factory() if slow_factory else None, episode_seconds=episode_seconds)
+    out = []
+    try:
+        for s in seeds:
+            out.append(ev.run(int(s)))
+            if progress is not None:
+                progress(out[-1])
+    finally:
+        ev.close()
+    return out
+
+
+def timing_dict(t: ServingTiming) -> dict:
+    return asdict(t)
