@@ -155,12 +155,21 @@ class SlowPlanner:
     ``meta``, ``cameras``, ``n_obs``, ``history`` and ``predict``); a policy with
     ``wants_episode_time = True`` (the oracle replay) also gets the observation's time since
     the episode start.
+
+    Schedule: a cycle is due every ``1 / rate_hz`` s after the start of the last cycle that
+    produced a chunk, and at once after :meth:`restart` (an episode start): the first chunk
+    of an episode comes as soon as the observation history is complete, not up to a period
+    later at whatever phase the loop had (a wipe policy held the arm for up to 0.7 s of an
+    8 s episode that way). The caller polls :meth:`due` at :attr:`POLL_HZ`; a skipped cycle
+    is retried at the next poll.
     """
 
-    def __init__(self, policy, image_tolerance: float = 0.05, num_inference_steps: int | None = None):
+    POLL_HZ = 50.0
+
+    def __init__(self, policy, rate_hz: float, image_tolerance: float = 0.05, num_inference_steps: int | None = None):
         meta = policy.meta
         self.policy = policy
-        self.kind = "latent" if meta["model_type"] == "rdp_ldp" else "action"
+        self.kind = "latent" if meta["model_type"] in ("rdp_ldp", "rdp_tokenizer") else "action"
         self.step_dt = 1.0 / float(meta["fps"])
         self.row_dt = self.step_dt * (int(meta.get("compression", 1)) if self.kind == "latent" else 1)
         self.obs_stride = int(meta.get("obs_stride", 1))
@@ -168,6 +177,15 @@ class SlowPlanner:
         self.image_tolerance = image_tolerance
         self.num_inference_steps = num_inference_steps or None
         self.latency_s = float("nan")   # wall time of the last model call
+        self.period = 1.0 / float(rate_hz)
+        self.next_due = -np.inf
+
+    def restart(self) -> None:
+        """A new episode: the next cycle is due at once."""
+        self.next_due = -np.inf
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_due - 1e-9
 
     def obs_times(self, t_obs: float) -> list[float]:
         n = self.policy.n_obs
@@ -177,9 +195,10 @@ class SlowPlanner:
         h = self.policy.history
         return [t_obs - (h - 1 - j) * self.step_dt for j in range(h)]
 
-    def plan(self, t_obs: float, history: ArmHistory, images: ImageHistory | None,
+    def plan(self, now: float, t_obs: float, history: ArmHistory, images: ImageHistory | None,
              episode_time: float | None = None) -> tuple[np.ndarray | None, str | None]:
-        """-> (chunk, None), or (None, why the cycle was skipped)."""
+        """The cycle started at ``now`` on the observation of ``t_obs``: (chunk, None), or
+        (None, why the cycle was skipped). A chunk makes the next cycle due a period after ``now``."""
         tol = max(self.step_dt, 0.01)
         times = self.obs_times(t_obs)
         poses = [history.at("pose", t, tol) for t in times]
@@ -204,6 +223,7 @@ class SlowPlanner:
         self.latency_s = time.perf_counter() - t0
         if not np.isfinite(chunk).all():
             return None, "nonfinite_chunk"
+        self.next_due = now + self.period
         return chunk, None
 
 

@@ -8,13 +8,14 @@ and deterministic per seed. What the ROS stack adds in time is modelled (:class:
 
 * sensor readings (pose, wrench, tactile) are taken at ``sensor_hz`` and the camera at
   ``camera_hz`` (the sim node's rates), each stamped with its capture time;
-* the slow policy runs every ``1 / rate_hz`` s from a phase drawn per seed; its observation is
-  the newest reading at the cycle's start, and its chunk reaches the fast loop ``latency_s``
-  later (the inference time plus transport, ``rdp_slow``'s ``chunk_age_at_publish_ms``);
+* the slow policy's cycles follow :class:`policy.serving.SlowPlanner`'s schedule (polled at
+  its ``POLL_HZ``, the first one as soon as the observation history of the episode is
+  complete); its observation is the newest reading at the cycle's start, and its chunk
+  reaches the fast loop ``latency_s`` later (the inference time plus transport);
 * the fast loop ticks at ``control_hz`` with the newest readings.
 
-Only the camera frames that some slow cycle will look up are rendered (the cycle times are
-known in advance), which is most of the speed-up over the real-time stack.
+Only the camera frames that the next slow cycle may look up are rendered, which is most of
+the speed-up over the real-time stack.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class PolicyEvaluator:
         self.meta = read_json(meta_path)
         self.slow = slow if slow is not None else SlowPolicyRuntime(export_dir, threads=1, seed=seed)
         self.decoder = DecoderRuntime(export_dir, threads=1) if "decoder_step" in self.meta.get("files", {}) else None
-        self.planner = SlowPlanner(self.slow, t.image_tolerance)
+        self.planner = SlowPlanner(self.slow, t.rate_hz, t.image_tolerance)
         kw = dict(task=task, perturb=perturb, camera_width=t.camera_width, camera_height=t.camera_height,
                   render=bool(self.slow.cameras))
         if episode_seconds:
@@ -114,25 +115,28 @@ class PolicyEvaluator:
         n_total = int(round(env.episode_seconds / ms))
         sensor_every = max(1, int(round(1.0 / (t.sensor_hz * ms))))
         ctl_every = max(1, int(round(1.0 / (t.control_hz * ms))))
-        phase = np.random.default_rng([int(seed), 0x5EED]).uniform(0.0, 1.0 / t.rate_hz)
-        cycles = [int(round((phase + k / t.rate_hz) / ms)) for k in range(int(env.episode_seconds * t.rate_hz) + 2)]
-        cycles = [c for c in cycles if c < n_total]
+        poll_every = max(1, int(round(1.0 / (planner.POLL_HZ * ms))))
         latency_steps = int(round(t.latency_s / ms))
-        renders = self._render_steps(cycles, sensor_every, n_total) if self.slow.cameras else set()
-        events = sorted({s for s in range(0, n_total, sensor_every)} | {s for s in range(0, n_total, ctl_every)}
-                        | set(cycles) | renders | {c + latency_steps for c in cycles if c + latency_steps < n_total})
+        cam_steps = {int(round(k / (t.camera_hz * ms))) for k in range(int(n_total * ms * t.camera_hz) + 1)}
+        # a frame is rendered only when a cycle may look it up: within the observation window
+        # (plus the image tolerance) before the next due cycle
+        window = (planner.obs_times(0.0)[-1] - planner.obs_times(0.0)[0]) + t.image_tolerance + 2 * poll_every * ms
+        base = set(range(0, n_total, sensor_every)) | set(range(0, n_total, ctl_every)) | set(range(0, n_total, poll_every))
+        if self.slow.cameras:
+            base |= cam_steps
+        events = sorted(s for s in base if s < n_total)
+        planner.restart()
         controller = self._controller()
         tactile = planner.contact_kind == "tactile"
         snap = {}
         deliveries: list[tuple[int, tuple]] = []
-        stats = {"chunks": 0, "skipped": {}, "rejected": {}}
+        stats = {"chunks": 0, "skipped": {}, "rejected": {}, "rendered": 0}
         last_sensor = -1.0
-        cycle_set = set(cycles)
         step = 0
-        for ev in events:
-            if ev > step:
-                env.step(ev - step)
-                step = ev
+        for nxt in events:   # a chunk in flight is taken by the first control tick after it lands
+            if nxt > step:
+                env.step(nxt - step)
+                step = nxt
             now = step * ms
             if step % sensor_every == 0:
                 for a in env.arms:
@@ -147,15 +151,16 @@ class PolicyEvaluator:
                 if step == 0:
                     controller.restart(snap)
                 last_sensor = now
-            if step in renders:
+            if step in cam_steps and self.slow.cameras and now >= planner.next_due - window:
                 for cam in self.slow.cameras:
                     self.images.add(cam, now, env.render(cam))
-            if step in cycle_set:
-                chunk, why = planner.plan(last_sensor, self.history, self.images, episode_time=last_sensor)
+                stats["rendered"] += 1
+            if step % poll_every == 0 and planner.due(now):
+                chunk, why = planner.plan(now, last_sensor, self.history, self.images, episode_time=last_sensor)
                 if why:
                     stats["skipped"][why] = stats["skipped"].get(why, 0) + 1
                 else:
-                    deliveries.append((step + latency_steps, (last_sensor, planner.kind, chunk)))
+                    deliveries.append((step + max(latency_steps, 1), (last_sensor, planner.kind, chunk)))
                     stats["chunks"] += 1
             if step % ctl_every == 0:
                 pending = None
@@ -171,25 +176,9 @@ class PolicyEvaluator:
         metrics = env.metrics()
         metrics.update({"seed": int(seed), "perturbed": bool(env.cfg.perturb), "chunks": stats["chunks"],
                         "skipped": stats["skipped"], "chunks_rejected": stats["rejected"],
+                        "frames_rendered": stats["rendered"],
                         "safety": {a: sf.report() for a, sf in controller.filters.items()}})
         return metrics
-
-    def _render_steps(self, cycles: list[int], sensor_every: int, n_total: int) -> set[int]:
-        """The camera frames some cycle will look up (nearest to each observation time)."""
-        ms = self.env.dt
-        cam = [int(round(k / (self.timing.camera_hz * ms))) for k in range(int(n_total * ms * self.timing.camera_hz) + 1)]
-        cam = [c for c in cam if c < n_total]
-        out = set()
-        for c in cycles:
-            t_obs = (c // sensor_every) * sensor_every * ms
-            for t_img in self.planner.obs_times(t_obs):
-                past = [s for s in cam if s * ms <= t_obs + 1e-9]   # frames captured by the cycle's start
-                if not past:
-                    continue
-                best = min(past, key=lambda s: abs(s * ms - t_img))
-                if abs(best * ms - t_img) <= self.timing.image_tolerance:
-                    out.add(best)
-        return out
 
 
 def evaluate(export_dir, task: str, seeds, safety, timing: ServingTiming | None = None, perturb: bool = True,

@@ -45,14 +45,18 @@ class ReplayPolicy:
 
     ``export_dir``: the export whose runtime serves the chunks (its runtime.json fixes the
     chunk kind, horizon and rate); ``tokenizer``: a tokenizer (or latent diffusion policy)
-    checkpoint whose encoder makes the latent; required for an ``rdp_ldp`` export."""
+    checkpoint whose encoder makes the latent (default: the checkpoint the export was made
+    from) for an ``rdp_ldp`` or ``rdp_tokenizer`` export. ``raw``: serve the relative actions
+    themselves, open loop (the Diffusion Policy's chunk kind), whatever the export."""
 
     wants_episode_time = True
     cameras: list = []
 
     def __init__(self, dataset: str | Path, export_dir: str | Path, tokenizer: str | Path | None = None,
-                 seeds: dict[int, int] | None = None):
+                 seeds: dict[int, int] | None = None, raw: bool = False):
         meta = read_json(Path(export_dir) / "runtime.json")
+        if raw:   # serve action chunks, read open loop, as a Diffusion Policy's are
+            meta = {**meta, "model_type": "dp"}
         self.meta = meta
         self.model_type = meta["model_type"]
         self.n_obs, self.history = int(meta["n_obs_steps"]), int(meta["contact_history"])
@@ -62,9 +66,11 @@ class ReplayPolicy:
             raise ValueError(f"{dataset}: {self.ds.num_arms} arm(s), the export drives {meta['shapes']['num_arms']}")
         self.seeds = dict(seeds) if seeds is not None else episode_seeds(dataset)
         self._tok = self._norm = None
-        if self.model_type == "rdp_ldp":
-            if tokenizer is None:
-                raise ValueError("an rdp_ldp export needs the tokenizer checkpoint (its encoder makes the latent)")
+        if self.model_type in ("rdp_ldp", "rdp_tokenizer"):
+            tokenizer = tokenizer or meta.get("source")   # the checkpoint the export was made from
+            if not tokenizer or not (Path(tokenizer) / "config.json").is_file():
+                raise ValueError(f"{export_dir}: an {self.model_type} export needs its tokenizer checkpoint (the "
+                                 f"encoder makes the latent); {tokenizer!r} is not one: pass it")
             from .checkpoint import load_checkpoint
             ck = load_checkpoint(tokenizer, expect=("rdp_tokenizer", "rdp_ldp"))
             tok = ck if ck.config.model_type == "rdp_tokenizer" else ck.tokenizer

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve this dataset's demonstrations (same seeds) instead of the model")
     p.add_argument("--tokenizer", default="", metavar="CKPT",
                    help="with --oracle and an RDP export: the tokenizer checkpoint whose encoder makes the latent")
+    p.add_argument("--oracle-raw", action="store_true",
+                   help="with --oracle: serve the relative actions open loop (the DP's chunk kind) whatever the export")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1; at most the cores)")
     p.add_argument("--json", default="", help="write every episode's metrics and the summary here")
     p.add_argument("--quiet", action="store_true", help="only the summary")
@@ -77,7 +79,7 @@ def _init(spec: dict) -> None:
     slow = None
     if spec["oracle"]:
         from policy.rdp.replay import ReplayPolicy  # noqa: PLC0415
-        slow = ReplayPolicy(spec["oracle"], spec["policy"], spec["tokenizer"] or None)
+        slow = ReplayPolicy(spec["oracle"], spec["policy"], spec["tokenizer"] or None, raw=spec["raw"])
     _WORKER["ev"] = PolicyEvaluator(spec["policy"], spec["task"], spec["safety"], spec["timing"], spec["perturb"],
                                     slow=slow, episode_seconds=spec["episode_seconds"] or None)
 
@@ -110,15 +112,15 @@ def run(args: argparse.Namespace) -> int:
         seeds = list(range(args.seed, args.seed + args.episodes))
     if not 1 <= args.workers <= max(1, os.cpu_count() or 1):
         raise ValueError(f"--workers: {args.workers} outside 1..{os.cpu_count()}")
-    if args.tokenizer and not args.oracle:
-        raise ValueError("--tokenizer: only with --oracle")
+    if (args.tokenizer or args.oracle_raw) and not args.oracle:
+        raise ValueError(f"--{'tokenizer' if args.tokenizer else 'oracle-raw'}: only with --oracle")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     timing, safety = serving_setup(args.task, args.policy, args.set, args.latency)
     spec = {"policy": args.policy, "task": args.task, "safety": safety, "timing": timing,
-            "perturb": not args.no_perturb, "oracle": args.oracle, "tokenizer": args.tokenizer,
+            "perturb": not args.no_perturb, "oracle": args.oracle, "tokenizer": args.tokenizer, "raw": args.oracle_raw,
             "episode_seconds": args.episode_seconds}
-    what = f"oracle replay of {args.oracle}" if args.oracle else args.policy
+    what = f"oracle replay ({'raw' if args.oracle_raw else 'as served'}) of {args.oracle}" if args.oracle else args.policy
     print(f"slowfast evaluate: {args.task}, {what}, {len(seeds)} episode(s) from seed {seeds[0]}, "
           f"{'un' if args.no_perturb else ''}perturbed, chunk every {1 / timing.rate_hz:.3g} s, "
           f"latency {timing.latency_s:g} s, {args.workers} worker(s)", flush=True)

@@ -21,7 +21,7 @@ from trajectory_msgs.msg import JointTrajectory
 from slowfast_ros import msgs, qos
 from policy.serving import ImageHistory, SlowPlanner
 from slowfast_ros.arm_io import ArmInputs
-from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 
 @dataclasses.dataclass
@@ -58,7 +58,7 @@ class RdpSlow(Node):
         meta = self.policy.meta
         if self.policy.num_arms != len(p.arms):
             raise ValueError(f"arms: the model drives {self.policy.num_arms} arm(s), got {len(p.arms)} ({p.arms})")
-        self.planner = SlowPlanner(self.policy, p.image_tolerance, p.num_inference_steps)
+        self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps)
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
         self.images = ImageHistory(self.policy.cameras)
         for cam in self.policy.cameras:
@@ -76,7 +76,9 @@ class RdpSlow(Node):
         self.skipped: dict[str, int] = {}
         self._last_obs = -np.inf
         self.create_timer(1.0, self._publish_diagnostics)
-        self.loop = PacedLoop(p.rate_hz, self._cycle, name="rdp-slow").start()
+        self.cycles = RateMeter()
+        # polled: a cycle is due every 1/rate_hz, and at once after an episode start (SlowPlanner)
+        self.loop = PacedLoop(max(p.rate_hz, SlowPlanner.POLL_HZ), self._cycle, name="rdp-slow").start()
         self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
                                f"contact={self.planner.contact_kind}, providers {self.policy.providers}, warm-up {warm_s:.1f} s")
 
@@ -98,6 +100,7 @@ class RdpSlow(Node):
         if msgs.episode_start(msg) is not None:
             self.inputs.reset()
             self.images.clear()
+            self.planner.restart()
 
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -107,6 +110,8 @@ class RdpSlow(Node):
 
     def _cycle(self) -> None:
         now = self._now()
+        if not self.planner.due(now):
+            return
         snap = self.inputs.snapshot()
         if any(not s.complete for s in snap.values()):
             self._skip("waiting_for_inputs")
@@ -118,7 +123,7 @@ class RdpSlow(Node):
         if t_obs <= self._last_obs:
             self._skip("no_new_observation")
             return
-        chunk, why = self.planner.plan(t_obs, self.inputs, self.images)
+        chunk, why = self.planner.plan(now, t_obs, self.inputs, self.images)
         if why == "nonfinite_chunk":
             # A broken model (NaN/inf weights, a bad export): nothing it says may reach the
             # arm. Dropped, counted, logged and reported as ERROR until a good chunk comes.
@@ -137,11 +142,12 @@ class RdpSlow(Node):
         self.obs_age_ms.append((self._now() - t_obs) * 1e3)
         self._last_obs = t_obs
         self.published += 1
+        self.cycles.tick()
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         age = np.array(self.obs_age_ms) if self.obs_age_ms else np.array([np.nan])
-        values = {"rate_hz": self.loop.meter.rate(), "chunks_published": self.published,
+        values = {"rate_hz": self.cycles.rate(), "chunks_published": self.published,
                   "inference_ms_p50": float(np.percentile(lat, 50)), "inference_ms_p99": float(np.percentile(lat, 99)),
                   "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
                   "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99))}

@@ -1,0 +1,148 @@
+"""The synchronous evaluator and the oracle replay (sim/policy_eval.py, policy/rdp/replay.py):
+demonstrations generated here, a tiny DP and tokenizer trained on them, served in process."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SEEDS = [300, 301]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    import torch
+
+    from policy.rdp.config import PolicyConfig, preset
+    from policy.rdp.export import export_checkpoint
+    from policy.rdp.train import train
+    from sim.datagen import generate_dataset
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("policy_eval")
+    demo = {}
+    ds = generate_dataset(root / "ds", task="wipe", episodes=len(SEEDS), seed=SEEDS[0], fps=25.0, camera=False,
+                          episode_seconds=4.0, progress=lambda ep, m: demo.__setitem__(SEEDS[ep], m))
+
+    def cfg(model_type, epochs):
+        d = preset("sim", model_type).to_dict()
+        d["data"].update(horizon=32, cameras=[], val_fraction=0.0)
+        d["unet"].update(down_dims=[16, 32], step_embed_dim=16)
+        d["train"].update(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=0)
+        return PolicyConfig.from_dict(d)
+
+    train("tokenizer", ds, root / "tok", cfg("rdp_tokenizer", 100), progress=False)
+    train("dp", ds, root / "dp", cfg("dp", 1), progress=False)
+    export_checkpoint(root / "tok", root / "onnx_tok")
+    export_checkpoint(root / "dp", root / "onnx_dp")
+    return root, ds, demo
+
+
+def _timing():
+    from sim.policy_eval import ServingTiming
+
+    return ServingTiming(control_hz=200.0, rate_hz=25 / 16, sensor_hz=200.0, camera_hz=30.0, camera_width=64,
+                         camera_height=48, blend_s=0.1, image_tolerance=0.05, chunk_pose_tolerance=0.01)
+
+
+def _safety():
+    from policy.safety import SafetyConfig
+
+    return SafetyConfig(workspace_lo=(-0.35, -0.25, -0.08), workspace_hi=(0.35, 0.25, 0.40), max_accel=3.0,
+                        force_limit=60.0, force_release=30.0, command_timeout=0.05)
+
+
+def test_generated_dataset_records_each_episodes_seed(served):
+    from policy.rdp.replay import episode_seeds
+
+    _, ds, _ = served
+    assert episode_seeds(ds) == {SEEDS[0]: 0, SEEDS[1]: 1}
+
+
+@pytest.mark.parametrize("export", ["onnx_dp", "onnx_tok"])
+def test_oracle_replay_reproduces_its_demonstrations(served, export):
+    """The demonstrations' own chunks through the runtime (raw for DP, through the tokenizer's
+    encoder and the exported decoder for RDP) wipe what the demonstrator wiped. The raw replay
+    must match closely; the latent one carries the reconstruction error of a tokenizer trained
+    for a minute on two episodes (5-8 mm), and its decoder reacts to the live wrench."""
+    from policy.rdp.replay import ReplayPolicy
+    from sim.policy_eval import evaluate
+
+    root, ds, demo = served
+    eps = evaluate(root / export, "wipe", SEEDS, _safety(), _timing(), episode_seconds=4.0,
+                   slow_factory=lambda: ReplayPolicy(ds, root / export))
+    tol = 0.08 if export == "onnx_dp" else 0.2
+    for m in eps:
+        ref = demo[m["seed"]]
+        assert m["chunks"] >= 5 and not m["chunks_rejected"], m
+        assert abs(m["coverage"] - ref["coverage"]) < tol, (export, m["coverage"], ref["coverage"])
+        if export == "onnx_dp":   # 1 mm of depth is 1 N: the tiny tokenizer's error shows in the force band
+            assert abs(m["time_in_band"] - ref["time_in_band"]) < tol, (m["time_in_band"], ref["time_in_band"])
+
+
+def test_evaluation_is_deterministic_per_seed_whatever_ran_before(served):
+    from sim.policy_eval import evaluate
+
+    root, _, _ = served
+    a = evaluate(root / "onnx_dp", "wipe", [SEEDS[1]], _safety(), _timing(), episode_seconds=2.0)
+    b = evaluate(root / "onnx_dp", "wipe", [SEEDS[0], SEEDS[1]], _safety(), _timing(), episode_seconds=2.0)
+    assert a[0]["coverage"] == b[1]["coverage"] and a[0]["peak_force"] == b[1]["peak_force"]
+    assert a[0]["chunks"] == b[1]["chunks"] > 0
+
+
+def test_a_seed_without_demonstration_is_refused(served):
+    from policy.rdp.replay import ReplayPolicy
+
+    root, ds, _ = served
+    oracle = ReplayPolicy(ds, root / "onnx_dp")
+    with pytest.raises(ValueError, match="no demonstration of seed 5"):
+        oracle.begin_episode(5)
+
+
+def test_evaluate_cli_writes_json_and_refuses_bad_input(served, tmp_path):
+    root, ds, _ = served
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "slowfast_ros.cli", "evaluate", *args], capture_output=True,
+                              text=True, timeout=300, env=dict(os.environ))
+
+    out = tmp_path / "eval.json"
+    r = cli("--task", "wipe", "--policy", str(root / "onnx_dp"), "--oracle", str(ds), "--seeds",
+            ",".join(map(str, SEEDS)), "--episode-seconds", "2", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert [e["seed"] for e in data["episodes"]] == SEEDS and data["summary"]["episodes"] == 2
+    assert data["timing"]["control_hz"] == 200.0            # from rdp_fast.yaml
+    for args, msg in ((["--policy", str(tmp_path)], "not an export folder"),
+                      (["--policy", str(root / "onnx_dp"), "--set", "rdp_fast.max_sped=1"], "max_sped"),
+                      (["--policy", str(root / "onnx_dp"), "--task", "lift"], "arms"),
+                      (["--policy", str(root / "onnx_dp"), "--oracle", str(ds), "--seed", "5", "--episodes", "1"],
+                       "no demonstration of seed 5")):
+        r = cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and msg in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_lunging_policy_is_bounded_by_the_safety_filter(served, monkeypatch):
+    """Chunks that put the target 20 cm away: the evaluator's filter (the node's) bounds it,
+    counts the interventions, and the pad never leaves the workspace."""
+    from policy.rdp.replay import ReplayPolicy
+    from sim.policy_eval import evaluate
+
+    root, ds, _ = served
+    chunk_at = ReplayPolicy.chunk_at
+
+    def lunge(self, frame):
+        rel = chunk_at(self, frame).copy()
+        rel[:, 0] += 0.2
+        return rel
+
+    monkeypatch.setattr(ReplayPolicy, "chunk_at", lunge)
+    m = evaluate(root / "onnx_dp", "wipe", SEEDS[:1], _safety(), _timing(), episode_seconds=2.0,
+                 slow_factory=lambda: ReplayPolicy(ds, root / "onnx_dp"))[0]
+    counts = m["safety"]["arm"]
+    assert counts["interventions/speed"] > 0 and counts["interventions/workspace"] > 0, counts
