@@ -113,6 +113,12 @@ class TokenizerConfig(_Base):
     compression: time compression of the latent (power of two; one stride-2 conv each).
     latent_dim: channels of the latent; hidden: GRU hidden size; enc_channels: encoder width.
     kl_weight: weight of the KL term next to the L1 reconstruction.
+    contact_noise: std of Gaussian noise added to the decoder's (normalised) contact input in
+    training. Without it the decoder reads the path off the contact sequence (in a
+    demonstration the force trace tells where along the wipe the tool is): served with a live
+    force that differs from the demonstration's, it left the path (the oracle replay of the
+    demonstrations' own latents wiped 1 of 20 episodes). The noise makes the latent carry the
+    path and leaves the contact the correction.
     """
 
     latent_dim: int = 4
@@ -121,6 +127,7 @@ class TokenizerConfig(_Base):
     kernel_size: int = 5
     hidden: int = 32
     kl_weight: float = 1e-6
+    contact_noise: float = 0.0
 
     def __post_init__(self) -> None:
         _int_range(self, "latent_dim", 1, 256)
@@ -133,6 +140,7 @@ class TokenizerConfig(_Base):
             _fail(self, "kernel_size", self.kernel_size, "an odd integer in [1, 31]")
         _int_range(self, "hidden", 1, 4096)
         _float_range(self, "kl_weight", 0.0, 1.0)
+        _float_range(self, "contact_noise", 0.0, 10.0)
 
 
 @dataclass
@@ -224,6 +232,9 @@ class TrainConfig(_Base):
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 1  # epochs
+    # Early stopping: stop when the validation loss has not improved for this many epochs and
+    # keep the best epoch's weights (0 = off; needs held-out episodes, data.val_fraction > 0).
+    patience: int = 0
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (Accelerate autocast; weights stay fp32)
 
     def __post_init__(self) -> None:
@@ -238,6 +249,7 @@ class TrainConfig(_Base):
         _int_range(self, "seed", 0, 2**63 - 1)
         _int_range(self, "num_workers", 0, 256)
         _int_range(self, "checkpoint_every", 1, 1_000_000)
+        _int_range(self, "patience", 0, 1_000_000)
 
 
 @dataclass

@@ -109,6 +109,9 @@ class AsymmetricTokenizer(nn.Module):
         mean, logvar = self.encode(action)
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         z = mean + eps * torch.exp(0.5 * logvar)
+        if self.training and self.cfg.contact_noise > 0:
+            noise = torch.randn(contact.shape, generator=generator, dtype=contact.dtype).to(contact.device)
+            contact = contact + self.cfg.contact_noise * noise
         recon = self.decode(z, contact)
         l1 = (recon - action).abs().mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()

@@ -205,6 +205,9 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
     history: list = list(state.get("history", []))
     last_loss = float("nan")
     val_loss = state.get("val_loss")
+    best = state.get("best", {"val_loss": None, "epoch": None})
+    early = tc.patience > 0 and val_set is not None
+    stopped_early = bool(state.get("stopped_early", False))
 
     def save(epoch: int, batch: int) -> None:
         acc.wait_for_everyone()
@@ -218,12 +221,15 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
                 ema_state[n] = p
         sched_state = {k: v for k, v in lr_sched.state_dict().items() if _jsonable(v)}
         st = {"epoch": epoch, "batch": batch, "step": step, "total_steps": total_steps,
-              "lr_scheduler": sched_state, "history": history, "val_loss": val_loss,
+              "lr_scheduler": sched_state, "history": history, "val_loss": val_loss, "best": best,
+              "stopped_early": stopped_early,
               "ema": {"optimization_step": ema.optimization_step} if ema is not None else {},
               "seed": tc.seed, "time": time.time()}
         save_checkpoint(out, cfg, raw, norm, ema_state=ema_state,
                         train_state={"optimizer": optimizer.state_dict(), "state": st, "rng": torch.get_rng_state()},
                         tokenizer_dir=(out / "tokenizer" if resume else tok_dir) if tok is not None else None)
+        if history:
+            plot_history(history, out / "loss.png", f"{kind} ({out.name})", best.get("epoch"))
 
     bar = tqdm(total=total_steps, initial=min(step, total_steps), disable=not progress or not acc.is_main_process,
                desc=f"train {kind}", unit="it", dynamic_ncols=True, file=sys.stderr)
@@ -231,6 +237,8 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, tc.epochs):
+            if stopped_early:
+                break
             batches = epoch_batches(len(train_set), tc.batch_size, tc.seed, epoch)
             mine = batches[rank::world][:steps_per_epoch]
             model.train()
@@ -268,16 +276,68 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
             if progress and acc.is_main_process:
                 bar.write(f"epoch {epoch + 1}/{tc.epochs}: train loss {last_loss:.4g}"
                           + (f", val loss {val_loss:.4g}" if val_loss is not None else ""), file=sys.stderr)
-            if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
+            if early:
+                # Only an improvement is written: the checkpoint on disk is always the best epoch's.
+                if best["val_loss"] is None or val_loss < best["val_loss"]:
+                    best = {"val_loss": val_loss, "epoch": epoch}
+                    save(epoch + 1, 0)
+                elif epoch - best["epoch"] >= tc.patience:
+                    stopped_early = True
+                    if progress and acc.is_main_process:
+                        bar.write(f"early stop: no better validation loss for {tc.patience} epochs; keeping "
+                                  f"epoch {best['epoch'] + 1} ({best['val_loss']:.4g})", file=sys.stderr)
+                    break
+            elif (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
                 save(epoch + 1, 0)
     except KeyboardInterrupt:
         save(epoch, max(0, step - epoch * steps_per_epoch))
         bar.close()
         raise
     bar.close()
+    if history and not stopped:
+        _write_history(out, history, best, stopped_early, acc.is_main_process)
     return {"model_type": model_type, "out": str(out), "steps": step, "epochs": tc.epochs, "stopped": stopped,
+            "stopped_early": stopped_early, "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
             "train_loss": last_loss, "val_loss": val_loss, "train_samples": len(train_set),
             "val_samples": len(val_set) if val_set else 0, "device": str(dev), "processes": world}
+
+
+def _write_history(out: Path, history: list, best: dict, stopped_early: bool, main: bool) -> None:
+    """The whole loss history next to the best checkpoint (whose training state stops at the
+    best epoch): ``loss.json`` and ``loss.png``."""
+    if not main:
+        return
+    import json
+
+    (out / "loss.json").write_text(json.dumps({"history": history, "best": best, "stopped_early": stopped_early}))
+    plot_history(history, out / "loss.png", out.name, best.get("epoch"))
+
+
+def plot_history(history: list, path: Path, title: str = "", best_epoch: int | None = None) -> None:
+    """PNG of training and validation loss per epoch (log scale), the kept epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    ep = [h["epoch"] + 1 for h in history]
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(ep, [h["train_loss"] for h in history], label="train (last batch)", lw=1.0)
+    val = [(e, h["val_loss"]) for e, h in zip(ep, history) if h.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val), label="validation", lw=1.5)
+    if best_epoch is not None:
+        ax.axvline(best_epoch + 1, color="tab:red", ls="--", lw=1.0, label=f"kept: epoch {best_epoch + 1}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def _jsonable(v) -> bool:

@@ -151,3 +151,22 @@ def test_random_crop_in_training_centre_crop_otherwise():
         assert torch.equal(a[i], x[i, :, oy:oy + 12, ox:ox + 15])
     c = enc.eval().crop(x)
     assert torch.equal(c, x[:, :, 2:14, 2:17])
+
+
+def test_early_stopping_keeps_the_best_epoch_and_plots_the_curves(tmp_path, dataset, tiny_config, monkeypatch):
+    """With a patience, training stops once the validation loss has not improved for that many
+    epochs; the checkpoint on disk is the best epoch's, loss.json/loss.png hold every epoch."""
+    import json
+
+    import policy.rdp.train as tr
+
+    losses = iter([0.5, 0.3, 0.4, 0.35, 0.6, 0.2, 0.1])   # best at epoch 1, then 3 worse ones
+    monkeypatch.setattr(tr, "evaluate", lambda *a, **k: next(losses))
+    cfg = tiny_config("rdp_tokenizer", train={"epochs": 7, "patience": 3}, data={"val_fraction": 0.2})
+    out = train("tokenizer", dataset, tmp_path / "tok", cfg, progress=False)
+    assert out["stopped_early"] and out["best_epoch"] == 1 and out["best_val_loss"] == 0.3
+    state = json.loads((tmp_path / "tok" / "training_state" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["val_loss"] == 0.3          # the best epoch's checkpoint
+    curves = json.loads((tmp_path / "tok" / "loss.json").read_text())
+    assert [h["val_loss"] for h in curves["history"]] == [0.5, 0.3, 0.4, 0.35, 0.6]
+    assert (tmp_path / "tok" / "loss.png").stat().st_size > 1000

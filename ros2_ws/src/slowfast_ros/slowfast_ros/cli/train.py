@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs-contact", action="store_true",
                    help="dp: also feed the contact history as an observation (the DP + tactile/force variant)")
     p.add_argument("--num-workers", type=int, help="data loader worker processes (default 0)")
+    p.add_argument("--patience", type=int,
+                   help="early stopping: stop when the validation loss has not improved for N epochs and keep "
+                        "the best epoch (default 0 = off)")
+    p.add_argument("--val-fraction", type=float, help="share of episodes held out for validation (default 0.1)")
     p.add_argument("--checkpoint-every", type=int, help="write the checkpoint every N epochs (default 1)")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="autocast precision (default no)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -91,9 +95,10 @@ def build_config(args: argparse.Namespace):
         _merge(d, over)
     cli = {"train": {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                        "num_workers": args.num_workers,
-                                       "checkpoint_every": args.checkpoint_every,
+                                       "checkpoint_every": args.checkpoint_every, "patience": args.patience,
                                        "mixed_precision": args.mixed_precision}.items() if v is not None},
-           "data": {k: v for k, v in {"horizon": args.horizon, "contact": args.contact}.items() if v is not None}}
+           "data": {k: v for k, v in {"horizon": args.horizon, "contact": args.contact,
+                                      "val_fraction": args.val_fraction}.items() if v is not None}}
     if args.obs_contact:
         if args.model != "dp":
             raise ValueError("--obs-contact applies to dp only (the LDP always sees the contact history)")
@@ -109,7 +114,8 @@ def run_vln(args: argparse.Namespace) -> int:
     from policy.streamvln.train import VLNTrainConfig, train_vln
 
     rdp_only = [f"--{n.replace('_', '-')}" for n in ("tokenizer", "config", "epochs", "horizon", "contact",
-                                                      "num_workers", "checkpoint_every", "mixed_precision")
+                                                      "num_workers", "checkpoint_every", "mixed_precision",
+                                                      "patience", "val_fraction")
                 if getattr(args, n) is not None] + (["--obs-contact"] if args.obs_contact else []) \
         + (["--resume"] if args.resume else []) + ([f"--preset {args.preset}"] if args.preset != "sim" else [])
     if rdp_only:
@@ -179,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {dataset}: no such folder")
     if args.resume:
         changed = [f"--{n.replace('_', '-')}" for n in ("config", "horizon", "contact", "batch_size", "lr", "seed",
-                                                         "num_workers", "checkpoint_every", "mixed_precision", "tokenizer")
+                                                         "num_workers", "checkpoint_every", "mixed_precision", "tokenizer",
+                                                         "patience", "val_fraction")
                    if getattr(args, n) is not None] + (["--obs-contact"] if args.obs_contact else []) \
             + ([f"--preset {args.preset}"] if args.preset != "sim" else [])
         if changed:
