@@ -69,29 +69,47 @@ def blend_poses(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     return out.reshape(-1)
 
 
-class ContactHistory:
-    """Recent contact readings by capture stamp, for rolling a late chunk forward."""
+class StampedBuffer:
+    """The last ``seconds`` of readings by capture stamp, sorted; lookups by stamp. Not locked.
+
+    Used for the contact readings a late chunk is rolled forward with, and (policy.serving)
+    for every arm and camera history of the serving loops."""
 
     def __init__(self, seconds: float = 3.0):
         self.seconds = seconds
-        self._t: deque[float] = deque()
-        self._v: deque[np.ndarray] = deque()
+        self.t: deque[float] = deque()
+        self.v: deque = deque()
 
-    def add(self, stamp: float, value: np.ndarray) -> None:
-        if self._t and stamp <= self._t[-1]:
-            return
-        self._t.append(stamp)
-        self._v.append(np.asarray(value, np.float32))
-        while self._t and self._t[-1] - self._t[0] > self.seconds:
-            self._t.popleft()
-            self._v.popleft()
+    def add(self, stamp: float, value) -> None:
+        if self.t and stamp <= self.t[-1]:
+            return  # out of order or repeated: keep the buffer sorted
+        self.t.append(stamp)
+        self.v.append(value)
+        while self.t and self.t[-1] - self.t[0] > self.seconds:
+            self.t.popleft()
+            self.v.popleft()
 
-    def at(self, stamp: float) -> np.ndarray | None:
-        """The newest reading captured at or before ``stamp`` (None if none is that old)."""
-        if not self._t:
+    def clear(self) -> None:
+        self.t.clear()
+        self.v.clear()
+
+    def at(self, stamp: float, tolerance: float) -> tuple[float, object] | None:
+        """The reading nearest to ``stamp`` within ``tolerance`` seconds, else None."""
+        if not self.t:
             return None
-        i = bisect.bisect_right(self._t, stamp) - 1
-        return self._v[max(i, 0)]
+        i = bisect.bisect_left(self.t, stamp)
+        best = min((j for j in (i - 1, i) if 0 <= j < len(self.t)), key=lambda j: abs(self.t[j] - stamp))
+        if abs(self.t[best] - stamp) > tolerance:
+            return None
+        return self.t[best], self.v[best]
+
+    def before(self, stamp: float):
+        """The newest reading captured at or before ``stamp`` (the oldest one when none is
+        that old; None when empty)."""
+        if not self.t:
+            return None
+        i = bisect.bisect_right(self.t, stamp) - 1
+        return self.v[max(i, 0)]
 
 
 class _Track:
@@ -113,7 +131,7 @@ class _Track:
             return self.ex.decoder.step(self.chunk.data, k, contact, state)
         return self.chunk.data[k], None
 
-    def command(self, now: float, contact, history: ContactHistory) -> np.ndarray | None:
+    def command(self, now: float, contact, history: StampedBuffer) -> np.ndarray | None:
         """Absolute (A*7) target at ``now``, or None when the chunk has run out."""
         s = self.position(now)
         k = int(np.floor(s))
@@ -124,7 +142,7 @@ class _Track:
             # contact recorded at each step's time).
             while self.k < k - 1:
                 j = self.k + 1
-                c = history.at(self.chunk.obs_stamp + j * self.ex.step_dt)
+                c = history.before(self.chunk.obs_stamp + j * self.ex.step_dt)
                 c = contact if c is None else c
                 _, self.state = self.ex.decoder.step(self.chunk.data, j, c, self.state)
                 self.k = j
@@ -166,7 +184,7 @@ class ReactiveExecutor:
         self.current: _Track | None = None
         self.previous: _Track | None = None
         self.handover_start = -np.inf
-        self.history = ContactHistory()
+        self.history = StampedBuffer()
         self.rejected: dict[str, int] = {}
         self.last_step_index = -1
 
@@ -174,10 +192,11 @@ class ReactiveExecutor:
         """Forget every chunk and the contact history (a new episode)."""
         self.current = self.previous = None
         self.handover_start = -np.inf
-        self.history = ContactHistory()
+        self.history = StampedBuffer()
         self.last_step_index = -1
 
-    def _reject(self, why: str) -> str:
+    def reject(self, why: str) -> str:
+        """Count a chunk rejected for ``why`` (also one refused before it reached :meth:`submit`)."""
         self.rejected[why] = self.rejected.get(why, 0) + 1
         return why
 
@@ -185,32 +204,32 @@ class ReactiveExecutor:
         """Accept a new chunk (None) or say why it was rejected (counted)."""
         data = np.asarray(chunk.data, np.float32)
         if not np.isfinite(data).all() or not np.isfinite(chunk.start_pose).all():
-            return self._reject("nonfinite_chunk")
+            return self.reject("nonfinite_chunk")
         if chunk.kind == "latent":
             if self.decoder is None:
-                return self._reject("latent_chunk_without_decoder")
+                return self.reject("latent_chunk_without_decoder")
             if data.shape != tuple(self.latent_shape):
-                return self._reject("wrong_shape")
+                return self.reject("wrong_shape")
         elif chunk.kind == "action":
             if data.shape != (self.horizon, 9 * self.num_arms):
-                return self._reject("wrong_shape")
+                return self.reject("wrong_shape")
         else:
-            return self._reject("unknown_kind")
+            return self.reject("unknown_kind")
         if np.asarray(chunk.start_pose).shape != (7 * self.num_arms,):
-            return self._reject("wrong_start_pose")
+            return self.reject("wrong_start_pose")
         if self.current is not None and chunk.obs_stamp <= self.current.chunk.obs_stamp:
-            return self._reject("older_than_current")
+            return self.reject("older_than_current")
         if (now - chunk.obs_stamp) / self.step_dt >= self.horizon - 1:
-            return self._reject("expired")
+            return self.reject("expired")
         if chunk.obs_stamp > now + 0.05:
-            return self._reject("from_the_future")
+            return self.reject("from_the_future")
         chunk = Chunk(chunk.kind, data, float(chunk.obs_stamp), np.asarray(chunk.start_pose, np.float64))
         self.previous, self.current = self.current, _Track(chunk, self)
         self.handover_start = now
         return None
 
     def add_contact(self, stamp: float, contact: np.ndarray) -> None:
-        self.history.add(stamp, contact)
+        self.history.add(stamp, np.asarray(contact, np.float32))
 
     def tick(self, now: float, contact) -> np.ndarray | None:
         """The (A*7) target for ``now`` from the freshest ``contact``; None means hold

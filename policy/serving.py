@@ -15,16 +15,14 @@ process) and in what drives time (the wall/ROS clock, or simulated time).
 """
 from __future__ import annotations
 
-import bisect
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from policy.rdp.geometry import quat_to_matrix_one
-from policy.reactive import Chunk
+from policy.reactive import Chunk, StampedBuffer
 
 
 # ------------------------------------------------------------------------------ state
@@ -55,38 +53,6 @@ class ArmSnapshot:
     @property
     def oldest_stamp(self) -> float:
         return float(min(self.pose_stamp, self.wrench_stamp, self.tactile_stamp))
-
-
-class StampedBuffer:
-    """The last ``seconds`` of readings by capture stamp; lookups by stamp. Not locked."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.t: deque[float] = deque()
-        self.v: deque = deque()
-
-    def add(self, stamp: float, value) -> None:
-        if self.t and stamp <= self.t[-1]:
-            return  # out of order or repeated: keep the buffer sorted
-        self.t.append(stamp)
-        self.v.append(value)
-        while self.t and self.t[-1] - self.t[0] > self.seconds:
-            self.t.popleft()
-            self.v.popleft()
-
-    def clear(self) -> None:
-        self.t.clear()
-        self.v.clear()
-
-    def at(self, stamp: float, tolerance: float) -> tuple[float, object] | None:
-        """The reading nearest to ``stamp`` within ``tolerance`` seconds, else None."""
-        if not self.t:
-            return None
-        i = bisect.bisect_left(self.t, stamp)
-        best = min((j for j in (i - 1, i) if 0 <= j < len(self.t)), key=lambda j: abs(self.t[j] - stamp))
-        if abs(self.t[best] - stamp) > tolerance:
-            return None
-        return self.t[best], self.v[best]
 
 
 KINDS = ("pose", "wrench", "tactile")
@@ -120,28 +86,25 @@ class ArmHistory:
 
 
 class ImageHistory:
-    """The last ``frames`` images of each camera, by capture stamp (thread-safe)."""
+    """The last ``seconds`` of images of each camera, by capture stamp (thread-safe)."""
 
-    def __init__(self, cameras, frames: int = 90):
+    def __init__(self, cameras, seconds: float = 3.0):
         self._lock = threading.Lock()
-        self._q = {c: deque(maxlen=frames) for c in cameras}
+        self._b = {c: StampedBuffer(seconds) for c in cameras}
 
     def add(self, cam: str, stamp: float, rgb: np.ndarray) -> None:
         with self._lock:
-            self._q[cam].append((stamp, rgb))
+            self._b[cam].add(stamp, rgb)
 
     def at(self, cam: str, stamp: float, tolerance: float) -> np.ndarray | None:
         with self._lock:
-            frames = list(self._q[cam])
-        best = min(frames, key=lambda f: abs(f[0] - stamp), default=None)
-        if best is None or abs(best[0] - stamp) > tolerance:
-            return None
-        return best[1]
+            hit = self._b[cam].at(stamp, tolerance)
+        return None if hit is None else hit[1]
 
     def clear(self) -> None:
         with self._lock:
-            for q in self._q.values():
-                q.clear()
+            for b in self._b.values():
+                b.clear()
 
 
 # ------------------------------------------------------------------------------ slow side
@@ -300,8 +263,7 @@ class FastController:
             stamp, kind, data = pending
             poses = history.at("pose", stamp, self.chunk_pose_tolerance) if history is not None else None
             if poses is None:
-                rejected = "no_pose_at_stamp"
-                self.executor.rejected[rejected] = self.executor.rejected.get(rejected, 0) + 1
+                rejected = self.executor.reject("no_pose_at_stamp")
             else:
                 rejected = self.executor.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
         target, decode_s = None, None

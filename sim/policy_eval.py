@@ -20,7 +20,7 @@ the speed-up over the real-time stack.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +28,19 @@ import numpy as np
 
 @dataclass
 class ServingTiming:
-    control_hz: float = 200.0     # rdp_fast.control_hz
-    rate_hz: float = 25.0 / 16.0  # rdp_slow.rate_hz: a new chunk every 16 steps at 25 Hz
+    """The nodes' settings the evaluator reproduces (``slowfast evaluate`` fills them from the
+    nodes' parameter files: they have no second default here) and the modelled latency."""
+
+    control_hz: float             # rdp_fast.control_hz
+    rate_hz: float                # rdp_slow.rate_hz
+    sensor_hz: float              # sim_node pose/wrench rates
+    camera_hz: float              # sim_node.camera_hz
+    camera_width: int             # sim_node.camera_width
+    camera_height: int            # sim_node.camera_height
+    blend_s: float                # rdp_fast.blend_s
+    image_tolerance: float        # rdp_slow.image_tolerance
+    chunk_pose_tolerance: float   # rdp_fast.chunk_pose_tolerance
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
-    sensor_hz: float = 200.0      # sim_node pose/wrench/tactile rates
-    camera_hz: float = 30.0       # sim_node.camera_hz
-    camera_width: int = 320       # sim_node.camera_width
-    camera_height: int = 240      # sim_node.camera_height
-    blend_s: float = 0.1          # rdp_fast.blend_s
-    image_tolerance: float = 0.05  # rdp_slow.image_tolerance
-    chunk_pose_tolerance: float = 0.01  # rdp_fast.chunk_pose_tolerance
 
     def __post_init__(self):
         for name, lo, hi in (("control_hz", 1.0, 1000.0), ("rate_hz", 0.1, 100.0), ("latency_s", 0.0, 5.0),
@@ -55,7 +58,7 @@ class PolicyEvaluator:
     an oracle replay passes its own); ``safety``: the :class:`~policy.safety.SafetyConfig`
     ``rdp_fast`` runs with."""
 
-    def __init__(self, export_dir, task: str, safety, timing: ServingTiming | None = None, perturb: bool = True,
+    def __init__(self, export_dir, task: str, safety, timing: ServingTiming, perturb: bool = True,
                  slow=None, episode_seconds: float | None = None, seed: int = 0):
         from policy.fileio import read_json
         from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime
@@ -64,8 +67,7 @@ class PolicyEvaluator:
         from .config import SimConfig
         from .env import SimEnv
 
-        self.timing = timing or ServingTiming()
-        t = self.timing
+        self.timing = t = timing
         meta_path = Path(export_dir) / "runtime.json"
         if not meta_path.is_file():
             raise ValueError(f"{export_dir}: no runtime.json (not a `slowfast export` folder)")
@@ -83,7 +85,8 @@ class PolicyEvaluator:
             raise ValueError(f"{export_dir}: the model drives arms {arms}, the {task} scene has {list(self.env.arms)}")
         self.safety = safety
         self.history = ArmHistory(self.env.arms, seconds=3.0)
-        self.images = ImageHistory(self.slow.cameras, frames=16)
+        self.images = ImageHistory(self.slow.cameras)
+        self.controller = self._controller()   # restarted at each episode, as rdp_fast at an episode start
         self.task = task
 
     def close(self) -> None:
@@ -126,7 +129,7 @@ class PolicyEvaluator:
             base |= cam_steps
         events = sorted(s for s in base if s < n_total)
         planner.restart()
-        controller = self._controller()
+        controller = self.controller
         tactile = planner.contact_kind == "tactile"
         snap = {}
         deliveries: list[tuple[int, tuple]] = []
@@ -181,7 +184,7 @@ class PolicyEvaluator:
         return metrics
 
 
-def evaluate(export_dir, task: str, seeds, safety, timing: ServingTiming | None = None, perturb: bool = True,
+def evaluate(export_dir, task: str, seeds, safety, timing: ServingTiming, perturb: bool = True,
              slow_factory=None, episode_seconds: float | None = None, progress=None) -> list[dict]:
     """Episodes on ``seeds`` in this process; ``slow_factory()`` builds an oracle replay."""
     ev = PolicyEvaluator(export_dir, task, safety, timing, perturb,
@@ -195,7 +198,3 @@ def evaluate(export_dir, task: str, seeds, safety, timing: ServingTiming | None 
     finally:
         ev.close()
     return out
-
-
-def timing_dict(t: ServingTiming) -> dict:
-    return asdict(t)

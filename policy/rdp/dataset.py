@@ -246,7 +246,7 @@ class ChunkSamples:
         if "action" not in norm:
             rng = np.random.default_rng(seed)
             starts = rng.choice(rows, size=min(len(rows), 4096), replace=False)
-            norm.fit("action", np.stack([_relative_chunk(ds, cfg, int(i)) for i in starts]))
+            norm.fit("action", np.stack([relative_chunk(ds, int(i), cfg.data.horizon) for i in starts]))
         if "image" not in norm:  # fixed: RGB in [0, 1] -> about [-2, 2]
             norm.stats["image"] = {"mean": np.array([0.5, 0.5, 0.5], np.float32),
                                    "std": np.array([0.25, 0.25, 0.25], np.float32)}
@@ -275,13 +275,13 @@ class ChunkSamples:
 
     def action_chunk(self, k: int) -> np.ndarray:
         """Normalised relative action chunk (H, A*9) of sample k."""
-        return self.norm.normalize("action", _relative_chunk(self.ds, self.cfg, int(self.index[k])))
+        return self.norm.normalize("action", relative_chunk(self.ds, int(self.index[k]), self.cfg.data.horizon))
 
     def __getitem__(self, k: int) -> dict:
         d = self.cfg.data
         i = int(self.index[k])
         h = d.horizon
-        act = self.norm.normalize("action", _relative_chunk(self.ds, self.cfg, i))
+        act = self.norm.normalize("action", relative_chunk(self.ds, i, d.horizon))
         fut = self._frames(i, np.arange(h))
         obs = self._frames(i, -d.obs_stride * np.arange(d.n_obs_steps)[::-1])
         hist = self._frames(i, -np.arange(d.contact_history)[::-1])
@@ -295,9 +295,11 @@ class ChunkSamples:
         return out
 
 
-def _relative_chunk(ds: LeRobotDataset, cfg: PolicyConfig, i: int) -> np.ndarray:
+def relative_chunk(ds: LeRobotDataset, i: int, horizon: int) -> np.ndarray:
+    """The un-normalised training target at row ``i``: the actions of rows i .. i+horizon-1
+    (the episode's last repeated) relative to the TCP pose of row i, (horizon, A*9)."""
     e = int(ds.episode_index[i])
-    fut = np.clip(i + np.arange(cfg.data.horizon), ds.ep_start[e], ds.ep_end[e] - 1)
+    fut = np.clip(i + np.arange(horizon), ds.ep_start[e], ds.ep_end[e] - 1)
     return absolute_to_relative(ds.data[ACTION_KEY][fut], ds.data[POSE_KEY][i])
 
 

@@ -25,8 +25,7 @@ import numpy as np
 from policy.fileio import read_json
 from teleop_tactar.dataset import EPISODE_SEEDS_PATH
 
-from .dataset import ACTION_KEY, POSE_KEY, LeRobotDataset
-from .geometry import absolute_to_relative
+from .dataset import ACTION_KEY, POSE_KEY, LeRobotDataset, relative_chunk
 
 
 
@@ -86,11 +85,9 @@ class ReplayPolicy:
 
     def chunk_at(self, frame: int) -> np.ndarray:
         """The raw relative chunk (H, A*9) at ``frame`` of the current episode."""
-        ds, e = self.ds, self.episode
-        start, end = ds.ep_start[e], ds.ep_end[e]
+        start, end = self.ds.ep_start[self.episode], self.ds.ep_end[self.episode]
         i = start + int(np.clip(frame, 0, end - start - 1))
-        fut = np.clip(i + np.arange(self.horizon), start, end - 1)
-        return absolute_to_relative(ds.data[ACTION_KEY][fut], ds.data[POSE_KEY][i]).astype(np.float32)
+        return relative_chunk(self.ds, i, self.horizon).astype(np.float32)
 
     def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0):
         if self.episode is None:

@@ -12,7 +12,6 @@ with (seed, s, rank). So resuming from a checkpoint written at any step (end of 
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -228,8 +227,6 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
         save_checkpoint(out, cfg, raw, norm, ema_state=ema_state,
                         train_state={"optimizer": optimizer.state_dict(), "state": st, "rng": torch.get_rng_state()},
                         tokenizer_dir=(out / "tokenizer" if resume else tok_dir) if tok is not None else None)
-        if history:
-            plot_history(history, out / "loss.png", f"{kind} ({out.name})", best.get("epoch"))
 
     bar = tqdm(total=total_steps, initial=min(step, total_steps), disable=not progress or not acc.is_main_process,
                desc=f"train {kind}", unit="it", dynamic_ncols=True, file=sys.stderr)
@@ -292,9 +289,11 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
     except KeyboardInterrupt:
         save(epoch, max(0, step - epoch * steps_per_epoch))
         bar.close()
+        if history:
+            _write_history(out, history, best, stopped_early, acc.is_main_process)
         raise
     bar.close()
-    if history and not stopped:
+    if history:   # the curves once, at the end (not at every checkpoint)
         _write_history(out, history, best, stopped_early, acc.is_main_process)
     return {"model_type": model_type, "out": str(out), "steps": step, "epochs": tc.epochs, "stopped": stopped,
             "stopped_early": stopped_early, "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
@@ -303,8 +302,8 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
 
 
 def _write_history(out: Path, history: list, best: dict, stopped_early: bool, main: bool) -> None:
-    """The whole loss history next to the best checkpoint (whose training state stops at the
-    best epoch): ``loss.json`` and ``loss.png``."""
+    """The whole loss history next to the checkpoint (with early stopping the checkpoint's own
+    training state stops at the best epoch): ``loss.json`` and ``loss.png``."""
     if not main:
         return
     import json

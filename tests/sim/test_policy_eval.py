@@ -128,8 +128,8 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(served, tmp_path):
 
 
 def test_a_lunging_policy_is_bounded_by_the_safety_filter(served, monkeypatch):
-    """Chunks that put the target 20 cm away: the evaluator's filter (the node's) bounds it,
-    counts the interventions, and the pad never leaves the workspace."""
+    """Chunks that put the target 20 cm away: the evaluator's filter (the node's) limits the
+    speed, clamps to the workspace and counts both."""
     from policy.rdp.replay import ReplayPolicy
     from sim.policy_eval import evaluate
 

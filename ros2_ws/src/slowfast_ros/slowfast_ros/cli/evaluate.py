@@ -33,9 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="", help="explicit comma-separated seeds instead of --seed/--episodes")
     p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
     p.add_argument("--episode-seconds", type=float, default=0.0, help="episode length (0 = task default)")
-    p.add_argument("--latency", type=float, default=None,
-                   help="seconds from a slow cycle's start to its chunk in the fast loop "
-                        "(default: rdp_slow's measured inference time plus transport, 0.06)")
+    from sim.policy_eval import ServingTiming  # noqa: PLC0415
+
+    p.add_argument("--latency", type=float, default=ServingTiming.latency_s,
+                   help="seconds from a slow cycle's start to its chunk in the fast loop: inference "
+                        "plus transport (default %(default)g)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (rdp_slow, rdp_fast, sim_node), as for `slowfast sim`")
     p.add_argument("--oracle", default="", metavar="DATASET",
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="only the summary")
 
 
-def serving_setup(task: str, policy: str, sets: list[str], latency: float | None):
+def serving_setup(task: str, policy: str, sets: list[str], latency: float):
     """(ServingTiming, SafetyConfig) from the nodes' parameter files and ``--set`` overrides."""
     from sim.policy_eval import ServingTiming  # noqa: PLC0415
 
@@ -62,11 +64,10 @@ def serving_setup(task: str, policy: str, sets: list[str], latency: float | None
     slow = stack.node_params("rdp_slow", "slowfast_ros.nodes.rdp_slow", {**over.get("rdp_slow", {}), "export_dir": policy})
     fast = stack.node_params("rdp_fast", "slowfast_ros.nodes.rdp_fast", {**over.get("rdp_fast", {}), "export_dir": policy})
     simp = stack.node_params("sim_node", "slowfast_ros.nodes.sim_node", {**over.get("sim_node", {}), "task": task})
-    kw = {} if latency is None else {"latency_s": float(latency)}
     timing = ServingTiming(control_hz=fast.control_hz, rate_hz=slow.rate_hz, sensor_hz=min(simp.pose_hz, simp.wrench_hz),
                            camera_hz=simp.camera_hz, camera_width=simp.camera_width, camera_height=simp.camera_height,
                            blend_s=fast.blend_s, image_tolerance=slow.image_tolerance,
-                           chunk_pose_tolerance=fast.chunk_pose_tolerance, **kw)
+                           chunk_pose_tolerance=fast.chunk_pose_tolerance, latency_s=float(latency))
     return timing, fast.safety_config()
 
 
