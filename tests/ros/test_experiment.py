@@ -43,8 +43,10 @@ FAKE = textwrap.dedent('''
     elif cmd == "demos":
         out = Path(opt("--out")); (out / "meta").mkdir(parents=True)
         assert "--only-success" in args
-        n = int(opt("--episodes"))
+        n, seed = int(opt("--episodes")), int(opt("--seed"))
         (out / "meta" / "info.json").write_text(json.dumps({"total_episodes": n - 1}))   # one failed
+        (out / "meta" / "slowfast_episodes.json").write_text(json.dumps(
+            {"episodes": [{"episode_index": k, "seed": seed + 1 + k} for k in range(n - 1)]}))
     elif cmd == "dataset":
         assert args[1] == "check" and Path(args[2], "meta", "info.json").is_file()
     elif cmd == "export":
@@ -63,6 +65,18 @@ FAKE = textwrap.dedent('''
             np.savez(out / f"force_{k:03d}.npz", t=np.linspace(0, 8, 50), force=np.full(50, 10.0),
                      band=np.array([5.0, 15.0]), perturbation_times=np.array([3.0] if pert else []))
         (out / "metrics.json").write_text(json.dumps({"episodes": eps, "summary": {}}))
+    elif cmd == "evaluate":
+        out = Path(opt("--json")); out.parent.mkdir(parents=True, exist_ok=True)
+        seeds = ([int(x) for x in opt("--seeds").split(",")] if "--seeds" in args
+                 else list(range(int(opt("--seed")), int(opt("--seed")) + int(opt("--episodes")))))
+        rdp = Path(opt("--policy")).name == "rdp"
+        pert = "--no-perturb" not in args
+        k = sum(1 for x in seeds if "--oracle" in args or rdp or not pert or x % 2 == 0)
+        n = len(seeds)
+        out.write_text(json.dumps({"summary": {"episodes": n, "successes": k, "success_rate": k / n,
+                                               "success_ci95": [k / n - 0.1, min(1.0, k / n + 0.1)],
+                                               "time_in_band": 0.9, "time_in_band_ci95": 0.01,
+                                               "peak_force": 14.0, "peak_force_ci95": 1.0}}))
     else:
         sys.exit(9)
 ''')
@@ -77,7 +91,7 @@ def fake(tmp_path, monkeypatch):
 
 
 def settings(**kw):
-    base = dict(task="wipe", demos=4, eval_episodes=4, batch=2, demo_seed=100, eval_seed=1000,
+    base = dict(task="wipe", demos=4, eval_episodes=4, sync_episodes=10, batch=2, demo_seed=100, eval_seed=1000,
                 tokenizer_epochs=1, policy_epochs=1)
     base.update(kw)
     return ExperimentSettings(**base)
@@ -92,7 +106,9 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     res = Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
     c = calls(tmp_path)
     kinds = [x.split()[0] for x in c]
-    assert kinds == ["record"] * 2 + ["convert", "dataset"] + ["train"] * 4 + ["export"] * 3 + ["sim"] * 12
+    # no oracle: recorded demonstrations carry no seeds to replay them on
+    assert kinds == ["record"] * 2 + ["convert", "dataset"] + ["train"] * 4 + ["export"] * 3 + ["evaluate"] * 6 \
+        + ["sim"] * 12
     assert "--perturb" in c[0] and "--seed 100" in c[0] and "--seed 102" in c[1]
     assert c[3].split()[:2] == ["dataset", "check"]          # no training on defective demonstrations
     assert "--tokenizer" in c[5] and c[5].split()[1] == "ldp"
@@ -101,6 +117,9 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     assert all(int(x.split("--seed ")[1].split()[0]) >= 1000 for x in sims)     # never a demo seed
     assert sum("--no-perturb" in x for x in sims) == 6
     assert all("--set rdp_slow.rate_hz=1.5625" in x for x in sims)   # one chunk per 16 steps, every method
+    syncs = [x for x in c if x.startswith("evaluate")]
+    assert all("--seed 1000" in x and "--episodes 10" in x and "--set rdp_slow.rate_hz=1.5625" in x for x in syncs)
+    assert sum("--no-perturb" in x for x in syncs) == 3
     # demonstrations and evaluations see the same sensor rates (wipe: the sim's 200 Hz)
     assert all("--set sim_node.pose_hz=200 --set sim_node.tactile_hz=200" in x for x in c if x.startswith(("record", "sim")))
     assert "--set sim_node.camera_hz=30" in c[0]
@@ -113,6 +132,9 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     assert res["demonstrations"] == {"recorded": 4, "successful_used": 4, "via": "record"}
     md = (out / "results.md").read_text()
     assert "| RDP (force) | perturbed | 4/4 = 1.00" in md and "force_wipe_perturbed.png" in md
+    # the comparison comes from the synchronous cells (10 episodes each here), shown in their own table
+    assert res["comparison"]["perturbed"] == {"rdp_minus_dp": 0.5, "episodes": 10, "intervals_overlap": False}
+    assert "| Diffusion Policy | perturbed | 5/10 = 0.50" in md
     assert (out / "force_wipe_perturbed.png").stat().st_size > 1000
 
 
@@ -210,7 +232,11 @@ def test_inprocess_demonstrations_replace_record_and_convert(tmp_path, fake):
     assert kinds[:2] == ["demos", "dataset"] and "record" not in kinds and "convert" not in kinds
     assert "--seed 100" in c[0] and "--episodes 4" in c[0] and "--fps 25" in c[0]
     assert res["demonstrations"] == {"recorded": 4, "successful_used": 3, "via": "inprocess"}
-    assert "4 generated in process" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "4 generated in process" in md
+    oracle = [x for x in c if x.startswith("evaluate") and "--oracle" in x]
+    assert len(oracle) == 3 and all("--seeds 101,102,103" in x for x in oracle)   # the written demos' seeds
+    assert res["oracle"]["rdp"]["success_rate"] == 1.0 and "Oracle:" in md
     with pytest.raises(ValueError, match="demos-via"):
         settings(demos_via="carrier-pigeon")
 

@@ -74,6 +74,11 @@ class ExperimentSettings:
     task: str = "wipe"
     demos: int = 50
     eval_episodes: int = 20
+    # Episodes per method and condition through the synchronous evaluator (`slowfast evaluate`,
+    # the same seeds from eval_seed on); the ROS evaluation (eval_episodes) confirms them.
+    sync_episodes: int = 200
+    # Demonstrations replayed through each method's runtime (the oracle; in-process demos only).
+    oracle_episodes: int = 20
     demo_seed: int = 10_000
     eval_seed: int = 20_000
     batch: int = 10
@@ -102,7 +107,8 @@ class ExperimentSettings:
 
         if self.task not in TASKS:
             raise ValueError(f"--task: unknown task {self.task!r} (choose from {', '.join(TASKS)})")
-        for name, lo in (("demos", 1), ("eval_episodes", 1), ("batch", 1), ("tokenizer_epochs", 1),
+        for name, lo in (("demos", 1), ("eval_episodes", 1), ("sync_episodes", 0), ("oracle_episodes", 0),
+                         ("batch", 1), ("tokenizer_epochs", 1),
                          ("policy_epochs", 1), ("batch_size", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -111,7 +117,7 @@ class ExperimentSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31:
                 raise ValueError(f"--{name.replace('_', '-')}: {v!r} must be an integer in [0, 2**31)")
-        if abs(self.demo_seed - self.eval_seed) < max(self.demos, 2 * self.eval_episodes):
+        if abs(self.demo_seed - self.eval_seed) < max(self.demos, 2 * self.eval_episodes, self.sync_episodes):
             raise ValueError(f"--demo-seed {self.demo_seed} and --eval-seed {self.eval_seed}: the demonstration "
                              "and evaluation seed ranges overlap (evaluation must be on held-out seeds)")
         if not 1.0 <= float(self.fps) <= 500.0:
@@ -322,6 +328,42 @@ class Experiment:
                     self._run(args, step)
                     self._mark(step)
 
+    def _evaluate_args(self, m: str) -> list[str]:
+        return ["evaluate", "--task", self.s.task, "--policy", str(self.out / "export" / m), "--quiet",
+                "--workers", str(max(1, min(2, os.cpu_count() or 1))),
+                "--set", f"rdp_slow.rate_hz={self.s.slow_hz:g}", "--set", f"rdp_fast.control_hz={self.s.control_hz:g}",
+                *self._sensor_sets(camera=True)]
+
+    def oracle(self) -> None:
+        """Each method's runtime serving the demonstrations' own chunks on their own seeds:
+        what the runtime loses against the demonstrator (`slowfast demos` datasets only)."""
+        from teleop_tactar.dataset import EPISODE_SEEDS_PATH  # noqa: PLC0415
+
+        seeds_file = self.out / "dataset" / EPISODE_SEEDS_PATH
+        if not self.s.oracle_episodes or not seeds_file.is_file():
+            return
+        seeds = sorted(int(r["seed"]) for r in json.loads(seeds_file.read_text())["episodes"])[:self.s.oracle_episodes]
+        for m in METHODS:
+            step = f"oracle_{m}"
+            if self._done(step):
+                continue
+            self._run([*self._evaluate_args(m), "--oracle", str(self.out / "dataset"),
+                       "--seeds", ",".join(map(str, seeds)), "--json", str(self.out / "oracle" / f"{m}.json")], step)
+            self._mark(step)
+
+    def evaluate_sync(self) -> None:
+        for cond in CONDITIONS:
+            for m in METHODS:
+                step = f"sync_{m}_{cond}"
+                if not self.s.sync_episodes or self._done(step):
+                    continue
+                args = [*self._evaluate_args(m), "--episodes", str(self.s.sync_episodes),
+                        "--seed", str(self.s.eval_seed), "--json", str(self.out / "eval_sync" / m / f"{cond}.json")]
+                if cond == "unperturbed":
+                    args.append("--no-perturb")
+                self._run(args, step)
+                self._mark(step)
+
     def run(self) -> dict:
         import fcntl  # noqa: PLC0415
 
@@ -341,7 +383,8 @@ class Experiment:
         self._check_settings()
         (self.out / "logs").mkdir(exist_ok=True)
         t0 = time.monotonic()
-        for stage in (self.record, self.convert, self.check, self.train, self.export, self.evaluate):
+        for stage in (self.record, self.convert, self.check, self.train, self.export, self.oracle,
+                      self.evaluate_sync, self.evaluate):
             stage()
         results = report(self.out)
         self.log(f"experiment {self.s.task}: finished in {time.monotonic() - t0:.0f} s -> {self.out / 'results.md'}")
@@ -386,13 +429,23 @@ def report(out: str | Path) -> dict:
             eps = _episodes(out / "eval" / m / cond)
             if eps:
                 results["methods"].setdefault(m, {})[cond] = summarize_method(eps)
+    for m in METHODS:
+        for cond in CONDITIONS:
+            f = out / "eval_sync" / m / f"{cond}.json"
+            if f.is_file():
+                results.setdefault("sync", {}).setdefault(m, {})[cond] = json.loads(f.read_text())["summary"]
+        f = out / "oracle" / f"{m}.json"
+        if f.is_file():
+            results.setdefault("oracle", {})[m] = json.loads(f.read_text())["summary"]
     demos = _demo_counts(out, settings)
     results["demonstrations"] = demos
     cmp = {}
     for cond in CONDITIONS:
-        r, d = (results["methods"].get(x, {}).get(cond) for x in ("rdp", "dp"))
+        # the synchronous cells (hundreds of episodes) when there are, else the ROS ones
+        src = results.get("sync") or results["methods"]
+        r, d = (src.get(x, {}).get(cond) for x in ("rdp", "dp"))
         if r and d:
-            cmp[cond] = {"rdp_minus_dp": r["success_rate"] - d["success_rate"],
+            cmp[cond] = {"rdp_minus_dp": r["success_rate"] - d["success_rate"], "episodes": r["episodes"],
                          "intervals_overlap": not (r["success_ci95"][0] > d["success_ci95"][1]
                                                    or d["success_ci95"][0] > r["success_ci95"][1])}
     results["comparison"] = cmp
@@ -486,8 +539,29 @@ def results_markdown(results: dict) -> str:
                          f"[{_fmt(lo)}, {_fmt(hi)}] | {_pm(r, 'rms_force_error')} | {_pm(r, 'time_in_band')} | "
                          f"{_pm(r, 'peak_force', 1)} | {rec if cond == 'perturbed' else '—'} |")
     lines.append("")
+    if results.get("sync"):
+        lines += ["Synchronous evaluator (`slowfast evaluate`, the same seeds from "
+                  f"{s['eval_seed']} on):", "",
+                  "| method | condition | success (95 % CI) | time in band | peak force [N] |", "|---|---|---|---|---|"]
+        for m in METHODS:
+            for cond in CONDITIONS:
+                r = results["sync"].get(m, {}).get(cond)
+                if r:
+                    lo, hi = r["success_ci95"]
+                    lines.append(f"| {LABELS[m]} | {cond} | {r['successes']}/{r['episodes']} = {_fmt(r['success_rate'])} "
+                                 f"[{_fmt(lo)}, {_fmt(hi)}] | {_pm(r, 'time_in_band')} | {_pm(r, 'peak_force', 1)} |")
+        lines.append("")
+    if results.get("oracle"):
+        lines += ["Oracle: the demonstrations' own chunks through each method's runtime, on their own seeds "
+                  "(the demonstrator succeeded on every one of them):", "",
+                  "| runtime of | success (95 % CI) |", "|---|---|"]
+        for m, r in results["oracle"].items():
+            lo, hi = r["success_ci95"]
+            lines.append(f"| {LABELS[m]} | {r['successes']}/{r['episodes']} = {_fmt(r['success_rate'])} "
+                         f"[{_fmt(lo)}, {_fmt(hi)}] |")
+        lines.append("")
     for cond, c in results.get("comparison", {}).items():
-        lines.append(f"- {cond}: RDP − DP success = {c['rdp_minus_dp']:+.2f}; 95 % intervals "
+        lines.append(f"- {cond} ({c.get('episodes')} episodes per cell): RDP − DP success = {c['rdp_minus_dp']:+.2f}; 95 % intervals "
                      f"{'overlap' if c['intervals_overlap'] else 'do not overlap'}.")
     if results.get("plot"):
         lines += ["", f"![force against time, {task}, first perturbed held-out seed]({results['plot']})"]

@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demos", type=int, default=d.demos, help=f"demonstrations to record (default {d.demos})")
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes,
                    help=f"held-out episodes per method and condition (default {d.eval_episodes})")
+    p.add_argument("--sync-episodes", type=int, default=d.sync_episodes,
+                   help=f"episodes per method and condition through `slowfast evaluate` (default {d.sync_episodes}; 0 = none)")
+    p.add_argument("--oracle-episodes", type=int, default=d.oracle_episodes,
+                   help=f"demonstrations replayed through each method's runtime (default {d.oracle_episodes}; 0 = none)")
     p.add_argument("--demo-seed", type=int, default=d.demo_seed, help=f"first demonstration seed (default {d.demo_seed})")
     p.add_argument("--eval-seed", type=int, default=d.eval_seed, help=f"first evaluation seed (default {d.eval_seed})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"episodes per record/eval run (default {d.batch})")
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["methods"] else 1
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
-                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "device", "demos_via")}
+                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "device", "demos_via",
+                                       "sync_episodes", "oracle_episodes")}
     if args.model_config:
         from policy.fileio import read_json  # noqa: PLC0415
         kw["model_config"] = read_json(args.model_config)
