@@ -130,10 +130,11 @@ class PolicyEvaluator:
         events = sorted(s for s in base if s < n_total)
         planner.restart()
         controller = self.controller
+        before = {a: dict(sf.counts) for a, sf in controller.filters.items()}   # the filters count for good
         tactile = planner.contact_kind == "tactile"
         snap = {}
         deliveries: list[tuple[int, tuple]] = []
-        stats = {"chunks": 0, "skipped": {}, "rejected": {}, "rendered": 0}
+        stats = {"chunks": 0, "skipped": {}, "rejected": {}, "rendered": 0, "targets_refused": 0}
         last_sensor = -1.0
         step = 0
         for nxt in events:   # a chunk in flight is taken by the first control tick after it lands
@@ -173,15 +174,26 @@ class PolicyEvaluator:
                 if res.rejected:
                     stats["rejected"][res.rejected] = stats["rejected"].get(res.rejected, 0) + 1
                 for a, (pos, quat) in res.commands.items():
-                    env.set_target(a, pos, quat)
+                    try:
+                        env.set_target(a, pos, quat)
+                    except ValueError:   # as sim_node: the target is refused, the previous one stays
+                        stats["targets_refused"] += 1
         if n_total > step:
             env.step(n_total - step)
         metrics = env.metrics()
         metrics.update({"seed": int(seed), "perturbed": bool(env.cfg.perturb), "chunks": stats["chunks"],
                         "skipped": stats["skipped"], "chunks_rejected": stats["rejected"],
-                        "frames_rendered": stats["rendered"],
-                        "safety": {a: sf.report() for a, sf in controller.filters.items()}})
+                        "frames_rendered": stats["rendered"], "targets_refused": stats["targets_refused"],
+                        "safety": {a: _episode_report(sf, before[a]) for a, sf in controller.filters.items()}})
         return metrics
+
+
+def _episode_report(sf, before: dict) -> dict:
+    """The filter's report with this episode's interventions only."""
+    rep = sf.report()
+    for reason, n in before.items():
+        rep[f"interventions/{reason}"] -= n
+    return rep
 
 
 def evaluate(export_dir, task: str, seeds, safety, timing: ServingTiming, perturb: bool = True,

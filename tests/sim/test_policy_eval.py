@@ -92,6 +92,7 @@ def test_evaluation_is_deterministic_per_seed_whatever_ran_before(served):
     b = evaluate(root / "onnx_dp", "wipe", [SEEDS[0], SEEDS[1]], _safety(), _timing(), episode_seconds=2.0)
     assert a[0]["coverage"] == b[1]["coverage"] and a[0]["peak_force"] == b[1]["peak_force"]
     assert a[0]["chunks"] == b[1]["chunks"] > 0
+    assert a[0]["safety"] == b[1]["safety"]          # per-episode interventions, not a running total
 
 
 def test_a_seed_without_demonstration_is_refused(served):
