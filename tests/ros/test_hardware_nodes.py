@@ -330,7 +330,7 @@ class TestBridgeCartesianControllers:
         assert abs(_now(probe.node) - stamp) < 0.1                 # the broadcaster's capture stamp
 
     def test_sends_valid_targets_rejects_nan_and_holds_when_the_topic_goes_silent(self, bridge):
-        _, probe, robot, _, diag, target_pub = bridge
+        _, probe, robot, col, diag, target_pub = bridge
         node = probe.node
         start_world = robot.pos + [0.1, 0.0, 0.5]
         robot.targets.clear()
@@ -344,8 +344,11 @@ class TestBridgeCartesianControllers:
         expected_base = start_world + [0.0, 0.019, 0.0] - [0.1, 0.0, 0.5]     # world -> base_link
         np.testing.assert_allclose(msgs.pose_from_msg(moved[-1])[1], expected_base, atol=1e-9)
         # NaN targets never reach the robot; the bridge holds (sends the measured pose once).
-        n_before = len(robot.targets)
+        # The hold is the pose the bridge last *measured*: wait until the broadcaster's pose at
+        # the last target has reached it (the fake moves at once, its broadcast lags by a period).
         held_at = robot.pos.copy()
+        assert col.wait("/arm/tcp_pose", where=lambda m: abs(msgs.pose_from_msg(m)[1][1] - held_at[1]) < 1e-9)
+        n_before = len(robot.targets)
         for _ in range(5):
             target_pub.publish(msgs.pose_msg(_now(node), "world", [np.nan, 0.0, 0.7], Q_DOWN))
             time.sleep(0.01)
