@@ -89,12 +89,24 @@ def msgdef(type_name: str, dirs=None) -> str:
     return "\n".join(parts) + "\n"
 
 
+#: the QoS fields rosbag2 records per offering publisher, in its metadata version 9 spelling
+QOS_KEYS = ("history", "depth", "reliability", "durability", "deadline", "lifespan", "liveliness",
+            "liveliness_lease_duration", "avoid_ros_namespace_conventions")
+
+
+def qos_yaml(profiles: list[dict]) -> str:
+    """The offered QoS profiles as the MCAP channel's ``offered_qos_profiles`` string (a YAML
+    list, what rosbag2's MCAP storage writes; empty when unknown)."""
+    return yaml.safe_dump([{k: p[k] for k in QOS_KEYS} for p in profiles], sort_keys=False).strip() if profiles else ""
+
+
 @dataclass
 class _Topic:
     name: str
     type: str
     channel_id: int
     count: int = 0
+    qos: list = field(default_factory=list)
 
 
 class BagWriter:
@@ -131,15 +143,19 @@ class BagWriter:
         self.closed = False
         self._write_metadata()
 
-    def add_topic(self, name: str, type_name: str) -> None:
+    def add_topic(self, name: str, type_name: str, offered_qos: list[dict] | None = None) -> None:
+        """A channel for ``name``. ``offered_qos``: the QoS its publishers offer (dicts with
+        :data:`QOS_KEYS`, rosbag2's v9 spelling), recorded so a replay serves a latched topic
+        latched."""
         if name in self.topics:
             return
         if type_name not in self._schemas:
             self._schemas[type_name] = self._w.register_schema(
                 name=type_name, encoding="ros2msg", data=msgdef(type_name, self._dirs).encode())
+        qos = [dict(p) for p in (offered_qos or [])]
         cid = self._w.register_channel(topic=name, message_encoding="cdr", schema_id=self._schemas[type_name],
-                                       metadata={"offered_qos_profiles": ""})
-        self.topics[name] = _Topic(name, type_name, cid)
+                                       metadata={"offered_qos_profiles": qos_yaml(qos)})
+        self.topics[name] = _Topic(name, type_name, cid, qos=qos)
 
     def write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int | None = None) -> None:
         t = self.topics[topic]
@@ -193,7 +209,8 @@ class BagWriter:
         start = self.first_ns or time.time_ns()
         dur = (self.last_ns - self.first_ns) if self.first_ns is not None else 0
         topics = [{"topic_metadata": {"name": t.name, "type": t.type, "serialization_format": "cdr",
-                                      "offered_qos_profiles": "", "type_description_hash": ""},
+                                      "offered_qos_profiles": [{k: p[k] for k in QOS_KEYS} for p in t.qos],
+                                      "type_description_hash": ""},
                    "message_count": t.count} for t in self.topics.values()]
         info = {"rosbag2_bagfile_information": {
             "version": 9, "storage_identifier": "mcap",
@@ -275,3 +292,108 @@ def iter_bag(folder: str | os.PathLike, topics=None, info: BagContents | None = 
                 info.truncated = True
         if not saw_footer:
             info.truncated = True
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether an MCAP file ends with its footer and magic (a writer that finished); a file
+    cut short by a killed recorder does not, and indexed readers refuse it."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 2 * len(MCAP_MAGIC):
+        return False
+    with open(path, "rb") as f:
+        f.seek(-len(MCAP_MAGIC), os.SEEK_END)
+        return f.read() == MCAP_MAGIC
+
+
+def repair_bag(folder: str | os.PathLike, compression: str = "zstd") -> dict | None:
+    """Rewrite a bag whose MCAP was cut short (a killed recorder) with everything readable up
+    to its last complete chunk, plus the summary and index an indexed reader needs, and
+    metadata.yaml counted from what was kept. Returns what was done, or None when the bag
+    was complete. The original is replaced only once the rewrite reads back in full (a
+    rewrite that fails leaves it as it was); ValueError for a folder that is not a bag."""
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap.writer import CompressionType, Writer
+
+    info = open_bag(folder)
+    files = [info.folder / p for p in info.metadata.get("relative_file_paths", [])]
+    if len(files) != 1 or not files[0].is_file():
+        raise ValueError(f"{info.folder}: expected one MCAP file, metadata lists {files}")
+    path = files[0]
+    if is_complete(path):
+        return None
+    kinds = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
+    tmp = path.with_name(path.name + ".repair")
+    counts: dict[int, int] = {}
+    channels: dict[int, tuple] = {}
+    schema_names: dict[int, str] = {}
+    first = last = None
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        w = Writer(dst, compression=kinds[compression])
+        w.start(profile="ros2", library="slowfast teleop_tactar.bag (repaired)")
+        schema_ids: dict[int, int] = {}
+        chan_ids: dict[int, int] = {}
+        try:
+            for rec in StreamReader(src, skip_magic=False, emit_chunks=False).records:
+                if isinstance(rec, Schema) and rec.id not in schema_ids:
+                    schema_ids[rec.id] = w.register_schema(rec.name, rec.encoding, rec.data)
+                    schema_names[rec.id] = rec.name
+                elif isinstance(rec, Channel) and rec.id not in chan_ids:
+                    chan_ids[rec.id] = w.register_channel(rec.topic, rec.message_encoding,
+                                                          schema_ids.get(rec.schema_id, 0), dict(rec.metadata))
+                    channels[rec.id] = (rec.topic, schema_names.get(rec.schema_id, ""), dict(rec.metadata))
+                elif isinstance(rec, Message) and rec.channel_id in chan_ids:
+                    w.add_message(chan_ids[rec.channel_id], rec.log_time, rec.data, rec.publish_time, rec.sequence)
+                    counts[rec.channel_id] = counts.get(rec.channel_id, 0) + 1
+                    first = rec.log_time if first is None else min(first, rec.log_time)
+                    last = rec.log_time if last is None else max(last, rec.log_time)
+        except (McapError, EOFError, ValueError, KeyError, Exception) as exc:  # noqa: BLE001 - the cut
+            cut = exc
+        else:
+            cut = None
+        if not channels:
+            dst.close()
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"{path}: not a readable MCAP file ({type(cut).__name__}: {cut}); left as it is")
+        custom = dict(info.custom_data, repaired="true")
+        w.add_metadata("slowfast", {k: str(v) for k, v in custom.items()})
+        w.finish()
+        dst.flush()
+        os.fsync(dst.fileno())
+    kept = sum(counts.values())
+    try:
+        _check_indexed(tmp, kept)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    topics = [{"topic_metadata": {"name": t, "type": ty, "serialization_format": "cdr",
+                                  "offered_qos_profiles": yaml.safe_load(md.get("offered_qos_profiles") or "[]") or [],
+                                  "type_description_hash": ""},
+               "message_count": counts.get(cid, 0)} for cid, (t, ty, md) in channels.items()]
+    meta = dict(info.metadata)
+    start, dur = int(first or 0), int((last - first) if first is not None else 0)
+    meta.update({"message_count": kept, "topics_with_message_count": topics,
+                 "duration": {"nanoseconds": dur}, "starting_time": {"nanoseconds_since_epoch": start},
+                 "files": [{"path": path.name, "starting_time": {"nanoseconds_since_epoch": start},
+                            "duration": {"nanoseconds": dur}, "message_count": kept}],
+                 "custom_data": {k: str(v) for k, v in custom.items()}})
+    tmp_meta = info.folder / ".metadata.yaml.tmp"
+    tmp_meta.write_text(yaml.safe_dump({"rosbag2_bagfile_information": meta}, sort_keys=False))
+    os.replace(tmp_meta, info.folder / "metadata.yaml")
+    return {"bag": str(info.folder), "messages": kept, "seconds": dur * 1e-9,
+            "listed_before": int(info.metadata.get("message_count") or 0)}
+
+
+def _check_indexed(path: Path, expected: int) -> None:
+    from mcap.reader import make_reader
+
+    with open(path, "rb") as f:
+        n = sum(1 for _ in make_reader(f).iter_messages())
+    if n != expected:
+        raise ValueError(f"{path}: the rewrite reads back {n} messages, {expected} were kept")

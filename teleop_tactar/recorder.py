@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .bag import BagWriter
+from .bag import BagWriter, is_complete, open_bag, repair_bag
 
 
 COMPRESSIONS = ("zstd", "lz4", "none")   # MCAP chunk compression of the bags
@@ -33,6 +33,8 @@ class EpisodeRecorder:
         self.compression = compression
         self.bag: BagWriter | None = None
         self.types: dict[str, str] = {}            # every topic seen: name -> type
+        self.qos: dict[str, list] = {}             # name -> the QoS its publishers offer
+        self.latched: dict[str, bytes | None] = {}  # latched topic -> its last message
         self.counts: Counter = Counter()
         self.drops: Counter = Counter()
         self.started = 0.0
@@ -40,6 +42,26 @@ class EpisodeRecorder:
         self.episodes_done: list[Path] = []
         self.error = ""
         self.meta: dict = {}
+
+    def repair_unfinished(self) -> list[str]:
+        """Repair every bag under ``out_dir`` a killed recorder left without its summary
+        (see :func:`~teleop_tactar.bag.repair_bag`); one line per bag, saying what was kept
+        or why it could not be repaired (that bag is left as it was)."""
+        lines = []
+        for folder in sorted(p for p in self.out_dir.iterdir() if (p / "metadata.yaml").is_file()):
+            try:
+                info = open_bag(folder)
+                files = [folder / f for f in info.metadata.get("relative_file_paths", [])]
+                if not files or not files[0].is_file() or is_complete(files[0]):
+                    continue
+                done = repair_bag(folder, self.compression)
+            except (ValueError, OSError) as exc:
+                lines.append(f"{folder.name}: cut short and not repairable ({exc})")
+                continue
+            if done:
+                lines.append(f"{folder.name}: was cut short; repaired, {done['messages']} messages "
+                             f"({done['seconds']:.1f} s) kept")
+        return lines
 
     @property
     def recording(self) -> bool:
@@ -63,19 +85,35 @@ class EpisodeRecorder:
         self.bag = BagWriter(self._next_folder(), self.chunk_size, self.meta, fsync=self.fsync,
                              compression=self.compression)
         for name, t in self.types.items():
-            self.bag.add_topic(name, t)
+            self.bag.add_topic(name, t, self.qos.get(name))
         self.counts.clear()
         self.drops.clear()
         self.error = ""
         self.started = self.last_flush = time.monotonic()
         return self.bag.folder
 
-    def add_topic(self, name: str, type_name: str) -> None:
+    def write_latched(self, log_time_ns: int) -> None:
+        """Write the last message of each latched topic (an e-stop, a mode): the state a
+        subscriber joining at the episode start gets, which the bag would otherwise lack."""
+        for name, data in list(self.latched.items()):
+            if data is not None:
+                self.write(name, data, log_time_ns)
+
+    def add_topic(self, name: str, type_name: str, offered_qos: list[dict] | None = None,
+                  keep_latched: bool = True) -> None:
+        """A topic to record; ``offered_qos``: its publishers' QoS (see BagWriter.add_topic).
+        A topic every publisher offers transient local keeps its last message for
+        :meth:`write_latched`, unless ``keep_latched`` is False (events of one episode)."""
         self.types[name] = type_name
+        self.qos[name] = list(offered_qos or [])
+        if keep_latched and self.qos[name] and all(o.get("durability") == "transient_local" for o in self.qos[name]):
+            self.latched.setdefault(name, None)
         if self.bag is not None:
-            self.bag.add_topic(name, type_name)
+            self.bag.add_topic(name, type_name, self.qos[name])
 
     def write(self, topic: str, data: bytes, log_time_ns: int) -> None:
+        if topic in self.latched:
+            self.latched[topic] = data
         if self.bag is None:
             return
         try:

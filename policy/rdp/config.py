@@ -119,6 +119,10 @@ class TokenizerConfig(_Base):
     force that differs from the demonstration's, it left the path (the oracle replay of the
     demonstrations' own latents wiped 1 of 20 episodes). The noise makes the latent carry the
     path and leaves the contact the correction.
+    contact_offset_noise: std of one Gaussian offset per training chunk added to every step of
+    the decoder's (normalised) contact input: the absolute contact level of a chunk then says
+    nothing the decoder can trust, a change of contact within the chunk still does (what a
+    reactive correction needs). Per-step noise alone (``contact_noise``) hides both.
     """
 
     latent_dim: int = 4
@@ -128,6 +132,7 @@ class TokenizerConfig(_Base):
     hidden: int = 32
     kl_weight: float = 1e-6
     contact_noise: float = 0.0
+    contact_offset_noise: float = 0.0
 
     def __post_init__(self) -> None:
         _int_range(self, "latent_dim", 1, 256)
@@ -141,6 +146,7 @@ class TokenizerConfig(_Base):
         _int_range(self, "hidden", 1, 4096)
         _float_range(self, "kl_weight", 0.0, 1.0)
         _float_range(self, "contact_noise", 0.0, 10.0)
+        _float_range(self, "contact_offset_noise", 0.0, 10.0)
 
 
 @dataclass

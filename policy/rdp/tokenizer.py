@@ -112,6 +112,10 @@ class AsymmetricTokenizer(nn.Module):
         if self.training and self.cfg.contact_noise > 0:
             noise = torch.randn(contact.shape, generator=generator, dtype=contact.dtype).to(contact.device)
             contact = contact + self.cfg.contact_noise * noise
+        if self.training and self.cfg.contact_offset_noise > 0:
+            shape = (contact.shape[0], 1, contact.shape[2])
+            offset = torch.randn(shape, generator=generator, dtype=contact.dtype).to(contact.device)
+            contact = contact + self.cfg.contact_offset_noise * offset
         recon = self.decode(z, contact)
         l1 = (recon - action).abs().mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()

@@ -163,5 +163,64 @@ def test_killed_recorder_leaves_a_bag_that_opens_up_to_the_last_flush(tmp_path):
             except Exception:  # noqa: BLE001 - the cut-off tail
                 pass
         assert n >= 330
+        # a recorder started again over the same folder repairs the bag for indexed readers
+        with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out)}}, log_dir=tmp_path / "log2") as s:
+            assert wait_until(lambda: "repaired" in s.last_line("recorder_node") or s.any_exited(), 30), \
+                s.last_line("recorder_node")
+        from mcap.reader import make_reader
+        with open(bag / info.metadata["relative_file_paths"][0], "rb") as f:
+            assert sum(1 for _ in make_reader(f).iter_messages()) == len(list(iter_bag(bag)))
+    finally:
+        probe.close()
+
+
+def test_sim_episode_events_start_and_end_once_with_latched_state_and_offered_qos(tmp_path):
+    """Following sim episodes: the bag holds the start event first and the end event (with
+    the metrics) last, each once; a latched topic's state at the start is in it; the offered
+    QoS is recorded, so a replay serves latched topics latched."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.interfaces import QosDurability
+    from rosbags.typesys import Stores, get_typestore
+
+    out = tmp_path / "bags"
+    probe = TopicProbe({})
+    node = probe.node
+    pose_pub, _, _ = _setup(probe)
+    ev_pub = node.create_publisher(String, "/sim/episode", qos.EVENTS)
+    estop_pub = node.create_publisher(String, "/safety/estop", qos.LATCHED)
+    estop_pub.publish(String(data="released"))                 # latched before the recorder starts
+    try:
+        state = _RecorderState(node)
+        with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "progress_period": 0.1,
+                                                        "follow_episodes": True,
+                                                        "topics": ["/arm/tcp_pose", "/safety/estop", "/sim/episode"]}},
+                         log_dir=tmp_path / "log") as s:
+            assert _wait_subscribed([pose_pub, ev_pub, estop_pub], s), s.last_line("recorder_node")
+            assert wait_until(lambda: estop_pub.get_subscription_count() > 0, 10)
+            time.sleep(0.5)
+            now = node.get_clock().now().nanoseconds * 1e-9
+            ev_pub.publish(msgs.json_msg({"event": "start", "episode": 3, "task": "wipe", "seed": 7, "start_stamp": now}))
+            state.wait(lambda st: st.recorded() >= 1)
+            for i in range(50):
+                pose_pub.publish(msgs.pose_msg(now + i * 0.005, "world", [0.0, 0.0, 0.1], [0, 0, 0, 1]))
+                time.sleep(0.004)
+            state.wait(lambda st: st.latest.get("counts", {}).get("/arm/tcp_pose") == 50)
+            ev_pub.publish(msgs.json_msg({"event": "end", "episode": 3, "metrics": {"success": True, "coverage": 0.97}}))
+            state.wait(lambda st: st.latest.get("state") == "idle")
+        (bag,) = [p for p in out.iterdir() if p.is_dir()]
+        events = [(json.loads(deserialize_message(bytes(d), String).data), t) for topic, t, d, _ in iter_bag(bag)
+                  if topic == "/sim/episode"]
+        assert [e["event"] for e, _ in events] == ["start", "end"]
+        assert events[1][0]["metrics"]["coverage"] == 0.97
+        order = [topic for topic, *_ in iter_bag(bag)]
+        assert order[0] == "/sim/episode" and order[-1] == "/sim/episode"
+        with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+            conns = {c.topic: c for c in reader.connections}
+            for latched in ("/safety/estop", "/sim/episode"):
+                assert conns[latched].ext.offered_qos_profiles[0].durability == QosDurability.TRANSIENT_LOCAL, latched
+            assert conns["/arm/tcp_pose"].ext.offered_qos_profiles[0].durability == QosDurability.VOLATILE
+            estop = [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages([conns["/safety/estop"]])]
+            assert estop == ["released"]
+            assert sum(1 for _ in reader.messages([conns["/arm/tcp_pose"]])) == 50
     finally:
         probe.close()

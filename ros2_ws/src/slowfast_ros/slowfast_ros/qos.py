@@ -39,3 +39,36 @@ LATCHED = QoSProfile(
 EVENTS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _duration(d) -> dict:
+    ns = int(d.nanoseconds)
+    return {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
+
+
+def profile_dict(q: QoSProfile) -> dict:
+    """A QoS profile as rosbag2 records an offering publisher's (metadata version 9: policy
+    names in lower case, durations as sec/nsec; discovery reports no history or depth, so a
+    discovered profile reads ``unknown``/0 as in a bag ``ros2 bag record`` writes)."""
+    return {"history": q.history.name.lower(), "depth": int(q.depth),
+            "reliability": q.reliability.name.lower(), "durability": q.durability.name.lower(),
+            "deadline": _duration(q.deadline), "lifespan": _duration(q.lifespan),
+            "liveliness": q.liveliness.name.lower(),
+            "liveliness_lease_duration": _duration(q.liveliness_lease_duration),
+            "avoid_ros_namespace_conventions": bool(q.avoid_ros_namespace_conventions)}
+
+
+def offered(node, topic: str) -> list[dict]:
+    """The QoS every publisher of ``topic`` offers now (see :func:`profile_dict`)."""
+    return [profile_dict(i.qos_profile) for i in node.get_publishers_info_by_topic(topic)]
+
+
+def record_profile(offers: list[dict], depth: int) -> QoSProfile:
+    """The recorder's subscription for a topic with these offers: reliable and deep, and
+    transient local when every publisher is, so a latched message sent before the recorder
+    joined is recorded too (rosbag2 adapts its subscriptions the same way)."""
+    latched = bool(offers) and all(o["durability"] == "transient_local" for o in offers)
+    reliable = not offers or all(o["reliability"] == "reliable" for o in offers)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "teleop": ("teleop", "serve the TactAR headset protocol and the WebXR page"),
     "record": ("record", "record demonstration episodes as rosbag2 (MCAP) folders"),
     "demos": ("demos", "generate scripted demonstrations in process (teleop path, faster than real time)"),
+    "bag": ("bag", "repair bags a killed recorder left without their index"),
     "convert": ("convert", "convert recorded bags to a LeRobot-v3-layout dataset"),
     "dataset": ("dataset", "check a converted dataset for lunges, speeding, frozen and stale streams"),
     "train": ("train", "train a tokenizer, latent diffusion policy, DP baseline or VLN model"),

@@ -21,7 +21,6 @@ import queue
 import threading
 
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
@@ -60,6 +59,9 @@ class RecorderNodeParams:
             raise ValueError("out_dir: must not be empty")
 
 
+EPISODE_TOPIC = "/sim/episode"
+
+
 def _msg_class(type_name: str):
     pkg, _, name = type_name.split("/")
     return getattr(importlib.import_module(f"{pkg}.msg"), name)
@@ -73,11 +75,11 @@ class RecorderNode(Node):
         p = self.p = declare_params(self, RecorderNodeParams)
         self.rec = EpisodeRecorder(p.out_dir, p.prefix, p.chunk_size, p.flush_period, p.min_free_mb,
                                    compression=p.compression)
+        for line in self.rec.repair_unfinished():   # bags a killed recorder left behind
+            self.get_logger().warning(line)
         self.wanted = {self._abs(t) for t in p.topics if t}
         self.exclude = {self._abs(t) for t in p.exclude if t}
         self.q: queue.Queue = queue.Queue(maxsize=p.queue_size)
-        self.sub_qos = QoSProfile(history=qos.RECORD_SUB.history, depth=p.dds_depth,
-                                  reliability=qos.RECORD_SUB.reliability, durability=qos.RECORD_SUB.durability)
         self.subs: dict[str, object] = {}
         self.state_pub = self.create_publisher(String, "recorder/state", qos.LATCHED)
         self.create_subscription(String, "recorder/command", self._on_command, qos.COMMAND)
@@ -100,15 +102,19 @@ class RecorderNode(Node):
         for name, types in self.get_topic_names_and_types():
             if name in self.subs or name in self.exclude or (self.wanted and name not in self.wanted):
                 continue
+            if name == EPISODE_TOPIC and self.p.follow_episodes:
+                continue   # the episode handler writes each event once, inside its episode
             if len(types) != 1:
                 continue
             try:
                 cls = _msg_class(types[0])
             except (ImportError, AttributeError, ValueError):
                 continue
+            offers = qos.offered(self, name)
             self.subs[name] = self.create_subscription(
-                cls, name, lambda data, n=name: self._on_message(n, data), self.sub_qos, raw=True)
-            self._put(("topic", name, types[0]))
+                cls, name, lambda data, n=name: self._on_message(n, data),
+                qos.record_profile(offers, self.p.dds_depth), raw=True)
+            self._put(("topic", name, types[0], offers))
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -142,13 +148,18 @@ class RecorderNode(Node):
             if self._now_ns() * 1e-9 > float(ev.get("start_stamp", 0.0)) + 0.5:
                 self.get_logger().warning(f"episode {ev.get('episode')} was already running: not recorded")
                 return
-            from rclpy.serialization import serialize_message  # noqa: PLC0415
             # the start event itself goes into the bag first: the converter aligns on it
             self._put(("cmd", {"cmd": "start", "task": ev.get("task"), "sim_episode": ev.get("episode"),
-                               "seed": ev.get("seed"), "_event": (serialize_message(msg), self._now_ns())}))
+                               "seed": ev.get("seed"), "_event": self._event(msg)}))
         elif ev.get("event") == "end":
+            # ... and the end event (with the episode's metrics) last, before the bag closes
             success = (ev.get("metrics") or {}).get("success")
-            self._put(("cmd", {"cmd": "stop" if success is None else ("success" if success else "failure")}))
+            self._put(("cmd", {"cmd": "stop" if success is None else ("success" if success else "failure"),
+                               "_event": self._event(msg)}))
+
+    def _event(self, msg: String) -> tuple:
+        from rclpy.serialization import serialize_message  # noqa: PLC0415
+        return serialize_message(msg), self._now_ns(), qos.offered(self, EPISODE_TOPIC)
 
     # ------------------------------------------------------------ writer thread
 
@@ -167,7 +178,7 @@ class RecorderNode(Node):
                 if not self.rec.recording and self.rec.error:
                     self._report_error()
             elif kind == "topic":
-                self.rec.add_topic(item[1], item[2])
+                self.rec.add_topic(item[1], item[2], item[3])
             elif kind == "cmd":
                 self._command(item[1])
         if self.rec.recording:
@@ -193,11 +204,11 @@ class RecorderNode(Node):
                 if not extra.get("task"):
                     extra["task"] = self.p.task
                 folder = self.rec.start(**extra)
-                if "_event" in cmd:
-                    self.rec.add_topic("/sim/episode", "std_msgs/msg/String")
-                    self.rec.write("/sim/episode", *cmd["_event"])
+                self._write_event(cmd)
+                self.rec.write_latched(cmd["_event"][1] if "_event" in cmd else self._now_ns())
                 self.get_logger().info(f"recording {folder}")
             elif c in ("stop", "success", "failure"):
+                self._write_event(cmd)
                 folder = self.rec.stop({"stop": None, "success": True, "failure": False}[c])
                 if folder is not None:
                     self.get_logger().info(f"episode {folder.name} saved ({c})")
@@ -208,6 +219,12 @@ class RecorderNode(Node):
         except OSError as exc:
             self.get_logger().error(str(exc))
         self._progress()
+
+    def _write_event(self, cmd: dict) -> None:
+        if "_event" in cmd and self.rec.recording:
+            data, stamp, offers = cmd["_event"]
+            self.rec.add_topic(EPISODE_TOPIC, "std_msgs/msg/String", offers, keep_latched=False)
+            self.rec.write(EPISODE_TOPIC, data, stamp)
 
     def _progress(self) -> None:
         prog = self.rec.progress()
