@@ -2,10 +2,11 @@
 
 Layout under ``root``::
 
-    meta/info.json                              codebase_version "v3.0", fps, features, arms, ...
-    meta/stats.json                             per feature: mean, std, min, max, count
+    meta/info.json                              codebase_version "v3.0", fps (int), features, ...
+    meta/stats.json                             per feature: mean, std, min, max, count, q01..q99
     meta/tasks.parquet                          index "task" (str), column task_index
-    meta/episodes/chunk-000/file-000.parquet    one row per episode (see below)
+    meta/episodes/chunk-000/file-000.parquet    one row per episode, with its stats (see below)
+    meta/slowfast.json                          what LeRobot has no key for: arms, cameras, markers
     data/chunk-{c:03d}/file-{f:03d}.parquet     index, episode_index, frame_index, timestamp,
                                                 task_index + every non-video feature
     videos/{video_key}/chunk-{c:03d}/file-{f:03d}.mp4   H.264 (PyAV, libx264), yuv420p
@@ -16,11 +17,18 @@ episodes table says where each episode lies (``data/file_index``, ``dataset_from
 ``dataset_to_index``, ``videos/<key>/file_index``, ``videos/<key>/from_timestamp``,
 ``videos/<key>/to_timestamp``).
 
-Feature keys (A arms, in the order of ``info["arms"]``; N tactile markers per arm):
+Statistics are LeRobot's: per episode (columns ``stats/<feature>/<stat>`` of the episodes
+table) min, max, mean, std, count and the quantiles q01, q10, q50, q90, q99 of every feature,
+the index columns included; images per channel in [0, 1], shape (3, 1, 1), over the frames
+LeRobot samples, ``count`` in frames. ``stats.json`` aggregates them as LeRobot does (means and
+variances weighted by count, min/max, quantiles as the envelope of the episodes' quantiles),
+so LeRobot's own tools (``delete_episodes``, merging, quantile normalisation) work on it.
+
+Feature keys (A arms, in the order of ``meta/slowfast.json["arms"]``; N tactile markers per arm):
 
 * ``observation.tcp_pose``  float32 (A*7)   position (m) + quaternion x, y, z, w, world frame
 * ``observation.wrench``    float32 (A*6)   force (N), torque (N m), tool frame
-* ``observation.tactile``   float32 (A*N*4) per marker x, y, dx, dy (``info["tactile_markers"] = N``)
+* ``observation.tactile``   float32 (A*N*4) per marker x, y, dx, dy (``slowfast.json["tactile_markers"] = N``)
 * ``action``                float32 (A*7)   target TCP pose, absolute, world frame
 * ``observation.images.<cam>``  video (H, W, 3) uint8 RGB, one frame per dataset frame
 
@@ -42,6 +50,16 @@ EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 IMAGE_PREFIX = "observation.images."
 #: slowfast's own sidecar: the sim seed of each generated episode (for replaying it on its scene)
 EPISODE_SEEDS_PATH = "meta/slowfast_episodes.json"
+#: slowfast's own dataset facts LeRobot's info.json has no key for (LeRobot drops unknown keys)
+SLOWFAST_INFO_PATH = "meta/slowfast.json"
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+DEFAULT_FEATURES = {
+    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+    "index": {"dtype": "int64", "shape": [1], "names": None},
+    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+}
 
 
 def standard_features(arms: Sequence[str], tactile_markers: int = 0,
@@ -66,39 +84,70 @@ def standard_features(arms: Sequence[str], tactile_markers: int = 0,
             "names": [f"{arm}.m{i}.{c}" for arm in arms for i in range(tactile_markers) for c in ("x", "y", "dx", "dy")],
         }
     for cam, (h, w) in (cameras or {}).items():
-        info = {"video.codec": "h264", "video.pix_fmt": "yuv420p", "video.is_depth_map": False,
-                "video.height": int(h), "video.width": int(w), "video.channels": 3}
+        info = {"video.height": int(h), "video.width": int(w), "video.codec": "h264",
+                "video.pix_fmt": "yuv420p", "video.channels": 3, "has_audio": False, "is_depth_map": False}
         if fps is not None:
-            info["video.fps"] = float(fps)
+            info["video.fps"] = int(round(fps))
         feats[IMAGE_PREFIX + cam] = {"dtype": "video", "shape": [int(h), int(w), 3],
                                      "names": ["height", "width", "channels"], "info": info}
     return feats
 
 
-class _RunningStats:
-    """Mean/std/min/max over the first axis, accumulated in float64."""
+def feature_stats(x: np.ndarray) -> dict:
+    """LeRobot's statistics of one feature over one episode: ``x`` (T, dim) ->
+    min, max, mean, std (dim,), count (1,) = T, and the quantiles q01 .. q99."""
+    x = np.asarray(x, dtype=np.float64)
+    out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0), "count": np.array([len(x)])}
+    qs = np.quantile(x, QUANTILES, axis=0) if len(x) >= 2 else np.repeat(x.mean(0)[None], len(QUANTILES), 0)
+    for q, v in zip(QUANTILES, qs):
+        out[f"q{int(round(q * 100)):02d}"] = v
+    return out
 
-    def __init__(self) -> None:
-        self.n = 0
-        self.s = self.ss = self.lo = self.hi = None
 
-    def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        if self.s is None:
-            self.s = x.sum(0)
-            self.ss = (x * x).sum(0)
-            self.lo, self.hi = x.min(0), x.max(0)
-        else:
-            self.s += x.sum(0)
-            self.ss += (x * x).sum(0)
-            self.lo, self.hi = np.minimum(self.lo, x.min(0)), np.maximum(self.hi, x.max(0))
-        self.n += x.shape[0]
+def sample_frame_indices(n: int) -> np.ndarray:
+    """The frames LeRobot computes an episode's image stats on (its ``sample_indices``)."""
+    k = max(min(n, 100), min(int(n ** 0.75), 10_000))
+    return np.round(np.linspace(0, n - 1, k)).astype(int)
 
-    def result(self) -> dict:
-        mean = self.s / self.n
-        std = np.sqrt(np.maximum(self.ss / self.n - mean * mean, 0.0))
-        return {"mean": mean.tolist(), "std": std.tolist(), "min": self.lo.tolist(),
-                "max": self.hi.tolist(), "count": [int(self.n)]}
+
+def image_stats(images: np.ndarray) -> dict:
+    """Per-channel stats of (T, H, W, 3) uint8 frames in [0, 1], shape (3, 1, 1), over the
+    frames LeRobot samples (downsampled as it does above 300 px); ``count`` in frames."""
+    idx = sample_frame_indices(len(images))
+    sub = np.asarray(images)[idx]
+    h, w = sub.shape[1:3]
+    if max(h, w) >= 300:
+        f = int(w / 150) if w > h else int(h / 150)
+        sub = sub[:, ::f, ::f]
+    st = feature_stats(sub.reshape(-1, 3).astype(np.float64) / 255.0)
+    return {k: (v if k == "count" else v.reshape(3, 1, 1)) for k, v in {**st, "count": np.array([len(idx)])}.items()}
+
+
+def aggregate_stats(episodes: list[dict]) -> dict:
+    """Dataset stats from per-episode stats, as LeRobot aggregates them: count-weighted mean
+    and pooled variance, min of mins, max of maxes, and for quantiles the envelope (the
+    smallest q01..q50, the largest q90, q99: bounds, since exact quantiles do not merge)."""
+    out = {}
+    for key in {k for e in episodes for k in e}:
+        sts = [e[key] for e in episodes if key in e]
+        counts = np.stack([s["count"] for s in sts]).astype(np.float64)
+        means, var = np.stack([s["mean"] for s in sts]), np.stack([s["std"] ** 2 for s in sts])
+        c = counts.reshape(counts.shape[0], *([1] * (means.ndim - 1)))
+        total = counts.sum(0)
+        mean = (means * c).sum(0) / c.sum(0)
+        variance = ((var + (means - mean) ** 2) * c).sum(0) / c.sum(0)
+        agg = {"min": np.stack([s["min"] for s in sts]).min(0), "max": np.stack([s["max"] for s in sts]).max(0),
+               "mean": mean, "std": np.sqrt(variance), "count": total.astype(np.int64)}
+        for q in QUANTILES:
+            name = f"q{int(round(q * 100)):02d}"
+            vals = np.stack([s[name] for s in sts])
+            agg[name] = vals.min(0) if q <= 0.5 else vals.max(0)
+        out[key] = agg
+    return out
+
+
+def _jsonable(stats: dict) -> dict:
+    return {k: {n: np.asarray(v).tolist() for n, v in st.items()} for k, st in stats.items()}
 
 
 def check_output_folder(root: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -141,8 +190,8 @@ class DatasetWriter:
                  features: dict | None = None, extra_features: Mapping[str, Sequence[int]] | None = None,
                  robot_type: str = "unknown", chunks_size: int = 1000, crf: int = 18, gop: int = 2,
                  overwrite: bool = False) -> None:
-        if not (isinstance(fps, (int, float)) and fps > 0):
-            raise ValueError(f"fps = {fps!r}: must be a number > 0")
+        if not (isinstance(fps, (int, float)) and fps > 0 and abs(fps - round(fps)) < 1e-9):
+            raise ValueError(f"fps = {fps!r}: must be a whole number of frames per second > 0 (LeRobot's fps is an integer)")
         arms = list(arms)
         if not arms or len(set(arms)) != len(arms) or not all(isinstance(a, str) and a for a in arms):
             raise ValueError(f"arms = {arms!r}: must be a non-empty list of distinct names")
@@ -151,7 +200,7 @@ class DatasetWriter:
         if not isinstance(chunks_size, int) or chunks_size < 1:
             raise ValueError(f"chunks_size = {chunks_size!r}: must be an integer >= 1")
         self.root = check_output_folder(root, overwrite)
-        self.fps = float(fps)
+        self.fps = int(round(fps))
         self.arms = arms
         self.cameras = dict(cameras or {})
         self.tactile_markers = tactile_markers
@@ -171,7 +220,7 @@ class DatasetWriter:
         self.tasks: dict[str, int] = {}
         self.episodes: list[dict] = []
         self.total_frames = 0
-        self.stats: dict[str, _RunningStats] = {k: _RunningStats() for k in self.features}
+        self.episode_stats: list[dict] = []
         self._finalized = False
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -226,10 +275,11 @@ class DatasetWriter:
             "timestamp": ts,
             "task_index": np.full(t, task_index, dtype=np.int64),
         }
+        ep_stats = {k: feature_stats(np.asarray(v, np.float64).reshape(t, 1)) for k, v in cols.items()}
         for k in self.float_keys:
             x = np.asarray(frames[k], dtype=np.float32).reshape(t, -1)
             cols[k] = list(x)
-            self.stats[k].add(x)
+            ep_stats[k] = feature_stats(x)
         path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(cols).to_parquet(path, index=False)
@@ -241,10 +291,13 @@ class DatasetWriter:
             vpath = self.root / VIDEO_PATH.format(video_key=k, chunk_index=chunk, file_index=file)
             images = np.asarray(frames[k])
             self._write_video(vpath, images)
-            sub = images[:: max(1, t // 32)].astype(np.float64) / 255.0  # stats on a subsample, in [0, 1]
-            self.stats[k].add(sub.reshape(-1, 3))
+            ep_stats[k] = image_stats(images)
             row.update({f"videos/{k}/chunk_index": chunk, f"videos/{k}/file_index": file,
                         f"videos/{k}/from_timestamp": 0.0, f"videos/{k}/to_timestamp": t / self.fps})
+        for k, st in ep_stats.items():     # LeRobot's flattened columns: stats/<feature>/<stat>
+            for name, v in st.items():
+                row[f"stats/{k}/{name}"] = np.asarray(v).tolist()
+        self.episode_stats.append(ep_stats)
         self.episodes.append(row)
         self.total_frames += t
         return ep
@@ -280,29 +333,11 @@ class DatasetWriter:
         tasks = sorted(self.tasks, key=self.tasks.get)
         pd.DataFrame({"task_index": [self.tasks[t] for t in tasks]},
                      index=pd.Index(tasks, name="task")).to_parquet(meta / "tasks.parquet")
-        stats = {}
-        for k, st in self.stats.items():
-            if st.n == 0:
-                continue
-            r = st.result()
-            if self.features[k]["dtype"] == "video":  # per channel, shape (3, 1, 1) as LeRobot does
-                r = {n: [[[v]] for v in vals] if n != "count" else vals for n, vals in r.items()}
-            stats[k] = r
-        (meta / "stats.json").write_text(json.dumps(stats, indent=1))
-        default = {
-            "index": {"dtype": "int64", "shape": [1], "names": None},
-            "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-            "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-            "task_index": {"dtype": "int64", "shape": [1], "names": None},
-        }
+        (meta / "stats.json").write_text(json.dumps(_jsonable(aggregate_stats(self.episode_stats)), indent=1))
         info = {
             "codebase_version": CODEBASE_VERSION,
-            "robot_type": self.robot_type,
             "fps": self.fps,
-            "arms": self.arms,
-            "cameras": list(self.cameras),
-            "tactile_markers": self.tactile_markers,
+            "features": {**self.features, **DEFAULT_FEATURES},
             "total_episodes": len(self.episodes),
             "total_frames": self.total_frames,
             "total_tasks": len(self.tasks),
@@ -311,9 +346,11 @@ class DatasetWriter:
             "video_files_size_in_mb": 500,
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if self.video_keys else None,
+            "robot_type": self.robot_type,
             "splits": {"train": f"0:{len(self.episodes)}"},
-            "features": {**self.features, **default},
         }
         (meta / "info.json").write_text(json.dumps(info, indent=1))
+        (self.root / SLOWFAST_INFO_PATH).write_text(json.dumps(
+            {"arms": self.arms, "cameras": list(self.cameras), "tactile_markers": self.tactile_markers}, indent=1))
         self._finalized = True
         return self.root

@@ -62,9 +62,18 @@ class LeRobotDataset:
         if missing:
             raise ValueError(f"{self.root}: dataset is missing feature(s) {missing} "
                              f"(has {sorted(k for k in self.features if '.' in k or k == 'action')})")
-        self.arms: list[str] = list(info.get("arms") or ["arm"])
+        # slowfast's facts LeRobot has no info key for: meta/slowfast.json (older datasets kept
+        # them in info.json); for a dataset from elsewhere, the arms from the pose's names
+        side_path = self.root / "meta" / "slowfast.json"
+        side = read_json(side_path) if side_path.is_file() else info
+        names = self.features.get(POSE_KEY, {}).get("names") or []
+        from_names = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names if "." in n))
+        self.arms: list[str] = list(side.get("arms") or from_names or ["arm"])
         self.num_arms = len(self.arms)
-        self.tactile_markers = int(info.get("tactile_markers") or 0)
+        markers = side.get("tactile_markers")
+        if markers is None and TACTILE_KEY in self.features:
+            markers = int(self.features[TACTILE_KEY]["shape"][0]) // (4 * self.num_arms)
+        self.tactile_markers = int(markers or 0)
         self._check_shapes()
         for k, f in self.features.items():
             if f.get("dtype") == "video":

@@ -13,7 +13,9 @@ from teleop_tactar.dataset import DatasetWriter
 
 def test_writer_layout(dataset):
     info = json.loads((dataset / "meta/info.json").read_text())
-    assert info["codebase_version"] == "v3.0" and info["fps"] == 50.0 and info["arms"] == ["right"]
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 50 and isinstance(info["fps"], int)
+    side = json.loads((dataset / "meta/slowfast.json").read_text())
+    assert side["arms"] == ["right"] and side["tactile_markers"] == 8 and side["cameras"] == ["wrist"]
     assert info["total_episodes"] == 5 and info["total_frames"] == 5 * 48
     for key, shape in {"observation.tcp_pose": [7], "observation.wrench": [6], "observation.tactile": [32],
                        "action": [7], "observation.images.wrist": [32, 48, 3]}.items():

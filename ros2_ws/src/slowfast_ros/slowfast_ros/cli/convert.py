@@ -16,7 +16,7 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", help="episode bag folders (or folders of them)")
     p.add_argument("--out", required=True, help="dataset folder (created; must be empty unless --overwrite)")
-    p.add_argument("--fps", type=float, default=50.0, help="dataset frame rate, videos included (default 50)")
+    p.add_argument("--fps", type=int, default=50, help="dataset frame rate in whole frames per second (LeRobot stores an integer), videos included (default 50)")
     p.add_argument("--action", choices=("target", "next_pose"), default="target",
                    help="action: the commanded target (default) or the next measured TCP pose")
     p.add_argument("--only-success", action="store_true", help="skip episodes not marked a success")
