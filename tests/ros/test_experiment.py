@@ -116,9 +116,13 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     sims = [x for x in c if x.startswith("sim")]
     assert all(int(x.split("--seed ")[1].split()[0]) >= 1000 for x in sims)     # never a demo seed
     assert sum("--no-perturb" in x for x in sims) == 6
-    assert all("--set rdp_slow.rate_hz=1.5625" in x for x in sims)   # one chunk per 16 steps, every method
+    # each method at its own re-plan rate: DP one chunk per 16 steps, RDP 8 Hz
+    rate = {"rdp": "--set rdp_slow.rate_hz=8 ", "dp": "--set rdp_slow.rate_hz=1.5625 "}
+    assert all(rate["rdp" if "export/rdp " in x + " " else "dp"] in x + " " for x in sims)
+    assert sum(rate["rdp"] in x + " " for x in sims) == 4
     syncs = [x for x in c if x.startswith("evaluate")]
-    assert all("--seed 1000" in x and "--episodes 10" in x and "--set rdp_slow.rate_hz=1.5625" in x for x in syncs)
+    assert all("--seed 1000" in x and "--episodes 10" in x for x in syncs)
+    assert all(rate["rdp" if "export/rdp " in x + " " else "dp"] in x + " " for x in syncs)
     assert sum("--no-perturb" in x for x in syncs) == 3
     # demonstrations and evaluations see the same sensor rates (wipe: the sim's 200 Hz)
     assert all("--set sim_node.pose_hz=200 --set sim_node.tactile_hz=200" in x for x in c if x.startswith(("record", "sim")))
@@ -186,6 +190,7 @@ def test_one_run_per_folder(tmp_path, fake):
     (dict(eval_seed=102), "overlap"),
     (dict(camera_hz=0.0), "--camera-hz"),
     (dict(slow_hz=100.0), "--slow-hz"),
+    (dict(rdp_slow_hz=0.0), "--rdp-slow-hz"),
     (dict(tactile_hz=5.0), "--tactile-hz"),
 ])
 def test_bad_settings_are_one_clear_error(kw, match):

@@ -93,14 +93,24 @@ class ExperimentSettings:
     pose_hz: float = 0.0
     tactile_hz: float = 0.0
     control_hz: float = 200.0
-    # New chunks per second, the same for every method. The published comparison commits a
+    # New chunks per second of the chunked baselines (DP): the published comparison commits a
     # chunk every 16 control steps (24 Hz): 1.5 Hz; at our 25 steps/s that is 25/16 Hz.
     slow_hz: float = 1.5625
+    # ... and of RDP, each method at the rate that served it best on validation seeds
+    # (30000-30039, wipe, 40 episodes a cell): RDP 11/40 perturbed at 1.5625 Hz, 24 at 2.5, 32
+    # at 4, 29 at 6, 30 at 8 (33/40 unperturbed), 26 at 12; DP 0-3/40 perturbed at every rate
+    # and 32/40 unperturbed at 1.5625 Hz, 21 at 1 and 2.5, 8 at 4. A latent chunk is ~20 ms of
+    # inference on one core here, so 8 Hz costs a sixth of a core.
+    rdp_slow_hz: float = 8.0
     device: str = "auto"
     # Where the demonstrations come from: "record" (the scripted operator through the teleop
     # server, recorded over DDS and converted) or "inprocess" (`slowfast demos`: the same chain
     # stepped with the synchronous sim; no stalled sensor streams).
     demos_via: str = "record"
+
+    def method_hz(self, method: str) -> float:
+        """New chunks per second ``method`` is served at."""
+        return float(self.rdp_slow_hz if method == "rdp" else self.slow_hz)
 
     def __post_init__(self) -> None:
         from sim import TASKS  # noqa: PLC0415
@@ -130,8 +140,9 @@ class ExperimentSettings:
                 setattr(self, name, float(TASK_SENSOR_HZ[self.task][name]))
             elif not lo <= v <= 1000.0:
                 raise ValueError(f"--{name.replace('_', '-')}: {v:g} outside {lo:g}..1000 (0 = the task's default)")
-        if not 0.2 <= float(self.slow_hz) <= 30.0:
-            raise ValueError(f"--slow-hz: {self.slow_hz} outside 0.2..30")
+        for name in ("slow_hz", "rdp_slow_hz"):
+            if not 0.2 <= float(getattr(self, name)) <= 30.0:
+                raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)} outside 0.2..30")
         if self.preset not in ("sim", "published"):
             raise ValueError(f"--preset: {self.preset!r} is not sim or published")
         if not isinstance(self.model_config, dict):
@@ -322,7 +333,7 @@ class Experiment:
                             "--policy", str(self.out / "export" / m), "--episodes", str(n),
                             "--seed", str(self.s.eval_seed + first), "--out", str(folder),
                             "--camera-hz", f"{self.s.camera_hz:g}", "--control-hz", f"{self.s.control_hz:g}",
-                            "--set", f"rdp_slow.rate_hz={self.s.slow_hz:g}", *self._sensor_sets(camera=False)]
+                            "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}", *self._sensor_sets(camera=False)]
                     if cond == "unperturbed":
                         args.append("--no-perturb")
                     self._run(args, step)
@@ -331,7 +342,7 @@ class Experiment:
     def _evaluate_args(self, m: str) -> list[str]:
         return ["evaluate", "--task", self.s.task, "--policy", str(self.out / "export" / m), "--quiet",
                 "--workers", str(max(1, min(2, os.cpu_count() or 1))),
-                "--set", f"rdp_slow.rate_hz={self.s.slow_hz:g}", "--set", f"rdp_fast.control_hz={self.s.control_hz:g}",
+                "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}", "--set", f"rdp_fast.control_hz={self.s.control_hz:g}",
                 *self._sensor_sets(camera=True)]
 
     def oracle(self) -> None:
@@ -523,7 +534,8 @@ def results_markdown(results: dict) -> str:
     lines.append(f"Demonstrations: {d.get('recorded')} {how} with perturbations (seeds {s['demo_seed']}.."
                  f"{s['demo_seed'] + s['demos'] - 1}), {d.get('successful_used')} successful ones used. "
                  f"Evaluation: {s['eval_episodes']} held-out seeds per condition ({s['eval_seed']}.."
-                 f"{s['eval_seed'] + s['eval_episodes'] - 1}), the same seeds for every method.")
+                 f"{s['eval_seed'] + s['eval_episodes'] - 1}), the same seeds for every method. New chunks "
+                 f"per second: RDP {s.get('rdp_slow_hz', s['slow_hz']):g} Hz, the DP baselines {s['slow_hz']:g} Hz.")
     lines.append("")
     lines.append("| method | condition | success (95 % CI) | RMS force error [N] | time in band | peak force [N] | "
                  "recovery [s] (unrecovered) |")
