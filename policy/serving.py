@@ -58,15 +58,79 @@ class ArmSnapshot:
 KINDS = ("pose", "wrench", "tactile")
 
 
+class MarkerFiller:
+    """Lost tactile markers filled as a policy needs its input whole. A marker tracker
+    reports a marker it lost as a NaN row (``gelsight_node`` does); one lost marker must not
+    stop a tactile policy. A lost marker takes its last valid row when that is at most
+    ``hold_s`` old, else its last position with the mean displacement of its ``neighbours``
+    nearest valid markers; a field with fewer than ``min_valid`` of its markers valid (or a
+    marker never seen) is refused (None) and the arm is held. ``counts`` says how often."""
+
+    def __init__(self, hold_s: float = 0.1, min_valid: float = 0.5, neighbours: int = 3):
+        self.hold_s, self.min_valid, self.neighbours = float(hold_s), float(min_valid), int(neighbours)
+        self.last: np.ndarray | None = None          # (N, 4) last valid row of each marker
+        self.last_t: np.ndarray | None = None        # (N,) its stamp (-inf: never seen)
+        self.counts = {"filled_last": 0, "filled_neighbours": 0, "refused_too_few": 0}
+        self._cache = (None, None)
+
+    def reset(self) -> None:
+        self.last = self.last_t = None
+        self._cache = (None, None)
+
+    def fill(self, stamp: float, field) -> np.ndarray | None:
+        """The field of ``stamp`` filled, or None; the same stamp twice is filled (and counted) once."""
+        if getattr(self, "_cache", (None, None))[0] == stamp:
+            return self._cache[1]
+        out = self._fill(stamp, field)
+        self._cache = (stamp, out)
+        return out
+
+    def _fill(self, stamp: float, field) -> np.ndarray | None:
+        f = np.asarray(field, np.float32).reshape(-1, 4)
+        valid = np.isfinite(f).all(1)
+        if valid.all():
+            self.last, self.last_t = f.copy(), np.full(len(f), stamp)
+            return f
+        if self.last is None or len(self.last) != len(f):
+            self.last, self.last_t = np.full_like(f, np.nan), np.full(len(f), -np.inf)
+        if valid.mean() < self.min_valid:
+            self.counts["refused_too_few"] += 1
+            return None
+        out = f.copy()
+        self.last[valid], self.last_t[valid] = f[valid], stamp
+        lost = np.flatnonzero(~valid)
+        recent = lost[(stamp - self.last_t[lost] <= self.hold_s) & np.isfinite(self.last[lost]).all(1)]
+        out[recent] = self.last[recent]
+        self.counts["filled_last"] += len(recent)
+        stale = np.setdiff1d(lost, recent)
+        if len(stale):
+            if not np.isfinite(self.last[stale, :2]).all():
+                self.counts["refused_too_few"] += 1   # a marker never seen: no position to fill
+                return None
+            pos = f[valid, :2]
+            d = np.linalg.norm(self.last[stale, None, :2] - pos[None], axis=-1)
+            near = np.argsort(d, axis=1)[:, :self.neighbours]
+            out[stale, :2] = self.last[stale, :2]
+            out[stale, 2:] = f[valid, 2:][near].mean(1)
+            self.counts["filled_neighbours"] += len(stale)
+        return out
+
+
 class ArmHistory:
     """Per arm, the recent poses ((7,) position + quaternion x, y, z, w), wrenches and tactile
-    fields by capture stamp. Not locked (a node guards it with its own lock)."""
+    fields by capture stamp; lost tactile markers are filled (:class:`MarkerFiller`, one per
+    arm) and a field it refuses is not kept. Not locked (a node guards it with its own lock)."""
 
     def __init__(self, arms, seconds: float = 3.0):
         self.arms = tuple(arms)
         self._b = {(a, k): StampedBuffer(seconds) for a in self.arms for k in KINDS}
+        self.fillers = {a: MarkerFiller() for a in self.arms}
 
     def add(self, arm: str, kind: str, stamp: float, value) -> None:
+        if kind == "tactile":
+            value = self.fillers[arm].fill(stamp, value)
+            if value is None:
+                return
         self._b[(arm, kind)].add(stamp, value)
 
     def at(self, kind: str, stamp: float, tolerance: float) -> list | None:
@@ -83,6 +147,8 @@ class ArmHistory:
     def clear(self) -> None:
         for b in self._b.values():
             b.clear()
+        for f in self.fillers.values():
+            f.reset()
 
 
 class ImageHistory:
@@ -231,6 +297,7 @@ class FastController:
         self.executor, self.filters = executor, filters
         self.contact_kind, self.contact_dim = contact_kind, contact_dim
         self.chunk_pose_tolerance = chunk_pose_tolerance
+        self.markers = {arm: MarkerFiller() for arm in filters}
 
     def restart(self, snap: dict[str, ArmSnapshot]) -> None:
         """A new episode (or a clock jump): forget every chunk, restart the filters from
@@ -238,10 +305,16 @@ class FastController:
         self.executor.reset()
         for arm, sf in self.filters.items():
             sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
+            self.markers[arm].reset()
 
     def contact(self, snap: dict[str, ArmSnapshot]) -> tuple[np.ndarray, float]:
+        """The model's contact input from the arms' snapshots and its stamp; a tactile field
+        with lost markers is filled (a field :class:`MarkerFiller` refuses is all NaN: held)."""
         if self.contact_kind == "tactile":
-            parts = [s.tactile.reshape(-1) for s in snap.values()]
+            parts = []
+            for arm, s in snap.items():
+                f = self.markers[arm].fill(s.tactile_stamp, s.tactile) if s.tactile.size else None
+                parts.append(np.asarray(f if f is not None else np.full(s.tactile.shape, np.nan)).reshape(-1))
             stamp = min(s.tactile_stamp for s in snap.values())
         else:
             parts = [s.wrench for s in snap.values()]

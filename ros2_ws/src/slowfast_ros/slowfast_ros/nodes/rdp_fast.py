@@ -174,6 +174,9 @@ class RdpFast(Node):
                   "chunks_malformed": self.bad_chunks, "clock_jumps": self.clock_jumps,
                   "sensor_messages_rejected": self.inputs.rejected}
         values.update({f"chunks_rejected/{k}": v for k, v in self.reactive.rejected.items()})
+        if self.contact_kind == "tactile":    # lost markers filled or fields refused (held)
+            for arm, mf in self.controller.markers.items():
+                values.update({f"tactile_markers/{arm}/{k}": v for k, v in mf.counts.items()})
         safety_values, holding = safety_report(self.safety)
         values.update(safety_values)
         level = "warn" if holding else "ok"
