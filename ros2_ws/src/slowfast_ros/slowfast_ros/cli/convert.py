@@ -13,10 +13,21 @@ import sys
 from pathlib import Path
 
 
+def whole_fps(text: str) -> int:
+    """An argparse type: a whole number of frames per second (LeRobot stores an integer fps)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v > 0 and v == round(v)):
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of frames per second > 0 (LeRobot stores an integer)")
+    return int(round(v))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", help="episode bag folders (or folders of them)")
     p.add_argument("--out", required=True, help="dataset folder (created; must be empty unless --overwrite)")
-    p.add_argument("--fps", type=int, default=50, help="dataset frame rate in whole frames per second (LeRobot stores an integer), videos included (default 50)")
+    p.add_argument("--fps", type=whole_fps, default=50, help="dataset frame rate in whole frames per second (LeRobot stores an integer), videos included (default 50)")
     p.add_argument("--action", choices=("target", "next_pose"), default="target",
                    help="action: the commanded target (default) or the next measured TCP pose")
     p.add_argument("--only-success", action="store_true", help="skip episodes not marked a success")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from slowfast_ros.cli.convert import whole_fps
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from slowfast_ros.cli.sim import add_episode_arguments  # noqa: PLC0415
@@ -23,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--via", choices=("teleop", "expert"), default="teleop",
                    help="teleop: through the operator, retargeting and safety filter (default); "
                         "expert: the expert commands the arm directly")
-    p.add_argument("--fps", type=int, default=50, help="dataset frame rate, whole frames per second (divides 200 Hz; default 50)")
+    p.add_argument("--fps", type=whole_fps, default=50, help="dataset frame rate, whole frames per second (divides 200 Hz; default 50)")
     p.add_argument("--no-camera", action="store_true", help="write no camera images")
     p.add_argument("--only-success", action="store_true",
                    help="write only the episodes that succeeded (exit 0 while at least one did)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 COMMANDS = ("start", "stop", "success", "failure", "discard")
 
@@ -55,6 +56,20 @@ def _send_command(cmd: str, task: str) -> int:
     return 0
 
 
+def _saved(out: str) -> int:
+    """Bags under ``out`` closed with an outcome (success or failure in their metadata)."""
+    import yaml  # noqa: PLC0415
+
+    n = 0
+    for meta in Path(out).glob("*/metadata.yaml"):
+        try:
+            info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            continue
+        n += "success" in (info.get("custom_data") or {})
+    return n
+
+
 def run(args: argparse.Namespace) -> int:
     from slowfast_ros import stack  # noqa: PLC0415
 
@@ -86,9 +101,14 @@ def run(args: argparse.Namespace) -> int:
     for node, params in stack.parse_sets(args.set).items():
         overrides.setdefault(node, {}).update(params)
     print(f"slowfast record: episodes into {args.out} ({args.operator} operator); Ctrl-C stops")
+    before = _saved(args.out)
     with stack.Stack(profile, overrides) as s:
         name, rc = s.wait(primary)
-        time.sleep(1.0)   # the recorder closes the last episode after the sim's end event
+        if primary == "sim_node":   # the recorder closes the last episode after the sim's end event
+            end = time.monotonic() + 15.0
+            while (time.monotonic() < end and _saved(args.out) - before < args.episodes
+                   and s.procs["recorder_node"].poll() is None):
+                time.sleep(0.1)
     if rc:
         print(f"slowfast record: node {name} exited with status {rc}")
         return 1
