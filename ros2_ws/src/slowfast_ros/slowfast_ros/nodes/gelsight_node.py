@@ -108,7 +108,7 @@ class GelSightNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.meter = RateMeter()
         self.state, self.reason = "starting", f"opening {self.p.source}"
-        self.frames = self.published = self.withheld = self.reconnects = 0
+        self.frames = self.published = self.withheld = self.reconnects = self.images_published = 0
         self.last = {"tracked": 0, "lost": 0, "spurious": 0}
         self.reference_markers = 0
         self._stop = threading.Event()
@@ -188,6 +188,7 @@ class GelSightNode(Node):
         self.frames += 1
         if self.image_pub is not None:
             self.image_pub.publish(msgs.image_msg(stamp, self.frame_id, rgb, "rgb8"))
+            self.images_published += 1
         if self._rezero.is_set():
             tracker = MarkerTracker(self.detector, self.p.gate_px, self.p.mm_per_px,
                                     (rgb.shape[1], rgb.shape[0]), self.grid, self.p.min_markers)
@@ -218,6 +219,7 @@ class GelSightNode(Node):
     def _publish_diagnostics(self) -> None:
         values = {"state": self.state, "reason": self.reason, "source": self.p.source,
                   "rate_hz": self.meter.rate(), "frames": self.frames, "fields_published": self.published,
+                  "images_published": self.images_published,
                   "fields_withheld": self.withheld, "reference_markers": self.reference_markers,
                   "reconnects": self.reconnects, **{f"markers_{k}": v for k, v in self.last.items()}}
         level = {"tracking": "ok", "ended": "warn", "markers lost": "warn", "starting": "warn"}.get(self.state, "error")
