@@ -3,9 +3,6 @@
 - ``SENSOR_PUB``: drivers and the sim publish sensors reliable + keep-last, so both a
   best-effort control loop and a reliable recorder can subscribe (a best-effort publisher
   would be invisible to a reliable subscriber).
-  :func:`sensor_pub` sizes the keep-last history from the stream's rate, so a reliable
-  subscriber that falls behind for ``SENSOR_HISTORY_S`` (a recorder's write, a stalled core)
-  gets every sample repaired instead of lost once the publisher's history has moved on.
 - ``SENSOR_SUB``: control loops want the freshest sample, never a backlog: best effort,
   keep last few.
 - ``RECORD_SUB``: the recorder wants every message: reliable, deep queue.
@@ -17,26 +14,11 @@
   start replace the end before a subscriber has taken it (a recorder then never closes the
   episode).
 """
-import math
-
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 SENSOR_PUB = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-
-#: how long a reliable sensor subscriber may lag before its publisher's history forgets a
-#: sample (s): at 500 Hz a keep-last-10 history is 20 ms, and 0.6 % of the bench's samples
-#: were lost between publisher and recorder with it
-SENSOR_HISTORY_S = 0.25
-
-
-def sensor_pub(rate_hz: float) -> QoSProfile:
-    """``SENSOR_PUB`` with a history of ``SENSOR_HISTORY_S`` at ``rate_hz`` (at least its 10)."""
-    depth = max(SENSOR_PUB.depth, int(math.ceil(float(rate_hz) * SENSOR_HISTORY_S)))
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=SENSOR_PUB.reliability, durability=SENSOR_PUB.durability)
-
 
 SENSOR_SUB = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=5,

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=120.0, help="recording length (default 120 s)")
     p.add_argument("--teleop-seconds", type=float, default=10.0, help="teleop latency run length (default 10 s)")
     p.add_argument("--pub-depth", type=int, default=0,
-                   help="publisher history depth (default 0: qos.sensor_pub sized from each stream's rate, as the sim and drivers use)")
+                   help="publisher history depth (default 0: the stack's SENSOR_PUB, as the sim and drivers use)")
     p.add_argument("--dds-transports", default="",
                    help="FASTDDS_BUILTIN_TRANSPORTS for the recording run (e.g. LARGE_DATA; default: Fast DDS's own)")
     p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
@@ -48,13 +48,12 @@ def _publisher(seconds: float, depth: int = 0) -> None:
     node = rclpy.create_node("bench_publisher")
     rng = np.random.default_rng(0)
     types = {"pose": PoseStamped, "wrench": WrenchStamped, "tactile": PointCloud2, "image": Image}
-    def profile(hz):
-        if not depth:
-            return qos.sensor_pub(hz)     # what the sim and the drivers publish with
+    profile = qos.SENSOR_PUB
+    if depth:
         from rclpy.qos import QoSProfile  # noqa: PLC0415
-        return QoSProfile(history=qos.SENSOR_PUB.history, depth=depth, reliability=qos.SENSOR_PUB.reliability,
-                          durability=qos.SENSOR_PUB.durability)
-    pubs = {t: node.create_publisher(types[k], t, profile(hz)) for t, (hz, k) in STREAMS.items()}
+        profile = QoSProfile(history=qos.SENSOR_PUB.history, depth=depth, reliability=qos.SENSOR_PUB.reliability,
+                             durability=qos.SENSOR_PUB.durability)
+    pubs = {t: node.create_publisher(types[k], t, profile) for t, (_, k) in STREAMS.items()}
     end = time.monotonic() + 30
     while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs.values()):
         time.sleep(0.05)
@@ -141,7 +140,7 @@ def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
         info = open_bag(bag)
     queue_drops = max((sum(st.get("drops", {}).values()) for st in states), default=0)
     per_topic = {t: {"published": counts[t], "recorded": got[t], "dropped": counts[t] - got[t]} for t in STREAMS}
-    return {"seconds": seconds, "publisher_depth": pub_depth or {t: qos.sensor_pub(hz).depth for t, (hz, _) in STREAMS.items()}, "topics": per_topic, "drops_total": sum(v["dropped"] for v in per_topic.values()),
+    return {"seconds": seconds, "publisher_depth": pub_depth or qos.SENSOR_PUB.depth, "topics": per_topic, "drops_total": sum(v["dropped"] for v in per_topic.values()),
             "drops_in_recorder_queue": queue_drops,
             "recorder_cpu_cores": round((c1 - c0) / (w1 - w0), 3),
             "bag_mb": round(size / 1e6, 1), "write_mb_per_s": round(size / 1e6 / (w1 - w0), 1),

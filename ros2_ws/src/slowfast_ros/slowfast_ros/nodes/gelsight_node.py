@@ -99,8 +99,7 @@ class GelSightNode(Node):
         self.tracker = None
         self._rezero = threading.Event()
         self._rezero.set()                       # the first usable frame is the reference
-        self.markers_pub = self.create_publisher(PointCloud2, topic(self.p.arm, "tactile/markers"),
-                                                qos.sensor_pub(self.p.fps))
+        self.markers_pub = self.create_publisher(PointCloud2, topic(self.p.arm, "tactile/markers"), qos.SENSOR_PUB)
         self.image_pub = (self.create_publisher(Image, topic(self.p.arm, "tactile/image_raw"), qos.SENSOR_PUB)
                           if self.p.publish_image else None)
         self.create_service(Trigger, topic(self.p.arm, "tactile/rezero"), self._on_rezero)

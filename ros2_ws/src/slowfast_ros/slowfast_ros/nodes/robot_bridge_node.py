@@ -201,9 +201,8 @@ class RobotBridgeNode(Node):
         self._sent = {"pose": float("nan"), "wrench": float("nan")}
         self.sent = self.holds = 0
         self.meters = {"target_tcp": RateMeter(), "tcp_pose": RateMeter()}
-        self.pose_pub = self.create_publisher(PoseStamped, topic(self.p.arm, "tcp_pose"), qos.sensor_pub(self.p.rate_hz))
-        self.wrench_pub = self.create_publisher(WrenchStamped, topic(self.p.arm, "tcp_wrench"),
-                                                qos.sensor_pub(self.p.rate_hz))
+        self.pose_pub = self.create_publisher(PoseStamped, topic(self.p.arm, "tcp_pose"), qos.SENSOR_PUB)
+        self.wrench_pub = self.create_publisher(WrenchStamped, topic(self.p.arm, "tcp_wrench"), qos.SENSOR_PUB)
         self.create_subscription(PoseStamped, topic(self.p.arm, "target_tcp"), self._on_target, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)

@@ -153,15 +153,12 @@ class SimNode(Node):
         self.episode_results: list[dict] = []
         self.meters: dict[str, RateMeter] = {}
 
-        pub = qos.sensor_pub(self.p.camera_hz)
+        pub = qos.SENSOR_PUB
         self.pubs = {}
         for arm in self.arms:
-            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, topic(arm, "tcp_pose"),
-                                                             qos.sensor_pub(self.p.pose_hz))
-            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, topic(arm, "tcp_wrench"),
-                                                               qos.sensor_pub(self.p.wrench_hz))
-            self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"),
-                                                                qos.sensor_pub(self.p.tactile_hz))
+            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, topic(arm, "tcp_pose"), pub)
+            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, topic(arm, "tcp_wrench"), pub)
+            self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"), pub)
             self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
                                      lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
             for k in ("pose", "wrench", "tactile"):
