@@ -79,7 +79,7 @@ class MarkerFiller:
 
     def fill(self, stamp: float, field) -> np.ndarray | None:
         """The field of ``stamp`` filled, or None; the same stamp twice is filled (and counted) once."""
-        if getattr(self, "_cache", (None, None))[0] == stamp:
+        if self._cache[0] == stamp:
             return self._cache[1]
         out = self._fill(stamp, field)
         self._cache = (stamp, out)

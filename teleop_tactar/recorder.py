@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .bag import BagWriter, is_complete, open_bag, repair_bag
+from .bag import BagWriter, repair_bag
 
 
 COMPRESSIONS = ("zstd", "lz4", "none")   # MCAP chunk compression of the bags
@@ -50,11 +50,7 @@ class EpisodeRecorder:
         lines = []
         for folder in sorted(p for p in self.out_dir.iterdir() if (p / "metadata.yaml").is_file()):
             try:
-                info = open_bag(folder)
-                files = [folder / f for f in info.metadata.get("relative_file_paths", [])]
-                if not files or not files[0].is_file() or is_complete(files[0]):
-                    continue
-                done = repair_bag(folder, self.compression)
+                done = repair_bag(folder, self.compression)   # None: the bag was complete
             except (ValueError, OSError) as exc:
                 lines.append(f"{folder.name}: cut short and not repairable ({exc})")
                 continue
