@@ -20,6 +20,10 @@
 * ``denoiser.onnx`` (rdp_ldp, dp): the UNet, one evaluation
     inputs:  sample (B, T, C) float32 normalised noisy target, timestep (B,) int64, cond (B, G)
     outputs: eps (B, T, C)
+* ``action_encoder.onnx`` (rdp_tokenizer, rdp_ldp): the tokenizer's encoder, for inpainting
+  a latent chunk (:mod:`policy.rdp.handover`)
+    inputs:  action (B, H, A*9) float32 relative actions, un-normalised (as the decoder outputs)
+    outputs: latent (B, H/c, Dz)  the posterior mean, tokenizer units (what the LDP predicts)
 * ``runtime.json``: shapes, names, scheduler settings and the target's normalisation; read
   by :mod:`policy.rdp.runtime`.
 
@@ -58,6 +62,20 @@ class DecoderStepExport(nn.Module):
     def forward(self, latent, contact, step, state):
         a, h = self.tok.step(latent, self.contact(contact), step, state)
         return a * self.a_std + self.a_mean, h
+
+
+class ActionEncoderExport(nn.Module):
+    """Un-normalised relative actions in, the tokenizer's latent mean out (see module docstring)."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        super().__init__()
+        self.tok = ckpt.model.eval()
+        m, s = ckpt.normalizer.mean_std("action")
+        self.register_buffer("a_mean", torch.as_tensor(m))
+        self.register_buffer("a_std", torch.as_tensor(s))
+
+    def forward(self, action):
+        return self.tok.encode((action - self.a_mean) / self.a_std)[0]
 
 
 class ObsEncoderExport(nn.Module):
@@ -163,6 +181,11 @@ def export_checkpoint(ckpt_dir: str | Path, out: str | Path, tolerance: float = 
         _export(mod, args, out / "decoder_step.onnx", names, ["action", "state_out"])
         meta["files"]["decoder_step"] = "decoder_step.onnx"
         meta["max_abs_error"]["decoder_step"] = _verify(mod, args, out / "decoder_step.onnx", names, tolerance)
+        enc = ActionEncoderExport(tok).eval()
+        eargs = (torch.randn(2, tcfg.data.horizon, enc.a_mean.shape[-1], generator=torch.Generator().manual_seed(2)) * 0.02,)
+        _export(enc, eargs, out / "action_encoder.onnx", ["action"], ["latent"])
+        meta["files"]["action_encoder"] = "action_encoder.onnx"
+        meta["max_abs_error"]["action_encoder"] = _verify(enc, eargs, out / "action_encoder.onnx", ["action"], tolerance)
     if cfg.model_type in ("rdp_ldp", "dp"):
         model = ckpt.model_for_inference()
         enc = ObsEncoderExport(ckpt, model).eval()

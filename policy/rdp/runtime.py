@@ -117,6 +117,15 @@ class _DecoderBase:
         rel, state = self.step(latent_chunk, step_index, contact, state)
         return relative_to_absolute(rel, start_pose), state
 
+    def encode(self, actions) -> np.ndarray:
+        """The tokenizer's encoder: relative actions (H, A*9) (un-normalised, as :meth:`step`
+        returns them) -> the latent chunk (latent_steps, latent_dim) that the latent diffusion
+        policy predicts. Used to inpaint a latent chunk (policy.rdp.handover)."""
+        a = np.asarray(actions, np.float32)
+        if a.shape != (self.horizon, self.action_dim):
+            raise ValueError(f"actions of shape {a.shape}, expected ({self.horizon}, {self.action_dim})")
+        return self._encode(np.ascontiguousarray(a[None]))[0]
+
     def decode_chunk(self, latent_chunk, contacts, start_pose=None):
         """Decode a whole chunk step by step: contacts (H', Craw) -> actions (H', A*9 or A*7)."""
         state, out = None, []
@@ -159,6 +168,16 @@ class DecoderRuntime(_DecoderBase):
         check_io(self.session, path, {"latent": ["batch", self.latent_dim], "contact": ["batch", self.contact_dim],
                                       "step": ["batch", 1], "state": ["batch", self.hidden]})
         self.providers = self.session.get_providers()
+        self._dir, self._threads, self._enc = d, threads, None
+
+    def _encode(self, a: np.ndarray) -> np.ndarray:
+        if self._enc is None:   # loaded on first use: only the slow side inpaints
+            name = self.meta["files"].get("action_encoder")
+            if not name:
+                raise ValueError(f"{self._dir}: export has no action_encoder.onnx (inpainting a latent chunk "
+                                 f"needs it: re-export the checkpoint with `slowfast export`)")
+            self._enc = make_session(self._dir / name, self._threads, ["CPUExecutionProvider"])
+        return self._enc.run(None, {"action": a})[0]
 
     def run_raw(self, latent_t: np.ndarray, contact: np.ndarray, step: np.ndarray, state: np.ndarray):
         """The bare session call (all (B, .) float32 arrays), for callers that pre-build inputs."""
@@ -177,16 +196,22 @@ class TorchDecoderRuntime(_DecoderBase):
         import torch
 
         from .checkpoint import load_checkpoint
-        from .export import DecoderStepExport
+        from .export import ActionEncoderExport, DecoderStepExport
 
         ck = load_checkpoint(ckpt_dir, expect=("rdp_tokenizer", "rdp_ldp"))
         tok = ck if ck.config.model_type == "rdp_tokenizer" else ck.tokenizer
         self.module = DecoderStepExport(tok).eval()
+        self.encoder = ActionEncoderExport(tok).eval()
         c = tok.config
         self.horizon, self.compression, self.hidden = c.data.horizon, c.tokenizer.compression, c.tokenizer.hidden
         self.latent_steps, self.latent_dim = c.latent_steps, c.tokenizer.latent_dim
         self.contact_dim = int(c.shapes["contact_raw_dim"])
+        self.action_dim = int(c.shapes["action_dim"])
         self._torch = torch
+
+    def _encode(self, a: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.encoder(self._torch.from_numpy(a)).numpy()
 
     def step(self, latent_chunk, step_index: int, contact, state=None):
         torch = self._torch
@@ -265,19 +290,71 @@ class _SlowBase:
         return arrays
 
     def predict(self, images: Mapping[str, np.ndarray] | None, tcp_pose, contact=None,
-                seed: int | None = None, num_inference_steps: int | None = None) -> np.ndarray:
+                seed: int | None = None, num_inference_steps: int | None = None,
+                guide: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Observations -> one chunk, un-normalised: (latent_steps, latent_dim) tokenizer latent
-        for rdp_ldp, (H, A*9) relative actions for dp. ``seed`` fixes the initial noise."""
+        for rdp_ldp, (H, A*9) relative actions for dp. ``seed`` fixes the initial noise.
+
+        ``guide`` = (values (T, C) in the chunk's units, weights (T,) in [0, 1]): inpainting.
+        At every denoising step the predicted clean chunk is pulled towards ``values`` by each
+        row's weight (1: replaced, 0: free) and the step continues from the corrected
+        prediction, so the free rows are denoised in agreement with the fixed ones (the
+        gradient-free form of Real-Time Chunking's guided inpainting; rows with weight 1 come
+        out equal to ``values``). See :mod:`policy.rdp.handover`."""
         import torch
 
         cond = self._encode(self._obs(images, tcp_pose, contact))
         sched = self._scheduler(num_inference_steps)
         rng = self._rng if seed is None else np.random.default_rng(seed)
         x = torch.from_numpy(rng.standard_normal((1, self.target_len, self.target_dim)).astype(np.float32))
+        y = w = None
+        if guide is not None:
+            y, w = _guide_tensors(guide, self.target_len, self.target_dim, self.mean, self.std)
         for t in sched.timesteps:
-            eps = self._denoise(x.numpy(), np.array([int(t)], np.int64), cond)
-            x = sched.step(torch.from_numpy(eps), t, x).prev_sample
+            out = torch.from_numpy(self._denoise(x.numpy(), np.array([int(t)], np.int64), cond))
+            if y is not None:
+                out = _pull_towards(sched, out, t, x, y, w)
+            x = sched.step(out, t, x).prev_sample
         return x.numpy()[0] * self.std + self.mean
+
+
+def _guide_tensors(guide, target_len: int, target_dim: int, mean, std):
+    """(values, weights) in chunk units -> normalised (1, T, C) values and (1, T, 1) weights."""
+    import torch
+
+    values, weights = guide
+    values = np.asarray(values, np.float32)
+    weights = np.asarray(weights, np.float32).reshape(-1)
+    if values.shape != (target_len, target_dim) or weights.shape != (target_len,):
+        raise ValueError(f"guide: values {values.shape} and weights {weights.shape}, expected "
+                         f"({target_len}, {target_dim}) and ({target_len},)")
+    if not (np.isfinite(weights).all() and (weights >= 0).all() and (weights <= 1).all()):
+        raise ValueError("guide: weights must be finite and in [0, 1]")
+    on = weights > 0
+    if not np.isfinite(values[on]).all():
+        raise ValueError("guide: a row with a weight has non-finite values")
+    y = np.where(on[:, None], (values - mean) / std, 0.0).astype(np.float32)
+    return torch.from_numpy(y[None]), torch.from_numpy(weights[None, :, None])
+
+
+def _pull_towards(sched, out, t, x, y, w):
+    """The model output at ``t`` corrected so its clean-sample prediction is pulled to ``y``."""
+    a = sched.alphas_cumprod[int(t)].to(x.dtype)
+    sa, sb = a.sqrt(), (1 - a).sqrt()
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        x0 = (x - sb * out) / sa
+    elif kind == "sample":
+        x0 = out
+    else:  # v_prediction
+        x0 = sa * x - sb * out
+    x0 = x0 + w * (y - x0)
+    if kind == "epsilon":
+        return (x - sa * x0) / sb
+    if kind == "sample":
+        return x0
+    eps = (x - sa * x0) / sb
+    return sa * eps - sb * x0
 
 
 class SlowPolicyRuntime(_SlowBase):

@@ -26,7 +26,7 @@ def test_train_export_resume_cli(tmp_path, dataset, capsys):
     assert "it/s" in out.err  # the progress bar ran
     assert main(["export", str(ldp), "--out", str(tmp_path / "onnx")]) == 0
     exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(exported["files"]) == {"decoder_step", "obs_encoder", "denoiser"}
+    assert set(exported["files"]) == {"decoder_step", "action_encoder", "obs_encoder", "denoiser"}
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -23,11 +23,11 @@ def _obs(rng):
 
 def test_export_files(trained):
     meta = json.loads((trained / "onnx_ldp" / "runtime.json").read_text())
-    assert set(meta["files"]) == {"decoder_step", "obs_encoder", "denoiser"}
+    assert set(meta["files"]) == {"decoder_step", "action_encoder", "obs_encoder", "denoiser"}
     assert all(err < 1e-4 for err in meta["max_abs_error"].values())
     names = [i.name for i in onnx.load(str(trained / "onnx_ldp" / "decoder_step.onnx")).graph.input]
     assert names == ["latent", "contact", "step", "state"]
-    assert set(json.loads((trained / "onnx_tok" / "runtime.json").read_text())["files"]) == {"decoder_step"}
+    assert set(json.loads((trained / "onnx_tok" / "runtime.json").read_text())["files"]) == {"decoder_step", "action_encoder"}
 
 
 def test_decoder_onnx_matches_torch_over_a_chunk(trained):
