@@ -187,6 +187,8 @@ class ReactiveExecutor:
         self.history = StampedBuffer()
         self.rejected: dict[str, int] = {}
         self.last_step_index = -1
+        self.handover_jumps: deque[float] = deque(maxlen=4096)   # seam at each handover (m, largest arm)
+        self._seam_due = False
 
     def reset(self) -> None:
         """Forget every chunk and the contact history (a new episode)."""
@@ -194,6 +196,7 @@ class ReactiveExecutor:
         self.handover_start = -np.inf
         self.history = StampedBuffer()
         self.last_step_index = -1
+        self._seam_due = False
 
     def reject(self, why: str) -> str:
         """Count a chunk rejected for ``why`` (also one refused before it reached :meth:`submit`)."""
@@ -226,6 +229,7 @@ class ReactiveExecutor:
         chunk = Chunk(chunk.kind, data, float(chunk.obs_stamp), np.asarray(chunk.start_pose, np.float64))
         self.previous, self.current = self.current, _Track(chunk, self)
         self.handover_start = now
+        self._seam_due = self.previous is not None
         return None
 
     def add_contact(self, stamp: float, contact: np.ndarray) -> None:
@@ -241,10 +245,17 @@ class ReactiveExecutor:
         if new is None:
             return None
         w = 1.0 if self.blend_s <= 0 else (now - self.handover_start) / self.blend_s
-        if self.previous is not None and w < 1.0:
+        old = None
+        if self.previous is not None and (w < 1.0 or self._seam_due):
             old = self.previous.command(now, contact, self.history)
+        if self._seam_due:
+            # the seam: how far the new chunk's command is from the old one's at the handover
+            self._seam_due = False
             if old is not None:
-                return blend_poses(old, new, max(w, 0.0))
+                d = (np.asarray(new).reshape(-1, 7)[:, :3] - np.asarray(old).reshape(-1, 7)[:, :3])
+                self.handover_jumps.append(float(np.sqrt((d * d).sum(1)).max()))
+        if old is not None and w < 1.0:
+            return blend_poses(old, new, max(w, 0.0))
         if w >= 1.0:
             self.previous = None
         return new

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,6 +145,12 @@ class ArmHistory:
             out.append(hit[1])
         return out
 
+    def before(self, kind: str, stamp: float) -> list | None:
+        """Per arm, the newest ``kind`` reading captured at or before ``stamp``; None if any
+        arm has none."""
+        out = [self._b[(a, kind)].before(stamp) for a in self.arms]
+        return None if any(v is None for v in out) else out
+
     def clear(self) -> None:
         for b in self._b.values():
             b.clear()
@@ -191,27 +198,64 @@ class SlowPlanner:
     later at whatever phase the loop had (a wipe policy held the arm for up to 0.7 s of an
     8 s episode that way). The caller polls :meth:`due` at :attr:`POLL_HZ`; a skipped cycle
     is retried at the next poll.
+
+    Latency-aware: the planner keeps the latencies it observed (:meth:`observe_latency`; the
+    wall time of each model call unless the caller knows better, e.g. the evaluator's
+    modelled latency) and starts a cycle early enough that its chunk arrives, at the
+    latency's 90th percentile, one row before the chunk it issued last runs out, whatever
+    ``rate_hz`` says.
+
+    Handover ``"inpaint"`` (:mod:`policy.rdp.handover`): each chunk is generated with the
+    steps that will execute from the previous chunk while it is computed frozen to them, and
+    the rest of the overlap pulled towards them (Real-Time Chunking); a latent chunk needs
+    ``decoder`` (the export's :class:`~policy.rdp.runtime.DecoderRuntime`, whose tokenizer
+    encoder makes the frozen latent rows). ``"blend"`` leaves the chunks independent (the
+    fast loop blends them).
     """
 
     POLL_HZ = 50.0
+    LATENCY_WINDOW = 32
 
-    def __init__(self, policy, rate_hz: float, image_tolerance: float = 0.05, num_inference_steps: int | None = None):
+    def __init__(self, policy, rate_hz: float, image_tolerance: float = 0.05, num_inference_steps: int | None = None,
+                 handover: str = "blend", decoder=None):
+        from policy.rdp.handover import HANDOVERS
+
         meta = policy.meta
         self.policy = policy
         self.kind = "latent" if meta["model_type"] in ("rdp_ldp", "rdp_tokenizer") else "action"
         self.step_dt = 1.0 / float(meta["fps"])
-        self.row_dt = self.step_dt * (int(meta.get("compression", 1)) if self.kind == "latent" else 1)
+        self.compression = int(meta.get("compression", 1)) if self.kind == "latent" else 1
+        self.row_dt = self.step_dt * self.compression
+        self.horizon = int(meta["horizon"])
         self.obs_stride = int(meta.get("obs_stride", 1))
         self.contact_kind = "tactile" if meta.get("contact", "wrench") == "tactile" else "wrench"
         self.image_tolerance = image_tolerance
         self.num_inference_steps = num_inference_steps or None
+        if handover not in HANDOVERS:
+            raise ValueError(f"handover: {handover!r} is not one of {', '.join(HANDOVERS)}")
+        if handover == "inpaint" and self.kind == "latent" and decoder is None:
+            raise ValueError("handover 'inpaint' of a latent chunk needs the export's decoder")
+        self.handover, self.decoder = handover, decoder
         self.latency_s = float("nan")   # wall time of the last model call
+        self.latencies: deque[float] = deque(maxlen=self.LATENCY_WINDOW)
+        self.modelled_latency_s: float | None = None   # set: observe this instead of the wall time
         self.period = 1.0 / float(rate_hz)
         self.next_due = -np.inf
+        self.issued = None              # the last chunk issued (policy.rdp.handover.Issued)
+        self.guided = 0                 # chunks generated with a guide
 
     def restart(self) -> None:
-        """A new episode: the next cycle is due at once."""
+        """A new episode: the next cycle is due at once; nothing to agree with."""
         self.next_due = -np.inf
+        self.issued = None
+
+    def observe_latency(self, seconds: float) -> None:
+        if np.isfinite(seconds) and seconds >= 0:
+            self.latencies.append(float(seconds))
+
+    def latency_estimate(self) -> float:
+        """The 90th percentile of the recent cycle latencies (0 before the first)."""
+        return float(np.percentile(self.latencies, 90)) if self.latencies else 0.0
 
     def due(self, now: float) -> bool:
         return now >= self.next_due - 1e-9
@@ -248,12 +292,41 @@ class SlowPlanner:
         if getattr(self.policy, "wants_episode_time", False):
             kw["episode_time"] = episode_time
         t0 = time.perf_counter()
+        start_pose = tcp[-1].astype(np.float64)
+        guide = self._guide(now, t_obs, start_pose, history)
+        if guide is not None:
+            kw["guide"] = guide
         chunk = self.policy.predict(frames, tcp, contact, **kw)
         self.latency_s = time.perf_counter() - t0
+        self.observe_latency(self.latency_s if self.modelled_latency_s is None else self.modelled_latency_s)
         if not np.isfinite(chunk).all():
             return None, "nonfinite_chunk"
-        self.next_due = now + self.period
+        self.guided += guide is not None
+        from policy.rdp.handover import Issued
+
+        self.issued = Issued(self.kind, np.asarray(chunk, np.float32), float(t_obs), start_pose)
+        # due a period after this cycle, or earlier: so that the next chunk lands (at the
+        # latency's 90th percentile, polled at POLL_HZ) a row before this one runs out
+        deadline = t_obs + (self.horizon - 1) * self.step_dt - self.row_dt - self.latency_estimate() - 1.0 / self.POLL_HZ
+        self.next_due = min(now + self.period, deadline)
         return chunk, None
+
+    def _guide(self, now: float, t_obs: float, start_pose: np.ndarray, history: ArmHistory):
+        """Inpainting guide from the last issued chunk (None: blend, or nothing to agree with)."""
+        if self.handover != "inpaint" or self.issued is None or self.issued.kind != self.kind:
+            return None
+        from policy.rdp.handover import build_guide
+
+        latest = None
+        contact_before = None
+        if self.kind == "latent":
+            def contact_before(stamp):
+                parts = history.before(self.contact_kind, stamp)
+                return None if parts is None else np.concatenate([np.ravel(p) for p in parts])
+            latest = contact_before(t_obs)
+        arrival = now + self.latency_estimate()
+        return build_guide(self.issued, t_obs, start_pose, arrival, self.step_dt, self.horizon,
+                           self.compression, self.decoder, contact_before, latest)
 
 
 # ------------------------------------------------------------------------------ fast side
@@ -286,6 +359,8 @@ class TickResult:
     contact_stamp: float
     decode_s: float | None    # wall time of the executor's tick
     rejected: str | None      # why a submitted chunk was rejected
+    executor_s: float = 0.0   # wall time from the tick's start to the safety filters (contact, chunk, decode)
+    safety_s: float = 0.0     # wall time of the safety filters
 
 
 class FastController:
@@ -319,12 +394,14 @@ class FastController:
         else:
             parts = [s.wrench for s in snap.values()]
             stamp = min(s.wrench_stamp for s in snap.values())
-        return np.concatenate(parts).astype(np.float32), stamp
+        # a new array each tick: the executor keeps it in its contact history
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.float32), stamp
 
     def tick(self, now: float, snap: dict[str, ArmSnapshot], pending=None, estop: bool | None = None,
              history: ArmHistory | None = None) -> TickResult:
         """``pending``: a new chunk (obs_stamp, kind, data) or None; ``history`` gives its
         start pose by its stamp."""
+        t_start = time.perf_counter()
         sync_estop(self.filters, estop, snap)
         contact, contact_stamp = self.contact(snap)
         contact_ok = (np.isfinite(contact_stamp) and contact.shape[0] == self.contact_dim
@@ -340,10 +417,13 @@ class FastController:
             else:
                 rejected = self.executor.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
         target, decode_s = None, None
+        t0 = time.perf_counter()
         if contact_ok:
-            t0 = time.perf_counter()
             target = self.executor.tick(now, contact)
-            decode_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            decode_s = t1 - t0
+            t0 = t1
+        executor_s = t0 - t_start
         commands = {}
         for i, (arm, s) in enumerate(snap.items()):
             cmd_pos = cmd_quat = None
@@ -351,4 +431,5 @@ class FastController:
                 cmd_pos, cmd_quat = target[7 * i:7 * i + 3], target[7 * i + 3:7 * i + 7]
             commands[arm] = filter_command(self.filters[arm], now, s, cmd_pos, cmd_quat,
                                            now if target is not None else None)
-        return TickResult(commands, target is not None, contact_stamp, decode_s, rejected)
+        return TickResult(commands, target is not None, contact_stamp, decode_s, rejected,
+                          executor_s, time.perf_counter() - t0)

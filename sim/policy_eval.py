@@ -40,6 +40,7 @@ class ServingTiming:
     blend_s: float                # rdp_fast.blend_s
     image_tolerance: float        # rdp_slow.image_tolerance
     chunk_pose_tolerance: float   # rdp_fast.chunk_pose_tolerance
+    handover: str                 # rdp_slow.handover: "blend" | "inpaint" (policy.rdp.handover)
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
 
     def __post_init__(self):
@@ -74,7 +75,9 @@ class PolicyEvaluator:
         self.meta = read_json(meta_path)
         self.slow = slow if slow is not None else SlowPolicyRuntime(export_dir, threads=1, seed=seed)
         self.decoder = DecoderRuntime(export_dir, threads=1) if "decoder_step" in self.meta.get("files", {}) else None
-        self.planner = SlowPlanner(self.slow, t.rate_hz, t.image_tolerance)
+        self.planner = SlowPlanner(self.slow, t.rate_hz, t.image_tolerance, handover=t.handover,
+                                   decoder=self.decoder)
+        self.planner.modelled_latency_s = t.latency_s   # what the planner would measure
         kw = dict(task=task, perturb=perturb, camera_width=t.camera_width, camera_height=t.camera_height,
                   render=bool(self.slow.cameras))
         if episode_seconds:
@@ -130,6 +133,7 @@ class PolicyEvaluator:
         events = sorted(s for s in base if s < n_total)
         planner.restart()
         controller = self.controller
+        controller.executor.handover_jumps.clear()   # this episode's seams only
         before = {a: dict(sf.counts) for a, sf in controller.filters.items()}   # the filters count for good
         tactile = planner.contact_kind == "tactile"
         snap = {}
@@ -181,6 +185,9 @@ class PolicyEvaluator:
         if n_total > step:
             env.step(n_total - step)
         metrics = env.metrics()
+        seams = list(controller.executor.handover_jumps)
+        metrics["handover_jump_m"] = {"max": float(max(seams)) if seams else None,
+                                      "p50": float(np.median(seams)) if seams else None, "count": len(seams)}
         metrics.update({"seed": int(seed), "perturbed": bool(env.cfg.perturb), "chunks": stats["chunks"],
                         "skipped": stats["skipped"], "chunks_rejected": stats["rejected"],
                         "frames_rendered": stats["rendered"], "targets_refused": stats["targets_refused"],

@@ -42,11 +42,12 @@ def served(tmp_path_factory):
     return root, ds, demo
 
 
-def _timing():
+def _timing(**kw):
     from sim.policy_eval import ServingTiming
 
-    return ServingTiming(control_hz=200.0, rate_hz=25 / 16, sensor_hz=200.0, camera_hz=30.0, camera_width=64,
-                         camera_height=48, blend_s=0.1, image_tolerance=0.05, chunk_pose_tolerance=0.01)
+    return ServingTiming(**{"control_hz": 200.0, "rate_hz": 25 / 16, "sensor_hz": 200.0, "camera_hz": 30.0,
+                            "camera_width": 64, "camera_height": 48, "blend_s": 0.1, "image_tolerance": 0.05,
+                            "chunk_pose_tolerance": 0.01, "handover": "blend", **kw})
 
 
 def _safety():

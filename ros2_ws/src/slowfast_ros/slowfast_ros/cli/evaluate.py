@@ -67,7 +67,8 @@ def serving_setup(task: str, policy: str, sets: list[str], latency: float):
     timing = ServingTiming(control_hz=fast.control_hz, rate_hz=slow.rate_hz, sensor_hz=min(simp.pose_hz, simp.wrench_hz),
                            camera_hz=simp.camera_hz, camera_width=simp.camera_width, camera_height=simp.camera_height,
                            blend_s=fast.blend_s, image_tolerance=slow.image_tolerance,
-                           chunk_pose_tolerance=fast.chunk_pose_tolerance, latency_s=float(latency))
+                           chunk_pose_tolerance=fast.chunk_pose_tolerance, handover=slow.handover,
+                           latency_s=float(latency))
     return timing, fast.safety_config()
 
 
@@ -89,8 +90,25 @@ def _run(seed: int) -> dict:
     return _WORKER["ev"].run(seed)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_episodes(spec: dict, seeds: list[int], workers: int, show) -> None:
+    """The episodes of ``seeds`` served as ``spec`` says, in this process or ``workers``
+    processes; ``show(metrics)`` is called with each episode's metrics in seed order."""
     import multiprocessing as mp  # noqa: PLC0415
+
+    if workers == 1:
+        _init(spec)
+        try:
+            for s in seeds:
+                show(_run(s))
+        finally:
+            _WORKER.pop("ev").close()
+    else:
+        with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(spec,)) as pool:
+            for m in pool.imap(_run, seeds):
+                show(m)
+
+
+def run(args: argparse.Namespace) -> int:
     import os  # noqa: PLC0415
 
     from sim import TASKS  # noqa: PLC0415
@@ -136,17 +154,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  seed {m['seed']}: success={m['success']} ({figures}, {m['chunks']} chunks) "
                   f"{time.monotonic() - t0:.0f} s", flush=True)
 
-    if args.workers == 1:
-        _init(spec)
-        try:
-            for s in seeds:
-                show(_run(s))
-        finally:
-            _WORKER.pop("ev").close()
-    else:
-        with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(spec,)) as pool:
-            for m in pool.imap(_run, seeds):
-                show(m)
+    run_episodes(spec, seeds, args.workers, show)
     wall = time.monotonic() - t0
     summary = summarize_method(episodes)
     blind = [m["seed"] for m in episodes if m["chunks"] == 0]

@@ -36,6 +36,9 @@ class RdpSlowParams:
     threads: int = param(1, "onnxruntime intra-op threads (0 = all cores; 1 leaves the other cores to the fast loop)")
     seed: int = param(0, "seed of the diffusion noise")
     episode_topic: str = param("", "latched JSON episode events ('sim/episode' in sim): a start clears the history")
+    handover: str = param("blend", "chunk handover: 'blend' (independent chunks, rdp_fast blends them) or "
+                                   "'inpaint' (each chunk generated with the steps that execute during its "
+                                   "inference frozen to the previous chunk: Real-Time Chunking)")
 
     def __post_init__(self):
         if not self.export_dir:
@@ -44,6 +47,9 @@ class RdpSlowParams:
             raise ValueError(f"rate_hz: {self.rate_hz} outside 0.1..100")
         if not (0.01 <= self.max_obs_age <= 5.0):
             raise ValueError(f"max_obs_age: {self.max_obs_age} outside [0.01, 5] s")
+        from policy.rdp.handover import HANDOVERS  # noqa: PLC0415
+        if self.handover not in HANDOVERS:
+            raise ValueError(f"handover: {self.handover!r} is not one of {', '.join(HANDOVERS)}")
 
 
 class RdpSlow(Node):
@@ -58,7 +64,13 @@ class RdpSlow(Node):
         meta = self.policy.meta
         if self.policy.num_arms != len(p.arms):
             raise ValueError(f"arms: the model drives {self.policy.num_arms} arm(s), got {len(p.arms)} ({p.arms})")
-        self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps)
+        decoder = None
+        if p.handover == "inpaint" and meta["model_type"] == "rdp_ldp":
+            from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415
+            decoder = DecoderRuntime(p.export_dir)
+            decoder.encode(np.zeros((decoder.horizon, decoder.action_dim), np.float32))  # loads it, or says why not
+        self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps,
+                                   handover=p.handover, decoder=decoder)
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
         self.images = ImageHistory(self.policy.cameras)
         for cam in self.policy.cameras:
@@ -150,7 +162,9 @@ class RdpSlow(Node):
         values = {"rate_hz": self.cycles.rate(), "chunks_published": self.published,
                   "inference_ms_p50": float(np.percentile(lat, 50)), "inference_ms_p99": float(np.percentile(lat, 99)),
                   "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
-                  "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99))}
+                  "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99)),
+                  "handover": self.p.handover, "chunks_inpainted": self.planner.guided,
+                  "latency_estimate_ms": self.planner.latency_estimate() * 1e3}
         values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
         level, message = "ok", ""
         if self.nonfinite_streak:

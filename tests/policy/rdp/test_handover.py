@@ -1,0 +1,257 @@
+"""Inpainted handovers (policy.rdp.handover, SlowPolicyRuntime.predict(guide=...)), the
+latency-aware slow schedule (SlowPlanner) and the latent path of the reactive executor."""
+import numpy as np
+import pytest
+
+from policy.rdp.geometry import absolute_to_relative, relative_to_absolute
+from policy.rdp.handover import Issued, action_guide, build_guide, handover_step, rtc_weights
+
+START = np.array([0.1, 0.0, 0.3, 0.0, 0.0, 0.0, 1.0])
+
+
+def _yawed(pose, yaw):
+    out = np.array(pose, float)
+    out[3:] = [0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)]
+    return out
+
+
+# ---------------------------------------------------------------------------- weights, geometry
+
+
+def test_rtc_weights_freeze_then_decay_then_free():
+    w = rtc_weights(16, frozen=4, overlap=12)
+    assert (w[:4] == 1).all() and (w[12:] == 0).all()
+    assert (np.diff(w[3:13]) < 0).all() and 0 < w[4] < 1 and 0 < w[11] < 0.2
+    assert (rtc_weights(8, 3, 2)[:3] == 1).all()              # overlap shorter than the frozen part
+    assert rtc_weights(8, 0, 0).sum() == 0
+
+
+def test_handover_step_counts_the_steps_executed_before_arrival():
+    assert handover_step(10.0, 10.0, 0.04) == 1               # arrives at once: step 0 and the one it moves to
+    assert handover_step(10.0, 10.30, 0.04) == 9              # 300 ms = 7.5 steps: 0..8 frozen
+    assert handover_step(10.0, 10.08, 0.04) == 3
+
+
+def test_action_guide_keeps_the_previous_chunk_in_the_world_frame():
+    """The previous chunk's poses, seen from a new start pose 0.12 s later (moved and yawed),
+    are the same world poses at the same times."""
+    h, dt = 32, 0.04
+    world = np.tile(START, (h, 1))
+    world[:, 0] += 0.1 * dt * np.arange(h)                    # along x at 0.1 m/s
+    world[:, 1] += 0.02 * np.sin(np.arange(h) * 0.2)
+    world = np.stack([_yawed(p, 0.01 * i) for i, p in enumerate(world)])
+    prev = absolute_to_relative(world, START)
+    new_start = _yawed(START + [0.013, 0.002, -0.001, 0, 0, 0, 0], 0.05)
+    rel, covered = action_guide(prev, 5.0, START, 5.12, new_start, dt)
+    assert covered == h - 3
+    back = relative_to_absolute(rel, new_start)
+    np.testing.assert_allclose(back[:covered, :3], world[3:, :3], atol=1e-6)
+    dots = np.abs((back[:covered, 3:] * world[3:, 3:]).sum(1))
+    assert dots.min() > 1 - 1e-6                              # same orientation (float32 rows)
+    # a fractional offset interpolates between the previous chunk's steps
+    rel, covered = action_guide(prev, 5.0, START, 5.02, START, dt)
+    np.testing.assert_allclose(relative_to_absolute(rel, START)[0, 0], (world[0, 0] + world[1, 0]) / 2, atol=1e-9)
+    assert covered == h - 1
+    # a previous chunk that ended before the new one starts covers nothing
+    assert action_guide(prev, 5.0, START, 6.5, START, dt)[1] == 0
+
+
+# ---------------------------------------------------------------------------- guided sampling
+
+
+def _obs(slow, rng):
+    images = {c: rng.integers(0, 255, (slow.n_obs, *slow.image_size, 3), dtype=np.uint8) for c in slow.cameras} or None
+    pose = np.tile(START.astype(np.float32), (slow.n_obs, slow.num_arms))
+    contact = rng.standard_normal((slow.history, slow.contact_dim)).astype(np.float32)
+    return images, pose, contact
+
+
+def test_inpainted_dp_chunk_keeps_its_frozen_rows(trained):
+    from policy.rdp.runtime import SlowPolicyRuntime
+
+    slow = SlowPolicyRuntime(trained / "onnx_dp", threads=1)
+    rng = np.random.default_rng(0)
+    images, pose, contact = _obs(slow, rng)
+    free = slow.predict(images, pose, contact, seed=3)
+    values = slow.predict(images, pose, contact, seed=11)     # another chunk the model could say
+    w = rtc_weights(slow.target_len, frozen=5, overlap=12)
+    guided = slow.predict(images, pose, contact, seed=3, guide=(values, w))
+    np.testing.assert_allclose(guided[:5], values[:5], atol=1e-4)
+    assert np.abs(free[:5] - values[:5]).max() > 1e-3          # not by accident
+    # the soft rows lie between: closer to the values than the free chunk is
+    assert np.abs(guided[5:9] - values[5:9]).mean() < np.abs(free[5:9] - values[5:9]).mean()
+    with pytest.raises(ValueError, match="guide"):
+        slow.predict(images, pose, contact, seed=3, guide=(values[:4], w))
+    with pytest.raises(ValueError, match="weights"):
+        slow.predict(images, pose, contact, seed=3, guide=(values, w * 2))
+
+
+def test_inpainted_latent_chunk_continues_the_previous_one(trained):
+    """RDP: the previous latent chunk decoded with the contact readings, moved to the new
+    start frame and encoded; the new chunk's frozen latent rows equal those, and its decoded
+    command at the handover is closer to the previous chunk's than an unguided chunk's."""
+    from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime
+
+    slow = SlowPolicyRuntime(trained / "onnx_ldp", threads=1)
+    dec = DecoderRuntime(trained / "onnx_ldp")
+    dt = 1.0 / float(slow.meta["fps"])
+    c = dec.compression
+    rng = np.random.default_rng(1)
+    seams = {"free": [], "guided": []}
+    for seed in range(6):
+        images, pose, contact = _obs(slow, rng)
+        prev = Issued("latent", slow.predict(images, pose, contact, seed=100 + seed), 2.0, START.copy())
+        t_obs, arrival = 2.0 + 2 * dt, 2.0 + 5 * dt
+        new_start = START + np.r_[0.004, -0.002, 0.0, np.zeros(4)]
+        live = contact[-1]
+        guide = build_guide(prev, t_obs, new_start, arrival, dt, dec.horizon, c, dec, None, live)
+        values, w = guide
+        assert values.shape == (dec.latent_steps, dec.latent_dim)
+        frozen = int((w == 1).sum())
+        assert frozen == -(-handover_step(t_obs, arrival, dt) // c)
+        guided = slow.predict(images, pose, contact, seed=seed, guide=guide)
+        free = slow.predict(images, pose, contact, seed=seed)
+        np.testing.assert_allclose(guided[:frozen], values[:frozen], atol=1e-4)
+        # the command each would give at the handover step (3 steps into the new chunk)
+        old = relative_to_absolute(dec.decode_chunk(prev.data, np.tile(live, (6, 1)))[5], START)
+        for name, lat in (("guided", guided), ("free", free)):
+            cmd = relative_to_absolute(dec.decode_chunk(lat, np.tile(live, (4, 1)))[3], new_start)
+            seams[name].append(np.linalg.norm(cmd[:3] - old[:3]))
+    assert np.mean(seams["guided"]) < np.mean(seams["free"])
+
+
+def test_export_without_an_action_encoder_is_named(trained, tmp_path):
+    import json
+    import shutil
+
+    from policy.rdp.runtime import DecoderRuntime
+
+    d = tmp_path / "old_export"
+    shutil.copytree(trained / "onnx_ldp", d)
+    meta = json.loads((d / "runtime.json").read_text())
+    del meta["files"]["action_encoder"]
+    (d / "runtime.json").write_text(json.dumps(meta))
+    dec = DecoderRuntime(d)
+    with pytest.raises(ValueError, match="action_encoder.onnx"):
+        dec.encode(np.zeros((dec.horizon, dec.action_dim), np.float32))
+
+
+# ---------------------------------------------------------------------------- the slow schedule
+
+
+class _FakePolicy:
+    """A slow policy whose chunk says where it was called (row 0 = the call count)."""
+
+    def __init__(self, horizon=32, fps=25.0):
+        self.meta = {"model_type": "dp", "fps": fps, "horizon": horizon}
+        self.cameras, self.n_obs, self.history = [], 2, 2
+        self.calls, self.guides = 0, []
+        self.horizon = horizon
+
+    def predict(self, frames, tcp, contact, num_inference_steps=None, guide=None):
+        self.calls += 1
+        self.guides.append(guide)
+        return np.tile(absolute_to_relative(np.tile(START, (1, 1)), START), (self.horizon, 1))
+
+
+def _history(t_end, dt=0.005):
+    from policy.serving import ArmHistory
+
+    h = ArmHistory(["arm"])
+    for t in np.arange(0.0, t_end + 1e-9, dt):
+        h.add("arm", "pose", t, START.copy())
+        h.add("arm", "wrench", t, np.zeros(6))
+    return h
+
+
+def test_planner_starts_early_enough_for_its_latency():
+    """At 0.5 Hz a 1.28 s chunk would run out long before the next one; with 0.3 s of latency
+    the planner starts the next cycle so the chunk lands a row before the last one ends."""
+    from policy.serving import SlowPlanner
+
+    pol = _FakePolicy()
+    pl = SlowPlanner(pol, rate_hz=0.5)
+    pl.modelled_latency_s = 0.3
+    hist = _history(2.5)
+    chunk, why = pl.plan(1.0, 1.0, hist, None)
+    assert why is None
+    runs_out = 1.0 + (32 - 1) / 25.0
+    assert pl.next_due + 0.3 + 1.0 / pl.POLL_HZ <= runs_out - 1 / 25.0 + 1e-9
+    assert pl.next_due < 1.0 + 2.0                      # earlier than the rate says
+    # at a rate that is fast enough on its own, the rate decides
+    fast = SlowPlanner(_FakePolicy(), rate_hz=8.0)
+    fast.modelled_latency_s = 0.02
+    fast.plan(1.0, 1.0, hist, None)
+    assert fast.next_due == pytest.approx(1.125)
+    # the estimate follows the observed latencies (90th percentile)
+    for lat in [0.02] * 9 + [0.5] * 3:
+        fast.observe_latency(lat)
+    assert 0.02 < fast.latency_estimate() <= 0.5
+
+
+def test_planner_inpaints_from_its_last_chunk_and_forgets_it_at_an_episode_start():
+    from policy.serving import SlowPlanner
+
+    pol = _FakePolicy()
+    pl = SlowPlanner(pol, rate_hz=8.0, handover="inpaint")
+    pl.modelled_latency_s = 0.1
+    hist = _history(2.5)
+    pl.plan(1.0, 1.0, hist, None)
+    pl.plan(1.2, 1.2, hist, None)
+    assert pol.guides[0] is None and pol.guides[1] is not None
+    values, w = pol.guides[1]
+    assert (w[:handover_step(1.2, 1.3, 0.04)] == 1).all() and w[-1] == 0
+    pl.restart()
+    pl.plan(2.0, 2.0, hist, None)
+    assert pol.guides[2] is None
+    with pytest.raises(ValueError, match="handover"):
+        SlowPlanner(pol, rate_hz=8.0, handover="splice")
+
+
+# ---------------------------------------------------------------------------- latent executor path
+
+
+def test_late_latent_chunk_rolls_forward_over_the_recorded_contacts(trained):
+    """A latent chunk entered 5 steps late gives, from then on, exactly what decoding the
+    whole chunk with the contact readings recorded at each step's time gives."""
+    from policy.rdp.runtime import DecoderRuntime
+    from policy.reactive import Chunk, ReactiveExecutor
+
+    dec = DecoderRuntime(trained / "onnx_ldp")
+    dt = 0.04
+    rng = np.random.default_rng(4)
+    latent = rng.standard_normal((dec.latent_steps, dec.latent_dim)).astype(np.float32)
+    contacts = rng.standard_normal((dec.horizon, dec.contact_dim)).astype(np.float32)
+    ex = ReactiveExecutor(dec, dec.horizon, dt, blend_s=0.0)
+    for k in range(dec.horizon):
+        ex.add_contact(1.0 + k * dt, contacts[k])
+    now = 1.0 + 5 * dt
+    assert ex.submit(Chunk("latent", latent, 1.0, START), now) is None
+    ref = dec.decode_chunk(latent, contacts, START)
+    for k in range(5, 9):
+        got = ex.tick(1.0 + k * dt, contacts[k])
+        np.testing.assert_allclose(got, ref[k], atol=1e-5)
+    assert ex.last_step_index == 8
+
+
+def test_latent_handover_records_its_seam_and_refuses_old_and_future_chunks(trained):
+    from policy.rdp.runtime import DecoderRuntime
+    from policy.reactive import Chunk, ReactiveExecutor
+
+    dec = DecoderRuntime(trained / "onnx_ldp")
+    dt = 0.04
+    rng = np.random.default_rng(5)
+    lat = lambda: rng.standard_normal((dec.latent_steps, dec.latent_dim)).astype(np.float32)  # noqa: E731
+    c = np.zeros(dec.contact_dim, np.float32)
+    ex = ReactiveExecutor(dec, dec.horizon, dt, blend_s=0.08)
+    assert ex.submit(Chunk("latent", lat(), 1.0, START), 1.0) is None
+    first = ex.tick(1.0, c)
+    assert ex.submit(Chunk("latent", lat(), 0.9, START), 1.05) == "older_than_current"
+    assert ex.submit(Chunk("latent", lat(), 1.2, START), 1.05) == "from_the_future"
+    second = Chunk("latent", lat(), 1.1, START + np.r_[0.01, 0, 0, 0, 0, 0, 0])
+    assert ex.submit(second, 1.15) is None
+    cmd = ex.tick(1.15, c)
+    assert len(ex.handover_jumps) == 1 and ex.handover_jumps[0] > 0
+    assert np.isfinite(cmd).all() and np.isfinite(first).all()
+    # the blended command's rotation stays a unit quaternion between two chunks' rotations
+    assert abs(np.linalg.norm(cmd[3:]) - 1) < 1e-9
