@@ -17,6 +17,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "sim": ("slowfast_ros.bench.sim", "physics real-time factor and sim-node topic rates"),
     "policy": ("policy.rdp.bench", "decoder step and slow-policy latency (torch, onnxruntime)"),
     "fastloop": ("slowfast_ros.bench.fastloop", "fast loop rate, jitter and tactile-to-command latency"),
+    "handover": ("slowfast_ros.bench.handover", "chunk handovers under slow-policy delay: blend vs inpainting"),
     "recorder": ("slowfast_ros.bench.recorder", "recorder throughput, drops and CPU"),
     "vln": ("policy.streamvln.bench", "StreamVLN per-turn latency, KV cache size, pruning"),
     "nav": ("slowfast_ros.bench.nav", "StreamVLN per-turn latency over a long episode through ROS 2"),

@@ -1,0 +1,92 @@
+"""`slowfast bench handover`: chunk handovers under slow-policy delay, blend against inpainting.
+
+For each export (``--policy``, repeatable: an RDP and a DP export, say), each handover
+(``rdp_slow.handover``: blend, inpaint) and each injected slow-policy delay (``--delays``,
+seconds from a cycle's start to its chunk in the fast loop), the same held-out seeds run
+through the synchronous evaluator (``slowfast evaluate``: the nodes' serving cores and
+parameter files, the sim stepped in the same process). Reported per cell: success with its
+95 % Wilson interval, and the seam at each handover (the distance between the old and the new
+chunk's commands at the tick the new one takes over, before any blending): largest and
+median over all handovers, in mm.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", action="append", required=True, help="export folder (repeat for several)")
+    p.add_argument("--task", default="wipe", help="sim task (default wipe)")
+    p.add_argument("--delays", default="0,0.1,0.3", help="injected slow-policy delays, s (default 0,0.1,0.3)")
+    p.add_argument("--handovers", default="blend,inpaint", help="rdp_slow.handover values (default blend,inpaint)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per cell (default 20)")
+    p.add_argument("--seed", type=int, default=20000, help="first seed (default 20000: the held-out range)")
+    p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="node parameter for every cell (rdp_slow, rdp_fast, sim_node), as for `slowfast evaluate`")
+    p.add_argument("--workers", type=int, default=1, help="processes per cell (default 1)")
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{what} {text!r}: comma-separated numbers expected") from None
+    if not out:
+        raise ValueError(f"--{what}: give at least one value")
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from policy.rdp.handover import HANDOVERS  # noqa: PLC0415
+    from slowfast_ros.cli.evaluate import run_episodes, serving_setup  # noqa: PLC0415
+    from slowfast_ros.experiment import summarize_method  # noqa: PLC0415
+
+    delays = _floats(args.delays, "delays")
+    if any(not 0.0 <= d <= 5.0 for d in delays):
+        raise ValueError(f"--delays {args.delays}: each delay must be in [0, 5] s")
+    handovers = [h.strip() for h in args.handovers.split(",") if h.strip()]
+    bad = [h for h in handovers if h not in HANDOVERS]
+    if bad or not handovers:
+        raise ValueError(f"--handovers {args.handovers!r}: each must be one of {', '.join(HANDOVERS)}")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes: {args.episodes} must be at least 1")
+    if not 1 <= args.workers <= max(1, os.cpu_count() or 1):
+        raise ValueError(f"--workers: {args.workers} outside 1..{os.cpu_count()}")
+    for pol in args.policy:
+        if not (Path(pol) / "runtime.json").is_file():
+            raise ValueError(f"--policy {pol}: not an export folder (no runtime.json; run `slowfast export`)")
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    cells = []
+    for pol in args.policy:
+        for handover in handovers:
+            for delay in delays:
+                timing, safety = serving_setup(args.task, pol, [*args.set, f"rdp_slow.handover={handover}"], delay)
+                spec = {"policy": pol, "task": args.task, "safety": safety, "timing": timing,
+                        "perturb": not args.no_perturb, "oracle": "", "tokenizer": "", "raw": False,
+                        "episode_seconds": 0.0}
+                episodes: list[dict] = []
+                t0 = time.monotonic()
+                run_episodes(spec, seeds, args.workers, episodes.append)
+                s = summarize_method(episodes)
+                seams = [m["handover_jump_m"] for m in episodes if m["handover_jump_m"]["count"]]
+                largest = max((x["max"] for x in seams), default=None)
+                cell = {"policy": pol, "handover": handover, "delay_s": delay, "rate_hz": timing.rate_hz,
+                        "successes": s["successes"], "episodes": s["episodes"], "success_rate": s["success_rate"],
+                        "success_ci95": s["success_ci95"],
+                        "handover_jump_mm_max": None if largest is None else round(largest * 1e3, 3),
+                        "handover_jump_mm_p50": (round(float(np.median([x["p50"] for x in seams])) * 1e3, 3)
+                                                 if seams else None),
+                        "handovers": int(sum(x["count"] for x in seams)), "wall_s": round(time.monotonic() - t0, 1)}
+                print(f"{Path(pol).name} {handover} delay {delay:g} s: {cell['successes']}/{cell['episodes']}, "
+                      f"largest seam {cell['handover_jump_mm_max']} mm (median {cell['handover_jump_mm_p50']} mm), "
+                      f"{cell['wall_s']} s", file=sys.stderr, flush=True)
+                cells.append(cell)
+    return {"task": args.task, "perturbed": not args.no_perturb, "seeds": [seeds[0], seeds[-1]], "cells": cells}
