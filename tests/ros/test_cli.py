@@ -62,3 +62,27 @@ def test_doctor_reports_each_check():
     for name in ("rmw", "dds", "mujoco-gl", "onnxruntime", "realsense", "cuda"):
         assert name in r.stdout
     assert r.returncode == 0, r.stdout  # rmw, dds, GL and onnxruntime work on a set-up machine
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["bench", "handover", "--policy", "checkpoints/wipe", "--handovers", "splice"], ["--handovers", "blend, inpaint"]),
+    (["bench", "handover", "--policy", "checkpoints/wipe", "--delays", "0,x"], ["--delays", "numbers"]),
+    (["bench", "handover", "--policy", "no/such/export"], ["--policy", "no runtime.json"]),
+    (["evaluate", "--policy", "checkpoints/wipe", "--set", "rdp_slow.handover=splice"], ["handover", "'splice'"]),
+])
+def test_handover_bad_arguments(args, fragments):
+    assert_one_line_error(slowfast(*args), *fragments)
+
+
+def test_inpainting_an_export_without_the_action_encoder_is_named(tmp_path):
+    """An export from before action_encoder.onnx: asking it to inpaint says what to do."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree("checkpoints/wipe", old)
+    meta = json.loads((old / "runtime.json").read_text())
+    meta["files"].pop("action_encoder", None)
+    (old / "runtime.json").write_text(json.dumps(meta))
+    r = slowfast("bench", "handover", "--policy", str(old), "--handovers", "inpaint", "--episodes", "1")
+    assert_one_line_error(r, "action_encoder.onnx", "re-export")
