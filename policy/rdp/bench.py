@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunks", type=int, default=30, help="slow-policy chunks to time (default 30)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the slow policy (default 1)")
     p.add_argument("--ddim-steps", type=int, default=8, help="DDIM sampling steps (default 8)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the slow policy's torch figures, e.g. cuda (default cpu); on CUDA the "
+                        "whole-loop CUDA graph is timed too")
     p.add_argument("--hidden-sweep", default="128,512",
                    help="GRU hidden sizes for the prefix-vs-step scaling figure, comma-separated ('' = skip)")
 
@@ -144,6 +147,12 @@ def run(args: argparse.Namespace) -> dict:
     for name in ("ticks", "chunks", "threads", "ddim_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device on this machine")
     log = lambda msg: print(f"bench policy: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     tmp = tempfile.TemporaryDirectory(prefix="slowfast-bench-")
     root = Path(tmp.name)
@@ -257,8 +266,16 @@ def run(args: argparse.Namespace) -> dict:
     contact = rng.standard_normal((d.contact_history, slow.contact_dim)).astype(np.float32)
     ort_chunk = _time(lambda: slow.predict(images, pose, contact, num_inference_steps=args.ddim_steps), args.chunks, warmup=3)
     torch.set_num_threads(args.threads)
-    tslow = TorchSlowPolicy(ckpt_dir)
+    tslow = TorchSlowPolicy(ckpt_dir, device=args.device)
     torch_chunk = _time(lambda: tslow.predict(images, pose, contact, num_inference_steps=args.ddim_steps), args.chunks, warmup=3)
+    graph_chunk = None
+    if torch.device(args.device).type == "cuda":
+        gslow = TorchSlowPolicy(ckpt_dir, device=args.device, cuda_graph=True)
+        t0 = time.perf_counter()
+        gslow.predict(images, pose, contact, num_inference_steps=args.ddim_steps)   # capture: warm-up, apart
+        capture_s = time.perf_counter() - t0
+        graph_chunk = {**_pct(_time(lambda: gslow.predict(images, pose, contact, num_inference_steps=args.ddim_steps),
+                                    args.chunks, warmup=3), 1e3), "capture_s": round(capture_s, 3)}
     enc_arrays = slow._obs(images, pose, contact)
     enc_only = _time(lambda: slow._encode(enc_arrays), args.chunks, warmup=3)
     n_params = sum(p.numel() for p in ck.model.parameters())
@@ -273,7 +290,8 @@ def run(args: argparse.Namespace) -> dict:
                             "ort_runtime": _pct(ort_rt, 1e6), "providers": dec.providers},
         "prefix_rerun": prefix,
         "slow_chunk_ms": {"ddim_steps": args.ddim_steps, "threads": args.threads,
-                          "ort": _pct(ort_chunk, 1e3), "torch": _pct(torch_chunk, 1e3),
+                          "ort": _pct(ort_chunk, 1e3), "torch": _pct(torch_chunk, 1e3), "torch_device": args.device,
+                          "torch_cuda_graph": graph_chunk,
                           "ort_obs_encoder_only": _pct(enc_only, 1e3), "providers": slow.providers},
         "targets": {"decoder_step_ort_p99_us_max": 100, "prefix_ratio_min": 10, "slow_chunk_p50_ms_max": 60},
     }

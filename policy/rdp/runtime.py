@@ -398,10 +398,30 @@ class SlowPolicyRuntime(_SlowBase):
         return self.den_session.run(None, {"sample": x, "timestep": t, "cond": cond})[0]
 
 
-class TorchSlowPolicy(_SlowBase):
-    """Same interface as :class:`SlowPolicyRuntime`, running the checkpoint (EMA weights) in torch."""
+def ddim_coefficients(sched) -> list[tuple[int, float, float, float, float]]:
+    """Per sampling step of a diffusers DDIM scheduler (eta 0, after ``set_timesteps``):
+    (t, sqrt(abar_t), sqrt(1 - abar_t), sqrt(abar_prev), sqrt(1 - abar_prev)), the numbers its
+    ``step`` uses, so that a loop can run with them as constants (on a GPU, in a CUDA graph)."""
+    ac = sched.alphas_cumprod.double()
+    stride = sched.config.num_train_timesteps // sched.num_inference_steps
+    out = []
+    for t in sched.timesteps.tolist():
+        a = float(ac[t])
+        ap = float(ac[t - stride]) if t - stride >= 0 else float(sched.final_alpha_cumprod)
+        out.append((int(t), a ** 0.5, (1 - a) ** 0.5, ap ** 0.5, (1 - ap) ** 0.5))
+    return out
 
-    def __init__(self, ckpt_dir: str | Path, seed: int = 0, device: str = "cpu") -> None:
+
+class TorchSlowPolicy(_SlowBase):
+    """Same interface as :class:`SlowPolicyRuntime`, running the checkpoint (EMA weights) in torch.
+
+    The whole sampling loop stays on ``device``: observations go up once, the DDIM update
+    (diffusers' coefficients as constants, :func:`ddim_coefficients`) and the inpainting
+    correction run there, and one chunk comes back. With ``cuda_graph`` (on a CUDA device)
+    the loop is captured once as a CUDA graph and replayed: one launch per chunk instead of
+    thousands of small kernels from Python."""
+
+    def __init__(self, ckpt_dir: str | Path, seed: int = 0, device: str = "cpu", cuda_graph: bool = False) -> None:
         import torch
 
         from .checkpoint import load_checkpoint
@@ -420,8 +440,84 @@ class TorchSlowPolicy(_SlowBase):
         self.obs = ObsEncoderExport(ck, model).eval().to(device)
         self.use_contact = self.obs.use_contact
         self.den = DenoiserExport(model).eval().to(device)
-        self._torch, self.device = torch, device
+        self._torch, self.device = torch, torch.device(device)
         self._seed, self._rng = int(seed), np.random.default_rng(seed)
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph: needs a CUDA device, got {device!r}")
+        self.cuda_graph = bool(cuda_graph)
+        self._graphs: dict = {}
+
+    def predict(self, images, tcp_pose, contact=None, seed: int | None = None,
+                num_inference_steps: int | None = None, guide=None) -> np.ndarray:
+        """As :meth:`_SlowBase.predict` (same noise, same result within float round-off), with
+        every step on the device."""
+        torch = self._torch
+        arrays = self._obs(images, tcp_pose, contact)
+        sched = self._scheduler(num_inference_steps)
+        rng = self._rng if seed is None else np.random.default_rng(seed)
+        noise = rng.standard_normal((1, self.target_len, self.target_dim)).astype(np.float32)
+        if guide is not None:
+            y, w = _guide_tensors(guide, self.target_len, self.target_dim, self.mean, self.std)
+        else:
+            y = torch.zeros(1, self.target_len, self.target_dim)
+            w = torch.zeros(1, self.target_len, 1)
+        dev = self.device
+        with torch.inference_mode():
+            inputs = [torch.from_numpy(a).to(dev) for a in arrays]
+            x, y, w = torch.from_numpy(noise).to(dev), y.to(dev), w.to(dev)
+            coeffs = ddim_coefficients(sched)
+            if not self.cuda_graph:
+                out = self._loop(coeffs, sched.config, inputs, x, y, w)
+            else:
+                out = self._replay(coeffs, sched.config, inputs, x, y, w)
+            chunk = out[0].cpu().numpy()
+        return chunk * self.std + self.mean
+
+    def _loop(self, coeffs, cfg, inputs, x, y, w):
+        """The DDIM loop (eta 0) with the inpainting pull, pure tensor ops on x's device."""
+        torch = self._torch
+        cond = self.obs(*inputs)
+        kind, clip = cfg.prediction_type, (cfg.clip_sample_range if cfg.clip_sample else None)
+        for t, sa, sb, sap, sbp in coeffs:
+            tt = torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device)
+            out = self.den(x, tt, cond)
+            if kind == "epsilon":
+                x0 = (x - sb * out) / sa
+            elif kind == "sample":
+                x0 = out
+            else:
+                x0 = sa * x - sb * out
+            x0 = x0 + w * (y - x0)                       # inpainting (w = 0: unchanged)
+            eps = (x - sa * x0) / sb                      # the model output the corrected x0 implies
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
+            x = sap * x0 + sbp * eps
+        return x
+
+    def _replay(self, coeffs, cfg, inputs, x, y, w):
+        torch = self._torch
+        key = (tuple(c[0] for c in coeffs), tuple(tuple(a.shape) for a in inputs))
+        g = self._graphs.get(key)
+        if g is None:
+            static = {"inputs": [a.clone() for a in inputs], "x": x.clone(), "y": y.clone(), "w": w.clone()}
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):           # warm-up outside the graph (allocator, kernels)
+                for _ in range(2):
+                    self._loop(coeffs, cfg, static["inputs"], static["x"], static["y"], static["w"])
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static["out"] = self._loop(coeffs, cfg, static["inputs"], static["x"], static["y"], static["w"])
+            g = self._graphs[key] = (graph, static)
+        graph, static = g
+        for dst, src in zip(static["inputs"], inputs):
+            dst.copy_(src)
+        static["x"].copy_(x)
+        static["y"].copy_(y)
+        static["w"].copy_(w)
+        graph.replay()
+        return static["out"]
 
     def _encode(self, arrays):
         torch = self._torch

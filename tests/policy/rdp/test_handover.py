@@ -255,3 +255,20 @@ def test_latent_handover_records_its_seam_and_refuses_old_and_future_chunks(trai
     assert np.isfinite(cmd).all() and np.isfinite(first).all()
     # the blended command's rotation stays a unit quaternion between two chunks' rotations
     assert abs(np.linalg.norm(cmd[3:]) - 1) < 1e-9
+
+
+def test_torch_loop_on_the_device_matches_onnx_with_a_guide(trained):
+    """The torch runtime's device-resident loop (diffusers' coefficients as constants, the
+    inpainting pull inside) gives what the onnxruntime loop over diffusers' step gives."""
+    from policy.rdp.runtime import SlowPolicyRuntime, TorchSlowPolicy
+
+    ort, tch = SlowPolicyRuntime(trained / "onnx_dp", threads=1), TorchSlowPolicy(trained / "dp")
+    rng = np.random.default_rng(7)
+    images, pose, contact = _obs(ort, rng)
+    values = ort.predict(images, pose, contact, seed=21)
+    guide = (values, rtc_weights(ort.target_len, 4, 10))
+    a = ort.predict(images, pose, contact, seed=2, guide=guide)
+    b = tch.predict(images, pose, contact, seed=2, guide=guide)
+    assert np.abs(a - b).max() < 1e-4 * max(1.0, float(np.abs(a).max()))
+    with pytest.raises(ValueError, match="CUDA"):
+        TorchSlowPolicy(trained / "dp", cuda_graph=True)
