@@ -1,0 +1,461 @@
+"""Running a control loop in real time on a host, without ROS.
+
+Two things a fast control loop needs from the machine it runs on, whatever publishes its
+readings:
+
+* **When to tick** (:class:`TickLoop`). A loop paced by its own clock, out of phase with
+  the sensor, uses each reading up to a whole period after it arrived; a loop woken by the
+  arrival of each reading uses it at once. :class:`TickLoop` does the second when the
+  contact sensor keeps up with the control rate (``mode="sensor"``, or ``"auto"`` when the
+  measured rate of the readings is at least 95 % of it): exactly one tick per reading, none
+  used twice, none skipped (``auto`` decimates a sensor several times faster than the
+  control rate: one tick per ``n`` readings, the others only refresh the state; ``sensor``
+  ticks on every reading whatever its rate). Otherwise it ticks on the monotonic clock at the control
+  rate with the freshest reading (``mode="clock"``). A sensor that falls silent in sensor
+  mode still gets a tick after ``sensor_timeout`` (a watchdog: the safety filter then sees
+  the stale reading and holds), and ``auto`` falls back to the clock.
+* **Scheduling** (:func:`enter_realtime`). SCHED_FIFO at a priority, one CPU core, and all
+  memory locked (``mlockall(MCL_CURRENT | MCL_FUTURE)``: no page fault in the tick). Each is
+  applied when the process may; what it may not is reported in one warning line and the
+  loop runs without it.
+
+Where a tick's time goes is recorded per phase in fixed-size rings
+(:class:`PhaseTimes`): nothing is allocated per tick but Python floats.
+
+The readings come from a *source* (duck-typed; ``slowfast_ros.arm_io.ArmInputs`` in polled
+mode is the ROS one, the tests use a synthetic one)::
+
+    source.take_trigger() -> float | None   # take pending readings until one whole trigger
+                                            # reading (every arm's contact) is in; its capture
+                                            # stamp, None when none is complete yet
+    source.drain() -> None                  # take everything pending (clock mode)
+    source.wait(timeout_s) -> None          # block until a reading may be pending (or timeout)
+    source.wake() -> None                   # end a wait() at once (stop)
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODES = ("auto", "sensor", "clock")
+MCL_CURRENT, MCL_FUTURE = 1, 2
+CAP_IPC_LOCK = 14
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+
+@dataclass
+class RealtimeState:
+    """What :func:`enter_realtime` obtained for the calling thread (and its process)."""
+
+    fifo_priority: int = 0        # SCHED_FIFO priority in effect, 0 = normal scheduling
+    cpu: int = -1                 # the core the thread is pinned to, -1 = none
+    memory_locked: bool = False   # mlockall(MCL_CURRENT | MCL_FUTURE) in effect (process-wide)
+    refused: list[str] = field(default_factory=list)   # requested and not permitted, with why
+
+    @property
+    def realtime(self) -> bool:
+        return self.fifo_priority > 0
+
+
+def _has_capability(bit: int) -> bool:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except OSError:
+        pass
+    return False
+
+
+def lock_memory() -> str | None:
+    """``mlockall(MCL_CURRENT | MCL_FUTURE)``: every page of the process resident now and
+    later, so a tick never waits on a page fault. None when done, else why not.
+
+    Refused without trying when the memlock limit is finite and the process lacks
+    CAP_IPC_LOCK: with MCL_FUTURE every later allocation would then count against that
+    limit, and a later ``malloc`` past it fails (a crash in the middle of a run)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != resource.RLIM_INFINITY and not _has_capability(CAP_IPC_LOCK):
+        return f"RLIMIT_MEMLOCK is {soft} bytes and no CAP_IPC_LOCK"
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+            return os.strerror(ctypes.get_errno())
+    except (OSError, AttributeError) as exc:   # no libc mlockall (not Linux)
+        return str(exc)
+    return None
+
+
+def enter_realtime(priority: int = 0, cpu: int = -1, memory: bool = True, warn=None) -> RealtimeState:
+    """Real-time scheduling for the calling thread, as far as permitted.
+
+    ``priority`` > 0: SCHED_FIFO at that priority (1..98) for this thread only; ``cpu`` >= 0:
+    pin this thread to that core; ``memory``: lock the process's memory (only when real-time
+    scheduling or a core is requested: locking alone buys nothing). Whatever is refused
+    (no CAP_SYS_NICE / rtprio limit, a core outside the allowed set, a memlock limit) is
+    listed in the result and reported through ``warn`` in exactly one line; the thread runs
+    on without it."""
+    if not (0 <= priority <= 98):
+        raise ValueError(f"rt_priority {priority} outside 0..98")
+    if cpu < -1:
+        raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
+    state = RealtimeState()
+    if memory and (priority > 0 or cpu >= 0):
+        why = lock_memory()    # first: faulting every page in happens before the thread runs FIFO
+        if why is None:
+            state.memory_locked = True
+        else:
+            state.refused.append(f"mlockall: {why}")
+    if cpu >= 0:
+        try:   # pid 0: the calling thread (Linux)
+            os.sched_setaffinity(0, {cpu})
+            state.cpu = cpu
+        except (OSError, ValueError, AttributeError) as exc:
+            state.refused.append(f"cpu {cpu}: {_reason(exc)}")
+    if priority > 0:
+        try:   # pid 0: the calling thread only (Linux)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            state.fifo_priority = priority
+        except (OSError, AttributeError) as exc:
+            state.refused.append(f"SCHED_FIFO {priority}: {_reason(exc)}")
+    if state.refused and warn is not None:
+        warn("real-time setup not permitted (" + "; ".join(state.refused) + "): running without it "
+             "(needs root or CAP_SYS_NICE + CAP_IPC_LOCK, or an rtprio/memlock limit, and an allowed core)")
+    return state
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{type(exc).__name__} ({os.strerror(exc.errno)})"
+    return type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+class PhaseTimes:
+    """The last ``capacity`` samples of each named series (seconds) in fixed rings; recording
+    writes one float into a preallocated array. Percentiles are computed on demand (the
+    diagnostics thread), from a copy."""
+
+    def __init__(self, names, capacity: int = 4096):
+        self.names = tuple(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.capacity = int(capacity)
+        self._buf = np.full((len(self.names), self.capacity), np.nan)
+        self._pos = [0] * len(self.names)
+
+    def record(self, i: int, seconds: float) -> None:
+        """Record a sample of series ``i`` (its position in ``names``, see ``index``)."""
+        p = self._pos[i]
+        self._buf[i, p % self.capacity] = seconds
+        self._pos[i] = p + 1
+
+    def count(self, name: str) -> int:
+        return self._pos[self.index[name]]
+
+    def values(self, name: str) -> np.ndarray:
+        i = self.index[name]
+        v = self._buf[i].copy()
+        return v[np.isfinite(v)]
+
+    def percentiles(self, name: str, qs=(50, 99), scale: float = 1.0) -> list[float]:
+        v = self.values(name)
+        if not v.size:
+            return [float("nan")] * len(qs)
+        return [float(x) * scale for x in np.percentile(v, qs)]
+
+    def clear(self) -> None:
+        self._buf.fill(np.nan)
+        self._pos = [0] * len(self.names)
+
+
+class StreamRate:
+    """The rate of a stream of readings from their capture stamps over the last ``n``
+    (stamps, not arrival times: transport jitter does not move it). 0 until ``n`` are in."""
+
+    def __init__(self, n: int = 64):
+        self.n = int(n)
+        self._t = np.full(self.n, np.nan)
+        self._count = 0
+
+    def add(self, stamp: float) -> None:
+        self._t[self._count % self.n] = stamp
+        self._count += 1
+
+    def rate(self, now: float | None = None, max_age: float = math.inf) -> float:
+        """Readings per second; 0 when fewer than ``n`` were seen or the newest is older
+        than ``max_age`` at ``now`` (a sensor that stopped has no rate)."""
+        if self._count < self.n:
+            return 0.0
+        newest = self._t[(self._count - 1) % self.n]
+        oldest = self._t[self._count % self.n]
+        if now is not None and now - newest > max_age:
+            return 0.0
+        span = newest - oldest
+        return float((self.n - 1) / span) if span > 0 else 0.0
+
+    def reset(self) -> None:
+        self._t.fill(np.nan)
+        self._count = 0
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+class TickLoop:
+    """Calls ``tick(now, trigger_stamp)`` from a dedicated thread: phase-locked to the
+    readings of ``source`` when the sensor keeps up, else paced by the monotonic clock.
+
+    ``tick`` gets ``now`` (``stamp_clock()`` after the inputs were taken: the clock of the
+    readings' stamps) and the capture stamp of the reading that triggered it (None for a
+    clock tick or a watchdog tick). It may record its own phases with ``loop.times``.
+
+    Per tick the loop records in ``times``: ``input`` (taking the readings), ``total`` (input
+    to the end of the tick) and ``error`` (clock mode: start against the ideal time; sensor
+    mode: the tick's start after the reading's capture, less the smallest such delay of the
+    recent ticks, i.e. how much later than it could have the tick started).
+
+    ``overruns``: clock mode, ticks skipped because one ran late by more than a period;
+    sensor mode, ticks that started more than a period later than they could have.
+    """
+
+    PHASES = ("input", "total", "error", "latency")
+    RATE_WINDOW = 64          # readings over which the sensor's rate is measured
+    ENTER, LEAVE = 0.95, 0.90   # auto: sensor mode at >= 95 % of the control rate, back below 90 %
+
+    def __init__(self, hz: float, tick, source=None, mode: str = "clock", name: str = "loop",
+                 rt_priority: int = 0, cpu: int = -1, lock_memory: bool = True, warn=None,
+                 sensor_timeout: float = 0.05, stamp_clock=time.time, phases=(), history: int = 4096,
+                 on_error=None):
+        if not (0 < hz <= 2000):
+            raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
+        if mode not in MODES:
+            raise ValueError(f"tick_source {mode!r}: one of {', '.join(MODES)}")
+        if mode != "clock" and source is None:
+            raise ValueError(f"tick_source {mode!r} needs a source of readings")
+        if not (0 <= rt_priority <= 98):
+            raise ValueError(f"rt_priority {rt_priority} outside 0..98")
+        if cpu < -1:
+            raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
+        if sensor_timeout <= 0:
+            raise ValueError(f"sensor_timeout {sensor_timeout} must be > 0")
+        self.hz, self.period = float(hz), 1.0 / hz
+        self.requested_mode = mode
+        self.mode = "clock" if mode == "auto" else mode   # auto starts on the clock and measures
+        self.source, self._tick = source, tick
+        self.rt_priority, self.cpu, self.lock_memory = rt_priority, cpu, lock_memory
+        self.warn = warn
+        self.sensor_timeout = float(sensor_timeout)
+        self.stamp_clock = stamp_clock
+        self.on_error = on_error
+        self.times = PhaseTimes(self.PHASES + tuple(phases), history)
+        self.rate = StreamRate(self.RATE_WINDOW)
+        self.realtime = RealtimeState()
+        self.decimation = 1
+        self.ticks = {"clock": 0, "sensor": 0, "watchdog": 0}
+        self.readings = 0           # trigger readings taken in sensor mode
+        self.overruns = 0
+        self.mode_switches = 0
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._tick_times = np.full(256, np.nan)   # start times of the last ticks (monotonic), for the rate
+        self._n_ticks = 0
+        self._floor_prev = self._floor_cur = math.inf   # smallest capture-to-tick delay, last/this block
+        self._floor_n = 0
+        self._next_t = self._last_reading = 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> "TickLoop":
+        # The GIL is handed over at most every switch interval (5 ms by default): a loop
+        # thread waking while another thread runs Python would wait that long. A tenth of
+        # the period bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), max(self.period / 10.0, 1e-4)))
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self.source is not None:
+            self.source.wake()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---------------------------------------------------------------- reports
+
+    def loop_rate(self) -> float:
+        """Ticks per second over the last ticks (up to 256)."""
+        n = min(self._n_ticks, len(self._tick_times))
+        if n < 2:
+            return 0.0
+        newest = self._tick_times[(self._n_ticks - 1) % len(self._tick_times)]
+        oldest = self._tick_times[(self._n_ticks - n) % len(self._tick_times)]
+        return float((n - 1) / (newest - oldest)) if newest > oldest else 0.0
+
+    def report(self) -> dict:
+        """Diagnostics values: mode, rates, period error and phase times (ms)."""
+        pe = self.times.percentiles("error", scale=1e3, qs=(50, 99))
+        lat = self.times.percentiles("latency", scale=1e3, qs=(50, 99))
+        out = {"tick_source": self.mode, "tick_source_requested": self.requested_mode,
+               "loop_rate_hz": self.loop_rate(), "sensor_rate_hz": self.rate.rate(),
+               "decimation": self.decimation,
+               "period_error_ms_p50": pe[0], "period_error_ms_p99": pe[1], "overruns": self.overruns,
+               "reading_to_tick_ms_p50": lat[0], "reading_to_tick_ms_p99": lat[1],
+               "ticks_clock": self.ticks["clock"], "ticks_sensor": self.ticks["sensor"],
+               "ticks_watchdog": self.ticks["watchdog"], "trigger_readings": self.readings,
+               "tick_source_switches": self.mode_switches,
+               "realtime_scheduling": self.realtime.realtime, "rt_priority_active": self.realtime.fifo_priority,
+               "cpu": self.realtime.cpu, "memory_locked": self.realtime.memory_locked}
+        for name in self.times.names:
+            if name in ("error", "latency"):
+                continue
+            p50, p99 = self.times.percentiles(name, scale=1e3)
+            out[f"tick_ms/{name}_p50"], out[f"tick_ms/{name}_p99"] = p50, p99
+        return out
+
+    # ---------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        self.realtime = enter_realtime(self.rt_priority, self.cpu, self.lock_memory, self.warn)
+        try:
+            self._loop()
+        except Exception as exc:  # noqa: BLE001 - a failing tick stops the loop, loudly
+            self._stop.set()
+            if self.on_error is not None and self.on_error(exc):
+                return          # the owner says it is shutting down: not a failure
+            self.failure = exc
+            raise
+
+    def _loop(self) -> None:
+        mono, perf, stop = time.monotonic, time.perf_counter, self._stop
+        rec, ix = self.times.record, self.times.index
+        i_input, i_total, i_error, i_latency = ix["input"], ix["total"], ix["error"], ix["latency"]
+        source, tick, ticks = self.source, self._tick, self.ticks
+        self._next_t = self._last_reading = mono()
+        spin = 0.0001 if self.realtime.realtime else 0.0003
+        pending = 0
+        while not stop.is_set():
+            if self.mode == "sensor":
+                # ---- phase-locked: one tick per (decimated) trigger reading
+                t0 = perf()
+                stamp = source.take_trigger()
+                if stamp is None:
+                    if mono() - self._last_reading > self.sensor_timeout:
+                        self._watchdog()      # the sensor fell silent
+                    else:
+                        source.wait(self.sensor_timeout)
+                    continue
+                self._last_reading = mono()
+                self.readings += 1
+                self.rate.add(stamp)
+                pending += 1
+                if pending < self.decimation:
+                    continue
+                pending = 0
+                now = self.stamp_clock()
+                rec(i_input, perf() - t0)
+                delay = now - stamp
+                rec(i_latency, delay)
+                err = self._phase_error(delay)
+                rec(i_error, err)
+                if err > self.period:
+                    self.overruns += 1
+                self._mark(self._last_reading)
+                ticks["sensor"] += 1
+                tick(now, stamp)
+                rec(i_total, perf() - t0)
+                if self.requested_mode == "auto" and self.rate.rate() < self.LEAVE * self.hz:
+                    self._switch("clock")
+                continue
+            # ---- clock-paced with the freshest reading
+            next_t = self._next_t
+            now_m = mono()
+            if now_m < next_t:
+                # Coarse sleep, then a short spin: time.sleep overshoots (~0.1 ms p99 for a
+                # normal thread with timer slack, ~0.05 ms for a SCHED_FIFO one, which has none).
+                if next_t - now_m > spin + 0.0001:
+                    time.sleep(next_t - now_m - spin)
+                while mono() < next_t:
+                    pass
+                now_m = mono()
+            rec(i_error, now_m - next_t)
+            self._mark(now_m)
+            t0 = perf()
+            if source is not None:
+                while (stamp := source.take_trigger()) is not None:
+                    self.rate.add(stamp)     # auto mode decides on the rate of these
+                source.drain()
+            now = self.stamp_clock()
+            rec(i_input, perf() - t0)
+            ticks["clock"] += 1
+            tick(now, None)
+            rec(i_total, perf() - t0)
+            next_t += self.period
+            late = mono() - next_t
+            if late > self.period:
+                skipped = int(late / self.period)
+                self.overruns += skipped
+                next_t += skipped * self.period
+            self._next_t = next_t
+            if self.requested_mode == "auto" and \
+                    self.rate.rate(now, max_age=self.sensor_timeout) >= self.ENTER * self.hz:
+                self._switch("sensor")
+                pending = 0
+
+    def _watchdog(self) -> None:
+        """A tick with the freshest (stale) readings when the sensor fell silent in sensor
+        mode, so that the owner's safety checks run; ``auto`` goes back to the clock."""
+        t0 = time.perf_counter()
+        self.source.drain()
+        now = self.stamp_clock()
+        self.times.record(self.times.index["input"], time.perf_counter() - t0)
+        self._last_reading = time.monotonic()
+        self._mark(self._last_reading)
+        self.ticks["watchdog"] += 1
+        self._tick(now, None)
+        if self.requested_mode == "auto":
+            self._switch("clock")
+
+    def _switch(self, mode: str) -> None:
+        if mode == "sensor":
+            r = self.rate.rate()
+            self.decimation = max(1, int(r / self.hz + 0.5)) if r > 0 else 1
+            self._floor_prev = self._floor_cur = math.inf
+            self._floor_n = 0
+            self._last_reading = time.monotonic()
+        else:
+            self._next_t = time.monotonic()
+        self.mode = mode
+        self.mode_switches += 1
+
+    def _phase_error(self, delay: float) -> float:
+        """The delay from capture to tick less the smallest delay of the recent ticks (the
+        transport's floor): a block minimum over ~1000 ticks, the previous block's kept."""
+        if delay < self._floor_cur:
+            self._floor_cur = delay
+        self._floor_n += 1
+        floor = self._floor_prev if self._floor_prev < self._floor_cur else self._floor_cur
+        if self._floor_n >= 1000:
+            self._floor_prev, self._floor_cur, self._floor_n = self._floor_cur, math.inf, 0
+        return delay - floor
+
+    def _mark(self, t: float) -> None:
+        self._tick_times[self._n_ticks % len(self._tick_times)] = t
+        self._n_ticks += 1

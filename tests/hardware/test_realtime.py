@@ -1,0 +1,310 @@
+"""The fast loop's ticking and scheduling without ROS: phase-locked to a synthetic stream of
+readings (one tick per reading, none used twice or skipped), clock-paced when the sensor is
+slower than the control rate, back on the clock when it falls silent; real-time scheduling
+falls back with exactly one warning when the process may not have it.
+
+No timing asserts: the tests wait for counts (generous deadlines only against a hang) and
+compare sequences of readings."""
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import pytest
+
+from hardware import realtime
+from hardware.realtime import PhaseTimes, StreamRate, TickLoop, enter_realtime
+
+
+class Stream:
+    """Readings (capture stamps) that a test pushes; the loop takes them one at a time, as
+    ``ArmInputs`` takes them from its subscriptions. :meth:`clock` is the stamp clock: the
+    newest stamp pushed, advancing with the wall clock since (synthetic stamps, exact rates)."""
+
+    def __init__(self):
+        self.q: deque[float] = deque()
+        self.cv = threading.Condition()
+        self.now = 0.0
+        self.t_push = time.monotonic()
+        self.drained = 0
+
+    def clock(self) -> float:
+        return self.now + (time.monotonic() - self.t_push)
+
+    def push(self, stamp: float) -> None:
+        with self.cv:
+            self.q.append(stamp)
+            self.now = max(self.now, stamp)
+            self.t_push = time.monotonic()
+            self.cv.notify_all()
+
+    def take_trigger(self):
+        with self.cv:
+            return self.q.popleft() if self.q else None
+
+    def drain(self) -> None:
+        with self.cv:
+            self.drained += len(self.q)
+            self.q.clear()
+
+    def wait(self, timeout_s: float) -> None:
+        with self.cv:
+            if not self.q:
+                self.cv.wait(timeout_s)
+
+    def wake(self) -> None:
+        with self.cv:
+            self.cv.notify_all()
+
+    def empty(self) -> bool:
+        with self.cv:
+            return not self.q
+
+
+def wait_for(cond, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
+
+
+def make_loop(stream, hz, mode, ticks, **kw):
+    def tick(now, trigger):
+        ticks.append(trigger)
+    return TickLoop(hz, tick, source=stream, mode=mode, stamp_clock=stream.clock, **kw)
+
+
+def test_sensor_mode_ticks_once_per_reading_none_used_twice_none_skipped():
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, 500.0, "sensor", ticks).start()
+    stamps = [100.0 + 0.002 * k for k in range(600)]
+    try:
+        for k, s in enumerate(stamps):
+            stream.push(s)
+            if k % 50 == 0:
+                time.sleep(0.003)      # an irregular stream: bursts (no wait at all) and pauses
+        assert wait_for(lambda: len(ticks) >= len(stamps))
+        time.sleep(0.01)
+    finally:
+        loop.stop()
+    assert loop.failure is None
+    assert ticks == stamps                       # one tick per reading, in order: none twice, none skipped
+    rep = loop.report()
+    assert rep["tick_source"] == "sensor" and rep["ticks_clock"] == 0
+    assert rep["ticks_sensor"] == rep["trigger_readings"] == len(stamps)
+
+
+def test_a_burst_of_readings_still_gets_a_tick_each():
+    stream, ticks = Stream(), []
+    for k in range(100):          # all in before the loop even starts
+        stream.push(1.0 + 0.001 * k)
+    loop = make_loop(stream, 1000.0, "sensor", ticks).start()
+    try:
+        assert wait_for(lambda: len(ticks) >= 100)
+    finally:
+        loop.stop()
+    assert ticks == [1.0 + 0.001 * k for k in range(100)]
+
+
+def test_auto_locks_to_a_sensor_at_the_control_rate_and_returns_to_the_clock_when_it_stops():
+    hz = 200.0
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, hz, "auto", ticks, sensor_timeout=0.05).start()
+    k = 0
+    try:
+        assert loop.mode == "clock"                # auto starts on the clock and measures
+        while loop.mode != "sensor" and k < 20000:
+            stream.push(10.0 + k / hz)             # stamps exactly at the control rate
+            k += 1
+            time.sleep(0.0005)
+        assert loop.mode == "sensor", loop.report()
+        first_locked = k
+        for _ in range(300):
+            stream.push(10.0 + k / hz)
+            k += 1
+        assert wait_for(stream.empty)
+        assert wait_for(lambda: loop.ticks["sensor"] >= 300)
+        locked = [t for t in ticks if t is not None and t >= 10.0 + first_locked / hz]
+        assert locked == [10.0 + i / hz for i in range(first_locked, k)]   # each reading once, in order
+        assert loop.decimation == 1
+        # the sensor falls silent: a watchdog tick, then the clock again
+        assert wait_for(lambda: loop.mode == "clock")
+        assert loop.ticks["watchdog"] >= 1
+        n = loop.ticks["clock"]
+        assert wait_for(lambda: loop.ticks["clock"] > n + 5)   # ticking on without readings
+    finally:
+        loop.stop()
+    assert loop.failure is None
+
+
+def test_auto_stays_on_the_clock_with_a_sensor_slower_than_the_control_rate():
+    hz = 200.0
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, hz, "auto", ticks).start()
+    try:
+        for k in range(400):
+            stream.push(10.0 + k / (0.8 * hz))     # 80 % of the control rate
+            time.sleep(0.0005)
+        assert wait_for(lambda: loop.ticks["clock"] > 50)
+        assert loop.rate.rate() == pytest.approx(0.8 * hz)
+    finally:
+        loop.stop()
+    assert loop.mode == "clock" and loop.ticks["sensor"] == 0 and loop.mode_switches == 0
+    assert all(t is None for t in ticks)          # clock ticks use the freshest reading, no trigger
+
+
+def test_auto_decimates_a_sensor_several_times_faster_than_the_control_rate():
+    hz = 200.0
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, hz, "auto", ticks).start()
+    k = 0
+    try:
+        while loop.mode != "sensor" and k < 50000:
+            stream.push(k / (5 * hz))              # a 1 kHz sensor under a 200 Hz loop
+            k += 1
+            time.sleep(0.0002)
+        assert loop.mode == "sensor" and loop.decimation == 5
+        n0 = loop.ticks["sensor"]
+        for _ in range(200):
+            stream.push(k / (5 * hz))
+            k += 1
+        assert wait_for(lambda: loop.ticks["sensor"] >= n0 + 40)
+    finally:
+        loop.stop()
+    locked = np.array([t for t in ticks if t is not None])
+    assert len(locked) >= 40
+    assert np.allclose(np.diff(locked), 5 / (5 * hz))   # every fifth reading starts a tick
+
+
+def test_clock_mode_takes_every_pending_reading_and_ticks_on_the_clock():
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, 500.0, "clock", ticks).start()
+    try:
+        for k in range(50):
+            stream.push(float(k))
+        assert wait_for(lambda: loop.ticks["clock"] >= 10 and stream.empty())
+    finally:
+        loop.stop()
+    assert loop.ticks["sensor"] == 0 and all(t is None for t in ticks)
+
+
+def test_a_failing_tick_at_shutdown_stops_the_loop_quietly():
+    stream = Stream()
+
+    def tick(now, trigger):
+        raise RuntimeError("boom")
+    quiet = TickLoop(100.0, tick, source=stream, mode="sensor", stamp_clock=lambda: 0.0,
+                     on_error=lambda exc: True)
+    quiet.start()
+    stream.push(1.0)
+    assert wait_for(lambda: not quiet.running)
+    assert quiet.failure is None          # the owner said it was shutting down: not a failure
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="tick_source"):
+        TickLoop(100.0, lambda n, t: None, source=Stream(), mode="tactile")
+    with pytest.raises(ValueError, match="needs a source"):
+        TickLoop(100.0, lambda n, t: None, mode="sensor")
+    with pytest.raises(ValueError, match="rt_priority"):
+        TickLoop(100.0, lambda n, t: None, rt_priority=99)
+    with pytest.raises(ValueError, match="cpu"):
+        TickLoop(100.0, lambda n, t: None, cpu=-2)
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+
+def _forbid(monkeypatch):
+    """A process that may not have real-time scheduling, a core or locked memory."""
+    def refuse(*_a, **_k):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    monkeypatch.setattr(realtime.resource, "getrlimit", lambda _r: (8 << 20, 8 << 20))
+    monkeypatch.setattr(realtime, "_has_capability", lambda _bit: False)
+
+
+def test_without_permission_enter_realtime_falls_back_with_one_warning(monkeypatch):
+    _forbid(monkeypatch)
+    warnings = []
+    state = enter_realtime(80, 0, True, warn=warnings.append)
+    assert not state.realtime and state.fifo_priority == 0 and state.cpu == -1 and not state.memory_locked
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "SCHED_FIFO 80" in warnings[0] and "cpu 0" in warnings[0] and "mlockall" in warnings[0]
+    assert len(state.refused) == 3
+
+
+def test_without_permission_the_loop_runs_normally_and_says_so_once(monkeypatch):
+    _forbid(monkeypatch)
+    warnings = []
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, 500.0, "sensor", ticks, rt_priority=80, cpu=0, warn=warnings.append).start()
+    try:
+        for k in range(20):
+            stream.push(float(k))
+        assert wait_for(lambda: len(ticks) >= 20)
+    finally:
+        loop.stop()
+    assert ticks == [float(k) for k in range(20)]
+    assert len(warnings) == 1
+    rep = loop.report()
+    assert rep["realtime_scheduling"] is False and rep["cpu"] == -1 and rep["memory_locked"] is False
+
+
+def test_nothing_requested_nothing_warned(monkeypatch):
+    _forbid(monkeypatch)
+    warnings = []
+    state = enter_realtime(0, -1, True, warn=warnings.append)
+    assert warnings == [] and state.refused == [] and not state.memory_locked
+
+
+def test_where_permitted_the_thread_really_runs_fifo_on_its_core():
+    """On a machine that permits it (root here) the state says what the kernel says; where it
+    is refused, the refusal is reported. Runs in a thread of its own (memory is not locked:
+    that would be the whole test process's)."""
+    out = {}
+
+    def run():
+        out["state"] = enter_realtime(5, 0, memory=False, warn=lambda m: out.setdefault("warn", m))
+        out["policy"] = os.sched_getscheduler(0)
+        out["affinity"] = os.sched_getaffinity(0)
+    th = threading.Thread(target=run)
+    th.start()
+    th.join()
+    state = out["state"]
+    if state.realtime:
+        assert out["policy"] == os.SCHED_FIFO and state.fifo_priority == 5
+    else:
+        assert out["policy"] != os.SCHED_FIFO and any("SCHED_FIFO" in r for r in state.refused)
+    if state.cpu == 0:
+        assert out["affinity"] == {0}
+    else:
+        assert any("cpu 0" in r for r in state.refused)
+    assert ("warn" in out) == bool(state.refused)
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def test_phase_times_keep_the_last_samples_and_report_percentiles():
+    pt = PhaseTimes(("a", "b"), capacity=100)
+    for i in range(250):
+        pt.record(0, float(i))
+    assert pt.count("a") == 250 and pt.values("a").size == 100
+    assert pt.values("a").min() == 150.0                       # the oldest ones left the ring
+    assert pt.percentiles("a", qs=(50,))[0] == pytest.approx(199.5)
+    assert np.isnan(pt.percentiles("b")[0])                     # none yet
+
+
+def test_stream_rate_from_stamps_and_silence():
+    r = StreamRate(10)
+    for k in range(9):
+        r.add(k * 0.001)
+    assert r.rate() == 0.0                    # fewer than the window
+    r.add(0.009)
+    assert r.rate() == pytest.approx(1000.0)
+    assert r.rate(now=0.009 + 0.2, max_age=0.05) == 0.0   # stopped: no rate
