@@ -5,7 +5,9 @@ scaled displacement of the hand since clutch-in (world frame); the rotation is t
 rotation relative to its clutch-in rotation, applied to the TCP's clutch-in rotation
 (``translation_only`` keeps the clutch-in rotation). The gripper width follows the index
 trigger. When the target strays more than ``max_divergence`` from the measured TCP the arm
-disengages: the operator must release and press the clutch again.
+disengages: the operator must release and press the clutch again. So does an episode reset
+(:meth:`Teleoperator.release`): the robot jumped home under the hand, and a clutch still held
+must not carry on from there as if nothing happened.
 """
 from __future__ import annotations
 
@@ -47,17 +49,29 @@ class ArmRetargeter:
         self.cfg = cfg
         self.engaged = False
         self.diverged = 0
+        self.held = False                  # the clutch was pressed in the last sample
         self._need_release = False
         self._hand0 = self._rot_h0 = self._tcp0 = self._rot_t0 = None
 
     def reset(self) -> None:
-        """Disengage (a new episode, a lost headset): the next clutch press starts afresh."""
-        self.engaged = False
+        """Disengage (a lost headset, an arm disabled): the next clutch sample starts afresh."""
+        self.engaged = self.held = False
         self._need_release = False
+
+    def release(self) -> bool:
+        """Disengage and require a fresh clutch press (an episode reset): a clutch still held
+        moves nothing until it has been let go. True when this released a clutch that was
+        held (not when a clutch already released by an earlier call is still held)."""
+        newly = (self.held or self.engaged) and not self._need_release
+        if self.held or self.engaged:
+            self._need_release = True
+        self.engaged = False
+        return newly
 
     def update(self, hand, tcp_pos, tcp_quat) -> Target | None:
         """One hand sample (``protocol.Hand``, Unity frame) and the measured TCP -> a target,
         or None when the arm must not move (clutch released, no TCP, diverged)."""
+        self.held = hand.clutch
         if not hand.clutch:
             self.engaged = False
             self._need_release = False
@@ -102,6 +116,9 @@ def hand_for_target(target_pos, target_quat, tcp0_pos, tcp0_quat, hand0_world=np
 # the arms that hand drives.
 BTN_STICK = 2
 BUTTON_COMMANDS = {("right", 1): "start", ("right", 0): "success", ("left", 1): "failure", ("left", 0): "discard"}
+#: The commands that close a demonstration also end the sim episode when the sim runs in its
+#: operator mode (``sim_node.episode_end: operator``): the next demonstration starts afresh.
+EPISODE_END_COMMANDS = ("success", "failure", "discard")
 
 
 def default_hands(arms) -> list[str]:
@@ -173,3 +190,8 @@ class Teleoperator:
     def reset(self) -> None:
         for r in self.arms.values():
             r.reset()
+
+    def release(self) -> list:
+        """An episode reset: every arm disengages and needs a fresh clutch press. Returns the
+        arms whose clutch was held (the operator must be told)."""
+        return [a for a, r in self.arms.items() if r.release()]

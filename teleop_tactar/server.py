@@ -3,8 +3,10 @@ one aiohttp application on its own thread. No ROS: the node passes callbacks.
 
 - ``POST /unity``: the app's hand-tracking JSON (fire-and-forget; the reply is tiny).
 - ``GET /``: the WebXR page (``webxr/index.html``); ``GET /ws``: its WebSocket. The page
-  sends the same JSON as the app, plus ``{"type": "record", "cmd": ...}`` commands; the
-  server pushes feedback (robot state, arrows, camera JPEG as base64) to every page.
+  sends the same JSON as the app, plus ``{"type": "record", "cmd": ...}`` recorder commands
+  and ``{"type": "episode", "cmd": "end"}`` (end the sim episode); the server pushes feedback
+  (robot state, arrows, camera JPEG as base64, ``{"type": "log", "text": ...}`` lines) to
+  every page.
 
 Security: binds to 127.0.0.1 unless told otherwise. Any other bind needs a token (header
 ``Authorization: Bearer <token>``, ``X-Teleop-Token`` or ``?token=``) and serves HTTPS with
@@ -29,6 +31,7 @@ from .protocol import ProtocolError, loads, parse_hands
 
 WEBXR_DIR = Path(__file__).resolve().parent / "webxr"
 RECORD_COMMANDS = ("start", "stop", "success", "failure", "discard")
+EPISODE_COMMANDS = ("end",)
 
 
 @dataclass
@@ -103,11 +106,12 @@ def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:
 
 class TeleopServer:
     """``on_frame(frame, client_ip)`` gets each valid HandFrame; ``on_command(cmd)`` each
-    recorder command from the page. Both run on the server thread: keep them short."""
+    recorder command from the page, ``on_episode(cmd)`` each episode command. All run on the
+    server thread: keep them short."""
 
-    def __init__(self, cfg: ServerConfig, on_frame, on_command=None):
+    def __init__(self, cfg: ServerConfig, on_frame, on_command=None, on_episode=None):
         self.cfg = cfg
-        self.on_frame, self.on_command = on_frame, on_command
+        self.on_frame, self.on_command, self.on_episode = on_frame, on_command, on_episode
         self.counters: Counter = Counter()       # "rejected/<reason>", "accepted", "ws_clients"
         self.port = cfg.port
         self.scheme = "https" if cfg.use_tls else "http"
@@ -229,6 +233,12 @@ class TeleopServer:
             return f"handler_error: {exc}"
         return None
 
+    def _call(self, handler, cmd: str) -> None:
+        try:
+            handler(cmd)
+        except Exception:  # noqa: BLE001 - a bug downstream must not kill the page's connection
+            self.counters["rejected/handler_error"] += 1
+
     # ------------------------------------------------------------ handlers
 
     async def _unity(self, request):
@@ -289,7 +299,14 @@ class TeleopServer:
                     if cmd not in RECORD_COMMANDS:
                         self.counters["rejected/bad_command"] += 1
                     elif self.on_command is not None:
-                        self.on_command(cmd)
+                        self._call(self.on_command, cmd)
+                    continue
+                if isinstance(data, dict) and data.get("type") == "episode":
+                    cmd = data.get("cmd")
+                    if cmd not in EPISODE_COMMANDS:
+                        self.counters["rejected/bad_command"] += 1
+                    elif self.on_episode is not None:
+                        self._call(self.on_episode, cmd)
                     continue
                 self._handle(data, client)
         finally:
