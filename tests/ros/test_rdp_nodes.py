@@ -145,7 +145,8 @@ def test_fast_node_reacts_to_a_contact_step_at_the_next_tick(export, tmp_path):
     assert not stale_after
 
 
-def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
+@pytest.mark.parametrize("handover", ["blend", "inpaint"])
+def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path, handover):
     from sensor_msgs.msg import Image
 
     from slowfast_ros.topic_probe import TopicProbe, wait_until
@@ -166,7 +167,7 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
 
     threading.Thread(target=images, daemon=True).start()
     overrides = {**_fast_overrides(export),
-                 "rdp_slow": {"export_dir": str(export), "arms": ["right"], "rate_hz": 6.0}}
+                 "rdp_slow": {"export_dir": str(export), "arms": ["right"], "rate_hz": 6.0, "handover": handover}}
     try:
         with stack.Stack(_profile("rdp_slow", "rdp_fast"), overrides, log_dir=tmp_path) as s:
             assert probe.wait_for(["/policy/latent_chunk"], timeout=90, count=3, abort=s.any_exited), \
@@ -184,6 +185,9 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path):
             assert int(diag["chunks_received"]) >= 2
             slow = diag_values(probe, "rdp_slow")
             assert float(slow["inference_ms_p50"]) > 0
+            assert slow["handover"] == handover
+            # inpainting: every chunk after the first continues the one before it
+            assert (int(slow["chunks_inpainted"]) >= 1) == (handover == "inpaint"), slow
     finally:
         stop_images.set()
         robot.stop = True

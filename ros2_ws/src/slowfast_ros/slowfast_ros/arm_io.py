@@ -146,6 +146,12 @@ class ArmInputs:
         with self._lock:
             return self.history.at(kind, stamp, tolerance)
 
+    def before(self, kind: str, stamp: float) -> list | None:
+        """Per arm, the newest ``kind`` reading captured at or before ``stamp`` (the
+        :class:`policy.serving.ArmHistory` lookup, under this object's lock)."""
+        with self._lock:
+            return self.history.before(kind, stamp)
+
     def reset(self) -> None:
         with self._lock:
             self._state = {a: ArmSnapshot() for a in self.arms}
