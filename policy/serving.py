@@ -308,7 +308,9 @@ class SlowPlanner:
         # due a period after this cycle, or earlier: so that the next chunk lands (at the
         # latency's 90th percentile, polled at POLL_HZ) a row before this one runs out
         deadline = t_obs + (self.horizon - 1) * self.step_dt - self.row_dt - self.latency_estimate() - 1.0 / self.POLL_HZ
-        self.next_due = min(now + self.period, deadline)
+        # ... but never while this cycle's chunk is still being computed (one inference at a
+        # time, as in the node; a modelled latency keeps the evaluator's planner busy as long)
+        self.next_due = max(min(now + self.period, deadline), now + self.latencies[-1])
         return chunk, None
 
     def _guide(self, now: float, t_obs: float, start_pose: np.ndarray, history: ArmHistory):

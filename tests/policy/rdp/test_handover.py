@@ -183,6 +183,11 @@ def test_planner_starts_early_enough_for_its_latency():
     fast.modelled_latency_s = 0.02
     fast.plan(1.0, 1.0, hist, None)
     assert fast.next_due == pytest.approx(1.125)
+    # one inference at a time: with 0.3 s of latency an 8 Hz planner is busy until its chunk is out
+    busy = SlowPlanner(_FakePolicy(), rate_hz=8.0)
+    busy.modelled_latency_s = 0.3
+    busy.plan(1.0, 1.0, hist, None)
+    assert busy.next_due == pytest.approx(1.3)
     # the estimate follows the observed latencies (90th percentile)
     for lat in [0.02] * 9 + [0.5] * 3:
         fast.observe_latency(lat)
