@@ -5,12 +5,16 @@ read a consistent snapshot from the control thread.
 """
 from __future__ import annotations
 
+import math
+import struct
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import PointCloud2
 
 from policy.serving import ArmHistory, ArmSnapshot, filter_command, sync_estop  # noqa: F401 (re-exported)
@@ -44,6 +48,103 @@ def controller_states(snap: dict[str, ArmSnapshot], start: float, max_input_age:
     return "ok", states, newest
 
 
+# ------------------------------------------------------------------ raw CDR (polled mode)
+# The polled control thread takes its readings serialized and reads the few numbers it needs
+# straight from the CDR bytes: rclpy's conversion to a Python message object costs ~50 us
+# for a WrenchStamped (a raw take ~9 us), and most of a PointCloud2's fields are constant.
+
+_CDR_LE = b"\x00\x01"     # encapsulation: plain CDR, little endian (what the DDS layers send)
+_U32 = struct.Struct("<I")
+_HEADER = struct.Struct("<iII")      # stamp sec, nanosec, frame_id length (with its NUL)
+_POSE = struct.Struct("<7d")
+_WRENCH = struct.Struct("<6d")
+_MARKER_LAYOUT = ((b"x", 0), (b"y", 4), (b"dx", 8), (b"dy", 12))
+
+
+class CdrLayoutError(ValueError):
+    """Not plain little-endian CDR (the caller deserializes it the slow way)."""
+
+
+def _cdr_header(buf) -> tuple[float, int]:
+    """(stamp, offset just after header.frame_id) of a stamped message's CDR bytes."""
+    if buf[:2] != _CDR_LE:
+        raise CdrLayoutError("not plain little-endian CDR")
+    sec, nsec, n = _HEADER.unpack_from(buf, 4)
+    return sec + nsec * 1e-9, 16 + n    # the float msgs.from_time computes, to the bit
+
+
+def _align8(off: int) -> int:
+    return 4 + ((off - 4 + 7) & ~7)     # CDR aligns from the end of the 4-byte encapsulation
+
+
+def cdr_pose(buf) -> tuple[float, np.ndarray]:
+    """PoseStamped CDR -> (stamp, (7,) position + quaternion x, y, z, w)."""
+    stamp, off = _cdr_header(buf)
+    return stamp, np.array(_POSE.unpack_from(buf, _align8(off)))
+
+
+def cdr_wrench(buf) -> tuple[float, np.ndarray]:
+    """WrenchStamped CDR -> (stamp, [fx, fy, fz, tx, ty, tz])."""
+    stamp, off = _cdr_header(buf)
+    return stamp, np.array(_WRENCH.unpack_from(buf, _align8(off)))
+
+
+def cdr_markers(buf) -> tuple[float, np.ndarray]:
+    """PointCloud2 CDR of a marker field (float32 x, y, dx, dy) -> (stamp, (N, 4) float32),
+    with the checks of :func:`msgs.markers_from_msg` (ValueError)."""
+    stamp, off = _cdr_header(buf)
+    off = (off + 3) & ~3
+    height, width, nfields = struct.unpack_from("<III", buf, off)
+    off += 12
+    if nfields < 4:
+        raise ValueError(f"tactile cloud must have float32 fields x, y, dx, dy; got {nfields} field(s)")
+    for i in range(nfields):
+        n = _U32.unpack_from(buf, off)[0]
+        name = bytes(buf[off + 4:off + 3 + n])
+        off = (off + 4 + n + 3) & ~3
+        f_off, dtype = struct.unpack_from("<IB", buf, off)
+        off = (off + 5 + 3) & ~3
+        count = _U32.unpack_from(buf, off)[0]
+        off += 4
+        if i < 4 and (name, f_off) != _MARKER_LAYOUT[i] or i < 4 and (dtype != 7 or count != 1):
+            raise ValueError(f"tactile cloud must have float32 fields x, y, dx, dy; got {name!r} at {f_off}")
+    bigendian = buf[off]
+    off = (off + 1 + 3) & ~3
+    point_step, _row_step, nbytes = struct.unpack_from("<III", buf, off)
+    off += 12
+    npts = height * width
+    if bigendian or point_step != 16 or nbytes < 16 * npts:
+        raise ValueError(f"tactile cloud must be little-endian float32 x, y, dx, dy (16 bytes a point), "
+                         f"got point_step {point_step}")
+    return stamp, np.frombuffer(buf, "<f4", 4 * npts, off).reshape(npts, 4).copy()
+
+
+class RawPosePublisher:
+    """Publishes PoseStamped as CDR bytes it packs itself into a buffer kept between calls:
+    no message object is built (``msgs.pose_msg`` + rclpy's conversion cost ~40 us a call).
+    The bytes are those rclpy would send for ``msgs.pose_msg(stamp, frame_id, pos, quat)``."""
+
+    def __init__(self, publisher, frame_id: str):
+        self.publisher = publisher
+        frame = frame_id.encode() + b"\x00"
+        head = 16 + len(frame)                     # encapsulation, stamp, length, frame_id + NUL
+        self._body = _align8(head)
+        self._buf = bytearray(self._body + 56)
+        self._buf[:4] = _CDR_LE + b"\x00\x00"
+        _U32.pack_into(self._buf, 12, len(frame))
+        self._buf[16:head] = frame
+
+    def pack(self, stamp: float, pos, quat) -> bytes:
+        ns = int(round(stamp * 1e9))               # as msgs.to_time
+        struct.pack_into("<iI", self._buf, 4, ns // 1_000_000_000, ns % 1_000_000_000)
+        _POSE.pack_into(self._buf, self._body, float(pos[0]), float(pos[1]), float(pos[2]),
+                        float(quat[0]), float(quat[1]), float(quat[2]), float(quat[3]))
+        return bytes(self._buf)
+
+    def publish(self, stamp: float, pos, quat) -> None:
+        self.publisher.publish(self.pack(stamp, pos, quat))
+
+
 class ArmInputs:
     """Subscribes <arm>/tcp_pose, <arm>/tcp_wrench, <arm>/tactile/markers for each arm.
 
@@ -52,12 +153,16 @@ class ArmInputs:
     """
 
     def __init__(self, node: Node, arms, velocity_tau: float = 0.02, history_s: float = 0.0,
-                 polled: bool = False, tactile: bool = True):
-        """``polled``: the readings are taken by :meth:`poll` from the caller's control thread
-        instead of by executor callbacks. rclpy spends ~200 us of Python per callback; at
-        1 kHz of wrench that is a fifth of a core, and the executor thread then competes with
-        the control thread for the GIL. Polled subscriptions live on a helper node that no
-        executor spins. ``tactile``: False skips the marker field topic (not needed)."""
+                 polled: bool = False, tactile: bool = True, trigger: str = "wrench"):
+        """``polled``: the readings are taken by the caller's control thread instead of by
+        executor callbacks: :meth:`poll` / :meth:`drain` (everything pending),
+        :meth:`take_trigger` (one ``trigger`` reading, "wrench" or "tactile", of every arm),
+        :meth:`wait` (block on the subscriptions, an rcl wait set of their own) -- the source
+        interface of :class:`hardware.realtime.TickLoop`. rclpy spends ~200 us of Python per
+        callback; at 1 kHz of wrench that is a fifth of a core, and the executor thread then
+        competes with the control thread for the GIL. Polled subscriptions live on a helper
+        node that no executor spins, and are taken serialized (raw CDR, read in place).
+        ``tactile``: False skips the marker field topic (not needed)."""
         self.arms = tuple(arms)
         self._lock = threading.Lock()
         self._state = {a: ArmSnapshot() for a in self.arms}
@@ -66,53 +171,173 @@ class ArmInputs:
         self.history_s = history_s
         self.history = ArmHistory(self.arms, history_s)
         self._io_node = None
+        if trigger not in ("wrench", "tactile") or (trigger == "tactile" and not tactile):
+            raise ValueError(f"trigger {trigger!r}: 'wrench', or 'tactile' with the tactile topic")
         if polled:
             import rclpy  # noqa: PLC0415
             self._io_node = rclpy.create_node(f"{node.get_name()}_inputs", namespace=node.get_namespace(),
                                               context=node.context, start_parameter_services=False)
         target = self._io_node or node
-        self._polled: list = []
+        self._polled: list = []       # (subscription, arm, raw reader) of every topic
+        self._triggers: list = []     # per arm, the trigger topic's entry
+        self._others: list = []       # the rest
+        readers = {"tcp_pose": self._raw_pose, "tcp_wrench": self._raw_wrench,
+                   "tactile/markers": self._raw_tactile}
         for arm in self.arms:
             topics = [(PoseStamped, "tcp_pose", self._on_pose), (WrenchStamped, "tcp_wrench", self._on_wrench)]
             if tactile:
                 topics.append((PointCloud2, "tactile/markers", self._on_tactile))
             for mtype, name, handler in topics:
-                sub = target.create_subscription(mtype, topic(arm, name),
-                                                 lambda m, a=arm, h=handler: h(a, m), qos.SENSOR_SUB)
-                self._polled.append((sub, arm, handler))
+                sub = target.create_subscription(mtype, topic(arm, name), lambda m, a=arm, h=handler: h(a, m),
+                                                 qos.SENSOR_SUB, raw=polled)
+                entry = (sub, arm, readers[name])
+                self._polled.append(entry)
+                (self._triggers if name == {"wrench": "tcp_wrench", "tactile": "tactile/markers"}[trigger]
+                 else self._others).append(entry)
+        self._have = [math.nan] * len(self.arms)   # stamp of each arm's trigger reading taken, not yet ticked
+        self._wait_set = self._guard = None
+        if polled:
+            from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy  # noqa: PLC0415
+            self._guard = self._io_node.create_guard_condition(lambda: None)
+            self._wait_set = _rclpy.WaitSet(len(self._polled), 1, 0, 0, 0, 0, node.context.handle)
+
+    # ------------------------------------------------------------ polled mode (control thread)
+
+    def _take(self, entry) -> float | None:
+        """Take one message of a polled subscription into the state: its stamp (NaN when
+        unreadable; a rejected reading counts and is not stored), None when none was pending."""
+        sub, arm, reader = entry
+        with sub.handle:
+            taken = sub.handle.take_message(sub.msg_type, True)
+        if taken is None:
+            return None
+        return reader(arm, taken[0], sub.msg_type)
 
     def poll(self) -> None:
         """Take every pending reading (polled mode), oldest first, from the calling thread."""
+        self.drain()
+
+    def drain(self) -> None:
+        """Take every pending reading of every topic (the freshest wins)."""
         if self._io_node is None:
             return
-        for sub, arm, handler in self._polled:
-            with sub.handle:
-                while (taken := sub.handle.take_message(sub.msg_type, False)) is not None:
-                    handler(arm, taken[0])
+        for entry in self._polled:
+            while self._take(entry) is not None:
+                pass
+        for i in range(len(self._have)):
+            self._have[i] = math.nan
+
+    def take_trigger(self) -> float | None:
+        """Take one trigger reading (wrench or tactile field) of each arm that has none
+        waiting; when every arm has one, take the pending readings of the other topics too
+        (the pose of the same instant, published first, is in) and return the trigger's
+        capture stamp (the oldest of the arms'). None while an arm's reading is missing.
+        Each reading is returned once: a trigger taken is consumed. A reading that is
+        rejected (NaN, malformed) still triggers: the tick then sees the last valid reading
+        age, and the safety filter holds when it is too old."""
+        if self._io_node is None:
+            return None
+        have = self._have
+        for i, entry in enumerate(self._triggers):
+            if have[i] != have[i]:    # NaN: this arm's next reading is not in yet
+                stamp = self._take(entry)
+                if stamp is None:
+                    return None
+                have[i] = stamp if stamp == stamp else -math.inf   # unreadable: still a reading
+        for entry in self._others:
+            while self._take(entry) is not None:
+                pass
+        stamp = min(have)
+        for i in range(len(have)):
+            have[i] = math.nan
+        return stamp
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a polled subscription has data (or :meth:`wake`, or ``timeout_s``)."""
+        ws = self._wait_set
+        if ws is None:
+            time.sleep(timeout_s)
+            return
+        ws.clear_entities()
+        for sub, _, _ in self._polled:
+            ws.add_subscription(sub.handle)
+        ws.add_guard_condition(self._guard.handle)
+        ws.wait(int(timeout_s * 1e9))
+
+    def wake(self) -> None:
+        """End a :meth:`wait` in another thread at once."""
+        if self._guard is not None:
+            self._guard.trigger()
 
     def close(self) -> None:
         if self._io_node is not None:
+            self._wait_set = None
             self._io_node.destroy_node()
             self._io_node = None
 
+    # ------------------------------------------------------------ readers: raw (polled) or message
+
+    def _raw_pose(self, arm: str, buf, mtype) -> float:
+        try:
+            stamp, pose = cdr_pose(buf)
+        except (CdrLayoutError, struct.error):
+            stamp, pos, quat = msgs.pose_from_msg(deserialize_message(buf, mtype))
+            pose = np.concatenate([pos, quat])
+        self._put_pose(arm, stamp, pose)
+        return stamp
+
+    def _raw_wrench(self, arm: str, buf, mtype) -> float:
+        try:
+            stamp, w = cdr_wrench(buf)
+        except (CdrLayoutError, struct.error):
+            stamp, w = msgs.wrench_from_msg(deserialize_message(buf, mtype))
+        self._put_wrench(arm, stamp, w)
+        return stamp
+
+    def _raw_tactile(self, arm: str, buf, mtype) -> float:
+        try:
+            try:
+                stamp, markers = cdr_markers(buf)
+            except (CdrLayoutError, struct.error):
+                stamp, markers = msgs.markers_from_msg(deserialize_message(buf, mtype))
+        except (ValueError, struct.error):
+            self.rejected += 1
+            return math.nan
+        self._put_tactile(arm, stamp, markers)
+        return stamp
+
     def _on_pose(self, arm: str, msg: PoseStamped) -> None:
         stamp, pos, quat = msgs.pose_from_msg(msg)
-        if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+        self._put_pose(arm, stamp, np.concatenate([pos, quat]))
+
+    def _on_wrench(self, arm: str, msg: WrenchStamped) -> None:
+        self._put_wrench(arm, *msgs.wrench_from_msg(msg))
+
+    def _on_tactile(self, arm: str, msg: PointCloud2) -> None:
+        try:
+            stamp, markers = msgs.markers_from_msg(msg)
+        except ValueError:
             self.rejected += 1
             return
+        self._put_tactile(arm, stamp, markers)
+
+    def _put_pose(self, arm: str, stamp: float, pose: np.ndarray) -> None:
+        """``pose``: (7,) position + quaternion, kept (the state's arrays are views of it)."""
+        if not np.isfinite(pose).all():
+            self.rejected += 1
+            return
+        pos, quat = pose[:3], pose[3:]
         with self._lock:
             s = self._state[arm]
             dt = stamp - s.pose_stamp
-            if np.isfinite(dt) and 1e-4 < dt < 0.1:
-                v = (pos - s.tcp_pos) / dt
+            if 1e-4 < dt < 0.1:     # False for NaN (no pose yet)
                 a = dt / (self._tau + dt)
-                s.tcp_linvel = (1 - a) * s.tcp_linvel + a * v
+                s.tcp_linvel = (1 - a) * s.tcp_linvel + (a / dt) * (pos - s.tcp_pos)
             s.pose_stamp, s.tcp_pos, s.tcp_quat = stamp, pos, quat
             if self.history_s:
-                self.history.add(arm, "pose", stamp, np.concatenate([pos, quat]))
+                self.history.add(arm, "pose", stamp, pose)
 
-    def _on_wrench(self, arm: str, msg: WrenchStamped) -> None:
-        stamp, w = msgs.wrench_from_msg(msg)
+    def _put_wrench(self, arm: str, stamp: float, w: np.ndarray) -> None:
         if not np.isfinite(w).all():
             self.rejected += 1
             return
@@ -122,12 +347,7 @@ class ArmInputs:
             if self.history_s:
                 self.history.add(arm, "wrench", stamp, w)
 
-    def _on_tactile(self, arm: str, msg: PointCloud2) -> None:
-        try:
-            stamp, markers = msgs.markers_from_msg(msg)
-        except ValueError:
-            self.rejected += 1
-            return
+    def _put_tactile(self, arm: str, stamp: float, markers: np.ndarray) -> None:
         with self._lock:
             s = self._state[arm]
             s.tactile_stamp, s.tactile = stamp, markers
@@ -135,7 +355,11 @@ class ArmInputs:
                 self.history.add(arm, "tactile", stamp, markers)
 
     def snapshot(self) -> dict[str, ArmSnapshot]:
-        """A copy of every arm's latest state, taken under one lock."""
+        """Every arm's latest state, taken under one lock: a copy, except in polled mode,
+        where the readings are taken by the caller's thread itself and the live state is
+        returned (nothing else writes it; read it, do not keep it past the next take)."""
+        if self._io_node is not None:
+            return self._state
         with self._lock:
             return {a: ArmSnapshot(**vars(s)) for a, s in self._state.items()}
 
