@@ -4,7 +4,14 @@ Runs sim_node + rdp_slow + rdp_fast (profile sim-rdp) and reports, per control r
 achieved loop rate, the period error p50/p99 (start time of each tick against its ideal
 time), the contact-to-command latency p50/p99 (capture stamp of the tactile or wrench
 reading -> publish of the command that used it, measured in rdp_fast), the slow policy's
-inference latency, and the CPU use of each node process.
+inference latency, and the CPU use of each node process; and where a tick's time goes (p50/p99
+of taking the readings, the executor with its decode, the safety filter, the publish and the
+whole tick), which tick source the loop used (phase-locked to the contact sensor or paced by
+the clock) and whether it ran with real-time scheduling.
+
+In sensor mode (phase-locked) the period error is the delay from a reading's capture to the
+start of its tick less the smallest such delay of the recent ticks: how much later than it
+could have a tick started. In clock mode it is the start against the ideal tick time.
 
 Without --policy it first builds a small policy at the sim model size: expert
 demonstrations from the synchronous sim, a tokenizer and a latent diffusion policy trained
@@ -31,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="out/bench_fastloop", help="where built policies are cached")
     p.add_argument("--camera-above-hz", type=float, default=500.0,
                    help="rates above this run without camera rendering (the 1 kHz case)")
+    p.add_argument("--tick-source", default="auto", choices=("auto", "sensor", "clock"),
+                   help="rdp_fast.tick_source: phase-locked to the contact sensor, the clock, or auto")
+    p.add_argument("--rt-priority", type=int, default=80,
+                   help="rdp_fast.rt_priority: SCHED_FIFO priority of the control thread (0 = normal; "
+                        "without permission the node falls back and says so)")
+    p.add_argument("--cpu", type=int, default=-1, help="rdp_fast.cpu: core of the control thread (-1 = none)")
 
 
 def _log(msg: str) -> None:
@@ -65,7 +78,11 @@ def build_policy(work: Path, camera: bool, contact: str) -> Path:
     return export
 
 
-def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: float = 200.0) -> dict:
+PHASES = ("input", "executor", "decode", "safety", "publish", "total")
+
+
+def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: float = 200.0,
+             fast: dict | None = None) -> dict:
     import psutil  # noqa: PLC0415
 
     from policy.fileio import read_json  # noqa: PLC0415
@@ -77,7 +94,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "sim_node": {"task": "wipe", "camera_hz": 30.0 if camera else 0.0, "episode_seconds": 3600.0,
                      "perturb": True, "camera_width": 320, "camera_height": 240, "wrench_hz": float(wrench_hz)},
         "rdp_slow": {"export_dir": str(export), "arms": ["arm"]},
-        "rdp_fast": {"export_dir": str(export), "arms": ["arm"], "control_hz": float(hz)},
+        "rdp_fast": {"export_dir": str(export), "arms": ["arm"], "control_hz": float(hz), **(fast or {})},
     }
     if meta.get("cameras") and not camera:
         raise ValueError(f"{export}: this policy needs camera images; it cannot run with rendering off")
@@ -118,6 +135,15 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "contact_to_command_ms_p50": f(fast, "contact_to_command_ms_p50"),
         "contact_to_command_ms_p99": f(fast, "contact_to_command_ms_p99"),
         "tick_us_p50": f(fast, "tick_us_p50"), "tick_us_p99": f(fast, "tick_us_p99"),
+        "tick_source": fast.get("tick_source"), "tick_source_requested": fast.get("tick_source_requested"),
+        "sensor_rate_hz": f(fast, "sensor_rate_hz"),
+        "ticks": {k: f(fast, f"ticks_{k}") for k in ("sensor", "clock", "watchdog")},
+        "reading_to_tick_ms_p50": f(fast, "reading_to_tick_ms_p50"),
+        "reading_to_tick_ms_p99": f(fast, "reading_to_tick_ms_p99"),
+        "tick_ms": {ph: {"p50": f(fast, f"tick_ms/{ph}_p50"), "p99": f(fast, f"tick_ms/{ph}_p99")} for ph in PHASES},
+        "realtime_scheduling": fast.get("realtime_scheduling") == "True",
+        "rt_priority": f(fast, "rt_priority_active"), "cpu": f(fast, "cpu"),
+        "memory_locked": fast.get("memory_locked") == "True",
         "slow_inference_ms_p50": f(slow, "inference_ms_p50"), "slow_inference_ms_p99": f(slow, "inference_ms_p99"),
         "chunks_received": f(fast, "chunks_received"),
         "sim_real_time_factor": f(sim, "real_time_factor"),
@@ -140,5 +166,6 @@ def run(args: argparse.Namespace) -> dict:
         # the wrench at the loop rate and the policy reads the wrench.
         contact = args.contact if camera else "wrench"
         export = Path(args.policy) if args.policy else build_policy(work, camera, contact)
-        results.append(run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz))
+        fast = {"tick_source": args.tick_source, "rt_priority": int(args.rt_priority), "cpu": int(args.cpu)}
+        results.append(run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz, fast=fast))
     return {"runs": results}

@@ -1,37 +1,50 @@
 """rdp_fast: the fast side of the Reactive Diffusion Policy (and the DP baseline's executor).
 
-A dedicated thread paced by the clock at ``control_hz`` (200 Hz default, up to 1 kHz). Each
-tick: take the freshest contact reading (wrench or tactile field, per the model), run the
-reactive executor (chunk step aligned by the chunk's observation stamp, O(1) ONNX decoder
-step, blended handover), pass each arm's target through the safety filter, publish
-``<arm>/target_tcp`` stamped with the capture time of the contact reading it used.
+A dedicated control thread (:class:`hardware.realtime.TickLoop`) ticks where the data is:
+when the contact sensor the policy reads (wrench or tactile field) delivers at least 95 % of
+``control_hz``, each tick is triggered by the arrival of a reading (one tick per reading,
+phase-locked: none used twice, none skipped); otherwise it is paced by the monotonic clock
+at ``control_hz`` (200 Hz default, up to 1 kHz) with the freshest reading (``tick_source``).
+Each tick: take the readings (the thread's own rcl wait set and raw ``take``, no executor),
+run the reactive executor (chunk step aligned by the chunk's observation stamp, O(1) ONNX
+decoder step, blended handover), pass each arm's target through the safety filter, publish
+``<arm>/target_tcp`` (packed CDR) stamped with the capture time of the contact reading it used.
+The thread runs SCHED_FIFO at ``rt_priority`` on core ``cpu`` with the memory locked when
+permitted (one warning when not).
 
-Subscribes ``policy/latent_chunk`` (JointTrajectory, see msgs.chunk_msg), the arm topics,
-and ``safety/estop`` (latched Bool). Callbacks only store; the loop never waits on the slow
-policy. Diagnostics (1 Hz): loop rate, period error, decode time, step index, chunk
-counts and rejections, safety interventions.
+Subscribes ``policy/latent_chunk`` (JointTrajectory, see msgs.chunk_msg) and ``safety/estop``
+(latched Bool) through the executor (callbacks only store; the loop never waits on the slow
+policy), the arm topics in the control thread. Diagnostics (1 Hz): tick source, loop rate,
+period error, where a tick's time goes (input, executor, safety, publish, total: p50/p99),
+contact-to-command latency, real-time state, step index, chunk counts and rejections,
+safety interventions.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections import deque
+import time
 from pathlib import Path
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+import rclpy
 from rclpy.node import Node
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
+from hardware.realtime import MODES, TickLoop
 from policy.fileio import read_json
 from policy.reactive import ReactiveExecutor
 from policy.safety import SafetyFilter
 from policy.serving import FastController
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ArmInputs, EpisodeStarts, SafetyParams, publish_hold, safety_report, topic
-from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, RawPosePublisher, SafetyParams, publish_hold,
+                                 safety_report, topic)
+from slowfast_ros.node_util import declare_params, param, run_node
+
+#: where a tick's time goes, besides the loop's own "input" and "total"
+PHASES = ("executor", "decode", "safety", "publish", "contact_to_command")
 
 
 @dataclasses.dataclass
@@ -46,11 +59,23 @@ class RdpFastParams(SafetyParams):
     decoder_threads: int = param(1, "onnxruntime intra-op threads for the decoder step")
     rt_priority: int = param(0, "SCHED_FIFO priority of the control thread, 1..98 (0 = normal scheduling; "
                                 "needs CAP_SYS_NICE or an rtprio limit, e.g. a PREEMPT_RT robot PC)")
+    cpu: int = param(-1, "core the control thread is pinned to (-1 = none)")
+    lock_memory: bool = param(True, "with rt_priority or cpu set: mlockall(MCL_CURRENT|MCL_FUTURE), no page "
+                                    "fault in a tick (needs CAP_IPC_LOCK or an unlimited memlock limit)")
+    tick_source: str = param("auto", "what starts a tick: 'sensor' (each reading of the contact topic the policy "
+                                     "reads), 'clock' (control_hz, freshest reading), 'auto' (sensor while it "
+                                     "delivers >= 95 % of control_hz, else clock)")
 
     def __post_init__(self):
         super().__post_init__()
         if not self.export_dir:
             raise ValueError("export_dir: required (a folder written by `slowfast export`)")
+        if self.tick_source not in MODES:
+            raise ValueError(f"tick_source: {self.tick_source!r} is not one of {', '.join(MODES)}")
+        if not (0 <= self.rt_priority <= 98):
+            raise ValueError(f"rt_priority: {self.rt_priority} outside 0..98")
+        if self.cpu < -1:
+            raise ValueError(f"cpu: {self.cpu} is not a core index (or -1 for none)")
 
 
 class RdpFast(Node):
@@ -80,24 +105,32 @@ class RdpFast(Node):
         self.controller = FastController(self.reactive, self.safety, self.contact_kind,
                                          int(shapes["contact_raw_dim"]), p.chunk_pose_tolerance)
 
-        self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=self.contact_kind == "tactile")
+        tactile = self.contact_kind == "tactile"
+        self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=tactile,
+                                trigger="tactile" if tactile else "wrench")
         self._lock = threading.Lock()
         self._pending_chunk = None
         self._estop: bool | None = None
         self.chunks_received = 0
         self.bad_chunks = 0
-        self.decode_us: deque[float] = deque(maxlen=2000)
-        self.contact_to_command_ms: deque[float] = deque(maxlen=4000)
         self._last_now: float | None = None
         self.clock_jumps = 0
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
+        self._raw_pubs = [(a, RawPosePublisher(self.pubs[a], p.world_frame)) for a in p.arms]
         self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
         self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
         self.episodes = EpisodeStarts(self, p.episode_topic)   # a start resets executor and filters
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.loop = PacedLoop(p.control_hz, self._tick, name="rdp-fast", rt_priority=p.rt_priority).start()
-        self.get_logger().info(f"{self.model_type} executor at {p.control_hz:g} Hz, contact={self.contact_kind}, "
+        self.loop = TickLoop(p.control_hz, self._tick, source=self.inputs, mode=p.tick_source, name="rdp-fast",
+                             rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
+                             warn=self.get_logger().warning, sensor_timeout=p.max_contact_age,
+                             stamp_clock=self._now, phases=PHASES, on_error=lambda _exc: not rclpy.ok())
+        ix = self.loop.times.index
+        self._i = tuple(ix[n] for n in PHASES)
+        self.loop.start()
+        self.get_logger().info(f"{self.model_type} executor at {p.control_hz:g} Hz (tick source {p.tick_source}), "
+                               f"contact={self.contact_kind}, "
                                f"chunk {meta['horizon']} steps at {fps:g} Hz, providers "
                                f"{getattr(decoder, 'providers', ['none (open loop)'])}")
 
@@ -123,21 +156,20 @@ class RdpFast(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _tick(self) -> None:
-
-        now = self._now()
-        jumped = self._last_now is not None and not (0.0 <= now - self._last_now <= 0.5)
-        self._last_now = now
-        if jumped:
+    def _tick(self, now: float, _trigger: float | None) -> None:
+        """One tick, in the control thread; the loop has taken the readings (``_trigger``:
+        the capture stamp of the reading that started it, None for a clock tick)."""
+        last, self._last_now = self._last_now, now
+        if last is not None and not (0.0 <= now - last <= 0.5):
             # The clock went backwards or leapt: every chunk's alignment is void. Drop them
             # and hold (the safety filter holds when no target comes) until a new chunk.
             self.clock_jumps += 1
             self.reactive.reset()
             self.get_logger().warning("clock jump: chunks dropped, holding", throttle_duration_sec=1.0)
-        self.inputs.poll()  # the freshest readings, taken in this thread
-        snap = self.inputs.snapshot()
-        if any(not np.isfinite(s.pose_stamp) for s in snap.values()):
-            return  # no robot state yet: publish nothing
+        snap = self.inputs.snapshot()   # polled: the live state this thread just took
+        for s in snap.values():
+            if s.pose_stamp != s.pose_stamp:
+                return  # no robot state yet (NaN stamp): publish nothing
         with self._lock:
             pending, self._pending_chunk = self._pending_chunk, None
             estop = self._estop
@@ -147,32 +179,37 @@ class RdpFast(Node):
         if episode == "restart":
             self.controller.restart(snap)   # forget every chunk, filters from where the arms are
         res = self.controller.tick(now, snap, pending, estop, self.inputs)
+        rec = self.loop.times.record
+        i_exec, i_decode, i_safety, i_publish, i_c2c = self._i
+        rec(i_exec, res.executor_s)
+        rec(i_safety, res.safety_s)
+        if res.decode_s is not None:
+            rec(i_decode, res.decode_s)
         if res.rejected:
             self.get_logger().warning(f"chunk rejected: {res.rejected}", throttle_duration_sec=1.0)
-        if res.decode_s is not None:
-            self.decode_us.append(res.decode_s * 1e6)
-        for arm, (pos, quat) in res.commands.items():
-            stamp = res.contact_stamp if np.isfinite(res.contact_stamp) else snap[arm].pose_stamp
-            self.pubs[arm].publish(msgs.pose_msg(stamp, self.p.world_frame, pos, quat))
+        t0 = time.perf_counter()
+        contact_stamp = res.contact_stamp
+        commands = res.commands
+        for arm, pub in self._raw_pubs:
+            pos, quat = commands[arm]
+            pub.publish(contact_stamp if contact_stamp == contact_stamp else snap[arm].pose_stamp, pos, quat)
         if res.produced:
             # From the capture of the contact reading to the publish of the command that used it.
-            self.contact_to_command_ms.append((self._now() - res.contact_stamp) * 1e3)
+            rec(i_c2c, self._now() - contact_stamp)
+        rec(i_publish, time.perf_counter() - t0)
 
     # -------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
-        pe = self.loop.period_error_ms()
-        dec = np.array(self.decode_us) if self.decode_us else np.array([np.nan])
-        lat = np.array(self.contact_to_command_ms) if self.contact_to_command_ms else np.array([np.nan])
-        values = {"loop_rate_hz": self.loop.meter.rate(), "period_error_ms_p50": pe["p50"],
-                  "realtime_scheduling": self.loop.rt_active,
-                  "contact_to_command_ms_p50": float(np.percentile(lat, 50)),
-                  "contact_to_command_ms_p99": float(np.percentile(lat, 99)),
-                  "period_error_ms_p99": pe["p99"], "overruns": self.loop.overruns,
-                  "tick_us_p50": float(np.percentile(dec, 50)), "tick_us_p99": float(np.percentile(dec, 99)),
-                  "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
-                  "chunks_malformed": self.bad_chunks, "clock_jumps": self.clock_jumps,
-                  "sensor_messages_rejected": self.inputs.rejected}
+        values = self.loop.report()
+        c2c = self.loop.times.percentiles("contact_to_command", scale=1e3)
+        dec = self.loop.times.percentiles("decode", scale=1e6)
+        del values["tick_ms/contact_to_command_p50"], values["tick_ms/contact_to_command_p99"]
+        values.update({"contact_to_command_ms_p50": c2c[0], "contact_to_command_ms_p99": c2c[1],
+                       "tick_us_p50": dec[0], "tick_us_p99": dec[1],   # the executor's decode, as before
+                       "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
+                       "chunks_malformed": self.bad_chunks, "clock_jumps": self.clock_jumps,
+                       "sensor_messages_rejected": self.inputs.rejected})
         values.update({f"chunks_rejected/{k}": v for k, v in self.reactive.rejected.items()})
         if self.contact_kind == "tactile":    # lost markers filled or fields refused (held)
             for arm, mf in self.controller.markers.items():
