@@ -50,7 +50,7 @@ def episode_ended(event: dict) -> str:
     success = (event.get("metrics") or {}).get("success")
     line = f"episode {event.get('episode', '?')} ended" + (f" ({why})" if why else "")
     if isinstance(success, bool):
-        line += f": task {'done' if success else 'not done'}"
+        line += f"; the sim's task check {'passed' if success else 'failed'}"
     return line
 
 

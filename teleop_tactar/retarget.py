@@ -50,6 +50,7 @@ class ArmRetargeter:
         self.engaged = False
         self.diverged = 0
         self.held = False                  # the clutch was pressed in the last sample
+        self.ref_stamp: float | None = None    # when the TCP pose of the clutch-in was measured
         self._need_release = False
         self._hand0 = self._rot_h0 = self._tcp0 = self._rot_t0 = None
 
@@ -58,19 +59,25 @@ class ArmRetargeter:
         self.engaged = self.held = False
         self._need_release = False
 
-    def release(self) -> bool:
-        """Disengage and require a fresh clutch press (an episode reset): a clutch still held
-        moves nothing until it has been let go. True when this released a clutch that was
-        held (not when a clutch already released by an earlier call is still held)."""
+    def release(self, reset_stamp: float | None = None) -> bool:
+        """Disengage and require a fresh clutch press (an episode reset at ``reset_stamp``): a
+        clutch still held moves nothing until it has been let go. An arm that clutched in on a
+        TCP pose measured at or after ``reset_stamp`` is left alone (news of the reset came
+        late: its reference is already the reset robot). True when this released a clutch
+        that was held (not when a clutch already released by an earlier call is still held)."""
+        if (self.engaged and reset_stamp is not None and self.ref_stamp is not None
+                and self.ref_stamp >= reset_stamp):
+            return False
         newly = (self.held or self.engaged) and not self._need_release
         if self.held or self.engaged:
             self._need_release = True
         self.engaged = False
         return newly
 
-    def update(self, hand, tcp_pos, tcp_quat) -> Target | None:
-        """One hand sample (``protocol.Hand``, Unity frame) and the measured TCP -> a target,
-        or None when the arm must not move (clutch released, no TCP, diverged)."""
+    def update(self, hand, tcp_pos, tcp_quat, tcp_stamp: float | None = None) -> Target | None:
+        """One hand sample (``protocol.Hand``, Unity frame) and the measured TCP (measured at
+        ``tcp_stamp``) -> a target, or None when the arm must not move (clutch released, no
+        TCP, diverged)."""
         self.held = hand.clutch
         if not hand.clutch:
             self.engaged = False
@@ -84,6 +91,7 @@ class ArmRetargeter:
             self.engaged = True
             self._hand0, self._rot_h0 = h_pos, h_rot
             self._tcp0, self._rot_t0 = np.asarray(tcp_pos, float).copy(), quat_to_matrix(tcp_quat)
+            self.ref_stamp = tcp_stamp
         pos = self._tcp0 + self.cfg.scale * (h_pos - self._hand0)
         if self.cfg.translation_only:
             rot = self._rot_t0
@@ -148,9 +156,10 @@ class Teleoperator:
         self.timeouts = 0
         self._buttons: dict = {}
 
-    def on_frame(self, frame, tcp: dict, now: float) -> tuple[dict, list]:
-        """frame: protocol.HandFrame; tcp: {arm: (pos, quat) or None}. Returns
-        ({arm: Target}, [recorder commands])."""
+    def on_frame(self, frame, tcp: dict, now: float, tcp_stamps: dict | None = None) -> tuple[dict, list]:
+        """frame: protocol.HandFrame; tcp: {arm: (pos, quat) or None}; tcp_stamps: {arm: when
+        that pose was measured} (for :meth:`release`). Returns ({arm: Target}, [recorder
+        commands])."""
         self.last_frame_time = now
         commands = []
         for side, hand in frame.hands.items():
@@ -171,7 +180,7 @@ class Teleoperator:
                 self.arms[arm].reset()
                 continue
             pos, quat = tcp.get(arm) or (None, None)
-            t = self.arms[arm].update(hand, pos, quat)
+            t = self.arms[arm].update(hand, pos, quat, (tcp_stamps or {}).get(arm))
             if t is not None:
                 targets[arm] = t
         return targets, commands
@@ -191,7 +200,8 @@ class Teleoperator:
         for r in self.arms.values():
             r.reset()
 
-    def release(self) -> list:
-        """An episode reset: every arm disengages and needs a fresh clutch press. Returns the
-        arms whose clutch was held (the operator must be told)."""
-        return [a for a, r in self.arms.items() if r.release()]
+    def release(self, reset_stamp: float | None = None) -> list:
+        """An episode reset (at ``reset_stamp``, the clock of ``tcp_stamps``): every arm that
+        clutched in before it disengages and needs a fresh clutch press. Returns the arms
+        whose clutch was held (the operator must be told)."""
+        return [a for a, r in self.arms.items() if r.release(reset_stamp)]

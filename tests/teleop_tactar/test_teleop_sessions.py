@@ -77,6 +77,15 @@ def test_reset_with_the_clutch_held_releases_it_until_a_fresh_press():
     assert "arm" in targets
 
 
+def test_late_news_of_a_reset_leaves_a_clutch_pressed_on_the_reset_robot():
+    t = Teleoperator({"arm": "right"}, RetargetConfig())
+    tcp = {"arm": (np.array([0.3, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0]))}
+    t.on_frame(_frame([0.0, 1.0, 0.3]), tcp, 0.0, {"arm": 105.0})      # clutched in on a pose from t=105
+    assert t.release(reset_stamp=100.0) == [] and t.arms["arm"].engaged   # the reset was at t=100
+    assert "arm" in t.on_frame(_frame([0.0, 1.0, 0.31]), tcp, 0.01, {"arm": 105.1})[0]
+    assert t.release(reset_stamp=110.0) == ["arm"]                     # a reset after the clutch-in
+
+
 def test_outcome_buttons_end_the_episode_and_record_start_does_not():
     assert BUTTON_COMMANDS[("right", BTN_UPPER)] == "success"
     assert set(EPISODE_END_COMMANDS) == {"success", "failure", "discard"}
@@ -91,7 +100,7 @@ def test_log_lines_for_episodes_clutch_and_recorder():
     assert notices.episode_started({"event": "start", "episode": 0, "episode_end": "task",
                                     "max_seconds": 8.0}) == "episode 0 started"
     end = {"event": "end", "episode": 4, "reason": "time_limit", "metrics": {"success": False}}
-    assert notices.episode_ended(end) == "episode 4 ended (time limit reached): task not done"
+    assert notices.episode_ended(end) == "episode 4 ended (time limit reached); the sim's task check failed"
     assert "clutch released (arm)" in notices.clutch_released(["arm"])
     assert notices.recorder_event({"event": "started", "episode": "episode_0002"}) == "recording episode_0002"
     assert notices.recorder_event({"event": "saved", "episode": "episode_0002", "outcome": "success"}) == \

@@ -5,9 +5,14 @@ Publishes, per arm (``arm`` for wipe; ``left``/``right`` for lift):
   <arm>/tactile/markers (PointCloud2 x, y, dx, dy, pad frame)
 and per camera: <cam>/color/image_raw, <cam>/color/camera_info,
 <cam>/aligned_depth_to_color/image_raw (16UC1 mm, when ``depth`` is on); plus /clock,
-/diagnostics (1 Hz) and ``sim/episode`` (latched JSON events: start, end with metrics).
-Subscribes <arm>/target_tcp (PoseStamped in the world frame). A NaN, non-unit or
-out-of-workspace target is rejected with a warning and counted, never applied.
+/diagnostics (1 Hz) and ``sim/episode`` (latched JSON events: start, end with metrics and
+the reason it ended). Subscribes <arm>/target_tcp (PoseStamped in the world frame). A NaN,
+non-unit or out-of-workspace target is rejected with a warning and counted, never applied.
+
+Episodes end at the task's length (``episode_end: task``), or, for a person teleoperating
+(``episode_end: operator``), when the operator asks on ``sim/episode_command`` (JSON
+``{"cmd": "end", "episode": N}``, sent by teleop_node for a headset or page button) or after
+``max_episode_minutes`` (see :mod:`sim.episodes`).
 
 Timing: one physics thread steps MuJoCo at 1 kHz and keeps sim time locked to the wall
 clock; every message is stamped with the ROS time of its capture (episode start + sim
@@ -43,7 +48,10 @@ class SimNodeParams:
     seed: int = param(0, "seed of the first episode; episode k uses seed + k")
     perturb: bool = param(True, "surface/object changes at random, seeded times")
     episodes: int = param(0, "episodes to run, then exit (0 = run until stopped)")
-    episode_seconds: float = param(0.0, "episode length in s (0 = the task's default)")
+    episode_seconds: float = param(0.0, "episode length in s (0 = the task's default; episode_end task)")
+    episode_end: str = param("task", "task: an episode ends at the task's length | operator: on the operator's "
+                                     "request (sim/episode_command) or after max_episode_minutes")
+    max_episode_minutes: float = param(30.0, "with episode_end operator: the longest episode (min)")
     world_frame: str = param("world", "frame of all poses")
     pose_hz: float = param(200.0, "TCP pose publish rate (Hz)")
     wrench_hz: float = param(200.0, "wrist wrench publish rate (Hz)")
@@ -75,6 +83,11 @@ class SimNodeParams:
             raise ValueError(f"max_lag: {self.max_lag} outside 0..10 s")
         if not (0.0 <= self.start_delay <= 10.0):
             raise ValueError(f"start_delay: {self.start_delay} outside 0..10 s")
+        from sim.episodes import MODES  # noqa: PLC0415
+        if self.episode_end not in MODES:
+            raise ValueError(f"episode_end: {self.episode_end!r} not one of {', '.join(MODES)}")
+        if not (0.0 < self.max_episode_minutes <= 1440.0):
+            raise ValueError(f"max_episode_minutes: {self.max_episode_minutes} outside (0, 1440]")
 
 
 class WallLock:
@@ -126,6 +139,7 @@ class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
         from sim import SimConfig, SimEnv  # noqa: PLC0415 - core import at construction
+        from sim.episodes import EpisodeEnd  # noqa: PLC0415
         from sim.render import SnapshotRenderer  # noqa: PLC0415
 
         self.p: SimNodeParams = declare_params(self, SimNodeParams())
@@ -135,6 +149,7 @@ class SimNode(Node):
         if self.p.episode_seconds > 0:
             cfg_kwargs["episode_seconds"] = self.p.episode_seconds
         self.env = SimEnv(SimConfig(**cfg_kwargs))
+        self.ending = EpisodeEnd(self.p.episode_end, 60.0 * self.p.max_episode_minutes)
         self.out_dir = Path(self.p.out_dir) if self.p.out_dir else None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +191,8 @@ class SimNode(Node):
             self.create_subscription(JointTrajectory, self.p.chunk_topic, self._on_chunk, qos.COMMAND)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.episode_pub = self.create_publisher(String, "sim/episode", qos.EVENTS)
+        if self.p.episode_end == "operator":
+            self.create_subscription(String, "sim/episode_command", self._on_episode_command, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -212,6 +229,22 @@ class SimNode(Node):
         with self._lock:
             self.chunks_this_episode += 1
 
+    def _on_episode_command(self, msg: String) -> None:
+        try:
+            cmd = msgs.json_from_msg(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f"sim/episode_command: {exc}")
+            return
+        if cmd.get("cmd") != "end":
+            self.get_logger().warning(f"sim/episode_command: unknown command {cmd.get('cmd')!r}")
+            return
+        episode = cmd.get("episode")
+        if episode is not None and (isinstance(episode, bool) or not isinstance(episode, int)):
+            self.get_logger().warning(f"sim/episode_command: episode {episode!r} is not an integer")
+            return
+        if self.ending.request(episode):
+            self.get_logger().info(f"episode {self.ending.episode}: end requested ({cmd.get('source', '?')})")
+
     def _reject(self, arm: str, why: str) -> None:
         self.rejected[arm] = self.rejected.get(arm, 0) + 1
         self.get_logger().warning(f"{topic(arm, 'target_tcp')} rejected: {why}",
@@ -238,10 +271,12 @@ class SimNode(Node):
         if self._camera_stream:
             self._camera_stream.next_t = 0.0
         spec = self.env.task_spec()
+        self.ending.begin(self.episode)
         self.episode_pub.publish(msgs.json_msg({
             "event": "start", "episode": self.episode, "seed": seed, "task": self.p.task,
             "start_stamp": self.episode_start, "hold_stamp": self.episode_start - self.p.start_delay,
-            "arms": list(self.arms),
+            "arms": list(self.arms), "episode_end": self.p.episode_end,
+            "max_seconds": self.ending.limit_s if self.p.episode_end == "operator" else self.env.episode_seconds,
             "task_spec": jsonable(spec)}))
         self.get_logger().info(f"episode {self.episode} (seed {seed}) starts")
         # Hold the home pose while controllers reset, publishing state so they see the robot,
@@ -315,7 +350,8 @@ class SimNode(Node):
             # Lock sim time to the wall clock: sim time 0 is episode_start on the ROS clock.
             lock = self._wall = WallLock(time.monotonic() - (self._now() - self.episode_start), env.time,
                                          self.p.max_lag)
-            while not self._stop.is_set() and not env.done:
+            reason = None
+            while not self._stop.is_set() and (reason := self.ending.check(env.time, env.done)) is None:
                 ahead = lock.ahead(time.monotonic(), env.time + dt)
                 if ahead > 0:
                     time.sleep(min(ahead, 0.002))
@@ -336,14 +372,14 @@ class SimNode(Node):
             self._wall = None
             if self._stop.is_set():
                 break
-            self._end_episode()
+            self._end_episode(reason)
         self.get_logger().info("all episodes done")
         if self.out_dir is not None and self.episode_results:
             from sim.report import write_metrics  # noqa: PLC0415
             summary = write_metrics(self.out_dir / "metrics.json", self.episode_results)
             self.get_logger().info(f"summary: {summary}")
 
-    def _end_episode(self) -> None:
+    def _end_episode(self, reason: str | None = None) -> None:
         metrics = jsonable(self.env.metrics())
         if self.p.chunk_topic:
             with self._lock:
@@ -360,12 +396,13 @@ class SimNode(Node):
             plot_force(self.out_dir / f"force_{self.episode:03d}.png", t, f,
                        self.env.force_band, self.env.perturbation_times,
                        f"{self.p.task} episode {self.episode} (seed {self.p.seed + self.episode})")
-        self.episode_pub.publish(msgs.json_msg({"event": "end", "episode": self.episode, "metrics": metrics}))
+        self.episode_pub.publish(msgs.json_msg({"event": "end", "episode": self.episode, "reason": reason,
+                                                "stamp": self._now(), "metrics": metrics}))
         # The figures that decide success, so a failed episode says why in the log.
         why = ", ".join(f"{k}={metrics[k]:.3g}" for k in ("coverage", "time_in_band", "max_lift", "hold_time",
                                                            "slip_events", "peak_force")
                         if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool))
-        self.get_logger().info(f"episode {self.episode} done: success={metrics.get('success')} ({why})")
+        self.get_logger().info(f"episode {self.episode} done ({reason}): success={metrics.get('success')} ({why})")
 
     # ------------------------------------------------------------ rendering thread
 
