@@ -1,7 +1,8 @@
 """The WebXR page in headless Chromium (the system browser, driven by Playwright): it loads
 from the teleop server, connects its WebSocket, the keyboard fallback (clutch + forward)
 moves the simulated robot along +x, feedback (robot state, tactile and force arrows, camera
-images) arrives, and the page's Record button reaches recorder/command."""
+images) arrives, the page's Record button reaches recorder/command, and its New episode
+button resets the sim, told in the page's log."""
 import shutil
 import time
 
@@ -72,6 +73,11 @@ def test_webxr_page_round_trip_in_headless_chromium(tmp_path, free_port):
                     time.sleep(0.05)
                 assert commands and commands[0]["cmd"] == "start"
                 assert page.evaluate("window.slowfast.sent") > 30
+                page.click("#episode")                                # New episode: the sim resets
+                page.wait_for_function("window.slowfast.logs.some((l) => l.includes('episode 0 ended (on request)'))"
+                                       " && window.slowfast.logs.some((l) => l.includes('episode 1 started'))",
+                                       timeout=30000)
+                assert "episode 1 started" in page.inner_text("#log")
             finally:
                 browser.close()
             assert s.procs["teleop_node"].poll() is None

@@ -7,7 +7,9 @@ them. Commands arrive as JSON ``{"cmd": start|stop|success|failure|discard, "tas
 on ``recorder/command`` (from the headset buttons, the web page, `slowfast record`); with
 ``follow_episodes`` the sim's ``sim/episode`` events start and stop episodes (success from
 the sim's metrics). Progress (elapsed, messages per topic, drops) goes to the log and the
-latched ``recorder/state`` JSON once per ``progress_period``.
+latched ``recorder/state`` JSON once per ``progress_period``. Each episode event goes out
+once on ``recorder/events`` (JSON ``{"event": started|saved|discarded|error, "episode",
+"outcome", "text", "stamp"}``): the teleop node tells the operator.
 
 Crash safety: the bag is flushed (chunk closed, file and metadata.yaml written) every
 ``flush_period`` s; a killed recorder leaves a bag readable up to the last flush. A full
@@ -32,7 +34,8 @@ class RecorderNodeParams:
     out_dir: str = param("bags", "folder of the episode bags (created)")
     prefix: str = param("episode", "episode folder name prefix (<prefix>_NNNN)")
     topics: list = param([""], "topics to record ([''] = every discovered topic except exclude)")
-    exclude: list = param(["/rosout", "/parameter_events", "/recorder/state"], "topics never recorded")
+    exclude: list = param(["/rosout", "/parameter_events", "/recorder/state", "/recorder/events"],
+                          "topics never recorded")
     task: str = param("", "task description stored with each episode")
     follow_episodes: bool = param(False, "start/stop with the sim's sim/episode events")
     queue_size: int = param(20000, "messages buffered between the callbacks and the writer")
@@ -82,6 +85,7 @@ class RecorderNode(Node):
         self.q: queue.Queue = queue.Queue(maxsize=p.queue_size)
         self.subs: dict[str, object] = {}
         self.state_pub = self.create_publisher(String, "recorder/state", qos.LATCHED)
+        self.events_pub = self.create_publisher(String, "recorder/events", qos.EVENTS)
         self.create_subscription(String, "recorder/command", self._on_command, qos.COMMAND)
         if p.follow_episodes:
             self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
@@ -188,6 +192,7 @@ class RecorderNode(Node):
         if self.rec.error and not getattr(self, "_reported", "") == self.rec.error:
             self._reported = self.rec.error
             self.get_logger().error(self.rec.error)
+            self._tell("error", text=self.rec.error)
             self._progress()
 
     def _command(self, cmd: dict) -> None:
@@ -200,6 +205,7 @@ class RecorderNode(Node):
                     folder = self.rec.stop(None)
                     self.get_logger().warning(f"episode {folder.name}: its end event never came; "
                                               "saved without an outcome")
+                    self._tell("saved", folder)
                 extra = {k: v for k, v in cmd.items() if k not in ("cmd", "source", "_event")}
                 if not extra.get("task"):
                     extra["task"] = self.p.task
@@ -207,18 +213,31 @@ class RecorderNode(Node):
                 self._write_event(cmd)
                 self.rec.write_latched(cmd["_event"][1] if "_event" in cmd else self._now_ns())
                 self.get_logger().info(f"recording {folder}")
+                self._tell("started", folder)
             elif c in ("stop", "success", "failure"):
                 self._write_event(cmd)
                 folder = self.rec.stop({"stop": None, "success": True, "failure": False}[c])
                 if folder is not None:
                     self.get_logger().info(f"episode {folder.name} saved ({c})")
+                    if self.rec.error:
+                        self._report_error()
+                    else:
+                        self._tell("saved", folder, None if c == "stop" else c)
             elif c == "discard":
                 folder = self.rec.discard()
                 if folder is not None:
                     self.get_logger().info(f"episode {folder.name} discarded")
+                    self._tell("discarded", folder)
         except OSError as exc:
             self.get_logger().error(str(exc))
+            self._tell("error", text=str(exc))
         self._progress()
+
+    def _tell(self, kind: str, folder=None, outcome: str | None = None, text: str = "") -> None:
+        """One episode event on ``recorder/events`` (the operator's log lines come from these)."""
+        self.events_pub.publish(msgs.json_msg({"event": kind, "episode": folder.name if folder else "",
+                                               "outcome": outcome, "text": text,
+                                               "stamp": self._now_ns() * 1e-9}))
 
     def _write_event(self, cmd: dict) -> None:
         if "_event" in cmd and self.rec.recording:

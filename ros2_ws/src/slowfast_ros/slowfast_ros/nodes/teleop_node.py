@@ -7,8 +7,20 @@ on ``<arm>/gripper/command``. Headset buttons and page buttons publish recorder 
 ``recorder/command`` (JSON). A feedback thread sends robot state (UDP 10001, ``feedback_hz``),
 tactile arrows (10002) and the wrist force arrow (10005) at ``tactile_feedback_hz``, camera
 JPEGs (10004) at ``camera_feedback_hz``, and the same to every WebXR page. Subscribes the
-arm topics, ``sim/episode`` (a new episode disengages every clutch) and the camera.
-A headset silent for ``deadline`` s disengages: safety_node then holds the arm.
+arm topics and the camera. A headset silent for ``deadline`` s disengages: safety_node then
+holds the arm.
+
+Episodes: an outcome button (success, failure, discard) or the page's "New episode" button
+also asks the sim to end its episode (``sim/episode_command``; a sim in its operator mode
+honours it, one in its task mode ignores it). Every ``sim/episode`` end or start releases
+every clutch explicitly: a clutch still held moves nothing until it is let go and pressed
+again, and the operator is told.
+
+Log lines (UDP 10003, the protocol's ``text``; the page's log; this node's log): episode
+ended and started, a clutch released by a reset, the recorder's episode events
+(``recorder/events``: recording, saved, discarded, errors), the safety filter's
+interventions (onsets, from ``safety_diagnostics``' /diagnostics) and a target that
+diverged. The headset's address is the one its hand messages come from (or ``headset_host``).
 """
 from __future__ import annotations
 
@@ -26,6 +38,7 @@ from std_msgs.msg import String
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, topic
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+from teleop_tactar.notices import REPORTED_INTERVENTIONS
 
 
 @dataclasses.dataclass
@@ -55,6 +68,10 @@ class TeleopNodeParams:
     camera_feedback_hz: float = param(10.0, "camera images to the headset (Hz)")
     headset_host: str = param("", "UDP feedback address ('' = the address the hand messages come from)")
     udp_port_offset: int = param(0, "added to the app's UDP ports 10001..10005 (tests)")
+    safety_diagnostics: str = param("safety_node", "/diagnostics status whose safety interventions are told "
+                                                   "to the operator ('' = none)")
+    safety_log: list = param(list(REPORTED_INTERVENTIONS), "the interventions told to the operator "
+                                                          "(policy.safety reasons)")
 
     def __post_init__(self):
         if not self.arms or len(self.arms) != len(self.hands):
@@ -67,12 +84,15 @@ class TeleopNodeParams:
             raise ValueError("output_topic: must not be '' or 'target_tcp' (commands go through safety_node)")
         if not 0 <= self.udp_port_offset <= 55000:
             raise ValueError(f"udp_port_offset: {self.udp_port_offset} outside 0..55000")
+        from teleop_tactar.notices import InterventionWatch  # noqa: PLC0415
+        InterventionWatch([r for r in self.safety_log if r])   # validates the reasons
 
 
 class TeleopNode(Node):
     def __init__(self):
         super().__init__("teleop_node")
         from teleop_tactar.feedback import FeedbackSender  # noqa: PLC0415
+        from teleop_tactar.notices import InterventionWatch  # noqa: PLC0415
         from teleop_tactar.retarget import RetargetConfig, Teleoperator  # noqa: PLC0415
         from teleop_tactar.server import ServerConfig, TeleopServer  # noqa: PLC0415
 
@@ -87,14 +107,23 @@ class TeleopNode(Node):
         self.latency_ms: list[float] = []
         self.published = 0
         self._image = None
-        self._new_episode = False
+        self._episode: dict = {}           # the running sim episode's start event ({} = none seen)
+        self._recording = False
+        self._t0 = self._now()
+        self.said = 0
+        self.interventions = InterventionWatch([r for r in p.safety_log if r])
+        self._diverged = {a: 0 for a in p.arms}
         self.target_pubs = {a: self.create_publisher(PoseStamped, topic(a, p.output_topic), qos.COMMAND)
                             for a in p.arms}
         self.gripper_pubs = {a: self.create_publisher(JointState, topic(a, "gripper/command"), qos.COMMAND)
                              for a in p.arms}
         self.record_pub = self.create_publisher(String, "recorder/command", qos.COMMAND)
+        self.episode_cmd_pub = self.create_publisher(String, "sim/episode_command", qos.COMMAND)
         self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
         self.create_subscription(String, "recorder/state", self._on_recorder_state, qos.LATCHED)
+        self.create_subscription(String, "recorder/events", self._on_recorder_event, qos.EVENTS)
+        if p.safety_diagnostics:
+            self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if p.camera:
             self.create_subscription(Image, f"{p.camera}/color/image_raw", self._on_image, qos.SENSOR_SUB)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -106,23 +135,70 @@ class TeleopNode(Node):
         scfg = ServerConfig(host=p.host, port=p.port, token=p.token,
                             trusted_clients=[c for c in p.trusted_clients if c], tls=p.tls, cert_dir=p.cert_dir,
                             max_body=p.max_body, max_rate=p.max_rate)
-        self.server = TeleopServer(scfg, self._on_frame, self._on_page_command).start()
+        self.server = TeleopServer(scfg, self._on_frame, self._on_page_command, self._on_page_episode).start()
         self._tick_n = 0
         self.loop = PacedLoop(p.feedback_hz, self._feedback_tick, name="teleop-feedback").start()
         self.get_logger().info(f"teleop server at {self.server.url} (arms {dict(zip(p.arms, p.hands))})")
 
-    # ------------------------------------------------------------ ROS callbacks (store only)
+    # ------------------------------------------------------------ operator log lines
+
+    def say(self, text: str) -> None:
+        """One log line to the headset (UDP 10003), every page and this node's log."""
+        self.feedback.log(text)
+        self.server.broadcast({"type": "log", "text": text})
+        self.said += 1
+        self.get_logger().info(f"to the operator: {text}")
+
+    # ------------------------------------------------------------ ROS callbacks
 
     def _on_episode(self, msg: String) -> None:
-        if msgs.episode_start(msg) is not None:
-            with self._lock:
-                self._new_episode = True
+        from teleop_tactar import notices  # noqa: PLC0415
+
+        try:
+            ev = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        if ev.get("event") not in ("start", "end"):
+            return
+        # a reset moves the robot under the hand: every clutch let go, and the operator told
+        # (a clutch pressed on the robot as it is after the reset, news of which came late, stays)
+        stamp = ev.get("hold_stamp") if ev["event"] == "start" else ev.get("stamp")
+        with self._lock:
+            released = self.teleop.release(float(stamp) if isinstance(stamp, (int, float)) else None)
+            if ev["event"] == "start":
+                self._episode = ev
+        if not (isinstance(stamp, (int, float)) and stamp < self._t0 - 1.0):   # not a latched old one
+            self.say(notices.episode_started(ev) if ev["event"] == "start" else notices.episode_ended(ev))
+        if released:
+            self.say(notices.clutch_released(released))
 
     def _on_recorder_state(self, msg: String) -> None:
         try:
-            self._recorder_text = msgs.json_from_msg(msg).get("line", "")
+            state = msgs.json_from_msg(msg)
         except ValueError:
-            pass
+            return
+        self._recorder_text = state.get("line", "")
+        self._recording = state.get("state") == "recording"
+
+    def _on_recorder_event(self, msg: String) -> None:
+        from teleop_tactar.notices import recorder_event  # noqa: PLC0415
+
+        try:
+            ev = msgs.json_from_msg(msg)
+        except ValueError:
+            return
+        stamp = ev.get("stamp")
+        if isinstance(stamp, (int, float)) and stamp < self._t0 - 1.0:
+            return   # a latched event from before this node started
+        line = recorder_event(ev)
+        if line:
+            self.say(line)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self.p.safety_diagnostics:
+                for line in self.interventions.update(msgs.diagnostics_values(status)):
+                    self.say(line)
 
     def _on_image(self, msg: Image) -> None:
         self._image = msg
@@ -138,11 +214,12 @@ class TeleopNode(Node):
             self.feedback.host = client
         snap = self.inputs.snapshot()
         with self._lock:
-            if self._new_episode:
-                self._new_episode = False
-                self.teleop.reset()
             tcp = {a: (s.tcp_pos, s.tcp_quat) if np.isfinite(s.pose_stamp) else None for a, s in snap.items()}
-            targets, commands = self.teleop.on_frame(frame, tcp, time.monotonic())
+            targets, commands = self.teleop.on_frame(frame, tcp, time.monotonic(),
+                                                     {a: s.pose_stamp for a, s in snap.items()})
+            diverged = [a for a, r in self.teleop.arms.items() if r.diverged != self._diverged[a]]
+            for a in diverged:
+                self._diverged[a] = self.teleop.arms[a].diverged
         now = self._now()
         for arm, t in targets.items():
             self.target_pubs[arm].publish(msgs.pose_msg(now, self.p.world_frame, t.pos, t.quat))
@@ -153,10 +230,38 @@ class TeleopNode(Node):
             del self.latency_ms[:-2000]
         for cmd in commands:
             self._on_page_command(cmd)
+        if diverged:
+            from teleop_tactar.notices import diverged as diverged_line  # noqa: PLC0415
+            for a in diverged:
+                self.say(diverged_line(a, self.p.max_divergence))
 
     def _on_page_command(self, cmd: str) -> None:
+        """A recorder command (a headset button or the page's); an outcome also ends the
+        sim episode when the sim runs in its operator mode."""
+        from teleop_tactar.retarget import EPISODE_END_COMMANDS  # noqa: PLC0415
+
         self.record_pub.publish(msgs.json_msg({"cmd": cmd, "source": "teleop"}))
         self.get_logger().info(f"recorder command: {cmd}")
+        if cmd in EPISODE_END_COMMANDS and self._episode.get("episode_end") == "operator":
+            self._request_episode_end(cmd)
+
+    def _on_page_episode(self, cmd: str) -> None:
+        """The page's "New episode" button (``cmd`` "end")."""
+        ep = self._episode
+        if not ep:
+            self.say("no sim episode to end")
+            return
+        if ep.get("episode_end") != "operator":
+            self.say(f"episode {ep.get('episode')} ends at the task's length (the sim is not in its operator mode)")
+            return
+        if self._recording:   # the bag must not run across the reset: saved, without an outcome
+            self.record_pub.publish(msgs.json_msg({"cmd": "stop", "source": "teleop"}))
+        self._request_episode_end("page")
+
+    def _request_episode_end(self, why: str) -> None:
+        episode = self._episode.get("episode")
+        self.episode_cmd_pub.publish(msgs.json_msg({"cmd": "end", "episode": episode, "source": why}))
+        self.get_logger().info(f"episode {episode}: end requested ({why})")
 
     # ------------------------------------------------------------ feedback thread
 
@@ -212,6 +317,7 @@ class TeleopNode(Node):
     def _publish_diagnostics(self) -> None:
         values = {f"server/{k}": v for k, v in self.server.counters.items()}
         values.update({"published": self.published, "deadline_timeouts": self.teleop.timeouts,
+                       "log_lines": self.said, "udp_log_sent": self.feedback.sent["log"],
                        "udp_errors": self.feedback.errors, "ws_clients": self.server.clients})
         values.update({f"{a}/engaged": r.engaged for a, r in self.teleop.arms.items()})
         values.update({f"{a}/enabled": e for a, e in self.teleop.enabled.items()})
