@@ -183,7 +183,7 @@ class RdpFast(Node):
         i_exec, i_decode, i_safety, i_publish, i_c2c = self._i
         rec(i_exec, res.executor_s)
         rec(i_safety, res.safety_s)
-        if res.decode_s is not None:
+        if res.produced:    # the decode of a tick with a chunk to decode (without one it is a no-op)
             rec(i_decode, res.decode_s)
         if res.rejected:
             self.get_logger().warning(f"chunk rejected: {res.rejected}", throttle_duration_sec=1.0)
