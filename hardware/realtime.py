@@ -364,19 +364,22 @@ class TickLoop:
                     continue
                 self._last_reading = mono()
                 self.readings += 1
-                self.rate.add(stamp)
+                timed = -math.inf < stamp < math.inf    # an unreadable reading still ticks, untimed
+                if timed:
+                    self.rate.add(stamp)
                 pending += 1
                 if pending < self.decimation:
                     continue
                 pending = 0
                 now = self.stamp_clock()
                 rec(i_input, perf() - t0)
-                delay = now - stamp
-                rec(i_latency, delay)
-                err = self._phase_error(delay)
-                rec(i_error, err)
-                if err > self.period:
-                    self.overruns += 1
+                if timed:
+                    delay = now - stamp
+                    rec(i_latency, delay)
+                    err = self._phase_error(delay)
+                    rec(i_error, err)
+                    if err > self.period:
+                        self.overruns += 1
                 self._mark(self._last_reading)
                 ticks["sensor"] += 1
                 tick(now, stamp)
@@ -400,7 +403,8 @@ class TickLoop:
             t0 = perf()
             if source is not None:
                 while (stamp := source.take_trigger()) is not None:
-                    self.rate.add(stamp)     # auto mode decides on the rate of these
+                    if -math.inf < stamp < math.inf:
+                        self.rate.add(stamp)     # auto mode decides on the rate of these
                 source.drain()
             now = self.stamp_clock()
             rec(i_input, perf() - t0)

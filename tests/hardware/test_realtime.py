@@ -97,6 +97,20 @@ def test_sensor_mode_ticks_once_per_reading_none_used_twice_none_skipped():
     assert rep["ticks_sensor"] == rep["trigger_readings"] == len(stamps)
 
 
+def test_an_unreadable_reading_still_ticks_and_is_left_out_of_the_timing():
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, 500.0, "sensor", ticks).start()
+    try:
+        for s in (1.0, float("nan"), 1.004, -float("inf"), 1.008):
+            stream.push(s)
+        assert wait_for(lambda: len(ticks) >= 5)
+    finally:
+        loop.stop()
+    assert len(ticks) == 5 and loop.readings == 5
+    assert loop.times.count("latency") == 3 and np.isfinite(loop.times.values("latency")).all()
+    assert loop.rate._count == 3   # noqa: SLF001 - only the readable stamps measure the rate
+
+
 def test_a_burst_of_readings_still_gets_a_tick_each():
     stream, ticks = Stream(), []
     for k in range(100):          # all in before the loop even starts
