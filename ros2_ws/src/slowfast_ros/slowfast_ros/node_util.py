@@ -7,7 +7,6 @@ parameter list, its types and its documentation live in one place and the YAML i
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -149,7 +148,9 @@ class PacedLoop:
     (never by an executor timer). Ticks that would start late by more than a period are
     skipped, not bunched up; every period error is recorded for diagnostics."""
 
-    def __init__(self, hz: float, tick, name: str = "loop", history: int = 4000, rt_priority: int = 0):
+    def __init__(self, hz: float, tick, name: str = "loop", history: int = 4000, rt_priority: int = 0, warn=None):
+        """``rt_priority`` > 0: SCHED_FIFO for the loop thread where permitted; ``warn`` gets the
+        one line saying it is not (see :func:`hardware.realtime.enter_realtime`)."""
         if not (0 < hz <= 2000):
             raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
         if not (0 <= rt_priority <= 98):
@@ -157,6 +158,7 @@ class PacedLoop:
         self.period = 1.0 / hz
         self.rt_priority = rt_priority
         self.rt_active = False
+        self._warn = warn
         self._tick = tick
         self._stop = threading.Event()
         self.errors: deque[float] = deque(maxlen=history)  # start-time error of each tick, s
@@ -180,11 +182,11 @@ class PacedLoop:
 
     def _run(self) -> None:
         if self.rt_priority:
-            try:  # SCHED_FIFO for this thread only (pid 0 = the calling thread on Linux)
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
-                self.rt_active = True
-            except (OSError, AttributeError):
-                self.rt_active = False  # no CAP_SYS_NICE / rtprio limit: run as a normal thread
+            from hardware.realtime import enter_realtime  # noqa: PLC0415
+
+            # SCHED_FIFO for this thread only; without CAP_SYS_NICE / an rtprio limit it runs
+            # as a normal thread, and says so once
+            self.rt_active = enter_realtime(self.rt_priority, -1, memory=False, warn=self._warn).realtime
         next_t = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
