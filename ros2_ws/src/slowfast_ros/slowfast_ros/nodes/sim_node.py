@@ -402,7 +402,8 @@ class SimNode(Node):
         why = ", ".join(f"{k}={metrics[k]:.3g}" for k in ("coverage", "time_in_band", "max_lift", "hold_time",
                                                            "slip_events", "peak_force")
                         if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool))
-        self.get_logger().info(f"episode {self.episode} done ({reason}): success={metrics.get('success')} ({why})")
+        ended = "" if reason in (None, "task_length") else f", ended by {reason}"   # `slowfast sim` reads the rest
+        self.get_logger().info(f"episode {self.episode} done: success={metrics.get('success')} ({why}{ended})")
 
     # ------------------------------------------------------------ rendering thread
 
