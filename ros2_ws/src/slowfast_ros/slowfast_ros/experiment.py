@@ -102,6 +102,9 @@ class ExperimentSettings:
     # and 32/40 unperturbed at 1.5625 Hz, 21 at 1 and 2.5, 8 at 4. A latent chunk is ~20 ms of
     # inference on one core here, so 8 Hz costs a sixth of a core.
     rdp_slow_hz: float = 8.0
+    # How a new chunk takes over from the executing one, the same for every method
+    # (rdp_slow.handover: "blend", or "inpaint": Real-Time Chunking's frozen prefix).
+    handover: str = "blend"
     device: str = "auto"
     # Where the demonstrations come from: "record" (the scripted operator through the teleop
     # server, recorded over DDS and converted) or "inprocess" (`slowfast demos`: the same chain
@@ -147,6 +150,9 @@ class ExperimentSettings:
             raise ValueError(f"--preset: {self.preset!r} is not sim or published")
         if not isinstance(self.model_config, dict):
             raise ValueError("--model-config: must be a JSON object")
+        from policy.rdp.handover import HANDOVERS  # noqa: PLC0415
+        if self.handover not in HANDOVERS:
+            raise ValueError(f"--handover: {self.handover!r} is not one of {', '.join(HANDOVERS)}")
         if self.demos_via not in DEMO_SOURCES:
             raise ValueError(f"--demos-via: {self.demos_via!r} is not one of {', '.join(DEMO_SOURCES)}")
 
@@ -333,7 +339,8 @@ class Experiment:
                             "--policy", str(self.out / "export" / m), "--episodes", str(n),
                             "--seed", str(self.s.eval_seed + first), "--out", str(folder),
                             "--camera-hz", f"{self.s.camera_hz:g}", "--control-hz", f"{self.s.control_hz:g}",
-                            "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}", *self._sensor_sets(camera=False)]
+                            "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}",
+                            "--set", f"rdp_slow.handover={self.s.handover}", *self._sensor_sets(camera=False)]
                     if cond == "unperturbed":
                         args.append("--no-perturb")
                     self._run(args, step)
@@ -343,6 +350,7 @@ class Experiment:
         return ["evaluate", "--task", self.s.task, "--policy", str(self.out / "export" / m), "--quiet",
                 "--workers", str(max(1, min(2, os.cpu_count() or 1))),
                 "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}", "--set", f"rdp_fast.control_hz={self.s.control_hz:g}",
+                "--set", f"rdp_slow.handover={self.s.handover}",
                 *self._sensor_sets(camera=True)]
 
     def oracle(self) -> None:
@@ -535,7 +543,8 @@ def results_markdown(results: dict) -> str:
                  f"{s['demo_seed'] + s['demos'] - 1}), {d.get('successful_used')} successful ones used. "
                  f"Evaluation: {s['eval_episodes']} held-out seeds per condition ({s['eval_seed']}.."
                  f"{s['eval_seed'] + s['eval_episodes'] - 1}), the same seeds for every method. New chunks "
-                 f"per second: RDP {s.get('rdp_slow_hz', s['slow_hz']):g} Hz, the DP baselines {s['slow_hz']:g} Hz.")
+                 f"per second: RDP {s.get('rdp_slow_hz', s['slow_hz']):g} Hz, the DP baselines {s['slow_hz']:g} Hz; "
+                 f"handover: {s.get('handover', 'blend')}.")
     lines.append("")
     lines.append("| method | condition | success (95 % CI) | RMS force error [N] | time in band | peak force [N] | "
                  "recovery [s] (unrecovered) |")

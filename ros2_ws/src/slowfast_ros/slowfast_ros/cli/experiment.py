@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"new chunks per second of the DP baselines (default {d.slow_hz:g}: one per 16 steps, as published)")
     p.add_argument("--rdp-slow-hz", type=float, default=d.rdp_slow_hz,
                    help=f"new chunks per second of RDP (default {d.rdp_slow_hz:g}: its best on validation seeds)")
+    p.add_argument("--handover", default=d.handover, choices=("blend", "inpaint"),
+                   help=f"chunk handover for every method (rdp_slow.handover; default {d.handover})")
     p.add_argument("--device", default=d.device, help="training device: auto | cpu | cuda")
     p.add_argument("--demos-via", default=d.demos_via, choices=("record", "inprocess"),
                    help="record: the scripted operator recorded over DDS, then converted (default); inprocess: "
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["methods"] else 1
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
-                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "device", "demos_via",
+                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
                                        "sync_episodes", "oracle_episodes")}
     if args.model_config:
         from policy.fileio import read_json  # noqa: PLC0415
