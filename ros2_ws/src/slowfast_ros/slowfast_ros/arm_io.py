@@ -195,6 +195,8 @@ class ArmInputs:
                 (self._triggers if name == {"wrench": "tcp_wrench", "tactile": "tactile/markers"}[trigger]
                  else self._others).append(entry)
         self._have = [math.nan] * len(self.arms)   # stamp of each arm's trigger reading taken, not yet ticked
+        self._received = 0         # DDS reception time (ns, system clock) of the last message taken
+        self.trigger_received = math.nan   # ... of the newest trigger reading returned by take_trigger (s)
         self._wait_set = self._guard = None
         if polled:
             from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy  # noqa: PLC0415
@@ -211,6 +213,7 @@ class ArmInputs:
             taken = sub.handle.take_message(sub.msg_type, True)
         if taken is None:
             return None
+        self._received = taken[1].get("received_timestamp") or 0
         return reader(arm, taken[0], sub.msg_type)
 
     def poll(self) -> None:
@@ -244,6 +247,7 @@ class ArmInputs:
                 if stamp is None:
                     return None
                 have[i] = stamp if stamp == stamp else -math.inf   # unreadable: still a reading
+                self.trigger_received = self._received * 1e-9 if self._received else math.nan
         for entry in self._others:
             while self._take(entry) is not None:
                 pass

@@ -140,6 +140,8 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "ticks": {k: f(fast, f"ticks_{k}") for k in ("sensor", "clock", "watchdog")},
         "reading_to_tick_ms_p50": f(fast, "reading_to_tick_ms_p50"),
         "reading_to_tick_ms_p99": f(fast, "reading_to_tick_ms_p99"),
+        "arrival_to_tick_ms_p50": f(fast, "arrival_to_tick_ms_p50"),
+        "arrival_to_tick_ms_p99": f(fast, "arrival_to_tick_ms_p99"),
         "tick_ms": {ph: {"p50": f(fast, f"tick_ms/{ph}_p50"), "p99": f(fast, f"tick_ms/{ph}_p99")} for ph in PHASES},
         "realtime_scheduling": fast.get("realtime_scheduling") == "True",
         "rt_priority": f(fast, "rt_priority_active"), "cpu": f(fast, "cpu"),

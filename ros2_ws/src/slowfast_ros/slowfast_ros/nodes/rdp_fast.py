@@ -44,7 +44,7 @@ from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, RawPosePublisher, Saf
 from slowfast_ros.node_util import declare_params, param, run_node
 
 #: where a tick's time goes, besides the loop's own "input" and "total"
-PHASES = ("executor", "decode", "safety", "publish", "contact_to_command")
+PHASES = ("executor", "decode", "safety", "publish", "contact_to_command", "arrival_to_tick")
 
 
 @dataclasses.dataclass
@@ -156,9 +156,13 @@ class RdpFast(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _tick(self, now: float, _trigger: float | None) -> None:
-        """One tick, in the control thread; the loop has taken the readings (``_trigger``:
+    def _tick(self, now: float, trigger: float | None) -> None:
+        """One tick, in the control thread; the loop has taken the readings (``trigger``:
         the capture stamp of the reading that started it, None for a clock tick)."""
+        if trigger is not None:
+            # from the reading's arrival at this process (DDS reception time) to the tick: how
+            # long the loop took to wake; capture -> arrival is the sensor's and the transport's
+            self.loop.times.record(self._i[5], time.time() - self.inputs.trigger_received)
         last, self._last_now = self._last_now, now
         if last is not None and not (0.0 <= now - last <= 0.5):
             # The clock went backwards or leapt: every chunk's alignment is void. Drop them
@@ -180,7 +184,7 @@ class RdpFast(Node):
             self.controller.restart(snap)   # forget every chunk, filters from where the arms are
         res = self.controller.tick(now, snap, pending, estop, self.inputs)
         rec = self.loop.times.record
-        i_exec, i_decode, i_safety, i_publish, i_c2c = self._i
+        i_exec, i_decode, i_safety, i_publish, i_c2c, _ = self._i
         rec(i_exec, res.executor_s)
         rec(i_safety, res.safety_s)
         if res.produced:    # the decode of a tick with a chunk to decode (without one it is a no-op)
@@ -205,6 +209,8 @@ class RdpFast(Node):
         c2c = self.loop.times.percentiles("contact_to_command", scale=1e3)
         dec = self.loop.times.percentiles("decode", scale=1e6)
         del values["tick_ms/contact_to_command_p50"], values["tick_ms/contact_to_command_p99"]
+        arrival = values.pop("tick_ms/arrival_to_tick_p50"), values.pop("tick_ms/arrival_to_tick_p99")
+        values["arrival_to_tick_ms_p50"], values["arrival_to_tick_ms_p99"] = arrival
         values.update({"contact_to_command_ms_p50": c2c[0], "contact_to_command_ms_p99": c2c[1],
                        "tick_us_p50": dec[0], "tick_us_p99": dec[1],   # the executor's decode, as before
                        "step_index": self.reactive.last_step_index, "chunks_received": self.chunks_received,
