@@ -2,7 +2,8 @@
 one aiohttp application on its own thread. No ROS: the node passes callbacks.
 
 - ``POST /unity``: the app's hand-tracking JSON (fire-and-forget; the reply is tiny).
-- ``GET /``: the WebXR page (``webxr/index.html``); ``GET /ws``: its WebSocket. The page
+- ``GET /``: the WebXR page (``webxr/index.html``), ``GET /webxr/<name>`` its scripts;
+  ``GET /ws``: its WebSocket. The page
   sends the same JSON as the app, plus ``{"type": "record", "cmd": ...}`` recorder commands
   and ``{"type": "episode", "cmd": "end"}`` (end the sim episode); the server pushes feedback
   (robot state, arrows, camera JPEG as base64, ``{"type": "log", "text": ...}`` lines) to
@@ -30,6 +31,7 @@ from pathlib import Path
 from .protocol import ProtocolError, loads, parse_hands
 
 WEBXR_DIR = Path(__file__).resolve().parent / "webxr"
+WEBXR_ASSETS = ("scene.js", "render.js")     # what GET /webxr/<name> serves
 RECORD_COMMANDS = ("start", "stop", "success", "failure", "discard")
 EPISODE_COMMANDS = ("end",)
 
@@ -157,6 +159,7 @@ class TeleopServer:
             app = web.Application(client_max_size=self.cfg.max_body)
             app.router.add_post("/unity", self._unity)
             app.router.add_get("/", self._index)
+            app.router.add_get("/webxr/{name}", self._asset)
             app.router.add_get("/ws", self._websocket)
             app.router.add_get("/status", self._status)
             self._runner = web.AppRunner(app, access_log=None)
@@ -263,6 +266,18 @@ class TeleopServer:
         if not self._authorized(request):
             return self._reject("unauthorized", 401)
         return web.FileResponse(WEBXR_DIR / "index.html")
+
+    async def _asset(self, request):
+        """The page's scripts (``webxr/*.js``: the scene graph and its WebGL renderer), by name
+        only: nothing outside that folder, nothing but the files shipped there."""
+        from aiohttp import web
+
+        if not self._authorized(request):
+            return self._reject("unauthorized", 401)
+        name = request.match_info["name"]
+        if name not in WEBXR_ASSETS:
+            return self._reject("not_found", 404)
+        return web.FileResponse(WEBXR_DIR / name, headers={"Content-Type": "text/javascript; charset=utf-8"})
 
     async def _status(self, request):
         from aiohttp import web
