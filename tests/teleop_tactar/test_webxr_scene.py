@@ -253,3 +253,51 @@ def test_page_renders_the_scene_from_feedback_and_survives_bad_input(page, tmp_p
     # the 2-D overlay (the page outside XR, as before) is still there
     assert pg.locator("#scene").is_visible()
     json.dumps(nodes)    # plain data a test (or a recorder) can keep
+
+
+def test_xr_frame_draws_the_scene_for_each_view_with_a_head_locked_panel(page, tmp_path):
+    """No headset here: the page's own onXRFrame runs with a stand-in session and frame (one
+    viewer pose, two eye views into the page's canvas), as a WebXR browser would call it."""
+    pg, server, errors = page
+    server.broadcast({"type": "image", "id": "camera", "jpeg": _jpeg()})
+    server.broadcast(dict(_state(), type="state"))
+    pg.wait_for_function("window.slowfast.scene.some((n) => n.id === 'force/arm' && n.visible) "
+                         "&& window.slowfast.scene.some((n) => n.kind === 'panel' && n.visible)", timeout=15000)
+    out = pg.evaluate("""() => {
+        const c = document.getElementById("view3d"), gl = c.getContext("webgl");
+        xrGl = TactRender.create(gl); xrGl.setImage(img);
+        const tool = TactScene.tcpToXr(window.slowfast.state.tcp.right, window.slowfast.sceneOpts).position;
+        const eye = TactScene.lookAt([tool[0], tool[1] + 0.35, tool[2] + 0.35], tool);
+        const proj = TactRender.perspective(Math.PI / 2.5, (c.width / 2) / c.height, 0.01, 20);
+        const view = { projectionMatrix: proj, transform: { inverse: { matrix: TactRender.viewMatrix(eye) } } };
+        let drawnViews = 0;
+        const layer = { framebuffer: null, getViewport: (v) => { drawnViews++;
+            return { x: v === views[0] ? 0 : c.width / 2, y: 0, width: c.width / 2, height: c.height }; } };
+        const views = [view, Object.assign({}, view)];
+        const session = { requestAnimationFrame: () => 0, inputSources: [], environmentBlendMode: "opaque",
+                          renderState: { baseLayer: layer } };
+        xrSession = session;                         // the page's own loop stops drawing the preview
+        const q = eye.orientation;
+        onXRFrame(0, { session, getPose: () => null, getViewerPose: () => ({
+            transform: { position: { x: eye.position[0], y: eye.position[1], z: eye.position[2] },
+                         orientation: { x: q[0], y: q[1], z: q[2], w: q[3] } }, views }) });
+        return { drawnViews, viewer: window.slowfast.viewer, scene: window.slowfast.scene, eye };
+    }""")
+    assert out["drawnViews"] == 2
+    np.testing.assert_allclose(out["viewer"]["position"], out["eye"]["position"], atol=1e-12)
+    panel = _node(out["scene"], "camera")
+    assert panel["visible"]
+    # head-locked: the panel sits at its offset in the viewer's frame
+    R = quat_to_matrix(out["eye"]["orientation"])
+    np.testing.assert_allclose(panel["position"], np.array(out["eye"]["position"]) + R @ [-0.22, 0.1, -0.7],
+                               atol=1e-9)
+    np.testing.assert_allclose(_node(out["scene"], "force/arm")["start"], _xr(TCP_POS, [0.1, 0.7, -0.3]), atol=1e-6)
+    shot = tmp_path / "webxr_xr_frame.png"
+    pg.locator("#view3d").screenshot(path=str(shot))
+    from PIL import Image
+    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    half = px.shape[1] // 2
+    for eye_px in (px[:, :half], px[:, half:]):                                     # both eyes drew the arrows
+        r, g, b = eye_px[..., 0], eye_px[..., 1], eye_px[..., 2]
+        assert ((r > 180) & (g > 70) & (g < 170) & (b < 110)).sum() > 30
+    assert not errors, errors
