@@ -28,8 +28,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-un
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 W2XR = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])   # robot world -> WebXR space
 
-pytestmark = pytest.mark.skipif(not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM),
-                                reason="no system Chromium")
+HAVE_CHROMIUM = bool(shutil.which("chromium")) or __import__("os").path.exists(CHROMIUM)
 
 # a tool pose with a rotation on every axis, so a frame mix-up cannot pass
 TCP_POS = np.array([0.42, -0.11, 0.23])
@@ -77,6 +76,8 @@ def _all_finite(nodes):
 
 @pytest.fixture
 def page(tmp_path):
+    if not HAVE_CHROMIUM:
+        pytest.skip("no system Chromium")
     from playwright.sync_api import sync_playwright
 
     server = TeleopServer(ServerConfig(port=0), on_frame=lambda frame, client: None).start()
@@ -301,3 +302,28 @@ def test_xr_frame_draws_the_scene_for_each_view_with_a_head_locked_panel(page, t
         r, g, b = eye_px[..., 0], eye_px[..., 1], eye_px[..., 2]
         assert ((r > 180) & (g > 70) & (g < 170) & (b < 110)).sum() > 30
     assert not errors, errors
+
+
+def test_page_scripts_are_served_by_name_only_and_with_the_token():
+    import urllib.error
+    import urllib.request
+
+    server = TeleopServer(ServerConfig(port=0, token="s3cret", tls="off"), on_frame=lambda f, c: None).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}/webxr/"
+
+        def status(url):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return r.status, r.headers.get("Content-Type", ""), r.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, "", b""
+
+        code, ctype, body = status(base + "scene.js?token=s3cret")
+        assert code == 200 and ctype.startswith("text/javascript") and b"TactScene" in body
+        assert status(base + "render.js?token=s3cret")[0] == 200
+        assert status(base + "scene.js")[0] == 401                                     # no token
+        assert status(base + "index.html?token=s3cret")[0] == 404                      # only the scripts
+        assert status(base + "..%2Fserver.py?token=s3cret")[0] == 404
+    finally:
+        server.stop()
