@@ -16,7 +16,9 @@ the chunk the slow side issued last (:class:`Issued`):
 * latent chunks (RDP): the previous latent decoded with the contact readings of the steps
   already executed (the latest reading for the rest), moved to the new frame the same way,
   and encoded by the tokenizer's encoder (``action_encoder.onnx``): a latent row covers
-  ``compression`` control steps, and is frozen when its first step is.
+  ``compression`` control steps, and is frozen when its first step is. The frozen rows are
+  then fitted through the decoder (:func:`fit_latent_prefix`), so that what the executor
+  decodes over the frozen steps is the previous chunk's, not the encoder's approximation.
 
 Weights: 1 up to the handover step ``ceil((t_arrival - t_obs) / step_dt)`` (the steps
 executed before the chunk arrives, plus the one the executor interpolates towards); then
@@ -58,22 +60,80 @@ def rtc_weights(n: int, frozen: int, overlap: int) -> np.ndarray:
     return w
 
 
+def step_contacts(t0: float, n: int, step_dt: float, contact_before=None, latest_contact=None) -> np.ndarray:
+    """(n, Craw) the contact reading a chunk observed at ``t0`` is decoded with at each step:
+    the one recorded at or before the step's time, else (the future) ``latest_contact``."""
+    out = []
+    for k in range(n):
+        c = contact_before(t0 + k * step_dt) if contact_before is not None else None
+        out.append(np.asarray(latest_contact if c is None else c, np.float32).reshape(-1))
+    return np.stack(out)
+
+
 def previous_actions(prev: Issued, step_dt: float, horizon: int, decoder=None, contact_before=None,
                      latest_contact=None) -> np.ndarray:
     """The previous chunk as (horizon, A*9) relative actions in its own start frame, one row
-    per control step; a latent chunk decoded step by step with ``contact_before(stamp)`` (the
-    reading at or before a step's time, None when there is none) or ``latest_contact``."""
+    per control step; a latent chunk decoded step by step with :func:`step_contacts`."""
     if prev.kind == "action":
         return np.asarray(prev.data, np.float32)
     if decoder is None:
         raise ValueError("inpainting a latent chunk needs the tokenizer decoder")
-    state, rows = None, []
-    for k in range(horizon):
-        c = contact_before(prev.obs_stamp + k * step_dt) if contact_before is not None else None
-        c = latest_contact if c is None else c
-        a, state = decoder.step(prev.data, k, c, state)
-        rows.append(a)
-    return np.stack(rows).astype(np.float32)
+    contacts = step_contacts(prev.obs_stamp, horizon, step_dt, contact_before, latest_contact)
+    return decoder.decode_chunk(prev.data, contacts).astype(np.float32)
+
+
+#: Scales of the decoder fit's residual: 1 mm of position, 0.01 of a 6-D rotation entry;
+#: and the weight of a latent unit's move away from the encoder's latent (0.1 mm's worth:
+#: on held-out wipe chunks the fit's error over 9 frozen steps, 2.5 mm median, was the
+#: same at 0.1 and 0.02 and 2.6 mm at 1; the encoder alone leaves 3.4 mm).
+FIT_SCALE = (1e-3, 1e-2)
+PRIOR_WEIGHT = 0.1
+
+
+def fit_latent_prefix(decoder, latent: np.ndarray, target: np.ndarray, contacts: np.ndarray, rows: int,
+                      iterations: int = 3) -> np.ndarray:
+    """Latent rows ``0 .. rows-1`` adjusted so the decoder, fed ``contacts``, gives ``target``
+    ((n, A*9) relative actions of the first n steps) as closely as it can: a few damped
+    Gauss-Newton steps with a finite-difference Jacobian, every perturbed latent decoded in
+    one batch. The encoder alone leaves the tokenizer's reconstruction error (mm) in the
+    frozen steps; this takes it out where the decoder can express the target."""
+    lat = np.array(latent, np.float32)
+    n, dz = len(target), lat.shape[1]
+    rows = max(0, min(rows, lat.shape[0]))
+    if rows == 0 or n == 0:
+        return lat
+    w = np.tile(np.r_[np.full(3, 1.0 / FIT_SCALE[0]), np.full(6, 1.0 / FIT_SCALE[1])], target.shape[1] // 9)
+    p = rows * dz
+
+    start = lat[:rows].reshape(-1).copy()
+
+    def residuals(batch: np.ndarray) -> np.ndarray:     # (B, Ls, Dz) -> (B, n * A*9 + p)
+        b = len(batch)
+        state, out = decoder.initial_state(b), []
+        for k in range(n):
+            a, state = decoder.step(batch, k, np.repeat(contacts[k][None], b, 0), state)
+            out.append((a - target[k]) * w)
+        # stay near the encoder's latent (where the policy's latents live)
+        prior = (batch[:, :rows].reshape(b, -1) - start) * PRIOR_WEIGHT
+        return np.concatenate([np.stack(out, 1).reshape(b, -1), prior], 1)
+
+    eps = 1e-3
+    r0 = residuals(lat[None])[0]
+    for _ in range(iterations):
+        batch = np.repeat(lat[None], p + 1, 0)
+        for j in range(p):
+            batch[j + 1, j // dz, j % dz] += eps
+        r = residuals(batch)
+        r0, jac = r[0], ((r[1:] - r[0]) / eps).T          # (m, p)
+        lam = 1e-3 * float(np.trace(jac.T @ jac)) / p + 1e-9
+        delta = np.linalg.solve(jac.T @ jac + lam * np.eye(p), -jac.T @ r0)
+        trial = lat.copy()
+        trial[:rows] += delta.reshape(rows, dz).astype(np.float32)
+        r_trial = residuals(trial[None])[0]
+        if r_trial @ r_trial >= r0 @ r0:
+            break                                         # no better: keep what we have
+        lat, r0 = trial, r_trial
+    return lat
 
 
 def action_guide(prev_rel: np.ndarray, prev_obs: float, prev_start, t_obs: float, start_pose,
@@ -118,5 +178,8 @@ def build_guide(prev: Issued, t_obs: float, start_pose, t_arrival: float, step_d
     rows = latent.shape[0]
     # a latent row is frozen when its first step is, and in the overlap while all its steps are
     frozen_rows = -(-frozen // compression)
+    # the frozen steps as the executor will decode them (the contacts recorded from t_obs on)
+    contacts = step_contacts(t_obs, frozen, step_dt, contact_before, latest_contact)
+    latent = fit_latent_prefix(decoder, latent, new_rel[:frozen], contacts, frozen_rows)
     overlap_rows = covered // compression
     return latent, rtc_weights(rows, min(frozen_rows, rows), max(min(overlap_rows, rows), frozen_rows))
