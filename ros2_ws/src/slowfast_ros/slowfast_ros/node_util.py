@@ -72,8 +72,18 @@ def param(default, help: str):  # noqa: A002 - mirrors argparse
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+_STOP = threading.Event()
+
+
 def _raise_interrupt(_signum, _frame):
     raise KeyboardInterrupt
+
+
+def _request_stop(_signum, _frame):
+    # While spinning, a signal only asks the loop to end: an exception raised in the middle
+    # of a callback or of rclpy's message conversion surfaced as a traceback on Ctrl-C
+    # ("Unable to convert call argument"), and could skip the node's close().
+    _STOP.set()
 
 
 def run_node(factory, args=None) -> int:
@@ -101,7 +111,9 @@ def run_node(factory, args=None) -> int:
             return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _request_stop)   # built: a signal now ends the spin between callbacks
+        while rclpy.ok() and not _STOP.is_set():
             executor.spin_once(timeout_sec=0.1)  # wakes often enough for a signal to land promptly
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
