@@ -76,14 +76,8 @@ _STOP = threading.Event()
 
 
 def _raise_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
-
-
-def _request_stop(_signum, _frame):
-    # While spinning, a signal only asks the loop to end: an exception raised in the middle
-    # of a callback or of rclpy's message conversion surfaced as a traceback on Ctrl-C
-    # ("Unable to convert call argument"), and could skip the node's close().
     _STOP.set()
+    raise KeyboardInterrupt
 
 
 def run_node(factory, args=None) -> int:
@@ -111,12 +105,15 @@ def run_node(factory, args=None) -> int:
             return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _request_stop)   # built: a signal now ends the spin between callbacks
-        while rclpy.ok() and not _STOP.is_set():
+        while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # wakes often enough for a signal to land promptly
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except RuntimeError:
+        # the interrupt landed inside rclpy's C++ (a message conversion), which re-raises it
+        # as "RuntimeError: Unable to convert call argument": a signal, not a failure
+        if not _STOP.is_set():
+            raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut close() short
