@@ -19,6 +19,9 @@ the chunk the slow side issued last (:class:`Issued`):
   ``compression`` control steps, and is frozen when its first step is. The frozen rows are
   then fitted through the decoder (:func:`fit_latent_prefix`), so that what the executor
   decodes over the frozen steps is the previous chunk's, not the encoder's approximation.
+  An export without the encoder (made before it was exported) starts the fit from the
+  previous latent shifted by the rows between the two observations; the rest of its overlap
+  is then only that shifted latent (frame change ignored).
 
 Weights: 1 up to the handover step ``ceil((t_arrival - t_obs) / step_dt)`` (the steps
 executed before the chunk arrives, plus the one the executor interpolates towards); then
@@ -174,7 +177,12 @@ def build_guide(prev: Issued, t_obs: float, start_pose, t_arrival: float, step_d
     frozen = min(handover_step(t_obs, t_arrival, step_dt), covered)
     if prev.kind == "action":
         return new_rel, rtc_weights(horizon, frozen, covered)
-    latent = decoder.encode(new_rel)
+    if getattr(decoder, "has_encoder", True):
+        latent = decoder.encode(new_rel)
+    else:   # an export without the encoder: the previous latent, shifted to the new start
+        shift = int(round((t_obs - prev.obs_stamp) / (step_dt * compression)))
+        n = len(prev.data)
+        latent = np.asarray(prev.data, np.float32)[np.minimum(np.arange(n) + max(shift, 0), n - 1)]
     rows = latent.shape[0]
     # a latent row is frozen when its first step is, and in the overlap while all its steps are
     frozen_rows = -(-frozen // compression)

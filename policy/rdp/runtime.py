@@ -169,6 +169,7 @@ class DecoderRuntime(_DecoderBase):
                                       "step": ["batch", 1], "state": ["batch", self.hidden]})
         self.providers = self.session.get_providers()
         self._dir, self._threads, self._enc = d, threads, None
+        self.has_encoder = "action_encoder" in meta["files"]
 
     def _encode(self, a: np.ndarray) -> np.ndarray:
         if self._enc is None:   # loaded on first use: only the slow side inpaints

@@ -123,7 +123,7 @@ def test_inpainted_latent_chunk_continues_the_previous_one(trained):
     assert np.mean(seams["guided"]) < np.mean(seams["free"])
 
 
-def test_export_without_an_action_encoder_is_named(trained, tmp_path):
+def test_export_without_an_action_encoder_is_named_and_inpaints_from_its_last_latent(trained, tmp_path):
     import json
     import shutil
 
@@ -135,8 +135,17 @@ def test_export_without_an_action_encoder_is_named(trained, tmp_path):
     del meta["files"]["action_encoder"]
     (d / "runtime.json").write_text(json.dumps(meta))
     dec = DecoderRuntime(d)
+    assert not dec.has_encoder
     with pytest.raises(ValueError, match="action_encoder.onnx"):
         dec.encode(np.zeros((dec.horizon, dec.action_dim), np.float32))
+    # the guide then starts from the previous latent shifted by the rows between observations
+    rng = np.random.default_rng(3)
+    prev = Issued("latent", rng.standard_normal((dec.latent_steps, dec.latent_dim)).astype(np.float32), 1.0, START)
+    dt, c = 0.02, dec.compression
+    live = np.zeros(dec.contact_dim, np.float32)
+    values, w = build_guide(prev, 1.0 + c * dt, START, 1.0 + (c + 1) * dt, dt, dec.horizon, c, dec, None, live)
+    frozen = int((w == 1).sum())
+    np.testing.assert_array_equal(values[frozen:-1], prev.data[frozen + 1:])      # shifted by one row
 
 
 # ---------------------------------------------------------------------------- the slow schedule

@@ -68,7 +68,9 @@ class RdpSlow(Node):
         if p.handover == "inpaint" and meta["model_type"] == "rdp_ldp":
             from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415
             decoder = DecoderRuntime(p.export_dir)
-            decoder.encode(np.zeros((decoder.horizon, decoder.action_dim), np.float32))  # loads it, or says why not
+            if not decoder.has_encoder:
+                self.get_logger().warning(f"{p.export_dir} has no action_encoder.onnx (an older export): "
+                                          "inpainting fits the frozen rows from the previous latent, shifted")
         self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps,
                                    handover=p.handover, decoder=decoder)
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
