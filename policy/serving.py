@@ -217,7 +217,7 @@ class SlowPlanner:
     LATENCY_WINDOW = 32
 
     def __init__(self, policy, rate_hz: float, image_tolerance: float = 0.05, num_inference_steps: int | None = None,
-                 handover: str = "blend", decoder=None):
+                 handover: str = "blend", decoder=None, inpaint_soft_s: float | None = None):
         from policy.rdp.handover import HANDOVERS
 
         meta = policy.meta
@@ -236,6 +236,8 @@ class SlowPlanner:
         if handover == "inpaint" and self.kind == "latent" and decoder is None:
             raise ValueError("handover 'inpaint' of a latent chunk needs the export's decoder")
         self.handover, self.decoder = handover, decoder
+        # steps past the frozen ones the pull reaches (None: the whole overlap)
+        self.soft_steps = None if inpaint_soft_s is None else int(round(inpaint_soft_s / self.step_dt))
         self.latency_s = float("nan")   # wall time of the last model call
         self.latencies: deque[float] = deque(maxlen=self.LATENCY_WINDOW)
         self.modelled_latency_s: float | None = None   # set: observe this instead of the wall time
@@ -328,7 +330,7 @@ class SlowPlanner:
             latest = contact_before(t_obs)
         arrival = now + self.latency_estimate()
         return build_guide(self.issued, t_obs, start_pose, arrival, self.step_dt, self.horizon,
-                           self.compression, self.decoder, contact_before, latest)
+                           self.compression, self.decoder, contact_before, latest, self.soft_steps)
 
 
 # ------------------------------------------------------------------------------ fast side

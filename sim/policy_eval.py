@@ -41,6 +41,7 @@ class ServingTiming:
     image_tolerance: float        # rdp_slow.image_tolerance
     chunk_pose_tolerance: float   # rdp_fast.chunk_pose_tolerance
     handover: str                 # rdp_slow.handover: "blend" | "inpaint" (policy.rdp.handover)
+    inpaint_soft_s: float         # rdp_slow.inpaint_soft_s
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
 
     def __post_init__(self):
@@ -76,7 +77,7 @@ class PolicyEvaluator:
         self.slow = slow if slow is not None else SlowPolicyRuntime(export_dir, threads=1, seed=seed)
         self.decoder = DecoderRuntime(export_dir, threads=1) if "decoder_step" in self.meta.get("files", {}) else None
         self.planner = SlowPlanner(self.slow, t.rate_hz, t.image_tolerance, handover=t.handover,
-                                   decoder=self.decoder)
+                                   decoder=self.decoder, inpaint_soft_s=t.inpaint_soft_s)
         self.planner.modelled_latency_s = t.latency_s   # what the planner would measure
         kw = dict(task=task, perturb=perturb, camera_width=t.camera_width, camera_height=t.camera_height,
                   render=bool(self.slow.cameras))

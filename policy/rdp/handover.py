@@ -166,15 +166,20 @@ def handover_step(t_obs: float, t_arrival: float, step_dt: float) -> int:
 
 
 def build_guide(prev: Issued, t_obs: float, start_pose, t_arrival: float, step_dt: float, horizon: int,
-                compression: int = 1, decoder=None, contact_before=None, latest_contact=None):
+                compression: int = 1, decoder=None, contact_before=None, latest_contact=None,
+                soft_steps: int | None = None):
     """The guide (values, weights) for the chunk observed at ``t_obs`` with start pose
     ``start_pose`` and expected in the fast loop at ``t_arrival``; None when the previous chunk
-    does not reach the new one's time (nothing to agree with)."""
+    does not reach the new one's time (nothing to agree with). ``soft_steps``: how many steps
+    past the frozen ones the decaying pull reaches (None: the whole overlap, as Real-Time
+    Chunking does; a short one leaves the rest of the chunk free to re-plan)."""
     rel = previous_actions(prev, step_dt, horizon, decoder, contact_before, latest_contact)
     new_rel, covered = action_guide(rel, prev.obs_stamp, prev.start_pose, t_obs, start_pose, step_dt)
     if covered == 0:
         return None
     frozen = min(handover_step(t_obs, t_arrival, step_dt), covered)
+    if soft_steps is not None:
+        covered = min(covered, frozen + max(int(soft_steps), 0))
     if prev.kind == "action":
         return new_rel, rtc_weights(horizon, frozen, covered)
     if getattr(decoder, "has_encoder", True):
@@ -189,5 +194,5 @@ def build_guide(prev: Issued, t_obs: float, start_pose, t_arrival: float, step_d
     # the frozen steps as the executor will decode them (the contacts recorded from t_obs on)
     contacts = step_contacts(t_obs, frozen, step_dt, contact_before, latest_contact)
     latent = fit_latent_prefix(decoder, latent, new_rel[:frozen], contacts, frozen_rows)
-    overlap_rows = covered // compression
+    overlap_rows = -(-covered // compression) if soft_steps is not None else covered // compression
     return latent, rtc_weights(rows, min(frozen_rows, rows), max(min(overlap_rows, rows), frozen_rows))

@@ -2,7 +2,8 @@
 
 For each export (``--policy``, repeatable: an RDP and a DP export, say), each handover
 (``rdp_slow.handover``: blend, inpaint) and each injected slow-policy delay (``--delays``,
-seconds from a cycle's start to its chunk in the fast loop), the same held-out seeds run
+seconds added to the policy's own latency ``--latency`` from a cycle's start to its chunk in
+the fast loop), the same held-out seeds run
 through the synchronous evaluator (``slowfast evaluate``: the nodes' serving cores and
 parameter files, the sim stepped in the same process). Reported per cell: success with its
 95 % Wilson interval, and the seam at each handover (the distance between the old and the new
@@ -19,7 +20,13 @@ import time
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", action="append", required=True, help="export folder (repeat for several)")
     p.add_argument("--task", default="wipe", help="sim task (default wipe)")
-    p.add_argument("--delays", default="0,0.1,0.3", help="injected slow-policy delays, s (default 0,0.1,0.3)")
+    p.add_argument("--delays", default="0,0.1,0.3",
+                   help="slow-policy delays injected on top of --latency, s (default 0,0.1,0.3)")
+    from sim.policy_eval import ServingTiming  # noqa: PLC0415
+
+    p.add_argument("--latency", type=float, default=ServingTiming.latency_s,
+                   help="the slow policy's own latency (inference + transport) that the delays add to, s "
+                        "(default %(default)g, as `slowfast evaluate`)")
     p.add_argument("--handovers", default="blend,inpaint", help="rdp_slow.handover values (default blend,inpaint)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per cell (default 20)")
     p.add_argument("--seed", type=int, default=20000, help="first seed (default 20000: the held-out range)")
@@ -50,8 +57,10 @@ def run(args: argparse.Namespace) -> dict:
     from slowfast_ros.experiment import summarize_method  # noqa: PLC0415
 
     delays = _floats(args.delays, "delays")
-    if any(not 0.0 <= d <= 5.0 for d in delays):
-        raise ValueError(f"--delays {args.delays}: each delay must be in [0, 5] s")
+    if any(not 0.0 <= d <= 4.0 for d in delays):
+        raise ValueError(f"--delays {args.delays}: each delay must be in [0, 4] s")
+    if not 0.0 <= args.latency <= 1.0:
+        raise ValueError(f"--latency {args.latency}: outside [0, 1] s")
     handovers = [h.strip() for h in args.handovers.split(",") if h.strip()]
     bad = [h for h in handovers if h not in HANDOVERS]
     if bad or not handovers:
@@ -68,7 +77,8 @@ def run(args: argparse.Namespace) -> dict:
     for pol in args.policy:
         for handover in handovers:
             for delay in delays:
-                timing, safety = serving_setup(args.task, pol, [*args.set, f"rdp_slow.handover={handover}"], delay)
+                timing, safety = serving_setup(args.task, pol, [*args.set, f"rdp_slow.handover={handover}"],
+                                               args.latency + delay)
                 spec = {"policy": pol, "task": args.task, "safety": safety, "timing": timing,
                         "perturb": not args.no_perturb, "oracle": "", "tokenizer": "", "raw": False,
                         "episode_seconds": 0.0}
@@ -78,7 +88,8 @@ def run(args: argparse.Namespace) -> dict:
                 s = summarize_method(episodes)
                 seams = [m["handover_jump_m"] for m in episodes if m["handover_jump_m"]["count"]]
                 largest = max((x["max"] for x in seams), default=None)
-                cell = {"policy": pol, "handover": handover, "delay_s": delay, "rate_hz": timing.rate_hz,
+                cell = {"policy": pol, "handover": handover, "delay_s": delay, "latency_s": timing.latency_s,
+                        "rate_hz": timing.rate_hz, "inpaint_soft_s": timing.inpaint_soft_s,
                         "successes": s["successes"], "episodes": s["episodes"], "success_rate": s["success_rate"],
                         "success_ci95": s["success_ci95"],
                         "handover_jump_mm_max": None if largest is None else round(largest * 1e3, 3),

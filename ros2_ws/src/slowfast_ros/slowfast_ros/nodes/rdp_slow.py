@@ -39,6 +39,9 @@ class RdpSlowParams:
     handover: str = param("blend", "chunk handover: 'blend' (independent chunks, rdp_fast blends them) or "
                                    "'inpaint' (each chunk generated with the steps that execute during its "
                                    "inference frozen to the previous chunk: Real-Time Chunking)")
+    inpaint_soft_s: float = param(10.0, "with handover 'inpaint': how far past the frozen steps the new chunk is "
+                                        "pulled towards the previous one, with decaying weights (s); at least "
+                                        "the chunk's length = the whole overlap, as Real-Time Chunking does")
 
     def __post_init__(self):
         if not self.export_dir:
@@ -47,6 +50,8 @@ class RdpSlowParams:
             raise ValueError(f"rate_hz: {self.rate_hz} outside 0.1..100")
         if not (0.01 <= self.max_obs_age <= 5.0):
             raise ValueError(f"max_obs_age: {self.max_obs_age} outside [0.01, 5] s")
+        if not (0.0 <= self.inpaint_soft_s <= 60.0):
+            raise ValueError(f"inpaint_soft_s: {self.inpaint_soft_s} outside [0, 60] s")
         from policy.rdp.handover import HANDOVERS  # noqa: PLC0415
         if self.handover not in HANDOVERS:
             raise ValueError(f"handover: {self.handover!r} is not one of {', '.join(HANDOVERS)}")
@@ -72,7 +77,7 @@ class RdpSlow(Node):
                 self.get_logger().warning(f"{p.export_dir} has no action_encoder.onnx (an older export): "
                                           "inpainting fits the frozen rows from the previous latent, shifted")
         self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps,
-                                   handover=p.handover, decoder=decoder)
+                                   handover=p.handover, decoder=decoder, inpaint_soft_s=p.inpaint_soft_s)
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
         self.images = ImageHistory(self.policy.cameras)
         for cam in self.policy.cameras:
