@@ -103,8 +103,11 @@ class ExperimentSettings:
     # inference on one core here, so 8 Hz costs a sixth of a core.
     rdp_slow_hz: float = 8.0
     # How a new chunk takes over from the executing one, the same for every method
-    # (rdp_slow.handover: "blend", or "inpaint": Real-Time Chunking's frozen prefix).
-    handover: str = "blend"
+    # (rdp_slow.handover: "blend", or "inpaint": Real-Time Chunking's frozen prefix, pulled
+    # 0.16 s past it). Chosen on wipe's validation seeds 30000-30019: RDP at 8 Hz 19/20 with
+    # either (perturbed and unperturbed), DP at 1.5625 Hz unperturbed 18/20 inpainted, 17/20
+    # blended; DP at 4 Hz unperturbed 15/20 inpainted, 5/20 blended (docs/results.md).
+    handover: str = "inpaint"
     device: str = "auto"
     # Where the demonstrations come from: "record" (the scripted operator through the teleop
     # server, recorded over DDS and converted) or "inprocess" (`slowfast demos`: the same chain
