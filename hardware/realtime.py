@@ -53,6 +53,13 @@ CAP_IPC_LOCK = 14
 # ------------------------------------------------------------------------------ scheduling
 
 
+def bound_gil_wait(period: float) -> None:
+    """The GIL is handed over at most every switch interval (5 ms by default): a loop thread
+    waking while another thread runs Python would wait that long. A tenth of the loop's
+    period bounds that wait (process-wide; only ever lowered)."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), max(period / 10.0, 1e-4)))
+
+
 @dataclass
 class RealtimeState:
     """What :func:`enter_realtime` obtained for the calling thread (and its process)."""
@@ -280,10 +287,7 @@ class TickLoop:
     # ---------------------------------------------------------------- control
 
     def start(self) -> "TickLoop":
-        # The GIL is handed over at most every switch interval (5 ms by default): a loop
-        # thread waking while another thread runs Python would wait that long. A tenth of
-        # the period bounds that wait.
-        sys.setswitchinterval(min(sys.getswitchinterval(), max(self.period / 10.0, 1e-4)))
+        bound_gil_wait(self.period)
         self._thread.start()
         return self
 

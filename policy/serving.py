@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policy.rdp.geometry import quat_to_matrix_one
+from policy.rdp.handover import HANDOVERS, Issued, build_guide
 from policy.reactive import Chunk, StampedBuffer
 
 
@@ -218,8 +219,6 @@ class SlowPlanner:
 
     def __init__(self, policy, rate_hz: float, image_tolerance: float = 0.05, num_inference_steps: int | None = None,
                  handover: str = "blend", decoder=None, inpaint_soft_s: float | None = None):
-        from policy.rdp.handover import HANDOVERS
-
         meta = policy.meta
         self.policy = policy
         self.kind = "latent" if meta["model_type"] in ("rdp_ldp", "rdp_tokenizer") else "action"
@@ -304,8 +303,6 @@ class SlowPlanner:
         if not np.isfinite(chunk).all():
             return None, "nonfinite_chunk"
         self.guided += guide is not None
-        from policy.rdp.handover import Issued
-
         self.issued = Issued(self.kind, np.asarray(chunk, np.float32), float(t_obs), start_pose)
         # due a period after this cycle, or earlier: so that the next chunk lands (at the
         # latency's 90th percentile, polled at POLL_HZ) a row before this one runs out
@@ -319,8 +316,6 @@ class SlowPlanner:
         """Inpainting guide from the last issued chunk (None: blend, or nothing to agree with)."""
         if self.handover != "inpaint" or self.issued is None or self.issued.kind != self.kind:
             return None
-        from policy.rdp.handover import build_guide
-
         latest = None
         contact_before = None
         if self.kind == "latent":

@@ -309,19 +309,15 @@ class TeleopServer:
                 except ProtocolError as exc:
                     self.counters[f"rejected/{exc.reason}"] += 1
                     continue
-                if isinstance(data, dict) and data.get("type") == "record":
+                commands = {"record": (RECORD_COMMANDS, self.on_command),
+                            "episode": (EPISODE_COMMANDS, self.on_episode)}
+                if isinstance(data, dict) and data.get("type") in commands:
+                    allowed, handler = commands[data["type"]]
                     cmd = data.get("cmd")
-                    if cmd not in RECORD_COMMANDS:
+                    if cmd not in allowed:
                         self.counters["rejected/bad_command"] += 1
-                    elif self.on_command is not None:
-                        self._call(self.on_command, cmd)
-                    continue
-                if isinstance(data, dict) and data.get("type") == "episode":
-                    cmd = data.get("cmd")
-                    if cmd not in EPISODE_COMMANDS:
-                        self.counters["rejected/bad_command"] += 1
-                    elif self.on_episode is not None:
-                        self._call(self.on_episode, cmd)
+                    elif handler is not None:
+                        self._call(handler, cmd)
                     continue
                 self._handle(data, client)
         finally:

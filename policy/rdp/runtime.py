@@ -338,23 +338,33 @@ def _guide_tensors(guide, target_len: int, target_dim: int, mean, std):
     return torch.from_numpy(y[None]), torch.from_numpy(weights[None, :, None])
 
 
+def _clean_sample(kind: str, out, x, sa, sb):
+    """The clean sample a model output of ``kind`` predicts at a step with sqrt(abar) ``sa``
+    and sqrt(1 - abar) ``sb``."""
+    if kind == "epsilon":
+        return (x - sb * out) / sa
+    if kind == "sample":
+        return out
+    return sa * x - sb * out   # v_prediction
+
+
+def _pull(kind: str, out, x, sa, sb, y, w):
+    """(corrected clean sample, the noise it implies): the prediction pulled to ``y`` by ``w``."""
+    x0 = _clean_sample(kind, out, x, sa, sb)
+    x0 = x0 + w * (y - x0)
+    return x0, (x - sa * x0) / sb
+
+
 def _pull_towards(sched, out, t, x, y, w):
     """The model output at ``t`` corrected so its clean-sample prediction is pulled to ``y``."""
     a = sched.alphas_cumprod[int(t)].to(x.dtype)
     sa, sb = a.sqrt(), (1 - a).sqrt()
     kind = sched.config.prediction_type
+    x0, eps = _pull(kind, out, x, sa, sb, y, w)
     if kind == "epsilon":
-        x0 = (x - sb * out) / sa
-    elif kind == "sample":
-        x0 = out
-    else:  # v_prediction
-        x0 = sa * x - sb * out
-    x0 = x0 + w * (y - x0)
-    if kind == "epsilon":
-        return (x - sa * x0) / sb
+        return eps
     if kind == "sample":
         return x0
-    eps = (x - sa * x0) / sb
     return sa * eps - sb * x0
 
 
@@ -481,15 +491,7 @@ class TorchSlowPolicy(_SlowBase):
         kind, clip = cfg.prediction_type, (cfg.clip_sample_range if cfg.clip_sample else None)
         for t, sa, sb, sap, sbp in coeffs:
             tt = torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device)
-            out = self.den(x, tt, cond)
-            if kind == "epsilon":
-                x0 = (x - sb * out) / sa
-            elif kind == "sample":
-                x0 = out
-            else:
-                x0 = sa * x - sb * out
-            x0 = x0 + w * (y - x0)                       # inpainting (w = 0: unchanged)
-            eps = (x - sa * x0) / sb                      # the model output the corrected x0 implies
+            x0, eps = _pull(kind, self.den(x, tt, cond), x, sa, sb, y, w)   # inpainting (w = 0: unchanged)
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
             x = sap * x0 + sbp * eps

@@ -177,10 +177,9 @@ class PacedLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "PacedLoop":
-        # The GIL is handed over at most every switch interval (5 ms by default): a loop
-        # thread waking while a callback thread runs Python would wait that long. A tenth of
-        # the period bounds that wait.
-        sys.setswitchinterval(min(sys.getswitchinterval(), max(self.period / 10.0, 1e-4)))
+        from hardware.realtime import bound_gil_wait  # noqa: PLC0415
+
+        bound_gil_wait(self.period)
         self._thread.start()
         return self
 

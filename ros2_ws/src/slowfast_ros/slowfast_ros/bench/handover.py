@@ -7,8 +7,8 @@ the fast loop), the same held-out seeds run
 through the synchronous evaluator (``slowfast evaluate``: the nodes' serving cores and
 parameter files, the sim stepped in the same process). Reported per cell: success with its
 95 % Wilson interval, and the seam at each handover (the distance between the old and the new
-chunk's commands at the tick the new one takes over, before any blending): largest and
-median over all handovers, in mm.
+chunk's commands at the tick the new one takes over, before any blending): the largest over
+all handovers and the median of the episodes' medians, in mm.
 """
 from __future__ import annotations
 
