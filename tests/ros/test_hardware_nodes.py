@@ -104,7 +104,10 @@ def realsense():
     col = Collector(probe.node, {"/camera/color/image_raw": Image, "/camera/color/camera_info": CameraInfo,
                                  "/camera/aligned_depth_to_color/image_raw": Image})
     diag = Collector(probe.node, {"/diagnostics": DiagnosticArray}, profile=10)
-    time.sleep(0.5)  # discovery
+    topics = ("/camera/color/image_raw", "/camera/color/camera_info",
+              "/camera/aligned_depth_to_color/image_raw", "/diagnostics")
+    # discovery: wait for the graph, not a fixed time (a loaded machine takes longer)
+    assert wait_until(lambda: all(node.count_subscribers(t) > 0 for t in topics), timeout=15.0)
     yield sw, node, col, diag
     probe.close()
     node.close()
