@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 import tempfile
 
 import pytest
@@ -50,6 +51,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if {"trained", "overfit", "corpus_tok"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _restore_switch_interval():
+    """A control loop started in this process lowers the GIL switch interval process-wide
+    (hardware.realtime.bound_gil_wait), right for a node, wrong for the rest of a test run:
+    every later thread would then pay a GIL hand-over each 0.1 ms."""
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
 
 
 @pytest.fixture
