@@ -241,6 +241,7 @@ class TickLoop:
     PHASES = ("input", "total", "error", "latency")
     RATE_WINDOW = 64          # readings over which the sensor's rate is measured
     ENTER, LEAVE = 0.95, 0.90   # auto: sensor mode at >= 95 % of the control rate, back below 90 %
+    DWELL_S = 0.5               # auto: a mode is kept at least this long before a rate-based switch
 
     def __init__(self, hz: float, tick, source=None, mode: str = "clock", name: str = "loop",
                  rt_priority: int = 0, cpu: int = -1, lock_memory: bool = True, warn=None,
@@ -282,6 +283,7 @@ class TickLoop:
         self._floor_prev = self._floor_cur = math.inf   # smallest capture-to-tick delay, last/this block
         self._floor_n = 0
         self._next_t = self._last_reading = 0.0
+        self._mode_since = -math.inf   # monotonic time of the last switch (auto's dwell)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # ---------------------------------------------------------------- control
@@ -352,7 +354,7 @@ class TickLoop:
         rec, ix = self.times.record, self.times.index
         i_input, i_total, i_error, i_latency = ix["input"], ix["total"], ix["error"], ix["latency"]
         source, tick, ticks = self.source, self._tick, self.ticks
-        self._next_t = self._last_reading = mono()
+        self._next_t = self._last_reading = self._mode_since = mono()
         spin = 0.0001 if self.realtime.realtime else 0.0003
         pending = 0
         while not stop.is_set():
@@ -388,7 +390,8 @@ class TickLoop:
                 ticks["sensor"] += 1
                 tick(now, stamp)
                 rec(i_total, perf() - t0)
-                if self.requested_mode == "auto" and self.rate.rate() < self.LEAVE * self.hz:
+                if self.requested_mode == "auto" and self.rate.rate() < self.LEAVE * self.hz \
+                        and self._dwelt():
                     self._switch("clock")
                 continue
             # ---- clock-paced with the freshest reading
@@ -422,7 +425,7 @@ class TickLoop:
                 self.overruns += skipped
                 next_t += skipped * self.period
             self._next_t = next_t
-            if self.requested_mode == "auto" and \
+            if self.requested_mode == "auto" and self._dwelt() and \
                     self.rate.rate(now, max_age=self.sensor_timeout) >= self.ENTER * self.hz:
                 self._switch("sensor")
                 pending = 0
@@ -441,7 +444,15 @@ class TickLoop:
         if self.requested_mode == "auto":
             self._switch("clock")
 
+    def _dwelt(self) -> bool:
+        """Whether the current mode has been held long enough for a rate-based switch: a
+        sensor whose rate hovers at a threshold would otherwise flip the mode every few
+        readings (seen with a sim delivering 180-192 Hz under a 200 Hz loop). A silent
+        sensor (the watchdog) switches at once."""
+        return time.monotonic() - self._mode_since >= self.DWELL_S
+
     def _switch(self, mode: str) -> None:
+        self._mode_since = time.monotonic()
         if mode == "sensor":
             r = self.rate.rate()
             self.decimation = max(1, int(r / self.hz + 0.5)) if r > 0 else 1

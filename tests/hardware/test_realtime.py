@@ -170,6 +170,28 @@ def test_auto_stays_on_the_clock_with_a_sensor_slower_than_the_control_rate():
     assert all(t is None for t in ticks)          # clock ticks use the freshest reading, no trigger
 
 
+def test_auto_keeps_a_mode_for_its_dwell_when_the_sensor_rate_hovers_at_the_thresholds():
+    """A sensor whose stamp rate alternates every 70 readings between 100 % and 80 % of the
+    control rate crosses both thresholds ~14 times a second; auto switches at most once per
+    dwell, and does switch (the crossings are seen). Without the dwell: 22 switches in 2 s."""
+    hz = 200.0
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, hz, "auto", ticks).start()
+    t, k = 10.0, 0
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 2.0:
+            t += 1.0 / (hz if (k // 70) % 2 == 0 else 0.8 * hz)
+            stream.push(t)
+            k += 1
+            time.sleep(0.001)
+        elapsed = time.monotonic() - start
+    finally:
+        loop.stop()
+    assert loop.failure is None
+    assert 1 <= loop.mode_switches <= elapsed / loop.DWELL_S + 1, loop.report()
+
+
 def test_auto_decimates_a_sensor_several_times_faster_than_the_control_rate():
     hz = 200.0
     stream, ticks = Stream(), []
