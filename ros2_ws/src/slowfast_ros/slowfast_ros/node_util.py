@@ -80,8 +80,12 @@ def _raise_interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def run_node(factory, args=None) -> int:
+def run_node(factory, args=None, events_executor: bool = False) -> int:
     """Init rclpy, build the node with ``factory()``, spin until shutdown.
+
+    ``events_executor``: spin with rclpy's EventsExecutor (callbacks dispatched from C++
+    without rebuilding a wait set each time), for a node whose work is many small
+    callbacks: the recorder. The others keep the SingleThreadedExecutor.
 
     A ``ValueError`` raised while building (an invalid parameter, a missing file) prints
     one line and exits with status 2: a node refuses to start rather than run misconfigured.
@@ -103,7 +107,11 @@ def run_node(factory, args=None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        executor = SingleThreadedExecutor()
+        if events_executor:
+            from rclpy.experimental import EventsExecutor  # noqa: PLC0415
+            executor = EventsExecutor()
+        else:
+            executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # wakes often enough for a signal to land promptly

@@ -123,7 +123,10 @@ def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
                     pub.stdin.flush()
                     counts = json.loads(pub.stdout.readline())
                     c1, w1 = _cpu_seconds(pid), time.monotonic()
-                    pub.wait(10)
+                    try:
+                        pub.wait(30)
+                    except subprocess.TimeoutExpired:   # the counts are in: a slow exit loses nothing
+                        print("bench publisher did not exit in 30 s: killed", file=sys.stderr)
                 finally:
                     if pub.poll() is None:
                         pub.kill()

@@ -262,7 +262,7 @@ PARAMS = RecorderNodeParams
 
 
 def main(args=None) -> int:
-    return run_node(RecorderNode, args)
+    return run_node(RecorderNode, args, events_executor=True)
 
 
 if __name__ == "__main__":
