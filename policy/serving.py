@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policy.rdp.geometry import quat_to_matrix_one
+from slowfast_data.geometry import quat_to_matrix_one
 from policy.rdp.handover import HANDOVERS, Issued, build_guide
 from policy.reactive import Chunk, StampedBuffer
 

@@ -1,7 +1,7 @@
 """Expert demonstrations straight from the synchronous sim into a LeRobot-v3 dataset.
 
 The ROS-free path for tests and quick experiments: no DDS, no recorder, the same dataset
-contract (:mod:`teleop_tactar.dataset`) the recorder/converter path produces. Each frame
+contract (:mod:`slowfast_data.writer`) the recorder/converter path produces. Each frame
 holds what the robot measured at that instant (TCP pose, wrist wrench, tactile field, the
 scene camera) and, as the action, the target pose the expert commanded at that instant.
 """
@@ -28,7 +28,8 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     episode's task string. ``only_success``: write only the episodes that succeeded at their
     task. Returns the dataset folder. Raises ValueError on bad arguments, or when no episode
     was written."""
-    from teleop_tactar.dataset import EPISODE_SEEDS_PATH, DatasetWriter
+    from slowfast_data.features import EPISODE_SEEDS_PATH
+    from slowfast_data.writer import DatasetWriter
 
     from .config import SimConfig
     from .env import SimEnv

@@ -62,7 +62,7 @@ class PolicyEvaluator:
 
     def __init__(self, export_dir, task: str, safety, timing: ServingTiming, perturb: bool = True,
                  slow=None, episode_seconds: float | None = None, seed: int = 0):
-        from policy.fileio import read_json
+        from slowfast_data.fileio import read_json
         from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime
         from policy.serving import ArmHistory, ImageHistory, SlowPlanner
 

@@ -1,4 +1,4 @@
-"""Recorded episode bags -> a LeRobot-v3-layout dataset (:mod:`teleop_tactar.dataset`).
+"""Recorded episode bags -> a LeRobot-v3-layout dataset (:mod:`slowfast_data.writer`).
 
 Per bag: every stream is resampled by capture stamp (``header.stamp``) onto one frame grid
 at ``fps`` (the dataset's single rate, which the contract requires of videos too): TCP pose,
@@ -287,7 +287,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     Returns {"dataset": path or None, "episodes": [per bag: frames kept, dropped_frames,
     parts, ...], "errors": {bag: reason}, "not_success": [bags left out by ``only_success``],
     "max_lag_s": the largest offset kept}."""
-    from .dataset import DatasetWriter, check_output_folder
+    from slowfast_data.writer import DatasetWriter, check_output_folder
 
     if progress == "stderr":
         progress = sys.stderr

@@ -34,9 +34,8 @@ from typing import Mapping
 
 import numpy as np
 
-from policy.fileio import read_json
-
-from .geometry import absolute_to_relative, relative_to_absolute  # noqa: F401  (the pose helpers)
+from slowfast_data.fileio import read_json
+from slowfast_data.geometry import absolute_to_relative, relative_to_absolute  # noqa: F401  (the pose helpers)
 
 __all__ = ["DecoderRuntime", "SlowPolicyRuntime", "TorchDecoderRuntime", "TorchSlowPolicy",
            "relative_to_absolute", "absolute_to_relative", "make_session"]

@@ -43,7 +43,7 @@ def add_episode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _writable_dir(path: Path) -> Path:
-    from policy.fileio import writable_folder  # noqa: PLC0415
+    from slowfast_data.fileio import writable_folder  # noqa: PLC0415
 
     try:
         return writable_folder(path)
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _policy_for_sim(args, out: Path):
     """The export folder to run, checked against the sim's spaces before anything starts."""
-    from policy.fileio import read_json  # noqa: PLC0415
+    from slowfast_data.fileio import read_json  # noqa: PLC0415
     from sim import SimConfig, SimEnv  # noqa: PLC0415
 
     if not args.policy:

@@ -34,7 +34,7 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from hardware.realtime import MODES, TickLoop
-from policy.fileio import read_json
+from slowfast_data.fileio import read_json
 from policy.reactive import ReactiveExecutor
 from policy.safety import SafetyFilter
 from policy.serving import FastController
