@@ -153,10 +153,7 @@ class PolicyEvaluator:
                     snap[a] = ArmSnapshot(pose_stamp=now, tcp_pos=s.tcp_pos, tcp_quat=s.tcp_quat, tcp_linvel=s.tcp_linvel,
                                           tcp_angvel=s.tcp_angvel, wrench_stamp=now, wrench=s.wrench,
                                           tactile_stamp=now, tactile=s.tactile)
-                    self.history.add(a, "pose", now, np.concatenate([s.tcp_pos, s.tcp_quat]))
-                    self.history.add(a, "wrench", now, s.wrench)
-                    if tactile:
-                        self.history.add(a, "tactile", now, s.tactile)
+                    self.history.add_state(a, now, s, tactile)
                 if step == 0:
                     controller.restart(snap)
                 last_sensor = now

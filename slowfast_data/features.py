@@ -46,15 +46,17 @@ DEFAULT_FEATURES = {
 }
 
 
-def per_arm(readings: Sequence) -> np.ndarray:
-    """One frame's vector of a per-arm feature: each arm's reading flattened (row-major),
-    concatenated in arm order. Used by every writer and reader of these vectors."""
-    return np.concatenate([np.asarray(r).reshape(-1) for r in readings])
+def per_arm(readings: Sequence, frames: int | None = None) -> np.ndarray:
+    """A per-arm feature's vector: each arm's reading flattened (row-major), concatenated in
+    arm order. ``frames``: each reading holds that many frames (leading axis) -> (frames, dim).
+    Used by every writer and reader of these vectors."""
+    shape = (-1,) if frames is None else (frames, -1)
+    return np.concatenate([np.asarray(r).reshape(shape) for r in readings], axis=-1)
 
 
 def pose_vector(pos, quat) -> np.ndarray:
-    """One arm's pose (7,): position then quaternion x, y, z, w."""
-    return np.concatenate([pos, quat])
+    """One arm's pose (..., 7): position then quaternion x, y, z, w."""
+    return np.concatenate([pos, quat], axis=-1)
 
 
 def standard_features(arms: Sequence[str], tactile_markers: int = 0,

@@ -17,8 +17,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+
+from policy.rdp.contract import frame_features
+from slowfast_data.features import ACTION_KEY, IMAGE_PREFIX, POSE_KEY, per_arm
 
 from .bag import open_bag
 
@@ -217,18 +221,19 @@ def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict
         return v[i]
 
     arms = streams.arms
-    pose = np.concatenate([nearest((a, "tcp_pose")) for a in arms], axis=1)
-    frames = {
-        "observation.tcp_pose": pose,
-        "observation.wrench": np.concatenate([nearest((a, "tcp_wrench")) for a in arms], axis=1),
-        "observation.tactile": np.concatenate([nearest((a, "tactile/markers")).reshape(n, -1) for a in arms], axis=1),
-    }
+    # each arm's readings at the frame times, laid out as the policy's contract lays out a frame
+    poses = {a: nearest((a, "tcp_pose")) for a in arms}
+    wrenches = {a: nearest((a, "tcp_wrench")) for a in arms}
+    states = {a: SimpleNamespace(tcp_pos=poses[a][:, :3], tcp_quat=poses[a][:, 3:], wrench=wrenches[a],
+                                 tactile=nearest((a, "tactile/markers"))) for a in arms}
+    frames = frame_features(states, arms, frames=n)
+    pose = frames[POSE_KEY]
     if action == "target":
-        frames["action"] = np.concatenate([earlier((a, "target_tcp")) for a in arms], axis=1)
+        frames[ACTION_KEY] = per_arm([earlier((a, "target_tcp")) for a in arms], frames=n)
     else:
-        frames["action"] = np.concatenate([pose[1:], pose[-1:]], axis=0)
+        frames[ACTION_KEY] = np.concatenate([pose[1:], pose[-1:]], axis=0)
     for c in streams.cameras:
-        frames[f"observation.images.{c}"] = earlier((c, "image"))
+        frames[IMAGE_PREFIX + c] = earlier((c, "image"))
     lag = {k: float(a[ok].max()) if ok.any() else float(a.max()) for k, a in ages.items()}
     return frames, times, lag, ok
 

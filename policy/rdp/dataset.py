@@ -19,10 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
-from slowfast_data.features import ACTION_KEY, IMAGE_PREFIX, POSE_KEY, TACTILE_KEY, WRENCH_KEY
-from slowfast_data.geometry import absolute_to_relative, pose_to_pos_rot6d
+from slowfast_data.features import ACTION_KEY, IMAGE_PREFIX, POSE_KEY, TACTILE_KEY
+from slowfast_data.geometry import pose_to_pos_rot6d
 from slowfast_data.reader import LeRobotDataset
 
+from . import contract
 from .config import PolicyConfig
 from .normalizer import Normalizer
 
@@ -40,7 +41,7 @@ def split_episodes(ep_ids: Sequence[int], val_fraction: float, seed: int) -> tup
 
 
 def required_keys(cfg: PolicyConfig) -> list[str]:
-    keys = [POSE_KEY, ACTION_KEY, WRENCH_KEY if cfg.data.contact == "wrench" else TACTILE_KEY]
+    keys = [POSE_KEY, ACTION_KEY, contract.CONTACT_FEATURES[cfg.data.contact]]
     keys += [IMAGE_PREFIX + c for c in cfg.data.cameras]
     return keys
 
@@ -70,6 +71,7 @@ class ChunkSamples:
         self.proprio = normalizer.normalize("proprio", pose_to_pos_rot6d(pose))
         self.contact = normalizer.normalize("contact", contact_features(ds, cfg, normalizer))
         self.pose, self.action = pose, ds.data[ACTION_KEY]
+        self.window = contract.ObservationWindow.from_config(d, ds.fps)
         self.index = np.concatenate([np.arange(ds.ep_start[e], ds.ep_end[e]) for e in self.episodes]) \
             if self.episodes else np.zeros(0, np.int64)
         self.num_arms = a
@@ -97,8 +99,9 @@ class ChunkSamples:
                                    "std": np.array([0.25, 0.25, 0.25], np.float32)}
         cams = list(d.cameras) or list(ds.cameras)
         cfg.shapes.update({
-            "fps": ds.fps, "arms": ds.arms, "num_arms": a, "action_dim": a * 9, "proprio_dim": a * 9,
-            "contact_raw_dim": int(ds.data[WRENCH_KEY if d.contact == "wrench" else TACTILE_KEY].shape[1]),
+            "fps": ds.fps, "arms": ds.arms, "num_arms": a, "action_dim": a * contract.ACTION_WIDTH,
+            "proprio_dim": a * contract.ACTION_WIDTH,
+            "contact_raw_dim": contract.contact_width(d.contact, a, ds.tactile_markers),
             "contact_dim": a * (6 if d.contact == "wrench" else d.tactile_pca_dim),
             "tactile_markers": ds.tactile_markers, "cameras": cams if cfg.model_type != "rdp_tokenizer" else [],
         })
@@ -109,7 +112,18 @@ class ChunkSamples:
 
     def _frames(self, i: int, offsets: np.ndarray) -> np.ndarray:
         e = int(self.ds.episode_index[i])
-        return np.clip(i + offsets, self.ds.ep_start[e], self.ds.ep_end[e] - 1)
+        return contract.episode_rows(i, offsets, self.ds.ep_start[e], self.ds.ep_end[e])
+
+    def raw_observation(self, k: int) -> dict:
+        """Sample k's observation before normalisation, as the runtime's observation builder
+        (:meth:`policy.serving.SlowPlanner.observation`) makes it from a live stream:
+        ``tcp_pose`` (n_obs, A*7), ``contact`` (Ch, Craw) float32, and ``image_frames`` (n_obs,)
+        the episode frames of the images."""
+        i = int(self.index[k])
+        obs, hist = self._frames(i, self.window.obs_offsets), self._frames(i, self.window.contact_offsets)
+        e = int(self.ds.episode_index[i])
+        return {"tcp_pose": self.pose[obs], "contact": self.ds.data[contract.CONTACT_FEATURES[self.cfg.data.contact]][hist],
+                "image_frames": obs - self.ds.ep_start[e]}
 
     def preload(self) -> None:
         """Decode every video this sample set needs (otherwise decoded on first use)."""
@@ -128,8 +142,8 @@ class ChunkSamples:
         h = d.horizon
         act = self.norm.normalize("action", relative_chunk(self.ds, i, d.horizon))
         fut = self._frames(i, np.arange(h))
-        obs = self._frames(i, -d.obs_stride * np.arange(d.n_obs_steps)[::-1])
-        hist = self._frames(i, -np.arange(d.contact_history)[::-1])
+        obs = self._frames(i, self.window.obs_offsets)
+        hist = self._frames(i, self.window.contact_offsets)
         out = {"action": act, "contact": self.contact[fut], "obs_proprio": self.proprio[obs],
                "obs_contact": self.contact[hist]}
         if self.use_images and self.cameras:
@@ -144,15 +158,13 @@ def relative_chunk(ds: LeRobotDataset, i: int, horizon: int) -> np.ndarray:
     """The un-normalised training target at row ``i``: the actions of rows i .. i+horizon-1
     (the episode's last repeated) relative to the TCP pose of row i, (horizon, A*9)."""
     e = int(ds.episode_index[i])
-    fut = np.clip(i + np.arange(horizon), ds.ep_start[e], ds.ep_end[e] - 1)
-    return absolute_to_relative(ds.data[ACTION_KEY][fut], ds.data[POSE_KEY][i])
+    return contract.relative_chunk(ds.data[ACTION_KEY], ds.data[POSE_KEY], i, horizon, ds.ep_start[e], ds.ep_end[e])
 
 
 def contact_features(ds: LeRobotDataset, cfg: PolicyConfig, norm: Normalizer) -> np.ndarray:
     """Un-normalised per-frame contact feature (T, Dc): wrench, or tactile PCA embedding."""
-    if cfg.data.contact == "wrench":
-        return ds.data[WRENCH_KEY]
-    return norm.tactile_embedding(ds.data[TACTILE_KEY], ds.num_arms)
+    raw = ds.data[contract.CONTACT_FEATURES[cfg.data.contact]]
+    return raw if cfg.data.contact == "wrench" else norm.tactile_embedding(raw, ds.num_arms)
 
 
 def check_shapes(ds: LeRobotDataset, cfg: PolicyConfig) -> None:
