@@ -1,6 +1,6 @@
 """The policy's I/O contract: what a Reactive Diffusion Policy (or the DP baseline) reads and
 writes, defined once. Data generation (:mod:`sim.datagen`), bag conversion
-(:mod:`teleop_tactar.convert`), training samples (:mod:`policy.rdp.dataset`), the export
+(the teleop app's converter), training samples (:mod:`policy.rdp.dataset`), the export
 (runtime.json), both RDP nodes and the evaluator (through :mod:`policy.serving`) and the
 CLI's check of a policy against the sim all use it.
 
