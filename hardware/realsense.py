@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slowfast_data.camera import CameraIntrinsics
 
 
 class DeviceUnavailable(RuntimeError):
@@ -56,20 +57,6 @@ class RealSenseConfig:
             raise ValueError(f"fps: {self.fps} outside 1..300")
 
 
-@dataclass(frozen=True)
-class PinholeIntrinsics:
-    """Fields named as msgs.camera_info_msg expects them."""
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    frame_id: str
-    model: str = "none"
-    coeffs: tuple = (0.0, 0.0, 0.0, 0.0, 0.0)
-
-
 @dataclass
 class RGBDFrame:
     device_time_s: float          # frame timestamp in its domain, seconds
@@ -77,7 +64,7 @@ class RGBDFrame:
     frame_number: int
     color: np.ndarray             # (H, W, 3) uint8 RGB
     depth_mm: np.ndarray | None   # (H, W) uint16 millimetres aligned to colour; 0 = no data
-    intrinsics: PinholeIntrinsics
+    intrinsics: CameraIntrinsics
     received: float = 0.0         # time.monotonic() when the SDK handed the frame over (before aligning)
 
 
@@ -105,7 +92,7 @@ class RealSenseCamera:
         self._depth = self._color = None
         self._color_received = 0.0
         self._depth_scale_mm = 1.0
-        self.intrinsics: PinholeIntrinsics | None = None
+        self.intrinsics: CameraIntrinsics | None = None
         self.serial = ""
         self.unpaired = 0
         self._align = rs.align(rs.stream.color)
@@ -164,7 +151,7 @@ class RealSenseCamera:
         if self.cfg.depth and not depth:
             raise DeviceUnavailable(f"RealSense {self.serial}: no Z16 depth stream {want}")
         i = color[1].as_video_stream_profile().get_intrinsics()
-        self.intrinsics = PinholeIntrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, self.cfg.frame_id,
+        self.intrinsics = CameraIntrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, self.cfg.frame_id,
                                             str(i.model).rsplit(".", 1)[-1], tuple(float(c) for c in i.coeffs))
         self._syncer = rs.syncer(4)
         self._sensors = []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policy.rdp.geometry import quat_to_matrix_one, rel_to_abs_one
+from slowfast_data.geometry import quat_to_matrix_one, rel_to_abs_one
 
 
 

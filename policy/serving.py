@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policy.rdp.geometry import quat_to_matrix_one
+from policy.rdp.contract import ObservationWindow, contact_kind, contact_vector
 from policy.rdp.handover import HANDOVERS, Issued, build_guide
 from policy.reactive import Chunk, StampedBuffer
+from slowfast_data.features import per_arm, pose_vector
+from slowfast_data.geometry import quat_to_matrix_one
 
 
 # ------------------------------------------------------------------------------ state
@@ -128,6 +130,14 @@ class ArmHistory:
         self._b = {(a, k): StampedBuffer(seconds) for a in self.arms for k in KINDS}
         self.fillers = {a: MarkerFiller() for a in self.arms}
 
+    def add_state(self, arm: str, stamp: float, state, tactile: bool = True) -> None:
+        """One arm's measured state (anything with ``tcp_pos``, ``tcp_quat``, ``wrench`` and
+        ``tactile``, e.g. :class:`sim.types.ArmState`), all captured at ``stamp``."""
+        self.add(arm, "pose", stamp, pose_vector(state.tcp_pos, state.tcp_quat))
+        self.add(arm, "wrench", stamp, state.wrench)
+        if tactile:
+            self.add(arm, "tactile", stamp, state.tactile)
+
     def add(self, arm: str, kind: str, stamp: float, value) -> None:
         if kind == "tactile":
             value = self.fillers[arm].fill(stamp, value)
@@ -222,12 +232,14 @@ class SlowPlanner:
         meta = policy.meta
         self.policy = policy
         self.kind = "latent" if meta["model_type"] in ("rdp_ldp", "rdp_tokenizer") else "action"
-        self.step_dt = 1.0 / float(meta["fps"])
+        # the policy's history lengths (read from its runtime.json), the export's stride and rate
+        self.window = ObservationWindow(int(policy.n_obs), int(meta.get("obs_stride", 1)), int(policy.history),
+                                        float(meta["fps"]))
+        self.step_dt = self.window.step_dt
         self.compression = int(meta.get("compression", 1)) if self.kind == "latent" else 1
         self.row_dt = self.step_dt * self.compression
         self.horizon = int(meta["horizon"])
-        self.obs_stride = int(meta.get("obs_stride", 1))
-        self.contact_kind = "tactile" if meta.get("contact", "wrench") == "tactile" else "wrench"
+        self.contact_kind = contact_kind(meta)
         self.image_tolerance = image_tolerance
         self.num_inference_steps = num_inference_steps or None
         if handover not in HANDOVERS:
@@ -262,21 +274,16 @@ class SlowPlanner:
         return now >= self.next_due - 1e-9
 
     def obs_times(self, t_obs: float) -> list[float]:
-        n = self.policy.n_obs
-        return [t_obs - (n - 1 - i) * self.obs_stride * self.step_dt for i in range(n)]
+        return self.window.obs_times(t_obs)
 
-    def contact_times(self, t_obs: float) -> list[float]:
-        h = self.policy.history
-        return [t_obs - (h - 1 - j) * self.step_dt for j in range(h)]
-
-    def plan(self, now: float, t_obs: float, history: ArmHistory, images: ImageHistory | None,
-             episode_time: float | None = None) -> tuple[np.ndarray | None, str | None]:
-        """The cycle started at ``now`` on the observation of ``t_obs``: (chunk, None), or
-        (None, why the cycle was skipped). A chunk makes the next cycle due a period after ``now``."""
+    def observation(self, t_obs: float, history: ArmHistory, images: ImageHistory | None):
+        """The model's observation at ``t_obs`` (the window of :mod:`policy.rdp.contract`):
+        ((frames {camera: (n_obs, H, W, 3)} or None, tcp_pose (n_obs, A*7), contact (Ch, Craw)
+        float32), None), or (None, why there is none)."""
         tol = max(self.step_dt, 0.01)
-        times = self.obs_times(t_obs)
+        times = self.window.obs_times(t_obs)
         poses = [history.at("pose", t, tol) for t in times]
-        contacts = [history.at(self.contact_kind, t, tol) for t in self.contact_times(t_obs)]
+        contacts = [history.at(self.contact_kind, t, tol) for t in self.window.contact_times(t_obs)]
         if any(x is None for x in poses) or any(x is None for x in contacts):
             return None, "history_incomplete"
         frames = None
@@ -287,8 +294,18 @@ class SlowPlanner:
                 if any(f is None for f in seq):
                     return None, "no_image_at_stamp"
                 frames[cam] = np.stack(seq)
-        tcp = np.stack([np.concatenate(p) for p in poses]).astype(np.float32)
-        contact = np.stack([np.concatenate([np.asarray(c).reshape(-1) for c in cs]) for cs in contacts]).astype(np.float32)
+        tcp = np.stack([per_arm(p) for p in poses]).astype(np.float32)
+        contact = np.stack([per_arm(cs) for cs in contacts]).astype(np.float32)
+        return (frames, tcp, contact), None
+
+    def plan(self, now: float, t_obs: float, history: ArmHistory, images: ImageHistory | None,
+             episode_time: float | None = None) -> tuple[np.ndarray | None, str | None]:
+        """The cycle started at ``now`` on the observation of ``t_obs``: (chunk, None), or
+        (None, why the cycle was skipped). A chunk makes the next cycle due a period after ``now``."""
+        obs, why = self.observation(t_obs, history, images)
+        if obs is None:
+            return None, why
+        frames, tcp, contact = obs
         kw = {"num_inference_steps": self.num_inference_steps}
         if getattr(self.policy, "wants_episode_time", False):
             kw["episode_time"] = episode_time
@@ -321,7 +338,7 @@ class SlowPlanner:
         if self.kind == "latent":
             def contact_before(stamp):
                 parts = history.before(self.contact_kind, stamp)
-                return None if parts is None else np.concatenate([np.ravel(p) for p in parts])
+                return None if parts is None else per_arm(parts)
             latest = contact_before(t_obs)
         arrival = now + self.latency_estimate()
         return build_guide(self.issued, t_obs, start_pose, arrival, self.step_dt, self.horizon,
@@ -394,7 +411,7 @@ class FastController:
             parts = [s.wrench for s in snap.values()]
             stamp = min(s.wrench_stamp for s in snap.values())
         # a new array each tick: the executor keeps it in its contact history
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.float32), stamp
+        return contact_vector(parts), stamp
 
     def tick(self, now: float, snap: dict[str, ArmSnapshot], pending=None, estop: bool | None = None,
              history: ArmHistory | None = None) -> TickResult:

@@ -10,8 +10,10 @@ if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
     _os.environ["MUJOCO_GL"] = "egl"
     _os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
+from slowfast_data.camera import CameraIntrinsics  # noqa: E402
+
 from .config import TASKS, SimConfig  # noqa: E402
-from .types import ArmState, CameraIntrinsics
+from .types import ArmState  # noqa: E402
 
 
 def __getattr__(name):  # heavy imports (mujoco) only when used

@@ -1,7 +1,8 @@
 """Expert demonstrations straight from the synchronous sim into a LeRobot-v3 dataset.
 
 The ROS-free path for tests and quick experiments: no DDS, no recorder, the same dataset
-contract (:mod:`teleop_tactar.dataset`) the recorder/converter path produces. Each frame
+contract (:mod:`slowfast_data.writer`, frames by :func:`policy.rdp.contract.frame_features`)
+the recorder/converter path produces. Each frame
 holds what the robot measured at that instant (TCP pose, wrist wrench, tactile field, the
 scene camera) and, as the action, the target pose the expert commanded at that instant.
 """
@@ -24,11 +25,13 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     camera: False writes no images (for policies that see only proprioception and touch).
     episode_runner: ``(env, on_step) -> metrics`` running one episode and calling
     ``on_step(t, states, command)`` at ``control_hz`` (default: the expert commanding the arm
-    directly; ``teleop_tactar.demonstrator`` has the teleop path). ``label`` goes into each
+    directly; the teleop app passes its own runner). ``label`` goes into each
     episode's task string. ``only_success``: write only the episodes that succeeded at their
     task. Returns the dataset folder. Raises ValueError on bad arguments, or when no episode
     was written."""
-    from teleop_tactar.dataset import EPISODE_SEEDS_PATH, DatasetWriter
+    from policy.rdp.contract import frame_features
+    from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH, IMAGE_PREFIX, per_arm, pose_vector
+    from slowfast_data.writer import DatasetWriter
 
     from .config import SimConfig
     from .env import SimEnv
@@ -53,20 +56,18 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     try:
         for ep in range(episodes):
             env.reset(seed=seed + ep)
-            keys = ["observation.tcp_pose", "observation.wrench", "observation.tactile", "action"]
-            frames: dict[str, list] = {k: [] for k in keys + (["observation.images.camera"] if camera else [])}
+            frames: dict[str, list] = {}
             tick = [0]
 
             def on_step(t, states, cmd):
                 if tick[0] % every == 0:
                     arms = env.arms
-                    frames["observation.tcp_pose"].append(
-                        np.concatenate([np.concatenate([states[a].tcp_pos, states[a].tcp_quat]) for a in arms]))
-                    frames["observation.wrench"].append(np.concatenate([states[a].wrench for a in arms]))
-                    frames["observation.tactile"].append(np.concatenate([states[a].tactile.reshape(-1) for a in arms]))
-                    frames["action"].append(np.concatenate([np.concatenate([cmd[a][0], cmd[a][1]]) for a in arms]))
+                    row = frame_features(states, arms)
+                    row[ACTION_KEY] = per_arm([pose_vector(*cmd[a][:2]) for a in arms])
                     if camera:
-                        frames["observation.images.camera"].append(env.render())
+                        row[IMAGE_PREFIX + "camera"] = env.render()
+                    for k, v in row.items():
+                        frames.setdefault(k, []).append(v)
                 tick[0] += 1
 
             if episode_runner is None:

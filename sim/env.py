@@ -36,8 +36,9 @@ from .config import SimConfig
 from .metrics import count_drops, force_metrics
 from .scene import build_scene
 from .tactile import TactileModel
-from .transforms import axis_angle_quat, wxyz_to_xyzw, xyzw_to_wxyz
-from .types import ArmState, CameraIntrinsics
+from slowfast_data.camera import CameraIntrinsics
+from slowfast_data.geometry import axis_angle_quat, wxyz_to_xyzw, xyzw_to_wxyz
+from .types import ArmState
 
 WIPE_PATH = np.array([[-0.15, -0.04], [0.15, -0.04], [0.15, 0.04], [-0.15, 0.04]])  # world xy, m
 WIPE_RADIUS = 0.02      # m: a path sample within this distance of the TCP is under the pad

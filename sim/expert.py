@@ -24,7 +24,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .transforms import axis_angle_quat, quat_to_mat, wxyz_to_xyzw, xyzw_to_wxyz
+from slowfast_data.geometry import axis_angle_quat, quat_wxyz_to_matrix, wxyz_to_xyzw, xyzw_to_wxyz
 
 Command = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
@@ -39,11 +39,11 @@ def _lowpass(prev: float, x: float, dt: float, tau: float) -> float:
 
 
 def _pad_normal_tool(quat_xyzw) -> np.ndarray:
-    return quat_to_mat(xyzw_to_wxyz(quat_xyzw))[:, 2]
+    return quat_wxyz_to_matrix(xyzw_to_wxyz(quat_xyzw))[:, 2]
 
 
 def _pad_axes_tool(quat_xyzw) -> np.ndarray:
-    return quat_to_mat(xyzw_to_wxyz(quat_xyzw))
+    return quat_wxyz_to_matrix(xyzw_to_wxyz(quat_xyzw))
 
 
 class WipeExpert:
@@ -168,7 +168,7 @@ class LiftExpert:
         self.axes = {a: _pad_axes_tool(spec["pad_quat_tool_xyzw"][a]) for a in self.arms}
         box = np.asarray(spec["box_pos"], float)
         # inward direction of each paddle in the world (pad normal at the home orientation)
-        self.inward = {a: quat_to_mat(xyzw_to_wxyz(self.quat[a])) @ self.axes[a][:, 2] for a in self.arms}
+        self.inward = {a: quat_wxyz_to_matrix(xyzw_to_wxyz(self.quat[a])) @ self.axes[a][:, 2] for a in self.arms}
         self.box = box
         self.reset()
 

@@ -62,7 +62,7 @@ class PolicyEvaluator:
 
     def __init__(self, export_dir, task: str, safety, timing: ServingTiming, perturb: bool = True,
                  slow=None, episode_seconds: float | None = None, seed: int = 0):
-        from policy.fileio import read_json
+        from slowfast_data.fileio import read_json
         from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime
         from policy.serving import ArmHistory, ImageHistory, SlowPlanner
 
@@ -153,10 +153,7 @@ class PolicyEvaluator:
                     snap[a] = ArmSnapshot(pose_stamp=now, tcp_pos=s.tcp_pos, tcp_quat=s.tcp_quat, tcp_linvel=s.tcp_linvel,
                                           tcp_angvel=s.tcp_angvel, wrench_stamp=now, wrench=s.wrench,
                                           tactile_stamp=now, tactile=s.tactile)
-                    self.history.add(a, "pose", now, np.concatenate([s.tcp_pos, s.tcp_quat]))
-                    self.history.add(a, "wrench", now, s.wrench)
-                    if tactile:
-                        self.history.add(a, "tactile", now, s.tactile)
+                    self.history.add_state(a, now, s, tactile)
                 if step == 0:
                     controller.restart(snap)
                 last_sensor = now

@@ -1,4 +1,5 @@
-"""Plain data types crossing the simulator's API boundary (quaternions are x, y, z, w)."""
+"""Plain data types crossing the simulator's API boundary (quaternions are x, y, z, w); camera
+intrinsics are :class:`slowfast_data.camera.CameraIntrinsics`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,16 +20,3 @@ class ArmState:
     wrench: np.ndarray       # (6,) fx, fy, fz, tx, ty, tz in the tool frame f"{arm}_tool"; N, N·m
     tactile: np.ndarray      # (n_markers, 4) float32: x, y, dx, dy in the pad frame, m
     gripper: Optional[Tuple[float, float]] = None   # (width m, force N); None: no gripper
-
-
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    """Pinhole intrinsics of a rendered camera (pixels), ROS CameraInfo style."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    frame_id: str

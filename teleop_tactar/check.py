@@ -1,6 +1,6 @@
 """Check a converted demonstration dataset for what a policy must not learn from.
 
-Per episode, from the dataset's own frames (LeRobot v3 layout, :mod:`teleop_tactar.dataset`):
+Per episode, from the dataset's own frames (LeRobot v3 layout, :mod:`slowfast_data.writer`):
 
 * ``start_gap_m``: distance from the commanded target to the measured TCP at frame 0, per
   arm (largest). A target far from the arm at the start is a lunge: a controller that
@@ -67,7 +67,8 @@ def _longest_frozen(pose: np.ndarray, action: np.ndarray) -> int:
 def check_dataset(root: str | Path, max_step: float | None = None, max_speed: float | None = None) -> dict:
     """{"episodes": [EpisodeReport as dict], "defects": n, "conversion": {...} or None,
     "bounds": {...}}. Bounds default to the safety filter's defaults (policy.safety)."""
-    from policy.rdp.dataset import ACTION_KEY, POSE_KEY, LeRobotDataset
+    from slowfast_data.features import ACTION_KEY, POSE_KEY
+    from slowfast_data.reader import LeRobotDataset
     from policy.safety import SafetyConfig
 
     defaults = SafetyConfig()

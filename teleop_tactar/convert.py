@@ -1,4 +1,4 @@
-"""Recorded episode bags -> a LeRobot-v3-layout dataset (:mod:`teleop_tactar.dataset`).
+"""Recorded episode bags -> a LeRobot-v3-layout dataset (:mod:`slowfast_data.writer`).
 
 Per bag: every stream is resampled by capture stamp (``header.stamp``) onto one frame grid
 at ``fps`` (the dataset's single rate, which the contract requires of videos too): TCP pose,
@@ -17,8 +17,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+
+from policy.rdp.contract import frame_features
+from slowfast_data.features import ACTION_KEY, IMAGE_PREFIX, POSE_KEY, per_arm
 
 from .bag import open_bag
 
@@ -217,18 +221,19 @@ def resample(streams: Streams, fps: float, action: str = "target") -> tuple[dict
         return v[i]
 
     arms = streams.arms
-    pose = np.concatenate([nearest((a, "tcp_pose")) for a in arms], axis=1)
-    frames = {
-        "observation.tcp_pose": pose,
-        "observation.wrench": np.concatenate([nearest((a, "tcp_wrench")) for a in arms], axis=1),
-        "observation.tactile": np.concatenate([nearest((a, "tactile/markers")).reshape(n, -1) for a in arms], axis=1),
-    }
+    # each arm's readings at the frame times, laid out as the policy's contract lays out a frame
+    poses = {a: nearest((a, "tcp_pose")) for a in arms}
+    wrenches = {a: nearest((a, "tcp_wrench")) for a in arms}
+    states = {a: SimpleNamespace(tcp_pos=poses[a][:, :3], tcp_quat=poses[a][:, 3:], wrench=wrenches[a],
+                                 tactile=nearest((a, "tactile/markers"))) for a in arms}
+    frames = frame_features(states, arms, frames=n)
+    pose = frames[POSE_KEY]
     if action == "target":
-        frames["action"] = np.concatenate([earlier((a, "target_tcp")) for a in arms], axis=1)
+        frames[ACTION_KEY] = per_arm([earlier((a, "target_tcp")) for a in arms], frames=n)
     else:
-        frames["action"] = np.concatenate([pose[1:], pose[-1:]], axis=0)
+        frames[ACTION_KEY] = np.concatenate([pose[1:], pose[-1:]], axis=0)
     for c in streams.cameras:
-        frames[f"observation.images.{c}"] = earlier((c, "image"))
+        frames[IMAGE_PREFIX + c] = earlier((c, "image"))
     lag = {k: float(a[ok].max()) if ok.any() else float(a.max()) for k, a in ages.items()}
     return frames, times, lag, ok
 
@@ -287,7 +292,7 @@ def convert_bags(bags, out, fps: float = 50.0, action: str = "target", only_succ
     Returns {"dataset": path or None, "episodes": [per bag: frames kept, dropped_frames,
     parts, ...], "errors": {bag: reason}, "not_success": [bags left out by ``only_success``],
     "max_lag_s": the largest offset kept}."""
-    from .dataset import DatasetWriter, check_output_folder
+    from slowfast_data.writer import DatasetWriter, check_output_folder
 
     if progress == "stderr":
         progress = sys.stderr

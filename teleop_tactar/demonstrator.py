@@ -44,7 +44,7 @@ def teleop_episode_runner(safety_config, timing: TeleopTiming | None = None,
     """A ``(env, on_step) -> metrics`` runner: one episode of the scripted operator through
     the teleop path. ``on_step(t, states, command)`` is called at every safety-filter tick
     with the measured states and the filtered command {arm: (pos, quat)}."""
-    from policy.rdp.geometry import quat_to_matrix_one
+    from slowfast_data.geometry import quat_to_matrix_one
     from policy.safety import SafetyFilter
 
     timing = timing or TeleopTiming()

@@ -7,14 +7,14 @@ w, x, y, z quaternion), then rotate by ``UNITY_TO_WORLD``::
     robot x = Unity z (forward)     robot y = -Unity x (left)     robot z = Unity y (up)
 
 Quaternions here are x, y, z, w (ROS order) unless a name says ``wxyz`` (the app's order).
-The quaternion helpers are policy.rdp.geometry's single-pose ones, re-exported.
+The quaternion helpers are slowfast_data.geometry's single-pose ones, re-exported.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from policy.rdp.geometry import matrix_to_quat_one as matrix_to_quat  # noqa: F401 - part of this API
-from policy.rdp.geometry import quat_to_matrix_one as quat_to_matrix
+from slowfast_data.geometry import matrix_to_quat_one as matrix_to_quat  # noqa: F401 - part of this API
+from slowfast_data.geometry import quat_to_matrix_one as quat_to_matrix
 
 UNITY_TO_WORLD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 _MIRROR = np.diag([1.0, -1.0, 1.0])

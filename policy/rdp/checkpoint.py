@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from policy.fileio import load_safetensors, read_json
+from slowfast_data.fileio import load_safetensors, read_json
 
 from .config import MODEL_TYPES, PolicyConfig
 from .normalizer import Normalizer

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .contract import window_meta
 from .models import ContactFeaturizer, ProprioFeaturizer
 
 OPSET = 17
@@ -166,8 +167,7 @@ def export_checkpoint(ckpt_dir: str | Path, out: str | Path, tolerance: float = 
     meta: dict = {
         "format_version": 1, "model_type": cfg.model_type, "source": str(Path(ckpt_dir).resolve()),
         "shapes": cfg.shapes, "contact": cfg.data.contact, "horizon": cfg.data.horizon,
-        "n_obs_steps": cfg.data.n_obs_steps, "obs_stride": cfg.data.obs_stride,
-        "contact_history": cfg.data.contact_history, "image_size": list(cfg.data.image_size),
+        **window_meta(cfg.data), "image_size": list(cfg.data.image_size),
         "fps": cfg.shapes.get("fps"), "files": {}, "max_abs_error": {},
     }
     tok = ckpt if cfg.model_type == "rdp_tokenizer" else ckpt.tokenizer

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import absolute_to_relative, relative_to_absolute
+from slowfast_data.geometry import absolute_to_relative, relative_to_absolute
 
 HANDOVERS = ("blend", "inpaint")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slowfast_data.geometry import rot6d_to_matrix_torch  # noqa: F401  (re-exported for runtime users)
+
 from .config import PolicyConfig
 from .diffusion import DiffusionModel, ObsEncoder
-from .geometry import rot6d_to_matrix_torch  # noqa: F401  (re-exported for runtime users)
 from .normalizer import Normalizer
 from .tokenizer import AsymmetricTokenizer
 

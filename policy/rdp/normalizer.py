@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policy.fileio import read_json
+from slowfast_data.fileio import read_json
 
 STD_FLOOR = 1e-3
 

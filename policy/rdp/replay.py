@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from policy.fileio import read_json
-from teleop_tactar.dataset import EPISODE_SEEDS_PATH
+from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH, POSE_KEY
+from slowfast_data.fileio import read_json
+from slowfast_data.reader import LeRobotDataset
 
-from .dataset import ACTION_KEY, POSE_KEY, LeRobotDataset, relative_chunk
+from .dataset import relative_chunk
 
 
 

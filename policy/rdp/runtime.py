@@ -34,9 +34,8 @@ from typing import Mapping
 
 import numpy as np
 
-from policy.fileio import read_json
-
-from .geometry import absolute_to_relative, relative_to_absolute  # noqa: F401  (the pose helpers)
+from slowfast_data.fileio import read_json
+from slowfast_data.geometry import absolute_to_relative, relative_to_absolute  # noqa: F401  (the pose helpers)
 
 __all__ = ["DecoderRuntime", "SlowPolicyRuntime", "TorchDecoderRuntime", "TorchSlowPolicy",
            "relative_to_absolute", "absolute_to_relative", "make_session"]
@@ -436,6 +435,7 @@ class TorchSlowPolicy(_SlowBase):
         import torch
 
         from .checkpoint import load_checkpoint
+        from .contract import window_meta
         from .export import DenoiserExport, ObsEncoderExport
 
         ck = load_checkpoint(ckpt_dir, expect=("rdp_ldp", "dp"))
@@ -443,8 +443,8 @@ class TorchSlowPolicy(_SlowBase):
         c = ck.config
         target = "latent" if c.model_type == "rdp_ldp" else "action"
         m, s = ck.normalizer.mean_std(target)
-        self.meta = {"model_type": c.model_type, "cameras": c.shapes.get("cameras", []), "n_obs_steps": c.data.n_obs_steps,
-                     "contact_history": c.data.contact_history, "image_size": list(c.data.image_size), "shapes": c.shapes,
+        self.meta = {"model_type": c.model_type, "cameras": c.shapes.get("cameras", []), **window_meta(c.data),
+                     "image_size": list(c.data.image_size), "shapes": c.shapes,
                      "target_len": model.target_len, "target_dim": model.target_dim,
                      "target_norm": {"mean": m.tolist(), "std": s.tolist()}, "diffusion": c.diffusion.to_dict()}
         self._setup(self.meta)

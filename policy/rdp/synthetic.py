@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import matrix_to_quat
+from slowfast_data.geometry import matrix_to_quat
 
 
 def make_episode(rng: np.random.Generator, length: int, arms: int = 1, markers: int = 8,
@@ -65,8 +65,8 @@ def make_episode(rng: np.random.Generator, length: int, arms: int = 1, markers: 
 def make_dataset(root: str | Path, episodes: int = 6, length: int = 60, fps: float = 50.0, arms: int = 1,
                  markers: int = 8, image_size: tuple[int, int] | None = (32, 48), seed: int = 0,
                  force_gain: float = 0.01) -> Path:
-    """Write a synthetic dataset with the :class:`teleop_tactar.dataset.DatasetWriter`."""
-    from teleop_tactar.dataset import DatasetWriter
+    """Write a synthetic dataset with the :class:`slowfast_data.writer.DatasetWriter`."""
+    from slowfast_data.writer import DatasetWriter
 
     rng = np.random.default_rng(seed)
     names = ["right", "left"][:arms] if arms <= 2 else [f"arm{i}" for i in range(arms)]

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from slowfast_data.reader import LeRobotDataset
+
 from .checkpoint import load_checkpoint, load_training_state, read_config, save_checkpoint
 from .config import PolicyConfig, preset
-from .dataset import ChunkSamples, LeRobotDataset, check_shapes, required_keys, split_episodes
+from .dataset import ChunkSamples, check_shapes, required_keys, split_episodes
 from .models import build_model
 from .normalizer import Normalizer
 
@@ -167,7 +169,7 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
     torch.manual_seed(tc.seed)
     model = build_model(cfg, norm)
     if resume:
-        from policy.fileio import load_safetensors
+        from slowfast_data.fileio import load_safetensors
         model.load_state_dict(load_safetensors(out / "model.safetensors"))
     use_ema = model_type in ("rdp_ldp", "dp")
     ema = None
@@ -176,7 +178,7 @@ def train(kind: str, dataset: str | Path, out: str | Path, cfg: PolicyConfig | N
         ema = EMAModel(model.parameters(), decay=cfg.diffusion.ema_max_decay, use_ema_warmup=True,
                        power=cfg.diffusion.ema_power, inv_gamma=1.0)
         if resume and (out / "ema.safetensors").is_file():
-            from policy.fileio import load_safetensors
+            from slowfast_data.fileio import load_safetensors
             saved = load_safetensors(out / "ema.safetensors")
             names = [n for n, _ in model.named_parameters()]
             ema.shadow_params = [saved[n].clone() for n in names]

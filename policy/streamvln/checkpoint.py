@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, SiglipVisionConfig
 
-from policy.fileio import open_safetensors, read_json
+from slowfast_data.fileio import open_safetensors, read_json
 
 from .config import VisionLanguageConfig
 from .model import StreamVLNModel

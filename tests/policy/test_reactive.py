@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from policy.rdp.geometry import absolute_to_relative
+from slowfast_data.geometry import absolute_to_relative
 from policy.reactive import Chunk, ReactiveExecutor
 
 DT = 0.02          # dataset step (50 Hz)
@@ -74,8 +74,8 @@ def test_expired_chunk_holds_and_bad_chunks_are_rejected_and_counted():
 
 
 def test_the_per_tick_conversion_matches_the_batched_geometry():
-    from policy.rdp.geometry import absolute_to_relative, relative_to_absolute
-    from policy.rdp.geometry import quat_to_matrix_one, rel_to_abs_one
+    from slowfast_data.geometry import absolute_to_relative, relative_to_absolute
+    from slowfast_data.geometry import quat_to_matrix_one, rel_to_abs_one
 
     rng = np.random.default_rng(3)
     for _ in range(20):

@@ -51,7 +51,7 @@ def test_a_damaged_training_checkpoint_is_one_line_on_resume(tmp_path, checkpoin
 
 @pytest.mark.slow
 def test_the_resume_loader_names_a_damaged_weight_file(checkpoint):
-    from policy.fileio import load_safetensors
+    from slowfast_data.fileio import load_safetensors
 
     _truncate(checkpoint / "model.safetensors", 0.3)
     with pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors file"):

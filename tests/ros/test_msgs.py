@@ -56,7 +56,7 @@ def test_images_rgb_depth_and_camera_info():
     _, d = msgs.depth_from_msg(m)
     assert d[0, 0] == pytest.approx(1.234, abs=1e-3) or d[0, 0] == pytest.approx(1.235, abs=1e-3)
     assert np.isnan(d[0, 1]) and np.isnan(d[1, 0]) and np.isnan(d[1, 1])  # invalid -> 0 mm -> NaN
-    intr = msgs.Intrinsics(320, 240, 300.0, 301.0, 160.5, 119.5, "cam_optical")
+    intr = msgs.CameraIntrinsics(320, 240, 300.0, 301.0, 160.5, 119.5, "cam_optical")
     back = msgs.intrinsics_from_msg(msgs.camera_info_msg(0.0, intr))
     assert back == intr
 

@@ -223,7 +223,7 @@ class _Sensors:
             m.encoding = encoding
             self.color.publish(m)
         self.depth.publish(msgs.depth_msg_mm(t + skew, "cam", np.full(depth_size, 2.0)))
-        self.info.publish(msgs.camera_info_msg(t, msgs.Intrinsics(64, 48, 40.0, 40.0, 32.0, 24.0, "cam")))
+        self.info.publish(msgs.camera_info_msg(t, msgs.CameraIntrinsics(64, 48, 40.0, 40.0, 32.0, 24.0, "cam")))
 
     def run(self, seconds, frames=True, odom=True, **frame_kw):
         end = time.monotonic() + seconds

@@ -54,7 +54,7 @@ def test_scripted_record_then_convert(tmp_path, capsys, free_port):
     assert "truncated" in cap.err and "episode_0001" in cap.err             # kept in part, and says so
     assert "2 episode(s)" in out
 
-    from policy.rdp.dataset import LeRobotDataset
+    from slowfast_data.reader import LeRobotDataset
     d = LeRobotDataset(ds, require=["observation.tcp_pose", "observation.wrench", "observation.tactile", "action"],
                        fps=FPS)
     assert d.ep_ids == [0, 1] and d.cameras == ["camera"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sim import SimConfig, SimEnv
-from sim.transforms import axis_angle_quat, wxyz_to_xyzw
+from slowfast_data.geometry import axis_angle_quat, wxyz_to_xyzw
 
 
 def _env():
@@ -112,11 +112,11 @@ def test_lift_wrench_normal_along_pad():
         inward = -np.sign(pos[1])
         env.set_target(arm, pos + np.array([0, inward * 0.05, 0]), quat)
     env.step(800)
-    from sim.transforms import quat_to_mat, xyzw_to_wxyz
+    from slowfast_data.geometry import quat_wxyz_to_matrix, xyzw_to_wxyz
 
     for arm in env.arms:
         s = env.observe(arm)
-        n = quat_to_mat(xyzw_to_wxyz(spec["pad_quat_tool_xyzw"][arm]))[:, 2]
+        n = quat_wxyz_to_matrix(xyzw_to_wxyz(spec["pad_quat_tool_xyzw"][arm]))[:, 2]
         fn = -float(s.wrench[:3] @ n)
         assert fn == pytest.approx(env.contact_normal_force(arm), rel=0.02, abs=0.3)
         assert fn > 5.0

@@ -6,7 +6,7 @@ import numpy as np
 
 from policy.rdp.synthetic import make_episode
 from teleop_tactar.check import check_dataset
-from teleop_tactar.dataset import DatasetWriter
+from slowfast_data.writer import DatasetWriter
 from tests.ros.test_cli import slowfast
 
 

@@ -4,7 +4,7 @@ lunge, the command within the filter's limits, no stale frame), and it is determ
 import numpy as np
 import pytest
 
-from policy.rdp.dataset import LeRobotDataset
+from slowfast_data.reader import LeRobotDataset
 from teleop_tactar.check import check_dataset
 from tests.ros.test_cli import slowfast
 

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from policy.rdp.dataset import ChunkSamples, LeRobotDataset, required_keys
+from policy.rdp.dataset import ChunkSamples, required_keys
+from slowfast_data.reader import LeRobotDataset
 from policy.rdp.synthetic import make_dataset, make_episode
-from teleop_tactar.dataset import DatasetWriter
+from slowfast_data.writer import DatasetWriter
 
 
 def test_writer_layout(dataset):

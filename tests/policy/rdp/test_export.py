@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from policy.rdp.checkpoint import load_checkpoint
-from policy.rdp.geometry import absolute_to_relative, relative_to_absolute, rot6d_to_matrix
+from slowfast_data.geometry import absolute_to_relative, relative_to_absolute, rot6d_to_matrix
 from policy.rdp.runtime import DecoderRuntime, SlowPolicyRuntime, TorchDecoderRuntime, TorchSlowPolicy
 
 pytestmark = pytest.mark.slow   # trains tiny models (the session fixture)

@@ -3,7 +3,7 @@ latency-aware slow schedule (SlowPlanner) and the latent path of the reactive ex
 import numpy as np
 import pytest
 
-from policy.rdp.geometry import absolute_to_relative, relative_to_absolute
+from slowfast_data.geometry import absolute_to_relative, relative_to_absolute
 from policy.rdp.handover import Issued, action_guide, build_guide, handover_step, rtc_weights
 
 START = np.array([0.1, 0.0, 0.3, 0.0, 0.0, 0.0, 1.0])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from policy.rdp.config import TokenizerConfig
-from policy.rdp.dataset import ChunkSamples, LeRobotDataset, required_keys
+from policy.rdp.dataset import ChunkSamples, required_keys
+from slowfast_data.reader import LeRobotDataset
 from policy.rdp.models import build_model
 from policy.rdp.synthetic import make_dataset
 from policy.rdp.tokenizer import AsymmetricTokenizer

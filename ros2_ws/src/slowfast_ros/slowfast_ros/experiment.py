@@ -359,7 +359,7 @@ class Experiment:
     def oracle(self) -> None:
         """Each method's runtime serving the demonstrations' own chunks on their own seeds:
         what the runtime loses against the demonstrator (`slowfast demos` datasets only)."""
-        from teleop_tactar.dataset import EPISODE_SEEDS_PATH  # noqa: PLC0415
+        from slowfast_data.features import EPISODE_SEEDS_PATH  # noqa: PLC0415
 
         seeds_file = self.out / "dataset" / EPISODE_SEEDS_PATH
         if not self.s.oracle_episodes or not seeds_file.is_file():

@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointFie
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from sim.types import CameraIntrinsics
+from slowfast_data.camera import CameraIntrinsics
 
 # ---------------------------------------------------------------- time
 
@@ -206,10 +206,6 @@ def depth_from_msg(msg: Image) -> tuple[float, np.ndarray]:
     return stamp, out
 
 
-# Pinhole intrinsics on the numpy side: the one dataclass the sim's cameras already use.
-Intrinsics = CameraIntrinsics
-
-
 def camera_info_msg(stamp: float, intr) -> CameraInfo:
     """Pinhole intrinsics (any object with width, height, fx, fy, cx, cy, frame_id) ->
     CameraInfo with the plumb_bob model and zero distortion."""
@@ -226,11 +222,11 @@ def camera_info_msg(stamp: float, intr) -> CameraInfo:
     return msg
 
 
-def intrinsics_from_msg(msg: CameraInfo) -> Intrinsics:
+def intrinsics_from_msg(msg: CameraInfo) -> CameraIntrinsics:
     k = msg.k
     if k[0] <= 0 or k[4] <= 0:
         raise ValueError("CameraInfo has no valid focal length (K[0], K[4] must be > 0)")
-    return Intrinsics(msg.width, msg.height, k[0], k[4], k[2], k[5], msg.header.frame_id)
+    return CameraIntrinsics(msg.width, msg.height, k[0], k[4], k[2], k[5], msg.header.frame_id)
 
 
 # ---------------------------------------------------------------- policy chunks

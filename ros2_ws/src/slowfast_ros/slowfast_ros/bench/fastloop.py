@@ -85,7 +85,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
              fast: dict | None = None) -> dict:
     import psutil  # noqa: PLC0415
 
-    from policy.fileio import read_json  # noqa: PLC0415
+    from slowfast_data.fileio import read_json  # noqa: PLC0415
     from slowfast_ros import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 

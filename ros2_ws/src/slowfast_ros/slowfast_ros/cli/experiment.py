@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                        "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
                                        "sync_episodes", "oracle_episodes")}
     if args.model_config:
-        from policy.fileio import read_json  # noqa: PLC0415
+        from slowfast_data.fileio import read_json  # noqa: PLC0415
         kw["model_config"] = read_json(args.model_config)
     exp = Experiment(out, ExperimentSettings(**kw), log=lambda s: print(s, flush=True),
                      domain_id=args.ros_domain_id, port=args.port)

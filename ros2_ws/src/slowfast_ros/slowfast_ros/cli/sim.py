@@ -43,7 +43,7 @@ def add_episode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _writable_dir(path: Path) -> Path:
-    from policy.fileio import writable_folder  # noqa: PLC0415
+    from slowfast_data.fileio import writable_folder  # noqa: PLC0415
 
     try:
         return writable_folder(path)
@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _policy_for_sim(args, out: Path):
     """The export folder to run, checked against the sim's spaces before anything starts."""
-    from policy.fileio import read_json  # noqa: PLC0415
+    from policy.rdp.contract import contact_kind, contact_width  # noqa: PLC0415
+    from slowfast_data.fileio import read_json  # noqa: PLC0415
     from sim import SimConfig, SimEnv  # noqa: PLC0415
 
     if not args.policy:
@@ -166,10 +167,11 @@ def _policy_for_sim(args, out: Path):
     if meta.get("cameras") and args.camera_hz <= 0:
         raise ValueError(f"--policy {src}: the policy sees camera images; --camera-hz must be > 0")
     n_markers = env.observe(arms[0]).tactile.shape[0]
-    contact_dim = 6 * len(arms) if meta.get("contact") == "wrench" else 4 * n_markers * len(arms)
+    kind = contact_kind(meta)
+    contact_dim = contact_width(kind, len(arms), n_markers)
     if int(shapes.get("contact_raw_dim", -1)) != contact_dim:
         raise ValueError(f"--policy {src}: contact input of {shapes.get('contact_raw_dim')} values; the sim's "
-                         f"{meta.get('contact')} gives {contact_dim}")
+                         f"{kind} gives {contact_dim}")
     return export.resolve(), arms
 
 

@@ -5,7 +5,7 @@
     slowfast train dp --dataset DATA --out ckpt/dp [--obs-contact]     (the DP baseline)
     slowfast train ldp --out ckpt/ldp --dataset DATA --resume [--epochs N]
 
-The dataset is a LeRobot-v3-layout folder (``teleop_tactar.dataset``). The checkpoint is a
+The dataset is a LeRobot-v3-layout folder (``slowfast_data.writer``). The checkpoint is a
 folder (config.json, model.safetensors, ema.safetensors, normalizer.json, training_state/)
 rewritten after every ``--checkpoint-every`` epochs and on Ctrl-C; ``--resume`` continues
 it where it stopped. Several GPUs: ``accelerate launch -m slowfast_ros.cli train ...``.

@@ -120,7 +120,7 @@ class NavSimNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
 
         K = self.env.intrinsics
-        self.intr = msgs.Intrinsics(p.camera_width, p.camera_height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], p.camera_frame)
+        self.intr = msgs.CameraIntrinsics(p.camera_width, p.camera_height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], p.camera_frame)
         self._render_q: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self.renderer = None

@@ -34,10 +34,11 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from hardware.realtime import MODES, TickLoop
-from policy.fileio import read_json
+from policy.rdp.contract import contact_kind
 from policy.reactive import ReactiveExecutor
 from policy.safety import SafetyFilter
 from policy.serving import FastController
+from slowfast_data.fileio import read_json
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, RawPosePublisher, SafetyParams, publish_hold,
                                  safety_report, topic)
@@ -89,7 +90,7 @@ class RdpFast(Node):
         shapes = meta.get("shapes", {})
         if int(shapes.get("num_arms", 0)) != len(p.arms):
             raise ValueError(f"arms: the model drives {shapes.get('num_arms')} arm(s), got {len(p.arms)} ({p.arms})")
-        self.contact_kind = meta.get("contact", "wrench")
+        self.contact_kind = contact_kind(meta)
         self.model_type = meta["model_type"]
         decoder = None
         if "decoder_step" in meta.get("files", {}):

@@ -330,7 +330,7 @@ class StreamVLNNav(Node):
             self.skips["no_pose_at_stamp"] += 1
             return None
         base = hist[k][1]
-        K = np.array([[intr.fx, 0.0, intr.cx], [0.0, intr.fy, intr.cy], [0.0, 0.0, 1.0]])
+        K = intr.matrix
         if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
             self.skips["size_mismatch"] += 1
             self._last_frame_stamp = stamp

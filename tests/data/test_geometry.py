@@ -1,6 +1,6 @@
 import numpy as np
 
-from policy.rdp.geometry import (absolute_to_relative, matrix_to_quat, pose_to_pos_rot6d, quat_to_matrix,
+from slowfast_data.geometry import (absolute_to_relative, matrix_to_quat, pose_to_pos_rot6d, quat_to_matrix,
                                  relative_to_absolute, rot6d_to_matrix)
 
 

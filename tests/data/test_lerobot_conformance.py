@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teleop_tactar.dataset import DatasetWriter, aggregate_stats, sample_frame_indices
+from slowfast_data.writer import DatasetWriter, aggregate_stats, sample_frame_indices
 
 #: the fields of LeRobot's DatasetInfo (meta/info.json); it warns about and drops any other
 INFO_FIELDS = {"codebase_version", "fps", "features", "total_episodes", "total_frames", "total_tasks",

@@ -24,13 +24,7 @@ LeRobot samples, ``count`` in frames. ``stats.json`` aggregates them as LeRobot 
 variances weighted by count, min/max, quantiles as the envelope of the episodes' quantiles),
 so LeRobot's own tools (``delete_episodes``, merging, quantile normalisation) work on it.
 
-Feature keys (A arms, in the order of ``meta/slowfast.json["arms"]``; N tactile markers per arm):
-
-* ``observation.tcp_pose``  float32 (A*7)   position (m) + quaternion x, y, z, w, world frame
-* ``observation.wrench``    float32 (A*6)   force (N), torque (N m), tool frame
-* ``observation.tactile``   float32 (A*N*4) per marker x, y, dx, dy (``slowfast.json["tactile_markers"] = N``)
-* ``action``                float32 (A*7)   target TCP pose, absolute, world frame
-* ``observation.images.<cam>``  video (H, W, 3) uint8 RGB, one frame per dataset frame
+Feature keys and per-arm layouts: :mod:`slowfast_data.features`.
 
 Extra float32 features may be added (``extra_features``); they are stored and get stats.
 """
@@ -43,54 +37,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-CODEBASE_VERSION = "v3.0"
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
-IMAGE_PREFIX = "observation.images."
-#: slowfast's own sidecar: the sim seed of each generated episode (for replaying it on its scene)
-EPISODE_SEEDS_PATH = "meta/slowfast_episodes.json"
-#: slowfast's own dataset facts LeRobot's info.json has no key for (LeRobot drops unknown keys)
-SLOWFAST_INFO_PATH = "meta/slowfast.json"
+from .features import (CODEBASE_VERSION, DATA_PATH, DEFAULT_FEATURES, EPISODES_PATH, IMAGE_PREFIX, INFO_PATH,
+                       SLOWFAST_INFO_PATH, VIDEO_PATH, standard_features)
+
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
-DEFAULT_FEATURES = {
-    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-    "index": {"dtype": "int64", "shape": [1], "names": None},
-    "task_index": {"dtype": "int64", "shape": [1], "names": None},
-}
-
-
-def standard_features(arms: Sequence[str], tactile_markers: int = 0,
-                      cameras: Mapping[str, tuple[int, int]] | None = None,
-                      fps: float | None = None) -> dict:
-    """The features dict of the contract for ``arms``, N tactile markers and cameras {name: (H, W)}."""
-    a = len(arms)
-
-    def names(per_arm: Sequence[str]) -> list[str]:
-        return [f"{arm}.{n}" for arm in arms for n in per_arm]
-
-    pose = ["x", "y", "z", "qx", "qy", "qz", "qw"]
-    feats = {
-        "observation.tcp_pose": {"dtype": "float32", "shape": [a * 7], "names": names(pose)},
-        "observation.wrench": {"dtype": "float32", "shape": [a * 6],
-                               "names": names(["fx", "fy", "fz", "tx", "ty", "tz"])},
-        "action": {"dtype": "float32", "shape": [a * 7], "names": names(pose)},
-    }
-    if tactile_markers:
-        feats["observation.tactile"] = {
-            "dtype": "float32", "shape": [a * tactile_markers * 4],
-            "names": [f"{arm}.m{i}.{c}" for arm in arms for i in range(tactile_markers) for c in ("x", "y", "dx", "dy")],
-        }
-    for cam, (h, w) in (cameras or {}).items():
-        info = {"video.height": int(h), "video.width": int(w), "video.codec": "h264",
-                "video.pix_fmt": "yuv420p", "video.channels": 3, "has_audio": False, "is_depth_map": False}
-        if fps is not None:
-            info["video.fps"] = int(round(fps))
-        feats[IMAGE_PREFIX + cam] = {"dtype": "video", "shape": [int(h), int(w), 3],
-                                     "names": ["height", "width", "channels"], "info": info}
-    return feats
 
 
 def feature_stats(x: np.ndarray) -> dict:
@@ -158,7 +108,7 @@ def check_output_folder(root: str | os.PathLike, overwrite: bool = False) -> Pat
         raise OSError(f"dataset folder {root}: exists and is not a folder")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
         raise OSError(f"dataset folder {root} exists and is not empty")
-    from policy.fileio import writable_folder
+    from .fileio import writable_folder
 
     try:
         return writable_folder(root)
@@ -349,7 +299,7 @@ class DatasetWriter:
             "robot_type": self.robot_type,
             "splits": {"train": f"0:{len(self.episodes)}"},
         }
-        (meta / "info.json").write_text(json.dumps(info, indent=1))
+        (self.root / INFO_PATH).write_text(json.dumps(info, indent=1))
         (self.root / SLOWFAST_INFO_PATH).write_text(json.dumps(
             {"arms": self.arms, "cameras": list(self.cameras), "tactile_markers": self.tactile_markers}, indent=1))
         self._finalized = True

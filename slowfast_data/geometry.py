@@ -1,4 +1,5 @@
-"""Pose conventions shared by training, export and the runtime (numpy and torch).
+"""Pose and quaternion geometry shared by the simulator, the datasets, training, export,
+the runtime and teleoperation (numpy, plus one torch helper).
 
 A pose is 7 numbers: position (m) then quaternion x, y, z, w (ROS order), world frame.
 With A arms a pose vector is A*7 long, arms in the dataset's ``arms`` order.
@@ -10,6 +11,9 @@ With A arms it is A*9 long.
 
 ``absolute_to_relative`` and ``relative_to_absolute`` are exact inverses (up to float
 rounding and the Gram-Schmidt projection that makes any 6-D vector a rotation).
+
+MuJoCo stores quaternions w, x, y, z; the helpers under "MuJoCo order" convert and compose
+them (everything else here is x, y, z, w).
 """
 from __future__ import annotations
 
@@ -137,12 +141,17 @@ def relative_to_absolute(rel: np.ndarray, start: np.ndarray) -> np.ndarray:
 # einsum set-up). A control loop converts one pose per arm per tick: these do the same
 # arithmetic on plain 3-vectors, checked against the batched ones in the tests.
 
-def quat_to_matrix_one(q) -> np.ndarray:
-    """Quaternion x, y, z, w (normalised here) -> 3x3 rotation matrix."""
-    x, y, z, w = np.asarray(q, dtype=np.float64) / np.sqrt(np.dot(q, q))
+def _unit_quat_matrix(x, y, z, w) -> np.ndarray:
+    """3x3 rotation matrix of a unit quaternion's components."""
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def quat_to_matrix_one(q) -> np.ndarray:
+    """Quaternion x, y, z, w (normalised here) -> 3x3 rotation matrix."""
+    x, y, z, w = np.asarray(q, dtype=np.float64) / np.sqrt(np.dot(q, q))
+    return _unit_quat_matrix(x, y, z, w)
 
 
 def matrix_to_quat_one(m: np.ndarray) -> np.ndarray:
@@ -178,6 +187,47 @@ def rel_to_abs_one(rel: np.ndarray, frames: list[tuple[np.ndarray, np.ndarray]])
         out[POSE_DIM * i:POSE_DIM * i + 3] = p0 + r0 @ x[:3]
         out[POSE_DIM * i + 3:POSE_DIM * (i + 1)] = matrix_to_quat_one(r0 @ np.column_stack((b1, b2, b3)))
     return out
+
+
+# ----------------------------------------------------------------------------- MuJoCo order (w, x, y, z)
+
+
+def xyzw_to_wxyz(q) -> np.ndarray:
+    q = np.asarray(q, float)
+    return np.array([q[3], q[0], q[1], q[2]])
+
+
+def wxyz_to_xyzw(q) -> np.ndarray:
+    q = np.asarray(q, float)
+    return np.array([q[1], q[2], q[3], q[0]])
+
+
+def quat_mul(a, b) -> np.ndarray:
+    """Hamilton product of two w, x, y, z quaternions."""
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+    ])
+
+
+def axis_angle_quat(axis, angle: float) -> np.ndarray:
+    """w, x, y, z quaternion of a rotation by ``angle`` (rad) about ``axis``."""
+    axis = np.asarray(axis, float)
+    n = np.linalg.norm(axis)
+    if n < 1e-12 or abs(angle) < 1e-15:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    axis = axis / n
+    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis])
+
+
+def quat_wxyz_to_matrix(q) -> np.ndarray:
+    """3x3 rotation matrix of a w, x, y, z quaternion (normalised here)."""
+    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
+    return _unit_quat_matrix(x, y, z, w)
 
 
 # ----------------------------------------------------------------------------- torch
