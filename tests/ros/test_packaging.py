@@ -1,6 +1,7 @@
 """The deployable pieces parse and point at things that exist: the ament package, the launch
 files and profiles, the compose file and Dockerfile (no Docker engine or ros2 launch here)."""
 import ast
+import os
 import re
 import shlex
 import xml.etree.ElementTree as ET
@@ -106,6 +107,20 @@ def test_compose_parses_with_host_networking_and_gpu_for_the_policy():
         assert svc["network_mode"] == "host", name  # DDS discovery needs the host network
     devices = services["policy"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_every_process_gets_the_stacks_dds_transports_unless_the_user_configured_fast_dds():
+    from slowfast_ros import qos  # noqa: PLC0415
+
+    for name, svc in _compose()["services"].items():   # containers: the same value as slowfast up
+        env = svc.get("environment", {})
+        assert env.get(qos.TRANSPORTS_VAR) == f"${{{qos.TRANSPORTS_VAR}:-{qos.TRANSPORTS}}}", name
+    assert qos.transport_env({}) == {qos.TRANSPORTS_VAR: qos.TRANSPORTS}
+    assert qos.transport_env({qos.TRANSPORTS_VAR: "UDPv4"}) == {}            # the user's choice stays
+    assert qos.transport_env({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds.xml"}) == {}
+    assert qos.transport_env({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
+    s = stack.Stack(stack.Profile("t", "", []), env={})
+    assert s.env[qos.TRANSPORTS_VAR] == os.environ.get(qos.TRANSPORTS_VAR, qos.TRANSPORTS)
 
 
 def test_every_compose_command_names_an_entry_point_that_exists():

@@ -307,7 +307,10 @@ class Stack:
         self.profile = profile
         self.commands = {n.name: node_command(n, overrides.get(n.name)) for n in profile.nodes}
         self.log_dir = log_dir
+        from slowfast_ros.qos import transport_env  # noqa: PLC0415
+
         self.env = {**os.environ, **(env or {})}
+        self.env.update(transport_env(self.env))
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs = []
 

@@ -3,7 +3,10 @@
 1. Recorder: a publisher process sends two 640x480 RGB streams at 30 Hz, a tactile marker
    field at 200 Hz, wrench and pose at 500 Hz for ``--seconds``; recorder_node records one
    episode. Reported: messages published vs in the bag per topic (drops), the recorder's
-   CPU (user + system seconds per wall second, from /proc), bag size and write rate.
+   CPU (user + system seconds per wall second, from /proc), bag size, write rate and the
+   bag's bytes against the raw stream's (the serialized messages). The camera frames
+   (``--images``) are the simulator's, rendered along a scripted wipe episode (what a sim
+   demonstration records), or uniform noise (incompressible: the worst case for the bytes).
 2. Teleop: teleop_node with a TCP pose source; hand messages are posted over HTTP at 60 Hz
    with the clutch held; latency from sending the request to receiving the published
    ``<arm>/target_tcp_unsafe`` (same clock, this process), p50/p99.
@@ -31,12 +34,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pub-depth", type=int, default=0,
                    help="publisher history depth (default 0: the stack's SENSOR_PUB, as the sim and drivers use)")
     p.add_argument("--dds-transports", default="",
-                   help="FASTDDS_BUILTIN_TRANSPORTS for the recording run (e.g. LARGE_DATA; default: Fast DDS's own)")
+                   help="FASTDDS_BUILTIN_TRANSPORTS for the recording run (e.g. DEFAULT for Fast DDS's own; "
+                        "default: the stack's, slowfast_ros.qos.transport_env)")
+    p.add_argument("--images", choices=("sim", "noise"), default="sim",
+                   help="camera frames: rendered by the simulator along a wipe episode (default) or uniform noise")
     p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
 
 
-def _publisher(seconds: float, depth: int = 0) -> None:
-    """Child process: publish STREAMS for ``seconds``; print the counts as JSON."""
+def _frames(kind: str, n: int = 60):
+    """``n`` 640x480 RGB frames for each camera stream: the wipe scene's camera along an
+    expert episode at 30 Hz (the two streams from different moments), or uniform noise."""
+    import numpy as np  # noqa: PLC0415
+
+    if kind == "noise":
+        rng = np.random.default_rng(0)
+        return [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
+    from sim import SimConfig, SimEnv  # noqa: PLC0415
+    from sim.expert import make_expert  # noqa: PLC0415
+    from sim.runner import run_episode  # noqa: PLC0415
+
+    env = SimEnv(SimConfig(task="wipe", camera_width=640, camera_height=480, seed=0))
+    frames: list = []
+    try:
+        run_episode(env, make_expert("wipe", env), record_video=frames.append, video_hz=30.0)
+    finally:
+        env.close()
+    return frames[: 2 * n] if len(frames) >= 2 * n else frames
+
+
+def _publisher(seconds: float, depth: int = 0, images: str = "sim") -> None:
+    """Child process: publish STREAMS for ``seconds``; print the counts and the raw stream's
+    bytes (serialized messages) as JSON."""
     import numpy as np  # noqa: PLC0415
     import rclpy  # noqa: PLC0415
     from geometry_msgs.msg import PoseStamped, WrenchStamped  # noqa: PLC0415
@@ -44,6 +72,9 @@ def _publisher(seconds: float, depth: int = 0) -> None:
 
     from slowfast_ros import msgs, qos  # noqa: PLC0415
 
+    from rclpy.serialization import serialize_message  # noqa: PLC0415
+
+    frames = _frames(images)                  # rendered before anything is timed
     rclpy.init()
     node = rclpy.create_node("bench_publisher")
     rng = np.random.default_rng(0)
@@ -61,8 +92,13 @@ def _publisher(seconds: float, depth: int = 0) -> None:
     sys.stdin.readline()                      # the parent says go once the recorder records
     proto = {"pose": msgs.pose_msg(0.0, "world", [0.1, 0.2, 0.3], [0, 0, 0, 1]),
              "wrench": msgs.wrench_msg(0.0, "arm_tool", rng.normal(size=6)),
-             "tactile": msgs.markers_msg(0.0, "pad", rng.normal(size=(63, 4)) * 1e-3, (9, 7)),
-             "image": msgs.image_msg(0.0, "cam", rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))}
+             "tactile": msgs.markers_msg(0.0, "pad", rng.normal(size=(63, 4)) * 1e-3, (9, 7))}
+    cams = [t for t, (_, k) in STREAMS.items() if k == "image"]
+    # each camera cycles through its own half of the frames (built before the clock starts)
+    half = max(1, len(frames) // len(cams))
+    cam_frames = {t: [msgs.image_msg(0.0, "cam", f) for f in (frames[i * half:(i + 1) * half] or frames)]
+                  for i, t in enumerate(cams)}
+    size = {t: len(serialize_message(cam_frames[t][0] if k == "image" else proto[k])) for t, (_, k) in STREAMS.items()}
     counts = {t: 0 for t in STREAMS}
     next_t = {t: 0.0 for t in STREAMS}
     t0 = time.monotonic()
@@ -71,13 +107,13 @@ def _publisher(seconds: float, depth: int = 0) -> None:
         for t, (hz, kind) in STREAMS.items():
             if now >= next_t[t]:
                 next_t[t] += 1.0 / hz
-                m = proto[kind]
+                m = cam_frames[t][counts[t] % len(cam_frames[t])] if kind == "image" else proto[kind]
                 m.header.stamp = clock.now().to_msg()
                 pubs[t].publish(m)
                 counts[t] += 1
         time.sleep(0.0005)
     time.sleep(0.5)
-    print(json.dumps(counts), flush=True)
+    print(json.dumps({"counts": counts, "raw_bytes": sum(counts[t] * size[t] for t in STREAMS)}), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
 
@@ -87,7 +123,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
+def _recorder_bench(seconds: float, pub_depth: int = 0, images: str = "sim") -> dict:
     from std_msgs.msg import String  # noqa: PLC0415
 
     from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
@@ -107,10 +143,10 @@ def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
             with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
                                                          "min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
                 pub = stack.start_child([sys.executable, "-m", "slowfast_ros.bench.recorder", "--publisher",
-                                        "--seconds", str(seconds), "--pub-depth", str(pub_depth)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True)
+                                        "--seconds", str(seconds), "--pub-depth", str(pub_depth), "--images", images],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 try:
-                    if pub.stdout.readline().strip() != "ready":
+                    if pub.stdout.readline().strip() != "ready":   # frames rendered, publishers matched
                         raise RuntimeError("bench publisher did not start")
                     end = time.monotonic() + 10
                     while cmd.get_subscription_count() == 0 and time.monotonic() < end:
@@ -121,7 +157,8 @@ def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
                     c0, w0 = _cpu_seconds(pid), time.monotonic()
                     pub.stdin.write("go\n")
                     pub.stdin.flush()
-                    counts = json.loads(pub.stdout.readline())
+                    sent = json.loads(pub.stdout.readline())
+                    counts = sent["counts"]
                     c1, w1 = _cpu_seconds(pid), time.monotonic()
                     try:
                         pub.wait(30)
@@ -147,7 +184,8 @@ def _recorder_bench(seconds: float, pub_depth: int = 0) -> dict:
             "drops_in_recorder_queue": queue_drops,
             "recorder_cpu_cores": round((c1 - c0) / (w1 - w0), 3),
             "bag_mb": round(size / 1e6, 1), "write_mb_per_s": round(size / 1e6 / (w1 - w0), 1),
-            "bag_truncated": info.truncated}
+            "raw_mb": round(sent["raw_bytes"] / 1e6, 1), "bag_over_raw": round(size / sent["raw_bytes"], 4),
+            "images": images, "bag_truncated": info.truncated}
 
 
 def _teleop_bench(seconds: float) -> dict:
@@ -239,17 +277,18 @@ def run(args: argparse.Namespace) -> dict:
     if args.dds_transports:   # every process of the recording run (this one included) uses them
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.dds_transports
     try:
-        rec = _recorder_bench(args.seconds, args.pub_depth)
+        rec = _recorder_bench(args.seconds, args.pub_depth, args.images)
     finally:
         if saved is None:
             os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
         else:
             os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = saved
-    rec["dds_transports"] = args.dds_transports or saved or "default"
+    rec["dds_transports"] = args.dds_transports or saved or "fast dds default"
     print(f"teleop latency: {args.teleop_seconds:g} s at 60 Hz...", file=sys.stderr, flush=True)
     tel = _teleop_bench(args.teleop_seconds)
     return {"recorder": rec, "teleop": tel,
             "targets": {"zero_drops": rec["drops_total"] == 0, "recorder_cpu_below_half_core": rec["recorder_cpu_cores"] < 0.5,
+                        "bag_le_fifth_of_raw": rec["bag_over_raw"] <= 0.2,
                         "teleop_p99_le_5ms": tel["http_to_target_ms_p99"] <= 5.0}}
 
 
@@ -258,4 +297,4 @@ if __name__ == "__main__":  # the publisher child process
     add_arguments(ap)
     a = ap.parse_args()
     if a.publisher:
-        _publisher(a.seconds, a.pub_depth)
+        _publisher(a.seconds, a.pub_depth, a.images)

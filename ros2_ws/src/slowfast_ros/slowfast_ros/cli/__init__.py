@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slowfast_ros.qos import transport_env  # noqa: PLC0415
     from slowfast_ros.stack import Stop, install_stop_handlers  # noqa: PLC0415
+
+    os.environ.update(transport_env())  # this process's own nodes and every child use them
 
     if threading.current_thread() is threading.main_thread():
         install_stop_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C: every node started is stopped
