@@ -2,10 +2,12 @@
 
 Publishes, per arm (``arm`` for wipe; ``left``/``right`` for lift):
   <arm>/tcp_pose (PoseStamped, world), <arm>/tcp_wrench (WrenchStamped, tool frame),
-  <arm>/tactile/markers (PointCloud2 x, y, dx, dy, pad frame)
+  <arm>/tactile/markers (PointCloud2 x, y, dx, dy, pad frame),
+  <arm>/joint_states (JointState, at pose_hz; with ``embodiment: arm`` only)
 and per camera: <cam>/color/image_raw, <cam>/color/camera_info,
 <cam>/aligned_depth_to_color/image_raw (16UC1 mm, when ``depth`` is on); plus /clock,
-/diagnostics (1 Hz) and ``sim/episode`` (latched JSON events: start, end with metrics and
+/diagnostics (1 Hz; with the arm, its controller's saturation / limit / singularity counters
+this episode) and ``sim/episode`` (latched JSON events: start, end with metrics and
 the reason it ended). Subscribes <arm>/target_tcp (PoseStamped in the world frame). A NaN,
 non-unit or out-of-workspace target is rejected with a warning and counted, never applied.
 
@@ -34,7 +36,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import String
 
 from sim.report import jsonable
@@ -45,6 +47,8 @@ from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
 @dataclasses.dataclass
 class SimNodeParams:
     task: str = param("wipe", "task: wipe | lift")
+    embodiment: str = param("floating", "floating: tools held by a native impedance coupling | arm: Franka "
+                                        "Panda arms under a 1 kHz Cartesian impedance controller")
     seed: int = param(0, "seed of the first episode; episode k uses seed + k")
     perturb: bool = param(True, "surface/object changes at random, seeded times")
     episodes: int = param(0, "episodes to run, then exit (0 = run until stopped)")
@@ -143,7 +147,7 @@ class SimNode(Node):
         from sim.render import SnapshotRenderer  # noqa: PLC0415
 
         self.p: SimNodeParams = declare_params(self, SimNodeParams())
-        cfg_kwargs = dict(task=self.p.task, seed=self.p.seed, perturb=self.p.perturb,
+        cfg_kwargs = dict(task=self.p.task, embodiment=self.p.embodiment, seed=self.p.seed, perturb=self.p.perturb,
                           camera_width=self.p.camera_width, camera_height=self.p.camera_height,
                           render=self.p.camera_hz > 0)
         if self.p.episode_seconds > 0:
@@ -178,6 +182,8 @@ class SimNode(Node):
                                      lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
             for k in ("pose", "wrench", "tactile"):
                 self.meters[f"{topic(arm, k)}"] = RateMeter()
+            if self.p.embodiment == "arm":
+                self.pubs[(arm, "joints")] = self.create_publisher(JointState, topic(arm, "joint_states"), pub)
         for cam in self.cameras:
             self.pubs[(cam, "image")] = self.create_publisher(Image, f"{cam}/color/image_raw", pub)
             self.pubs[(cam, "info")] = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", pub)
@@ -305,6 +311,8 @@ class SimNode(Node):
             if "pose" in which:
                 self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
                 self.meters[topic(arm, "pose")].tick()
+                if (arm, "joints") in self.pubs:
+                    self.pubs[(arm, "joints")].publish(msgs.joint_state_msg(stamp, self.env.joint_state(arm)))
             if "wrench" in which:
                 self.pubs[(arm, "wrench")].publish(msgs.wrench_msg(stamp, f"{arm}_tool", s.wrench))
                 self.meters[topic(arm, "wrench")].tick()
@@ -459,9 +467,16 @@ class SimNode(Node):
                        "camera_frames_dropped": self.camera_dropped,
                        "slowed_down_s": self.slowed_s + (wall.slowed if wall is not None else 0.0)})
         values.update({f"rejected/{topic(a, 'target_tcp')}": n for a, n in self.rejected.items()})
-        level = "ok" if self.rtf >= 0.95 or self.episode < 0 else "warn"
-        status = msgs.diagnostic_status("sim_node", values, level,
-                                        "" if level == "ok" else "sim slower than real time")
+        saturated = False
+        for a in self.arms:   # the arm controller's counters this episode (physics steps)
+            for k, v in self.env.controller_status(a).items():
+                values[f"controller/{a}/{k}"] = v
+                saturated |= k in ("wrench_saturated", "torque_saturated", "near_singular") and v > 0
+        slow = self.rtf < 0.95 and self.episode >= 0
+        level = "warn" if slow or saturated else "ok"
+        why = [w for w, on in (("sim slower than real time", slow),
+                               ("arm controller saturated or near a singularity", saturated)) if on]
+        status = msgs.diagnostic_status("sim_node", values, level, "; ".join(why))
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
     def close(self) -> None:
