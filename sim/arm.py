@@ -24,10 +24,12 @@ N_JOINTS = 7
 FLANGE_OFFSET = 0.107      # m: Panda's flange beyond the link 7 frame
 TOOL_LENGTH = 0.10         # m: flange to the pad face (F/T sensor, adaptor, pad holder)
 #: Where each task's arms stand: base position (world, m) and yaw (rad). Wipe: one arm behind
-#: the table's -x edge reaching over it; lift: one arm on each side, facing the box.
+#: the table's -x edge reaching over it (the path lies 0.45-0.75 m in front of the base, the
+#: pad pointing down). Lift has no arm scene yet: with the paddle's normal along the flange
+#: axis (pointing sideways at the box) every base placement tried (0.55-0.75 m to the side,
+#: -0.25-0.05 m high) put joints 1, 5 or 7 at a stop over the grasp-and-lift motion.
 ARM_BASES = {
     "wipe": {"arm": ((-0.6, 0.0, 0.0), 0.0)},
-    "lift": {"left": ((0.0, 0.72, -0.05), -np.pi / 2), "right": ((0.0, -0.72, -0.05), np.pi / 2)},
 }
 #: Panda's "ready" posture: the start of the IK for a task's home pose.
 READY_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)

@@ -9,6 +9,8 @@ TASKS: Tuple[str, ...] = ("wipe", "lift")
 #: What holds the tools: ``floating`` free bodies pulled by a native impedance coupling (fast),
 #: or ``arm``: Franka Panda arms under a Cartesian impedance controller (sim/arm_control.py).
 EMBODIMENTS: Tuple[str, ...] = ("floating", "arm")
+#: The tasks each embodiment has a scene for (lift on two arms is not built yet).
+EMBODIMENT_TASKS = {"floating": TASKS, "arm": ("wipe",)}
 
 #: Task defaults applied when a field is left at ``None``.
 TASK_DEFAULTS = {
@@ -72,6 +74,9 @@ class SimConfig:
         if not isinstance(self.embodiment, str) or self.embodiment not in EMBODIMENTS:
             raise ValueError(f"SimConfig.embodiment: unknown embodiment {self.embodiment!r} "
                              f"(choose from {', '.join(EMBODIMENTS)})")
+        if self.task not in EMBODIMENT_TASKS[self.embodiment]:
+            raise ValueError(f"SimConfig.embodiment: {self.embodiment!r} has no {self.task!r} scene yet "
+                             f"(tasks: {', '.join(EMBODIMENT_TASKS[self.embodiment])})")
         defaults = TASK_DEFAULTS[self.task]
         if self.episode_seconds is None:
             self.episode_seconds = defaults["episode_seconds"]

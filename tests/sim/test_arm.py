@@ -48,9 +48,11 @@ def test_the_packaged_panda_model_loads_with_its_limits():
     np.testing.assert_allclose(env.observe("arm").tcp_pos, p, atol=1e-3)
 
 
-def test_unknown_embodiment_is_rejected():
+def test_unknown_embodiment_and_a_task_without_an_arm_scene_are_rejected():
     with pytest.raises(ValueError, match="embodiment"):
         SimConfig(embodiment="gantry")
+    with pytest.raises(ValueError, match="no 'lift' scene"):
+        SimConfig(task="lift", embodiment="arm")
 
 
 def test_tracks_a_reachable_target_in_free_space():
