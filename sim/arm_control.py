@@ -143,6 +143,7 @@ class CartesianImpedanceController:
         self._lam2 = cfg.singular_damping ** 2 * np.eye(6)
         self._quat = np.zeros(4)
         self._err_r = np.zeros(3)
+        self._e = np.zeros(6)
         self.status = ControlStatus()
         self.tau = np.zeros(n)
 
@@ -161,7 +162,9 @@ class CartesianImpedanceController:
         R = data.site_xmat[self.site]
         mj.mju_mat2Quat(self._quat, R)
         mj.mju_subQuat(self._err_r, target_quat_wxyz, self._quat)          # in the TCP frame
-        e = np.concatenate([target_pos - data.site_xpos[self.site], R.reshape(3, 3) @ self._err_r])
+        e = self._e
+        np.subtract(target_pos, data.site_xpos[self.site], out=e[:3])
+        np.matmul(R.reshape(3, 3), self._err_r, out=e[3:])
         # Λ^-1 = J M^-1 J^T (+ λ² I: damped near a singularity); its diagonal gives the apparent inertias
         mj.mj_solveM(model, data, self._MinvJT, Jf)
         A = self._A
@@ -185,21 +188,28 @@ class CartesianImpedanceController:
         mj.mju_cholFactor(A, 0.0)
         mj.mju_cholSolve(self._x, A, y)
         tau += tau0 - J.T @ self._x
-        # joint position limits (a spring inside the margin) and velocity limits (a damper beyond)
-        tau_lim = cfg.limit_stiffness * (np.maximum(self._soft_lo - q, 0.0) - np.maximum(q - self._soft_hi, 0.0))
-        tau_vel = cfg.velocity_damping * (np.maximum(-qd - self.v_max, 0.0) - np.maximum(qd - self.v_max, 0.0))
-        tau += tau_lim + tau_vel + data.qfrc_bias[d]
+        # joint position limits (a spring inside the margin) and velocity limits (a damper beyond);
+        # the common case, no joint near a limit, costs two comparisons
+        below, above = self._soft_lo - q, q - self._soft_hi
+        at_limit = bool(below.max() > 0.0 or above.max() > 0.0)
+        if at_limit:
+            tau += cfg.limit_stiffness * (np.maximum(below, 0.0) - np.maximum(above, 0.0))
+        fast = bool((np.abs(qd) > self.v_max).any())
+        if fast:
+            tau += cfg.velocity_damping * (np.maximum(-qd - self.v_max, 0.0) - np.maximum(qd - self.v_max, 0.0))
+        tau += data.qfrc_bias[d]
         # near a singularity: the smallest singular value of J
         sigma = float(np.sqrt(max(np.linalg.eigvalsh(J @ J.T)[0], 0.0)))
         if not np.isfinite(float(tau.sum())):
             st.nonfinite += 1
             tau = np.nan_to_num(data.qfrc_bias[d], nan=0.0, posinf=0.0, neginf=0.0)
-        clipped = np.clip(tau, -self.tau_max, self.tau_max)
+        saturated = bool((np.abs(tau) > self.tau_max).any())
+        clipped = np.clip(tau, -self.tau_max, self.tau_max) if saturated else tau
         st.steps += 1
         st.wrench_saturated += wrench_sat
-        st.torque_saturated += bool((clipped != tau).any())
-        st.joint_limit += bool(tau_lim.any())
-        st.velocity_limit += bool(tau_vel.any())
+        st.torque_saturated += saturated
+        st.joint_limit += at_limit
+        st.velocity_limit += fast
         st.near_singular += sigma < cfg.singular_sigma
         st.min_sigma = min(st.min_sigma, sigma)
         self.tau = clipped
