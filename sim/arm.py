@@ -6,8 +6,8 @@ collision meshes) is robosuite 1.5.2's, MIT-licensed, shipped inside this packag
 arm's prefix (``arm_joint1`` ... ``arm_joint7``, ``arm_torq_j1`` ...); the link geoms are
 visual only (the pad is the only thing of the arm that touches the world: no arm-table or
 self collisions are modelled). The tool hangs at the flange: a body welded to link 7,
-``FLANGE_OFFSET`` beyond its origin (Panda's flange), oriented so the flange z axis is the
-pad normal and the TCP lies ``TOOL_LENGTH`` along it. A ``force``/``torque`` sensor pair at
+``FLANGE_OFFSET`` beyond its origin (Panda's flange), the TCP ``TOOL_LENGTH`` along the
+flange axis, which points down (the tool's -z) at the identity TCP orientation. A ``force``/``torque`` sensor pair at
 the flange (site ``<arm>_ft``) is the wrist F/T sensor.
 """
 from __future__ import annotations
@@ -23,13 +23,12 @@ PANDA_DIR = Path(__file__).resolve().parent / "assets" / "panda"
 N_JOINTS = 7
 FLANGE_OFFSET = 0.107      # m: Panda's flange beyond the link 7 frame
 TOOL_LENGTH = 0.10         # m: flange to the pad face (F/T sensor, adaptor, pad holder)
-#: Where each task's arms stand: base position (world, m) and yaw (rad). Wipe: one arm behind
-#: the table's -x edge reaching over it (the path lies 0.45-0.75 m in front of the base, the
-#: pad pointing down). Lift has no arm scene yet: with the paddle's normal along the flange
-#: axis (pointing sideways at the box) every base placement tried (0.55-0.75 m to the side,
-#: -0.25-0.05 m high) put joints 1, 5 or 7 at a stop over the grasp-and-lift motion.
+#: Where each task's arms stand: base position (world, m) and yaw (rad). The tools hang below
+#: the flanges (the flange pointing down). Wipe: one arm behind the table's -x edge, the path
+#: 0.45-0.75 m in front of its base. Lift: one arm on each side of the box, facing it.
 ARM_BASES = {
     "wipe": {"arm": ((-0.6, 0.0, 0.0), 0.0)},
+    "lift": {"left": ((0.0, 0.6, 0.0), -np.pi / 2), "right": ((0.0, -0.6, 0.0), np.pi / 2)},
 }
 #: Panda's "ready" posture: the start of the IK for a task's home pose.
 READY_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)

@@ -10,7 +10,7 @@ TASKS: Tuple[str, ...] = ("wipe", "lift")
 #: or ``arm``: Franka Panda arms under a Cartesian impedance controller (sim/arm_control.py).
 EMBODIMENTS: Tuple[str, ...] = ("floating", "arm")
 #: The tasks each embodiment has a scene for (lift on two arms is not built yet).
-EMBODIMENT_TASKS = {"floating": TASKS, "arm": ("wipe",)}
+EMBODIMENT_TASKS = {"floating": TASKS, "arm": TASKS}
 
 #: Task defaults applied when a field is left at ``None``.
 TASK_DEFAULTS = {

@@ -112,14 +112,20 @@ def _tool(arm: str, pos, pad_quat_tool, pad_half, thickness=0.01, rgba="0.2 0.5 
     if mount:
         from .arm import FLANGE_OFFSET, TOOL_LENGTH, quat_z_to
 
+        # the tool hangs below the flange: the flange is TOOL_LENGTH along the tool's +z from the
+        # TCP, its axis pointing down (tool -z); a pad facing down (wipe) sits on a holder along
+        # that axis, a pad facing sideways (lift's paddles) on a holder behind it
+        up = np.array([0.0, 0.0, 1.0])
         opening = (f'<body name="{arm}_tool" pos="0 0 {FLANGE_OFFSET + TOOL_LENGTH:.6g}" '
-                   f'quat="{_fmt(quat_z_to(n))}">')
-        # the holder from the flange to the pad, and the F/T sensor's site at the flange
-        holder = -n * (thickness + TOOL_LENGTH) / 2
+                   f'quat="{_fmt(quat_z_to(-up))}">')
+        if float(np.dot(n, up)) < -0.5:
+            holder, half = up * (thickness + TOOL_LENGTH) / 2, (TOOL_LENGTH - thickness) / 2
+        else:
+            holder, half = up * TOOL_LENGTH / 2 - n * (thickness + 0.015), TOOL_LENGTH / 2
         extra = f"""
-    <geom name="{arm}_holder" type="cylinder" size="0.025 {(TOOL_LENGTH - thickness) / 2:.6g}" pos="{_fmt(holder)}"
-          quat="{_fmt(pad_quat_tool)}" contype="0" conaffinity="0" mass="0" rgba="0.3 0.3 0.32 1"/>
-    <site name="{arm}_ft" pos="{_fmt(-n * TOOL_LENGTH)}" quat="{_fmt(pad_quat_tool)}" size="0.003" rgba="0 0 1 0"/>"""
+    <geom name="{arm}_holder" type="cylinder" size="0.015 {half:.6g}" pos="{_fmt(holder)}"
+          contype="0" conaffinity="0" mass="0" rgba="0.3 0.3 0.32 1"/>
+    <site name="{arm}_ft" pos="{_fmt(up * TOOL_LENGTH)}" size="0.003" rgba="0 0 1 0"/>"""
     else:
         opening = f'<body name="{arm}_tool" pos="{_fmt(pos)}" gravcomp="1">\n    <freejoint name="{arm}_free"/>'
         extra = ""

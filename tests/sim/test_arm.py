@@ -1,6 +1,6 @@
 """The arm embodiment: the packaged Panda model, the 1 kHz Cartesian impedance controller
-(tracking, saturation, limits, singularities, bad input), the wrist F/T sensor and the wipe
-expert on the arm."""
+(tracking, saturation, limits, singularities, bad input), the wrist F/T sensor and the
+experts on the arms (wipe: one arm, lift: two)."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,11 +48,9 @@ def test_the_packaged_panda_model_loads_with_its_limits():
     np.testing.assert_allclose(env.observe("arm").tcp_pos, p, atol=1e-3)
 
 
-def test_unknown_embodiment_and_a_task_without_an_arm_scene_are_rejected():
+def test_unknown_embodiment_is_rejected():
     with pytest.raises(ValueError, match="embodiment"):
         SimConfig(embodiment="gantry")
-    with pytest.raises(ValueError, match="no 'lift' scene"):
-        SimConfig(task="lift", embodiment="arm")
 
 
 def test_tracks_a_reachable_target_in_free_space():
@@ -176,3 +174,16 @@ def test_wipe_expert_succeeds_on_the_arm_with_perturbations():
     assert m["success"], {k: m[k] for k in ("coverage", "time_in_band", "peak_force", "slip_events")}
     st = env.controller_status("arm")
     assert st["torque_saturated"] == 0 and st["nonfinite"] == 0
+
+
+def test_lift_expert_succeeds_on_two_arms_with_perturbations():
+    env = _env(task="lift", perturb=True, seed=0, wrench_noise=0.05, tactile_noise=2e-6)
+    assert env.arms == ("left", "right")
+    for arm in env.arms:                              # each arm's own joints, tared at rest
+        assert env.joint_state(arm)["name"][0] == f"{arm}_joint1"
+        assert np.all(np.abs(env.observe(arm).wrench[:3]) < 0.5)
+    m = run_episode(env, make_expert("lift", env.task_spec()))
+    assert m["success"], {k: m[k] for k in ("max_lift", "hold_time", "peak_force", "slip_events")}
+    for arm in env.arms:
+        st = env.controller_status(arm)
+        assert st["torque_saturated"] == 0 and st["nonfinite"] == 0
