@@ -33,6 +33,11 @@ ARM_BASES = {
     "wipe": {"arm": ((-0.6, 0.0, 0.0), 0.0)},
     "lift": {"left": ((0.0, 0.6, -0.15), -np.pi / 2), "right": ((0.0, -0.6, -0.15), np.pi / 2)},
 }
+def base_quat_wxyz(yaw: float) -> np.ndarray:
+    """Orientation (w, x, y, z) of an arm base turned ``yaw`` (rad) about the world z axis."""
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
 #: Panda's "ready" posture: the start of the IK for a task's home pose.
 READY_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
 

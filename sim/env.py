@@ -271,6 +271,17 @@ class SimEnv:
                 d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[ids["mocap"]], d.mocap_quat[ids["mocap"]])
             mj.mj_step2(m, d)
 
+    def arm_base(self, arm: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Where the arm's base stands (embodiment arm): world position (m) and orientation
+        (x, y, z, w) of its base link, the frame a robot's Cartesian controller works in."""
+        self._check_arm(arm)
+        if arm not in self._arm_ctl:
+            raise ValueError(f"arm_base({arm}): the {self.embodiment} embodiment has no arm base")
+        from .arm import base_quat_wxyz
+
+        pos, yaw = self._scene.extras["arm_bases"][arm]
+        return np.asarray(pos, float), wxyz_to_xyzw(base_quat_wxyz(yaw))
+
     def joint_state(self, arm: str) -> Dict[str, object]:
         """The arm's joints now: ``name`` (list), ``position`` (rad), ``velocity`` (rad/s),
         ``effort`` (N·m, the commanded torques). Empty lists for the floating embodiment."""

@@ -155,15 +155,14 @@ def _embodied(cfg, arms, tools, g: dict, kp: float) -> Tuple[str, str, str, str,
     if cfg.embodiment == "floating":
         bodies = "\n".join(_tool(a, *tools[a][:3], **tools[a][3]) for a in arms)
         return "", bodies, "\n    ".join(_actuators(a, g, kp) for a in arms), "", {}
-    from .arm import ARM_BASES, panda_actuators, panda_assets, panda_body
+    from .arm import ARM_BASES, base_quat_wxyz, panda_actuators, panda_assets, panda_body
 
     bodies, acts, sensors = [], [], []
     bases = ARM_BASES[cfg.task]
     for a in arms:
         tool, target = _tool(a, *tools[a][:3], mount=True, **tools[a][3])
         pos, yaw = bases[a]
-        bq = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
-        bodies.append(panda_body(a, pos, bq, tool) + target)
+        bodies.append(panda_body(a, pos, base_quat_wxyz(yaw), tool) + target)
         bodies.append(f'<geom name="{a}_pedestal" type="cylinder" size="0.09 {0.3:.6g}" '
                       f'pos="{_fmt(np.asarray(pos) - [0, 0, 0.3])}" rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>')
         acts.append(panda_actuators(a))

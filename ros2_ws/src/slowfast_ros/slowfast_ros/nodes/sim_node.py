@@ -11,6 +11,16 @@ this episode) and ``sim/episode`` (latched JSON events: start, end with metrics 
 the reason it ended). Subscribes <arm>/target_tcp (PoseStamped in the world frame). A NaN,
 non-unit or out-of-workspace target is rejected with a warning and counted, never applied.
 
+With ``interface: ros2_control`` (``embodiment: arm``, one arm: wipe) the node offers instead
+the topics of the ros2_control stack the README has users bring up on a real arm, so
+``robot_bridge_node`` and its ``cartesian_controllers`` adapter drive the simulated arm as
+they would a real one: it subscribes ``/<controller>/target_frame`` (PoseStamped in
+``base_frame``, the arm's base; a target in another frame is ignored and counted, as the FZI
+controllers do) and publishes the TCP pose in the base frame on ``state_pose_topic``, the
+wrist wrench on ``state_wrench_topic`` and ``/joint_states``; no ``<arm>/target_tcp``,
+``<arm>/tcp_pose`` or ``<arm>/tcp_wrench`` (the bridge serves those). Tactile, cameras,
+/clock, /diagnostics and ``sim/episode`` are as above.
+
 Episodes end at the task's length (``episode_end: task``), or, for a person teleoperating
 (``episode_end: operator``), when the operator asks on ``sim/episode_command`` (JSON
 ``{"cmd": "end", "episode": N}``, sent by teleop_node for a headset or page button) or after
@@ -39,9 +49,14 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import String
 
+from hardware.robot import RigidTransform
 from sim.report import jsonable
 from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+
+
+INTERFACES = ("stack", "ros2_control")
 
 
 @dataclasses.dataclass
@@ -57,6 +72,13 @@ class SimNodeParams:
                                      "request (sim/episode_command) or after max_episode_minutes")
     max_episode_minutes: float = param(30.0, "with episode_end operator: the longest episode (min)")
     world_frame: str = param("world", "frame of all poses")
+    interface: str = param("stack", "stack: <arm>/target_tcp in, <arm>/tcp_pose and <arm>/tcp_wrench out (world) | "
+                                    "ros2_control: a real arm's ros2_control topics (embodiment arm, one arm), for "
+                                    "robot_bridge_node")
+    controller: str = param(ROS2_CONTROL["controller"], "interface ros2_control: targets on <controller>/target_frame")
+    base_frame: str = param(ROS2_CONTROL["base_frame"], "interface ros2_control: frame of the targets and the pose")
+    state_pose_topic: str = param(ROS2_CONTROL["pose_topic"], "interface ros2_control: TCP pose (base frame)")
+    state_wrench_topic: str = param(ROS2_CONTROL["wrench_topic"], "interface ros2_control: wrist wrench")
     pose_hz: float = param(200.0, "TCP pose publish rate (Hz)")
     wrench_hz: float = param(200.0, "wrist wrench publish rate (Hz)")
     tactile_hz: float = param(200.0, "tactile marker field publish rate (Hz)")
@@ -87,6 +109,10 @@ class SimNodeParams:
             raise ValueError(f"max_lag: {self.max_lag} outside 0..10 s")
         if not (0.0 <= self.start_delay <= 10.0):
             raise ValueError(f"start_delay: {self.start_delay} outside 0..10 s")
+        if self.interface not in INTERFACES:
+            raise ValueError(f"interface: {self.interface!r} not one of {', '.join(INTERFACES)}")
+        if self.interface == "ros2_control" and self.embodiment != "arm":
+            raise ValueError("interface: ros2_control needs embodiment: arm (joints under a Cartesian controller)")
         from sim.episodes import MODES  # noqa: PLC0415
         if self.episode_end not in MODES:
             raise ValueError(f"episode_end: {self.episode_end!r} not one of {', '.join(MODES)}")
@@ -174,16 +200,33 @@ class SimNode(Node):
 
         pub = qos.SENSOR_PUB
         self.pubs = {}
+        # interface ros2_control: the arm's base is the controller's frame (targets and pose)
+        self.hw = self.p.interface == "ros2_control"
+        self.base_in_world: RigidTransform | None = None
+        if self.hw:
+            if len(self.arms) != 1:
+                raise ValueError(f"interface: ros2_control drives one arm; task {self.p.task} has {len(self.arms)}")
+            bpos, bquat = self.env.arm_base(self.arms[0])
+            self.base_in_world = RigidTransform(tuple(bpos), tuple(bquat))
+            self.world_in_base = self.base_in_world.inverse()
         for arm in self.arms:
-            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, topic(arm, "tcp_pose"), pub)
-            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, topic(arm, "tcp_wrench"), pub)
+            names = ({"pose": self.p.state_pose_topic, "wrench": self.p.state_wrench_topic,
+                      "joints": ROS2_CONTROL["joint_states"]} if self.hw else
+                     {"pose": topic(arm, "tcp_pose"), "wrench": topic(arm, "tcp_wrench"),
+                      "joints": topic(arm, "joint_states")})
+            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, names["pose"], pub)
+            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, names["wrench"], pub)
             self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"), pub)
-            self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
-                                     lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
+            if self.hw:
+                self.create_subscription(PoseStamped, controller_target_topic(self.p.controller),
+                                         lambda m, a=arm: self._on_controller_target(a, m), qos.COMMAND)
+            else:
+                self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
+                                         lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
             for k in ("pose", "wrench", "tactile"):
                 self.meters[f"{topic(arm, k)}"] = RateMeter()
             if self.p.embodiment == "arm":
-                self.pubs[(arm, "joints")] = self.create_publisher(JointState, topic(arm, "joint_states"), pub)
+                self.pubs[(arm, "joints")] = self.create_publisher(JointState, names["joints"], pub)
         for cam in self.cameras:
             self.pubs[(cam, "image")] = self.create_publisher(Image, f"{cam}/color/image_raw", pub)
             self.pubs[(cam, "info")] = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", pub)
@@ -230,6 +273,19 @@ class SimNode(Node):
             return
         with self._lock:
             self._pending[arm] = (stamp, pos, quat)
+
+    def _on_controller_target(self, arm: str, msg: PoseStamped) -> None:
+        """interface ros2_control: a Cartesian controller's target, in the arm's base frame."""
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        if msg.header.frame_id != self.p.base_frame:
+            self._reject(arm, f"frame '{msg.header.frame_id}' is not '{self.p.base_frame}'")
+            return
+        if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+            self._reject(arm, "NaN or Inf in the target")
+            return
+        wpos, wquat = self.base_in_world.apply(pos, quat)
+        with self._lock:
+            self._pending[arm] = (stamp, wpos, wquat)
 
     def _on_chunk(self, _msg) -> None:
         with self._lock:
@@ -309,7 +365,11 @@ class SimNode(Node):
         for arm in self.arms:
             s = self.env.observe(arm, tactile="tactile" in which)
             if "pose" in which:
-                self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
+                if self.hw:
+                    bpos, bquat = self.world_in_base.apply(s.tcp_pos, s.tcp_quat)
+                    self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.base_frame, bpos, bquat))
+                else:
+                    self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
                 self.meters[topic(arm, "pose")].tick()
                 if (arm, "joints") in self.pubs:
                     self.pubs[(arm, "joints")].publish(msgs.joint_state_msg(stamp, self.env.joint_state(arm)))
