@@ -7,6 +7,10 @@ depends on how far the commanded pose goes into the surface. Per-step Python wor
 every ``1/log_hz`` s (5 ms) a tick applies scheduled perturbations and logs ground truth for
 the metrics. Sensors are computed on demand in :meth:`SimEnv.observe`.
 
+With ``SimConfig.embodiment="arm"`` the tools sit at the flanges of Panda arms instead, each
+driven every physics step by a Cartesian impedance controller (:mod:`sim.arm_control`) towards
+the same target; the wrist wrench comes from an F/T sensor at the flange. See sim/README.md.
+
 Tasks and success (see also :mod:`sim.metrics` for the force metrics):
 
 * ``wipe`` — wipe a polyline path on a table while keeping the pad's normal force in
