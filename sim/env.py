@@ -584,7 +584,7 @@ class SimEnv:
         """JSON-serialisable metrics of the episode so far (definitions in the module docstring)."""
         t, f = self.force_trace()
         fm = force_metrics(t, f, self.force_band, self.perturbation_times)
-        out: Dict = {"task": self.task, "seed": self.seed, "duration": float(self.data.time),
+        out: Dict = {"task": self.task, "embodiment": self.embodiment, "seed": self.seed, "duration": float(self.data.time),
                      "perturbation_times": self.perturbation_times,
                      "perturbations": self.perturbation_events()}
         out.update(fm)
