@@ -307,9 +307,14 @@ class SimNode(Node):
         if self.ending.request(episode):
             self.get_logger().info(f"episode {self.ending.episode}: end requested ({cmd.get('source', '?')})")
 
+    def _target_topic(self, arm: str) -> str:
+        """Where ``arm``'s targets arrive: the controller's target_frame (interface
+        ros2_control) or <arm>/target_tcp."""
+        return controller_target_topic(self.p.controller) if self.hw else topic(arm, "target_tcp")
+
     def _reject(self, arm: str, why: str) -> None:
         self.rejected[arm] = self.rejected.get(arm, 0) + 1
-        self.get_logger().warning(f"{topic(arm, 'target_tcp')} rejected: {why}",
+        self.get_logger().warning(f"{self._target_topic(arm)} rejected: {why}",
                                   throttle_duration_sec=1.0)
 
     # ------------------------------------------------------------ physics thread
@@ -526,7 +531,7 @@ class SimNode(Node):
         values.update({"real_time_factor": self.rtf, "episode": self.episode,
                        "camera_frames_dropped": self.camera_dropped,
                        "slowed_down_s": self.slowed_s + (wall.slowed if wall is not None else 0.0)})
-        values.update({f"rejected/{topic(a, 'target_tcp')}": n for a, n in self.rejected.items()})
+        values.update({f"rejected/{self._target_topic(a)}": n for a, n in self.rejected.items()})
         saturated = False
         for a in self.arms:   # the arm controller's counters this episode (physics steps)
             for k, v in self.env.controller_status(a).items():
