@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 TASKS: Tuple[str, ...] = ("wipe", "lift")
+#: What holds the tools: ``floating`` free bodies pulled by a native impedance coupling (fast),
+#: or ``arm``: Franka Panda arms under a Cartesian impedance controller (sim/arm_control.py).
+EMBODIMENTS: Tuple[str, ...] = ("floating", "arm")
+#: The tasks each embodiment has a scene for (lift on two arms is not built yet).
+EMBODIMENT_TASKS = {"floating": TASKS, "arm": TASKS}
 
 #: Task defaults applied when a field is left at ``None``.
 TASK_DEFAULTS = {
@@ -49,6 +54,7 @@ class SimConfig:
     tactile_noise: float = 2e-6                         # m (std) on dx, dy
     squeeze_limit: float = 40.0                         # N; lift fails above this squeeze force
     stiffness: Optional[float] = None                   # N/m of the translational coupling; task default when None
+    embodiment: str = "floating"                        # floating | arm (see EMBODIMENTS)
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or self.task not in TASKS:
@@ -65,6 +71,12 @@ class SimConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"SimConfig.{name}: {v!r} is not an integer in [{lo}, {hi}]")
+        if not isinstance(self.embodiment, str) or self.embodiment not in EMBODIMENTS:
+            raise ValueError(f"SimConfig.embodiment: unknown embodiment {self.embodiment!r} "
+                             f"(choose from {', '.join(EMBODIMENTS)})")
+        if self.task not in EMBODIMENT_TASKS[self.embodiment]:
+            raise ValueError(f"SimConfig.embodiment: {self.embodiment!r} has no {self.task!r} scene yet "
+                             f"(tasks: {', '.join(EMBODIMENT_TASKS[self.embodiment])})")
         defaults = TASK_DEFAULTS[self.task]
         if self.episode_seconds is None:
             self.episode_seconds = defaults["episode_seconds"]

@@ -7,6 +7,10 @@ depends on how far the commanded pose goes into the surface. Per-step Python wor
 every ``1/log_hz`` s (5 ms) a tick applies scheduled perturbations and logs ground truth for
 the metrics. Sensors are computed on demand in :meth:`SimEnv.observe`.
 
+With ``SimConfig.embodiment="arm"`` the tools sit at the flanges of Panda arms instead, each
+driven every physics step by a Cartesian impedance controller (:mod:`sim.arm_control`) towards
+the same target; the wrist wrench comes from an F/T sensor at the flange. See sim/README.md.
+
 Tasks and success (see also :mod:`sim.metrics` for the force metrics):
 
 * ``wipe`` — wipe a polyline path on a table while keeping the pad's normal force in
@@ -37,7 +41,7 @@ from .metrics import count_drops, force_metrics
 from .scene import build_scene
 from .tactile import TactileModel
 from slowfast_data.camera import CameraIntrinsics
-from slowfast_data.geometry import axis_angle_quat, wxyz_to_xyzw, xyzw_to_wxyz
+from slowfast_data.geometry import axis_angle_quat, quat_wxyz_to_matrix, wxyz_to_xyzw, xyzw_to_wxyz
 from .types import ArmState
 
 WIPE_PATH = np.array([[-0.15, -0.04], [0.15, -0.04], [0.15, 0.04], [-0.15, 0.04]])  # world xy, m
@@ -73,10 +77,10 @@ class SimEnv:
         self._log_every = max(1, int(round(1.0 / (cfg.log_hz * self.dt))))
         obj = mujoco.mjtObj
         self._ids: Dict[str, Dict[str, int]] = {}
+        self.embodiment = cfg.embodiment
         for i, arm in enumerate(self.arms):
             body = mujoco.mj_name2id(m, obj.mjOBJ_BODY, f"{arm}_tool")
             target_body = mujoco.mj_name2id(m, obj.mjOBJ_BODY, f"{arm}_target")
-            jnt = mujoco.mj_name2id(m, obj.mjOBJ_JOINT, f"{arm}_free")
             self._ids[arm] = {
                 "body": body,
                 "target_body": target_body,
@@ -84,10 +88,19 @@ class SimEnv:
                 "tcp": mujoco.mj_name2id(m, obj.mjOBJ_SITE, f"{arm}_tcp"),
                 "pad_site": mujoco.mj_name2id(m, obj.mjOBJ_SITE, f"{arm}_pad"),
                 "pad_geom": mujoco.mj_name2id(m, obj.mjOBJ_GEOM, f"{arm}_pad"),
-                "act": mujoco.mj_name2id(m, obj.mjOBJ_ACTUATOR, f"{arm}_imp0"),
-                "qadr": int(m.jnt_qposadr[jnt]),
-                "dadr": int(m.jnt_dofadr[jnt]),
             }
+            if self.embodiment == "floating":
+                jnt = mujoco.mj_name2id(m, obj.mjOBJ_JOINT, f"{arm}_free")
+                self._ids[arm].update({"act": mujoco.mj_name2id(m, obj.mjOBJ_ACTUATOR, f"{arm}_imp0"),
+                                       "qadr": int(m.jnt_qposadr[jnt]), "dadr": int(m.jnt_dofadr[jnt])})
+            else:
+                sens = {k: mujoco.mj_name2id(m, obj.mjOBJ_SENSOR, f"{arm}_ft_{k}") for k in ("force", "torque")}
+                self._ids[arm].update({"ft_site": mujoco.mj_name2id(m, obj.mjOBJ_SITE, f"{arm}_ft"),
+                                       "ft_force": int(m.sensor_adr[sens["force"]]),
+                                       "ft_torque": int(m.sensor_adr[sens["torque"]])})
+        self._arm_ctl: Dict[str, object] = {}
+        if self.embodiment == "arm":
+            self._setup_arms()
         self._tactile = {arm: TactileModel(cfg.tactile_rows, cfg.tactile_cols, self._scene.geometry[arm].pad_half)
                          for arm in self.arms}
         self._cam_id = {c: mujoco.mj_name2id(m, obj.mjOBJ_CAMERA, c) for c in self.cameras}
@@ -127,8 +140,12 @@ class SimEnv:
         for arm in self.arms:
             g = self._scene.geometry[arm]
             ids = self._ids[arm]
-            d.qpos[ids["qadr"]:ids["qadr"] + 3] = g.home_pos
-            d.qpos[ids["qadr"] + 3:ids["qadr"] + 7] = g.home_quat_wxyz
+            if self.embodiment == "floating":
+                d.qpos[ids["qadr"]:ids["qadr"] + 3] = g.home_pos
+                d.qpos[ids["qadr"] + 3:ids["qadr"] + 7] = g.home_quat_wxyz
+            else:
+                ctl = self._arm_ctl[arm]
+                d.qpos[ctl.qadr] = ctl.q_rest
             d.mocap_pos[ids["mocap"]] = g.home_pos
             d.mocap_quat[ids["mocap"]] = g.home_quat_wxyz
         self._events: List[Dict] = []
@@ -175,6 +192,12 @@ class SimEnv:
             e["applied"] = False
             e.pop("base", None)
         mj.mj_forward(m, d)
+        if self._arm_ctl:       # the arms start held by their controllers (and the F/T reads 0)
+            for arm, ctl in self._arm_ctl.items():
+                ids = self._ids[arm]
+                d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[ids["mocap"]], d.mocap_quat[ids["mocap"]])
+                ctl.reset_status()
+            mj.mj_forward(m, d)
         self._steps = 0
         self._log_t: List[float] = []
         self._log_f: List[float] = []
@@ -210,7 +233,7 @@ class SimEnv:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"SimEnv.step: n={n!r} is not a non-negative integer")
         n = int(n)
-        mj_step = self._mj.mj_step
+        mj_step = self._mj.mj_step if self.embodiment == "floating" else self._arm_steps
         while n > 0:
             k = min(n, self._log_every - self._steps % self._log_every)
             mj_step(self.model, self.data, nstep=k)
@@ -218,6 +241,70 @@ class SimEnv:
             n -= k
             if self._steps % self._log_every == 0:
                 self._tick()
+
+    # ------------------------------------------------------------------ arms
+    def _setup_arms(self) -> None:
+        """The arm embodiment: one Cartesian impedance controller per arm (sim/arm_control.py),
+        its rest posture the IK solution of the home pose (also the start of every episode)."""
+        from .arm import actuator_names, joint_names, solve_ik_multi
+        from .arm_control import ArmControlConfig, CartesianImpedanceController
+
+        mj, m = self._mj, self.model
+        scratch = mj.MjData(m)
+        gains = self._scene.extras["gains"]
+        for arm in self.arms:
+            g = self._scene.geometry[arm]
+            jids = [mj.mj_name2id(m, mj.mjtObj.mjOBJ_JOINT, j) for j in joint_names(arm)]
+            qadr = np.array([m.jnt_qposadr[j] for j in jids])
+            dof = np.array([m.jnt_dofadr[j] for j in jids])
+            lo, hi = m.jnt_range[jids].T
+            q, err = solve_ik_multi(m, scratch, self._ids[arm]["tcp"], qadr, dof, g.home_pos,
+                                    quat_wxyz_to_matrix(g.home_quat_wxyz), lo, hi)
+            if err > 1e-3:
+                raise RuntimeError(f"SimEnv: {arm}'s home pose is out of the arm's reach (IK residual {err:.3g})")
+            self._arm_ctl[arm] = CartesianImpedanceController(
+                m, f"{arm}_tcp", joint_names(arm), actuator_names(arm), kp=gains["kp"], kr=gains["kr"],
+                q_rest=q, cfg=ArmControlConfig())
+
+    def _arm_steps(self, m, d, nstep: int) -> None:
+        """``nstep`` physics steps with every arm's controller evaluated at each (1 kHz)."""
+        mj = self._mj
+        for _ in range(nstep):
+            mj.mj_step1(m, d)
+            for arm, ctl in self._arm_ctl.items():
+                ids = self._ids[arm]
+                d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[ids["mocap"]], d.mocap_quat[ids["mocap"]])
+            mj.mj_step2(m, d)
+
+    def arm_base(self, arm: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Where the arm's base stands (embodiment arm): world position (m) and orientation
+        (x, y, z, w) of its base link, the frame a robot's Cartesian controller works in."""
+        self._check_arm(arm)
+        if arm not in self._arm_ctl:
+            raise ValueError(f"arm_base({arm}): the {self.embodiment} embodiment has no arm base")
+        from .arm import base_quat_wxyz
+
+        pos, yaw = self._scene.extras["arm_bases"][arm]
+        return np.asarray(pos, float), wxyz_to_xyzw(base_quat_wxyz(yaw))
+
+    def joint_state(self, arm: str) -> Dict[str, object]:
+        """The arm's joints now: ``name`` (list), ``position`` (rad), ``velocity`` (rad/s),
+        ``effort`` (N·m, the commanded torques). Empty lists for the floating embodiment."""
+        self._check_arm(arm)
+        ctl = self._arm_ctl.get(arm)
+        if ctl is None:
+            return {"name": [], "position": np.zeros(0), "velocity": np.zeros(0), "effort": np.zeros(0)}
+        from .arm import joint_names
+
+        return {"name": list(joint_names(arm)), "position": self.data.qpos[ctl.qadr].copy(),
+                "velocity": self.data.qvel[ctl.dof].copy(), "effort": self.data.ctrl[ctl.act].copy()}
+
+    def controller_status(self, arm: str) -> Dict:
+        """The arm controller's counters this episode (:class:`sim.arm_control.ControlStatus`);
+        empty for the floating embodiment."""
+        self._check_arm(arm)
+        ctl = self._arm_ctl.get(arm)
+        return ctl.status.as_dict() if ctl is not None else {}
 
     def _tick(self) -> None:
         """Every log period: scheduled perturbations, then ground-truth logging."""
@@ -366,10 +453,13 @@ class SimEnv:
         mj.mju_mat2Quat(qw, d.site_xmat[tcp])
         vel = np.zeros(6)
         mj.mj_objectVelocity(m, d, mj.mjtObj.mjOBJ_SITE, tcp, vel, 0)
-        a = d.actuator_force[ids["act"]:ids["act"] + 6]
-        Rt = d.xmat[ids["target_body"]].reshape(3, 3)
-        f_tool = -(R.T @ (Rt @ a[:3]))
-        t_tool = -(R.T @ (Rt @ a[3:]))
+        if self.embodiment == "floating":
+            a = d.actuator_force[ids["act"]:ids["act"] + 6]
+            Rt = d.xmat[ids["target_body"]].reshape(3, 3)
+            f_tool = -(R.T @ (Rt @ a[:3]))
+            t_tool = -(R.T @ (Rt @ a[3:]))
+        else:
+            f_tool, t_tool = self._wrist_wrench(arm, pos)
         wrench = np.concatenate([f_tool, t_tool])
         nz = self.cfg.wrench_noise
         if nz > 0:
@@ -377,6 +467,21 @@ class SimEnv:
         return ArmState(stamp=float(d.time), tcp_pos=pos, tcp_quat=wxyz_to_xyzw(qw), tcp_linvel=vel[3:].copy(),
                         tcp_angvel=vel[:3].copy(), wrench=wrench,
                         tactile=self._tactile_field(arm) if tactile else np.zeros((0, 4), np.float32), gripper=None)
+
+    def _wrist_wrench(self, arm: str, tcp: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The flange F/T sensor, tared for the tool's weight (payload compensation): the
+        external force on the tool and its torque about the TCP, in the tool frame."""
+        m, d = self.model, self.data
+        ids = self._ids[arm]
+        Rs = d.site_xmat[ids["ft_site"]].reshape(3, 3)
+        # MuJoCo's force/torque sensors: what the tool's body receives from link 7 (site frame)
+        f_in = Rs @ d.sensordata[ids["ft_force"]:ids["ft_force"] + 3]
+        t_in = Rs @ d.sensordata[ids["ft_torque"]:ids["ft_torque"] + 3]
+        weight = m.body_mass[ids["body"]] * m.opt.gravity
+        f_ext = -f_in - weight
+        t_ext = -(t_in + np.cross(d.site_xpos[ids["ft_site"]] - tcp, f_in)) - np.cross(d.xipos[ids["body"]] - tcp, weight)
+        R = d.site_xmat[ids["tcp"]].reshape(3, 3)
+        return R.T @ f_ext, R.T @ t_ext
 
     def _tactile_field(self, arm: str) -> np.ndarray:
         ids = self._ids[arm]
@@ -480,7 +585,7 @@ class SimEnv:
         """JSON-serialisable metrics of the episode so far (definitions in the module docstring)."""
         t, f = self.force_trace()
         fm = force_metrics(t, f, self.force_band, self.perturbation_times)
-        out: Dict = {"task": self.task, "seed": self.seed, "duration": float(self.data.time),
+        out: Dict = {"task": self.task, "embodiment": self.embodiment, "seed": self.seed, "duration": float(self.data.time),
                      "perturbation_times": self.perturbation_times,
                      "perturbations": self.perturbation_events()}
         out.update(fm)

@@ -32,6 +32,12 @@ TOOL_MASS = 0.3  # kg, each tool
 # at ~100 Hz); this softness keeps the sliding normal force steady. The lift paddles keep the
 # default (stiffer) contacts: soft contacts creep under a static friction load.
 PAD_SOLIMP = "0.5 0.95 0.003"
+# With the arm embodiment the pad-table contact is softer still (time constant 60 ms instead of
+# MuJoCo's 20 ms): the arm's apparent inertia couples the sliding friction force into the
+# normal direction (a tangential push accelerates the TCP up or down too), and with the stiffer
+# contact the pad hops along the path at ~70 Hz (~4 ms of ~30 N contact, ~10 ms off: contact
+# lost ~40 % of the time, wipe expert 0/3). 60 ms, a thick sponge pad: hops ~5 % of the time.
+ARM_PAD_SOLREF = "0.06 1"
 
 
 @dataclass
@@ -90,8 +96,12 @@ def _actuators(arm: str, g: dict, kp: float) -> str:
 
 
 def _tool(arm: str, pos, pad_quat_tool, pad_half, thickness=0.01, rgba="0.2 0.5 0.9 1",
-          solimp: str = "0.9 0.95 0.001") -> str:
-    """A tool body: a flat pad box whose contact face is at the TCP, facing the pad normal."""
+          contact: str = 'solimp="0.9 0.95 0.001"', mount: bool = False) -> str:
+    """A tool body: a flat pad box whose contact face is at the TCP, facing the pad normal, and
+    the mocap body of its target. Floating (``mount=False``): a free, gravity-compensated body
+    at ``pos``, coupled by :func:`_actuators`. Mounted: the tool of an arm (``sim/arm.py``), a
+    body welded to link 7 with the pad normal along the flange z axis and the TCP
+    ``TOOL_LENGTH`` beyond the flange, where the wrist F/T site ``<arm>_ft`` is."""
     R = np.zeros(9)
     import mujoco
 
@@ -99,27 +109,73 @@ def _tool(arm: str, pos, pad_quat_tool, pad_half, thickness=0.01, rgba="0.2 0.5 
     n = R.reshape(3, 3)[:, 2]                     # pad normal in the tool frame
     centre = -n * thickness / 2                    # pad box centre sits behind the face
     back = -n * (thickness + 0.02)                 # a handle behind the pad (visual only)
-    return f"""
-  <body name="{arm}_tool" pos="{_fmt(pos)}" gravcomp="1">
-    <freejoint name="{arm}_free"/>
+    if mount:
+        from .arm import FLANGE_OFFSET, TOOL_LENGTH, quat_z_to
+
+        # the tool hangs below the flange: the flange is TOOL_LENGTH along the tool's +z from the
+        # TCP, its axis pointing down (tool -z); a pad facing down (wipe) sits on a holder along
+        # that axis, a pad facing sideways (lift's paddles) on a holder behind it
+        up = np.array([0.0, 0.0, 1.0])
+        opening = (f'<body name="{arm}_tool" pos="0 0 {FLANGE_OFFSET + TOOL_LENGTH:.6g}" '
+                   f'quat="{_fmt(quat_z_to(-up))}">')
+        if float(np.dot(n, up)) < -0.5:
+            holder, half = up * (thickness + TOOL_LENGTH) / 2, (TOOL_LENGTH - thickness) / 2
+        else:
+            holder, half = up * TOOL_LENGTH / 2 - n * (thickness + 0.015), TOOL_LENGTH / 2
+        extra = f"""
+    <geom name="{arm}_holder" type="cylinder" size="0.015 {half:.6g}" pos="{_fmt(holder)}"
+          contype="0" conaffinity="0" mass="0" rgba="0.3 0.3 0.32 1"/>
+    <site name="{arm}_ft" pos="{_fmt(up * TOOL_LENGTH)}" size="0.003" rgba="0 0 1 0"/>"""
+    else:
+        opening = f'<body name="{arm}_tool" pos="{_fmt(pos)}" gravcomp="1">\n    <freejoint name="{arm}_free"/>'
+        extra = ""
+    tool = f"""
+  {opening}
     <inertial pos="{_fmt(centre)}" mass="{TOOL_MASS}" diaginertia="3e-4 3e-4 3e-4"/>
     <geom name="{arm}_pad" type="box" size="{pad_half[0]:.6g} {pad_half[1]:.6g} {thickness / 2:.6g}"
           pos="{_fmt(centre)}" quat="{_fmt(pad_quat_tool)}" rgba="{rgba}" friction="0.05 0.005 0.0001"
-          solimp="{solimp}"/>
+          {contact}/>
     <geom name="{arm}_handle" type="cylinder" size="0.012 0.02" pos="{_fmt(back)}" quat="{_fmt(pad_quat_tool)}"
           contype="0" conaffinity="0" rgba="0.6 0.6 0.6 1"/>
     <site name="{arm}_tcp" pos="0 0 0" size="0.004" rgba="1 0 0 1"/>
-    <site name="{arm}_pad" pos="0 0 0" quat="{_fmt(pad_quat_tool)}" size="0.002" rgba="0 1 0 0"/>
-  </body>
+    <site name="{arm}_pad" pos="0 0 0" quat="{_fmt(pad_quat_tool)}" size="0.002" rgba="0 1 0 0"/>{extra}
+  </body>"""
+    target = f"""
   <body name="{arm}_target" mocap="true" pos="{_fmt(pos)}">
     <site name="{arm}_target" size="0.006" rgba="1 0.6 0 0.3" group="4"/>
   </body>"""
+    if not mount:
+        return tool + target
+    return tool, target
 
 
-def _header(cfg, model_name: str) -> str:
+def _embodied(cfg, arms, tools, g: dict, kp: float) -> Tuple[str, str, str, str, Dict]:
+    """(assets, world bodies, actuators, sensors, extras) holding ``tools`` ({arm: (home pos,
+    pad quat, pad half, kwargs of :func:`_tool`)}) as the configured embodiment."""
+    if cfg.embodiment == "floating":
+        bodies = "\n".join(_tool(a, *tools[a][:3], **tools[a][3]) for a in arms)
+        return "", bodies, "\n    ".join(_actuators(a, g, kp) for a in arms), "", {}
+    from .arm import ARM_BASES, base_quat_wxyz, panda_actuators, panda_assets, panda_body
+
+    bodies, acts, sensors = [], [], []
+    bases = ARM_BASES[cfg.task]
+    for a in arms:
+        tool, target = _tool(a, *tools[a][:3], mount=True, **tools[a][3])
+        pos, yaw = bases[a]
+        bodies.append(panda_body(a, pos, base_quat_wxyz(yaw), tool) + target)
+        bodies.append(f'<geom name="{a}_pedestal" type="cylinder" size="0.09 {0.3:.6g}" '
+                      f'pos="{_fmt(np.asarray(pos) - [0, 0, 0.3])}" rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>')
+        acts.append(panda_actuators(a))
+        sensors.append(f'<force name="{a}_ft_force" site="{a}_ft"/>\n    <torque name="{a}_ft_torque" site="{a}_ft"/>')
+    sensor = "<sensor>\n    " + "\n    ".join(sensors) + "\n  </sensor>"
+    return panda_assets(), "\n".join(bodies), "\n    ".join(acts), sensor, {"arm_bases": {a: bases[a] for a in arms}}
+
+
+def _header(cfg, model_name: str, assets: str = "") -> str:
     w, h = max(cfg.camera_width, 640), max(cfg.camera_height, 480)
     return f"""
 <mujoco model="{model_name}">
+  <compiler angle="radian"/>
   <option timestep="{cfg.timestep:.6g}" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual><global offwidth="{w}" offheight="{h}"/><quality shadowsize="1024"/></visual>
   <asset>
@@ -127,6 +183,7 @@ def _header(cfg, model_name: str) -> str:
     <material name="grid" texture="grid" texrepeat="6 6"/>
     <texture name="wood" type="2d" builtin="flat" rgb1=".72 .6 .45" width="16" height="16"/>
     <material name="wood" texture="wood"/>
+    {assets}
   </asset>
   <worldbody>
     <light pos="0.3 -0.3 1.2" dir="-0.2 0.2 -1" diffuse="0.8 0.8 0.8"/>
@@ -142,24 +199,28 @@ def wipe_scene(cfg) -> SceneSpec:
     pad_q = _mat2quat(np.array([[1, 0, 0], [0, -1, 0], [0, 0, -1]]))  # pad normal = tool -z
     home = np.array([-0.15, -0.05, 0.06])
     ws = (np.array([-0.35, -0.25, -0.08]), np.array([0.35, 0.25, 0.35]))
-    xml = _header(cfg, "slowfast_wipe") + f"""
+    contact = f'solimp="{PAD_SOLIMP}"' + (f' solref="{ARM_PAD_SOLREF}"' if cfg.embodiment == "arm" else "")
+    assets, bodies, acts, sensors, extras = _embodied(
+        cfg, ("arm",), {"arm": (home, pad_q, pad_half, {"contact": contact})}, g, kp)
+    xml = _header(cfg, "slowfast_wipe", assets) + f"""
     <body name="table" mocap="true" pos="0 0 0">
       <!-- contact surface: a plane (robust face contacts); the box is its visual body -->
       <geom name="table" type="plane" size="0.3 0.2 0.01" pos="0 0 0" rgba="0 0 0 0" friction="0.3 0.005 0.0001"
-            solimp="{PAD_SOLIMP}"/>
+            {contact}/>
       <geom name="table_body" type="box" size="0.3 0.2 0.02" pos="0 0 -0.02" material="wood" contype="0" conaffinity="0"/>
       <geom name="stripe" type="box" size="0.16 0.06 0.0005" pos="0 0 0.0002" rgba="0.95 0.95 0.95 1" contype="0" conaffinity="0"/>
     </body>
     <geom name="stand" type="box" size="0.28 0.18 0.29" pos="0 0 -0.33" rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>
     <camera name="camera" pos="0.05 -0.42 0.32" xyaxes="{_lookat((0.05, -0.42, 0.32), (0.0, 0.0, 0.0))}" fovy="50"/>
-    {_tool("arm", home, pad_q, pad_half, solimp=PAD_SOLIMP)}
+    {bodies}
   </worldbody>
   <actuator>
-    {_actuators("arm", g, kp)}
+    {acts}
   </actuator>
+  {sensors}
 </mujoco>"""
     geo = {"arm": ArmGeometry(home, np.array([1.0, 0, 0, 0]), pad_q, pad_half, ws)}
-    return SceneSpec(xml=xml, arms=("arm",), geometry=geo, extras={"gains": dict(g, kp=kp)})
+    return SceneSpec(xml=xml, arms=("arm",), geometry=geo, extras={"gains": dict(g, kp=kp), **extras})
 
 
 BOX_HALF = (0.05, 0.04, 0.05)
@@ -181,7 +242,10 @@ def lift_scene(cfg) -> SceneSpec:
     bx, by, bz = BOX_HALF
     homes = {"left": np.array([0.0, by + 0.04, grasp_z]), "right": np.array([0.0, -by - 0.04, grasp_z])}
     ws = (np.array([-0.2, -0.25, 0.0]), np.array([0.2, 0.25, 0.4]))
-    xml = _header(cfg, "slowfast_lift") + f"""
+    assets, bodies, acts, sensors, extras = _embodied(
+        cfg, ("left", "right"), {"left": (homes["left"], left_q, pad_half, {"rgba": "0.2 0.5 0.9 1"}),
+                                 "right": (homes["right"], right_q, pad_half, {"rgba": "0.2 0.8 0.4 1"})}, g, kp)
+    xml = _header(cfg, "slowfast_lift", assets) + f"""
     <geom name="table" type="box" size="0.3 0.25 0.02" pos="0 0 -0.02" material="wood" friction="0.5 0.005 0.0001"/>
     <geom name="stand" type="box" size="0.28 0.23 0.29" pos="0 0 -0.33" rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>
     <camera name="camera" pos="0.45 -0.4 0.28" xyaxes="{_lookat((0.45, -0.4, 0.28), (0.0, 0.0, 0.12))}" fovy="50"/>
@@ -189,20 +253,19 @@ def lift_scene(cfg) -> SceneSpec:
       <freejoint name="box_free"/>
       <geom name="box" type="box" size="{bx} {by} {bz}" mass="0.4" rgba="0.85 0.3 0.25 1" friction="0.7 0.005 0.0001"/>
     </body>
-    {_tool("left", homes["left"], left_q, pad_half, rgba="0.2 0.5 0.9 1")}
-    {_tool("right", homes["right"], right_q, pad_half, rgba="0.2 0.8 0.4 1")}
+    {bodies}
   </worldbody>
   <actuator>
-    {_actuators("left", g, kp)}
-    {_actuators("right", g, kp)}
+    {acts}
   </actuator>
+  {sensors}
 </mujoco>"""
     geo = {
         "left": ArmGeometry(homes["left"], np.array([1.0, 0, 0, 0]), left_q, pad_half, ws),
         "right": ArmGeometry(homes["right"], np.array([1.0, 0, 0, 0]), right_q, pad_half, ws),
     }
     return SceneSpec(xml=xml, arms=("left", "right"), geometry=geo,
-                     extras={"gains": dict(g, kp=kp), "box_half": BOX_HALF, "grasp_z": grasp_z})
+                     extras={"gains": dict(g, kp=kp), "box_half": BOX_HALF, "grasp_z": grasp_z, **extras})
 
 
 def build_scene(cfg) -> SceneSpec:

@@ -22,6 +22,19 @@ from slowfast_ros import msgs, qos
 from slowfast_ros.node_util import param
 
 
+#: The ros2_control stack a real arm runs under the README's robot setup (the FZI
+#: cartesian_controllers, a TCP pose broadcaster, ros2_controllers' F/T sensor broadcaster):
+#: robot_bridge_node's defaults, and what sim_node offers with ``interface: ros2_control``.
+ROS2_CONTROL = {"controller": "cartesian_compliance_controller", "base_frame": "base_link",
+                "pose_topic": "/tcp_pose_broadcaster/pose", "wrench_topic": "/force_torque_sensor_broadcaster/wrench",
+                "joint_states": "/joint_states"}
+
+
+def controller_target_topic(controller: str) -> str:
+    """The Cartesian controller's command topic: ``/<controller>/target_frame``."""
+    return f"/{controller.strip('/')}/target_frame"
+
+
 def topic(arm: str, name: str) -> str:
     return f"{arm}/{name}" if arm else name
 

@@ -91,6 +91,17 @@ def gripper_from_msg(msg: JointState) -> tuple[float, float, float]:
     return stamp_of(msg), float(msg.position[0]), force
 
 
+def joint_state_msg(stamp: float, joints: dict) -> JointState:
+    """An arm's joints (``SimEnv.joint_state``: name, position rad, velocity rad/s, effort N·m)."""
+    msg = JointState()
+    msg.header.stamp = to_time(stamp)
+    msg.name = list(joints["name"])
+    msg.position = [float(x) for x in joints["position"]]
+    msg.velocity = [float(x) for x in joints["velocity"]]
+    msg.effort = [float(x) for x in joints["effort"]]
+    return msg
+
+
 def joint_positions_from_msg(msg: JointState, names) -> tuple[float, np.ndarray]:
     """JointState -> (stamp, positions of the joints ``names``, in that order). Raises
     ValueError when a joint is missing or has no position."""

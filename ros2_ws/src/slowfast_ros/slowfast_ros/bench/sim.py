@@ -11,6 +11,7 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="wipe", help="wipe | lift")
+    p.add_argument("--embodiment", default="floating", help="floating | arm (Panda arms, 1 kHz impedance control)")
     p.add_argument("--seconds", type=float, default=5.0, help="sim seconds per real-time-factor run")
     p.add_argument("--topic-seconds", type=float, default=10.0, help="seconds of topic measurement")
     p.add_argument("--width", type=int, default=320)
@@ -20,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from geometry_msgs.msg import PoseStamped, WrenchStamped  # noqa: PLC0415
-    from sensor_msgs.msg import Image, PointCloud2  # noqa: PLC0415
+    from sensor_msgs.msg import Image, JointState, PointCloud2  # noqa: PLC0415
     from sim import SimConfig, SimEnv  # noqa: PLC0415
     from sim.bench import physics_rtf  # noqa: PLC0415
 
@@ -30,12 +31,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.seconds <= 0 or args.topic_seconds <= 0:
         raise ValueError("--seconds and --topic-seconds must be > 0")
     print("physics without rendering...", file=sys.stderr, flush=True)
-    no_render = physics_rtf(task=args.task, seconds=args.seconds, render=False)
+    no_render = physics_rtf(task=args.task, seconds=args.seconds, render=False, embodiment=args.embodiment)
     print("physics with one camera...", file=sys.stderr, flush=True)
     with_cam = physics_rtf(task=args.task, seconds=args.seconds, render=True, width=args.width,
-                           height=args.height, camera_hz=args.camera_hz)
+                           height=args.height, camera_hz=args.camera_hz, embodiment=args.embodiment)
 
-    arms = SimEnv(SimConfig(task=args.task, render=False)).arms
+    arms = SimEnv(SimConfig(task=args.task, render=False, embodiment=args.embodiment)).arms
     rates = {"pose": 200.0, "wrench": 200.0, "tactile": 200.0}
     topics, expected = {}, {}
     for arm in arms:
@@ -43,12 +44,15 @@ def run(args: argparse.Namespace) -> dict:
                                    "tactile": ("tactile/markers", PointCloud2)}.items():
             topics[f"/{arm}/{name}"] = mtype
             expected[f"/{arm}/{name}"] = rates[key]
+        if args.embodiment == "arm":
+            topics[f"/{arm}/joint_states"] = JointState
+            expected[f"/{arm}/joint_states"] = rates["pose"]
     topics["/camera/color/image_raw"] = Image
     expected["/camera/color/image_raw"] = args.camera_hz
 
     print(f"sim node over DDS for {args.topic_seconds:.0f} s...", file=sys.stderr, flush=True)
     profile = stack.load_profile("sim")
-    overrides = {"sim_node": {"task": args.task, "camera_hz": args.camera_hz, "camera_width": args.width,
+    overrides = {"sim_node": {"task": args.task, "embodiment": args.embodiment, "camera_hz": args.camera_hz, "camera_width": args.width,
                               "camera_height": args.height, "perturb": True, "episode_seconds": 600.0,
                               "pose_hz": rates["pose"], "wrench_hz": rates["wrench"],
                               "tactile_hz": rates["tactile"]}}
@@ -74,7 +78,10 @@ def run(args: argparse.Namespace) -> dict:
             "latency_ms_p99": round(st.get("latency_ms_p99", float("nan")), 3)}
     return {
         "task": args.task,
+        "embodiment": args.embodiment,
         "rtf_no_render": round(no_render["rtf"], 2),
+        **({"controller_us_per_step": round(no_render["controller_us_per_step"], 1),
+            "controller_status": no_render["controller_status"]} if args.embodiment == "arm" else {}),
         "rtf_one_camera": round(with_cam["rtf"], 2),
         "camera": f"{args.width}x{args.height}@{args.camera_hz:g}Hz",
         "topics": topic_rates,

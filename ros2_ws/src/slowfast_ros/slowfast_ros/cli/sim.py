@@ -20,6 +20,8 @@ MODEL_TYPES = {"rdp": "rdp_ldp", "dp": "dp"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="wipe", help="wipe | lift (default wipe)")
+    p.add_argument("--embodiment", default="floating",
+                   help="floating (default) | arm: Franka Panda arms under a 1 kHz Cartesian impedance controller")
     p.add_argument("--controller", default="expert",
                    help="expert (scripted), rdp (Reactive Diffusion Policy) or dp (Diffusion Policy baseline)")
     p.add_argument("--policy", "--checkpoint", dest="policy", default=None,
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = stack.parse_sets(args.set)
     overrides.setdefault("sim_node", {}).update(
-        task=args.task, seed=args.seed, episodes=args.episodes, perturb=not args.no_perturb,
+        task=args.task, embodiment=args.embodiment, seed=args.seed, episodes=args.episodes,
+        perturb=not args.no_perturb,
         episode_seconds=float(args.episode_seconds), camera_hz=float(args.camera_hz),
         camera_width=args.width, camera_height=args.height, out_dir=str(out.resolve()))
     if args.controller == "expert":
@@ -155,7 +158,7 @@ def _policy_for_sim(args, out: Path):
     if meta.get("model_type") != want:
         raise ValueError(f"--policy {src}: a {meta.get('model_type')!r} model; --controller {args.controller} "
                          f"needs a {want!r} export")
-    env = SimEnv(SimConfig(task=args.task, render=False))
+    env = SimEnv(SimConfig(task=args.task, embodiment=args.embodiment, render=False))
     shapes = meta.get("shapes", {})
     arms = tuple(env.arms)
     if int(shapes.get("num_arms", -1)) != len(arms):

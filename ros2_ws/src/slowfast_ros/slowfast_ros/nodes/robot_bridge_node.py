@@ -39,7 +39,7 @@ from std_msgs.msg import Float64
 
 from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter, RobotState
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import topic
+from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 ADAPTERS = ("cartesian_controllers", "gz_gantry")
@@ -49,12 +49,11 @@ ADAPTERS = ("cartesian_controllers", "gz_gantry")
 class RobotBridgeNodeParams:
     arm: str = param("arm", "arm namespace of the stack topics: <arm>/target_tcp, <arm>/tcp_pose")
     adapter: str = param("cartesian_controllers", f"robot command interface: {' | '.join(ADAPTERS)}")
-    controller: str = param("cartesian_compliance_controller",
-                            "ros2_control controller taking <controller>/target_frame")
+    controller: str = param(ROS2_CONTROL["controller"], "ros2_control controller taking <controller>/target_frame")
     target_topic: str = param("", "command topic of the controller ('' = /<controller>/target_frame)")
-    state_pose_topic: str = param("/tcp_pose_broadcaster/pose", "measured TCP pose (PoseStamped, base frame)")
-    state_wrench_topic: str = param("/force_torque_sensor_broadcaster/wrench", "measured wrench (WrenchStamped)")
-    base_frame: str = param("base_link", "the controller's robot_base_link: frame of its targets and of the state pose")
+    state_pose_topic: str = param(ROS2_CONTROL["pose_topic"], "measured TCP pose (PoseStamped, base frame)")
+    state_wrench_topic: str = param(ROS2_CONTROL["wrench_topic"], "measured wrench (WrenchStamped)")
+    base_frame: str = param(ROS2_CONTROL["base_frame"], "the controller's robot_base_link: frame of its targets and of the state pose")
     world_frame: str = param("world", "frame of <arm>/target_tcp and <arm>/tcp_pose")
     base_in_world: list = param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
                                 "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
@@ -98,7 +97,7 @@ class CartesianControllersAdapter(RobotAdapter):
         self._lock = threading.Lock()
         self._state = RobotState()
         self.foreign_frame = 0
-        target = p.target_topic or f"/{p.controller.strip('/')}/target_frame"
+        target = p.target_topic or controller_target_topic(p.controller)
         self.target_pub = node.create_publisher(PoseStamped, target, qos.COMMAND)
         node.create_subscription(PoseStamped, p.state_pose_topic, self._on_pose, qos.SENSOR_SUB)
         node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)

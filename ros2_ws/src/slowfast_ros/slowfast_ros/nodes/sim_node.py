@@ -2,12 +2,24 @@
 
 Publishes, per arm (``arm`` for wipe; ``left``/``right`` for lift):
   <arm>/tcp_pose (PoseStamped, world), <arm>/tcp_wrench (WrenchStamped, tool frame),
-  <arm>/tactile/markers (PointCloud2 x, y, dx, dy, pad frame)
+  <arm>/tactile/markers (PointCloud2 x, y, dx, dy, pad frame),
+  <arm>/joint_states (JointState, at pose_hz; with ``embodiment: arm`` only)
 and per camera: <cam>/color/image_raw, <cam>/color/camera_info,
 <cam>/aligned_depth_to_color/image_raw (16UC1 mm, when ``depth`` is on); plus /clock,
-/diagnostics (1 Hz) and ``sim/episode`` (latched JSON events: start, end with metrics and
+/diagnostics (1 Hz; with the arm, its controller's saturation / limit / singularity counters
+this episode) and ``sim/episode`` (latched JSON events: start, end with metrics and
 the reason it ended). Subscribes <arm>/target_tcp (PoseStamped in the world frame). A NaN,
 non-unit or out-of-workspace target is rejected with a warning and counted, never applied.
+
+With ``interface: ros2_control`` (``embodiment: arm``, one arm: wipe) the node offers instead
+the topics of the ros2_control stack the README has users bring up on a real arm, so
+``robot_bridge_node`` and its ``cartesian_controllers`` adapter drive the simulated arm as
+they would a real one: it subscribes ``/<controller>/target_frame`` (PoseStamped in
+``base_frame``, the arm's base; a target in another frame is ignored and counted, as the FZI
+controllers do) and publishes the TCP pose in the base frame on ``state_pose_topic``, the
+wrist wrench on ``state_wrench_topic`` and ``/joint_states``; no ``<arm>/target_tcp``,
+``<arm>/tcp_pose`` or ``<arm>/tcp_wrench`` (the bridge serves those). Tactile, cameras,
+/clock, /diagnostics and ``sim/episode`` are as above.
 
 Episodes end at the task's length (``episode_end: task``), or, for a person teleoperating
 (``episode_end: operator``), when the operator asks on ``sim/episode_command`` (JSON
@@ -34,17 +46,24 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import String
 
+from hardware.robot import RigidTransform
 from sim.report import jsonable
 from slowfast_ros import msgs, qos
+from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+
+
+INTERFACES = ("stack", "ros2_control")
 
 
 @dataclasses.dataclass
 class SimNodeParams:
     task: str = param("wipe", "task: wipe | lift")
+    embodiment: str = param("floating", "floating: tools held by a native impedance coupling | arm: Franka "
+                                        "Panda arms under a 1 kHz Cartesian impedance controller")
     seed: int = param(0, "seed of the first episode; episode k uses seed + k")
     perturb: bool = param(True, "surface/object changes at random, seeded times")
     episodes: int = param(0, "episodes to run, then exit (0 = run until stopped)")
@@ -53,6 +72,13 @@ class SimNodeParams:
                                      "request (sim/episode_command) or after max_episode_minutes")
     max_episode_minutes: float = param(30.0, "with episode_end operator: the longest episode (min)")
     world_frame: str = param("world", "frame of all poses")
+    interface: str = param("stack", "stack: <arm>/target_tcp in, <arm>/tcp_pose and <arm>/tcp_wrench out (world) | "
+                                    "ros2_control: a real arm's ros2_control topics (embodiment arm, one arm), for "
+                                    "robot_bridge_node")
+    controller: str = param(ROS2_CONTROL["controller"], "interface ros2_control: targets on <controller>/target_frame")
+    base_frame: str = param(ROS2_CONTROL["base_frame"], "interface ros2_control: frame of the targets and the pose")
+    state_pose_topic: str = param(ROS2_CONTROL["pose_topic"], "interface ros2_control: TCP pose (base frame)")
+    state_wrench_topic: str = param(ROS2_CONTROL["wrench_topic"], "interface ros2_control: wrist wrench")
     pose_hz: float = param(200.0, "TCP pose publish rate (Hz)")
     wrench_hz: float = param(200.0, "wrist wrench publish rate (Hz)")
     tactile_hz: float = param(200.0, "tactile marker field publish rate (Hz)")
@@ -83,6 +109,10 @@ class SimNodeParams:
             raise ValueError(f"max_lag: {self.max_lag} outside 0..10 s")
         if not (0.0 <= self.start_delay <= 10.0):
             raise ValueError(f"start_delay: {self.start_delay} outside 0..10 s")
+        if self.interface not in INTERFACES:
+            raise ValueError(f"interface: {self.interface!r} not one of {', '.join(INTERFACES)}")
+        if self.interface == "ros2_control" and self.embodiment != "arm":
+            raise ValueError("interface: ros2_control needs embodiment: arm (joints under a Cartesian controller)")
         from sim.episodes import MODES  # noqa: PLC0415
         if self.episode_end not in MODES:
             raise ValueError(f"episode_end: {self.episode_end!r} not one of {', '.join(MODES)}")
@@ -143,7 +173,7 @@ class SimNode(Node):
         from sim.render import SnapshotRenderer  # noqa: PLC0415
 
         self.p: SimNodeParams = declare_params(self, SimNodeParams())
-        cfg_kwargs = dict(task=self.p.task, seed=self.p.seed, perturb=self.p.perturb,
+        cfg_kwargs = dict(task=self.p.task, embodiment=self.p.embodiment, seed=self.p.seed, perturb=self.p.perturb,
                           camera_width=self.p.camera_width, camera_height=self.p.camera_height,
                           render=self.p.camera_hz > 0)
         if self.p.episode_seconds > 0:
@@ -170,14 +200,33 @@ class SimNode(Node):
 
         pub = qos.SENSOR_PUB
         self.pubs = {}
+        # interface ros2_control: the arm's base is the controller's frame (targets and pose)
+        self.hw = self.p.interface == "ros2_control"
+        self.base_in_world: RigidTransform | None = None
+        if self.hw:
+            if len(self.arms) != 1:
+                raise ValueError(f"interface: ros2_control drives one arm; task {self.p.task} has {len(self.arms)}")
+            bpos, bquat = self.env.arm_base(self.arms[0])
+            self.base_in_world = RigidTransform(tuple(bpos), tuple(bquat))
+            self.world_in_base = self.base_in_world.inverse()
         for arm in self.arms:
-            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, topic(arm, "tcp_pose"), pub)
-            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, topic(arm, "tcp_wrench"), pub)
+            names = ({"pose": self.p.state_pose_topic, "wrench": self.p.state_wrench_topic,
+                      "joints": ROS2_CONTROL["joint_states"]} if self.hw else
+                     {"pose": topic(arm, "tcp_pose"), "wrench": topic(arm, "tcp_wrench"),
+                      "joints": topic(arm, "joint_states")})
+            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, names["pose"], pub)
+            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, names["wrench"], pub)
             self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"), pub)
-            self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
-                                     lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
+            if self.hw:
+                self.create_subscription(PoseStamped, controller_target_topic(self.p.controller),
+                                         lambda m, a=arm: self._on_controller_target(a, m), qos.COMMAND)
+            else:
+                self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
+                                         lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
             for k in ("pose", "wrench", "tactile"):
                 self.meters[f"{topic(arm, k)}"] = RateMeter()
+            if self.p.embodiment == "arm":
+                self.pubs[(arm, "joints")] = self.create_publisher(JointState, names["joints"], pub)
         for cam in self.cameras:
             self.pubs[(cam, "image")] = self.create_publisher(Image, f"{cam}/color/image_raw", pub)
             self.pubs[(cam, "info")] = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", pub)
@@ -225,6 +274,19 @@ class SimNode(Node):
         with self._lock:
             self._pending[arm] = (stamp, pos, quat)
 
+    def _on_controller_target(self, arm: str, msg: PoseStamped) -> None:
+        """interface ros2_control: a Cartesian controller's target, in the arm's base frame."""
+        stamp, pos, quat = msgs.pose_from_msg(msg)
+        if msg.header.frame_id != self.p.base_frame:
+            self._reject(arm, f"frame '{msg.header.frame_id}' is not '{self.p.base_frame}'")
+            return
+        if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+            self._reject(arm, "NaN or Inf in the target")
+            return
+        wpos, wquat = self.base_in_world.apply(pos, quat)
+        with self._lock:
+            self._pending[arm] = (stamp, wpos, wquat)
+
     def _on_chunk(self, _msg) -> None:
         with self._lock:
             self.chunks_this_episode += 1
@@ -245,9 +307,14 @@ class SimNode(Node):
         if self.ending.request(episode):
             self.get_logger().info(f"episode {self.ending.episode}: end requested ({cmd.get('source', '?')})")
 
+    def _target_topic(self, arm: str) -> str:
+        """Where ``arm``'s targets arrive: the controller's target_frame (interface
+        ros2_control) or <arm>/target_tcp."""
+        return controller_target_topic(self.p.controller) if self.hw else topic(arm, "target_tcp")
+
     def _reject(self, arm: str, why: str) -> None:
         self.rejected[arm] = self.rejected.get(arm, 0) + 1
-        self.get_logger().warning(f"{topic(arm, 'target_tcp')} rejected: {why}",
+        self.get_logger().warning(f"{self._target_topic(arm)} rejected: {why}",
                                   throttle_duration_sec=1.0)
 
     # ------------------------------------------------------------ physics thread
@@ -303,8 +370,14 @@ class SimNode(Node):
         for arm in self.arms:
             s = self.env.observe(arm, tactile="tactile" in which)
             if "pose" in which:
-                self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
+                if self.hw:
+                    bpos, bquat = self.world_in_base.apply(s.tcp_pos, s.tcp_quat)
+                    self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.base_frame, bpos, bquat))
+                else:
+                    self.pubs[(arm, "pose")].publish(msgs.pose_msg(stamp, self.p.world_frame, s.tcp_pos, s.tcp_quat))
                 self.meters[topic(arm, "pose")].tick()
+                if (arm, "joints") in self.pubs:
+                    self.pubs[(arm, "joints")].publish(msgs.joint_state_msg(stamp, self.env.joint_state(arm)))
             if "wrench" in which:
                 self.pubs[(arm, "wrench")].publish(msgs.wrench_msg(stamp, f"{arm}_tool", s.wrench))
                 self.meters[topic(arm, "wrench")].tick()
@@ -458,10 +531,17 @@ class SimNode(Node):
         values.update({"real_time_factor": self.rtf, "episode": self.episode,
                        "camera_frames_dropped": self.camera_dropped,
                        "slowed_down_s": self.slowed_s + (wall.slowed if wall is not None else 0.0)})
-        values.update({f"rejected/{topic(a, 'target_tcp')}": n for a, n in self.rejected.items()})
-        level = "ok" if self.rtf >= 0.95 or self.episode < 0 else "warn"
-        status = msgs.diagnostic_status("sim_node", values, level,
-                                        "" if level == "ok" else "sim slower than real time")
+        values.update({f"rejected/{self._target_topic(a)}": n for a, n in self.rejected.items()})
+        saturated = False
+        for a in self.arms:   # the arm controller's counters this episode (physics steps)
+            for k, v in self.env.controller_status(a).items():
+                values[f"controller/{a}/{k}"] = v
+                saturated |= k in ("wrench_saturated", "torque_saturated", "near_singular") and v > 0
+        slow = self.rtf < 0.95 and self.episode >= 0
+        level = "warn" if slow or saturated else "ok"
+        why = [w for w, on in (("sim slower than real time", slow),
+                               ("arm controller saturated or near a singularity", saturated)) if on]
+        status = msgs.diagnostic_status("sim_node", values, level, "; ".join(why))
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
     def close(self) -> None:

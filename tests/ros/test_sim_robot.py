@@ -1,0 +1,68 @@
+"""The robot-side control path against the sim (profile ``sim-robot``) over real DDS:
+sim_node offers the simulated Panda behind a real arm's ros2_control topics, robot_bridge_node
+drives it through its ``cartesian_controllers`` adapter as it would a robot, and the scripted
+expert wipes the path on the stack topics the bridge serves."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, WrenchStamped
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from slowfast_ros import qos, stack
+from slowfast_ros.topic_probe import TopicProbe, wait_until
+
+pytestmark = pytest.mark.dds
+
+
+def test_bridge_config_puts_the_base_where_the_sim_arm_stands():
+    """robot_bridge_sim.yaml's base_in_world is the sim arm's base (sim/arm.py ARM_BASES)."""
+    from sim import SimConfig, SimEnv
+
+    prof = stack.load_profile("sim-robot")
+    spec = next(s for s in prof.nodes if s.name == "robot_bridge_node")
+    params = {}
+    for f in spec.param_files():
+        params.update(yaml.safe_load(f.read_text())["robot_bridge_node"]["ros__parameters"])
+    pos, quat = SimEnv(SimConfig(task="wipe", embodiment="arm", render=False)).arm_base("arm")
+    np.testing.assert_allclose(params["base_in_world"], np.concatenate([pos, quat]), atol=1e-9)
+
+
+def test_expert_wipes_through_robot_bridge_and_ros2_control_topics(tmp_path):
+    ends = []
+    probe = TopicProbe({"/tcp_pose_broadcaster/pose": PoseStamped, "/force_torque_sensor_broadcaster/wrench": WrenchStamped,
+                        "/joint_states": JointState, "/arm/tcp_pose": PoseStamped,
+                        "/cartesian_compliance_controller/target_frame": PoseStamped,
+                        "/diagnostics": DiagnosticArray})
+    probe.node.create_subscription(String, "/sim/episode", lambda m: ends.append(json.loads(m.data)), qos.EVENTS)
+    overrides = {"sim_node": {"camera_hz": 0.0, "episodes": 1, "start_delay": 1.0}}
+    try:
+        with stack.Stack(stack.load_profile("sim-robot"), overrides, log_dir=tmp_path) as s:
+            assert probe.wait_for(["/tcp_pose_broadcaster/pose", "/arm/tcp_pose", "/joint_states"], timeout=60.0,
+                                  count=3), s.last_line("sim_node")
+            pose = probe.latest("/tcp_pose_broadcaster/pose", PoseStamped)
+            world = probe.latest("/arm/tcp_pose", PoseStamped)     # the bridge's, in the world frame
+            assert pose.header.frame_id == "base_link" and world.header.frame_id == "world"
+            p_base = np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z])
+            p_world = np.array([world.pose.position.x, world.pose.position.y, world.pose.position.z])
+            # the base stands at world (-0.6, 0, 0); the two readings are a few ms apart
+            np.testing.assert_allclose(p_base + [-0.6, 0.0, 0.0], p_world, atol=0.02)
+            assert len(probe.latest("/joint_states", JointState).name) == 7
+            assert probe.wait_for(["/cartesian_compliance_controller/target_frame"], timeout=30.0, count=10), \
+                s.last_line("robot_bridge_node")
+            assert wait_until(lambda: any(e.get("event") == "end" for e in ends), timeout=90.0), \
+                (s.last_line("sim_node"), s.last_line("robot_bridge_node"), s.last_line("expert_node"))
+            diag = probe.diagnostics(["sim_node"], timeout=5.0).get("sim_node", {})
+    finally:
+        probe.close()
+    end = next(e for e in ends if e.get("event") == "end")
+    m = end["metrics"]
+    # driven along the whole path, in contact, through bridge and controller topics. Not the
+    # task's success threshold (time in band 0.8): three processes on a loaded 2-core machine
+    # add latency to the expert's 200 Hz force loop (seen: 0.78-0.9), a benchmark's question
+    info = {k: m.get(k) for k in ("coverage", "time_in_band", "peak_force", "slip_events")}
+    assert m["coverage"] >= 0.9 and m["time_in_band"] >= 0.5, info
+    assert int(diag.get("controller/arm/nonfinite", 0)) == 0
