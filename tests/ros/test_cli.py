@@ -69,6 +69,8 @@ def test_doctor_reports_each_check():
     (["bench", "handover", "--policy", "checkpoints/wipe", "--delays", "0,x"], ["--delays", "numbers"]),
     (["bench", "handover", "--policy", "no/such/export"], ["--policy", "no runtime.json"]),
     (["evaluate", "--policy", "checkpoints/wipe", "--set", "rdp_slow.handover=splice"], ["handover", "'splice'"]),
+    (["bench", "sim", "--domain", "lab"], ["--domain", "'private' or a domain id"]),
+    (["bench", "sim", "--domain", "300"], ["--domain", "outside 0..232"]),
 ])
 def test_handover_bad_arguments(args, fragments):
     assert_one_line_error(slowfast(*args), *fragments)

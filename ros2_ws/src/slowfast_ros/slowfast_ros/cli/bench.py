@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+        p.add_argument("--domain", default="private",
+                       help="ROS_DOMAIN_ID of the stacks the benchmark starts: 'private' (default) claims one "
+                            "no other slowfast process uses, so that no other stack's topics mix in; or a number")
         mod.add_arguments(p)
 
 
@@ -49,8 +52,20 @@ def machine_info() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slowfast_ros.stack import claim_domain  # noqa: PLC0415
+
+    if args.domain == "private":
+        domain = claim_domain()
+    else:
+        try:
+            domain = int(args.domain)
+        except ValueError:
+            raise ValueError(f"--domain {args.domain!r}: 'private' or a domain id 0..232") from None
+        if not 0 <= domain <= 232:
+            raise ValueError(f"--domain {domain}: outside 0..232")
+    os.environ["ROS_DOMAIN_ID"] = str(domain)   # before any node of this process or its children
     result = _module(args.target).run(args)
-    result = {"target": args.target, **result, "host": machine_info()}
+    result = {"target": args.target, **result, "host": machine_info(), "ros_domain_id": domain}
     if args.json:
         print(json.dumps(result, sort_keys=False))
     else:
