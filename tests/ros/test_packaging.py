@@ -79,6 +79,13 @@ def test_launch_files_are_valid_python_and_name_existing_profiles():
         assert profiles and all(p in stack.available_profiles() for p in profiles), f
 
 
+def test_every_profile_has_a_launch_file():
+    """What `slowfast up NAME` starts, `ros2 launch` can start on a ROS 2 machine."""
+    launched = {p for f in (ROOT / "launch").glob("*.launch.py")
+                for p in re.findall(r'profile_launch_description\("([^"]+)"\)', f.read_text())}
+    assert set(stack.available_profiles()) <= launched, set(stack.available_profiles()) - launched
+
+
 def test_profile_arguments_resolve_to_node_parameters():
     prof = stack.load_profile("sim-expert")
     assert prof.resolve({"task": "lift", "seed": "3"}) == {
