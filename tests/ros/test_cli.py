@@ -93,3 +93,22 @@ def test_an_export_without_the_action_encoder_still_inpaints(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     cell = json.loads(r.stdout.strip().splitlines()[-1])["cells"][0]
     assert cell["handover"] == "inpaint" and cell["handovers"] > 10
+
+
+def test_params_lists_every_declared_parameter_of_each_node():
+    import dataclasses
+
+    from slowfast_ros.cli import params
+
+    nodes = params._nodes()  # noqa: SLF001
+    assert {"rdp_fast", "rdp_slow", "sim_node", "recorder_node"} <= set(nodes)
+    for name, cls in nodes.items():
+        rows = params.describe(name, cls)
+        assert [r["name"] for r in rows] == [f.name for f in dataclasses.fields(cls)], name
+        assert all(r["description"] for r in rows), name      # every parameter says what it is
+    rows = {r["name"]: r for r in params.describe("rdp_fast", nodes["rdp_fast"])}
+    assert rows["control_hz"]["default"] == 200.0 and rows["control_hz"]["type"] == "float"
+
+
+def test_params_of_an_unknown_node_is_one_line():
+    assert_one_line_error(slowfast("params", "nope"), "no node 'nope'", "rdp_fast")
