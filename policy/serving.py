@@ -252,6 +252,9 @@ class SlowPlanner:
         self.latency_s = float("nan")   # wall time of the last model call
         self.latencies: deque[float] = deque(maxlen=self.LATENCY_WINDOW)
         self.modelled_latency_s: float | None = None   # set: observe this instead of the wall time
+        # of a latency, the part after the inference (transport to the fast loop): the planner
+        # may start the next cycle meanwhile (cycles then overlap, each guided by the last issued)
+        self.transport_s = 0.0
         self.period = 1.0 / float(rate_hz)
         self.next_due = -np.inf
         self.issued = None              # the last chunk issued (policy.rdp.handover.Issued)
@@ -325,8 +328,9 @@ class SlowPlanner:
         # latency's 90th percentile, polled at POLL_HZ) a row before this one runs out
         deadline = t_obs + (self.horizon - 1) * self.step_dt - self.row_dt - self.latency_estimate() - 1.0 / self.POLL_HZ
         # ... but never while this cycle's chunk is still being computed (one inference at a
-        # time, as in the node; a modelled latency keeps the evaluator's planner busy as long)
-        self.next_due = max(min(now + self.period, deadline), now + self.latencies[-1])
+        # time, as in the node; a modelled latency keeps the evaluator's planner busy as long,
+        # less its transport part)
+        self.next_due = max(min(now + self.period, deadline), now + max(self.latencies[-1] - self.transport_s, 0.0))
         return chunk, None
 
     def _guide(self, now: float, t_obs: float, start_pose: np.ndarray, history: ArmHistory):

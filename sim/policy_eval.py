@@ -43,6 +43,7 @@ class ServingTiming:
     handover: str                 # rdp_slow.handover: "blend" | "inpaint" (policy.rdp.handover)
     inpaint_soft_s: float         # rdp_slow.inpaint_soft_s
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
+    transport_s: float = 0.0      # the part of latency_s after the inference (the slow side is free again)
 
     def __post_init__(self):
         for name, lo, hi in (("control_hz", 1.0, 1000.0), ("rate_hz", 0.1, 100.0), ("latency_s", 0.0, 5.0),
@@ -50,6 +51,8 @@ class ServingTiming:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
                 raise ValueError(f"{name}: {v!r} outside [{lo}, {hi}]")
+        if not 0.0 <= self.transport_s <= self.latency_s:
+            raise ValueError(f"transport_s: {self.transport_s!r} outside [0, latency_s = {self.latency_s}]")
 
 
 class PolicyEvaluator:
@@ -79,6 +82,7 @@ class PolicyEvaluator:
         self.planner = SlowPlanner(self.slow, t.rate_hz, t.image_tolerance, handover=t.handover,
                                    decoder=self.decoder, inpaint_soft_s=t.inpaint_soft_s)
         self.planner.modelled_latency_s = t.latency_s   # what the planner would measure
+        self.planner.transport_s = t.transport_s
         kw = dict(task=task, perturb=perturb, camera_width=t.camera_width, camera_height=t.camera_height,
                   render=bool(self.slow.cameras))
         if episode_seconds:

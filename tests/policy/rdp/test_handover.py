@@ -200,6 +200,11 @@ def test_planner_starts_early_enough_for_its_latency():
     busy.modelled_latency_s = 0.3
     busy.plan(1.0, 1.0, hist, None)
     assert busy.next_due == pytest.approx(1.3)
+    # ... unless most of the latency is transport after the inference: cycles overlap
+    remote = SlowPlanner(_FakePolicy(), rate_hz=8.0)
+    remote.modelled_latency_s, remote.transport_s = 0.36, 0.3
+    remote.plan(1.0, 1.0, hist, None)
+    assert remote.next_due == pytest.approx(1.125)
     # the estimate follows the observed latencies (90th percentile)
     for lat in [0.02] * 9 + [0.5] * 3:
         fast.observe_latency(lat)

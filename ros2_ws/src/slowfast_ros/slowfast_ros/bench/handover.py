@@ -9,6 +9,11 @@ parameter files, the sim stepped in the same process). Reported per cell: succes
 95 % Wilson interval, and the seam at each handover (the distance between the old and the new
 chunk's commands at the tick the new one takes over, before any blending): the largest over
 all handovers and the median of the episodes' medians, in mm.
+
+``--delay-kind compute`` (default): the delay is inference time, the slow side is busy for it
+and starts one inference at a time, so a 0.36 s latency allows at most ~2.8 chunks per second
+whatever ``rate_hz`` says. ``transport``: the chunk is computed in ``--latency`` and travels
+for the delay (a policy server across a network); cycles overlap and the re-plan rate stays.
 """
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--handovers", default="blend,inpaint", help="rdp_slow.handover values (default blend,inpaint)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per cell (default 20)")
     p.add_argument("--seed", type=int, default=20000, help="first seed (default 20000: the held-out range)")
+    p.add_argument("--delay-kind", choices=("compute", "transport"), default="compute",
+                   help="compute: the slow side is busy for the delay (one inference at a time, so fewer "
+                        "chunks per second); transport: the chunk travels that long after a --latency "
+                        "inference (cycles overlap, the re-plan rate stays)")
     p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="node parameter for every cell (rdp_slow, rdp_fast, sim_node), as for `slowfast evaluate`")
@@ -78,7 +87,8 @@ def run(args: argparse.Namespace) -> dict:
         for handover in handovers:
             for delay in delays:
                 timing, safety = serving_setup(args.task, pol, [*args.set, f"rdp_slow.handover={handover}"],
-                                               args.latency + delay)
+                                               args.latency + delay,
+                                               transport=delay if args.delay_kind == "transport" else 0.0)
                 spec = {"policy": pol, "task": args.task, "safety": safety, "timing": timing,
                         "perturb": not args.no_perturb, "oracle": "", "tokenizer": "", "raw": False,
                         "episode_seconds": 0.0}
@@ -88,7 +98,8 @@ def run(args: argparse.Namespace) -> dict:
                 s = summarize_method(episodes)
                 seams = [m["handover_jump_m"] for m in episodes if m["handover_jump_m"]["count"]]
                 largest = max((x["max"] for x in seams), default=None)
-                cell = {"policy": pol, "handover": handover, "delay_s": delay, "latency_s": timing.latency_s,
+                cell = {"policy": pol, "handover": handover, "delay_s": delay, "delay_kind": args.delay_kind,
+                        "latency_s": timing.latency_s,
                         "rate_hz": timing.rate_hz, "inpaint_soft_s": timing.inpaint_soft_s,
                         "successes": s["successes"], "episodes": s["episodes"], "success_rate": s["success_rate"],
                         "success_ci95": s["success_ci95"],

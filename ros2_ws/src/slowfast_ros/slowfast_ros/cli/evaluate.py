@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="only the summary")
 
 
-def serving_setup(task: str, policy: str, sets: list[str], latency: float):
+def serving_setup(task: str, policy: str, sets: list[str], latency: float, transport: float = 0.0):
     """(ServingTiming, SafetyConfig) from the nodes' parameter files and ``--set`` overrides."""
     from sim.policy_eval import ServingTiming  # noqa: PLC0415
 
@@ -69,7 +69,7 @@ def serving_setup(task: str, policy: str, sets: list[str], latency: float):
                            blend_s=fast.blend_s, image_tolerance=slow.image_tolerance,
                            chunk_pose_tolerance=fast.chunk_pose_tolerance, handover=slow.handover,
                            inpaint_soft_s=slow.inpaint_soft_s,
-                           latency_s=float(latency))
+                           latency_s=float(latency), transport_s=float(transport))
     return timing, fast.safety_config()
 
 
