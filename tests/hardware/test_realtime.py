@@ -344,3 +344,39 @@ def test_stream_rate_from_stamps_and_silence():
     r.add(0.009)
     assert r.rate() == pytest.approx(1000.0)
     assert r.rate(now=0.009 + 0.2, max_age=0.05) == 0.0   # stopped: no rate
+
+
+_RAISE_OTHERS = """
+import os, threading
+from hardware.realtime import TickLoop
+other = threading.Event()
+t = threading.Thread(target=other.wait, daemon=True)   # stands for the executor or a DDS thread
+t.start()
+loop = TickLoop(200.0, lambda now, trig: None, rt_priority=10, lock_memory=False).start()
+import time; time.sleep(0.3)
+loop.stop()
+pol = os.sched_getscheduler(t.native_id)
+print(loop.realtime.fifo_priority, loop.realtime.other_threads, pol == os.SCHED_FIFO,
+      os.sched_getparam(t.native_id).sched_priority)
+"""
+
+
+def test_a_realtime_loop_raises_its_processs_other_threads_one_below_it():
+    """The loop thread waits for the GIL; its holder must not be an ordinary thread that any
+    other process can preempt (at 1 kHz the node's executor was starved: no chunk, no
+    /diagnostics). In a child process: the scheduling it changes is process-wide."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RAISE_OTHERS], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    prio, raised, fifo, other_prio = out.stdout.split()
+    if prio == "0":
+        pytest.skip("SCHED_FIFO not permitted here")
+    assert int(raised) >= 1 and fifo == "True" and int(other_prio) == int(prio) - 1
+
+
+def test_raising_other_threads_without_permission_changes_nothing(monkeypatch):
+    _forbid(monkeypatch)
+    assert realtime.raise_other_threads(50) == 0
+    assert realtime.raise_other_threads(0) == 0
