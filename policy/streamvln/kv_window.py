@@ -36,15 +36,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from transformers import DynamicCache, StaticCache
 
-KVCacheKind = Literal["dynamic", "static"]
-KV_CACHES = ("dynamic", "static")
-DecodeCapture = Literal["auto", "cuda_graph", "compile", "none"]
-DECODE_CAPTURES = ("auto", "cuda_graph", "compile", "none")
+from .config import DECODE_CAPTURES, KV_CACHES, DecodeCapture, KVCacheKind
+
 CAPACITY_QUANTUM = 256  # static buffers grow in these steps, so a slightly longer instruction does not reallocate
 
 PREFIX = "prefix"
