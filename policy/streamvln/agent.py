@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .actions import Action, parse_actions
-from .config import AgentConfig
+from .config import AgentConfig, device_agent_options
 from .kv_window import NEW_TURN, PREFIX, SAME_TURN, KVWindow, Piece
 from .memory import SpatialMemory, backproject_tokens, validate_intrinsics, validate_pose
 from .prompt import IMAGE, MEMORY, PromptBuilder
@@ -361,3 +361,18 @@ class StreamVLNAgent:
         # The tail enters the cache at the start of the next turn's prefill (in the same pass).
         self.stats.peak_cache_tokens = max(self.stats.peak_cache_tokens, window.num_tokens + len(tail))
         return generated, tail
+
+
+def agent_for_device(model, tokenizer, config: AgentConfig | None = None) -> StreamVLNAgent:
+    """A :class:`StreamVLNAgent` set up for ``model``'s device: on CUDA with
+    :func:`~.config.device_agent_options` applied and warmed up (so the first turn of the first
+    episode pays no capture or first-use cost); elsewhere exactly ``StreamVLNAgent(model,
+    tokenizer, config)``."""
+    import dataclasses
+
+    config = config or AgentConfig()
+    options = device_agent_options(model.device)
+    agent = StreamVLNAgent(model, tokenizer, dataclasses.replace(config, **options) if options else config)
+    if options:
+        agent.warm_up()
+    return agent

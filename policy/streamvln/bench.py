@@ -109,11 +109,13 @@ def check_device(args) -> None:
 
 
 def kv_options(args) -> dict:
-    """The agent's KV options for ``args``: ``auto`` picks the GPU path on cuda, today's on cpu."""
-    cuda = getattr(args, "device", "cpu") == "cuda"
-    kv, refresh = getattr(args, "kv_cache", "auto"), getattr(args, "refresh", "auto")
-    return {"kv_cache": ("static" if cuda else "dynamic") if kv == "auto" else kv,
-            "refresh": ("incremental" if cuda else "inline") if refresh == "auto" else refresh}
+    """The agent's KV options for ``args``: ``auto`` takes the device's (``device_agent_options``)."""
+    from .config import AgentConfig, device_agent_options
+
+    auto = {"kv_cache": AgentConfig.kv_cache, "refresh": AgentConfig.refresh,
+            **device_agent_options(getattr(args, "device", "cpu"))}
+    asked = {"kv_cache": getattr(args, "kv_cache", "auto"), "refresh": getattr(args, "refresh", "auto")}
+    return {k: auto[k] if v == "auto" else v for k, v in asked.items()}
 
 
 def bench_model(args):

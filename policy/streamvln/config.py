@@ -184,3 +184,10 @@ class AgentConfig:
             raise ValueError(f"memory must be a MemoryConfig, got {type(self.memory).__name__}")
         if not isinstance(self.prompt, PromptConfig):
             raise ValueError(f"prompt must be a PromptConfig, got {type(self.prompt).__name__}")
+
+
+def device_agent_options(device) -> dict:
+    """The ``AgentConfig`` options a torch device calls for: on CUDA the static KV buffer with a
+    captured decode step and the memory refresh prepared incrementally; elsewhere none (the
+    defaults: dynamic cache, inline refresh)."""
+    return {"kv_cache": "static", "refresh": "incremental"} if str(device).startswith("cuda") else {}

@@ -214,3 +214,14 @@ def test_config_rejects_unknown_kv_options():
     with pytest.raises(ValueError, match="kv_cache"):
         KVWindow(None, "paged")
     assert np.isfinite(W)  # module constants in use
+
+
+def test_agent_for_device_changes_nothing_on_cpu(small_model, tokenizer):
+    from policy.streamvln.agent import agent_for_device
+    from policy.streamvln.config import device_agent_options
+
+    cfg = AgentConfig(window_turns=3)
+    agent = agent_for_device(small_model, tokenizer, cfg)
+    assert agent.config == cfg and agent.warm_up_s is None and agent.window.kind == "dynamic"
+    assert device_agent_options("cpu") == {}
+    assert device_agent_options("cuda:1") == {"kv_cache": "static", "refresh": "incremental"}
