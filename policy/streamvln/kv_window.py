@@ -229,7 +229,13 @@ class KVWindow:
     def _build_step(self):
         mode = self._capture_mode()
         if mode == "compile":
-            return torch.compile(self.step_fn, mode="reduce-overhead", fullgraph=True)
+            compiled = torch.compile(self.step_fn, mode="reduce-overhead", fullgraph=True)
+
+            def step(embeds: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+                torch.compiler.cudagraph_mark_step_begin()  # a new inference step: earlier outputs may be reused
+                return compiled(embeds, pos).clone()
+
+            return step
         if self.model.device.type != "cuda":
             raise RuntimeError("capture='cuda_graph' needs the model on a CUDA device")
         return _CudaGraphStep(self)
