@@ -220,7 +220,8 @@ def run(args: argparse.Namespace) -> dict:
     warm_up_s = {m: round(a.warm_up(), 3) for m, a in agents.items()}
     if recompute_agent is not None:
         warm_up_s["recompute"] = round(recompute_agent.warm_up(), 3)
-    _log(f"warm-up (s): {warm_up_s}")
+    decode_path = {m: a.window.decode_path for m, a in agents.items()}
+    _log(f"warm-up (s): {warm_up_s}; decode steps: {decode_path}")
 
     reps = max(1, args.repeats)
     wall = {m: np.full((reps, n_turns), np.nan) for m in modes}
@@ -319,6 +320,7 @@ def run(args: argparse.Namespace) -> dict:
         summary["pruning_removed_fraction_agent_memory"] = results["pruning_agent_memory"]["removed_fraction"]
     summary["pruning_removed_fraction_every_step"] = results["pruning_every_step"]["removed_fraction"]
     summary["warm_up_s"] = warm_up_s
+    summary["decode_path"] = decode_path
     if cuda:
         summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
 

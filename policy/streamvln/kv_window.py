@@ -34,6 +34,7 @@ Two storages, selected by ``kv_cache``:
 """
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class KVWindow:
         self.capacity = 0  # static: tokens the buffer holds
         self.cache = None
         self._step = None  # static: the captured one-token decode step (None: eager)
+        self.capture_error: str | None = None  # why capture failed (then decode steps stay eager)
         self.reset()
 
     # ---- state ----------------------------------------------------------------------------
@@ -214,12 +216,26 @@ class KVWindow:
             raise RuntimeError(f"static KV buffer overflow: {self.num_tokens} + {n} tokens > capacity "
                                f"{self.capacity} (reserve() a larger bound)")
         pos = pos[None].to(embeds.device)
-        if n == 1 and logits_to_keep == 1 and self._capture_mode() != "none":
+        if n == 1 and logits_to_keep == 1 and self._capture_mode() != "none" and self.capture_error is None:
             if self._step is None:
-                self._step = self._build_step()
+                try:
+                    self._step = self._build_step()
+                except Exception as e:  # noqa: BLE001 - any capture failure: stay correct, eager
+                    self.capture_error = f"{type(e).__name__}: {e}"
+                    warnings.warn(f"decode step capture ({self._capture_mode()}) failed, decoding eagerly: "
+                                  f"{self.capture_error}", RuntimeWarning, stacklevel=2)
+                    return self._static_forward(embeds, pos[0], logits_to_keep)
             return self._step(embeds, pos)
         return self.model.decode(embeds, pos, cache=self.cache, attention_mask=self._mask(n),
                                  logits_to_keep=logits_to_keep)
+
+    @property
+    def decode_path(self) -> str:
+        """How one-token steps run: ``dynamic``, ``static-eager``, or ``static-<capture>``."""
+        if self.kind == "dynamic":
+            return "dynamic"
+        mode = self._capture_mode()
+        return "static-eager" if mode == "none" or self.capture_error else f"static-{mode}"
 
     def _capture_mode(self) -> str:
         if self.capture == "auto":

@@ -225,3 +225,19 @@ def test_agent_for_device_changes_nothing_on_cpu(small_model, tokenizer):
     assert agent.config == cfg and agent.warm_up_s is None and agent.window.kind == "dynamic"
     assert device_agent_options("cpu") == {}
     assert device_agent_options("cuda:1") == {"kv_cache": "static", "refresh": "incremental"}
+
+
+def test_a_failed_capture_decodes_eagerly_and_says_why(small_model):
+    """cuda_graph capture of a CPU model fails: the step stays correct (eager) and the reason is kept."""
+    g = torch.Generator().manual_seed(4)
+    d = small_model.hidden_size
+    dyn, st = KVWindow(small_model), KVWindow(small_model, "static", capture="cuda_graph")
+    st.reserve(32)
+    assert st.decode_path == "static-cuda_graph" and dyn.decode_path == "dynamic"
+    p = rand_piece(g, 5, d, PREFIX)
+    dyn.forward([p]), st.forward([p])
+    e = rand_piece(g, 1, d, NEW_TURN)
+    with pytest.warns(RuntimeWarning, match="capture"):
+        out = st.forward([e])
+    assert (dyn.forward([e]) - out).abs().max().item() < TOL
+    assert "CUDA" in st.capture_error and st.decode_path == "static-eager" and st.cache_tokens() == 6
