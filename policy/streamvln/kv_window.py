@@ -226,7 +226,10 @@ class KVWindow:
                                   f"{self.capture_error}", RuntimeWarning, stacklevel=2)
                     return self._static_forward(embeds, pos[0], logits_to_keep)
             return self._step(embeds, pos)
-        return self.model.decode(embeds, pos, cache=self.cache, attention_mask=self._mask(n),
+        # A prefill into an empty buffer needs no mask: sdpa's causal path keeps the first n keys
+        # (what was just written) and can take the fused kernels an explicit mask rules out.
+        mask = {"full_attention": None} if self.num_tokens == 0 and n > 1 else self._mask(n)
+        return self.model.decode(embeds, pos, cache=self.cache, attention_mask=mask,
                                  logits_to_keep=logits_to_keep)
 
     @property
