@@ -208,7 +208,7 @@ class KVWindow:
     def step_fn(self, embeds: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """One static decode step, ``embeds [1, 1, D]`` at ``position_ids [1, 1]``: what capture
         records. Shapes and addresses are the same at every call."""
-        return self.model.decode(embeds, position_ids, cache=self.cache, attention_mask=self._mask(1))
+        return self.model.decode_no_grad(embeds, position_ids, cache=self.cache, attention_mask=self._mask(1))
 
     def _static_forward(self, embeds: torch.Tensor, pos: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
         n = embeds.shape[1]
@@ -217,15 +217,19 @@ class KVWindow:
                                f"{self.capacity} (reserve() a larger bound)")
         pos = pos[None].to(embeds.device)
         if n == 1 and logits_to_keep == 1 and self._capture_mode() != "none" and self.capture_error is None:
-            if self._step is None:
-                try:
-                    self._step = self._build_step()
-                except Exception as e:  # noqa: BLE001 - any capture failure: stay correct, eager
-                    self.capture_error = f"{type(e).__name__}: {e}"
-                    warnings.warn(f"decode step capture ({self._capture_mode()}) failed, decoding eagerly: "
-                                  f"{self.capture_error}", RuntimeWarning, stacklevel=2)
-                    return self._static_forward(embeds, pos[0], logits_to_keep)
-            return self._step(embeds, pos)
+            if self._step is not None:
+                return self._step(embeds, pos)
+            try:  # build and first call: torch.compile compiles on the first call
+                self._step = self._build_step()
+                return self._step(embeds, pos)
+            except Exception as e:  # noqa: BLE001 - any capture failure: stay correct, eager
+                self._step = None
+                self.capture_error = f"{type(e).__name__}: {e}"
+                for layer in self.cache.layers:  # a failed first call must not have moved the fill
+                    layer.cumulative_length.fill_(self.num_tokens)
+                warnings.warn(f"decode step capture ({self._capture_mode()}) failed, decoding eagerly: "
+                              f"{self.capture_error}", RuntimeWarning, stacklevel=2)
+                return self._static_forward(embeds, pos[0], logits_to_keep)
         # A prefill into an empty buffer needs no mask: sdpa's causal path keeps the first n keys
         # (what was just written) and can take the fused kernels an explicit mask rules out.
         mask = {"full_attention": None} if self.num_tokens == 0 and n > 1 else self._mask(n)

@@ -241,3 +241,20 @@ def test_a_failed_capture_decodes_eagerly_and_says_why(small_model):
         out = st.forward([e])
     assert (dyn.forward([e]) - out).abs().max().item() < TOL
     assert "CUDA" in st.capture_error and st.decode_path == "static-eager" and st.cache_tokens() == 6
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_equals_eager(small_model):
+    """decode_capture='compile': torch.compile(mode='reduce-overhead') through inductor (on CPU
+    without CUDA graphs; ~20 s to compile) gives the eager logits and advances the buffer."""
+    g = torch.Generator().manual_seed(5)
+    d = small_model.hidden_size
+    dyn, st = KVWindow(small_model), KVWindow(small_model, "static", capture="compile")
+    st.reserve(64)
+    p = rand_piece(g, 10, d, PREFIX)
+    dyn.forward([p]), st.forward([p])
+    torch._dynamo.reset()
+    for i in range(3):
+        e = rand_piece(g, 1, d, SAME_TURN if i else NEW_TURN)
+        assert (dyn.forward([e]) - st.forward([e])).abs().max().item() < TOL
+    assert st.decode_path == "static-compile" and st.capture_error is None and st.cache_tokens() == 13
