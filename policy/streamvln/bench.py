@@ -11,6 +11,13 @@ same tokens as sliding, re-encoded from scratch every turn; timed on every 10th 
 of the sliding agent's state). Modes run interleaved turn by turn, and both wall-clock and
 process CPU time are reported: the machines are shared, and CPU time is far less sensitive to
 other people's load. Progress goes to stderr.
+
+Sizes come from ``--preset`` (``default``: the CPU sizes below; ``tiny``: a quick run;
+``published``: the StreamVLN architecture, Qwen2-7B decoder + SigLIP so400m tower, 8 B random
+parameters, for a GPU); any size flag overrides its preset value. ``--device cuda --dtype bf16``
+runs on a GPU: the KV cache is then static with a captured decode step and the refresh prepared
+incrementally (``--kv-cache`` / ``--refresh`` choose explicitly), the agents are warmed up
+before the episode (reported apart as ``warm_up_s``) and peak GPU memory is reported.
 """
 from __future__ import annotations
 
@@ -22,20 +29,41 @@ from collections import deque
 import numpy as np
 
 
+# model sizes per preset: decoder, vision tower, vocabulary (None: the byte tokenizer's)
+PRESETS: dict[str, dict] = {
+    "default": dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=1024, vision_hidden=64,
+                    vision_layers=2, vision_heads=2, vision_intermediate=256, vocab=None),
+    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=256, vision_hidden=32,
+                 vision_layers=1, vision_heads=2, vision_intermediate=128, vocab=None),
+    # Qwen2-7B decoder; SigLIP so400m/14 at 384 px less its last layer (as LLaVA uses it)
+    "published": dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vision_hidden=1152,
+                      vision_layers=26, vision_heads=16, vision_intermediate=4304, vocab=152064),
+}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="model sizes (size flags override): default / tiny for CPU, published for a GPU")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--kv-cache", choices=("auto", "dynamic", "static"), default="auto",
+                        help="auto: static on cuda, dynamic on cpu")
+    parser.add_argument("--refresh", choices=("auto", "inline", "incremental"), default="auto",
+                        help="sliding's memory refresh; auto: incremental on cuda, inline on cpu")
     parser.add_argument("--steps", type=int, default=400, help="episode length in actions (4 per turn)")
     parser.add_argument("--window", type=int, default=8, help="dialogue turns in the fast context")
     parser.add_argument("--memory-tokens", type=int, default=8 * 196, help="memory cap M")
     parser.add_argument("--modes", default="sliding,tumbling,recompute", help="comma-separated modes to run")
     parser.add_argument("--repeats", type=int, default=3,
                         help="episodes; per-turn latency is the median over repeats")
-    parser.add_argument("--hidden", type=int, default=256, help="decoder hidden size")
-    parser.add_argument("--layers", type=int, default=4, help="decoder layers")
-    parser.add_argument("--heads", type=int, default=4, help="decoder attention heads")
-    parser.add_argument("--kv-heads", type=int, default=2, help="decoder key/value heads")
-    parser.add_argument("--intermediate", type=int, default=1024, help="decoder MLP width")
-    parser.add_argument("--vision-hidden", type=int, default=64, help="SigLIP hidden size")
-    parser.add_argument("--vision-layers", type=int, default=2, help="SigLIP layers")
+    parser.add_argument("--hidden", type=int, help="decoder hidden size")
+    parser.add_argument("--layers", type=int, help="decoder layers")
+    parser.add_argument("--heads", type=int, help="decoder attention heads")
+    parser.add_argument("--kv-heads", type=int, help="decoder key/value heads")
+    parser.add_argument("--intermediate", type=int, help="decoder MLP width")
+    parser.add_argument("--vision-hidden", type=int, help="SigLIP hidden size")
+    parser.add_argument("--vision-layers", type=int, help="SigLIP layers")
     parser.add_argument("--answer-tokens", type=int, default=5, help="tokens decoded per turn (4 actions + end)")
     parser.add_argument("--width", type=int, default=160, help="synthetic frame width, px")
     parser.add_argument("--height", type=int, default=120, help="synthetic frame height, px")
@@ -62,17 +90,52 @@ def _episode_frames(steps: int, width: int, height: int):
     return out
 
 
+def sizes(args) -> dict:
+    """The preset's model sizes with the size flags given in ``args`` applied over them."""
+    out = dict(PRESETS[getattr(args, "preset", None) or "default"])
+    for k in out:
+        if getattr(args, k, None) is not None:
+            out[k] = getattr(args, k)
+    return out
+
+
+def check_device(args) -> None:
+    """One clear line and a non-zero exit when the device asked for is not there."""
+    import torch
+
+    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench vln: --device cuda needs a CUDA GPU, and torch sees none "
+                         f"(torch {torch.__version__}); run without --device cuda for the CPU figures")
+
+
+def kv_options(args) -> dict:
+    """The agent's KV options for ``args``: ``auto`` takes the device's (``device_agent_options``)."""
+    from .config import AgentConfig, device_agent_options
+
+    auto = {"kv_cache": AgentConfig.kv_cache, "refresh": AgentConfig.refresh,
+            **device_agent_options(getattr(args, "device", "cpu"))}
+    asked = {"kv_cache": getattr(args, "kv_cache", "auto"), "refresh": getattr(args, "refresh", "auto")}
+    return {k: auto[k] if v == "auto" else v for k, v in asked.items()}
+
+
 def bench_model(args):
-    """The random model of the bench sizes in ``args`` (this module's arguments): (model, tokenizer)."""
+    """The random model of the bench sizes in ``args`` (this module's arguments): (model, tokenizer),
+    on ``args.device`` in ``args.dtype``."""
+    import torch
+
     from .tiny import build_tiny_model, build_tiny_tokenizer
 
+    check_device(args)
+    z = sizes(args)
     tok = build_tiny_tokenizer()
-    model = build_tiny_model(
-        tok, seed=args.seed, image_size=384,
-        text_kwargs=dict(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                         num_kv_heads=args.kv_heads, intermediate_size=args.intermediate),
-        vision_kwargs=dict(hidden_size=args.vision_hidden, num_layers=args.vision_layers, num_heads=2,
-                           intermediate_size=4 * args.vision_hidden))
+    with torch.device(getattr(args, "device", "cpu")):
+        model = build_tiny_model(
+            tok, seed=args.seed, image_size=384, vocab_size=z["vocab"],
+            dtype=getattr(torch, DTYPES[getattr(args, "dtype", "fp32")]),
+            text_kwargs=dict(hidden_size=z["hidden"], num_layers=z["layers"], num_heads=z["heads"],
+                             num_kv_heads=z["kv_heads"], intermediate_size=z["intermediate"]),
+            vision_kwargs=dict(hidden_size=z["vision_hidden"], num_layers=z["vision_layers"],
+                               num_heads=z["vision_heads"], intermediate_size=z["vision_intermediate"]))
     return model, tok
 
 
@@ -92,16 +155,18 @@ def _pruning_all_steps(frames, side: int, mem_cfg) -> dict:
             "removed_fraction": round(st.pruning_ratio, 4), "frames_dropped": st.frames_dropped}
 
 
-def _as_recompute(agent, cfg):
+def _as_recompute(agent, recompute_agent):
     """A copy of ``agent`` (model and tokenizer shared) switched to ``recompute``: its next step
     re-encodes exactly the tokens the sliding agent will hold, from scratch. Timing recompute this
     way on sampled turns costs a few turns instead of a whole slow episode, and the two are timed
-    back to back under the same machine load."""
+    back to back under the same machine load. The copy runs in ``recompute_agent``'s (warmed-up)
+    KV window; the sliding agent's refresh preparation is not copied."""
     import copy
 
-    memo = {id(agent.model): agent.model, id(agent.tokenizer): agent.tokenizer}
+    memo = {id(agent.model): agent.model, id(agent.tokenizer): agent.tokenizer,
+            id(agent.window): recompute_agent.window, id(agent._shadow): None, id(agent._prep): None}
     clone = copy.deepcopy(agent, memo)
-    clone.config = cfg
+    clone.config = recompute_agent.config
     return clone
 
 
@@ -112,13 +177,20 @@ def run(args: argparse.Namespace) -> dict:
     from .agent import StreamVLNAgent
     from .config import AgentConfig, MemoryConfig
 
+    check_device(args)
     torch.set_num_threads(max(1, args.threads))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.steps < 4:
         raise SystemExit("--steps must be >= 4")
+    cuda = args.device == "cuda"
+    z, kv = sizes(args), kv_options(args)
+    t_build = time.perf_counter()
     model, tok = bench_model(args)
-    _log(f"model: decoder {args.layers}x{args.hidden}, vision {args.vision_layers}x{args.vision_hidden}, "
-         f"{model.tokens_per_frame} tokens/frame; rendering {args.steps} frames")
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(f"model: decoder {z['layers']}x{z['hidden']}, vision {z['vision_layers']}x{z['vision_hidden']}, "
+         f"{n_params / 1e9:.3f} B parameters on {args.device} ({args.dtype}, built in "
+         f"{time.perf_counter() - t_build:.1f} s), {model.tokens_per_frame} tokens/frame, KV {kv}; "
+         f"rendering {args.steps} frames")
     all_frames = _episode_frames(args.steps, args.width, args.height)
     turn_frames = all_frames[::4]
     n_turns = len(turn_frames)
@@ -134,13 +206,22 @@ def run(args: argparse.Namespace) -> dict:
     if "recompute" in modes and "sliding" not in loop_modes:
         loop_modes.insert(0, "sliding")  # recompute shadows the sliding agent's state
     cfgs = {m: AgentConfig(window_turns=args.window, memory_refresh_turns=args.window, context_mode=m,
-                           max_new_tokens=args.answer_tokens, stop_on_eos=False, memory=mem_cfg)
+                           max_new_tokens=args.answer_tokens, stop_on_eos=False, memory=mem_cfg, **kv)
             for m in ("sliding", "tumbling", "recompute")}
-    for m in loop_modes:  # first calls pay one-time costs: not measured
-        warm = StreamVLNAgent(model, tok, cfgs[m])
-        warm.reset("warm up")
-        for rgb, depth, K, pose in turn_frames[:3]:
-            warm.step(rgb, depth, K, pose)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    # One agent per mode for the whole run, warmed up first: first-use costs (allocations, kernel
+    # choice, the decode step's capture) are paid and timed here, never by a measured turn.
+    agents = {m: StreamVLNAgent(model, tok, cfgs[m]) for m in loop_modes}
+    recompute_agent = StreamVLNAgent(model, tok, cfgs["recompute"]) if "recompute" in modes else None
+    warm_up_s = {m: round(a.warm_up(), 3) for m, a in agents.items()}
+    if recompute_agent is not None:
+        warm_up_s["recompute"] = round(recompute_agent.warm_up(), 3)
+    decode_path = {m: a.window.decode_path for m, a in agents.items()}
+    _log(f"warm-up (s): {warm_up_s}; decode steps: {decode_path}")
 
     reps = max(1, args.repeats)
     wall = {m: np.full((reps, n_turns), np.nan) for m in modes}
@@ -148,19 +229,21 @@ def run(args: argparse.Namespace) -> dict:
     cache = {m: np.zeros(n_turns, dtype=np.int64) for m in modes}
     prefill = {m: np.zeros(n_turns, dtype=np.int64) for m in modes}
     peak = {m: 0 for m in modes}
-    agents: dict = {}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for rep in range(reps):
-        agents = {m: StreamVLNAgent(model, tok, cfgs[m]) for m in loop_modes}
         for a in agents.values():
             a.reset("Walk along the red wall, turn left at the corner and stop by the door.")
         t0 = time.perf_counter()
         for t, frame in enumerate(turn_frames):
             jobs = [(m, agents[m]) for m in loop_modes]
             if "recompute" in modes and t + 1 in shadow_turns:
-                jobs.insert(0, ("recompute", _as_recompute(agents["sliding"], cfgs["recompute"])))
+                jobs.insert(0, ("recompute", _as_recompute(agents["sliding"], recompute_agent)))
             for m, agent in jobs:  # modes interleaved turn by turn: load changes hit them alike
+                sync()
                 w0, c0 = time.perf_counter(), time.process_time()
                 agent.step(*frame)
+                sync()
                 w1, c1 = time.perf_counter(), time.process_time()
                 if m not in modes:
                     continue
@@ -185,7 +268,9 @@ def run(args: argparse.Namespace) -> dict:
             "latency_ms_at_turn": {str(k): ms(w_med[k - 1]) for k in report_turns},
             "cpu_ms_at_turn": {str(k): ms(c_med[k - 1]) for k in report_turns},
             "latency_ms_mean": ms(np.mean(w_med[timed])),
+            "latency_ms_p50": ms(np.percentile(w_med[timed], 50)),
             "latency_ms_p95": ms(np.percentile(w_med[timed], 95)),
+            "latency_ms_p99": ms(np.percentile(w_med[timed], 99)),
             "latency_ms_max": ms(np.max(w_med[timed])),
             "latency_ms_mean_refresh_turns": ms(np.mean(w_med[refresh])) if refresh else None,
             "latency_ms_mean_other_turns": ms(np.mean(w_med[other])) if other else None,
@@ -221,18 +306,32 @@ def run(args: argparse.Namespace) -> dict:
         summary["sliding_cache_tokens_min_max_steady"] = results["sliding"]["cache_tokens_min_max_steady"]
         summary["sliding_refresh_turn_ms_mean"] = results["sliding"]["latency_ms_mean_refresh_turns"]
         summary["sliding_other_turn_ms_mean"] = results["sliding"]["latency_ms_mean_other_turns"]
+        sl = results["sliding"]
+        summary["sliding_latency_ms_p50_p99"] = [sl["latency_ms_p50"], sl["latency_ms_p99"]]
+        if sl["latency_ms_p50"]:
+            summary["sliding_max_turn_over_p50"] = round(sl["latency_ms_max"] / sl["latency_ms_p50"], 2)
+        for key in ("latency", "cpu"):
+            r, o = sl[f"{key}_ms_mean_refresh_turns"], sl[f"{key}_ms_mean_other_turns"]
+            if r and o:
+                summary[f"sliding_refresh_over_other_turns_{key}"] = round(r / o, 2)
         if "tumbling" in results:
             summary["tumbling_reset_turn_ms_mean"] = results["tumbling"]["latency_ms_mean_refresh_turns"]
             summary["tumbling_other_turn_ms_mean"] = results["tumbling"]["latency_ms_mean_other_turns"]
         summary["pruning_removed_fraction_agent_memory"] = results["pruning_agent_memory"]["removed_fraction"]
     summary["pruning_removed_fraction_every_step"] = results["pruning_every_step"]["removed_fraction"]
+    summary["warm_up_s"] = warm_up_s
+    summary["decode_path"] = decode_path
+    if cuda:
+        summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
 
     return {
         "config": {"steps": args.steps, "steady_from_turn": steady_from + 1, "turns": n_turns, "window_turns": args.window,
                    "memory_tokens_cap": args.memory_tokens, "tokens_per_frame": model.tokens_per_frame,
-                   "decoder": f"{args.layers} layers x {args.hidden} (heads {args.heads}/{args.kv_heads}, "
-                              f"mlp {args.intermediate})",
-                   "vision": f"{args.vision_layers} layers x {args.vision_hidden}, 384 px, patch 14",
+                   "preset": args.preset, "device": args.device, "dtype": args.dtype, **kv,
+                   "parameters": n_params,
+                   "decoder": f"{z['layers']} layers x {z['hidden']} (heads {z['heads']}/{z['kv_heads']}, "
+                              f"mlp {z['intermediate']}, vocab {z['vocab'] or len(tok)})",
+                   "vision": f"{z['vision_layers']} layers x {z['vision_hidden']}, 384 px, patch 14",
                    "answer_tokens": args.answer_tokens, "repeats": reps, "threads": args.threads,
                    "tokenizer": "byte-level (text ~1 token per byte; Qwen2's is ~4x denser)",
                    "voxel_size": mem_cfg.voxel_size, "block_frames": mem_cfg.block_frames,
@@ -363,5 +462,5 @@ def exploring_agent():
     torch.set_num_threads(max(1, args.threads))
     model, tok = bench_model(args)
     cfg = AgentConfig(window_turns=args.window, memory_refresh_turns=args.window, max_new_tokens=args.answer_tokens,
-                      stop_on_eos=False, memory=MemoryConfig(max_tokens=args.memory_tokens))
+                      stop_on_eos=False, memory=MemoryConfig(max_tokens=args.memory_tokens), **kv_options(args))
     return ExploringAgent(StreamVLNAgent(model, tok, cfg))

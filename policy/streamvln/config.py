@@ -12,6 +12,12 @@ from typing import Literal
 
 ContextMode = Literal["sliding", "tumbling", "recompute"]
 CONTEXT_MODES = ("sliding", "tumbling", "recompute")
+KVCacheKind = Literal["dynamic", "static"]
+KV_CACHES = ("dynamic", "static")
+DecodeCapture = Literal["auto", "cuda_graph", "compile", "none"]
+DECODE_CAPTURES = ("auto", "cuda_graph", "compile", "none")
+RefreshKind = Literal["inline", "incremental"]
+REFRESHES = ("inline", "incremental")
 
 
 def _check_int(name: str, value: int, lo: int, hi: int | None = None) -> None:
@@ -132,6 +138,14 @@ class AgentConfig:
                     the cache when a new turn arrives; nothing else is recomputed.
       ``tumbling``  the published behaviour: the whole cache is dropped every ``window_turns`` turns.
       ``recompute`` no reuse across turns: the same tokens as ``sliding`` re-encoded every turn.
+
+    kv_cache: ``dynamic`` (default; the CPU path) or ``static`` (one buffer sized from the bound
+    prefix + memory + window, a captured one-token decode step; for CUDA). See ``kv_window``.
+    decode_capture: how the static path captures its decode step: ``auto`` (a CUDA graph on
+    CUDA, eager elsewhere), ``cuda_graph``, ``compile`` (torch.compile reduce-overhead), ``none``.
+    refresh (sliding): ``inline`` re-encodes prefix + window on the refresh turn itself;
+    ``incremental`` prepares that context in a second cache over the turns before it (an even
+    share per turn), so the refresh turn only swaps it in. See ``refresh``.
     """
 
     window_turns: int = 8
@@ -144,6 +158,9 @@ class AgentConfig:
     # between the instruction and the newest turn
     use_memory: bool = True
     stop_on_eos: bool = True  # False: always decode max_new_tokens (benchmarks: equal work per turn)
+    kv_cache: KVCacheKind = "dynamic"
+    decode_capture: DecodeCapture = "auto"
+    refresh: RefreshKind = "inline"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
@@ -158,7 +175,19 @@ class AgentConfig:
             raise ValueError(f"stop_on_eos must be a bool, got {self.stop_on_eos!r}")
         if not isinstance(self.use_memory, bool):
             raise ValueError(f"use_memory must be a bool, got {self.use_memory!r}")
+        for name, value, allowed in (("kv_cache", self.kv_cache, KV_CACHES),
+                                     ("decode_capture", self.decode_capture, DECODE_CAPTURES),
+                                     ("refresh", self.refresh, REFRESHES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not isinstance(self.memory, MemoryConfig):
             raise ValueError(f"memory must be a MemoryConfig, got {type(self.memory).__name__}")
         if not isinstance(self.prompt, PromptConfig):
             raise ValueError(f"prompt must be a PromptConfig, got {type(self.prompt).__name__}")
+
+
+def device_agent_options(device) -> dict:
+    """The ``AgentConfig`` options a torch device calls for: on CUDA the static KV buffer with a
+    captured decode step and the memory refresh prepared incrementally; elsewhere none (the
+    defaults: dynamic cache, inline refresh)."""
+    return {"kv_cache": "static", "refresh": "incremental"} if str(device).startswith("cuda") else {}

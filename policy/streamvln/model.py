@@ -150,6 +150,16 @@ class StreamVLNModel(nn.Module):
         With ``cache`` (a ``DynamicCache``) the new keys/values are appended to it; the causal
         mask is by cache index, RoPE by ``position_ids``. Returns logits ``[1, k, vocab]``.
         """
+        return self._decode(embeds, position_ids, cache, attention_mask, logits_to_keep)
+
+    @torch.no_grad()
+    def decode_no_grad(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache=None,
+                       attention_mask: torch.Tensor | None = None, logits_to_keep: int = 1) -> torch.Tensor:
+        """``decode`` under ``no_grad`` instead of ``inference_mode``: for ``torch.compile`` with
+        inductor, whose graphs cannot mutate a cache from inside inference mode."""
+        return self._decode(embeds, position_ids, cache, attention_mask, logits_to_keep)
+
+    def _decode(self, embeds, position_ids, cache, attention_mask, logits_to_keep) -> torch.Tensor:
         out = self.llm(inputs_embeds=embeds, position_ids=position_ids, cache=cache,
                        attention_mask=attention_mask, use_cache=cache is not None,
                        logits_to_keep=logits_to_keep)

@@ -79,12 +79,16 @@ def tiny_vision_config(image_size: int = 384, patch_size: int = 14, hidden_size:
 
 
 def build_tiny_model(tokenizer=None, seed: int = 0, image_size: int = 384, text_kwargs: dict | None = None,
-                     vision_kwargs: dict | None = None, dtype: torch.dtype = torch.float32) -> StreamVLNModel:
-    """A random model; ``image_size=384`` with patch 14 gives 27x27 patches -> 196 tokens/frame."""
+                     vision_kwargs: dict | None = None, dtype: torch.dtype = torch.float32,
+                     vocab_size: int | None = None) -> StreamVLNModel:
+    """A random model; ``image_size=384`` with patch 14 gives 27x27 patches -> 196 tokens/frame.
+    ``vocab_size``: the decoder's vocabulary (default: the tokenizer's; larger for a published-size
+    output layer, the extra rows are never produced by the tokenizer). Built on torch's current
+    default device (``with torch.device('cuda'):`` builds it on the GPU)."""
     tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's RNG
         torch.manual_seed(seed)
-        model = StreamVLNModel(tiny_text_config(len(tokenizer), **(text_kwargs or {})),
+        model = StreamVLNModel(tiny_text_config(vocab_size or len(tokenizer), **(text_kwargs or {})),
                                tiny_vision_config(image_size=image_size, **(vision_kwargs or {})),
                                VisionLanguageConfig())
     return model.to_dtype(dtype).eval()

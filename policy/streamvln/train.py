@@ -322,9 +322,10 @@ def agent_config_for(folder, **overrides) -> AgentConfig:
 
 
 def load_agent(folder, device: str = "cpu", dtype=torch.float32, context_mode: str | None = None):
-    """A :class:`StreamVLNAgent` over the checkpoint in ``folder`` (with its ``agent.json``)."""
-    from .agent import StreamVLNAgent
+    """A :class:`StreamVLNAgent` over the checkpoint in ``folder`` (with its ``agent.json``); on
+    CUDA with the static KV path and warmed up (:func:`~.agent.agent_for_device`)."""
+    from .agent import agent_for_device
     from .checkpoint import load_streamvln
 
     model, tokenizer = load_streamvln(folder, dtype=dtype, device=device)
-    return StreamVLNAgent(model, tokenizer, agent_config_for(folder, context_mode=context_mode))
+    return agent_for_device(model, tokenizer, agent_config_for(folder, context_mode=context_mode))

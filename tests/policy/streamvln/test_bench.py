@@ -74,3 +74,41 @@ def test_the_ros_bench_agent_computes_every_turn_and_wanders_by_depth(monkeypatc
     agent.reset("explore")
     assert agent.step(rgb, open_right, K, _camera_pose()) == [R] * 3
     assert agent.step(rgb[:10], far, K, _camera_pose()) == []   # a bad frame is refused
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_published_preset_is_the_published_architecture():
+    """8.03 B parameters, as the issue's H100 run (built on the meta device: no memory, no weights)."""
+    import torch
+
+    args = _args("--preset", "published", "--layers", "28")
+    args.device = "meta"
+    with torch.device("meta"):
+        model, _ = bench.bench_model(args)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == 8.03
+    assert model.tokens_per_frame == 196 and model.text_config.vocab_size == 152064
+    assert bench.sizes(_args("--preset", "tiny", "--hidden", "48"))["hidden"] == 48  # a flag overrides
+
+
+def test_cuda_without_a_gpu_is_refused_in_one_line(monkeypatch):
+    import pytest
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        bench.run(_args("--device", "cuda", "--preset", "published"))
+    msg = str(e.value.code)
+    assert "--device cuda needs a CUDA GPU" in msg and "\n" not in msg
+
+
+def test_kv_options_follow_the_device_unless_asked():
+    assert bench.kv_options(_args()) == {"kv_cache": "dynamic", "refresh": "inline"}  # CPU: as before
+    assert bench.kv_options(_args("--device", "cuda")) == {"kv_cache": "static", "refresh": "incremental"}
+    assert bench.kv_options(_args("--refresh", "incremental")) == {"kv_cache": "dynamic", "refresh": "incremental"}
+    assert bench.kv_options(_args("--device", "cuda", "--kv-cache", "dynamic"))["kv_cache"] == "dynamic"

@@ -107,7 +107,8 @@ def build_agent(p: StreamVLNNavParams):
         return getattr(importlib.import_module(mod), attr)()
     import torch  # noqa: PLC0415
 
-    from policy.streamvln import StreamVLNAgent, load_streamvln  # noqa: PLC0415
+    from policy.streamvln import load_streamvln  # noqa: PLC0415
+    from policy.streamvln.agent import agent_for_device  # noqa: PLC0415
     from policy.streamvln.train import agent_config_for  # noqa: PLC0415
 
     if p.torch_threads:
@@ -123,7 +124,7 @@ def build_agent(p: StreamVLNNavParams):
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, image_size=112, dtype=dtype).to(p.device)
         cfg = AgentConfig(**{k: v for k, v in over.items() if v is not None})
-    return StreamVLNAgent(model, tokenizer, cfg)
+    return agent_for_device(model, tokenizer, cfg)  # on CUDA: static KV path, warmed up before the first turn
 
 
 class StreamVLNNav(Node):
