@@ -30,6 +30,7 @@ is accepted) is never applied: the step outputs the clipped bias torque only, an
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Sequence
 
@@ -67,10 +68,7 @@ class ControlStatus:
     min_sigma: float = float("inf")
 
     def as_dict(self) -> Dict:
-        return {"steps": self.steps, "wrench_saturated": self.wrench_saturated,
-                "torque_saturated": self.torque_saturated, "joint_limit": self.joint_limit,
-                "velocity_limit": self.velocity_limit, "near_singular": self.near_singular,
-                "nonfinite": self.nonfinite, "min_sigma": self.min_sigma}
+        return dataclasses.asdict(self)
 
 
 def _rotvec_error(R_target: np.ndarray, R: np.ndarray) -> np.ndarray:

@@ -193,9 +193,8 @@ class SimEnv:
             e.pop("base", None)
         mj.mj_forward(m, d)
         if self._arm_ctl:       # the arms start held by their controllers (and the F/T reads 0)
-            for arm, ctl in self._arm_ctl.items():
-                ids = self._ids[arm]
-                d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[ids["mocap"]], d.mocap_quat[ids["mocap"]])
+            self._control_arms(m, d)
+            for ctl in self._arm_ctl.values():
                 ctl.reset_status()
             mj.mj_forward(m, d)
         self._steps = 0
@@ -271,10 +270,14 @@ class SimEnv:
         mj = self._mj
         for _ in range(nstep):
             mj.mj_step1(m, d)
-            for arm, ctl in self._arm_ctl.items():
-                ids = self._ids[arm]
-                d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[ids["mocap"]], d.mocap_quat[ids["mocap"]])
+            self._control_arms(m, d)
             mj.mj_step2(m, d)
+
+    def _control_arms(self, m, d) -> None:
+        """Each arm's joint torques towards its target (the mocap pose), into ``d.ctrl``."""
+        for arm, ctl in self._arm_ctl.items():
+            mocap = self._ids[arm]["mocap"]
+            d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[mocap], d.mocap_quat[mocap])
 
     def arm_base(self, arm: str) -> Tuple[np.ndarray, np.ndarray]:
         """Where the arm's base stands (embodiment arm): world position (m) and orientation

@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos, stack
-from slowfast_ros.topic_probe import TopicProbe, wait_until
+from slowfast_ros.topic_probe import TopicProbe
 
 pytestmark = pytest.mark.dds
 
@@ -67,11 +67,8 @@ def _diag_value(probe, key, at_least: int, timeout: float = 15.0):
 def test_bad_targets_are_rejected_and_counted_good_targets_move_the_tool(sim_stack):
     _, probe = sim_stack
     node = probe.node
-    pub = node.create_publisher(PoseStamped, "/arm/target_tcp", qos.COMMAND)
-    # discovery: the sim node's subscription must match before anything is sent (a fixed
-    # sleep lost every bad target on a loaded CI machine)
-    assert wait_until(lambda: pub.get_subscription_count() > 0, timeout=15.0)
-    now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731
+    pub = probe.matched_publisher("/arm/target_tcp", PoseStamped)
+    now = probe.now
     _, pos0, quat0 = msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped))
 
     for bad in ([np.nan, 0.0, 0.3], [5.0, 5.0, 5.0]):

@@ -10,8 +10,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 
-from slowfast_ros import msgs, qos, stack
-from slowfast_ros.topic_probe import TopicProbe, wait_until
+from slowfast_ros import msgs, stack
+from slowfast_ros.topic_probe import TopicProbe
 
 pytestmark = pytest.mark.dds
 
@@ -53,9 +53,8 @@ def test_joint_states_and_controller_counters_are_published(arm_stack):
 def test_good_target_moves_the_arm_far_target_saturates_and_is_reported(arm_stack):
     _, probe = arm_stack
     node = probe.node
-    pub = node.create_publisher(PoseStamped, "/arm/target_tcp", qos.COMMAND)
-    assert wait_until(lambda: pub.get_subscription_count() > 0, timeout=15.0)
-    now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731
+    pub = probe.matched_publisher("/arm/target_tcp", PoseStamped)
+    now = probe.now
     _, pos0, quat0 = msgs.pose_from_msg(probe.latest("/arm/tcp_pose", PoseStamped))
     goal = pos0 + np.array([0.03, 0.0, 0.02])
     for _ in range(150):  # stream the command at 100 Hz, as a controller would

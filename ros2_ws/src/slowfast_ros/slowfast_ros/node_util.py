@@ -19,6 +19,11 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 
 
+def field_default(f: dataclasses.Field):
+    """A parameter dataclass field's default value (its factory's product for a list)."""
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def declare_params(node: Node, spec) -> object:
     """Declare one ROS parameter per field of the dataclass ``spec`` (class or instance; the
     field default is the parameter default, ``field.metadata['help']`` its description) and
@@ -27,12 +32,7 @@ def declare_params(node: Node, spec) -> object:
     cls = spec if isinstance(spec, type) else type(spec)
     values = {}
     for f in dataclasses.fields(cls):
-        if not isinstance(spec, type):
-            default = getattr(spec, f.name)
-        elif f.default is not dataclasses.MISSING:
-            default = f.default
-        else:
-            default = f.default_factory()
+        default = getattr(spec, f.name) if not isinstance(spec, type) else field_default(f)
         # A float parameter also takes an integer (`camera_hz:=0`): typed dynamically, checked here.
         is_float = isinstance(default, float)
         desc = ParameterDescriptor(description=f.metadata.get("help", ""), dynamic_typing=is_float)

@@ -69,6 +69,19 @@ class TopicProbe:
         self.node.destroy_subscription(sub)
         return got
 
+    def now(self) -> float:
+        """This node's ROS time (s)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def matched_publisher(self, topic: str, mtype, profile=qos.COMMAND, timeout: float = 15.0):
+        """A publisher on ``topic`` once a subscription has matched it (discovery takes a
+        state, not a duration: a fixed sleep lost the first messages on a loaded machine)."""
+        pub = self.node.create_publisher(mtype, topic, profile)
+        if not wait_until(lambda: pub.get_subscription_count() > 0, timeout):
+            self.node.destroy_publisher(pub)
+            raise TimeoutError(f"no subscriber matched {topic} in {timeout:g} s")
+        return pub
+
     def latest(self, topic: str, mtype, timeout: float = 5.0, profile=qos.SENSOR_SUB):
         """The first message that arrives on ``topic`` (latched ones included, with the
         LATCHED profile), or None after ``timeout``."""

@@ -59,7 +59,7 @@ def _frames(kind: str, n: int = 60):
         run_episode(env, make_expert("wipe", env), record_video=frames.append, video_hz=30.0)
     finally:
         env.close()
-    return frames[: 2 * n] if len(frames) >= 2 * n else frames
+    return frames[: 2 * n]
 
 
 def _publisher(seconds: float, depth: int = 0, images: str = "sim") -> None:

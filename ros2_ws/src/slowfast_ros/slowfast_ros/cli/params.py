@@ -34,13 +34,14 @@ def _nodes() -> dict[str, type]:
 def describe(node: str, cls) -> list[dict]:
     """One dict per parameter: name, type, default, description, and ``file`` (the shipped
     parameter file's value) where the file sets it."""
+    from slowfast_ros.node_util import field_default  # noqa: PLC0415
     from slowfast_ros.stack import config_dir, file_parameters  # noqa: PLC0415
 
     path = config_dir() / f"{node}.yaml"
     in_file = file_parameters(path, node) if path.is_file() else {}
     rows = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = field_default(f)
         row = {"name": f.name, "type": type(default).__name__, "default": default,
                "description": f.metadata.get("help", "")}
         if f.name in in_file:

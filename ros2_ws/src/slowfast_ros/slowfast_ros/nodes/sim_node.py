@@ -217,12 +217,8 @@ class SimNode(Node):
             self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, names["pose"], pub)
             self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, names["wrench"], pub)
             self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"), pub)
-            if self.hw:
-                self.create_subscription(PoseStamped, controller_target_topic(self.p.controller),
-                                         lambda m, a=arm: self._on_controller_target(a, m), qos.COMMAND)
-            else:
-                self.create_subscription(PoseStamped, topic(arm, "target_tcp"),
-                                         lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
+            self.create_subscription(PoseStamped, self._target_topic(arm),
+                                     lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
             for k in ("pose", "wrench", "tactile"):
                 self.meters[f"{topic(arm, k)}"] = RateMeter()
             if self.p.embodiment == "arm":
@@ -267,25 +263,18 @@ class SimNode(Node):
     # ------------------------------------------------------------ callbacks (store only)
 
     def _on_target(self, arm: str, msg: PoseStamped) -> None:
+        """A target in the world frame, or (interface ros2_control) a Cartesian controller's
+        target in the arm's base frame, moved to the world; the physics thread validates it
+        (NaN, non-unit, workspace) with every other target."""
         stamp, pos, quat = msgs.pose_from_msg(msg)
-        if msg.header.frame_id not in ("", self.p.world_frame):
-            self._reject(arm, f"frame '{msg.header.frame_id}' is not '{self.p.world_frame}'")
+        frames = (self.p.base_frame,) if self.hw else ("", self.p.world_frame)
+        if msg.header.frame_id not in frames:
+            self._reject(arm, f"frame '{msg.header.frame_id}' is not '{frames[-1]}'")
             return
+        if self.hw:
+            pos, quat = self.base_in_world.apply(pos, quat)
         with self._lock:
             self._pending[arm] = (stamp, pos, quat)
-
-    def _on_controller_target(self, arm: str, msg: PoseStamped) -> None:
-        """interface ros2_control: a Cartesian controller's target, in the arm's base frame."""
-        stamp, pos, quat = msgs.pose_from_msg(msg)
-        if msg.header.frame_id != self.p.base_frame:
-            self._reject(arm, f"frame '{msg.header.frame_id}' is not '{self.p.base_frame}'")
-            return
-        if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
-            self._reject(arm, "NaN or Inf in the target")
-            return
-        wpos, wquat = self.base_in_world.apply(pos, quat)
-        with self._lock:
-            self._pending[arm] = (stamp, wpos, wquat)
 
     def _on_chunk(self, _msg) -> None:
         with self._lock:
