@@ -36,40 +36,43 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from slowfast_data.fields import check_ranges, described
+
 REASONS = ("estop", "nonfinite_command", "no_command", "stale_contact", "invalid_contact",
            "force_limit", "workspace", "speed", "acceleration", "tracking", "plant_reset")
 
 
 @dataclass
 class SafetyConfig:
-    workspace_lo: tuple = (-1.0, -1.0, 0.0)
-    workspace_hi: tuple = (1.0, 1.0, 1.5)
-    max_speed: float = 0.25            # m/s, TCP linear speed
-    max_angular_speed: float = 1.5     # rad/s
-    max_accel: float = 2.0             # m/s^2, per Cartesian axis
-    force_limit: float = 40.0          # N, |F| that triggers the back-off
-    force_release: float = 20.0        # N, below this for release_time the hold ends
-    release_time: float = 0.2          # s
-    backoff_distance: float = 0.01     # m
-    command_timeout: float = 0.2       # s without a fresh command -> hold
-    contact_timeout: float = 0.05      # s: contact data older than this -> hold
-    max_step: float = 0.05             # m: output never farther than this from the measured TCP
-    require_contact: bool = True       # hold when no contact data arrives (False for arms without F/T)
+    """The filter's limits: the one definition of each (default, meaning, range). The nodes
+    that command an arm declare them as ``safety.<name>`` parameters; a robot's parameter
+    file sets what differs. The defaults suit the MuJoCo tasks (the workspace is the table's)."""
+
+    workspace_lo: tuple = described((-0.35, -0.25, -0.08), "workspace box, lower corner (m, world frame)")
+    workspace_hi: tuple = described((0.35, 0.25, 0.40), "workspace box, upper corner (m, world frame)")
+    max_speed: float = described(0.25, "TCP linear speed limit (m/s)", 1e-4, 3.0)
+    max_angular_speed: float = described(1.5, "TCP angular speed limit (rad/s)", 1e-3, 10.0)
+    max_accel: float = described(3.0, "TCP acceleration limit per Cartesian axis (m/s^2)", 1e-3, 50.0)
+    force_limit: float = described(60.0, "contact force |F| that triggers the back-off (N)", 0.1, 1000.0)
+    force_release: float = described(30.0, "the back-off hold ends once |F| stays below this for "
+                                           "release_time (N; below force_limit)", 0.0, 1000.0)
+    release_time: float = described(0.2, "how long the force must stay below force_release (s)", 0.0, 10.0)
+    backoff_distance: float = described(0.01, "back-off distance along the force (m)", 0.0, 0.1)
+    command_timeout: float = described(0.2, "no fresh command for this long -> hold (s)", 1e-3, 10.0)
+    contact_timeout: float = described(0.05, "contact reading older than this -> hold (s)", 1e-3, 10.0)
+    max_step: float = described(0.05, "the output is never farther than this from the measured TCP (m); a "
+                                      "measured jump larger than this between ticks is a reset of the plant",
+                                1e-3, 0.5)
+    require_contact: bool = described(True, "hold when no contact data arrives (false for an arm without "
+                                            "force/torque sensing)")
 
     def __post_init__(self):
         lo, hi = np.asarray(self.workspace_lo, float), np.asarray(self.workspace_hi, float)
         if lo.shape != (3,) or hi.shape != (3,) or not (lo < hi).all():
-            raise ValueError(f"SafetyConfig.workspace_lo/hi: need 3 values each with lo < hi, got {lo}, {hi}")
-        for name, lo_, hi_ in (("max_speed", 1e-4, 3.0), ("max_angular_speed", 1e-3, 10.0),
-                               ("max_accel", 1e-3, 50.0), ("force_limit", 0.1, 1000.0),
-                               ("release_time", 0.0, 10.0), ("backoff_distance", 0.0, 0.1),
-                               ("command_timeout", 1e-3, 10.0), ("contact_timeout", 1e-3, 10.0),
-                               ("max_step", 1e-3, 0.5)):
-            v = getattr(self, name)
-            if not (lo_ <= v <= hi_):
-                raise ValueError(f"SafetyConfig.{name}: {v} outside [{lo_}, {hi_}]")
+            raise ValueError(f"workspace_lo/hi: need 3 values each with lo < hi, got {lo}, {hi}")
+        check_ranges(self)
         if not (0.0 < self.force_release < self.force_limit):
-            raise ValueError(f"SafetyConfig.force_release: {self.force_release} must be in (0, force_limit)")
+            raise ValueError(f"force_release: {self.force_release} must be in (0, force_limit)")
 
 
 def _normalize(q: np.ndarray) -> np.ndarray:

@@ -26,9 +26,9 @@ def test_fast_node_in_sensor_mode_ticks_once_per_wrench_message(export, tmp_path
     robot = Robot(node, fz=2.0)
     stamps: list[float] = []
     try:
-        # max_contact_age 0.5 s: the watchdog tick of a silent sensor (which re-uses the last
+        # safety.contact_timeout 0.5 s: the watchdog tick of a silent sensor (which re-uses the last
         # reading, to hold) stays out of the way of a robot thread slowed down by the load
-        over = _fast_overrides(export, tick_source="sensor", max_contact_age=0.5)
+        over = _fast_overrides(export, tick_source="sensor", **{"safety.contact_timeout": 0.5})
         with stack.Stack(_profile("rdp_fast"), over, log_dir=tmp_path) as s:
             sub = node.create_subscription(PoseStamped, "/right/target_tcp",
                                            lambda m: stamps.append(msgs.stamp_of(m)), qos.RECORD_SUB)

@@ -78,8 +78,8 @@ class Robot:
 
 def _fast_overrides(export_dir, **kw):
     return {"rdp_fast": {"export_dir": str(export_dir), "arms": ["right"], "control_hz": 200.0,
-                         "workspace_lo": [-2.0, -2.0, -2.0], "workspace_hi": [2.0, 2.0, 2.0],
-                         "max_speed": 3.0, "max_accel": 50.0, "blend_s": 0.0, **kw}}
+                         "safety.workspace_lo": [-2.0, -2.0, -2.0],
+                         "safety.workspace_hi": [2.0, 2.0, 2.0], "safety.max_speed": 3.0, "safety.max_accel": 50.0, "blend_s": 0.0, **kw}}
 
 
 def _profile(*names):

@@ -18,7 +18,7 @@ def test_requests_are_filtered_before_they_reach_the_sim(tmp_path):
         stack.NodeSpec("sim_node", "slowfast_ros.nodes.sim_node", ["sim_node.yaml"]),
         stack.NodeSpec("safety_node", "slowfast_ros.nodes.safety_node", ["safety_node.yaml"])])
     overrides = {"sim_node": {"camera_hz": 0.0, "episode_seconds": 120.0, "perturb": False, "start_delay": 0.2},
-                 "safety_node": {"max_speed": 0.1, "max_accel": 2.0}}
+                 "safety_node": {"safety.max_speed": 0.1, "safety.max_accel": 2.0}}
     probe = TopicProbe({"/arm/target_tcp": PoseStamped, "/arm/tcp_pose": PoseStamped})
     node = probe.node
     req = node.create_publisher(PoseStamped, "/arm/target_tcp_unsafe", qos.COMMAND)

@@ -25,9 +25,9 @@ def _no_node_left_behind(before: set[int]) -> None:
 
 def test_a_typo_in_set_is_refused_with_the_closest_name():
     before = _node_pids()
-    r = slowfast("up", "teleop", "--set", "safety_node.max_sped=0.1", timeout=60)
+    r = slowfast("up", "teleop", "--set", "safety_node.safety.max_sped=0.1", timeout=60)
     assert r.returncode == 2
-    assert_one_line_error(r, "safety_node", "'max_sped'", "did you mean 'max_speed'")
+    assert_one_line_error(r, "safety_node", "'safety.max_sped'", "did you mean 'safety.max_speed'")
     _no_node_left_behind(before)
 
 
@@ -35,19 +35,19 @@ def test_an_unknown_key_in_a_parameter_file_is_refused(tmp_path):
     cfg = tmp_path / "config"
     shutil.copytree(stack.config_dir(), cfg)
     data = yaml.safe_load((cfg / "safety_node.yaml").read_text())
-    data["safety_node"]["ros__parameters"]["force_limt"] = 10.0
+    data["safety_node"]["ros__parameters"]["safety"] = {"force_limt": 10.0}
     (cfg / "safety_node.yaml").write_text(yaml.safe_dump(data))
     r = slowfast("up", "teleop", "--print", env={"SLOWFAST_CONFIG_DIR": str(cfg)}, timeout=60)
     assert r.returncode == 2
-    assert_one_line_error(r, str(cfg / "safety_node.yaml"), "'force_limt'", "did you mean 'force_limit'")
+    assert_one_line_error(r, str(cfg / "safety_node.yaml"), "'safety.force_limt'", "did you mean 'safety.force_limit'")
 
 
 def test_the_node_itself_refuses_an_undeclared_parameter():
     """Started without `slowfast` (as `ros2 run` would), the node checks what it was given."""
     r = subprocess.run([sys.executable, "-m", "slowfast_ros.nodes.safety_node", "--ros-args",
-                        "-p", "max_sped:=0.1"], capture_output=True, text=True, timeout=60)
+                        "-p", "safety.max_sped:=0.1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "declares no parameter 'max_sped'" in r.stderr and "max_speed" in r.stderr
+    assert "declares no parameter 'safety.max_sped'" in r.stderr and "safety.max_speed" in r.stderr
 
 
 def test_every_profile_passes_the_check_as_shipped():
@@ -66,5 +66,5 @@ def test_every_profile_passes_the_check_as_shipped():
 
 def test_the_declared_names_come_from_the_node_module():
     declared = stack.declared_parameters("slowfast_ros.nodes.safety_node")
-    assert {"max_speed", "max_step", "episode_topic", "use_sim_time"} <= declared
+    assert {"safety.max_speed", "safety.max_step", "episode_topic", "use_sim_time"} <= declared
     assert Path(stack.config_dir(), "safety_node.yaml").is_file()

@@ -17,6 +17,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import PointCloud2
 
+from policy.safety import SafetyConfig
 from policy.serving import ArmHistory, ArmSnapshot, filter_command, sync_estop  # noqa: F401 (re-exported)
 from slowfast_ros import msgs, qos
 from slowfast_ros.node_util import param
@@ -402,24 +403,14 @@ class ArmInputs:
 @dataclass
 class SafetyParams:
     """The parameters every node that commands an arm through the safety filter declares
-    (rdp_fast, safety_node): which arms, how fast, and the filter's limits. Nodes subclass
-    it and add their own; ``__post_init__`` validates the shared ones."""
+    (rdp_fast, safety_node): which arms, how fast, and the filter's limits as ``safety.*``
+    (``policy.safety.SafetyConfig``, their one definition). Nodes subclass it and add their
+    own; ``__post_init__`` validates the shared ones."""
 
     arms: list = param(["arm"], "arm namespaces")
     control_hz: float = param(200.0, "control/output rate (Hz), 1..1000")
     world_frame: str = param("world", "frame of TCP poses and commands")
-    max_contact_age: float = param(0.05, "wrench/contact reading older than this -> hold (s)")
-    command_timeout: float = param(0.2, "no fresh command for this long -> hold (s)")
-    workspace_lo: list = param([-0.35, -0.25, -0.08], "safety workspace box, lower corner (m, world)")
-    workspace_hi: list = param([0.35, 0.25, 0.40], "safety workspace box, upper corner (m, world)")
-    max_speed: float = param(0.25, "TCP speed limit (m/s)")
-    max_angular_speed: float = param(1.5, "TCP angular speed limit (rad/s)")
-    max_accel: float = param(3.0, "TCP acceleration limit (m/s^2)")
-    force_limit: float = param(60.0, "contact force that triggers a back-off (N)")
-    force_release: float = param(30.0, "force below which the back-off hold ends (N)")
-    backoff_distance: float = param(0.01, "back-off distance along the force (m)")
-    max_step: float = param(0.05, "the command is never farther than this from the measured TCP (m); a "
-                                  "measured jump larger than this between ticks is a reset of the plant")
+    safety: SafetyConfig = param(SafetyConfig(), "the safety filter's limits")
     episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start restarts "
                                    "the filter from the measured pose ('' = none)")
 
@@ -428,19 +419,6 @@ class SafetyParams:
             raise ValueError("arms: at least one arm")
         if not (1.0 <= self.control_hz <= 1000.0):
             raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
-        if not (0.001 <= self.max_contact_age <= 1.0):
-            raise ValueError(f"max_contact_age: {self.max_contact_age} outside [0.001, 1] s")
-
-    def safety_config(self):
-        """The policy.safety.SafetyConfig these parameters describe (validated there too)."""
-        from policy.safety import SafetyConfig  # noqa: PLC0415
-
-        return SafetyConfig(workspace_lo=tuple(self.workspace_lo), workspace_hi=tuple(self.workspace_hi),
-                            max_speed=self.max_speed, max_angular_speed=self.max_angular_speed,
-                            max_accel=self.max_accel, force_limit=self.force_limit,
-                            force_release=self.force_release, backoff_distance=self.backoff_distance,
-                            contact_timeout=self.max_contact_age, command_timeout=self.command_timeout,
-                            max_step=self.max_step)
 
 
 class EpisodeStarts:

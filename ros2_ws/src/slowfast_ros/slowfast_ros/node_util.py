@@ -6,7 +6,6 @@ parameter list, its types and its documentation live in one place and the YAML i
 """
 from __future__ import annotations
 
-import dataclasses
 import signal
 import sys
 import threading
@@ -18,39 +17,40 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 
+from slowfast_data.fields import build, described, field_default, flat_fields  # noqa: F401 (re-exported)
 
-def field_default(f: dataclasses.Field):
-    """A parameter dataclass field's default value (its factory's product for a list)."""
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+#: a node parameter field: default, description and optional range (``slowfast_data.fields.described``)
+param = described
 
 
 def declare_params(node: Node, spec) -> object:
-    """Declare one ROS parameter per field of the dataclass ``spec`` (class or instance; the
-    field default is the parameter default, ``field.metadata['help']`` its description) and
-    return an instance filled with the values the node was started with. Validation in the
-    dataclass's ``__post_init__`` runs on those values, so a bad parameter stops the node."""
-    cls = spec if isinstance(spec, type) else type(spec)
+    """Declare one ROS parameter per field of the dataclass ``spec`` (class or instance): the
+    field default is the parameter default, its description and range (``described``) the
+    parameter's; a field holding a core config dataclass becomes ``field.inner`` parameters
+    (``safety.max_speed``). Returns an instance filled with the values the node was started
+    with; the dataclasses' own validation runs on them, so a bad parameter stops the node."""
     values = {}
-    for f in dataclasses.fields(cls):
-        default = getattr(spec, f.name) if not isinstance(spec, type) else field_default(f)
+    for fl in flat_fields(spec):
+        default = fl.default
         # A float parameter also takes an integer (`camera_hz:=0`): typed dynamically, checked here.
         is_float = isinstance(default, float)
-        desc = ParameterDescriptor(description=f.metadata.get("help", ""), dynamic_typing=is_float)
-        was_tuple = isinstance(default, tuple)
+        help_ = fl.help
+        if fl.range is not None:
+            lo, hi = fl.range
+            help_ += f" [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        desc = ParameterDescriptor(description=help_, dynamic_typing=is_float)
         if isinstance(default, (list, tuple)):
             default = list(default)
         try:
-            param = node.declare_parameter(f.name, default, desc)
+            param = node.declare_parameter(fl.name, default, desc)
         except InvalidParameterTypeException as exc:
-            raise ValueError(f"parameter {f.name}: {exc}") from None
+            raise ValueError(f"parameter {fl.name}: {exc}") from None
         value = param.value
-        if is_float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"parameter {f.name}: {value!r} is not a number")
-            value = float(value)
-        values[f.name] = tuple(value) if was_tuple else value
+        if is_float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"parameter {fl.name}: {value!r} is not a number")
+        values[fl.name] = value
     refuse_undeclared(node)
-    return cls(**values)
+    return build(spec, values)
 
 
 def refuse_undeclared(node: Node) -> None:
@@ -63,13 +63,6 @@ def refuse_undeclared(node: Node) -> None:
     unknown = sorted(n for n in given - declared if not n.startswith("qos_overrides."))
     if unknown:
         raise ValueError(unknown_parameter_message(node.get_name(), unknown[0], declared))
-
-
-def param(default, help: str):  # noqa: A002 - mirrors argparse
-    """A dataclass field with a description, for :func:`declare_params`."""
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 _STOP = threading.Event()

@@ -182,13 +182,14 @@ ROS_NODE_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service
 def declared_parameters(module: str) -> frozenset[str] | None:
     """The parameter names a node module declares (its ``PARAMS`` dataclass), or None for a
     module that does not say (it is then not checked here)."""
-    import dataclasses  # noqa: PLC0415
     import importlib  # noqa: PLC0415
+
+    from slowfast_data.fields import flat_fields  # noqa: PLC0415
 
     params = getattr(importlib.import_module(module), "PARAMS", None)
     if params is None:
         return None
-    return frozenset(f.name for f in dataclasses.fields(params)) | ROS_NODE_PARAMETERS
+    return frozenset(f.name for f in flat_fields(params)) | ROS_NODE_PARAMETERS
 
 
 def node_params(node: str, module: str, overrides: dict | None = None):
@@ -196,17 +197,18 @@ def node_params(node: str, module: str, overrides: dict | None = None):
     parameter file (``<config>/<node>.yaml``) with ``overrides`` on top: for code that runs a
     node's core in-process with the node's own settings. ValueError on an undeclared name or
     a value the dataclass refuses."""
-    import dataclasses  # noqa: PLC0415
     import importlib  # noqa: PLC0415
 
+    from slowfast_data.fields import build, flat_fields  # noqa: PLC0415
+
     cls = importlib.import_module(module).PARAMS
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in flat_fields(cls)}
     given = file_parameters(config_dir() / f"{node}.yaml", node)
-    given.update(overrides or {})
+    given.update(_flatten(overrides or {}))
     for k in given:
         if k not in names and not _is_known(k, ROS_NODE_PARAMETERS):
             raise ValueError(unknown_parameter_message(node, k, names))
-    return cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in given.items() if k in names})
+    return build(cls, {k: v for k, v in given.items() if k in names})
 
 
 def unknown_parameter_message(node: str, name: str, declared) -> str:

@@ -36,7 +36,7 @@ def safety_node_limits():
     """The SafetyConfig that safety_node runs with from its shipped parameter file."""
     from slowfast_ros import stack  # noqa: PLC0415
 
-    return stack.node_params("safety_node", "slowfast_ros.nodes.safety_node").safety_config()
+    return stack.node_params("safety_node", "slowfast_ros.nodes.safety_node").safety
 
 
 def run(args: argparse.Namespace) -> int:

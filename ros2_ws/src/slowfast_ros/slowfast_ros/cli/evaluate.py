@@ -70,7 +70,7 @@ def serving_setup(task: str, policy: str, sets: list[str], latency: float, trans
                            chunk_pose_tolerance=fast.chunk_pose_tolerance, handover=slow.handover,
                            inpaint_soft_s=slow.inpaint_soft_s,
                            latency_s=float(latency), transport_s=float(transport))
-    return timing, fast.safety_config()
+    return timing, fast.safety
 
 
 def _init(spec: dict) -> None:

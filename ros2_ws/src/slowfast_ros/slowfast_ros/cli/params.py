@@ -8,7 +8,6 @@ Without NODE: the nodes that declare parameters.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 
@@ -34,16 +33,16 @@ def _nodes() -> dict[str, type]:
 def describe(node: str, cls) -> list[dict]:
     """One dict per parameter: name, type, default, description, and ``file`` (the shipped
     parameter file's value) where the file sets it."""
-    from slowfast_ros.node_util import field_default  # noqa: PLC0415
+    from slowfast_data.fields import flat_fields  # noqa: PLC0415
     from slowfast_ros.stack import config_dir, file_parameters  # noqa: PLC0415
 
     path = config_dir() / f"{node}.yaml"
     in_file = file_parameters(path, node) if path.is_file() else {}
     rows = []
-    for f in dataclasses.fields(cls):
-        default = field_default(f)
-        row = {"name": f.name, "type": type(default).__name__, "default": default,
-               "description": f.metadata.get("help", "")}
+    for f in flat_fields(cls):
+        row = {"name": f.name, "type": type(f.default).__name__, "default": f.default, "description": f.help}
+        if f.range is not None:
+            row["range"] = list(f.range)
         if f.name in in_file:
             row["file"] = in_file[f.name]
         rows.append(row)
@@ -66,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         shipped = f"  [{args.node}.yaml: {r['file']!r}]" if "file" in r else ""
-        print(f"{r['name']} ({r['type']}, default {r['default']!r}){shipped}\n    {r['description']}")
+        rng = f", range {r['range']}" if "range" in r else ""
+        print(f"{r['name']} ({r['type']}, default {r['default']!r}{rng}){shipped}\n    {r['description']}")
     return 0

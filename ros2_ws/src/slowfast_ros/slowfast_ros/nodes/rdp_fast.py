@@ -36,7 +36,7 @@ from trajectory_msgs.msg import JointTrajectory
 from hardware.realtime import MODES, TickLoop
 from policy.rdp.contract import contact_kind
 from policy.reactive import ReactiveExecutor
-from policy.safety import SafetyFilter
+from policy.safety import SafetyConfig, SafetyFilter
 from policy.serving import FastController
 from slowfast_data.fileio import read_json
 from slowfast_ros import msgs, qos
@@ -54,7 +54,8 @@ class RdpFastParams(SafetyParams):
     limits) plus the executor's own parameters."""
 
     export_dir: str = param("", "folder written by `slowfast export` (decoder_step.onnx + runtime.json)")
-    command_timeout: float = param(0.05, "hold when the executor produced no target for this long (s)")
+    safety: SafetyConfig = param(SafetyConfig(command_timeout=0.05), "the safety filter's limits (command_timeout: "
+                                 "hold when the executor produced no target for this long)")
     blend_s: float = param(0.1, "handover blend window (s)")
     chunk_pose_tolerance: float = param(0.01, "max |stamp difference| when looking up a chunk's start pose (s)")
     decoder_threads: int = param(1, "onnxruntime intra-op threads for the decoder step")
@@ -102,7 +103,7 @@ class RdpFast(Node):
         if fps <= 0:
             raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
         self.reactive = ReactiveExecutor(decoder, int(meta["horizon"]), 1.0 / fps, p.blend_s, num_arms=len(p.arms))
-        self.safety = {a: SafetyFilter(p.safety_config()) for a in p.arms}
+        self.safety = {a: SafetyFilter(p.safety) for a in p.arms}
         self.controller = FastController(self.reactive, self.safety, self.contact_kind,
                                          int(shapes["contact_raw_dim"]), p.chunk_pose_tolerance)
 
@@ -125,7 +126,7 @@ class RdpFast(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.loop = TickLoop(p.control_hz, self._tick, source=self.inputs, mode=p.tick_source, name="rdp-fast",
                              rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
-                             warn=self.get_logger().warning, sensor_timeout=p.max_contact_age,
+                             warn=self.get_logger().warning, sensor_timeout=p.safety.contact_timeout,
                              stamp_clock=self._now, phases=PHASES, on_error=lambda _exc: not rclpy.ok())
         ix = self.loop.times.index
         self._i = tuple(ix[n] for n in PHASES)

@@ -42,7 +42,7 @@ class SafetyNode(Node):
         from policy.safety import SafetyFilter  # noqa: PLC0415
 
         p = self.p = declare_params(self, SafetyNodeParams)
-        self.filters = {a: SafetyFilter(p.safety_config()) for a in p.arms}
+        self.filters = {a: SafetyFilter(p.safety) for a in p.arms}
         self.inputs = ArmInputs(self, p.arms)
         self._lock = threading.Lock()
         self._requests: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}

@@ -1,0 +1,49 @@
+"""Nested config dataclasses as node parameters: one definition, flattened as `outer.inner`."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from policy.safety import SafetyConfig
+from slowfast_data.fields import build, described, flat_fields
+
+
+@dataclasses.dataclass
+class _Params:
+    rate: float = described(200.0, "rate (Hz)", 1.0, 1000.0)
+    safety: SafetyConfig = described(SafetyConfig(command_timeout=0.05), "limits")
+
+
+def test_nested_config_flattens_with_its_own_descriptions_and_ranges():
+    flat = {f.name: f for f in flat_fields(_Params)}
+    assert flat["safety.max_speed"].default == SafetyConfig().max_speed
+    assert flat["safety.command_timeout"].default == 0.05      # the outer default's value
+    assert flat["safety.max_speed"].range == (1e-4, 3.0)
+    assert "speed" in flat["safety.max_speed"].help
+    assert flat["rate"].range == (1.0, 1000.0)
+
+
+def test_build_takes_flat_values_and_validates_the_inner_config_by_its_full_name():
+    p = build(_Params, {"safety.max_speed": 0.1, "safety.workspace_lo": [-1, -1, 0], "rate": 500})
+    assert p.safety.max_speed == 0.1 and p.safety.workspace_lo == (-1, -1, 0) and p.rate == 500.0
+    assert p.safety.command_timeout == 0.05 and p.safety.force_limit == SafetyConfig().force_limit
+    with pytest.raises(ValueError, match=r"^safety\.max_speed: 9 outside"):
+        build(_Params, {"safety.max_speed": 9.0})
+    with pytest.raises(KeyError):
+        build(_Params, {"safety.max_sped": 0.1})
+
+
+def test_the_nodes_that_command_arms_take_the_filters_defaults():
+    """safety_node and rdp_fast declare the filter's limits from SafetyConfig: one set of defaults
+    whatever the entry point (they once differed: force limit 60 vs 40 N, workspace)."""
+    from slowfast_ros.nodes.rdp_fast import PARAMS as FAST
+    from slowfast_ros.nodes.safety_node import PARAMS as GUARD
+
+    for spec in (FAST, GUARD):
+        flat = {f.name: f.default for f in flat_fields(spec)}
+        for g in dataclasses.fields(SafetyConfig):
+            if spec is FAST and g.name == "command_timeout":
+                continue
+            assert flat[f"safety.{g.name}"] == getattr(SafetyConfig(), g.name), (spec, g.name)
+        assert not any(k in flat for k in ("max_speed", "force_limit", "max_contact_age"))
