@@ -251,3 +251,47 @@ def test_stopping_the_fast_node_mid_chunk_leaves_the_arm_holding_where_it_is(exp
     finally:
         robot.stop = True
         probe.close()
+
+
+def test_deactivating_the_fast_node_mid_chunk_holds_the_arm_and_activate_restarts(export, tmp_path):
+    """`slowfast lifecycle rdp_fast deactivate` while a chunk moves the command: the node's
+    last command before the transition returns is the measured pose, nothing follows it while
+    inactive; `activate` restarts from the measured pose (the old chunk is forgotten)."""
+    from slowfast_ros.cli import lifecycle
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
+
+    meta = json.loads((export / "runtime.json").read_text())
+    probe = TopicProbe({"/right/target_tcp": PoseStamped})
+    node = probe.node
+    robot = Robot(node, fz=8.0)                     # a force the policy yields to: the command moves
+    chunk_pub = node.create_publisher(JointTrajectory, "/policy/latent_chunk", qos.COMMAND)
+    cmds = []
+    node.create_subscription(PoseStamped, "/right/target_tcp",
+                             lambda m: cmds.append((robot.now(), msgs.pose_from_msg(m)[1])), qos.COMMAND)
+    moving = lambda: any(np.abs(c - POSE[:3]).max() > 1e-3 for _, c in list(cmds)[-5:])  # noqa: E731
+    try:
+        with stack.Stack(_profile("rdp_fast"), _fast_overrides(export), log_dir=tmp_path) as s:
+            assert probe.wait_for(["/right/target_tcp"], timeout=60, abort=s.any_exited), s.last_line("rdp_fast")
+            latent = np.zeros((meta["latent_steps"], meta["latent_dim"]), np.float32)
+            chunk_pub.publish(msgs.chunk_msg(robot.now() - 0.01, "world", "latent", latent, 4 / meta["fps"]))
+            assert wait_until(moving)
+            assert lifecycle.call("rdp_fast", "deactivate") == "inactive"
+            returned = robot.now()
+            assert np.allclose(cmds[-1][1], POSE[:3], atol=1e-9), cmds[-3:]      # the hold is out
+            time.sleep(0.3)
+            assert [t for t, _ in cmds if t > returned + 0.05] == []           # and nothing after it
+            n0 = len(cmds)
+            assert lifecycle.call("rdp_fast", "activate") == "active"
+            assert wait_until(lambda: len(cmds) > n0 + 10)
+            # The chunk from before deactivation is forgotten: the filter holds at the measured pose.
+            assert all(np.allclose(c, POSE[:3], atol=1e-9) for _, c in cmds[n0:n0 + 10])
+            # cleanup releases the model and the control thread; configure builds them again
+            for step, state in (("deactivate", "inactive"), ("cleanup", "unconfigured"),
+                                ("configure", "inactive"), ("activate", "active")):
+                assert lifecycle.call("rdp_fast", step) == state, step
+            n1 = len(cmds)
+            assert wait_until(lambda: len(cmds) > n1 + 10), s.last_line("rdp_fast")
+            assert s.procs["rdp_fast"].poll() is None, s.last_line("rdp_fast")
+    finally:
+        robot.stop = True
+        probe.close()

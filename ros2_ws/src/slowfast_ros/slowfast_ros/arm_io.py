@@ -413,6 +413,8 @@ class SafetyParams:
     safety: SafetyConfig = param(SafetyConfig(), "the safety filter's limits")
     episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start restarts "
                                    "the filter from the measured pose ('' = none)")
+    autostart: bool = param(True, "configure and activate at start; false: wait unconfigured for the lifecycle "
+                                  "services (`slowfast lifecycle NODE activate`, `ros2 lifecycle set`)")
 
     def __post_init__(self):
         if not self.arms:
@@ -432,9 +434,15 @@ class EpisodeStarts:
     def __init__(self, node: Node, topic_name: str):
         self._lock = threading.Lock()
         self._after: float | None = None
+        self._node, self._sub = node, None
         if topic_name:
             from std_msgs.msg import String  # noqa: PLC0415
-            node.create_subscription(String, topic_name, self._on_event, qos.LATCHED)
+            self._sub = node.create_subscription(String, topic_name, self._on_event, qos.LATCHED)
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._node.destroy_subscription(self._sub)
+            self._sub = None
 
     def _on_event(self, msg) -> None:
         event = msgs.episode_start(msg)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("sim", "run simulated episodes over ROS 2 and write metrics, video and plots"),
     "up": ("up", "start a stack profile (the nodes of a launch file) without ros2 launch"),
     "params": ("params", "a node's parameters: name, type, default, description, the shipped file's value"),
+    "lifecycle": ("lifecycle", "switch a running managed node: activate, deactivate (the arm holds), get its state"),
     "teleop": ("teleop", "serve the TactAR headset protocol and the WebXR page"),
     "record": ("record", "record demonstration episodes as rosbag2 (MCAP) folders"),
     "demos": ("demos", "generate scripted demonstrations in process (teleop path, faster than real time)"),

@@ -18,6 +18,11 @@ policy), the arm topics in the control thread. Diagnostics (1 Hz): tick source, 
 period error, where a tick's time goes (input, executor, safety, publish, total: p50/p99),
 contact-to-command latency, real-time state, step index, chunk counts and rejections,
 safety interventions.
+
+A lifecycle node (``slowfast_ros.lifecycle``): configure loads the export and starts the
+control thread, activate commands the arms (every chunk forgotten, filters restarted from the
+measured pose), deactivate holds every arm where it is measured and commands nothing until
+activated again, cleanup stops the thread and releases the model.
 """
 from __future__ import annotations
 
@@ -29,7 +34,6 @@ from pathlib import Path
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 import rclpy
-from rclpy.node import Node
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
@@ -42,6 +46,7 @@ from slowfast_data.fileio import read_json
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, RawPosePublisher, SafetyParams, publish_hold,
                                  safety_report, topic)
+from slowfast_ros.lifecycle import ArmCommander
 from slowfast_ros.node_util import declare_params, param, run_node
 
 #: where a tick's time goes, besides the loop's own "input" and "total"
@@ -80,10 +85,17 @@ class RdpFastParams(SafetyParams):
             raise ValueError(f"cpu: {self.cpu} is not a core index (or -1 for none)")
 
 
-class RdpFast(Node):
+class RdpFast(ArmCommander):
     def __init__(self):
         super().__init__("rdp_fast")
         p = self.p = declare_params(self, RdpFastParams)
+        self.control_period = 1.0 / p.control_hz
+        self.loop = None
+        self._made: list = []   # what configure created on the node, destroyed by cleanup
+        self.autostart(p.autostart)
+
+    def _configure(self) -> None:
+        p = self.p
         meta_path = Path(p.export_dir) / "runtime.json"
         if not meta_path.is_file():
             raise ValueError(f"export_dir: {p.export_dir} has no runtime.json (run `slowfast export CKPT --out DIR`)")
@@ -119,11 +131,12 @@ class RdpFast(Node):
         self.clock_jumps = 0
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self._raw_pubs = [(a, RawPosePublisher(self.pubs[a], p.world_frame)) for a in p.arms]
-        self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
-        self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED)
-        self.episodes = EpisodeStarts(self, p.episode_topic)   # a start resets executor and filters
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_diagnostics)
+        self._made = [*self.pubs.values(), self.diag_pub,
+                      self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND),
+                      self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED),
+                      self.create_timer(1.0, self._publish_diagnostics)]
+        self.episodes = EpisodeStarts(self, p.episode_topic)   # a start resets executor and filters
         self.loop = TickLoop(p.control_hz, self._tick, source=self.inputs, mode=p.tick_source, name="rdp-fast",
                              rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
                              warn=self.get_logger().warning, sensor_timeout=p.safety.contact_timeout,
@@ -172,9 +185,18 @@ class RdpFast(Node):
             self.clock_jumps += 1
             self.reactive.reset()
             self.get_logger().warning("clock jump: chunks dropped, holding", throttle_duration_sec=1.0)
+        state = self.command_state()
+        if state == "hold":
+            self._hold()
+            self.held()
+            return
+        if state == "idle":
+            return
         snap = self.inputs.snapshot()   # polled: the live state this thread just took
         for s in snap.values():
             if s.pose_stamp != s.pose_stamp:
+                if state == "restart":
+                    self.restart_pending()   # restart on the first tick with a state
                 return  # no robot state yet (NaN stamp): publish nothing
         with self._lock:
             pending, self._pending_chunk = self._pending_chunk, None
@@ -182,7 +204,7 @@ class RdpFast(Node):
         episode = self.episodes.check(snap)
         if episode == "wait":
             return   # a new episode: publish nothing until the arm's state is from it
-        if episode == "restart":
+        if episode == "restart" or state == "restart":
             self.controller.restart(snap)   # forget every chunk, filters from where the arms are
         res = self.controller.tick(now, snap, pending, estop, self.inputs)
         rec = self.loop.times.record
@@ -231,12 +253,22 @@ class RdpFast(Node):
         status = msgs.diagnostic_status("rdp_fast", values, level, "holding" if level == "warn" else "")
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
-    def close(self) -> None:
-        """Stop the loop, then command every arm to stay where it is measured (the robot's
-        controller keeps the last target it got: that must not be a point mid-chunk)."""
-        self.loop.stop()
+    def _hold(self) -> None:
+        """Command every arm to stay where it is measured (the robot's controller keeps the
+        last target it got: that must not be a point mid-chunk)."""
         publish_hold(self, self.pubs, self.inputs.snapshot(), self._now(), self.p.world_frame)
+
+    def _cleanup(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
         self.inputs.close()
+        for entity in self._made:
+            destroy = {"Publisher": self.destroy_publisher, "Subscription": self.destroy_subscription,
+                       "Timer": self.destroy_timer}[type(entity).__name__]
+            destroy(entity)
+        self._made = []
+        self.episodes.close()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)
