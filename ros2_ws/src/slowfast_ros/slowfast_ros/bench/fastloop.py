@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rdp_fast.rt_priority: SCHED_FIFO priority of the control thread (0 = normal; "
                         "without permission the node falls back and says so)")
     p.add_argument("--cpu", type=int, default=-1, help="rdp_fast.cpu: core of the control thread (-1 = none)")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a parameter of sim_node, rdp_slow or rdp_fast (repeatable), "
+                        "e.g. sim_node.max_lag=0.002")
 
 
 def _log(msg: str) -> None:
@@ -82,7 +85,7 @@ PHASES = ("input", "executor", "decode", "safety", "publish", "total")
 
 
 def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: float = 200.0,
-             fast: dict | None = None) -> dict:
+             fast: dict | None = None, sets: dict | None = None) -> dict:
     import psutil  # noqa: PLC0415
 
     from slowfast_data.fileio import read_json  # noqa: PLC0415
@@ -96,6 +99,8 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "rdp_slow": {"export_dir": str(export), "arms": ["arm"]},
         "rdp_fast": {"export_dir": str(export), "arms": ["arm"], "control_hz": float(hz), **(fast or {})},
     }
+    for node, values in (sets or {}).items():
+        overrides[node].update(values)
     if meta.get("cameras") and not camera:
         raise ValueError(f"{export}: this policy needs camera images; it cannot run with rendering off")
     probe = TopicProbe({})
@@ -164,6 +169,12 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--rates {args.rates}: each rate must be in 1..1000 Hz")
     if args.seconds <= 0:
         raise ValueError("--seconds must be > 0")
+    from slowfast_ros import stack  # noqa: PLC0415
+
+    sets = stack.parse_sets(args.set)
+    unknown = sorted(set(sets) - {"sim_node", "rdp_slow", "rdp_fast"})
+    if unknown:
+        raise ValueError(f"--set: node(s) {unknown} are not part of this benchmark (sim_node, rdp_slow, rdp_fast)")
     work = Path(args.work)
     results = []
     for hz in rates:
@@ -174,5 +185,6 @@ def run(args: argparse.Namespace) -> dict:
         contact = args.contact if camera else "wrench"
         export = Path(args.policy) if args.policy else build_policy(work, camera, contact)
         fast = {"tick_source": args.tick_source, "rt_priority": int(args.rt_priority), "cpu": int(args.cpu)}
-        results.append(run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz, fast=fast))
-    return {"runs": results}
+        results.append(run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz, fast=fast,
+                                sets=sets))
+    return {"runs": results, "sets": args.set}
