@@ -90,7 +90,11 @@ class ReplayPolicy:
         i = start + int(np.clip(frame, 0, end - start - 1))
         return relative_chunk(self.ds, i, self.horizon).astype(np.float32)
 
-    def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0):
+    def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0,
+                guide=None):
+        """The demonstration's own chunk at ``episode_time`` (latent through the tokenizer's
+        encoder for an RDP export). ``guide`` (an inpainting handover's frozen steps) is
+        ignored: the replay serves what the demonstrator did, which the frozen steps came from."""
         if self.episode is None:
             raise ValueError("ReplayPolicy: begin_episode(seed) first")
         rel = self.chunk_at(int(round(episode_time * self.fps)))

@@ -63,17 +63,18 @@ def test_generated_dataset_records_each_episodes_seed(served):
     assert episode_seeds(ds) == {SEEDS[0]: 0, SEEDS[1]: 1}
 
 
-@pytest.mark.parametrize("export", ["onnx_dp", "onnx_tok"])
-def test_oracle_replay_reproduces_its_demonstrations(served, export):
+@pytest.mark.parametrize("export,handover", [("onnx_dp", "blend"), ("onnx_tok", "blend"), ("onnx_dp", "inpaint")])
+def test_oracle_replay_reproduces_its_demonstrations(served, export, handover):
     """The demonstrations' own chunks through the runtime (raw for DP, through the tokenizer's
     encoder and the exported decoder for RDP) wipe what the demonstrator wiped. The raw replay
     must match closely; the latent one carries the reconstruction error of a tokenizer trained
-    for a minute on two episodes (5-8 mm), and its decoder reacts to the live wrench."""
+    for a minute on two episodes (5-8 mm), and its decoder reacts to the live wrench. With
+    inpainted handovers the replay serves the same chunks (there is nothing to inpaint)."""
     from policy.rdp.replay import ReplayPolicy
     from sim.policy_eval import evaluate
 
     root, ds, demo = served
-    eps = evaluate(root / export, "wipe", SEEDS, _safety(), _timing(), episode_seconds=4.0,
+    eps = evaluate(root / export, "wipe", SEEDS, _safety(), _timing(handover=handover), episode_seconds=4.0,
                    slow_factory=lambda: ReplayPolicy(ds, root / export))
     tol = 0.08 if export == "onnx_dp" else 0.2
     for m in eps:
