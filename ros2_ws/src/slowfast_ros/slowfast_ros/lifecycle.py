@@ -44,6 +44,7 @@ class ArmCommander(LifecycleNode):
         self._hold_pending = False
         self._held = threading.Event()
         self._configure_error: Exception | None = None
+        self._autostarting = False
 
     # ------------------------------------------------------------ subclass API
 
@@ -88,7 +89,12 @@ class ArmCommander(LifecycleNode):
             self.get_logger().info("unconfigured: waiting for configure and activate "
                                    f"(`slowfast lifecycle {self.get_name()} activate`)")
             return
-        if self.trigger_configure() != SUCCESS:
+        self._autostarting = True
+        try:
+            ok = self.trigger_configure() == SUCCESS
+        finally:
+            self._autostarting = False
+        if not ok:
             raise self._configure_error or RuntimeError("configure failed")
         self.trigger_activate()
 
@@ -99,7 +105,8 @@ class ArmCommander(LifecycleNode):
             self._configure()
         except (ValueError, OSError) as exc:
             self._configure_error = exc
-            self.get_logger().error(f"configure failed: {exc}")
+            if not self._autostarting:   # at autostart the node exits with this one line instead
+                self.get_logger().error(f"configure failed: {exc}")
             return FAILURE
         self.configured = True
         return SUCCESS

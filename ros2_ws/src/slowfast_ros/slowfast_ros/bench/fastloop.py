@@ -158,6 +158,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "memory_locked": fast.get("memory_locked") == "True",
         "slow_inference_ms_p50": f(slow, "inference_ms_p50"), "slow_inference_ms_p99": f(slow, "inference_ms_p99"),
         "chunks_received": f(fast, "chunks_received"),
+        "slow_cycles_skipped": {k.split("/", 1)[1]: f(slow, k) for k in slow if k.startswith("skipped/")},
         "sim_real_time_factor": f(sim, "real_time_factor"),
         "cpu_cores": cpu,
     }

@@ -89,8 +89,9 @@ class SimNodeParams:
     clock_hz: float = param(100.0, "/clock publish rate (Hz)")
     out_dir: str = param("", "write per-episode metrics, force plot and camera MP4 here ('' = none)")
     start_delay: float = param(0.5, "seconds to hold the home pose before an episode starts (lets controllers reset)")
-    max_lag: float = param(0.02, "when physics falls this far behind the wall clock (s), the sim slows down "
-                                 "instead: stamps stay the wall time of each reading (0 = never)")
+    max_lag: float = param(0.002, "when physics falls this far behind the wall clock (s), the sim slows down "
+                                  "instead: stamps stay the wall time of each reading and readings go out "
+                                  "as they are taken, not in catch-up bursts (0 = never)")
     wait_for: list = param([""], "topics that must have a publisher before the first episode starts "
                                  "(a controller that loads a model), waited for up to 120 s")
     chunk_topic: str = param("", "a policy's chunk topic (trajectory_msgs/JointTrajectory): its messages are "
