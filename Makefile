@@ -51,7 +51,8 @@ demo: setup
 	$(VENV)/bin/slowfast sim --task wipe --controller rdp --policy checkpoints/wipe --episodes 1 --seed 0 \
 	  --set rdp_slow.rate_hz=8 --set rdp_slow.handover=inpaint --out out/demo/wipe
 	$(VENV)/bin/slowfast sim --task lift --controller rdp --policy checkpoints/lift --episodes 1 --seed 0 \
-	  --set rdp_slow.rate_hz=1.5625 --set sim_node.pose_hz=100 --set sim_node.tactile_hz=60 --out out/demo/lift
+	  --set rdp_slow.rate_hz=1.5625 --set rdp_slow.handover=inpaint --set sim_node.pose_hz=100 \
+	  --set sim_node.tactile_hz=60 --out out/demo/lift
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,8 +1,8 @@
 """Policy quality: the shipped checkpoints still do their task.
 
 checkpoints/quality.json states, per shipped policy, the held-out seeds it was measured on
-with the synchronous evaluator (the settings of docs/results.md and `make demo`: a chunk
-every 16 steps, the nodes' parameter files, lift's 100 Hz poses) and the successes measured there. This runs the same episodes
+with the synchronous evaluator (the settings of docs/results.md and `make demo`: each task's
+re-plan rate and handover, the nodes' parameter files) and the successes measured there. This runs the same episodes
 and requires those successes, less one for the float differences of another CPU's kernels
 (an episode is deterministic on one machine; a contact-rich one can tip on another)."""
 import json
