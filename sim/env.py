@@ -246,7 +246,7 @@ class SimEnv:
         """The arm embodiment: one Cartesian impedance controller per arm (sim/arm_control.py),
         its rest posture the IK solution of the home pose (also the start of every episode)."""
         from .arm import actuator_names, joint_names, solve_ik_multi
-        from .arm_control import ArmControlConfig, CartesianImpedanceController
+        from .arm_control import ArmControlConfig, CartesianImpedanceController, ImpedanceGroup
 
         mj, m = self._mj, self.model
         scratch = mj.MjData(m)
@@ -264,6 +264,9 @@ class SimEnv:
             self._arm_ctl[arm] = CartesianImpedanceController(
                 m, f"{arm}_tcp", joint_names(arm), actuator_names(arm), kp=gains["kp"], kr=gains["kr"],
                 q_rest=q, cfg=ArmControlConfig())
+        # every arm computed together each physics step, towards its mocap target
+        self._arm_group = ImpedanceGroup(m, list(self._arm_ctl.values()))
+        self._arm_targets = self._arm_group.targets(self.data, [self._ids[a]["mocap"] for a in self._arm_ctl])
 
     def _arm_steps(self, m, d, nstep: int) -> None:
         """``nstep`` physics steps with every arm's controller evaluated at each (1 kHz)."""
@@ -275,9 +278,7 @@ class SimEnv:
 
     def _control_arms(self, m, d) -> None:
         """Each arm's joint torques towards its target (the mocap pose), into ``d.ctrl``."""
-        for arm, ctl in self._arm_ctl.items():
-            mocap = self._ids[arm]["mocap"]
-            d.ctrl[ctl.act] = ctl.compute(m, d, d.mocap_pos[mocap], d.mocap_quat[mocap])
+        self._arm_group.compute(d, self._arm_targets, write_ctrl=True)
 
     def arm_base(self, arm: str) -> Tuple[np.ndarray, np.ndarray]:
         """Where the arm's base stands (embodiment arm): world position (m) and orientation
