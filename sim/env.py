@@ -32,6 +32,7 @@ Tasks and success (see also :mod:`sim.metrics` for the force metrics):
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -41,7 +42,7 @@ from .metrics import count_drops, force_metrics
 from .scene import build_scene
 from .tactile import TactileModel
 from slowfast_data.camera import CameraIntrinsics
-from slowfast_data.geometry import axis_angle_quat, quat_wxyz_to_matrix, wxyz_to_xyzw, xyzw_to_wxyz
+from slowfast_data.geometry import axis_angle_quat, quat_wxyz_to_matrix, wxyz_to_xyzw
 from .types import ArmState
 
 WIPE_PATH = np.array([[-0.15, -0.04], [0.15, -0.04], [0.15, 0.04], [-0.15, 0.04]])  # world xy, m
@@ -53,6 +54,8 @@ LIFT_HOLD_SECONDS = 2.0
 SLIP_THRESHOLD = 0.003  # m
 MAX_DEPTH = 10.0        # m: farther depth pixels read 0 (no return)
 _WXYZ_TO_XYZW = np.array([1, 2, 3, 0])
+_XYZW_TO_WXYZ = np.array([3, 0, 1, 2])
+_XYZ = np.arange(3)
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -378,31 +381,31 @@ class SimEnv:
         if ncon == 0:
             return np.zeros((0, 3)), np.zeros((0, 3))
         con = d.contact
-        g = con.geom
-        on1, on2 = g[:, 0] == geom, g[:, 1] == geom
-        sel = (on1 | on2) & (con.efc_address >= 0) & (con.dim == 3)
-        if other is not None:
-            sel &= (g[:, 0] == other) | (g[:, 1] == other)
-        idx = np.nonzero(sel)[0]
-        if idx.size == 0:
+        # a few contacts: selected in Python (numpy's per-call cost exceeds the work here)
+        idx, adr, sign = [], [], []
+        for i, ((g1, g2), a, dim) in enumerate(zip(con.geom.tolist(), con.efc_address.tolist(), con.dim.tolist())):
+            if (g1 == geom or g2 == geom) and a >= 0 and dim == 3 and (other is None or g1 == other or g2 == other):
+                idx.append(i)
+                adr.append(a)
+                sign.append(1.0 if g2 == geom else -1.0)
+        if not idx:
             return np.zeros((0, 3)), np.zeros((0, 3))
-        adr = con.efc_address[idx]
-        fc = d.efc_force[adr[:, None] + np.arange(3)[None, :]]                 # contact frame (k, 3)
+        fc = d.efc_force[np.add.outer(adr, _XYZ)]                              # contact frame (k, 3)
         frame = con.frame[idx].reshape(-1, 3, 3)                               # rows: normal, t1, t2
         fw = np.einsum("kij,ki->kj", frame, fc)                                # force on geom2, world
-        fw *= np.where(on2[idx], 1.0, -1.0)[:, None]
-        return con.pos[idx].copy(), fw
+        fw *= np.array(sign)[:, None]
+        return con.pos[idx], fw
 
     def _normal_force(self, geom: int, other: int) -> float:
         d = self.data
         if d.ncon == 0:
             return 0.0
         con = d.contact
-        g = con.geom
-        sel = (((g[:, 0] == geom) & (g[:, 1] == other)) | ((g[:, 1] == geom) & (g[:, 0] == other))) & (con.efc_address >= 0)
-        if not sel.any():
+        adr = [a for (g1, g2), a in zip(con.geom.tolist(), con.efc_address.tolist())
+               if a >= 0 and ((g1 == geom and g2 == other) or (g2 == geom and g1 == other))]
+        if not adr:
             return 0.0
-        return float(d.efc_force[con.efc_address[sel]].sum())
+        return float(d.efc_force[adr].sum())
 
     def contact_normal_force(self, arm: str) -> float:
         """Ground truth: total normal force (N) between ``arm``'s pad and the task surface/object."""
@@ -434,18 +437,21 @@ class SimEnv:
             q = np.asarray(quat_xyzw, dtype=float).reshape(4)
         except (TypeError, ValueError):
             raise ValueError(f"set_target({arm}): pos must have 3 and quat 4 numbers") from None
-        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
-            raise ValueError(f"set_target({arm}): NaN or Inf in pos {p.tolist()} / quat {q.tolist()}")
-        nq = float(np.linalg.norm(q))
+        # checked on Python floats (called for every arm at the control rate; numpy's per-call
+        # cost dominated): the same tests and values as with np.isfinite / np.linalg.norm
+        pl, ql = p.tolist(), q.tolist()
+        if not all(map(math.isfinite, pl + ql)):
+            raise ValueError(f"set_target({arm}): NaN or Inf in pos {pl} / quat {ql}")
+        nq = float(np.sqrt(q.dot(q)))
         if abs(nq - 1.0) > 1e-3:
             raise ValueError(f"set_target({arm}): quaternion norm {nq:.6f} is not 1 (tolerance 1e-3)")
         lo, hi = self._scene.geometry[arm].workspace
-        if np.any(p < lo) or np.any(p > hi):
+        if any(x < a or x > b for x, a, b in zip(pl, lo.tolist(), hi.tolist())):
             raise ValueError(f"set_target({arm}): position {p.round(4).tolist()} outside the workspace "
                              f"[{lo.tolist()}, {hi.tolist()}] m")
         mid = self._ids[arm]["mocap"]
         self.data.mocap_pos[mid] = p
-        self.data.mocap_quat[mid] = xyzw_to_wxyz(q / nq)
+        self.data.mocap_quat[mid] = (q / nq)[_XYZW_TO_WXYZ]
 
     # ------------------------------------------------------------------ sensors
     def observe(self, arm: str, tactile: bool = True) -> ArmState:
