@@ -31,6 +31,9 @@ class TactileModel:
         self.sigma = float(sigma)
         self.k_shear = float(k_shear)
         self.k_normal = float(k_normal)
+        self._out0 = np.zeros((self.n_markers, 4), np.float32)      # the field at rest
+        self._out0[:, :2] = self.markers
+        self._two_sigma2 = 2.0 * self.sigma ** 2
 
     @property
     def n_markers(self) -> int:
@@ -40,15 +43,15 @@ class TactileModel:
               rng: Optional[np.random.Generator] = None, noise: float = 0.0) -> np.ndarray:
         """(n_markers, 4) float32: x, y, dx, dy for contacts at ``xy`` (k, 2) with normal ``fn`` (k,)
         and tangential ``ft`` (k, 2) forces on the pad."""
-        out = np.zeros((self.n_markers, 4), np.float32)
-        out[:, :2] = self.markers
+        out = self._out0.copy()
         disp = np.zeros((self.n_markers, 2))
         fn = np.clip(np.asarray(fn, float), 0.0, None)
-        if len(fn) and fn.sum() > 1e-9:
+        fsum = fn.sum() if len(fn) else 0.0
+        if fsum > 1e-9:
             diff = self.markers[:, None, :] - np.asarray(xy, float)[None, :, :]      # (n, k, 2)
-            w = np.exp(-(diff ** 2).sum(-1) / (2.0 * self.sigma ** 2))                 # (n, k)
+            w = np.exp(-(diff ** 2).sum(-1) / self._two_sigma2)                        # (n, k)
             disp += self.k_shear * (w @ np.asarray(ft, float))
-            r0 = (fn[:, None] * xy).sum(0) / fn.sum()
+            r0 = (fn[:, None] * xy).sum(0) / fsum
             disp += self.k_normal * (w @ fn)[:, None] * (self.markers - r0)
         if rng is not None and noise > 0.0:
             disp += rng.normal(0.0, noise, disp.shape)
