@@ -73,7 +73,7 @@ class RdpSlow(ManagedNode):
         super().__init__("rdp_slow")
         p = self.p = declare_params(self, RdpSlowParams)
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
-        self.pub = self.create_publisher(JointTrajectory, "policy/latent_chunk", qos.COMMAND)
+        self.pub = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.latency_ms: deque[float] = deque(maxlen=200)
         self.obs_age_ms: deque[float] = deque(maxlen=200)
@@ -114,6 +114,9 @@ class RdpSlow(ManagedNode):
         if p.episode_topic:
             from std_msgs.msg import String  # noqa: PLC0415
             self._made.append(self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED))
+        # Created once the model is loaded and warmed up: a sim waiting for a publisher on this
+        # topic (sim_node.wait_for) starts its first episode when the policy can plan for it.
+        self.pub = self.create_publisher(JointTrajectory, "policy/latent_chunk", qos.COMMAND)
         # polled: a cycle is due every 1/rate_hz, and at once after an episode start (SlowPlanner)
         self.loop = PacedLoop(max(p.rate_hz, SlowPlanner.POLL_HZ), self._cycle, name="rdp-slow").start()
         self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
@@ -126,6 +129,9 @@ class RdpSlow(ManagedNode):
         for sub in self._made:
             self.destroy_subscription(sub)
         self._made = []
+        if self.pub is not None:
+            self.destroy_publisher(self.pub)
+            self.pub = None
         self.policy = self.planner = self.images = None
 
     def _activate(self) -> None:
