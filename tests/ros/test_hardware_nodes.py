@@ -384,6 +384,57 @@ class TestBridgeCartesianControllers:
         st, values = _diag(diag, "robot_bridge_node", lambda v: "silent" in v.get("reason", ""))
         assert st is not None and values["mode"] == "holding"
 
+    def test_deactivate_holds_the_robot_and_forwards_nothing_until_activated(self, bridge):
+        """`slowfast lifecycle robot_bridge_node deactivate` while targets move the robot: the
+        bridge's last word is a hold (the measured pose, not a target it was sent), nothing it
+        is sent while inactive reaches the controller, and after `activate` targets flow again."""
+        from slowfast_ros.cli import lifecycle
+
+        _, probe, robot, col, diag, target_pub = bridge
+        node = probe.node
+        sent: set = set()          # the stamps of the targets this test published
+        stop = threading.Event()
+        centre = robot.pos + [0.1, 0.0, 0.5]                       # world
+
+        def stream():              # a target moving along a 1 cm circle, every 10 ms
+            while not stop.is_set():
+                t = _now(node)
+                msg = msgs.pose_msg(t, "world", centre + 0.01 * np.array([np.cos(3 * t) - 1, np.sin(3 * t), 0.0]),
+                                    Q_DOWN)
+                sent.add(msgs.pose_from_msg(msg)[0])
+                target_pub.publish(msg)
+                time.sleep(0.01)
+
+        forwarded = lambda ms: [m for m in ms if msgs.pose_from_msg(m)[0] in sent]  # noqa: E731
+        sender = threading.Thread(target=stream, daemon=True)
+        try:
+            sender.start()
+            assert wait_until(lambda: len(forwarded(robot.targets[-20:])) >= 10)      # the robot follows
+            holds_before = len(robot.targets) - len(forwarded(robot.targets))
+            assert lifecycle.call("robot_bridge_node", "deactivate") == "inactive"
+            # The hold reaches the controller; then nothing more, though targets keep coming.
+            assert wait_until(lambda: len(robot.targets) - len(forwarded(robot.targets)) > holds_before)
+            st, values = _diag(diag, "robot_bridge_node", lambda v: v.get("mode") == "inactive")
+            assert st is not None and st.level == DiagnosticStatus.WARN
+            # Targets kept coming for two more of the bridge's reports: none was forwarded.
+            reports = lambda: sum(_status(m, "robot_bridge_node")[0] is not None  # noqa: E731
+                                  for _, m in diag.get("/diagnostics"))
+            n_reports = reports()
+            assert wait_until(lambda: reports() >= n_reports + 2, timeout=8.0)
+            last = robot.targets[-1]
+            assert msgs.pose_from_msg(last)[0] not in sent, "a target was forwarded after the hold"
+            # the hold is where the robot was measured: a pose it had reached (the fake follows at once)
+            reached = np.array([msgs.pose_from_msg(m)[1] for m in forwarded(robot.targets)[-20:]])
+            assert np.abs(reached - msgs.pose_from_msg(last)[1]).max(axis=1).min() < 1e-9
+            n_inactive = len(robot.targets)
+
+            assert lifecycle.call("robot_bridge_node", "activate") == "active"
+            assert wait_until(lambda: len(forwarded(robot.targets[n_inactive:])) >= 10)   # it follows again
+            assert _diag(diag, "robot_bridge_node", lambda v: v.get("mode") == "commanding")[0] is not None
+        finally:
+            stop.set()
+            sender.join(timeout=2.0)
+
 
 # ---------------------------------------------------------------- bad parameters
 

@@ -279,3 +279,53 @@ def test_stale_inputs_stop_the_base_and_bad_frames_are_counted(lone_nav):
     assert int(d.get("pose_jumps", 0)) >= 1, d
     assert float(d["rate/cmd_vel"]) > 0.0, d   # still commanding (stopped, at zero speed) throughout
     probe.node.destroy_publisher(pub)
+
+
+def test_deactivate_stops_the_base_once_and_commands_nothing_until_activated(lone_nav):
+    """`slowfast lifecycle streamvln_nav deactivate` while the base drives: the last cmd_vel is
+    a zero, the episode is cancelled, nothing follows on cmd_vel (an instruction is ignored);
+    `activate`: cmd_vel again, and a new instruction drives."""
+    import threading
+
+    from slowfast_ros.cli import lifecycle
+    from slowfast_ros.topic_probe import wait_until
+
+    s, probe, cmd, status, diag = lone_nav
+    sensors = _Sensors(probe.node, cmd)
+    pub = probe.node.create_publisher(String, "/instruction", qos.COMMAND)
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            sensors.run(0.2)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        pub.publish(String(data="Walk forward again."))
+        assert wait_until(lambda: any(m.linear.x > 0.05 for _, m in cmd.items[-5:]), timeout=20), \
+            s.last_line("streamvln_nav")
+        assert lifecycle.call("streamvln_nav", "deactivate") == "inactive"
+        # the zero arrives, and the episode's cancel
+        assert wait_until(lambda: cmd.items[-1][1].linear.x == 0.0 and cmd.items[-1][1].angular.z == 0.0)
+        assert wait_until(lambda: json.loads(status.items[-1][1].data).get("reason") == "deactivated")
+        assert json.loads(status.items[-1][1].data)["event"] == "cancel"
+        n = len(cmd.items)
+        pub.publish(String(data="Walk forward while inactive."))       # ignored
+        # two of the node's reports later (sensors publishing all along): nothing on cmd_vel
+        reports = lambda: sum(any(st.name == "streamvln_nav" for st in m.status) for _, m in diag.items)  # noqa: E731
+        r0 = reports()
+        assert wait_until(lambda: reports() >= r0 + 2, timeout=10)
+        assert len(cmd.items) == n, f"{len(cmd.items) - n} cmd_vel while inactive"
+        values = _diag(diag)
+        assert values["active"] == "False" and int(values["skipped/instruction_while_inactive"]) == 1, values
+
+        assert lifecycle.call("streamvln_nav", "activate") == "active"
+        assert wait_until(lambda: len(cmd.items) > n + 5)                  # zeros: no episode runs
+        assert all(m.linear.x == 0.0 for _, m in cmd.items[n:])
+        pub.publish(String(data="Walk forward once more."))
+        assert wait_until(lambda: any(m.linear.x > 0.05 for _, m in cmd.items[-5:]), timeout=20)
+        assert s.procs["streamvln_nav"].poll() is None, s.last_line("streamvln_nav")
+    finally:
+        stop.set()
+        feeder.join(timeout=5)

@@ -55,6 +55,7 @@ class Robot:
 
     def __init__(self, node, fz=0.0):
         self.node, self.fz, self.stop = node, fz, False
+        self.paused = False     # True: publishes nothing (a robot whose state stopped coming)
         self.pose_pub = node.create_publisher(PoseStamped, "/right/tcp_pose", qos.SENSOR_PUB)
         self.wrench_pub = node.create_publisher(WrenchStamped, "/right/tcp_wrench", qos.SENSOR_PUB)
         self.tactile_pub = node.create_publisher(PointCloud2, "/right/tactile/markers", qos.SENSOR_PUB)
@@ -67,6 +68,9 @@ class Robot:
 
     def _run(self):
         while not self.stop:
+            if self.paused:
+                time.sleep(0.005)
+                continue
             t = self.now()
             self.pose_pub.publish(msgs.pose_msg(t, "world", POSE[:3], POSE[3:]))
             fz = self.fz
@@ -293,5 +297,67 @@ def test_deactivating_the_fast_node_mid_chunk_holds_the_arm_and_activate_restart
             assert wait_until(lambda: len(cmds) > n1 + 10), s.last_line("rdp_fast")
             assert s.procs["rdp_fast"].poll() is None, s.last_line("rdp_fast")
     finally:
+        robot.stop = True
+        probe.close()
+
+
+def test_an_inactive_slow_node_publishes_no_chunk_and_plans_from_fresh_observations_when_activated(export, tmp_path):
+    """`slowfast lifecycle rdp_slow deactivate`: no chunk after the transition returns, however
+    long the observations keep coming; `activate`: chunks again, none from an observation made
+    before the activation (its robot state stopped meanwhile, and a state 5 s old would still
+    be fresh enough for this node's max_obs_age)."""
+    from sensor_msgs.msg import Image
+
+    from slowfast_ros.cli import lifecycle
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
+
+    probe = TopicProbe({"/diagnostics": DiagnosticArray})
+    node = probe.node
+    robot = Robot(node, fz=0.0)
+    chunks: list = []      # (receipt time, observation stamp)
+    node.create_subscription(JointTrajectory, "/policy/latent_chunk",
+                             lambda m: chunks.append((robot.now(), msgs.chunk_from_msg(m)[0])), qos.COMMAND)
+    slow_reports: list = []
+    node.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: slow_reports.extend(st for st in m.status if st.name == "rdp_slow"), 10)
+    reports = lambda: len(slow_reports)  # noqa: E731
+    img_pub = node.create_publisher(Image, "/wrist/color/image_raw", qos.SENSOR_PUB)
+    stop_images = threading.Event()
+
+    def images():
+        rng = np.random.default_rng(0)
+        while not stop_images.is_set():
+            img_pub.publish(msgs.image_msg(robot.now(), "wrist", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)))
+            time.sleep(1 / 30)
+
+    threading.Thread(target=images, daemon=True).start()
+    overrides = {"rdp_slow": {"export_dir": str(export), "arms": ["right"], "rate_hz": 10.0, "max_obs_age": 5.0}}
+    try:
+        with stack.Stack(_profile("rdp_slow"), overrides, log_dir=tmp_path) as s:
+            assert wait_until(lambda: len(chunks) >= 2, timeout=90), s.last_line("rdp_slow")
+            assert lifecycle.call("rdp_slow", "deactivate") == "inactive"
+            # (a chunk on its way when the transition returned has come by the next report)
+            n = reports()
+            assert wait_until(lambda: reports() >= n + 1, timeout=10), s.last_line("rdp_slow")
+            n_inactive = len(chunks)
+            # two more reports, observations coming all along: no chunk
+            assert wait_until(lambda: reports() >= n + 3, timeout=10), s.last_line("rdp_slow")
+            assert len(chunks) == n_inactive, f"{len(chunks) - n_inactive} chunk(s) while inactive"
+            assert msgs.diagnostics_values(slow_reports[-1])["active"] == "False"
+
+            robot.paused = True                          # the robot state stops: the newest is old
+            time.sleep(0.1)
+            activated = robot.now()
+            n0 = len(chunks)
+            assert lifecycle.call("rdp_slow", "activate") == "active"
+            n = reports()
+            assert wait_until(lambda: reports() >= n + 1, timeout=10)
+            robot.paused = False
+            assert wait_until(lambda: len(chunks) >= n0 + 2, timeout=30), s.last_line("rdp_slow")
+            stale = [stamp for _, stamp in chunks[n0:] if stamp < activated]
+            assert stale == [], f"{len(stale)} chunk(s) from observations made before the activation"
+            assert s.procs["rdp_slow"].poll() is None, s.last_line("rdp_slow")
+    finally:
+        stop_images.set()
         robot.stop = True
         probe.close()

@@ -20,6 +20,7 @@ from sensor_msgs.msg import PointCloud2
 from policy.safety import SafetyConfig
 from policy.serving import ArmHistory, ArmSnapshot, filter_command, sync_estop  # noqa: F401 (re-exported)
 from slowfast_ros import msgs, qos
+from slowfast_ros.lifecycle import ManagedParams
 from slowfast_ros.node_util import param
 
 
@@ -401,11 +402,12 @@ class ArmInputs:
 
 
 @dataclass
-class SafetyParams:
+class SafetyParams(ManagedParams):
     """The parameters every node that commands an arm through the safety filter declares
     (rdp_fast, safety_node): which arms, how fast, and the filter's limits as ``safety.*``
-    (``policy.safety.SafetyConfig``, their one definition). Nodes subclass it and add their
-    own; ``__post_init__`` validates the shared ones."""
+    (``policy.safety.SafetyConfig``, their one definition), and ``autostart`` (they are
+    managed nodes). Nodes subclass it and add their own; ``__post_init__`` validates the
+    shared ones."""
 
     arms: list = param(["arm"], "arm namespaces")
     control_hz: float = param(200.0, "control/output rate (Hz), 1..1000")
@@ -413,8 +415,6 @@ class SafetyParams:
     safety: SafetyConfig = param(SafetyConfig(), "the safety filter's limits")
     episode_topic: str = param("", "latched JSON episode events (the sim's 'sim/episode'); a start restarts "
                                    "the filter from the measured pose ('' = none)")
-    autostart: bool = param(True, "configure and activate at start; false: wait unconfigured for the lifecycle "
-                                  "services (`slowfast lifecycle NODE activate`, `ros2 lifecycle set`)")
 
     def __post_init__(self):
         if not self.arms:

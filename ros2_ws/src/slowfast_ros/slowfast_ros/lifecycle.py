@@ -1,86 +1,78 @@
-"""Managed (lifecycle) nodes that command arms: configure, activate, deactivate holds.
+"""Managed (lifecycle) nodes: configure, activate, deactivate, cleanup, as ROS 2 defines them.
 
-The nodes that command an arm (``safety_node``, ``rdp_fast``) are ROS 2 lifecycle nodes, the
-way ros2_control controllers and Nav2 servers are managed: *configure* builds what the node
-runs (filters, the decoder, the control thread), *activate* lets it command the arms, starting
-from where they are measured, *deactivate* commands every arm to hold where it is measured
-and then commands nothing, *cleanup* releases what configure built. The standard services
-(``<node>/change_state``, ``<node>/get_state``) switch them, as ``ros2 lifecycle set`` does,
-and ``slowfast lifecycle NODE activate|deactivate|...`` calls the same services.
+The nodes that command a robot or feed it (``safety_node``, ``rdp_fast``, ``rdp_slow``,
+``robot_bridge_node``, ``streamvln_nav``, ``teleop_node``) are ROS 2 lifecycle nodes, the way
+ros2_control controllers and Nav2 servers are managed: *configure* builds what the node runs
+(a model, filters, a control thread, a server), *activate* lets it act, *deactivate* makes it
+stop acting and say so in its log (each node's docstring says what inactive means for it; a
+node that commands an arm leaves it holding where it is measured), *cleanup* releases what
+configure built. The standard services (``<node>/change_state``, ``<node>/get_state``) switch
+them, as ``ros2 lifecycle set`` does, and ``slowfast lifecycle NODE activate|deactivate|...``
+calls the same services.
 
-With ``autostart`` (the default) a node configures and activates itself at start, so the
-stack's commands and launch files run it as before; a configuration error still stops the
-node with one line (exit 2).
+With ``autostart`` (the default; :class:`ManagedParams`, one definition for every managed
+node) a node configures and activates itself at start, so the stack's commands and launch
+files run it as before; a configuration error still stops the node with one line (exit 2).
 
-The hold on deactivation is published by the node's own control thread on its next tick, so
-no command of the active node can follow it; the transition returns once it is out (within
-one control period), or publishes it itself when the control thread is not ticking.
+:class:`ArmCommander`, for the nodes that command arms from a control thread: the hold on
+deactivation is published by the node's own control thread on its next tick, so no command of
+the active node can follow it; the transition returns once it is out (within one control
+period), or publishes it itself when the control thread is not ticking.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from slowfast_ros.node_util import param
+
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class ArmCommander(LifecycleNode):
-    """Base of a lifecycle node that commands arms from a control thread.
+@dataclasses.dataclass
+class ManagedParams:
+    """The parameter every managed node declares: a managed node's parameter dataclass
+    derives from this (directly or through ``arm_io.SafetyParams``)."""
+
+    autostart: bool = param(True, "configure and activate at start; false: wait unconfigured for the lifecycle "
+                                  "services (`slowfast lifecycle NODE activate`, `ros2 lifecycle set`)")
+
+
+class ManagedNode(LifecycleNode):
+    """Base of a managed node.
 
     A subclass implements ``_configure()`` (build; raise ValueError/OSError on a bad
-    configuration), ``_cleanup()`` (release what ``_configure`` built), ``_hold()`` (publish a
-    hold at every arm's measured pose) and ``control_period`` (s); its control thread calls
-    :meth:`command_state` once per tick and acts on the answer."""
+    configuration) and ``_cleanup()`` (release what ``_configure`` built), and where
+    activation and deactivation do more than set :attr:`active`, ``_activate()`` and
+    ``_deactivate()`` (calling these base versions, or setting ``active`` themselves).
+    ``active_note`` / ``inactive_note`` end the log line each transition writes. Its
+    ``__init__`` ends with ``self.autostart(p.autostart)``."""
 
-    control_period = 0.005
+    active_note = "running"
+    inactive_note = "not running until activated"
 
     def __init__(self, name: str):
         super().__init__(name)
-        self._gate = threading.Lock()
         self.active = False
         self.configured = False
-        self._restart = False
-        self._hold_pending = False
-        self._held = threading.Event()
         self._configure_error: Exception | None = None
         self._autostarting = False
 
     # ------------------------------------------------------------ subclass API
 
     def _configure(self) -> None:
-        raise NotImplementedError
+        pass
 
     def _cleanup(self) -> None:
-        raise NotImplementedError
+        pass
 
-    def _hold(self) -> None:
-        raise NotImplementedError
+    def _activate(self) -> None:
+        self.active = True
 
-    def command_state(self) -> str:
-        """For the control thread, once per tick: ``"run"`` (command), ``"restart"`` (just
-        activated: restart filters and executors from the measured pose, then command),
-        ``"hold"`` (just deactivated: publish the hold now, then nothing) or ``"idle"``
-        (inactive: command nothing)."""
-        with self._gate:
-            if self._hold_pending:
-                self._hold_pending = False
-                return "hold"
-            if not self.active:
-                return "idle"
-            if self._restart:
-                self._restart = False
-                return "restart"
-            return "run"
-
-    def restart_pending(self) -> None:
-        """The control thread could not restart yet (no measured state): ask again next tick."""
-        with self._gate:
-            self._restart = self.active
-
-    def held(self) -> None:
-        """The control thread published the hold that :meth:`command_state` asked for."""
-        self._held.set()
+    def _deactivate(self) -> None:
+        self.active = False
 
     def autostart(self, enabled: bool) -> None:
         """Configure and activate now (``enabled``), raising the configuration's error; else
@@ -112,14 +104,13 @@ class ArmCommander(LifecycleNode):
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._gate:
-            self.active, self._restart, self._hold_pending = True, True, False
-        self.get_logger().info("active: commanding the arms from where they are measured")
+        self._activate()
+        self.get_logger().info(f"active: {self.active_note}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_commanding()
-        self.get_logger().warning("inactive: arms held where measured; no command until activated")
+        self._deactivate()
+        self.get_logger().warning(f"inactive: {self.inactive_note}")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -131,7 +122,71 @@ class ArmCommander(LifecycleNode):
         self.close()
         return SUCCESS
 
-    def _stop_commanding(self) -> None:
+    def close(self) -> None:
+        """On the way out: an active node deactivates (a node commanding an arm holds it),
+        then releases everything."""
+        if self.active:
+            self._deactivate()
+        if self.configured:
+            self._cleanup()
+            self.configured = False
+
+
+class ArmCommander(ManagedNode):
+    """Base of a lifecycle node that commands arms from a control thread.
+
+    A subclass implements ``_configure()``, ``_cleanup()`` (as :class:`ManagedNode`),
+    ``_hold()`` (publish a hold at every arm's measured pose) and ``control_period`` (s); its
+    control thread calls :meth:`command_state` once per tick and acts on the answer."""
+
+    control_period = 0.005
+    active_note = "commanding the arms from where they are measured"
+    inactive_note = "arms held where measured; no command until activated"
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self._gate = threading.Lock()
+        self._restart = False
+        self._hold_pending = False
+        self._held = threading.Event()
+
+    # ------------------------------------------------------------ subclass API
+
+    def _hold(self) -> None:
+        raise NotImplementedError
+
+    def command_state(self) -> str:
+        """For the control thread, once per tick: ``"run"`` (command), ``"restart"`` (just
+        activated: restart filters and executors from the measured pose, then command),
+        ``"hold"`` (just deactivated: publish the hold now, then nothing) or ``"idle"``
+        (inactive: command nothing)."""
+        with self._gate:
+            if self._hold_pending:
+                self._hold_pending = False
+                return "hold"
+            if not self.active:
+                return "idle"
+            if self._restart:
+                self._restart = False
+                return "restart"
+            return "run"
+
+    def restart_pending(self) -> None:
+        """The control thread could not restart yet (no measured state): ask again next tick."""
+        with self._gate:
+            self._restart = self.active
+
+    def held(self) -> None:
+        """The control thread published the hold that :meth:`command_state` asked for."""
+        self._held.set()
+
+    # ------------------------------------------------------------ transitions
+
+    def _activate(self) -> None:
+        with self._gate:
+            self.active, self._restart, self._hold_pending = True, True, False
+
+    def _deactivate(self) -> None:
         """Leave every arm holding where it is measured and command nothing more."""
         with self._gate:
             was_active, self.active = self.active, False
@@ -142,9 +197,4 @@ class ArmCommander(LifecycleNode):
                 self._hold_pending = False   # the control thread is not ticking: hold from here
             self._hold()
 
-    def close(self) -> None:
-        """On the way out: an active node holds its arms, then releases everything."""
-        self._stop_commanding()
-        if self.configured:
-            self._cleanup()
-            self.configured = False
+    _stop_commanding = _deactivate

@@ -2,10 +2,12 @@
 running managed node through its standard lifecycle services (`<node>/get_state`,
 `<node>/change_state`), as `ros2 lifecycle get|set` does.
 
-The nodes that command arms (`safety_node`, `rdp_fast`) are managed: `deactivate` makes one
-hold every arm where it is measured and command nothing until `activate`, which restarts it
-from the measured pose. Prints the node's state after the call; exit 2 when the node is not
-running or refuses the transition.
+The nodes that command arms (`safety_node`, `rdp_fast`, `robot_bridge_node`) are managed:
+`deactivate` makes one hold every arm where it is measured and command nothing until
+`activate`, which restarts it from the measured pose. So are `rdp_slow` (inactive: no
+inference, no chunk), `teleop_node` (inactive: nothing forwarded from the headset) and
+`streamvln_nav` (deactivate stops the base with one zero `cmd_vel`). Prints the node's state
+after the call; exit 2 when the node is not running or refuses the transition.
 """
 from __future__ import annotations
 

@@ -6,26 +6,33 @@ builds the model's observation history ending at the newest TCP pose, runs the l
 diffusion policy (DDIM through onnxruntime), and publishes the chunk on
 ``policy/latent_chunk`` stamped with that pose's capture time: the fast node aligns the
 chunk and finds its start pose by that stamp. Inference latency goes to /diagnostics.
+
+A lifecycle node (``slowfast_ros.lifecycle``): configure loads and warms up the model and
+starts the planning thread, activate starts planning on a fresh history (no chunk comes from
+an observation made before the activation), deactivate stops planning (no inference, no chunk
+published after the transition returns; a cycle in progress finishes first), cleanup stops
+the thread and releases the model.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 from trajectory_msgs.msg import JointTrajectory
 
 from slowfast_ros import msgs, qos
 from policy.serving import ImageHistory, SlowPlanner
 from slowfast_ros.arm_io import ArmInputs
+from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 
 @dataclasses.dataclass
-class RdpSlowParams:
+class RdpSlowParams(ManagedParams):
     export_dir: str = param("", "folder written by `slowfast export` (obs_encoder/denoiser ONNX + runtime.json)")
     rate_hz: float = param(6.0, "inference rate (Hz)")
     arms: list = param(["arm"], "arm namespaces, in the model's arm order")
@@ -58,12 +65,33 @@ class RdpSlowParams:
             raise ValueError(f"handover: {self.handover!r} is not one of {', '.join(HANDOVERS)}")
 
 
-class RdpSlow(Node):
+class RdpSlow(ManagedNode):
+    active_note = "planning from observations made from now on"
+    inactive_note = "no inference, no chunk published until activated"
+
     def __init__(self):
         super().__init__("rdp_slow")
+        p = self.p = declare_params(self, RdpSlowParams)
+        self.inputs = ArmInputs(self, p.arms, history_s=3.0)
+        self.pub = None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.latency_ms: deque[float] = deque(maxlen=200)
+        self.obs_age_ms: deque[float] = deque(maxlen=200)
+        self.published = 0
+        self.nonfinite_streak = 0
+        self.skipped: dict[str, int] = {}
+        self._last_obs = -np.inf
+        self._cycle_lock = threading.Lock()   # a cycle and a transition never overlap
+        self.loop: PacedLoop | None = None
+        self._made: list = []   # what configure created on the node, destroyed by cleanup
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.cycles = RateMeter()
+        self.autostart(p.autostart)
+
+    def _configure(self) -> None:
         from policy.rdp.runtime import SlowPolicyRuntime  # noqa: PLC0415
 
-        p = self.p = declare_params(self, RdpSlowParams)
+        p = self.p
         self.policy = SlowPolicyRuntime(p.export_dir, threads=p.threads, seed=p.seed)
         # before the loop starts: otherwise the first chunk of the first episode comes seconds late
         warm_s = self.policy.warmup()
@@ -79,28 +107,45 @@ class RdpSlow(Node):
                                           "inpainting fits the frozen rows from the previous latent, shifted")
         self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps,
                                    handover=p.handover, decoder=decoder, inpaint_soft_s=p.inpaint_soft_s)
-        self.inputs = ArmInputs(self, p.arms, history_s=3.0)
         self.images = ImageHistory(self.policy.cameras)
-        for cam in self.policy.cameras:
-            self.create_subscription(Image, f"{cam}/color/image_raw",
-                                     lambda m, c=cam: self._on_image(c, m), qos.SENSOR_SUB)
+        self._made = [self.create_subscription(Image, f"{cam}/color/image_raw",
+                                               lambda m, c=cam: self._on_image(c, m), qos.SENSOR_SUB)
+                      for cam in self.policy.cameras]
         if p.episode_topic:
             from std_msgs.msg import String  # noqa: PLC0415
-            self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED)
+            self._made.append(self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED))
+        # Created once the model is loaded and warmed up: a sim waiting for a publisher on this
+        # topic (sim_node.wait_for) starts its first episode when the policy can plan for it.
         self.pub = self.create_publisher(JointTrajectory, "policy/latent_chunk", qos.COMMAND)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.latency_ms: deque[float] = deque(maxlen=200)
-        self.obs_age_ms: deque[float] = deque(maxlen=200)
-        self.published = 0
-        self.nonfinite_streak = 0
-        self.skipped: dict[str, int] = {}
-        self._last_obs = -np.inf
-        self.create_timer(1.0, self._publish_diagnostics)
-        self.cycles = RateMeter()
         # polled: a cycle is due every 1/rate_hz, and at once after an episode start (SlowPlanner)
         self.loop = PacedLoop(max(p.rate_hz, SlowPlanner.POLL_HZ), self._cycle, name="rdp-slow").start()
         self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
                                f"contact={self.planner.contact_kind}, providers {self.policy.providers}, warm-up {warm_s:.1f} s")
+
+    def _cleanup(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+        for sub in self._made:
+            self.destroy_subscription(sub)
+        self._made = []
+        if self.pub is not None:
+            self.destroy_publisher(self.pub)
+            self.pub = None
+        self.policy = self.planner = self.images = None
+
+    def _activate(self) -> None:
+        with self._cycle_lock:
+            # a fresh history: nothing observed before now goes into a chunk
+            self.inputs.reset()
+            self.images.clear()
+            self.planner.restart()
+            self._last_obs = max(self._last_obs, self._now())
+            self.active = True
+
+    def _deactivate(self) -> None:
+        with self._cycle_lock:   # waits for a cycle in progress: no chunk after this returns
+            self.active = False
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
@@ -129,6 +174,11 @@ class RdpSlow(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _cycle(self) -> None:
+        with self._cycle_lock:
+            if self.active:
+                self._plan_once()
+
+    def _plan_once(self) -> None:
         now = self._now()
         if not self.planner.due(now):
             return
@@ -141,7 +191,7 @@ class RdpSlow(Node):
             self._skip("stale_observation")
             return
         if t_obs <= self._last_obs:
-            self._skip("no_new_observation")
+            self._skip("no_new_observation")   # (or one made before the activation)
             return
         chunk, why = self.planner.plan(now, t_obs, self.inputs, self.images)
         if why == "nonfinite_chunk":
@@ -165,6 +215,8 @@ class RdpSlow(Node):
         self.cycles.tick()
 
     def _publish_diagnostics(self) -> None:
+        if not self.configured:
+            return
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         age = np.array(self.obs_age_ms) if self.obs_age_ms else np.array([np.nan])
         values = {"rate_hz": self.cycles.rate(), "chunks_published": self.published,
@@ -172,9 +224,9 @@ class RdpSlow(Node):
                   "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
                   "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99)),
                   "handover": self.p.handover, "chunks_inpainted": self.planner.guided,
-                  "latency_estimate_ms": self.planner.latency_estimate() * 1e3}
+                  "latency_estimate_ms": self.planner.latency_estimate() * 1e3, "active": self.active}
         values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
-        level, message = "ok", ""
+        level, message = ("ok", "") if self.active else ("warn", "inactive: not planning")
         if self.nonfinite_streak:
             level, message = "error", f"model output non-finite ({self.nonfinite_streak} chunks in a row dropped)"
         if self.loop.failure is not None:
@@ -182,9 +234,6 @@ class RdpSlow(Node):
             values["failure"] = repr(self.loop.failure)
         self.diag_pub.publish(msgs.diagnostics_msg(
             self._now(), [msgs.diagnostic_status("rdp_slow", values, level, message)]))
-
-    def close(self) -> None:
-        self.loop.stop()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

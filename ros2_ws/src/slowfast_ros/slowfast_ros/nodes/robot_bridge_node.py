@@ -24,6 +24,13 @@ counted; then, or when <arm>/target_tcp is silent for ``deadline`` seconds, or w
 state is older than ``max_state_age``, the bridge holds the robot: it sends the measured pose
 once as the target (the controller stops where the robot is) and nothing else until a valid
 target arrives. Callbacks only store; one paced thread decides and sends.
+
+A lifecycle node (``slowfast_ros.lifecycle.ArmCommander``): configure connects the adapter
+and starts the bridge thread, activate forwards targets again (a target that arrived while
+inactive is dropped; the robot stays held until a new one comes), deactivate holds the robot
+(its measured pose sent as the controller's target, by the bridge thread, before the
+transition returns) and forwards no target until activated. The robot's state is published
+while inactive too. cleanup stops the thread and closes the adapter.
 """
 from __future__ import annotations
 
@@ -40,13 +47,14 @@ from std_msgs.msg import Float64
 from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter, RobotState
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
+from slowfast_ros.lifecycle import ArmCommander, ManagedParams
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 ADAPTERS = ("cartesian_controllers", "gz_gantry")
 
 
 @dataclasses.dataclass
-class RobotBridgeNodeParams:
+class RobotBridgeNodeParams(ManagedParams):
     arm: str = param("arm", "arm namespace of the stack topics: <arm>/target_tcp, <arm>/tcp_pose")
     adapter: str = param("cartesian_controllers", f"robot command interface: {' | '.join(ADAPTERS)}")
     controller: str = param(ROS2_CONTROL["controller"], "ros2_control controller taking <controller>/target_frame")
@@ -178,10 +186,14 @@ class GazeboGantryAdapter(RobotAdapter):
         return True
 
 
-class RobotBridgeNode(Node):
+class RobotBridgeNode(ArmCommander):
+    active_note = "forwarding targets to the robot"
+    inactive_note = "robot held where measured; no target forwarded until activated"
+
     def __init__(self):
         super().__init__("robot_bridge_node")
         self.p: RobotBridgeNodeParams = declare_params(self, RobotBridgeNodeParams())
+        self.control_period = 1.0 / self.p.rate_hz
         b = [float(v) for v in self.p.base_in_world]
         try:
             self.base_in_world = RigidTransform(tuple(b[:3]), tuple(b[3:]))
@@ -191,8 +203,8 @@ class RobotBridgeNode(Node):
         self.gate = CommandGate(GateConfig(self.p.deadline, self.p.max_age, self.p.max_step, self.p.max_step_rad,
                                            tuple(self.p.workspace_min), tuple(self.p.workspace_max),
                                            self.p.max_state_age))
-        adapter = {"cartesian_controllers": CartesianControllersAdapter, "gz_gantry": GazeboGantryAdapter}
-        self.robot: RobotAdapter = adapter[self.p.adapter](self, self.p)
+        self.robot: RobotAdapter | None = None
+        self.loop: PacedLoop | None = None
         self._lock = threading.Lock()
         self._target = None                  # newest target not yet decided on: (stamp, pos, quat)
         self._target_arrival = float("nan")
@@ -205,7 +217,26 @@ class RobotBridgeNode(Node):
         self.create_subscription(PoseStamped, topic(self.p.arm, "target_tcp"), self._on_target, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.autostart(self.p.autostart)
+
+    def _configure(self) -> None:
+        adapter = {"cartesian_controllers": CartesianControllersAdapter, "gz_gantry": GazeboGantryAdapter}
+        if self.robot is None:   # its subscriptions and publishers stay for a configure after a cleanup
+            self.robot = adapter[self.p.adapter](self, self.p)
         self.loop = PacedLoop(self.p.rate_hz, self._tick, name="robot-bridge").start()
+
+    def _cleanup(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+        self.robot.close()
+
+    def _hold(self) -> None:
+        try:
+            if self.robot.hold(self._now()):
+                self.holds += 1
+        except Exception as exc:  # noqa: BLE001 - on the way out, the context may be down
+            self.get_logger().error(f"could not command a hold: {exc}")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -242,6 +273,19 @@ class RobotBridgeNode(Node):
             self.wrench_pub.publish(msgs.wrench_msg(s.wrench_stamp, s.wrench_frame, s.wrench))
         if target is not None:
             self.meters["target_tcp"].tick()
+        state = self.command_state()
+        if state == "hold":
+            self._hold()
+            self.held()
+            return
+        if state == "idle":
+            return   # inactive: targets are dropped
+        if state == "restart":
+            # from activation on: held until a new target, the silence deadline counted from now
+            self.gate.holding, self.gate.reason = True, "no target yet"
+            with self._lock:
+                self._target_arrival = arrival = float("nan")
+            target = None   # it may have arrived while inactive: wait for the next one
         decision = self.gate.decide(now, target, arrival, s.pose_stamp, tcp_pos, tcp_quat)
         if decision.action == "send":
             pos_b, quat_b = self.world_in_base.apply(target[1], target[2])
@@ -255,7 +299,10 @@ class RobotBridgeNode(Node):
     # ------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
-        values = {"mode": "holding" if self.gate.holding else "commanding", "reason": self.gate.reason,
+        if self.robot is None:
+            return
+        mode = "holding" if self.gate.holding else "commanding"
+        values = {"mode": mode if self.active else "inactive", "reason": self.gate.reason,
                   "targets_sent": self.sent, "holds": self.holds, "rejected": self.gate.rejected_total,
                   "target_frame_mismatch": self.foreign_targets,
                   "state_frame_mismatch": self.robot.foreign_frame,
@@ -264,19 +311,11 @@ class RobotBridgeNode(Node):
         level = "ok" if not self.gate.holding else "warn"
         if self.gate.reason.startswith(("no robot state", "robot state")):
             level = "error"
-        status = msgs.diagnostic_status(f"robot_bridge_node: {self.p.arm}", values, level,
-                                        "" if level == "ok" else f"holding: {self.gate.reason}")
+        message = "" if level == "ok" else f"holding: {self.gate.reason}"
+        if not self.active:
+            level, message = ("warn" if level == "ok" else level), f"inactive: holding ({self.gate.reason})"
+        status = msgs.diagnostic_status(f"robot_bridge_node: {self.p.arm}", values, level, message)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
-
-    def close(self) -> None:
-        """Stop forwarding targets and leave the arm holding where it is measured."""
-        self.loop.stop()
-        if self.context.ok():
-            try:
-                self.robot.hold(self._now())
-            except Exception as exc:  # noqa: BLE001 - closing must go on
-                self.get_logger().error(f"could not command a hold on the way out: {exc}")
-        self.robot.close()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

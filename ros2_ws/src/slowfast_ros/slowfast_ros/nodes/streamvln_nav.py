@@ -24,6 +24,13 @@ Bad input is skipped and counted: colour and depth of different sizes or with st
 ``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
 than ``max_pose_jump`` between two odometry messages (the queued goals are dropped then: they
 were in the old frame).
+
+A lifecycle node (``slowfast_ros.lifecycle``): configure builds the agent and starts both
+threads, activate lets it take instructions and command the base, deactivate publishes one
+zero ``cmd_vel`` (the base stops), ends a running episode (``nav/status`` event ``cancel``,
+``"reason": "deactivated"``), says so in its log and publishes nothing on ``cmd_vel`` until
+activated; an instruction received while inactive is ignored (counted in ``skipped/``).
+cleanup stops the threads and releases the model.
 """
 from __future__ import annotations
 
@@ -35,20 +42,19 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
+from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 
 @dataclasses.dataclass
-class StreamVLNNavParams:
+class StreamVLNNavParams(ManagedParams):
     checkpoint: str = param("", "StreamVLN checkpoint folder ('' = a small random model: plumbing only)")
     agent_factory: str = param("", "'module:callable' returning an agent (reset/step/stats); overrides checkpoint")
     device: str = param("cpu", "torch device of the model (cpu, cuda, cuda:1)")
@@ -127,7 +133,10 @@ def build_agent(p: StreamVLNNavParams):
     return agent_for_device(model, tokenizer, cfg)  # on CUDA: static KV path, warmed up before the first turn
 
 
-class StreamVLNNav(Node):
+class StreamVLNNav(ManagedNode):
+    active_note = "taking instructions and commanding the base"
+    inactive_note = "base stopped (one zero cmd_vel sent), episode cancelled; no command until activated"
+
     def __init__(self):
         super().__init__("streamvln_nav")
         from policy.streamvln.nav_control import GoalTracker, TrackerConfig  # noqa: PLC0415
@@ -136,9 +145,7 @@ class StreamVLNNav(Node):
         p = self.p
         self.tracker = GoalTracker(TrackerConfig(max_linear=p.max_linear, max_angular=p.max_angular,
                                                  linear_accel=p.linear_accel))
-        self.agent = build_agent(p)
-        if not p.checkpoint and not p.agent_factory:
-            self.get_logger().warning("no checkpoint: a small RANDOM model drives (plumbing only)")
+        self.agent = None
         self._lock = threading.Lock()
         self._color: Image | None = None
         self._depth: Image | None = None
@@ -151,7 +158,7 @@ class StreamVLNNav(Node):
         self._pending_instruction: str | None = None
         self._episode_gen = 0  # bumped by every instruction, read by both threads
         self.instruction = ""
-        self.active = False
+        self.navigating = False   # an episode runs
         self.skips: Counter = Counter()
         self.stops: Counter = Counter()
         self.pose_jumps = 0
@@ -162,6 +169,9 @@ class StreamVLNNav(Node):
         self.cmd_meter = RateMeter()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._tick_lock = threading.Lock()   # a control tick and a transition never overlap
+        self._turn_thread: threading.Thread | None = None
+        self.loop: PacedLoop | None = None
 
         sub = qos.SENSOR_SUB
         self.create_subscription(Image, "camera/color/image_raw", self._on_color, sub)
@@ -173,11 +183,45 @@ class StreamVLNNav(Node):
         self.status_pub = self.create_publisher(String, "nav/status", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.autostart(p.autostart)
 
+    # ------------------------------------------------------------ lifecycle
+
+    def _configure(self) -> None:
+        p = self.p
+        self.agent = build_agent(p)
+        if not p.checkpoint and not p.agent_factory:
+            self.get_logger().warning("no checkpoint: a small RANDOM model drives (plumbing only)")
+        self._stop = threading.Event()
         self._turn_thread = threading.Thread(target=self._turn_loop, name="vln-turns", daemon=True)
         self._turn_thread.start()
         self.loop = PacedLoop(p.control_hz, self._control_tick, name="vln-control").start()
         self.get_logger().info(f"streamvln_nav: cmd_vel at {p.control_hz} Hz, waiting for an instruction")
+
+    def _cleanup(self) -> None:
+        self._stop.set()
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+        self._wake.set()
+        if self._turn_thread is not None:
+            self._turn_thread.join(timeout=5.0)
+            self._turn_thread = None
+        self.agent = None
+
+    def _deactivate(self) -> None:
+        with self._tick_lock:   # waits for a tick in progress: the zero below is the last command
+            self.active = False
+            try:
+                self.cmd_pub.publish(msgs.twist_msg(0.0, 0.0))
+            except Exception:  # noqa: BLE001 - on the way out, the context may be down
+                pass
+        with self._lock:
+            self._pending_instruction = None
+            self._episode_gen += 1   # a turn in flight is dropped
+            navigating = self.navigating
+        if navigating:
+            self._end("cancel", reason="deactivated")
 
     # ------------------------------------------------------------ callbacks (store only)
 
@@ -209,6 +253,11 @@ class StreamVLNNav(Node):
             self._odom_hist.append((stamp, pose))
 
     def _on_instruction(self, msg: String) -> None:
+        if not self.active:
+            self.skips["instruction_while_inactive"] += 1
+            self.get_logger().warning(f"inactive: instruction ignored ({msg.data!r}); "
+                                      f"`slowfast lifecycle {self.get_name()} activate` first")
+            return
         with self._lock:
             self._pending_instruction = msg.data
             self._episode_gen += 1
@@ -224,8 +273,8 @@ class StreamVLNNav(Node):
                 instr, self._pending_instruction = self._pending_instruction, None
                 gen = self._episode_gen
             if instr is not None:
-                self._begin(instr)
-            if not self.active or self.tracker.done:
+                self._begin(instr, gen)
+            if not self.navigating or self.tracker.done:
                 continue
             if len(self.tracker) > self.p.plan_ahead_actions:
                 continue
@@ -260,12 +309,12 @@ class StreamVLNNav(Node):
                 with self._lock:
                     self.tracker.extend([0], base_pose)
 
-    def _begin(self, instruction: str) -> None:
+    def _begin(self, instruction: str, gen: int) -> None:
         with self._lock:
             self.tracker.new_episode()
         text = " ".join(instruction.split())
         if not text:
-            if self.active:
+            if self.navigating:
                 self._end("cancel")
             return
         self.agent.reset(text)
@@ -273,13 +322,16 @@ class StreamVLNNav(Node):
         self.turns = 0
         self.episode_turns = []
         self._last_frame_stamp = -1.0
-        self.active = True
-        self.status_pub.publish(msgs.json_msg({"event": "start", "instruction": text}))
+        with self._lock:
+            if gen != self._episode_gen:
+                return   # deactivated (or another instruction came) meanwhile
+            self.navigating = True
+            self.status_pub.publish(msgs.json_msg({"event": "start", "instruction": text}))
         self.get_logger().info(f"new episode: {text}")
 
-    def _end(self, event: str) -> None:
+    def _end(self, event: str, **extra) -> None:
         with self._lock:
-            self.active = False
+            self.navigating = False
             self.tracker.clear()
             joins, timeouts = list(self.tracker.joins), self.tracker.episode_timeouts
         lat, cpu, cache, mem = (list(c) for c in zip(*self.episode_turns)) if self.episode_turns else ([],) * 4
@@ -291,7 +343,7 @@ class StreamVLNNav(Node):
             "forward_joins": len(joins), "forward_join_stops": sum(j.stopped for j in joins),
             "forward_join_min_cmd": [round(j.min_cmd, 4) for j in joins],
             "forward_join_min_measured": [None if j.min_measured is None else round(j.min_measured, 4)
-                                          for j in joins]}))
+                                          for j in joins], **extra}))
         self.get_logger().info(f"episode {event} after {self.turns} turns")
 
     def _frame(self):
@@ -346,6 +398,11 @@ class StreamVLNNav(Node):
     # ------------------------------------------------------------ control loop
 
     def _control_tick(self) -> None:
+        with self._tick_lock:
+            if self.active:   # inactive: nothing on cmd_vel
+                self._control_once()
+
+    def _control_once(self) -> None:
         now = time.monotonic()
         dt = 1.0 / self.p.control_hz
         with self._lock:
@@ -360,7 +417,7 @@ class StreamVLNNav(Node):
                 hist.append(last)
             v, w, done = 0.0, 0.0, False
             reason = None
-            if not self.active:
+            if not self.navigating:
                 reason = None
             elif odom is None or now - odom_rx > self.p.odom_timeout:
                 reason = "stale_odom"
@@ -376,15 +433,18 @@ class StreamVLNNav(Node):
             self.get_logger().warning(f"base stopped: {reason}", throttle_duration_sec=1.0)
         self.cmd_pub.publish(msgs.twist_msg(v, w))
         self.cmd_meter.tick(now)
-        if self.active and reason is None and done:
+        if self.navigating and reason is None and done:
             self._end("stop")
 
     # ------------------------------------------------------------ diagnostics, shutdown
 
     def _publish_diagnostics(self) -> None:
+        if self.agent is None:
+            return
         st = self.agent.stats.as_dict() if hasattr(self.agent.stats, "as_dict") else dict(self.agent.stats)
         lat = np.array(self.latencies) if self.latencies else np.array([np.nan])
-        values = {"active": self.active, "turns": self.turns, "queued_goals": len(self.tracker),
+        values = {"active": self.active, "navigating": self.navigating, "turns": self.turns,
+                  "queued_goals": len(self.tracker),
                   "turn_latency_s_last": float(lat[-1]), "turn_latency_s_p50": float(np.median(lat)),
                   "turn_latency_s_max": float(np.max(lat)),
                   "window_tokens": st.get("window_tokens", 0), "window_turns": st.get("window_turns", 0),
@@ -392,25 +452,15 @@ class StreamVLNNav(Node):
                   "cache_tokens": st.get("cache_tokens", 0), "rate/cmd_vel": self.cmd_meter.rate(),
                   "pose_jumps": self.pose_jumps, "goal_timeouts": self.tracker.timeouts,
                   "forward_joins": len(self.tracker.joins), "forward_join_stops": self.tracker.join_stops,
-                  "loop_overruns": self.loop.overruns}
+                  "loop_overruns": self.loop.overruns if self.loop is not None else 0}
         values.update({f"skipped/{k}": n for k, n in self.skips.items()})
         values.update({f"stopped/{k}": n for k, n in self.stops.items()})
         for k, n in (st.get("skip_reasons") or {}).items():
             values[f"agent_skipped/{k}"] = n
-        level = "warn" if any(self.stops.values()) and self.active else "ok"
+        level = "warn" if (any(self.stops.values()) and self.navigating) or not self.active else "ok"
         stamp = self.get_clock().now().nanoseconds * 1e-9
-        self.diag_pub.publish(msgs.diagnostics_msg(stamp, [msgs.diagnostic_status("streamvln_nav", values, level)]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self.loop.stop()
-        self._wake.set()
-        self._turn_thread.join(timeout=5.0)
-        if rclpy.ok():
-            try:
-                self.cmd_pub.publish(msgs.twist_msg(0.0, 0.0))
-            except Exception:  # noqa: BLE001 - context already down
-                pass
+        self.diag_pub.publish(msgs.diagnostics_msg(stamp, [msgs.diagnostic_status(
+            "streamvln_nav", values, level, "" if self.active else "inactive: base stopped")]))
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

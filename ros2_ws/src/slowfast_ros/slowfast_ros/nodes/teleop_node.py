@@ -21,6 +21,13 @@ ended and started, a clutch released by a reset, the recorder's episode events
 (``recorder/events``: recording, saved, discarded, errors), the safety filter's
 interventions (onsets, from ``safety_diagnostics``' /diagnostics) and a target that
 diverged. The headset's address is the one its hand messages come from (or ``headset_host``).
+
+A lifecycle node (``slowfast_ros.lifecycle``): configure starts the server and the feedback
+thread, activate forwards the headset's targets (every clutch must be pressed afresh after a
+deactivation), deactivate releases every clutch and forwards no target, gripper or headset
+button command until activated (safety_node downstream then holds the arm on its command
+watchdog); the operator is told both, and /diagnostics says ``active``. The server and the
+feedback keep running while inactive; cleanup stops them.
 """
 from __future__ import annotations
 
@@ -31,18 +38,18 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, topic
+from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 from teleop_tactar.notices import REPORTED_INTERVENTIONS
 
 
 @dataclasses.dataclass
-class TeleopNodeParams:
+class TeleopNodeParams(ManagedParams):
     arms: list = param(["arm"], "arm namespaces the operator drives")
     hands: list = param(["right"], "the hand (left | right) driving each arm, same order as arms")
     host: str = param("127.0.0.1", "bind address; anything but localhost needs a token (and serves HTTPS)")
@@ -88,13 +95,15 @@ class TeleopNodeParams:
         InterventionWatch([r for r in self.safety_log if r])   # validates the reasons
 
 
-class TeleopNode(Node):
+class TeleopNode(ManagedNode):
+    active_note = "forwarding the headset's targets"
+    inactive_note = "no target forwarded until activated (safety_node holds the arm)"
+
     def __init__(self):
         super().__init__("teleop_node")
         from teleop_tactar.feedback import FeedbackSender  # noqa: PLC0415
         from teleop_tactar.notices import InterventionWatch  # noqa: PLC0415
         from teleop_tactar.retarget import RetargetConfig, Teleoperator  # noqa: PLC0415
-        from teleop_tactar.server import ServerConfig, TeleopServer  # noqa: PLC0415
 
         p = self.p = declare_params(self, TeleopNodeParams)
         cfg = RetargetConfig(scale=p.scale, translation_only=p.translation_only, max_divergence=p.max_divergence,
@@ -103,6 +112,10 @@ class TeleopNode(Node):
         self.teleop = Teleoperator(dict(zip(p.arms, p.hands)), cfg, p.deadline)
         self.side_of = dict(zip(p.arms, p.hands))
         self._lock = threading.Lock()
+        self._forward = threading.Lock()   # a frame's forwarding and a transition never overlap
+        self.frames_inactive = 0
+        self._deactivated_once = False
+        self.server = self.loop = None
         self.inputs = ArmInputs(self, p.arms)
         self.latency_ms: list[float] = []
         self.published = 0
@@ -132,20 +145,51 @@ class TeleopNode(Node):
         if p.headset_host:
             self.feedback.host = p.headset_host
         self._recorder_text = ""
+        self._tick_n = 0
+        self.autostart(p.autostart)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _configure(self) -> None:
+        from teleop_tactar.server import ServerConfig, TeleopServer  # noqa: PLC0415
+
+        p = self.p
         scfg = ServerConfig(host=p.host, port=p.port, token=p.token,
                             trusted_clients=[c for c in p.trusted_clients if c], tls=p.tls, cert_dir=p.cert_dir,
                             max_body=p.max_body, max_rate=p.max_rate)
         self.server = TeleopServer(scfg, self._on_frame, self._on_page_command, self._on_page_episode).start()
-        self._tick_n = 0
         self.loop = PacedLoop(p.feedback_hz, self._feedback_tick, name="teleop-feedback").start()
         self.get_logger().info(f"teleop server at {self.server.url} (arms {dict(zip(p.arms, p.hands))})")
+
+    def _cleanup(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def _activate(self) -> None:
+        with self._forward, self._lock:
+            self.teleop.release()   # a clutch held across the pause moves nothing until pressed again
+            self.active = True
+        if self._deactivated_once:
+            self.say("teleop active: press the clutch to drive")
+
+    def _deactivate(self) -> None:
+        with self._forward, self._lock:   # waits for a frame being forwarded: none after this
+            self.active = False
+            self.teleop.release()
+        self._deactivated_once = True
+        self.say("teleop inactive: no target forwarded, the arm holds")
 
     # ------------------------------------------------------------ operator log lines
 
     def say(self, text: str) -> None:
         """One log line to the headset (UDP 10003), every page and this node's log."""
         self.feedback.log(text)
-        self.server.broadcast({"type": "log", "text": text})
+        if self.server is not None:
+            self.server.broadcast({"type": "log", "text": text})
         self.said += 1
         self.get_logger().info(f"to the operator: {text}")
 
@@ -209,9 +253,16 @@ class TeleopNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_frame(self, frame, client: str) -> None:
-        t_in = time.perf_counter()
         if not self.p.headset_host and not client.startswith("ws:"):
             self.feedback.host = client
+        with self._forward:
+            if not self.active:
+                self.frames_inactive += 1   # inactive: the hand moves nothing
+                return
+            self._forward_frame(frame)
+
+    def _forward_frame(self, frame) -> None:
+        t_in = time.perf_counter()
         snap = self.inputs.snapshot()
         with self._lock:
             tcp = {a: (s.tcp_pos, s.tcp_quat) if np.isfinite(s.pose_stamp) else None for a, s in snap.items()}
@@ -315,8 +366,11 @@ class TeleopNode(Node):
                 self.server.broadcast(page)
 
     def _publish_diagnostics(self) -> None:
+        if self.server is None:
+            return
         values = {f"server/{k}": v for k, v in self.server.counters.items()}
-        values.update({"published": self.published, "deadline_timeouts": self.teleop.timeouts,
+        values.update({"active": self.active, "frames_while_inactive": self.frames_inactive,
+                       "published": self.published, "deadline_timeouts": self.teleop.timeouts,
                        "log_lines": self.said, "udp_log_sent": self.feedback.sent["log"],
                        "udp_errors": self.feedback.errors, "ws_clients": self.server.clients})
         values.update({f"{a}/engaged": r.engaged for a, r in self.teleop.arms.items()})
@@ -324,11 +378,12 @@ class TeleopNode(Node):
         values.update({f"{a}/diverged": r.diverged for a, r in self.teleop.arms.items()})
         if self.latency_ms:
             values["latency_ms_p99"] = float(np.percentile(self.latency_ms, 99))
-        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status("teleop_node", values)]))
+        level, message = ("ok", "") if self.active else ("warn", "inactive: no target forwarded")
+        self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [msgs.diagnostic_status(
+            "teleop_node", values, level, message)]))
 
     def close(self) -> None:
-        self.loop.stop()
-        self.server.stop()
+        super().close()
         self.feedback.close()
 
 
