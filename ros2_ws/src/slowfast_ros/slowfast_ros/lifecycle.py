@@ -157,19 +157,23 @@ class ArmCommander(ManagedNode):
 
     def command_state(self) -> str:
         """For the control thread, once per tick: ``"run"`` (command), ``"restart"`` (just
-        activated: restart filters and executors from the measured pose, then command),
-        ``"hold"`` (just deactivated: publish the hold now, then nothing) or ``"idle"``
-        (inactive: command nothing)."""
+        activated: restart filters and executors from the measured pose, then command) or
+        ``"idle"`` (inactive: command nothing). On the first tick after a deactivation it
+        publishes the hold (``_hold``) itself, in this thread, before answering ``"idle"``."""
         with self._gate:
-            if self._hold_pending:
-                self._hold_pending = False
-                return "hold"
-            if not self.active:
-                return "idle"
-            if self._restart:
+            hold, self._hold_pending = self._hold_pending, False
+            if hold or not self.active:
+                state = "hold" if hold else "idle"
+            elif self._restart:
                 self._restart = False
-                return "restart"
-            return "run"
+                state = "restart"
+            else:
+                state = "run"
+        if state == "hold":
+            self._hold()
+            self.held()
+            return "idle"
+        return state
 
     def restart_pending(self) -> None:
         """The control thread could not restart yet (no measured state): ask again next tick."""

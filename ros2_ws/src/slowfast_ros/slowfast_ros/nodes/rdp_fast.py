@@ -185,11 +185,7 @@ class RdpFast(ArmCommander):
             self.clock_jumps += 1
             self.reactive.reset()
             self.get_logger().warning("clock jump: chunks dropped, holding", throttle_duration_sec=1.0)
-        state = self.command_state()
-        if state == "hold":
-            self._hold()
-            self.held()
-            return
+        state = self.command_state()   # publishes the hold itself on the tick after a deactivation
         if state == "idle":
             return
         snap = self.inputs.snapshot()   # polled: the live state this thread just took

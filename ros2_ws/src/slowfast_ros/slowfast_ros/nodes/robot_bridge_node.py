@@ -273,11 +273,7 @@ class RobotBridgeNode(ArmCommander):
             self.wrench_pub.publish(msgs.wrench_msg(s.wrench_stamp, s.wrench_frame, s.wrench))
         if target is not None:
             self.meters["target_tcp"].tick()
-        state = self.command_state()
-        if state == "hold":
-            self._hold()
-            self.held()
-            return
+        state = self.command_state()   # publishes the hold itself on the tick after a deactivation
         if state == "idle":
             return   # inactive: targets are dropped
         if state == "restart":

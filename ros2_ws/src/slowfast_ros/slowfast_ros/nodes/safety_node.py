@@ -93,11 +93,7 @@ class SafetyNode(ArmCommander):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _tick(self) -> None:
-        state = self.command_state()
-        if state == "hold":
-            self._hold()
-            self.held()
-            return
+        state = self.command_state()   # publishes the hold itself on the tick after a deactivation
         if state == "idle":
             return
         now = self._now()
