@@ -323,4 +323,12 @@ def preset(name: str, model_type: str) -> PolicyConfig:
         raise ValueError(f"preset = {name!r}: must be one of ('sim', 'published')")
     if model_type == "dp":
         cfg.obs.use_contact = False
+        if name == "sim":
+            # The small UNet's first level keeps down_dims[0] = 32 channels at half the time
+            # resolution: the white noise of an A*9-channel action chunk (18 for two arms) does
+            # not fit through it, so an epsilon-predicting DP cannot tell noise from chunk (lift:
+            # epsilon error 0.23 at every noise level, 0/20 episodes). Predicting the clean
+            # chunk passes only the smooth trajectory (lift 200/200; docs/results.md). The
+            # latent diffusion policy's 4-channel latent has no such bottleneck.
+            cfg.diffusion.prediction_type = "sample"
     return cfg

@@ -170,3 +170,14 @@ def test_early_stopping_keeps_the_best_epoch_and_plots_the_curves(tmp_path, data
     curves = json.loads((tmp_path / "tok" / "loss.json").read_text())
     assert [h["val_loss"] for h in curves["history"]] == [0.5, 0.3, 0.4, 0.35, 0.6]
     assert (tmp_path / "tok" / "loss.png").stat().st_size > 1000
+
+
+def test_the_small_dp_predicts_the_clean_chunk_and_the_published_one_the_noise():
+    """The CPU-size UNet cannot carry an 18-channel chunk's noise through its first level
+    (docs/results.md, lift): the sim preset's DP predicts the clean chunk. The published sizes
+    and the latent diffusion policy keep the published epsilon prediction."""
+    from policy.rdp.config import preset
+
+    assert preset("sim", "dp").diffusion.prediction_type == "sample"
+    assert preset("published", "dp").diffusion.prediction_type == "epsilon"
+    assert preset("sim", "rdp_ldp").diffusion.prediction_type == "epsilon"
