@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
@@ -86,6 +86,21 @@ def _fast_overrides(export_dir, **kw):
                          "safety.workspace_hi": [2.0, 2.0, 2.0], "safety.max_speed": 3.0, "safety.max_accel": 50.0, "blend_s": 0.0, **kw}}
 
 
+def _publish_images(node, robot) -> threading.Event:
+    """Random 30 Hz wrist-camera frames stamped on the robot's clock, until the returned event is set."""
+    img_pub = node.create_publisher(Image, "/wrist/color/image_raw", qos.SENSOR_PUB)
+    stop = threading.Event()
+
+    def images():
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            img_pub.publish(msgs.image_msg(robot.now(), "wrist", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)))
+            time.sleep(1 / 30)
+
+    threading.Thread(target=images, daemon=True).start()
+    return stop
+
+
 def _profile(*names):
     specs = {"rdp_fast": stack.NodeSpec("rdp_fast", "slowfast_ros.nodes.rdp_fast", ["rdp_fast.yaml"]),
              "rdp_slow": stack.NodeSpec("rdp_slow", "slowfast_ros.nodes.rdp_slow", ["rdp_slow.yaml"])}
@@ -151,7 +166,6 @@ def test_fast_node_reacts_to_a_contact_step_at_the_next_tick(export, tmp_path):
 
 @pytest.mark.parametrize("handover", ["blend", "inpaint"])
 def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path, handover):
-    from sensor_msgs.msg import Image
 
     from slowfast_ros.topic_probe import TopicProbe, wait_until
 
@@ -159,17 +173,8 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path, ha
                         "/diagnostics": DiagnosticArray})
     node = probe.node
     robot = Robot(node, fz=0.0)
-    img_pub = node.create_publisher(Image, "/wrist/color/image_raw", qos.SENSOR_PUB)
     estop_pub = node.create_publisher(Bool, "/safety/estop", qos.LATCHED)
-    stop_images = threading.Event()
-
-    def images():
-        rng = np.random.default_rng(0)
-        while not stop_images.is_set():
-            img_pub.publish(msgs.image_msg(robot.now(), "wrist", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)))
-            time.sleep(1 / 30)
-
-    threading.Thread(target=images, daemon=True).start()
+    stop_images = _publish_images(node, robot)
     overrides = {**_fast_overrides(export),
                  "rdp_slow": {"export_dir": str(export), "arms": ["right"], "rate_hz": 6.0, "handover": handover}}
     try:
@@ -306,7 +311,6 @@ def test_an_inactive_slow_node_publishes_no_chunk_and_plans_from_fresh_observati
     long the observations keep coming; `activate`: chunks again, none from an observation made
     before the activation (its robot state stopped meanwhile, and a state 5 s old would still
     be fresh enough for this node's max_obs_age)."""
-    from sensor_msgs.msg import Image
 
     from slowfast_ros.cli import lifecycle
     from slowfast_ros.topic_probe import TopicProbe, wait_until
@@ -321,16 +325,7 @@ def test_an_inactive_slow_node_publishes_no_chunk_and_plans_from_fresh_observati
     node.create_subscription(DiagnosticArray, "/diagnostics",
                              lambda m: slow_reports.extend(st for st in m.status if st.name == "rdp_slow"), 10)
     reports = lambda: len(slow_reports)  # noqa: E731
-    img_pub = node.create_publisher(Image, "/wrist/color/image_raw", qos.SENSOR_PUB)
-    stop_images = threading.Event()
-
-    def images():
-        rng = np.random.default_rng(0)
-        while not stop_images.is_set():
-            img_pub.publish(msgs.image_msg(robot.now(), "wrist", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)))
-            time.sleep(1 / 30)
-
-    threading.Thread(target=images, daemon=True).start()
+    stop_images = _publish_images(node, robot)
     overrides = {"rdp_slow": {"export_dir": str(export), "arms": ["right"], "rate_hz": 10.0, "max_obs_age": 5.0}}
     try:
         with stack.Stack(_profile("rdp_slow"), overrides, log_dir=tmp_path) as s:
