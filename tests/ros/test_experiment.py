@@ -190,7 +190,7 @@ def test_one_run_per_folder(tmp_path, fake):
     (dict(eval_seed=102), "overlap"),
     (dict(camera_hz=0.0), "--camera-hz"),
     (dict(slow_hz=100.0), "--slow-hz"),
-    (dict(rdp_slow_hz=0.0), "--rdp-slow-hz"),
+    (dict(rdp_slow_hz=0.1), "--rdp-slow-hz"),
     (dict(tactile_hz=5.0), "--tactile-hz"),
 ])
 def test_bad_settings_are_one_clear_error(kw, match):
@@ -253,3 +253,11 @@ def test_a_folder_made_before_a_setting_existed_resumes_at_its_default(tmp_path,
     del stored["demos_via"]                                  # as written by an older slowfast
     (out / "experiment.json").write_text(json.dumps(stored))
     Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()     # resumes, nothing refused
+
+
+def test_rdp_is_served_at_each_tasks_validated_rate_unless_told():
+    """Lift's RDP must re-plan slowly (a new chunk restarts the slow-starting lift), wipe's fast."""
+    assert settings(task="wipe").method_hz("rdp") == 8.0
+    assert settings(task="lift").method_hz("rdp") == 1.5625
+    assert settings(task="lift", rdp_slow_hz=4.0).method_hz("rdp") == 4.0
+    assert settings(task="lift").method_hz("dp") == settings(task="wipe").method_hz("dp") == 1.5625
