@@ -59,8 +59,29 @@ class ManagedNode(LifecycleNode):
         self.configured = False
         self._configure_error: Exception | None = None
         self._autostarting = False
+        self._made: list = []   # publishers, subscriptions, timers configure made: cleanup destroys them
 
     # ------------------------------------------------------------ subclass API
+
+    def made(self, entity):
+        """Register a publisher, subscription or timer ``_configure`` created (returned as is):
+        :meth:`release_made` destroys it at cleanup."""
+        self._made.append(entity)
+        return entity
+
+    def release_made(self) -> None:
+        """Destroy every entity registered with :meth:`made`."""
+        from rclpy.publisher import Publisher  # noqa: PLC0415
+        from rclpy.subscription import Subscription  # noqa: PLC0415
+
+        for entity in self._made:
+            if isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            elif isinstance(entity, Subscription):
+                self.destroy_subscription(entity)
+            else:
+                self.destroy_timer(entity)
+        self._made = []
 
     def _configure(self) -> None:
         pass
@@ -171,7 +192,7 @@ class ArmCommander(ManagedNode):
                 state = "run"
         if state == "hold":
             self._hold()
-            self.held()
+            self._held.set()   # the deactivation waiting in _deactivate may return
             return "idle"
         return state
 
@@ -179,10 +200,6 @@ class ArmCommander(ManagedNode):
         """The control thread could not restart yet (no measured state): ask again next tick."""
         with self._gate:
             self._restart = self.active
-
-    def held(self) -> None:
-        """The control thread published the hold that :meth:`command_state` asked for."""
-        self._held.set()
 
     # ------------------------------------------------------------ transitions
 
@@ -200,5 +217,3 @@ class ArmCommander(ManagedNode):
             with self._gate:
                 self._hold_pending = False   # the control thread is not ticking: hold from here
             self._hold()
-
-    _stop_commanding = _deactivate

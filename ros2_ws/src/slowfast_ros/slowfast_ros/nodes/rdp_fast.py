@@ -91,7 +91,6 @@ class RdpFast(ArmCommander):
         p = self.p = declare_params(self, RdpFastParams)
         self.control_period = 1.0 / p.control_hz
         self.loop = None
-        self._made: list = []   # what configure created on the node, destroyed by cleanup
         self.autostart(p.autostart)
 
     def _configure(self) -> None:
@@ -132,10 +131,11 @@ class RdpFast(ArmCommander):
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self._raw_pubs = [(a, RawPosePublisher(self.pubs[a], p.world_frame)) for a in p.arms]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._made = [*self.pubs.values(), self.diag_pub,
-                      self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND),
-                      self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED),
-                      self.create_timer(1.0, self._publish_diagnostics)]
+        for entity in (*self.pubs.values(), self.diag_pub,
+                       self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND),
+                       self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED),
+                       self.create_timer(1.0, self._publish_diagnostics)):
+            self.made(entity)
         self.episodes = EpisodeStarts(self, p.episode_topic)   # a start resets executor and filters
         self.loop = TickLoop(p.control_hz, self._tick, source=self.inputs, mode=p.tick_source, name="rdp-fast",
                              rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
@@ -259,11 +259,7 @@ class RdpFast(ArmCommander):
             self.loop.stop()
             self.loop = None
         self.inputs.close()
-        for entity in self._made:
-            destroy = {"Publisher": self.destroy_publisher, "Subscription": self.destroy_subscription,
-                       "Timer": self.destroy_timer}[type(entity).__name__]
-            destroy(entity)
-        self._made = []
+        self.release_made()
         self.episodes.close()
 
 

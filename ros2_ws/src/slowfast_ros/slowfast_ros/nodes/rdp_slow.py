@@ -83,7 +83,6 @@ class RdpSlow(ManagedNode):
         self._last_obs = -np.inf
         self._cycle_lock = threading.Lock()   # a cycle and a transition never overlap
         self.loop: PacedLoop | None = None
-        self._made: list = []   # what configure created on the node, destroyed by cleanup
         self.create_timer(1.0, self._publish_diagnostics)
         self.cycles = RateMeter()
         self.autostart(p.autostart)
@@ -108,15 +107,15 @@ class RdpSlow(ManagedNode):
         self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps,
                                    handover=p.handover, decoder=decoder, inpaint_soft_s=p.inpaint_soft_s)
         self.images = ImageHistory(self.policy.cameras)
-        self._made = [self.create_subscription(Image, f"{cam}/color/image_raw",
-                                               lambda m, c=cam: self._on_image(c, m), qos.SENSOR_SUB)
-                      for cam in self.policy.cameras]
+        for cam in self.policy.cameras:
+            self.made(self.create_subscription(Image, f"{cam}/color/image_raw",
+                                               lambda m, c=cam: self._on_image(c, m), qos.SENSOR_SUB))
         if p.episode_topic:
             from std_msgs.msg import String  # noqa: PLC0415
-            self._made.append(self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED))
+            self.made(self.create_subscription(String, p.episode_topic, self._on_episode, qos.LATCHED))
         # Created once the model is loaded and warmed up: a sim waiting for a publisher on this
         # topic (sim_node.wait_for) starts its first episode when the policy can plan for it.
-        self.pub = self.create_publisher(JointTrajectory, "policy/latent_chunk", qos.COMMAND)
+        self.pub = self.made(self.create_publisher(JointTrajectory, "policy/latent_chunk", qos.COMMAND))
         # polled: a cycle is due every 1/rate_hz, and at once after an episode start (SlowPlanner)
         self.loop = PacedLoop(max(p.rate_hz, SlowPlanner.POLL_HZ), self._cycle, name="rdp-slow").start()
         self.get_logger().info(f"{meta['model_type']} at {p.rate_hz:g} Hz: cameras {self.policy.cameras}, "
@@ -126,12 +125,8 @@ class RdpSlow(ManagedNode):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
-        for sub in self._made:
-            self.destroy_subscription(sub)
-        self._made = []
-        if self.pub is not None:
-            self.destroy_publisher(self.pub)
-            self.pub = None
+        self.release_made()
+        self.pub = None
         self.policy = self.planner = self.images = None
 
     def _activate(self) -> None:
