@@ -42,24 +42,41 @@ class SnapshotRenderer:
         """(rgb HxWx3 uint8, depth HxW float32 metres or None). Call from one thread only:
         the GL context is created in, and belongs to, the first thread that renders."""
         if self._renderer is None:
-            self._renderer = self._mj.Renderer(self.model, self.height, self.width)
-            flags = self._renderer.scene.flags   # same look and cost as SimEnv.render()
-            flags[self._mj.mjtRndFlag.mjRND_REFLECTION] = False
-            flags[self._mj.mjtRndFlag.mjRND_SHADOW] = bool(self.shadows)
-        r = self._renderer
-        r.update_scene(snap, camera=camera)
+            self._renderer = FrameRenderer(self.model, self.width, self.height, self.shadows)
+        return self._renderer.render(snap, camera, depth)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+class FrameRenderer:
+    """One GL renderer with the look and cost of ``SimEnv.render()``: no reflections, shadows
+    as configured. Shared by the render thread and the render process."""
+
+    def __init__(self, model, width: int, height: int, shadows: bool = False):
+        import mujoco
+
+        self._mj = mujoco
+        self._r = mujoco.Renderer(model, height, width)
+        flags = self._r.scene.flags
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(shadows)
+
+    def render(self, data, camera: str, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        r = self._r
+        r.update_scene(data, camera=camera)
         rgb = r.render().copy()
         d = None
         if depth:
             r.enable_depth_rendering()
             try:
-                r.update_scene(snap, camera=camera)
+                r.update_scene(data, camera=camera)
                 d = r.render().astype(np.float32)
             finally:
                 r.disable_depth_rendering()
         return rgb, d
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._r.close()
