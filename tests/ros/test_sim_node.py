@@ -99,3 +99,15 @@ def test_episode_start_event_is_latched_with_the_task_plan(sim_stack):
                                                    profile=qos.EVENTS))
     assert event["event"] == "start" and event["task"] == "wipe" and event["arms"] == ["arm"]
     assert "path_xy" in event["task_spec"] and event["task_spec"]["force_band"] == [5.0, 15.0]
+
+
+def test_cameras_come_from_the_render_process_and_diagnostics_count_them(sim_stack):
+    """render_process (default): one publisher per camera topic, the render process's own node
+    (not a second "sim_node": it must not take the sim node's --ros-args), and the sim node's
+    /diagnostics still report the camera rate."""
+    _, probe = sim_stack
+    for name in ("/camera/color/image_raw", "/camera/color/camera_info"):
+        pubs = probe.node.get_publishers_info_by_topic(name)
+        assert [p.node_name for p in pubs] == ["sim_node_render"], name
+    rate = _diag_value(probe, "rate/camera/image", at_least=1)
+    assert rate is not None and float(rate) > 0.0

@@ -28,8 +28,13 @@ Episodes end at the task's length (``episode_end: task``), or, for a person tele
 
 Timing: one physics thread steps MuJoCo at 1 kHz and keeps sim time locked to the wall
 clock; every message is stamped with the ROS time of its capture (episode start + sim
-time). Cameras render in their own thread from a snapshot of the physics state, so a
-20 ms render never delays the force and tactile streams.
+time). Cameras render from a snapshot of the physics state, so a 20 ms render never delays
+the force and tactile streams: by default in a child process (``render_process``; see
+:mod:`sim.render_process`) that publishes the camera topics itself from a node of its own
+(``<name>_render``, same topics, stamps and QoS) and writes the episode video, so the render
+does not hold this process's GIL while the physics thread publishes; or, with
+``render_process: false``, in a thread of this process (readings then go out up to a render
+late).
 """
 from __future__ import annotations
 
@@ -86,6 +91,12 @@ class SimNodeParams:
     camera_width: int = param(320, "camera image width (px)")
     camera_height: int = param(240, "camera image height (px)")
     depth: bool = param(False, "also publish aligned depth (16UC1, mm)")
+    render_process: bool = param(True, "render (and publish) the cameras in a child process, off this process's "
+                                       "GIL | false: in a thread of this process, which delays the force and "
+                                       "tactile readings by up to a render")
+    render_nice: int = param(0, "render_process: niceness added to the render process (0..19): on a busy CPU the "
+                                "physics and the control loop go first, and images come later (rdp_slow wants "
+                                "them within its image_tolerance) or are dropped")
     clock_hz: float = param(100.0, "/clock publish rate (Hz)")
     out_dir: str = param("", "write per-episode metrics, force plot and camera MP4 here ('' = none)")
     start_delay: float = param(0.5, "seconds to hold the home pose before an episode starts (lets controllers reset)")
@@ -106,6 +117,8 @@ class SimNodeParams:
             raise ValueError(f"camera_hz: {self.camera_hz} outside 0..120")
         if self.episodes < 0:
             raise ValueError(f"episodes: {self.episodes} must be >= 0")
+        if not (0 <= self.render_nice <= 19):
+            raise ValueError(f"render_nice: {self.render_nice} outside 0..19")
         if not (0.0 <= self.max_lag <= 10.0):
             raise ValueError(f"max_lag: {self.max_lag} outside 0..10 s")
         if not (0.0 <= self.start_delay <= 10.0):
@@ -224,12 +237,13 @@ class SimNode(Node):
                 self.meters[f"{topic(arm, k)}"] = RateMeter()
             if self.p.embodiment == "arm":
                 self.pubs[(arm, "joints")] = self.create_publisher(JointState, names["joints"], pub)
+        # the camera topics: published here (render thread) or by the render process
+        self._camera_topics = {cam: {k: self.resolve_topic_name(t) for k, t in _camera_topics(cam, self.p.depth).items()}
+                               for cam in self.cameras}
         for cam in self.cameras:
-            self.pubs[(cam, "image")] = self.create_publisher(Image, f"{cam}/color/image_raw", pub)
-            self.pubs[(cam, "info")] = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", pub)
-            if self.p.depth:
-                self.pubs[(cam, "depth")] = self.create_publisher(
-                    Image, f"{cam}/aligned_depth_to_color/image_raw", pub)
+            if not self.p.render_process:
+                for k, t in self._camera_topics[cam].items():
+                    self.pubs[(cam, k)] = self.create_publisher(CameraInfo if k == "info" else Image, t, pub)
             self.meters[f"{cam}/image"] = RateMeter()
         self.chunks_this_episode = 0
         if self.p.chunk_topic:
@@ -246,15 +260,32 @@ class SimNode(Node):
                          "tactile": _Stream(self.p.tactile_hz), "clock": _Stream(self.p.clock_hz)}
         self._camera_stream = _Stream(self.p.camera_hz) if self.cameras else None
         self._render_q: queue.Queue = queue.Queue(maxsize=2)
-        self.renderer = SnapshotRenderer(self.env) if self.cameras else None
+        self.renderer = None          # render thread (render_process false)
+        self._render_proc = None      # render process (render_process true)
+        self._render_frames = (time.monotonic(), 0)    # its frame count at the last diagnostics
+        self._render_close_lock = threading.Lock()
         self._stop = threading.Event()
+        if self.cameras and self.p.render_process:
+            from sim.render_process import ProcessRenderer  # noqa: PLC0415
+            sink_kwargs = dict(node_name=f"{self.get_name()}_render", namespace=self.get_namespace(),
+                               topics=self._camera_topics,
+                               infos={cam: self.env.camera_info(cam) for cam in self.cameras},
+                               out_dir=str(self.out_dir) if self.out_dir is not None else "",
+                               fps=self.p.camera_hz)
+            self._render_proc = ProcessRenderer(
+                self.env.model, self.cameras, self.p.camera_width, self.p.camera_height, depth=self.p.depth,
+                shadows=bool(getattr(self.env.cfg, "shadows", False)),
+                sink="slowfast_ros.nodes.sim_node:render_process_sink", sink_kwargs=sink_kwargs,
+                nice=self.p.render_nice, on_exit=self._render_process_exited)
+        elif self.cameras:
+            self.renderer = SnapshotRenderer(self.env)
         self.rtf = 0.0
         self.slowed_s = 0.0   # wall seconds the physics was slowed down by (max_lag), finished episodes
         self._wall: WallLock | None = None   # the running episode's clock lock (diagnostics read it)
         self.camera_dropped = 0
         self._physics = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
         self._render = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
-        if self.cameras:
+        if self.renderer is not None:
             self._render.start()
         self._physics.start()
         self.get_logger().info(
@@ -385,9 +416,7 @@ class SimNode(Node):
             if self.context.ok():  # not a shutdown (Ctrl-C) under our feet: a real failure
                 self.get_logger().error(f"physics thread stopped: {exc!r}")
                 self.exit_code = 1
-        if self._render.is_alive():
-            self._render_q.put(None)
-            self._render.join(timeout=10.0)  # the last video frames are written before exit
+        self._close_cameras(timeout=10.0)   # the last video frames are written before exit
         if rclpy.ok():
             rclpy.try_shutdown()
 
@@ -448,7 +477,9 @@ class SimNode(Node):
             with self._lock:
                 metrics["policy_chunks"] = self.chunks_this_episode
         self.episode_results.append(metrics)
-        if self._render.is_alive():   # no cameras: no render thread, nothing to close
+        if self._render_proc is not None:
+            self._render_proc.end_episode(self.episode)
+        elif self._render.is_alive():   # no cameras: no render thread, nothing to close
             self._render_q.put(("end", self.episode))
         if self.out_dir is not None:
             from sim.report import plot_force  # noqa: PLC0415
@@ -471,6 +502,10 @@ class SimNode(Node):
     # ------------------------------------------------------------ rendering thread
 
     def _queue_render(self, stamp: float, sim_t: float) -> None:
+        if self._render_proc is not None:
+            if not self._render_proc.submit(self.episode, stamp, sim_t, self.env.data):
+                self.camera_dropped += 1
+            return
         snap = self.renderer.snapshot(self.env.data)
         if snap is None:
             self.camera_dropped += 1
@@ -483,33 +518,41 @@ class SimNode(Node):
 
     def _render_loop(self) -> None:
         video = _EpisodeVideo(self.out_dir, self.p.camera_hz) if self.out_dir is not None else None
+        sink = CameraSink(self.pubs, {cam: self.env.camera_info(cam) for cam in self.cameras}, video,
+                          on_frame=lambda cam: self.meters[f"{cam}/image"].tick())
         try:
             while (item := self._render_q.get()) is not None:
                 if item[0] == "end":
-                    if video is not None:
-                        video.close()
+                    sink.end(item[1])
                     continue
                 _, episode, stamp, sim_t, snap = item
                 try:
                     frames = [(cam, *self.renderer.render(snap, cam, depth=self.p.depth)) for cam in self.cameras]
                 finally:
                     self.renderer.release(snap)
-                for cam, rgb, depth in frames:
-                    frame_id = f"{cam}_color_optical_frame"
-                    self.pubs[(cam, "image")].publish(msgs.image_msg(stamp, frame_id, rgb))
-                    self.pubs[(cam, "info")].publish(msgs.camera_info_msg(stamp, self.env.camera_info(cam)))
-                    if depth is not None:
-                        self.pubs[(cam, "depth")].publish(msgs.depth_msg_mm(stamp, frame_id, depth))
-                    self.meters[f"{cam}/image"].tick()
-                if video is not None:
-                    video.add(episode, sim_t, frames[0][1])
+                sink.frame(episode, stamp, sim_t, frames)
         except Exception as exc:  # noqa: BLE001 - report, unless it is the shutdown itself
             if self.context.ok():
                 self.get_logger().error(f"render thread stopped: {exc!r}")
         finally:
-            if video is not None:
-                video.close()
+            sink.close()
             self.renderer.close()
+
+    def _render_process_exited(self, code) -> None:
+        """The render process ended on its own (its traceback, if any, is on stderr above)."""
+        if self.context.ok() and not self._stop.is_set():
+            self.get_logger().error(f"camera render process exited (code {code}): no camera frames from now on")
+
+    def _close_cameras(self, timeout: float) -> None:
+        """Stop the render thread or process, letting it finish the episode video. Idempotent."""
+        with self._render_close_lock:
+            if self._render_proc is not None:
+                code = self._render_proc.close(timeout=timeout)
+                if code not in (0, None) and not self._render_proc.failed:
+                    self.get_logger().warning(f"camera render process exited with code {code} when closed")
+            elif self._render.is_alive():
+                self._render_q.put(None)
+                self._render.join(timeout=timeout)
 
     # ------------------------------------------------------------ diagnostics
 
@@ -518,6 +561,13 @@ class SimNode(Node):
         if wall is not None:   # computed here, at 1 Hz, not on every 1 kHz physics step
             self.rtf = wall.real_time_factor(time.monotonic(), self.env.time)
         values = {f"rate/{k}": m.rate() for k, m in self.meters.items()}
+        render_failed = self._render_proc is not None and self._render_proc.failed
+        if self._render_proc is not None:   # its frames are counted in the render process
+            now, frames = time.monotonic(), self._render_proc.frames
+            t0, n0 = self._render_frames
+            self._render_frames = (now, frames)
+            for cam in self.cameras:
+                values[f"rate/{cam}/image"] = (frames - n0) / (now - t0) if now > t0 else 0.0
         values.update({"real_time_factor": self.rtf, "episode": self.episode,
                        "camera_frames_dropped": self.camera_dropped,
                        "slowed_down_s": self.slowed_s + (wall.slowed if wall is not None else 0.0)})
@@ -528,8 +578,9 @@ class SimNode(Node):
                 values[f"controller/{a}/{k}"] = v
                 saturated |= k in ("wrench_saturated", "torque_saturated", "near_singular") and v > 0
         slow = self.rtf < 0.95 and self.episode >= 0
-        level = "warn" if slow or saturated else "ok"
-        why = [w for w, on in (("sim slower than real time", slow),
+        level = "error" if render_failed else "warn" if slow or saturated else "ok"
+        why = [w for w, on in (("camera render process died", render_failed),
+                               ("sim slower than real time", slow),
                                ("arm controller saturated or near a singularity", saturated)) if on]
         status = msgs.diagnostic_status("sim_node", values, level, "; ".join(why))
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
@@ -537,9 +588,66 @@ class SimNode(Node):
     def close(self) -> None:
         self._stop.set()
         self._physics.join(timeout=5.0)
-        if self._render.is_alive():
-            self._render_q.put(None)
-            self._render.join(timeout=5.0)
+        self._close_cameras(timeout=5.0)
+
+
+def _camera_topics(cam: str, depth: bool) -> dict[str, str]:
+    t = {"image": f"{cam}/color/image_raw", "info": f"{cam}/color/camera_info"}
+    if depth:
+        t["depth"] = f"{cam}/aligned_depth_to_color/image_raw"
+    return t
+
+
+class CameraSink:
+    """Publishes rendered frames (image, camera_info, depth when rendered; stamped with the
+    snapshot's capture time) and writes the episode video: with the node's publishers in its
+    render thread, or in the render process with a node of its own (:func:`render_process_sink`)."""
+
+    def __init__(self, pubs: dict, infos: dict, video, on_frame=None, node=None):
+        self.pubs, self.infos, self.video, self.on_frame, self._node = pubs, infos, video, on_frame, node
+
+    def frame(self, episode: int, stamp: float, sim_t: float, frames) -> None:
+        for cam, rgb, depth in frames:
+            frame_id = f"{cam}_color_optical_frame"
+            self.pubs[(cam, "image")].publish(msgs.image_msg(stamp, frame_id, rgb))
+            self.pubs[(cam, "info")].publish(msgs.camera_info_msg(stamp, self.infos[cam]))
+            if depth is not None:
+                self.pubs[(cam, "depth")].publish(msgs.depth_msg_mm(stamp, frame_id, depth))
+            if self.on_frame is not None:
+                self.on_frame(cam)
+        if self.video is not None:
+            self.video.add(episode, sim_t, frames[0][1])
+
+    def end(self, _episode: int) -> None:
+        if self.video is not None:
+            self.video.close()
+
+    def close(self) -> None:
+        self.end(-1)
+        if self._node is not None:
+            context = self._node.context
+            self._node.destroy_node()
+            self._node = None
+            rclpy.try_shutdown(context=context)
+
+
+def render_process_sink(node_name: str, namespace: str, topics: dict, infos: dict, out_dir: str,
+                        fps: float) -> CameraSink:
+    """Built in the render process (:mod:`sim.render_process`): its own ROS context and node,
+    the sim node's camera topics (resolved there) with the same QoS. No executor: it only
+    publishes."""
+    from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
+
+    context = rclpy.Context()
+    # args=[]: spawn hands the child the parent's argv, whose --ros-args (the node's name
+    # remap, its parameter file) are the sim node's, not this one's
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(node_name, namespace=namespace or "/", context=context,
+                             use_global_arguments=False, start_parameter_services=False)
+    pubs = {(cam, k): node.create_publisher(CameraInfo if k == "info" else Image, t, qos.SENSOR_PUB)
+            for cam, ts in topics.items() for k, t in ts.items()}
+    video = _EpisodeVideo(Path(out_dir), fps) if out_dir else None
+    return CameraSink(pubs, infos, video, node=node)
 
 
 class _EpisodeVideo:
