@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rt-priority", type=int, default=80,
                    help="rdp_fast.rt_priority: SCHED_FIFO priority of the control thread (0 = normal; "
                         "without permission the node falls back and says so)")
+    p.add_argument("--sim-rt-priority", type=int, default=None,
+                   help="sim_node.rt_priority: SCHED_FIFO priority of the sim's physics thread, which stands for "
+                        "the robot's sensor drivers (default: 10 below --rt-priority, 0 when that is 0)")
     p.add_argument("--cpu", type=int, default=-1, help="rdp_fast.cpu: core of the control thread (-1 = none)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a parameter of sim_node, rdp_slow or rdp_fast (repeatable), "
@@ -160,6 +163,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "chunks_received": f(fast, "chunks_received"),
         "slow_cycles_skipped": {k.split("/", 1)[1]: f(slow, k) for k in slow if k.startswith("skipped/")},
         "sim_real_time_factor": f(sim, "real_time_factor"),
+        "sim_rt_priority": f(sim, "physics_rt_priority"),
         "cpu_cores": cpu,
     }
 
@@ -186,6 +190,9 @@ def run(args: argparse.Namespace) -> dict:
         contact = args.contact if camera else "wrench"
         export = Path(args.policy) if args.policy else build_policy(work, camera, contact)
         fast = {"tick_source": args.tick_source, "rt_priority": int(args.rt_priority), "cpu": int(args.cpu)}
+        sim_rt = args.sim_rt_priority if args.sim_rt_priority is not None else max(0, int(args.rt_priority) - 10)
+        run_sets = {k: dict(v) for k, v in sets.items()}
+        run_sets["sim_node"] = {"rt_priority": int(sim_rt), **run_sets.get("sim_node", {})}
         results.append(run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz, fast=fast,
-                                sets=sets))
+                                sets=run_sets))
     return {"runs": results, "sets": args.set}

@@ -97,6 +97,9 @@ class SimNodeParams:
     render_nice: int = param(0, "render_process: niceness added to the render process (0..19): on a busy CPU the "
                                 "physics and the control loop go first, and images come later (rdp_slow wants "
                                 "them within its image_tolerance) or are dropped")
+    rt_priority: int = param(0, "SCHED_FIFO priority of the physics thread (0 = normal scheduling; the process's "
+                                "other threads one below), as a robot's driver runs; without permission the node "
+                                "says so once and runs without")
     clock_hz: float = param(100.0, "/clock publish rate (Hz)")
     out_dir: str = param("", "write per-episode metrics, force plot and camera MP4 here ('' = none)")
     start_delay: float = param(0.5, "seconds to hold the home pose before an episode starts (lets controllers reset)")
@@ -117,6 +120,8 @@ class SimNodeParams:
             raise ValueError(f"camera_hz: {self.camera_hz} outside 0..120")
         if self.episodes < 0:
             raise ValueError(f"episodes: {self.episodes} must be >= 0")
+        if not (0 <= self.rt_priority <= 98):
+            raise ValueError(f"rt_priority: {self.rt_priority} outside 0..98")
         if not (0 <= self.render_nice <= 19):
             raise ValueError(f"render_nice: {self.render_nice} outside 0..19")
         if not (0.0 <= self.max_lag <= 10.0):
@@ -283,6 +288,7 @@ class SimNode(Node):
         self.slowed_s = 0.0   # wall seconds the physics was slowed down by (max_lag), finished episodes
         self._wall: WallLock | None = None   # the running episode's clock lock (diagnostics read it)
         self.camera_dropped = 0
+        self.physics_rt_priority = 0   # SCHED_FIFO priority the physics thread obtained (rt_priority)
         self._physics = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
         self._render = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
         if self.renderer is not None:
@@ -409,6 +415,14 @@ class SimNode(Node):
                 self.meters[topic(arm, "tactile")].tick()
 
     def _physics_loop(self) -> None:
+        if self.p.rt_priority > 0:
+            from hardware.realtime import bound_gil_wait, enter_realtime, raise_other_threads  # noqa: PLC0415
+            state = enter_realtime(self.p.rt_priority, memory=False, warn=self.get_logger().warning)
+            self.physics_rt_priority = state.fifo_priority
+            if state.realtime:
+                # a thread of this process holding the GIL must not be preempted by others
+                raise_other_threads(self.p.rt_priority - 1)
+                bound_gil_wait(self.env.dt)
         try:
             self._run_episodes()
         except Exception as exc:  # noqa: BLE001 - report and stop, never die silently
@@ -570,6 +584,7 @@ class SimNode(Node):
                 values[f"rate/{cam}/image"] = (frames - n0) / (now - t0) if now > t0 else 0.0
         values.update({"real_time_factor": self.rtf, "episode": self.episode,
                        "camera_frames_dropped": self.camera_dropped,
+                       "physics_rt_priority": self.physics_rt_priority,
                        "slowed_down_s": self.slowed_s + (wall.slowed if wall is not None else 0.0)})
         values.update({f"rejected/{self._target_topic(a)}": n for a, n in self.rejected.items()})
         saturated = False
