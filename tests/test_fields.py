@@ -47,3 +47,19 @@ def test_the_nodes_that_command_arms_take_the_filters_defaults():
                 continue
             assert flat[f"safety.{g.name}"] == getattr(SafetyConfig(), g.name), (spec, g.name)
         assert not any(k in flat for k in ("max_speed", "force_limit", "max_contact_age"))
+
+
+def test_the_bridge_takes_the_gates_defaults():
+    """robot_bridge_node declares the command gate's limits from hardware.robot.GateConfig as
+    gate.* (it once restated each of them field by field)."""
+    from hardware.robot import GateConfig
+    from slowfast_ros.nodes.robot_bridge_node import PARAMS
+
+    flat = {f.name: f for f in flat_fields(PARAMS)}
+    for g in dataclasses.fields(GateConfig):
+        assert flat[f"gate.{g.name}"].default == getattr(GateConfig(), g.name)
+        assert flat[f"gate.{g.name}"].help == g.metadata["help"]
+        assert g.name not in flat
+    assert build(PARAMS, {"gate.workspace_min": [-0.5, -0.5, 0.0]}).gate.workspace_min == (-0.5, -0.5, 0.0)
+    with pytest.raises(ValueError, match=r"^gate\.deadline: "):
+        build(PARAMS, {"gate.deadline": 0.0})

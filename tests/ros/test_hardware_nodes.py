@@ -308,7 +308,7 @@ class FakeRobot:
 
 @pytest.fixture(scope="class")
 def bridge(tmp_path_factory):
-    overrides = {"robot_bridge_node": {"base_in_world": BASE_IN_WORLD, "deadline": 0.2}}
+    overrides = {"robot_bridge_node": {"base_in_world": BASE_IN_WORLD, "gate.deadline": 0.2}}
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped, "/arm/tcp_wrench": WrenchStamped}, node_name="bridge_probe")
     robot = FakeRobot(probe.node)
     col = Collector(probe.node, {"/arm/tcp_pose": PoseStamped})
@@ -494,7 +494,7 @@ class FakeGantry:
 
 def test_gz_gantry_adapter_drives_the_gazebo_gantry_and_holds_on_nan(tmp_path):
     # No gz /clock here; arm "gz" keeps these topics apart from any other test's.
-    overrides = {"robot_bridge_node": {"use_sim_time": False, "deadline": 0.3, "arm": "gz"}}
+    overrides = {"robot_bridge_node": {"use_sim_time": False, "gate.deadline": 0.3, "arm": "gz"}}
     probe = TopicProbe({"/gz/tcp_pose": PoseStamped}, node_name="gantry_probe")
     gantry = FakeGantry(probe.node)
     col = Collector(probe.node, {"/gz/tcp_pose": PoseStamped})

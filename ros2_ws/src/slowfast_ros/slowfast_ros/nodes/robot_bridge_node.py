@@ -18,10 +18,11 @@ Adapter ``gz_gantry``: the Cartesian gantry of gazebo/wipe.sdf through ros_gz_br
 (gazebo/bridge.yaml): TCP position = the positions of ``gantry_joints`` on
 ``joint_state_topic``, targets = std_msgs/Float64 on ``<joint_command_prefix>/<joint>/cmd_pos``.
 
-Safety: a target with NaN, a non-unit quaternion, outside ``workspace_min/max`` (world), more
-than ``max_step`` from the measured TCP, or stamped more than ``max_age`` ago is rejected and
-counted; then, or when <arm>/target_tcp is silent for ``deadline`` seconds, or when the robot's
-state is older than ``max_state_age``, the bridge holds the robot: it sends the measured pose
+Safety (the ``gate.*`` parameters, ``hardware.robot.GateConfig``): a target with NaN, a
+non-unit quaternion, outside ``gate.workspace_min/max`` (world), more than ``gate.max_step``
+from the measured TCP, or stamped more than ``gate.max_age`` ago is rejected and counted;
+then, or when <arm>/target_tcp is silent for ``gate.deadline`` seconds, or when the robot's
+state is older than ``gate.max_state_age``, the bridge holds the robot: it sends the measured pose
 once as the target (the controller stops where the robot is) and nothing else until a valid
 target arrives. Callbacks only store; one paced thread decides and sends.
 
@@ -66,13 +67,7 @@ class RobotBridgeNodeParams(ManagedParams):
     base_in_world: list = param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
                                 "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
     rate_hz: float = param(250.0, "bridge loop rate (Hz): targets and state are forwarded at most this often")
-    deadline: float = param(0.1, "hold the robot when <arm>/target_tcp is silent this long (s)")
-    max_age: float = param(0.5, "reject a target stamped longer ago than this (s)")
-    max_step: float = param(0.05, "reject a target farther than this from the measured TCP (m)")
-    max_step_rad: float = param(0.5, "reject a target rotated more than this from the measured TCP (rad)")
-    workspace_min: list = param([-1.0, -1.0, -0.2], "world-frame box a target must lie in: min x, y, z (m)")
-    workspace_max: list = param([1.0, 1.0, 1.5], "world-frame box a target must lie in: max x, y, z (m)")
-    max_state_age: float = param(0.1, "hold when the measured pose is older than this (s)")
+    gate: GateConfig = param(GateConfig(), "the command gate's limits (hardware.robot.GateConfig)")
     joint_state_topic: str = param("/wipe/gantry/joint_states", "gz_gantry: JointState of the gantry joints")
     gantry_joints: list = param(["tool_x", "tool_y", "tool_z"],
                                 "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
@@ -200,9 +195,7 @@ class RobotBridgeNode(ArmCommander):
         except ValueError as exc:
             raise ValueError(f"base_in_world: {exc}") from None
         self.world_in_base = self.base_in_world.inverse()
-        self.gate = CommandGate(GateConfig(self.p.deadline, self.p.max_age, self.p.max_step, self.p.max_step_rad,
-                                           tuple(self.p.workspace_min), tuple(self.p.workspace_max),
-                                           self.p.max_state_age))
+        self.gate = CommandGate(self.p.gate)
         self.robot: RobotAdapter | None = None
         self.loop: PacedLoop | None = None
         self._lock = threading.Lock()
