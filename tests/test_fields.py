@@ -63,3 +63,16 @@ def test_the_bridge_takes_the_gates_defaults():
     assert build(PARAMS, {"gate.workspace_min": [-0.5, -0.5, 0.0]}).gate.workspace_min == (-0.5, -0.5, 0.0)
     with pytest.raises(ValueError, match=r"^gate\.deadline: "):
         build(PARAMS, {"gate.deadline": 0.0})
+
+
+def test_the_recorder_takes_the_recorders_defaults():
+    """recorder_node declares how bags are written from teleop_tactar.recorder.RecorderConfig
+    as bag.*; the recorder itself takes the same defaults."""
+    from slowfast_ros.nodes.recorder_node import PARAMS
+    from teleop_tactar.recorder import RecorderConfig
+
+    flat = {f.name: f.default for f in flat_fields(PARAMS)}
+    for g in dataclasses.fields(RecorderConfig):
+        assert flat[f"bag.{g.name}"] == getattr(RecorderConfig(), g.name) and g.name not in flat
+    with pytest.raises(ValueError, match=r"^bag\.compression: "):
+        build(PARAMS, {"bag.compression": "gzip"})

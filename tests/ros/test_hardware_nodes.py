@@ -442,7 +442,7 @@ class TestBridgeCartesianControllers:
     ("realsense_node", "fps:=0", "fps"),
     ("gelsight_node", "source:=/no/such/video.avi", "source"),
     ("gelsight_node", "grid_rows:=7", "grid_rows, grid_cols"),
-    ("robot_bridge_node", "max_step:=3.0", "max_step"),
+    ("robot_bridge_node", "gate.max_step:=3.0", "gate.max_step"),
     ("robot_bridge_node", "adapter:=xarm", "adapter"),
 ])
 def test_a_bad_parameter_refuses_to_start_with_one_line(module, arg, field):
