@@ -76,3 +76,18 @@ def test_the_recorder_takes_the_recorders_defaults():
         assert flat[f"bag.{g.name}"] == getattr(RecorderConfig(), g.name) and g.name not in flat
     with pytest.raises(ValueError, match=r"^bag\.compression: "):
         build(PARAMS, {"bag.compression": "gzip"})
+
+
+def test_teleop_takes_the_retargeting_defaults():
+    """teleop_node declares the retargeting from teleop_tactar.retarget.RetargetConfig as
+    retarget.*; the scripted operator's scale is the same value."""
+    from slowfast_ros.nodes.operator_node import PARAMS as OPERATOR
+    from slowfast_ros.nodes.teleop_node import PARAMS
+    from teleop_tactar.retarget import RetargetConfig
+
+    flat = {f.name: f.default for f in flat_fields(PARAMS)}
+    for g in dataclasses.fields(RetargetConfig):
+        assert flat[f"retarget.{g.name}"] == getattr(RetargetConfig(), g.name) and g.name not in flat
+    assert {f.name: f.default for f in flat_fields(OPERATOR)}["scale"] == RetargetConfig().scale
+    with pytest.raises(ValueError, match=r"^retarget\.scale: "):
+        build(PARAMS, {"retarget.scale": 100.0})
