@@ -91,3 +91,33 @@ def test_teleop_takes_the_retargeting_defaults():
     assert {f.name: f.default for f in flat_fields(OPERATOR)}["scale"] == RetargetConfig().scale
     with pytest.raises(ValueError, match=r"^retarget\.scale: "):
         build(PARAMS, {"retarget.scale": 100.0})
+
+
+def test_the_nav_node_takes_the_trackers_defaults():
+    """streamvln_nav declares the goal tracker's values from policy.streamvln.nav_control.
+    TrackerConfig as tracker.* (it restated three of them)."""
+    from policy.streamvln.nav_control import TrackerConfig
+    from slowfast_ros.nodes.streamvln_nav import PARAMS
+
+    flat = {f.name: f for f in flat_fields(PARAMS)}
+    for g in dataclasses.fields(TrackerConfig):
+        assert flat[f"tracker.{g.name}"].default == getattr(TrackerConfig(), g.name) and g.name not in flat
+        assert flat[f"tracker.{g.name}"].range == g.metadata["range"]
+    with pytest.raises(ValueError, match=r"^tracker\.max_linear must be in \(0.0, 2.0\]"):
+        build(PARAMS, {"tracker.max_linear": 3.0})
+
+
+def test_the_nav_sim_takes_the_sims_defaults_two_levels_deep():
+    """nav_sim_node declares the nav sim's camera, base and layout from sim.nav.NavConfig as
+    nav.* and nav.layout.* (it restated six of them)."""
+    from sim.nav import LayoutConfig, NavConfig
+    from slowfast_ros.nodes.nav_sim_node import PARAMS
+
+    flat = {f.name: f for f in flat_fields(PARAMS)}
+    assert flat["nav.camera_width"].default == NavConfig().camera_width
+    assert flat["nav.layout.rooms_x"].default == LayoutConfig().rooms_x and flat["nav.layout.rooms_x"].range == (1, 6)
+    assert not any(k in flat for k in ("camera_width", "rooms_x", "nav.layout"))
+    p = build(PARAMS, {"nav.layout.room_size": 6, "nav.hfov_deg": 69})
+    assert p.nav.layout.room_size == 6.0 and p.nav.hfov_deg == 69.0 and p.nav.layout.rooms_y == LayoutConfig().rooms_y
+    with pytest.raises(ValueError, match=r"^nav\.layout\.rooms_x must be"):
+        build(PARAMS, {"nav.layout.rooms_x": 9})

@@ -50,6 +50,7 @@ from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
+from policy.streamvln.nav_control import GoalTracker, TrackerConfig
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 
@@ -62,9 +63,8 @@ class StreamVLNNavParams(ManagedParams):
     window_turns: int = param(0, "dialogue turns in the sliding KV window (0 = the checkpoint's agent.json, else 8)")
     memory_refresh_turns: int = param(0, "rebuild the 3-D memory every this many turns (0 = agent.json, else 8)")
     control_hz: float = param(30.0, "cmd_vel rate (Hz), >= 20")
-    max_linear: float = param(0.3, "forward speed limit (m/s)")
-    max_angular: float = param(0.8, "yaw rate limit (rad/s)")
-    linear_accel: float = param(0.5, "deceleration toward the end of the queued goals (m/s^2)")
+    tracker: TrackerConfig = param(TrackerConfig(), "how the base follows the queued goals "
+                                                    "(policy.streamvln.nav_control.TrackerConfig)")
     plan_ahead_actions: int = param(2, "start the next turn when at most this many actions are queued")
     odom_timeout: float = param(0.3, "stop when the newest odometry is older than this (s)")
     image_timeout: float = param(1.0, "stop when the newest image is older than this (s)")
@@ -86,8 +86,7 @@ class StreamVLNNavParams(ManagedParams):
             raise ValueError(f"memory_refresh_turns: {self.memory_refresh_turns} outside 0..1000000")
         if not (20.0 <= self.control_hz <= 500.0):
             raise ValueError(f"control_hz: {self.control_hz} outside 20..500 Hz")
-        for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
-                             ("odom_timeout", 0.0, 10.0), ("image_timeout", 0.0, 30.0),
+        for name, lo, hi in (("odom_timeout", 0.0, 10.0), ("image_timeout", 0.0, 30.0),
                              ("max_stamp_skew", 0.0, 1.0), ("max_pose_jump", 0.0, 10.0)):
             v = getattr(self, name)
             if not (lo < v <= hi):
@@ -139,12 +138,9 @@ class StreamVLNNav(ManagedNode):
 
     def __init__(self):
         super().__init__("streamvln_nav")
-        from policy.streamvln.nav_control import GoalTracker, TrackerConfig  # noqa: PLC0415
-
         self.p: StreamVLNNavParams = declare_params(self, StreamVLNNavParams())
         p = self.p
-        self.tracker = GoalTracker(TrackerConfig(max_linear=p.max_linear, max_angular=p.max_angular,
-                                                 linear_accel=p.linear_accel))
+        self.tracker = GoalTracker(p.tracker)
         self.agent = None
         self._lock = threading.Lock()
         self._color: Image | None = None
