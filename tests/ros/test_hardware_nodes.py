@@ -179,6 +179,27 @@ class TestRealSenseNode:
         st, values = _diag(diag, "realsense_node", lambda v: v.get("state") == "streaming", timeout=3.0)
         assert st is not None and st.level == DiagnosticStatus.OK
 
+    def test_deactivated_publishes_nothing_says_so_and_resumes_when_activated(self, realsense):
+        """A lifecycle node: deactivate (the standard service, over DDS) -> no image, camera
+        info or depth while frames keep coming, /diagnostics says inactive; activate -> they flow."""
+        from slowfast_ros.cli import lifecycle
+
+        sw, node, col, diag = realsense
+        assert lifecycle.call("realsense_node") == "active"
+        assert lifecycle.call("realsense_node", "deactivate") == "inactive"
+        col.clear()
+        diag.clear()
+        _push(sw, 30, t0=4000.0, k0=200)
+        time.sleep(0.3)
+        assert all(col.get(t) == [] for t in col.msgs), {t: len(col.get(t)) for t in col.msgs}
+        st, values = _diag(diag, "realsense_node", lambda v: v.get("active") == "False",
+                           timeout=3.0)
+        assert st is not None and st.message.startswith("inactive") and int(values["dropped_inactive"]) > 0
+        assert lifecycle.call("realsense_node", "activate") == "active"
+        _push(sw, 20, t0=5000.0, k0=300)
+        assert len(col.wait("/camera/color/image_raw", 10, timeout=3.0)) >= 10
+        assert len(col.get("/camera/aligned_depth_to_color/image_raw")) >= 10
+
 
 def test_rclpy_and_the_realsense_sdk_share_a_process_in_the_nodes_import_order():
     """pyrealsense2 carries its own Fast DDS: loaded before rclpy, the process crashes at exit.
