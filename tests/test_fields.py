@@ -121,3 +121,22 @@ def test_the_nav_sim_takes_the_sims_defaults_two_levels_deep():
     assert p.nav.layout.room_size == 6.0 and p.nav.hfov_deg == 69.0 and p.nav.layout.rooms_y == LayoutConfig().rooms_y
     with pytest.raises(ValueError, match=r"^nav\.layout\.rooms_x must be"):
         build(PARAMS, {"nav.layout.rooms_x": 9})
+
+
+def test_the_nav_node_assumes_the_nav_sims_camera_mount():
+    """streamvln_nav's camera.* and the nav sim's camera are one mount (they were written in
+    four places: the node, the sim's pose helper, its MJCF and NavConfig), and the node's
+    camera pose is the sim's."""
+    import numpy as np
+
+    from sim.nav.env import NavConfig, camera_pose_at
+    from slowfast_data.geometry import BaseCameraMount, base_camera_pose
+    from slowfast_ros.nodes.streamvln_nav import PARAMS
+
+    flat = {f.name: f.default for f in flat_fields(PARAMS)}
+    assert (flat["camera.x"], flat["camera.z"]) == (BaseCameraMount().x, BaseCameraMount().z)
+    assert NavConfig().camera_height_m == BaseCameraMount().z and "camera_x" not in flat
+    assert np.array_equal(base_camera_pose(1.0, 2.0, 0.3, build(PARAMS, {}).camera),
+                          camera_pose_at(1.0, 2.0, 0.3, NavConfig().camera_height_m))
+    with pytest.raises(ValueError, match=r"^camera\.z: "):
+        build(PARAMS, {"camera.z": 5.0})

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -48,6 +47,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
+from slowfast_data.geometry import BaseCameraMount, base_camera_pose
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from policy.streamvln.nav_control import GoalTracker, TrackerConfig
@@ -70,8 +70,8 @@ class StreamVLNNavParams(ManagedParams):
     image_timeout: float = param(1.0, "stop when the newest image is older than this (s)")
     max_stamp_skew: float = param(0.05, "colour and depth stamps may differ by at most this (s)")
     max_pose_jump: float = param(0.5, "odometry jump (m) between two messages that counts as a pose jump")
-    camera_x: float = param(0.1, "camera optical centre ahead of the base origin (m)")
-    camera_z: float = param(0.88, "camera optical centre above the base origin (m)")
+    camera: BaseCameraMount = param(BaseCameraMount(), "where the camera sits on the base "
+                                                       "(slowfast_data.geometry.BaseCameraMount)")
     max_turns: int = param(500, "end the episode after this many turns (0 = no limit)")
     torch_threads: int = param(0, "torch CPU threads (0 = torch's default)")
 
@@ -93,16 +93,10 @@ class StreamVLNNavParams(ManagedParams):
                 raise ValueError(f"{name}: {v} outside ({lo}, {hi}]")
         if not (0 <= self.plan_ahead_actions <= 16):
             raise ValueError(f"plan_ahead_actions: {self.plan_ahead_actions} outside 0..16")
-        if not (-1.0 <= self.camera_x <= 1.0 and 0.0 <= self.camera_z <= 3.0):
-            raise ValueError(f"camera_x / camera_z: ({self.camera_x}, {self.camera_z}) outside [-1, 1] x [0, 3] m")
         if not (0 <= self.max_turns <= 1_000_000):
             raise ValueError(f"max_turns: {self.max_turns} outside 0..1000000")
         if not (0 <= self.torch_threads <= 256):
             raise ValueError(f"torch_threads: {self.torch_threads} outside 0..256")
-
-
-# Columns: optical x (right) = -base y, optical y (down) = -base z, optical z (forward) = base x.
-_R_BASE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def build_agent(p: StreamVLNNavParams):
@@ -384,11 +378,7 @@ class StreamVLNNav(ManagedNode):
             self.skips["size_mismatch"] += 1
             self._last_frame_stamp = stamp
             return None
-        c, s = math.cos(base[2]), math.sin(base[2])
-        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        T = np.eye(4)
-        T[:3, :3] = rz @ _R_BASE_FROM_OPTICAL
-        T[:3, 3] = rz @ np.array([self.p.camera_x, 0.0, self.p.camera_z]) + np.array([base[0], base[1], 0.0])
+        T = base_camera_pose(base[0], base[1], base[2], self.p.camera)
         return rgb, depth_m.astype(np.float32), K, T, base, stamp
 
     # ------------------------------------------------------------ control loop
