@@ -20,8 +20,8 @@ Two threads besides the executor:
   FORWARD turn are counted, and a join whose speed fell below 0.01 m/s counts as a stop
   (``forward_joins`` / ``forward_join_stops`` in ``/diagnostics``).
 
-Bad input is skipped and counted: colour and depth of different sizes or with stamps more than
-``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
+Bad input is skipped and counted (the frame checks are ``policy.streamvln.frame_sync``'s):
+colour and depth of different sizes or with stamps more than ``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
 than ``max_pose_jump`` between two odometry messages (the queued goals are dropped then: they
 were in the old frame).
 
@@ -47,9 +47,10 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from slowfast_data.geometry import BaseCameraMount, base_camera_pose
+from slowfast_data.geometry import BaseCameraMount
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
+from policy.streamvln.frame_sync import FrameSync, SyncedFrame
 from policy.streamvln.nav_control import GoalTracker, TrackerConfig
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
@@ -155,7 +156,7 @@ class StreamVLNNav(ManagedNode):
         self.latencies: deque = deque(maxlen=200)
         self.episode_turns: list = []   # (latency s, CPU s, cache tokens, memory tokens) of this episode's turns
         self.turns = 0
-        self._last_frame_stamp = -1.0
+        self.sync = FrameSync(p.max_stamp_skew, max(p.odom_timeout, 0.1), p.camera, self.skips)
         self.cmd_meter = RateMeter()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -271,10 +272,9 @@ class StreamVLNNav(ManagedNode):
             frame = self._frame()
             if frame is None:
                 continue
-            rgb, depth, K, pose_cam, base_pose, stamp = frame
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
-                actions = self.agent.step(rgb, depth, K, pose_cam)
+                actions = self.agent.step(frame.rgb, frame.depth, frame.K, frame.camera_pose)
             except Exception as exc:  # noqa: BLE001 - a failing model stops the base, loudly
                 self.get_logger().error(f"agent step failed: {exc!r}")
                 self.skips["agent_error"] += 1
@@ -289,15 +289,15 @@ class StreamVLNNav(ManagedNode):
             if not actions:
                 self.skips["agent_refused"] += 1
                 continue
-            self._last_frame_stamp = stamp
+            self.sync.used(frame.stamp)
             with self._lock:
                 if gen != self._episode_gen:  # a new instruction arrived meanwhile: drop this turn
                     continue
-                self.tracker.extend(actions, base_pose)
+                self.tracker.extend(actions, frame.base_pose)
             self.turns += 1
             if self.p.max_turns and self.turns >= self.p.max_turns:
                 with self._lock:
-                    self.tracker.extend([0], base_pose)
+                    self.tracker.extend([0], frame.base_pose)
 
     def _begin(self, instruction: str, gen: int) -> None:
         with self._lock:
@@ -311,7 +311,7 @@ class StreamVLNNav(ManagedNode):
         self.instruction = text
         self.turns = 0
         self.episode_turns = []
-        self._last_frame_stamp = -1.0
+        self.sync.reset()
         with self._lock:
             if gen != self._episode_gen:
                 return   # deactivated (or another instruction came) meanwhile
@@ -336,50 +336,26 @@ class StreamVLNNav(ManagedNode):
                                           for j in joins], **extra}))
         self.get_logger().info(f"episode {event} after {self.turns} turns")
 
-    def _frame(self):
-        """The newest synchronised frame, converted: (rgb, depth m, K, camera pose 4x4, base pose
-        (x, y, yaw), stamp), or None (skipped and counted, or nothing new yet)."""
+    def _frame(self) -> SyncedFrame | None:
+        """The newest synchronised frame (``policy.streamvln.frame_sync``), or None (skipped
+        and counted, or nothing new yet)."""
         with self._lock:
             color, depth, info, hist = self._color, self._depth, self._info, list(self._odom_hist)
         if color is None or depth is None or info is None or not hist:
             return None
         stamp = msgs.stamp_of(color)
-        if stamp <= self._last_frame_stamp:
+        if not self.sync.is_new(stamp):
             return None  # no new frame since the last turn
         try:
             _, rgb = msgs.image_from_msg(color)
             _, depth_m = msgs.depth_from_msg(depth)
             intr = msgs.intrinsics_from_msg(info)
         except ValueError:
-            self.skips["encoding"] += 1
-            self._last_frame_stamp = stamp
+            self.sync.reject(stamp, "encoding")
             return None
         if color.encoding == "bgr8":
             rgb = rgb[:, :, ::-1]
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            self.skips["encoding"] += 1
-            self._last_frame_stamp = stamp
-            return None
-        if rgb.shape[:2] != depth_m.shape:
-            self.skips["size_mismatch"] += 1
-            self._last_frame_stamp = stamp
-            return None
-        if abs(msgs.stamp_of(depth) - stamp) > self.p.max_stamp_skew:
-            self.skips["stamp_skew"] += 1
-            return None  # the matching depth may still come
-        stamps = np.array([h[0] for h in hist])
-        k = int(np.argmin(np.abs(stamps - stamp)))
-        if abs(stamps[k] - stamp) > max(self.p.odom_timeout, 0.1):
-            self.skips["no_pose_at_stamp"] += 1
-            return None
-        base = hist[k][1]
-        K = intr.matrix
-        if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
-            self.skips["size_mismatch"] += 1
-            self._last_frame_stamp = stamp
-            return None
-        T = base_camera_pose(base[0], base[1], base[2], self.p.camera)
-        return rgb, depth_m.astype(np.float32), K, T, base, stamp
+        return self.sync.match(stamp, rgb, depth_m, msgs.stamp_of(depth), intr, hist)
 
     # ------------------------------------------------------------ control loop
 
