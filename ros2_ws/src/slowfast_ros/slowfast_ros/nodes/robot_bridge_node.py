@@ -6,6 +6,7 @@ once hardware.robot.CommandGate accepts it, to the robot adapter in the robot's 
 stack: <arm>/tcp_pose (PoseStamped, world; capture stamps kept) and <arm>/tcp_wrench
 (WrenchStamped, the sensor's frame); /diagnostics at 1 Hz.
 
+The adapters are ``hardware.adapters``' (no ROS); this node subscribes and publishes for them.
 Adapter ``cartesian_controllers`` (ros2_control, the FZI ``cartesian_controllers``
 package): its motion and compliance controllers take geometry_msgs/PoseStamped on
 ``<controller>/target_frame``, in the controller's ``robot_base_link`` frame (they ignore
@@ -41,11 +42,11 @@ import threading
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 
-from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter, RobotState
+from hardware.adapters import CartesianTargetAdapter, GantryAdapter
+from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.lifecycle import ArmCommander, ManagedParams
@@ -90,97 +91,6 @@ class RobotBridgeNodeParams(ManagedParams):
             raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
 
 
-class CartesianControllersAdapter(RobotAdapter):
-    """hardware.robot.RobotAdapter for ros2_control's Cartesian controllers: targets on
-    <controller>/target_frame, state from the pose and wrench broadcasters."""
-
-    def __init__(self, node: Node, p: RobotBridgeNodeParams):
-        self.base_frame = p.base_frame
-        self._node = node
-        self._lock = threading.Lock()
-        self._state = RobotState()
-        self.foreign_frame = 0
-        target = p.target_topic or controller_target_topic(p.controller)
-        self.target_pub = node.create_publisher(PoseStamped, target, qos.COMMAND)
-        node.create_subscription(PoseStamped, p.state_pose_topic, self._on_pose, qos.SENSOR_SUB)
-        node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)
-
-    def _on_pose(self, msg: PoseStamped) -> None:
-        if msg.header.frame_id not in ("", self.base_frame):
-            self.foreign_frame += 1
-            return
-        stamp, pos, quat = msgs.pose_from_msg(msg)
-        if np.isfinite(pos).all() and np.isfinite(quat).all():
-            with self._lock:
-                self._state.pose_stamp, self._state.pos, self._state.quat = stamp, pos, quat
-
-    def _on_wrench(self, msg: WrenchStamped) -> None:
-        stamp, w = msgs.wrench_from_msg(msg)
-        if np.isfinite(w).all():
-            with self._lock:
-                self._state.wrench_stamp, self._state.wrench = stamp, w
-                self._state.wrench_frame = msg.header.frame_id
-
-    def state(self) -> RobotState:
-        with self._lock:
-            return RobotState(**vars(self._state))
-
-    def send_target(self, stamp: float, pos, quat) -> None:
-        self.target_pub.publish(msgs.pose_msg(stamp, self.base_frame, pos, quat))
-
-    def hold(self, stamp: float) -> bool:
-        s = self.state()
-        if s.pos is None:
-            return False
-        self.target_pub.publish(msgs.pose_msg(stamp, self.base_frame, s.pos, s.quat))
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class GazeboGantryAdapter(RobotAdapter):
-    """hardware.robot.RobotAdapter for the Cartesian gantry of gazebo/wipe.sdf: the TCP
-    position is the three joint positions (base frame), the orientation is fixed; a target
-    becomes three std_msgs/Float64 joint position commands (ros_gz_bridge -> the joints'
-    JointPositionController). The target's orientation is checked by the gate, not applied."""
-
-    def __init__(self, node: Node, p: RobotBridgeNodeParams):
-        self.base_frame = p.base_frame
-        self.joints = list(p.gantry_joints)
-        self.tool_quat = np.array(p.tool_quat, float)
-        self._lock = threading.Lock()
-        self._state = RobotState()
-        self.foreign_frame = 0
-        prefix = p.joint_command_prefix.rstrip("/")
-        self.cmd_pubs = [node.create_publisher(Float64, f"{prefix}/{j}/cmd_pos", qos.COMMAND) for j in self.joints]
-        node.create_subscription(JointState, p.joint_state_topic, self._on_joints, qos.SENSOR_SUB)
-        node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            stamp, pos = msgs.joint_positions_from_msg(msg, self.joints)
-        except ValueError:
-            return
-        if np.isfinite(pos).all():
-            with self._lock:
-                self._state.pose_stamp, self._state.pos, self._state.quat = stamp, pos, self.tool_quat
-
-    _on_wrench = CartesianControllersAdapter._on_wrench
-    state = CartesianControllersAdapter.state
-
-    def send_target(self, stamp: float, pos, quat) -> None:
-        for pub, v in zip(self.cmd_pubs, pos):
-            pub.publish(Float64(data=float(v)))
-
-    def hold(self, stamp: float) -> bool:
-        s = self.state()
-        if s.pos is None:
-            return False
-        self.send_target(stamp, s.pos, s.quat)
-        return True
-
-
 class RobotBridgeNode(ArmCommander):
     active_note = "forwarding targets to the robot"
     inactive_note = "robot held where measured; no target forwarded until activated"
@@ -213,10 +123,41 @@ class RobotBridgeNode(ArmCommander):
         self.autostart(self.p.autostart)
 
     def _configure(self) -> None:
-        adapter = {"cartesian_controllers": CartesianControllersAdapter, "gz_gantry": GazeboGantryAdapter}
         if self.robot is None:   # its subscriptions and publishers stay for a configure after a cleanup
-            self.robot = adapter[self.p.adapter](self, self.p)
+            self.robot = self._connect()
         self.loop = PacedLoop(self.p.rate_hz, self._tick, name="robot-bridge").start()
+
+    def _connect(self) -> RobotAdapter:
+        """The adapter (``hardware.adapters``) with its publishers and subscriptions."""
+        p = self.p
+        if p.adapter == "cartesian_controllers":
+            pub = self.create_publisher(PoseStamped, p.target_topic or controller_target_topic(p.controller), qos.COMMAND)
+            robot = CartesianTargetAdapter(p.base_frame, lambda stamp, frame, pos, quat:
+                                           pub.publish(msgs.pose_msg(stamp, frame, pos, quat)))
+            self.create_subscription(PoseStamped, p.state_pose_topic,
+                                     lambda m: robot.on_pose(m.header.frame_id, *msgs.pose_from_msg(m)),
+                                     qos.SENSOR_SUB)
+        else:
+            prefix = p.joint_command_prefix.rstrip("/")
+            pubs = [self.create_publisher(Float64, f"{prefix}/{j}/cmd_pos", qos.COMMAND) for j in p.gantry_joints]
+
+            def send_joints(values):
+                for pub, v in zip(pubs, values):
+                    pub.publish(Float64(data=v))
+
+            robot = GantryAdapter(p.base_frame, p.gantry_joints, p.tool_quat, send_joints)
+
+            def on_joints(msg: JointState) -> None:
+                try:
+                    robot.on_joint_positions(*msgs.joint_positions_from_msg(msg, robot.joints))
+                except ValueError:
+                    pass   # not the gantry's joints
+
+            self.create_subscription(JointState, p.joint_state_topic, on_joints, qos.SENSOR_SUB)
+        self.create_subscription(WrenchStamped, p.state_wrench_topic,
+                                 lambda m: robot.on_wrench(m.header.frame_id, *msgs.wrench_from_msg(m)),
+                                 qos.SENSOR_SUB)
+        return robot
 
     def _cleanup(self) -> None:
         if self.loop is not None:
