@@ -140,3 +140,25 @@ def test_the_nav_node_assumes_the_nav_sims_camera_mount():
                           camera_pose_at(1.0, 2.0, 0.3, NavConfig().camera_height_m))
     with pytest.raises(ValueError, match=r"^camera\.z: "):
         build(PARAMS, {"camera.z": 5.0})
+
+
+def test_teleop_and_its_cli_take_the_servers_defaults():
+    """teleop_node declares the server from teleop_tactar.server_config.ServerConfig as server.*;
+    `slowfast teleop`'s options and the scripted operator's port default to the same values."""
+    import argparse
+
+    from slowfast_ros.cli import teleop as teleop_cli
+    from slowfast_ros.nodes.operator_node import PARAMS as OPERATOR
+    from slowfast_ros.nodes.teleop_node import PARAMS
+    from teleop_tactar.server_config import ServerConfig
+
+    flat = {f.name: f.default for f in flat_fields(PARAMS)}
+    for g in dataclasses.fields(ServerConfig):
+        assert flat[f"server.{g.name}"] == getattr(ServerConfig(), g.name) and g.name not in flat
+    parser = argparse.ArgumentParser()
+    teleop_cli.add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.host, args.port, args.token) == (ServerConfig().host, ServerConfig().port, ServerConfig().token)
+    assert {f.name: f.default for f in flat_fields(OPERATOR)}["port"] == ServerConfig().port
+    with pytest.raises(ValueError, match=r"^server\.token: binding to 0\.0\.0\.0"):
+        build(PARAMS, {"server.host": "0.0.0.0"})

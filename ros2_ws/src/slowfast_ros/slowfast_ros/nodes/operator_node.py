@@ -20,12 +20,13 @@ from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, controller_states
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 from teleop_tactar.retarget import RetargetConfig
+from teleop_tactar.server_config import ServerConfig
 
 
 @dataclasses.dataclass
 class OperatorNodeParams:
     url_host: str = param("127.0.0.1", "teleop server host")
-    port: int = param(8082, "teleop server port")
+    port: int = param(ServerConfig().port, "teleop server port (teleop_node's server.port)")
     token: str = param("", "teleop server token, if it needs one")
     rate_hz: float = param(60.0, "hand messages per second (the app sends 30..60)")
     hands: list = param(["right"], "hand per arm, in the order of the episode's arms")

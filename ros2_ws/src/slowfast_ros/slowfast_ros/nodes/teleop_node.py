@@ -47,20 +47,14 @@ from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 from teleop_tactar.notices import REPORTED_INTERVENTIONS
 from teleop_tactar.retarget import SILENCE_DEADLINE, RetargetConfig, Teleoperator
+from teleop_tactar.server_config import ServerConfig
 
 
 @dataclasses.dataclass
 class TeleopNodeParams(ManagedParams):
     arms: list = param(["arm"], "arm namespaces the operator drives")
     hands: list = param(["right"], "the hand (left | right) driving each arm, same order as arms")
-    host: str = param("127.0.0.1", "bind address; anything but localhost needs a token (and serves HTTPS)")
-    port: int = param(8082, "HTTP port (the app's configured port; 0 = any free port)")
-    token: str = param("", "shared secret clients must send (required off localhost)")
-    trusted_clients: list = param([""], "IP addresses allowed to post without a token (the headset app); '' = none")
-    tls: str = param("auto", "auto (HTTPS off localhost) | on | off")
-    cert_dir: str = param("", "folder of the self-signed certificate ('' = ~/.config/slowfast/teleop)")
-    max_body: int = param(16384, "largest accepted message (bytes)")
-    max_rate: float = param(240.0, "messages per second accepted from one client")
+    server: ServerConfig = param(ServerConfig(), "the headset's server (teleop_tactar.server.ServerConfig)")
     retarget: RetargetConfig = param(RetargetConfig(), "how a hand drives a TCP (teleop_tactar.retarget.RetargetConfig)")
     deadline: float = param(SILENCE_DEADLINE, "a headset silent this long disengages every arm (s)", 0.02, 5.0)
     world_frame: str = param("world", "frame of the published targets")
@@ -143,13 +137,10 @@ class TeleopNode(ManagedNode):
     # ------------------------------------------------------------ lifecycle
 
     def _configure(self) -> None:
-        from teleop_tactar.server import ServerConfig, TeleopServer  # noqa: PLC0415
+        from teleop_tactar.server import TeleopServer  # noqa: PLC0415
 
         p = self.p
-        scfg = ServerConfig(host=p.host, port=p.port, token=p.token,
-                            trusted_clients=[c for c in p.trusted_clients if c], tls=p.tls, cert_dir=p.cert_dir,
-                            max_body=p.max_body, max_rate=p.max_rate)
-        self.server = TeleopServer(scfg, self._on_frame, self._on_page_command, self._on_page_episode).start()
+        self.server = TeleopServer(p.server, self._on_frame, self._on_page_command, self._on_page_episode).start()
         self.loop = PacedLoop(p.feedback_hz, self._feedback_tick, name="teleop-feedback").start()
         self.get_logger().info(f"teleop server at {self.server.url} (arms {dict(zip(p.arms, p.hands))})")
 
