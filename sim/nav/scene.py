@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from slowfast_data.geometry import BaseCameraMount
 
 from .layout import Layout
