@@ -9,6 +9,8 @@ but is not a policy, a sim or teleoperation.
   depth aligned to colour, intrinsics, device timestamps) that the node reopens when the device drops.
 - :mod:`hardware.robot`: the robot adapter boundary of the command bridge, the command
   gate (validation, deadline, hold) and the base<->world transform.
+- :mod:`hardware.adapters`: the bridge's adapters (ros2_control's Cartesian controllers, a
+  Cartesian gantry): measured state in, commands out through a function the node gives.
 - :mod:`hardware.realtime`: running a fast control loop on the host: ticks phase-locked to
   the contact sensor's readings or paced by the clock, SCHED_FIFO / CPU affinity / locked
   memory where permitted, and where a tick's time goes.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slowfast_data.fields import described
+
 
 # ---------------------------------------------------------------- rotations (x, y, z, w)
 
@@ -98,13 +100,18 @@ class RobotAdapter(abc.ABC):
 
 @dataclass(frozen=True)
 class GateConfig:
-    deadline: float = 0.1           # target older than this (by arrival) -> hold
-    max_age: float = 0.5            # target stamp older than this (ROS time) -> reject
-    max_step: float = 0.05          # target farther than this from the measured TCP -> reject
-    max_step_rad: float = 0.5         # rotation from the measured TCP above this -> reject
-    workspace_min: tuple = (-1.0, -1.0, -0.2)   # world frame box the target must lie in
-    workspace_max: tuple = (1.0, 1.0, 1.5)
-    max_state_age: float = 0.1      # measured pose older than this -> hold (no feedback)
+    """The command gate's limits: the one definition of each (default, meaning, range).
+    robot_bridge_node declares them as ``gate.<name>`` parameters; a robot's parameter file
+    sets what differs. A bound shown as 0 is exclusive where the check below says so."""
+
+    deadline: float = described(0.1, "hold the robot when <arm>/target_tcp is silent this long (s)", 0.005, 5.0)
+    max_age: float = described(0.5, "reject a target stamped longer ago than this (s; > 0)", 0.0, 10.0)
+    max_step: float = described(0.05, "reject a target farther than this from the measured TCP (m; > 0)", 0.0, 1.0)
+    max_step_rad: float = described(0.5, "reject a target rotated more than this from the measured TCP "
+                                         "(rad; > 0)", 0.0, float(np.pi))
+    workspace_min: tuple = described((-1.0, -1.0, -0.2), "world-frame box a target must lie in: min x, y, z (m)")
+    workspace_max: tuple = described((1.0, 1.0, 1.5), "world-frame box a target must lie in: max x, y, z (m)")
+    max_state_age: float = described(0.1, "hold when the measured pose is older than this (s; > 0)", 0.0, 5.0)
 
     def __post_init__(self):
         if not (0.005 <= self.deadline <= 5.0):

@@ -58,18 +58,18 @@ def _nested(default) -> bool:
     return dataclasses.is_dataclass(default) and not isinstance(default, type)
 
 
-def flat_fields(spec) -> list[Flat]:
+def flat_fields(spec, prefix: str = "") -> list[Flat]:
     """Every parameter of dataclass ``spec`` (class or instance), nested configs flattened to
-    ``outer.inner`` with the inner dataclass's descriptions, ranges and the outer default's
-    values (a node may set its own default for an inner value)."""
+    ``outer.inner`` (``outer.mid.inner`` for a config inside a config) with the inner
+    dataclass's descriptions, ranges and the outer default's values (a node may set its own
+    default for an inner value)."""
     out = []
     for f in dataclasses.fields(spec):
         default = getattr(spec, f.name) if not isinstance(spec, type) else field_default(f)
         if _nested(default):
-            out += [Flat(f"{f.name}.{g.name}", getattr(default, g.name), g.metadata.get("help", ""),
-                         g.metadata.get("range")) for g in dataclasses.fields(default)]
+            out += flat_fields(default, f"{prefix}{f.name}.")
         else:
-            out.append(Flat(f.name, default, f.metadata.get("help", ""), f.metadata.get("range")))
+            out.append(Flat(f"{prefix}{f.name}", default, f.metadata.get("help", ""), f.metadata.get("range")))
     return out
 
 
@@ -78,23 +78,31 @@ def build(spec, values: dict):
     ...}``; absent names keep their defaults). Lists become tuples where the default is a
     tuple. A nested config's own validation error is reported with the parameter's full name
     (``safety.max_speed: ...``). KeyError for a name the dataclass does not have."""
-    cls = spec if isinstance(spec, type) else type(spec)
     known = {fl.name for fl in flat_fields(spec)}
     for k in values:
         if k not in known:
             raise KeyError(k)
+    return _build(spec, values, "")
+
+
+def _build(spec, values: dict, prefix: str):
+    cls = spec if isinstance(spec, type) else type(spec)
     kwargs = {}
     for f in dataclasses.fields(cls):
         default = getattr(spec, f.name) if not isinstance(spec, type) else field_default(f)
+        name = f"{prefix}{f.name}"
         if _nested(default):
-            inner = {g.name: _like(getattr(default, g.name), values[f"{f.name}.{g.name}"])
-                     for g in dataclasses.fields(default) if f"{f.name}.{g.name}" in values}
-            try:
-                kwargs[f.name] = dataclasses.replace(default, **inner)
-            except ValueError as exc:
-                raise ValueError(f"{f.name}.{exc}") from None
-        elif f.name in values:
-            kwargs[f.name] = _like(default, values[f.name])
+            if any(k.startswith(name + ".") for k in values):
+                try:
+                    kwargs[f.name] = _build(default, values, name + ".")
+                except ValueError as exc:
+                    raise ValueError(f"{f.name}.{exc}") from None
+            else:
+                kwargs[f.name] = default
+        elif name in values:
+            kwargs[f.name] = _like(default, values[name])
+    if not isinstance(spec, type):   # an instance: its values are the defaults of what is not given
+        return dataclasses.replace(spec, **kwargs)
     return cls(**kwargs)
 
 

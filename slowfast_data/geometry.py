@@ -17,7 +17,12 @@ them (everything else here is x, y, z, w).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
+
+from slowfast_data.fields import check_ranges, described
 
 POSE_DIM = 7
 REL_DIM = 9
@@ -241,3 +246,33 @@ def rot6d_to_matrix_torch(r):
     b2 = torch.nn.functional.normalize(a2, dim=-1)
     b3 = torch.cross(b1, b2, dim=-1)
     return torch.stack([b1, b2, b3], dim=-1)
+
+
+# ----------------------------------------------------------------------------- a mobile base's camera
+
+#: A camera's OpenCV optical frame (x right, y down, z forward) in a base frame (x forward,
+#: y left, z up) when it looks along the base's x. Columns: optical x = -base y, optical
+#: y = -base z, optical z = base x.
+R_BASE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+@dataclass(frozen=True)
+class BaseCameraMount:
+    """Where a mobile base's forward-looking camera sits: the one definition of the mount the
+    nav sim renders from and ``streamvln_nav`` assumes (its ``camera.*`` parameters)."""
+
+    x: float = described(0.1, "camera optical centre ahead of the base origin (m)", -1.0, 1.0)
+    z: float = described(0.88, "camera optical centre above the base origin (m)", 0.0, 3.0)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+def base_camera_pose(x: float, y: float, yaw: float, mount: BaseCameraMount) -> np.ndarray:
+    """4x4 pose of the camera's optical frame for the base at (x, y, yaw) on the floor."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    T = np.eye(4)
+    T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
+    T[:3, 3] = rz @ np.array([mount.x, 0.0, mount.z]) + np.array([x, y, 0.0])
+    return T

@@ -4,11 +4,15 @@ raw CDR messages from its subscriptions through a bounded queue into :meth:`writ
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+
+from slowfast_data.fields import described
 
 from .bag import BagWriter, repair_bag
 
@@ -16,16 +20,34 @@ from .bag import BagWriter, repair_bag
 COMPRESSIONS = ("zstd", "lz4", "none")   # MCAP chunk compression of the bags
 
 
+@dataclass
+class RecorderConfig:
+    """How episodes are written: the one definition of each value (default, meaning, range).
+    recorder_node declares them as ``bag.<name>`` parameters."""
+
+    prefix: str = described("episode", "episode folder name prefix (<prefix>_NNNN)")
+    chunk_size: int = described(1 << 20, "MCAP chunk size (bytes)", 1 << 12, 1 << 28)
+    compression: str = described("zstd", "MCAP chunk compression: " + " | ".join(COMPRESSIONS))
+    flush_period: float = described(0.5, "flush the bag at least this often (s): the most a crash loses",
+                                    0.01, 10.0)
+    min_free_mb: float = described(200.0, "stop recording when less disk than this is free (MB)")
+
+    def __post_init__(self):
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression: {self.compression!r} not one of {', '.join(COMPRESSIONS)}")
+        if not 0.01 <= self.flush_period <= 10.0:
+            raise ValueError(f"flush_period: {self.flush_period} outside 0.01..10 s")
+        if not (1 << 12) <= self.chunk_size <= (1 << 28):
+            raise ValueError(f"chunk_size: {self.chunk_size} outside 4 KiB..256 MiB")
+
+
 class EpisodeRecorder:
-    def __init__(self, out_dir: str | Path, prefix: str = "episode", chunk_size: int = 1 << 20,
-                 flush_period: float = 0.5, min_free_mb: float = 100.0, fsync: bool = False,
-                 compression: str = "zstd"):
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"compression: {compression!r} not one of {', '.join(COMPRESSIONS)}")
-        if not 0.01 <= flush_period <= 10.0:
-            raise ValueError(f"flush_period: {flush_period} outside 0.01..10 s")
-        if not (1 << 12) <= chunk_size <= (1 << 28):
-            raise ValueError(f"chunk_size: {chunk_size} outside 4 KiB..256 MiB")
+    def __init__(self, out_dir: str | Path, config: RecorderConfig | None = None, fsync: bool = False, **changes):
+        """Episodes under ``out_dir`` written as ``config`` says, with ``changes`` (RecorderConfig
+        field names: ``min_free_mb=0.0``) on top."""
+        cfg = self.config = dataclasses.replace(config or RecorderConfig(), **changes)
+        prefix, chunk_size, flush_period, min_free_mb, compression = (
+            cfg.prefix, cfg.chunk_size, cfg.flush_period, cfg.min_free_mb, cfg.compression)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix

@@ -15,17 +15,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slowfast_data.fields import described
+
 from .frames import matrix_to_quat, quat_to_matrix, unity_to_world_pos, unity_to_world_rot
 
 
 @dataclass
 class RetargetConfig:
-    scale: float = 1.0                 # TCP metres per hand metre
-    translation_only: bool = False
-    max_divergence: float = 0.3        # m between target and measured TCP before tracking stops
-    gripper_open: float = 0.08         # width (m) at trigger 0
-    gripper_closed: float = 0.0        # width (m) at trigger 1
-    gripper_force: float = 20.0        # force limit sent with the width (N)
+    """How a hand drives a TCP: the one definition of each value (default, meaning, range).
+    teleop_node declares them as ``retarget.<name>`` parameters."""
+
+    scale: float = described(1.0, "TCP metres per hand metre", 0.05, 10.0)
+    translation_only: bool = described(False, "keep the TCP rotation of the clutch-in")
+    max_divergence: float = described(0.3, "stop tracking when the target is this far from the TCP (m; > 0)",
+                                      0.0, 2.0)
+    gripper_open: float = described(0.08, "gripper width at trigger released (m)", 0.0, 0.5)
+    gripper_closed: float = described(0.0, "gripper width at trigger pressed (m; <= gripper_open)", 0.0, 0.5)
+    gripper_force: float = described(20.0, "gripper force limit sent with each width (N)")
 
     def __post_init__(self):
         if not 0.05 <= self.scale <= 10.0:
@@ -135,6 +141,10 @@ def default_hands(arms) -> list[str]:
     return [a if a in ("left", "right") else "right" for a in arms]
 
 
+#: a headset silent this long (s) disengages every arm (teleop_node's ``deadline``)
+SILENCE_DEADLINE = 0.25
+
+
 class Teleoperator:
     """All arms of one operator: which hand drives which arm, the clutch per arm, the
     recorder buttons and the silence deadline.
@@ -142,7 +152,7 @@ class Teleoperator:
     ``arm_hands``: {arm: "left" | "right"}; an arm not listed (or disabled) never moves.
     """
 
-    def __init__(self, arm_hands: dict, cfg: RetargetConfig, deadline: float = 0.25):
+    def __init__(self, arm_hands: dict, cfg: RetargetConfig, deadline: float = SILENCE_DEADLINE):
         if not 0.02 <= deadline <= 5.0:
             raise ValueError(f"deadline: {deadline} outside 0.02..5 s")
         for arm, hand in arm_hands.items():

@@ -20,62 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .protocol import ProtocolError, loads, parse_hands
+from .server_config import ServerConfig  # its home: light to import for the node and the CLI
 
 WEBXR_DIR = Path(__file__).resolve().parent / "webxr"
 WEBXR_ASSETS = ("scene.js", "render.js")     # what GET /webxr/<name> serves
 RECORD_COMMANDS = ("start", "stop", "success", "failure", "discard")
 EPISODE_COMMANDS = ("end",)
-
-
-@dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8082
-    token: str = ""
-    trusted_clients: list = field(default_factory=list)
-    tls: str = "auto"                # auto (on for a non-loopback bind) | on | off
-    cert_dir: str = ""               # where the self-signed certificate lives ('' = ~/.config/slowfast/teleop)
-    max_body: int = 16384            # bytes
-    max_rate: float = 240.0          # messages per second per client
-
-    def __post_init__(self):
-        if not 0 <= int(self.port) <= 65535:
-            raise ValueError(f"port: {self.port} outside 0..65535")
-        if self.tls not in ("auto", "on", "off"):
-            raise ValueError(f"tls: {self.tls!r} not one of auto, on, off")
-        if not 256 <= self.max_body <= 10_000_000:
-            raise ValueError(f"max_body: {self.max_body} outside 256..10000000 bytes")
-        if not 1.0 <= self.max_rate <= 10000.0:
-            raise ValueError(f"max_rate: {self.max_rate} outside 1..10000 per s")
-        if not self.loopback and not self.token:
-            raise ValueError(f"token: binding to {self.host} (not localhost) requires a token")
-        for c in self.trusted_clients:
-            try:
-                ipaddress.ip_address(c)
-            except ValueError:
-                raise ValueError(f"trusted_clients: {c!r} is not an IP address") from None
-
-    @property
-    def loopback(self) -> bool:
-        if self.host in ("localhost",):
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    @property
-    def use_tls(self) -> bool:
-        return self.tls == "on" or (self.tls == "auto" and not self.loopback)
 
 
 def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from slowfast_data.fields import described
 
 from .actions import Action
 
@@ -74,19 +76,23 @@ class Join:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    max_linear: float = 0.3  # m/s
-    max_angular: float = 0.8  # rad/s
-    linear_accel: float = 0.5  # m/s^2, deceleration toward the end of the queued run
-    angular_accel: float = 2.0  # rad/s^2
-    yaw_gain: float = 2.5  # 1/s, heading error -> yaw rate
-    pos_tol: float = 0.03  # m
-    yaw_tol: float = math.radians(3.0)
-    goal_timeout: float = 3.0  # s on one goal before it is dropped (blocked by an obstacle, say)
+    """How the base follows the queued pose goals: the one definition of each value (default,
+    meaning, range; every lower bound is exclusive). streamvln_nav declares them as
+    ``tracker.<name>`` parameters."""
+
+    max_linear: float = described(0.3, "forward speed limit (m/s)", 0.0, 2.0)
+    max_angular: float = described(0.8, "yaw rate limit (rad/s)", 0.0, 6.0)
+    linear_accel: float = described(0.5, "deceleration toward the end of the queued goals (m/s^2)", 0.0, 10.0)
+    angular_accel: float = described(2.0, "yaw acceleration limit (rad/s^2)", 0.0, 50.0)
+    yaw_gain: float = described(2.5, "heading error to yaw rate (1/s)", 0.0, 50.0)
+    pos_tol: float = described(0.03, "a goal is reached within this distance (m)", 0.0, 0.2)
+    yaw_tol: float = described(math.radians(3.0), "a goal is reached within this heading error (rad)", 0.0, 0.5)
+    goal_timeout: float = described(3.0, "time on one goal before it is dropped (s; blocked by an obstacle, say)",
+                                    0.0, 600.0)
 
     def __post_init__(self) -> None:
-        for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
-                             ("angular_accel", 0.0, 50.0), ("yaw_gain", 0.0, 50.0), ("pos_tol", 0.0, 0.2),
-                             ("yaw_tol", 0.0, 0.5), ("goal_timeout", 0.0, 600.0)):
+        for f in fields(self):
+            name, (lo, hi) = f.name, f.metadata["range"]
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and lo < v <= hi):
                 raise ValueError(f"{name} must be in ({lo}, {hi}], got {v!r}")

@@ -15,12 +15,15 @@ pinhole matrix and ``camera_pose()`` the 4x4 pose of the OpenCV optical frame in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from slowfast_data.fields import described
+from slowfast_data.geometry import BaseCameraMount, base_camera_pose
+
 from .layout import Layout, LayoutConfig, generate_layout
-from .scene import R_BASE_FROM_OPTICAL, build_mjcf, fovy_from_hfov
+from .scene import build_mjcf, fovy_from_hfov
 
 FORWARD_STEP_M = 0.25
 TURN_STEP_RAD = math.radians(15.0)
@@ -32,15 +35,19 @@ def wrap(a: float) -> float:
 
 @dataclass(frozen=True)
 class NavConfig:
-    camera_width: int = 320
-    camera_height: int = 240
-    hfov_deg: float = 79.0  # RealSense D435 colour: ~69; StreamVLN's sim camera: 79
-    max_depth: float = 10.0
-    camera_height_m: float = 0.88
-    max_linear: float = 0.5  # m/s
-    max_angular: float = 1.5  # rad/s
-    shadows: bool = False
-    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    """The navigation sim: camera, base limits and layout; the one definition of each value
+    (default, meaning, range). nav_sim_node declares them as ``nav.<name>`` parameters."""
+
+    camera_width: int = described(320, "camera image width (px)", 16, 640)
+    camera_height: int = described(240, "camera image height (px; <= camera_width)", 16, 640)
+    hfov_deg: float = described(79.0, "horizontal field of view (deg; RealSense D435 colour ~69, StreamVLN's "
+                                      "sim camera 79)", 30.0, 120.0)
+    max_depth: float = described(10.0, "depth image range (m)", 0.5, 20.0)
+    camera_height_m: float = described(BaseCameraMount().z, "camera optical centre above the floor (m)")
+    max_linear: float = described(0.5, "the base's forward speed limit (m/s; > 0)", 0.0, 2.0)
+    max_angular: float = described(1.5, "the base's yaw rate limit (rad/s; > 0)", 0.0, 6.0)
+    shadows: bool = described(False, "render shadows")
+    layout: LayoutConfig = described(LayoutConfig(), "the generated apartment")
 
     def __post_init__(self) -> None:
         for name in ("camera_width", "camera_height"):
@@ -76,14 +83,9 @@ def action_pose(x: float, y: float, yaw: float, action) -> tuple[float, float, f
 
 
 def camera_pose_at(x: float, y: float, yaw: float, height_m: float) -> np.ndarray:
-    """4x4 pose of the base camera's OpenCV optical frame (0.1 m ahead of the base origin,
-    ``height_m`` up, looking along the base's x) for the base at (x, y, yaw)."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    T = np.eye(4)
-    T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
-    T[:3, 3] = rz @ np.array([0.1, 0.0, height_m]) + np.array([x, y, 0.0])
-    return T
+    """4x4 pose of the base camera's OpenCV optical frame (``BaseCameraMount().x`` ahead of the
+    base origin, ``height_m`` up, looking along the base's x) for the base at (x, y, yaw)."""
+    return base_camera_pose(x, y, yaw, BaseCameraMount(z=height_m))
 
 
 class NavEnv:

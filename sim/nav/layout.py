@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from slowfast_data.fields import described
+
 COLORS = {
     "red": (0.85, 0.12, 0.12), "blue": (0.12, 0.25, 0.9), "green": (0.1, 0.7, 0.15),
     "yellow": (0.95, 0.85, 0.1), "purple": (0.55, 0.15, 0.75), "orange": (1.0, 0.5, 0.05),
@@ -41,16 +43,19 @@ def _check(name: str, ok: bool, rng: str, value) -> None:
 
 @dataclass(frozen=True)
 class LayoutConfig:
-    rooms_x: int = 3
-    rooms_y: int = 2
-    room_size: float = 4.0  # m, inner side of a room (walls on the grid lines)
-    wall_thickness: float = 0.1
-    wall_height: float = 2.2
-    door_width: float = 1.0
-    extra_door_prob: float = 0.3
-    furniture_per_room: int = 1
-    resolution: float = 0.1  # m per occupancy cell
-    robot_radius: float = 0.2
+    """The generated apartment: the one definition of each value (default, meaning, range).
+    nav_sim_node declares them as ``nav.layout.<name>`` parameters."""
+
+    rooms_x: int = described(3, "rooms along x", 1, 6)
+    rooms_y: int = described(2, "rooms along y", 1, 6)
+    room_size: float = described(4.0, "inner side of a room (m; walls on the grid lines)", 2.0, 20.0)
+    wall_thickness: float = described(0.1, "wall thickness (m)", 0.02, 0.5)
+    wall_height: float = described(2.2, "wall height (m)", 0.5, 5.0)
+    door_width: float = described(1.0, "door width (m; at most room_size / 2)", 0.6, 10.0)
+    extra_door_prob: float = described(0.3, "chance of a door between two rooms beyond the spanning tree", 0.0, 1.0)
+    furniture_per_room: int = described(1, "furniture pieces per room", 0, 4)
+    resolution: float = described(0.1, "occupancy grid cell (m)", 0.02, 0.25)
+    robot_radius: float = described(0.2, "robot radius for free space (m)", 0.05, 0.5)
 
     def __post_init__(self) -> None:
         _check("rooms_x", isinstance(self.rooms_x, int) and 1 <= self.rooms_x <= 6, "an integer in [1, 6]", self.rooms_x)

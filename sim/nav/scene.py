@@ -7,18 +7,16 @@ so stepping costs microseconds; MuJoCo renders the RGB-D camera mounted on it.
 Frames: world z-up. Base frame ``base``: x forward, y left, z up, at floor height. The camera
 ``rgbd`` sits ``camera_height`` above the floor, ``camera_forward`` ahead of the base centre,
 looking along the base's x axis; its OpenCV optical frame (x right, y down, z forward) is
-:data:`R_BASE_FROM_OPTICAL` in the base frame.
+:data:`slowfast_data.geometry.R_BASE_FROM_OPTICAL` in the base frame; the mount's defaults are
+:class:`slowfast_data.geometry.BaseCameraMount`.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
+from slowfast_data.geometry import BaseCameraMount
 
 from .layout import Layout
-
-# Columns: optical x (right) = -base y, optical y (down) = -base z, optical z (forward) = base x.
-R_BASE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def _f(v) -> str:
@@ -45,8 +43,8 @@ def _geom(b) -> str:
     return f'<geom type="box" size="{hx:.4g} {hy:.4g} {b.height / 2:.4g}" pos="{x:.4g} {y:.4g} {b.height / 2:.4g}" rgba="{rgba}"/>'
 
 
-def build_mjcf(layout: Layout, camera_fovy_deg: float, camera_height: float = 0.88,
-               camera_forward: float = 0.1) -> str:
+def build_mjcf(layout: Layout, camera_fovy_deg: float, camera_height: float = BaseCameraMount().z,
+               camera_forward: float = BaseCameraMount().x) -> str:
     w, h = layout.size
     geoms = []
     for b in layout.walls:

@@ -102,7 +102,7 @@ def test_the_gazebo_bridge_node_config_matches_the_world_and_the_bridge():
               for j in world.iter("joint") if j.get("type") == "prismatic"}
     for k, joint in enumerate(p["gantry_joints"]):
         lo, hi = limits[joint]
-        assert lo <= p["workspace_min"][k] < p["workspace_max"][k] <= hi
+        assert lo <= p["gate"].workspace_min[k] < p["gate"].workspace_max[k] <= hi
 
 
 def test_the_launch_file_finds_the_world_in_a_source_checkout(monkeypatch):

@@ -179,6 +179,27 @@ class TestRealSenseNode:
         st, values = _diag(diag, "realsense_node", lambda v: v.get("state") == "streaming", timeout=3.0)
         assert st is not None and st.level == DiagnosticStatus.OK
 
+    def test_deactivated_publishes_nothing_says_so_and_resumes_when_activated(self, realsense):
+        """A lifecycle node: deactivate (the standard service, over DDS) -> no image, camera
+        info or depth while frames keep coming, /diagnostics says inactive; activate -> they flow."""
+        from slowfast_ros.cli import lifecycle
+
+        sw, node, col, diag = realsense
+        assert lifecycle.call("realsense_node") == "active"
+        assert lifecycle.call("realsense_node", "deactivate") == "inactive"
+        col.clear()
+        diag.clear()
+        _push(sw, 30, t0=4000.0, k0=200)
+        time.sleep(0.3)
+        assert all(col.get(t) == [] for t in col.msgs), {t: len(col.get(t)) for t in col.msgs}
+        st, values = _diag(diag, "realsense_node", lambda v: v.get("active") == "False",
+                           timeout=3.0)
+        assert st is not None and st.message.startswith("inactive") and int(values["dropped_inactive"]) > 0
+        assert lifecycle.call("realsense_node", "activate") == "active"
+        _push(sw, 20, t0=5000.0, k0=300)
+        assert len(col.wait("/camera/color/image_raw", 10, timeout=3.0)) >= 10
+        assert len(col.get("/camera/aligned_depth_to_color/image_raw")) >= 10
+
 
 def test_rclpy_and_the_realsense_sdk_share_a_process_in_the_nodes_import_order():
     """pyrealsense2 carries its own Fast DDS: loaded before rclpy, the process crashes at exit.
@@ -308,7 +329,7 @@ class FakeRobot:
 
 @pytest.fixture(scope="class")
 def bridge(tmp_path_factory):
-    overrides = {"robot_bridge_node": {"base_in_world": BASE_IN_WORLD, "deadline": 0.2}}
+    overrides = {"robot_bridge_node": {"base_in_world": BASE_IN_WORLD, "gate.deadline": 0.2}}
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped, "/arm/tcp_wrench": WrenchStamped}, node_name="bridge_probe")
     robot = FakeRobot(probe.node)
     col = Collector(probe.node, {"/arm/tcp_pose": PoseStamped})
@@ -442,7 +463,7 @@ class TestBridgeCartesianControllers:
     ("realsense_node", "fps:=0", "fps"),
     ("gelsight_node", "source:=/no/such/video.avi", "source"),
     ("gelsight_node", "grid_rows:=7", "grid_rows, grid_cols"),
-    ("robot_bridge_node", "max_step:=3.0", "max_step"),
+    ("robot_bridge_node", "gate.max_step:=3.0", "gate.max_step"),
     ("robot_bridge_node", "adapter:=xarm", "adapter"),
 ])
 def test_a_bad_parameter_refuses_to_start_with_one_line(module, arg, field):
@@ -494,7 +515,7 @@ class FakeGantry:
 
 def test_gz_gantry_adapter_drives_the_gazebo_gantry_and_holds_on_nan(tmp_path):
     # No gz /clock here; arm "gz" keeps these topics apart from any other test's.
-    overrides = {"robot_bridge_node": {"use_sim_time": False, "deadline": 0.3, "arm": "gz"}}
+    overrides = {"robot_bridge_node": {"use_sim_time": False, "gate.deadline": 0.3, "arm": "gz"}}
     probe = TopicProbe({"/gz/tcp_pose": PoseStamped}, node_name="gantry_probe")
     gantry = FakeGantry(probe.node)
     col = Collector(probe.node, {"/gz/tcp_pose": PoseStamped})

@@ -106,3 +106,62 @@ def test_a_node_without_autostart_waits_unconfigured_and_the_cli_says_so(tmp_pat
             lifecycle.call("safety_node", timeout=0.5)
     finally:
         probe.close()
+
+
+def _marker_video(path, frames=60):
+    """A short lossless video of a rendered 5 x 6 marker grid (it loops in the node)."""
+    import cv2
+
+    from hardware.markers import grid_centres, render_markers
+
+    size = (160, 120)
+    img = render_markers(grid_centres(5, 6, size), size).astype(np.uint8)[:, :, ::-1]
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 30, size)
+    for _ in range(frames):
+        w.write(img)
+    w.release()
+    return path
+
+
+def test_a_deactivated_sensor_publishes_nothing_says_so_and_resumes_when_activated(tmp_path):
+    """gelsight_node (as realsense_node, tested with the SDK's software device in
+    test_hardware_nodes): deactivate -> no marker field and no image after the transition
+    returns, /diagnostics says inactive; activate -> both flow again."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, PointCloud2
+
+    video = _marker_video(tmp_path / "markers.avi")
+    profile = stack.Profile("t", "", [
+        stack.NodeSpec("gelsight_node", "slowfast_ros.nodes.gelsight_node", ["gelsight_node.yaml"])])
+    overrides = {"gelsight_node": {"source": str(video), "loop": True, "fps": 30.0, "grid_rows": 5, "grid_cols": 6}}
+    probe = TopicProbe({"/arm/tactile/markers": PointCloud2, "/arm/tactile/image_raw": Image})
+    node = probe.node
+    now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731
+    got: list = []          # (receipt time, topic)
+    for name, cls in (("/arm/tactile/markers", PointCloud2), ("/arm/tactile/image_raw", Image)):
+        node.create_subscription(cls, name, lambda m, n=name: got.append((now(), n)), qos.RECORD_SUB)
+    diags: list = []
+    node.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: diags.extend(st for st in m.status if st.name.startswith("gelsight_node")), 10)
+    try:
+        with stack.Stack(profile, overrides, log_dir=tmp_path) as s:
+            assert probe.wait_for(["/arm/tactile/markers", "/arm/tactile/image_raw"], timeout=60,
+                                  abort=s.any_exited), s.last_line("gelsight_node")
+            assert lifecycle.call("gelsight_node") == "active"
+
+            assert lifecycle.call("gelsight_node", "deactivate") == "inactive"
+            returned = now()
+            time.sleep(1.0)                         # 30 frames/s keep coming from the file
+            after = [n for t, n in got if t > returned + 0.1]
+            assert after == [], f"{len(after)} messages after deactivation"
+            assert wait_until(lambda: any(st.message.startswith("inactive") for st in diags[-3:]), 5.0), \
+                [st.message for st in diags[-3:]]
+            assert "inactive: no marker field" in (tmp_path / "gelsight_node.log").read_text()   # its log says so
+
+            assert lifecycle.call("gelsight_node", "activate") == "active"
+            activated = now()
+            assert wait_until(lambda: {n for t, n in got if t > activated} == {"/arm/tactile/markers",
+                                                                              "/arm/tactile/image_raw"}, 10.0)
+            assert s.procs["gelsight_node"].poll() is None
+    finally:
+        probe.close()

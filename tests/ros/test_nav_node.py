@@ -92,7 +92,7 @@ def _diag(collector, name="streamvln_nav"):
 def nav_stack(tmp_path_factory):
     seed, ep = _clear_seed()
     out = tmp_path_factory.mktemp("nav_out")
-    overrides = {"nav_sim_node": {"seed": seed, "camera_width": 160, "camera_height": 120, "camera_hz": 10.0,
+    overrides = {"nav_sim_node": {"seed": seed, "nav.camera_width": 160, "nav.camera_height": 120, "camera_hz": 10.0,
                                   "episode_seconds": 14.0, "start_delay": 0.3, "out_dir": str(out), "episodes": 1},
                  "streamvln_nav": dict(STUB)}
     probe = TopicProbe({"/odom": Odometry, "/camera/color/image_raw": Image})

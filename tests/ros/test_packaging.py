@@ -168,7 +168,7 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
     for yml in sorted((PKG / "config").glob("*.yaml")):
         data = yaml.safe_load(yml.read_text())
         for node, body in data.items():
-            keys = body["ros__parameters"] or {}
+            keys = stack._flatten(body["ros__parameters"] or {})   # noqa: SLF001 - nested keys as ROS joins them
             assert node in nodes, (yml.name, node)
             defaults = {r["name"]: r["default"] for r in params_cli.describe(node, nodes[node])}
             unknown = set(keys) - set(defaults) - stack.ROS_NODE_PARAMETERS   # use_sim_time is ROS's own

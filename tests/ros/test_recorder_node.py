@@ -136,7 +136,7 @@ def test_killed_recorder_leaves_a_bag_that_opens_up_to_the_last_flush(tmp_path):
     rng = np.random.default_rng(1)
     try:
         state = _RecorderState(probe.node)
-        with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "flush_period": 0.2,
+        with stack.Stack(_profile(), {"recorder_node": {"out_dir": str(out), "bag.flush_period": 0.2,
                                                         "progress_period": 0.1,
                                                         "topics": ["/arm/tcp_pose", "/camera/color/image_raw"]}},
                          log_dir=tmp_path / "log") as s:

@@ -54,7 +54,7 @@ def test_headset_moves_the_sim_along_each_axis_and_gets_feedback(tmp_path, free_
     profile = stack.load_profile("sim-teleop")          # what `slowfast teleop --sim` starts
     overrides = {"sim_node": {"camera_hz": 10.0, "camera_width": 64, "camera_height": 48, "episode_seconds": 300.0,
                               "perturb": False, "start_delay": 0.2},
-                 "teleop_node": {"port": port, "udp_port_offset": offset, "max_rate": 200.0}}
+                 "teleop_node": {"server.port": port, "udp_port_offset": offset, "server.max_rate": 200.0}}
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped, "/arm/target_tcp": PoseStamped})
     url = f"http://127.0.0.1:{port}/unity"
 

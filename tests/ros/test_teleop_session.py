@@ -101,7 +101,7 @@ def test_operator_episode_outlasts_the_task_ends_on_request_and_releases_the_clu
                                         ["recorder_node.yaml"]))   # ... and `slowfast record` beside it
     overrides = {"sim_node": {"camera_hz": 0.0, "episode_seconds": TASK_SECONDS, "perturb": False,
                               "start_delay": 0.2},
-                 "teleop_node": {"port": port, "udp_port_offset": log.offset, "max_rate": 200.0},
+                 "teleop_node": {"server.port": port, "udp_port_offset": log.offset, "server.max_rate": 200.0},
                  "recorder_node": {"out_dir": str(tmp_path / "bags"), "topics": ["/arm/tcp_pose"]}}
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped})
     node = probe.node

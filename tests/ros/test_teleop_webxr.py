@@ -29,7 +29,7 @@ def test_webxr_page_round_trip_in_headless_chromium(tmp_path, free_port):
     profile = stack.load_profile("sim-teleop")          # what `slowfast teleop --sim` starts
     overrides = {"sim_node": {"camera_hz": 10.0, "camera_width": 64, "camera_height": 48, "episode_seconds": 300.0,
                               "perturb": False, "start_delay": 0.2},
-                 "teleop_node": {"port": port}}
+                 "teleop_node": {"server.port": port}}
     probe = TopicProbe({"/arm/tcp_pose": PoseStamped, "/arm/target_tcp": PoseStamped})
     node = probe.node
     commands = []

@@ -1,7 +1,8 @@
 """Managed (lifecycle) nodes: configure, activate, deactivate, cleanup, as ROS 2 defines them.
 
 The nodes that command a robot or feed it (``safety_node``, ``rdp_fast``, ``rdp_slow``,
-``robot_bridge_node``, ``streamvln_nav``, ``teleop_node``) are ROS 2 lifecycle nodes, the way
+``robot_bridge_node``, ``streamvln_nav``, ``teleop_node``) and the sensor drivers
+(``realsense_node``, ``gelsight_node``) are ROS 2 lifecycle nodes, the way
 ros2_control controllers and Nav2 servers are managed: *configure* builds what the node runs
 (a model, filters, a control thread, a server), *activate* lets it act, *deactivate* makes it
 stop acting and say so in its log (each node's docstring says what inactive means for it; a

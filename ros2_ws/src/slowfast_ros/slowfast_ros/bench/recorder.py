@@ -225,7 +225,7 @@ def _teleop_bench(seconds: float) -> dict:
     sent: dict[float, float] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp, stack.Stack(
-                profile, {"teleop_node": {"port": port, "camera": ""}}, log_dir=Path(tmp)):
+                profile, {"teleop_node": {"server.port": port, "camera": ""}}, log_dir=Path(tmp)):
             conn = None
             end = time.monotonic() + 30
             while time.monotonic() < end:

@@ -6,7 +6,8 @@ The nodes that command arms (`safety_node`, `rdp_fast`, `robot_bridge_node`) are
 `deactivate` makes one hold every arm where it is measured and command nothing until
 `activate`, which restarts it from the measured pose. So are `rdp_slow` (inactive: no
 inference, no chunk), `teleop_node` (inactive: nothing forwarded from the headset) and
-`streamvln_nav` (deactivate stops the base with one zero `cmd_vel`). Prints the node's state
+`streamvln_nav` (deactivate stops the base with one zero `cmd_vel`), and the sensor drivers
+`realsense_node` and `gelsight_node` (inactive: nothing published but /diagnostics). Prints the node's state
 after the call; exit 2 when the node is not running or refuses the transition.
 """
 from __future__ import annotations

@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first sim episode")
     p.add_argument("--perturb", action="store_true",
                    help="with --operator scripted: surface/object changes during episodes (the operator reacts)")
-    p.add_argument("--port", type=int, default=8082, help="teleop server port with --operator scripted")
+    from teleop_tactar.server_config import ServerConfig  # noqa: PLC0415
+
+    p.add_argument("--port", type=int, default=ServerConfig().port, help="teleop server port with --operator scripted")
     p.add_argument("--command", choices=COMMANDS, help="send one command to a running recorder and exit")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (repeatable)")

@@ -20,18 +20,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episode-minutes", type=float, default=None, metavar="MIN",
                    help="with --sim: the longest episode, in minutes (default: sim_node's max_episode_minutes, "
                         "30); the operator ends one before")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; a LAN bind needs --token)")
-    p.add_argument("--port", type=int, default=8082, help="HTTP(S) port, the app's setting (default 8082)")
-    p.add_argument("--token", default="", help="shared secret for clients (required off localhost)")
-    p.add_argument("--trusted", action="append", default=[], metavar="IP",
-                   help="headset IP allowed to post without a token (the TactAR app cannot send one)")
+    from slowfast_data.fields import flat_fields  # noqa: PLC0415
+    from teleop_tactar.server_config import ServerConfig  # noqa: PLC0415
+
+    f = {fl.name: fl for fl in flat_fields(ServerConfig)}   # teleop_node's server.* parameters
+    p.add_argument("--host", default=f["host"].default, help=f"{f['host'].help} (default {f['host'].default})")
+    p.add_argument("--port", type=int, default=f["port"].default, help=f"{f['port'].help} (default {f['port'].default})")
+    p.add_argument("--token", default=f["token"].default, help=f["token"].help)
+    p.add_argument("--trusted", action="append", default=[], metavar="IP", help=f["trusted_clients"].help)
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from slowfast_ros import stack  # noqa: PLC0415
-    from teleop_tactar.server import ServerConfig  # noqa: PLC0415
+    from teleop_tactar.server_config import ServerConfig  # noqa: PLC0415
 
     ServerConfig(host=args.host, port=args.port, token=args.token, trusted_clients=args.trusted)  # validates
     if args.sim:
@@ -42,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.episode_minutes is not None:
         raise ValueError("--episode-minutes: only with --sim (a robot's episodes are the recorder's)")
     profile = stack.load_profile("sim-teleop" if args.sim else "teleop")
-    overrides = {"teleop_node": {"host": args.host, "port": args.port, "token": args.token,
-                                 "trusted_clients": args.trusted or [""]}}
+    overrides = {"teleop_node": {"server.host": args.host, "server.port": args.port, "server.token": args.token,
+                                 "server.trusted_clients": args.trusted or [""]}}
     if args.sim:
         from teleop_tactar.retarget import default_hands  # noqa: PLC0415
         arms = ["left", "right"] if args.task == "lift" else ["arm"]

@@ -16,6 +16,12 @@ Bad input: a frame where fewer than ``min_tracked_fraction`` of the markers are 
 markers, a covered or blinded sensor) publishes no field, only the image, and /diagnostics
 says WARN; a camera that stops delivering is reopened every ``reconnect_period`` seconds
 (ERROR meanwhile); a video file that ends stops the node's output (or loops with ``loop``).
+
+A lifecycle node (``slowfast_ros.lifecycle``): configure opens the camera and starts the
+capture thread, activate publishes the marker field and the image, deactivate publishes
+neither until activated (frames are still read and tracked, so the reference and the
+tracking stay current and a re-zero still works; /diagnostics goes on and says
+``inactive``), cleanup stops the thread.
 """
 from __future__ import annotations
 
@@ -26,17 +32,17 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
 from std_srvs.srv import Trigger
 
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import topic
+from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
 
 
 @dataclasses.dataclass
-class GelSightNodeParams:
+class GelSightNodeParams(ManagedParams):
     arm: str = param("arm", "arm namespace of the topics: <arm>/tactile/markers")
     source: str = param("/dev/video0", "camera: device path ('/dev/video2'), device index ('2') or video file")
     fps: float = param(30.0, "camera rate to request; playback rate of a video file (Hz)")
@@ -82,7 +88,10 @@ class GelSightNodeParams:
             raise ValueError(f"reconnect_period: {self.reconnect_period} outside 0.05..60 s")
 
 
-class GelSightNode(Node):
+class GelSightNode(ManagedNode):
+    active_note = "publishing the marker field and the image"
+    inactive_note = "no marker field or image published until activated (frames still tracked)"
+
     def __init__(self):
         super().__init__("gelsight_node")
         from hardware.markers import DetectorConfig, MarkerDetector  # noqa: PLC0415
@@ -108,11 +117,21 @@ class GelSightNode(Node):
         self.meter = RateMeter()
         self.state, self.reason = "starting", f"opening {self.p.source}"
         self.frames = self.published = self.withheld = self.reconnects = self.images_published = 0
+        self.dropped_inactive = 0
         self.last = {"tracked": 0, "lost": 0, "spurious": 0}
         self.reference_markers = 0
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.autostart(self.p.autostart)
+
+    def _configure(self) -> None:
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._capture_loop, name="gelsight", daemon=True)
         self._thread.start()
+
+    def _cleanup(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3.0)
 
     # ------------------------------------------------------------ callbacks (store only)
 
@@ -185,7 +204,10 @@ class GelSightNode(Node):
         from hardware.markers import MarkerTracker  # noqa: PLC0415
 
         self.frames += 1
-        if self.image_pub is not None:
+        active = self.active   # one answer for the whole frame
+        if not active:
+            self.dropped_inactive += 1
+        if self.image_pub is not None and active:
             self.image_pub.publish(msgs.image_msg(stamp, self.frame_id, rgb, "rgb8"))
             self.images_published += 1
         if self._rezero.is_set():
@@ -209,6 +231,8 @@ class GelSightNode(Node):
                 return
             self._set("tracking", f"reference with {self.reference_markers} markers")
             field = res.markers
+        if not active:
+            return
         self.markers_pub.publish(msgs.markers_msg(stamp, self.frame_id, field, self.grid))
         self.published += 1
         self.meter.tick()
@@ -220,16 +244,15 @@ class GelSightNode(Node):
                   "rate_hz": self.meter.rate(), "frames": self.frames, "fields_published": self.published,
                   "images_published": self.images_published,
                   "fields_withheld": self.withheld, "reference_markers": self.reference_markers,
-                  "reconnects": self.reconnects, **{f"markers_{k}": v for k, v in self.last.items()}}
+                  "reconnects": self.reconnects, **{f"markers_{k}": v for k, v in self.last.items()},
+                  "active": self.active, "dropped_inactive": self.dropped_inactive}
         level = {"tracking": "ok", "ended": "warn", "markers lost": "warn", "starting": "warn"}.get(self.state, "error")
-        status = msgs.diagnostic_status(f"gelsight_node: {self.p.arm}", values, level,
-                                        "" if level == "ok" else f"{self.state}: {self.reason}",
+        message = "" if level == "ok" else f"{self.state}: {self.reason}"
+        if not self.active:
+            level, message = ("warn" if level == "ok" else level), f"inactive: publishing nothing ({self.state})"
+        status = msgs.diagnostic_status(f"gelsight_node: {self.p.arm}", values, level, message,
                                         hardware_id=self.p.source)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=3.0)
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

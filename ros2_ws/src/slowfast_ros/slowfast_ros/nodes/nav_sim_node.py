@@ -37,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
+from sim.nav.env import NavConfig
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
 
 
@@ -45,12 +46,7 @@ class NavSimNodeParams:
     seed: int = param(0, "seed of the first episode; episode k uses seed + k (layout and route)")
     episodes: int = param(0, "episodes to run, then exit (0 = run until stopped)")
     episode_seconds: float = param(240.0, "time limit of an episode (s)")
-    rooms_x: int = param(3, "rooms along x")
-    rooms_y: int = param(2, "rooms along y")
-    room_size: float = param(4.0, "room side (m)")
-    camera_width: int = param(320, "camera image width (px), <= 640")
-    camera_height: int = param(240, "camera image height (px)")
-    hfov_deg: float = param(79.0, "horizontal field of view (deg)")
+    nav: NavConfig = param(NavConfig(), "the simulated apartment, camera and base (sim.nav.NavConfig)")
     camera_hz: float = param(10.0, "camera rate (Hz)")
     odom_hz: float = param(50.0, "odometry rate (Hz)")
     physics_hz: float = param(100.0, "base integration rate (Hz)")
@@ -79,19 +75,17 @@ class NavSimNodeParams:
             raise ValueError(f"start_delay: {self.start_delay} outside 0..30 s")
         if not (0.1 <= self.success_radius <= 20.0):
             raise ValueError(f"success_radius: {self.success_radius} outside 0.1..20 m")
-        # camera size, room counts and sizes are validated by NavConfig / LayoutConfig
 
 
 class NavSimNode(Node):
     def __init__(self):
         super().__init__("nav_sim_node")
-        from sim.nav import LayoutConfig, NavConfig, NavEnv  # noqa: PLC0415 - core import at construction
+        from sim.nav import NavEnv  # noqa: PLC0415 - core import at construction
         from sim.render import SnapshotRenderer  # noqa: PLC0415
 
         self.p: NavSimNodeParams = declare_params(self, NavSimNodeParams())
         p = self.p
-        self.env = NavEnv(NavConfig(camera_width=p.camera_width, camera_height=p.camera_height, hfov_deg=p.hfov_deg,
-                                    layout=LayoutConfig(rooms_x=p.rooms_x, rooms_y=p.rooms_y, room_size=p.room_size)))
+        self.env = NavEnv(p.nav)
         self.out_dir = Path(p.out_dir) if p.out_dir else None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +114,7 @@ class NavSimNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
 
         K = self.env.intrinsics
-        self.intr = msgs.CameraIntrinsics(p.camera_width, p.camera_height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], p.camera_frame)
+        self.intr = msgs.CameraIntrinsics(p.nav.camera_width, p.nav.camera_height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], p.camera_frame)
         self._render_q: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self.renderer = None
@@ -129,7 +123,8 @@ class NavSimNode(Node):
         self._render = threading.Thread(target=self._render_loop, name="navsim-render", daemon=True)
         self._render.start()
         self._physics.start()
-        self.get_logger().info(f"nav sim: {p.rooms_x}x{p.rooms_y} rooms, camera {p.camera_width}x{p.camera_height} "
+        self.get_logger().info(f"nav sim: {p.nav.layout.rooms_x}x{p.nav.layout.rooms_y} rooms, "
+                               f"camera {p.nav.camera_width}x{p.nav.camera_height} "
                                f"@ {p.camera_hz} Hz, episodes {p.episodes or 'unbounded'}")
 
     # ------------------------------------------------------------ callbacks (store only)

@@ -19,16 +19,18 @@ from std_msgs.msg import String
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, controller_states
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+from teleop_tactar.retarget import RetargetConfig
+from teleop_tactar.server_config import ServerConfig
 
 
 @dataclasses.dataclass
 class OperatorNodeParams:
     url_host: str = param("127.0.0.1", "teleop server host")
-    port: int = param(8082, "teleop server port")
+    port: int = param(ServerConfig().port, "teleop server port (teleop_node's server.port)")
     token: str = param("", "teleop server token, if it needs one")
     rate_hz: float = param(60.0, "hand messages per second (the app sends 30..60)")
     hands: list = param(["right"], "hand per arm, in the order of the episode's arms")
-    scale: float = param(1.0, "the teleop server's scale (TCP metres per hand metre)")
+    scale: float = param(RetargetConfig().scale, "the teleop server's retarget.scale (TCP metres per hand metre)")
     max_input_age: float = param(0.1, "send the clutch released when a reading is older than this (s)")
 
     def __post_init__(self):

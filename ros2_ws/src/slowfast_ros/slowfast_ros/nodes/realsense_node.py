@@ -12,6 +12,12 @@ transport ``latency``; ``global_time``/``system_time`` stamps are on the host cl
 A camera that is missing, or that stops delivering for ``frame_timeout`` seconds (unplugged,
 USB reset), is closed and reopened every ``reconnect_period`` seconds; meanwhile nothing is
 published and /diagnostics says ERROR with the reason.
+
+A lifecycle node (``slowfast_ros.lifecycle``): configure opens the camera and starts the
+capture thread, activate publishes its frames, deactivate publishes no image, camera info or
+depth until activated (the camera stays open and its frames are dropped, so activation
+publishes a fresh frame at once; /diagnostics goes on and says ``inactive``), cleanup stops
+the thread and releases the camera.
 """
 from __future__ import annotations
 
@@ -20,15 +26,15 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from slowfast_ros import msgs, qos
+from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
 
 
 @dataclasses.dataclass
-class RealSenseNodeParams:
+class RealSenseNodeParams(ManagedParams):
     camera: str = param("camera", "topic prefix: <camera>/color/image_raw, ...")
     serial: str = param("", "serial number of the camera ('' = the first one found)")
     width: int = param(640, "colour and depth width (px)")
@@ -58,20 +64,19 @@ class RealSenseNodeParams:
             raise ValueError(f"latency: {self.latency} outside 0..0.5 s")
 
 
-class RealSenseNode(Node):
+class RealSenseNode(ManagedNode):
+    active_note = "publishing the camera's frames"
+    inactive_note = "no image published until activated (the camera stays open)"
+
     def __init__(self, device=None):
         """``device``: a pyrealsense2 device to use instead of looking one up by serial
         (tests pass the SDK's software device)."""
         super().__init__("realsense_node")
-        from hardware.clock import DeviceClockMapper  # noqa: PLC0415 - core import at construction
-        from hardware.realsense import RealSenseCamera, RealSenseConfig  # noqa: PLC0415
-
         self.p: RealSenseNodeParams = declare_params(self, RealSenseNodeParams())
+        self._device = device
         cam = self.p.camera.strip("/")
-        frame_id = self.p.frame_id or f"{cam}_color_optical_frame"
-        self.camera = RealSenseCamera(RealSenseConfig(self.p.serial, self.p.width, self.p.height, self.p.fps,
-                                                      self.p.depth, frame_id), device=device)
-        self.clock = DeviceClockMapper(window_s=self.p.clock_window, latency_s=self.p.latency)
+        self.frame_id = self.p.frame_id or f"{cam}_color_optical_frame"
+        self.camera = self.clock = None
         self.image_pub = self.create_publisher(Image, f"{cam}/color/image_raw", qos.SENSOR_PUB)
         self.info_pub = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", qos.SENSOR_PUB)
         self.depth_pub = (self.create_publisher(Image, f"{cam}/aligned_depth_to_color/image_raw", qos.SENSOR_PUB)
@@ -80,11 +85,29 @@ class RealSenseNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.meter = RateMeter()
         self.state, self.reason = "starting", "opening the camera"
-        self.frames = self.reconnects = 0
+        self.frames = self.reconnects = self.dropped_inactive = 0
         self.last_stamp = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.autostart(self.p.autostart)
+
+    def _configure(self) -> None:
+        from hardware.clock import DeviceClockMapper  # noqa: PLC0415 - core import at construction
+        from hardware.realsense import RealSenseCamera, RealSenseConfig  # noqa: PLC0415
+
+        self.camera = RealSenseCamera(RealSenseConfig(self.p.serial, self.p.width, self.p.height, self.p.fps,
+                                                      self.p.depth, self.frame_id), device=self._device)
+        self.clock = DeviceClockMapper(window_s=self.p.clock_window, latency_s=self.p.latency)
+        self.state, self.reason = "starting", "opening the camera"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._capture_loop, name="realsense", daemon=True)
         self._thread.start()
+
+    def _cleanup(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.camera.release()
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -141,10 +164,13 @@ class RealSenseNode(Node):
         return frame.device_time_s + (arrival - time.time())
 
     def _publish(self, frame) -> None:
-        stamp = self._stamp(frame)
+        stamp = self._stamp(frame)   # mapped while inactive too: the clock estimate stays current
         if stamp <= self.last_stamp:
             return  # never publish time going backwards (a repeated or reordered frame)
         self.last_stamp = stamp
+        if not self.active:
+            self.dropped_inactive += 1
+            return
         intr = frame.intrinsics
         self.image_pub.publish(msgs.image_msg(stamp, intr.frame_id, frame.color, "rgb8"))
         self.info_pub.publish(msgs.camera_info_msg_distorted(stamp, intr, intr.coeffs))
@@ -158,21 +184,20 @@ class RealSenseNode(Node):
     # ------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
+        if self.camera is None:
+            return
         values = {"state": self.state, "reason": self.reason, "serial": self.camera.serial or self.p.serial,
                   "rate_hz": self.meter.rate(), "frames": self.frames, "reconnects": self.reconnects,
                   "unpaired_color_frames": self.camera.unpaired, "clock_offset_s": self.clock.offset,
-                  "clock_resets": self.clock.resets}
+                  "clock_resets": self.clock.resets, "active": self.active,
+                  "dropped_inactive": self.dropped_inactive}
         level = {"streaming": "ok", "waiting": "warn", "starting": "warn"}.get(self.state, "error")
-        status = msgs.diagnostic_status(f"realsense_node: {self.p.camera.strip('/')}", values, level,
-                                        "" if level == "ok" else f"{self.state}: {self.reason}",
+        message = "" if level == "ok" else f"{self.state}: {self.reason}"
+        if not self.active:
+            level, message = ("warn" if level == "ok" else level), f"inactive: publishing nothing ({self.state})"
+        status = msgs.diagnostic_status(f"realsense_node: {self.p.camera.strip('/')}", values, level, message,
                                         hardware_id=self.camera.serial or self.p.serial)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-        if not self._thread.is_alive():
-            self.camera.release()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

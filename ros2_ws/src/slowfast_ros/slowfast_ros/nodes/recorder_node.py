@@ -12,7 +12,7 @@ once on ``recorder/events`` (JSON ``{"event": started|saved|discarded|error, "ep
 "outcome", "text", "stamp"}``): the teleop node tells the operator.
 
 Crash safety: the bag is flushed (chunk closed, file and metadata.yaml written) every
-``flush_period`` s; a killed recorder leaves a bag readable up to the last flush. A full
+``bag.flush_period`` s; a killed recorder leaves a bag readable up to the last flush. A full
 disk stops the episode with a clear message and keeps what was written.
 """
 from __future__ import annotations
@@ -27,12 +27,12 @@ from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
 from slowfast_ros.node_util import declare_params, param, run_node
+from teleop_tactar.recorder import EpisodeRecorder, RecorderConfig
 
 
 @dataclasses.dataclass
 class RecorderNodeParams:
     out_dir: str = param("bags", "folder of the episode bags (created)")
-    prefix: str = param("episode", "episode folder name prefix (<prefix>_NNNN)")
     topics: list = param([""], "topics to record ([''] = every discovered topic except exclude)")
     exclude: list = param(["/rosout", "/parameter_events", "/recorder/state", "/recorder/events"],
                           "topics never recorded")
@@ -40,10 +40,7 @@ class RecorderNodeParams:
     follow_episodes: bool = param(False, "start/stop with the sim's sim/episode events")
     queue_size: int = param(20000, "messages buffered between the callbacks and the writer")
     dds_depth: int = param(2000, "DDS history depth of each recording subscription (reliable, keep last)")
-    chunk_size: int = param(1048576, "MCAP chunk size (bytes)")
-    compression: str = param("zstd", "MCAP chunk compression: zstd | lz4 | none")
-    flush_period: float = param(0.5, "flush the bag at least this often (s): the most a crash loses")
-    min_free_mb: float = param(200.0, "stop recording when less disk than this is free (MB)")
+    bag: RecorderConfig = param(RecorderConfig(), "how episodes are written (teleop_tactar.recorder.RecorderConfig)")
     progress_period: float = param(1.0, "progress line period (s)")
     discovery_period: float = param(0.5, "how often new topics are looked for (s)")
 
@@ -52,8 +49,6 @@ class RecorderNodeParams:
             raise ValueError(f"queue_size: {self.queue_size} outside 10..1000000")
         if not 10 <= self.dds_depth <= 100_000:
             raise ValueError(f"dds_depth: {self.dds_depth} outside 10..100000")
-        if not 0.01 <= self.flush_period <= 10.0:
-            raise ValueError(f"flush_period: {self.flush_period} outside 0.01..10 s")
         if not 0.1 <= self.progress_period <= 60.0:
             raise ValueError(f"progress_period: {self.progress_period} outside 0.1..60 s")
         if not 0.05 <= self.discovery_period <= 10.0:
@@ -73,11 +68,8 @@ def _msg_class(type_name: str):
 class RecorderNode(Node):
     def __init__(self):
         super().__init__("recorder_node")
-        from teleop_tactar.recorder import EpisodeRecorder  # noqa: PLC0415
-
         p = self.p = declare_params(self, RecorderNodeParams)
-        self.rec = EpisodeRecorder(p.out_dir, p.prefix, p.chunk_size, p.flush_period, p.min_free_mb,
-                                   compression=p.compression)
+        self.rec = EpisodeRecorder(p.out_dir, p.bag)
         for line in self.rec.repair_unfinished():   # bags a killed recorder left behind
             self.get_logger().warning(line)
         self.wanted = {self._abs(t) for t in p.topics if t}

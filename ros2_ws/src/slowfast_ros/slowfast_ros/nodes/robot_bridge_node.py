@@ -6,6 +6,7 @@ once hardware.robot.CommandGate accepts it, to the robot adapter in the robot's 
 stack: <arm>/tcp_pose (PoseStamped, world; capture stamps kept) and <arm>/tcp_wrench
 (WrenchStamped, the sensor's frame); /diagnostics at 1 Hz.
 
+The adapters are ``hardware.adapters``' (no ROS); this node subscribes and publishes for them.
 Adapter ``cartesian_controllers`` (ros2_control, the FZI ``cartesian_controllers``
 package): its motion and compliance controllers take geometry_msgs/PoseStamped on
 ``<controller>/target_frame``, in the controller's ``robot_base_link`` frame (they ignore
@@ -18,10 +19,11 @@ Adapter ``gz_gantry``: the Cartesian gantry of gazebo/wipe.sdf through ros_gz_br
 (gazebo/bridge.yaml): TCP position = the positions of ``gantry_joints`` on
 ``joint_state_topic``, targets = std_msgs/Float64 on ``<joint_command_prefix>/<joint>/cmd_pos``.
 
-Safety: a target with NaN, a non-unit quaternion, outside ``workspace_min/max`` (world), more
-than ``max_step`` from the measured TCP, or stamped more than ``max_age`` ago is rejected and
-counted; then, or when <arm>/target_tcp is silent for ``deadline`` seconds, or when the robot's
-state is older than ``max_state_age``, the bridge holds the robot: it sends the measured pose
+Safety (the ``gate.*`` parameters, ``hardware.robot.GateConfig``): a target with NaN, a
+non-unit quaternion, outside ``gate.workspace_min/max`` (world), more than ``gate.max_step``
+from the measured TCP, or stamped more than ``gate.max_age`` ago is rejected and counted;
+then, or when <arm>/target_tcp is silent for ``gate.deadline`` seconds, or when the robot's
+state is older than ``gate.max_state_age``, the bridge holds the robot: it sends the measured pose
 once as the target (the controller stops where the robot is) and nothing else until a valid
 target arrives. Callbacks only store; one paced thread decides and sends.
 
@@ -40,11 +42,11 @@ import threading
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 
-from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter, RobotState
+from hardware.adapters import CartesianTargetAdapter, GantryAdapter
+from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.lifecycle import ArmCommander, ManagedParams
@@ -66,13 +68,7 @@ class RobotBridgeNodeParams(ManagedParams):
     base_in_world: list = param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
                                 "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
     rate_hz: float = param(250.0, "bridge loop rate (Hz): targets and state are forwarded at most this often")
-    deadline: float = param(0.1, "hold the robot when <arm>/target_tcp is silent this long (s)")
-    max_age: float = param(0.5, "reject a target stamped longer ago than this (s)")
-    max_step: float = param(0.05, "reject a target farther than this from the measured TCP (m)")
-    max_step_rad: float = param(0.5, "reject a target rotated more than this from the measured TCP (rad)")
-    workspace_min: list = param([-1.0, -1.0, -0.2], "world-frame box a target must lie in: min x, y, z (m)")
-    workspace_max: list = param([1.0, 1.0, 1.5], "world-frame box a target must lie in: max x, y, z (m)")
-    max_state_age: float = param(0.1, "hold when the measured pose is older than this (s)")
+    gate: GateConfig = param(GateConfig(), "the command gate's limits (hardware.robot.GateConfig)")
     joint_state_topic: str = param("/wipe/gantry/joint_states", "gz_gantry: JointState of the gantry joints")
     gantry_joints: list = param(["tool_x", "tool_y", "tool_z"],
                                 "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
@@ -95,97 +91,6 @@ class RobotBridgeNodeParams(ManagedParams):
             raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
 
 
-class CartesianControllersAdapter(RobotAdapter):
-    """hardware.robot.RobotAdapter for ros2_control's Cartesian controllers: targets on
-    <controller>/target_frame, state from the pose and wrench broadcasters."""
-
-    def __init__(self, node: Node, p: RobotBridgeNodeParams):
-        self.base_frame = p.base_frame
-        self._node = node
-        self._lock = threading.Lock()
-        self._state = RobotState()
-        self.foreign_frame = 0
-        target = p.target_topic or controller_target_topic(p.controller)
-        self.target_pub = node.create_publisher(PoseStamped, target, qos.COMMAND)
-        node.create_subscription(PoseStamped, p.state_pose_topic, self._on_pose, qos.SENSOR_SUB)
-        node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)
-
-    def _on_pose(self, msg: PoseStamped) -> None:
-        if msg.header.frame_id not in ("", self.base_frame):
-            self.foreign_frame += 1
-            return
-        stamp, pos, quat = msgs.pose_from_msg(msg)
-        if np.isfinite(pos).all() and np.isfinite(quat).all():
-            with self._lock:
-                self._state.pose_stamp, self._state.pos, self._state.quat = stamp, pos, quat
-
-    def _on_wrench(self, msg: WrenchStamped) -> None:
-        stamp, w = msgs.wrench_from_msg(msg)
-        if np.isfinite(w).all():
-            with self._lock:
-                self._state.wrench_stamp, self._state.wrench = stamp, w
-                self._state.wrench_frame = msg.header.frame_id
-
-    def state(self) -> RobotState:
-        with self._lock:
-            return RobotState(**vars(self._state))
-
-    def send_target(self, stamp: float, pos, quat) -> None:
-        self.target_pub.publish(msgs.pose_msg(stamp, self.base_frame, pos, quat))
-
-    def hold(self, stamp: float) -> bool:
-        s = self.state()
-        if s.pos is None:
-            return False
-        self.target_pub.publish(msgs.pose_msg(stamp, self.base_frame, s.pos, s.quat))
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class GazeboGantryAdapter(RobotAdapter):
-    """hardware.robot.RobotAdapter for the Cartesian gantry of gazebo/wipe.sdf: the TCP
-    position is the three joint positions (base frame), the orientation is fixed; a target
-    becomes three std_msgs/Float64 joint position commands (ros_gz_bridge -> the joints'
-    JointPositionController). The target's orientation is checked by the gate, not applied."""
-
-    def __init__(self, node: Node, p: RobotBridgeNodeParams):
-        self.base_frame = p.base_frame
-        self.joints = list(p.gantry_joints)
-        self.tool_quat = np.array(p.tool_quat, float)
-        self._lock = threading.Lock()
-        self._state = RobotState()
-        self.foreign_frame = 0
-        prefix = p.joint_command_prefix.rstrip("/")
-        self.cmd_pubs = [node.create_publisher(Float64, f"{prefix}/{j}/cmd_pos", qos.COMMAND) for j in self.joints]
-        node.create_subscription(JointState, p.joint_state_topic, self._on_joints, qos.SENSOR_SUB)
-        node.create_subscription(WrenchStamped, p.state_wrench_topic, self._on_wrench, qos.SENSOR_SUB)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            stamp, pos = msgs.joint_positions_from_msg(msg, self.joints)
-        except ValueError:
-            return
-        if np.isfinite(pos).all():
-            with self._lock:
-                self._state.pose_stamp, self._state.pos, self._state.quat = stamp, pos, self.tool_quat
-
-    _on_wrench = CartesianControllersAdapter._on_wrench
-    state = CartesianControllersAdapter.state
-
-    def send_target(self, stamp: float, pos, quat) -> None:
-        for pub, v in zip(self.cmd_pubs, pos):
-            pub.publish(Float64(data=float(v)))
-
-    def hold(self, stamp: float) -> bool:
-        s = self.state()
-        if s.pos is None:
-            return False
-        self.send_target(stamp, s.pos, s.quat)
-        return True
-
-
 class RobotBridgeNode(ArmCommander):
     active_note = "forwarding targets to the robot"
     inactive_note = "robot held where measured; no target forwarded until activated"
@@ -200,9 +105,7 @@ class RobotBridgeNode(ArmCommander):
         except ValueError as exc:
             raise ValueError(f"base_in_world: {exc}") from None
         self.world_in_base = self.base_in_world.inverse()
-        self.gate = CommandGate(GateConfig(self.p.deadline, self.p.max_age, self.p.max_step, self.p.max_step_rad,
-                                           tuple(self.p.workspace_min), tuple(self.p.workspace_max),
-                                           self.p.max_state_age))
+        self.gate = CommandGate(self.p.gate)
         self.robot: RobotAdapter | None = None
         self.loop: PacedLoop | None = None
         self._lock = threading.Lock()
@@ -220,10 +123,41 @@ class RobotBridgeNode(ArmCommander):
         self.autostart(self.p.autostart)
 
     def _configure(self) -> None:
-        adapter = {"cartesian_controllers": CartesianControllersAdapter, "gz_gantry": GazeboGantryAdapter}
         if self.robot is None:   # its subscriptions and publishers stay for a configure after a cleanup
-            self.robot = adapter[self.p.adapter](self, self.p)
+            self.robot = self._connect()
         self.loop = PacedLoop(self.p.rate_hz, self._tick, name="robot-bridge").start()
+
+    def _connect(self) -> RobotAdapter:
+        """The adapter (``hardware.adapters``) with its publishers and subscriptions."""
+        p = self.p
+        if p.adapter == "cartesian_controllers":
+            pub = self.create_publisher(PoseStamped, p.target_topic or controller_target_topic(p.controller), qos.COMMAND)
+            robot = CartesianTargetAdapter(p.base_frame, lambda stamp, frame, pos, quat:
+                                           pub.publish(msgs.pose_msg(stamp, frame, pos, quat)))
+            self.create_subscription(PoseStamped, p.state_pose_topic,
+                                     lambda m: robot.on_pose(m.header.frame_id, *msgs.pose_from_msg(m)),
+                                     qos.SENSOR_SUB)
+        else:
+            prefix = p.joint_command_prefix.rstrip("/")
+            pubs = [self.create_publisher(Float64, f"{prefix}/{j}/cmd_pos", qos.COMMAND) for j in p.gantry_joints]
+
+            def send_joints(values):
+                for pub, v in zip(pubs, values):
+                    pub.publish(Float64(data=v))
+
+            robot = GantryAdapter(p.base_frame, p.gantry_joints, p.tool_quat, send_joints)
+
+            def on_joints(msg: JointState) -> None:
+                try:
+                    robot.on_joint_positions(*msgs.joint_positions_from_msg(msg, robot.joints))
+                except ValueError:
+                    pass   # not the gantry's joints
+
+            self.create_subscription(JointState, p.joint_state_topic, on_joints, qos.SENSOR_SUB)
+        self.create_subscription(WrenchStamped, p.state_wrench_topic,
+                                 lambda m: robot.on_wrench(m.header.frame_id, *msgs.wrench_from_msg(m)),
+                                 qos.SENSOR_SUB)
+        return robot
 
     def _cleanup(self) -> None:
         if self.loop is not None:

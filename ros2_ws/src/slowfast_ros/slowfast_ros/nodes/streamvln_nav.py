@@ -20,8 +20,8 @@ Two threads besides the executor:
   FORWARD turn are counted, and a join whose speed fell below 0.01 m/s counts as a stop
   (``forward_joins`` / ``forward_join_stops`` in ``/diagnostics``).
 
-Bad input is skipped and counted: colour and depth of different sizes or with stamps more than
-``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
+Bad input is skipped and counted (the frame checks are ``policy.streamvln.frame_sync``'s):
+colour and depth of different sizes or with stamps more than ``max_stamp_skew`` apart, unknown encodings, a frame the agent refuses, a pose that jumps more
 than ``max_pose_jump`` between two odometry messages (the queued goals are dropped then: they
 were in the old frame).
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -48,8 +47,11 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
+from slowfast_data.geometry import BaseCameraMount
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
+from policy.streamvln.frame_sync import FrameSync, SyncedFrame
+from policy.streamvln.nav_control import GoalTracker, TrackerConfig
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
 
 
@@ -62,16 +64,15 @@ class StreamVLNNavParams(ManagedParams):
     window_turns: int = param(0, "dialogue turns in the sliding KV window (0 = the checkpoint's agent.json, else 8)")
     memory_refresh_turns: int = param(0, "rebuild the 3-D memory every this many turns (0 = agent.json, else 8)")
     control_hz: float = param(30.0, "cmd_vel rate (Hz), >= 20")
-    max_linear: float = param(0.3, "forward speed limit (m/s)")
-    max_angular: float = param(0.8, "yaw rate limit (rad/s)")
-    linear_accel: float = param(0.5, "deceleration toward the end of the queued goals (m/s^2)")
+    tracker: TrackerConfig = param(TrackerConfig(), "how the base follows the queued goals "
+                                                    "(policy.streamvln.nav_control.TrackerConfig)")
     plan_ahead_actions: int = param(2, "start the next turn when at most this many actions are queued")
     odom_timeout: float = param(0.3, "stop when the newest odometry is older than this (s)")
     image_timeout: float = param(1.0, "stop when the newest image is older than this (s)")
     max_stamp_skew: float = param(0.05, "colour and depth stamps may differ by at most this (s)")
     max_pose_jump: float = param(0.5, "odometry jump (m) between two messages that counts as a pose jump")
-    camera_x: float = param(0.1, "camera optical centre ahead of the base origin (m)")
-    camera_z: float = param(0.88, "camera optical centre above the base origin (m)")
+    camera: BaseCameraMount = param(BaseCameraMount(), "where the camera sits on the base "
+                                                       "(slowfast_data.geometry.BaseCameraMount)")
     max_turns: int = param(500, "end the episode after this many turns (0 = no limit)")
     torch_threads: int = param(0, "torch CPU threads (0 = torch's default)")
 
@@ -86,24 +87,17 @@ class StreamVLNNavParams(ManagedParams):
             raise ValueError(f"memory_refresh_turns: {self.memory_refresh_turns} outside 0..1000000")
         if not (20.0 <= self.control_hz <= 500.0):
             raise ValueError(f"control_hz: {self.control_hz} outside 20..500 Hz")
-        for name, lo, hi in (("max_linear", 0.0, 2.0), ("max_angular", 0.0, 6.0), ("linear_accel", 0.0, 10.0),
-                             ("odom_timeout", 0.0, 10.0), ("image_timeout", 0.0, 30.0),
+        for name, lo, hi in (("odom_timeout", 0.0, 10.0), ("image_timeout", 0.0, 30.0),
                              ("max_stamp_skew", 0.0, 1.0), ("max_pose_jump", 0.0, 10.0)):
             v = getattr(self, name)
             if not (lo < v <= hi):
                 raise ValueError(f"{name}: {v} outside ({lo}, {hi}]")
         if not (0 <= self.plan_ahead_actions <= 16):
             raise ValueError(f"plan_ahead_actions: {self.plan_ahead_actions} outside 0..16")
-        if not (-1.0 <= self.camera_x <= 1.0 and 0.0 <= self.camera_z <= 3.0):
-            raise ValueError(f"camera_x / camera_z: ({self.camera_x}, {self.camera_z}) outside [-1, 1] x [0, 3] m")
         if not (0 <= self.max_turns <= 1_000_000):
             raise ValueError(f"max_turns: {self.max_turns} outside 0..1000000")
         if not (0 <= self.torch_threads <= 256):
             raise ValueError(f"torch_threads: {self.torch_threads} outside 0..256")
-
-
-# Columns: optical x (right) = -base y, optical y (down) = -base z, optical z (forward) = base x.
-_R_BASE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def build_agent(p: StreamVLNNavParams):
@@ -139,12 +133,9 @@ class StreamVLNNav(ManagedNode):
 
     def __init__(self):
         super().__init__("streamvln_nav")
-        from policy.streamvln.nav_control import GoalTracker, TrackerConfig  # noqa: PLC0415
-
         self.p: StreamVLNNavParams = declare_params(self, StreamVLNNavParams())
         p = self.p
-        self.tracker = GoalTracker(TrackerConfig(max_linear=p.max_linear, max_angular=p.max_angular,
-                                                 linear_accel=p.linear_accel))
+        self.tracker = GoalTracker(p.tracker)
         self.agent = None
         self._lock = threading.Lock()
         self._color: Image | None = None
@@ -165,7 +156,7 @@ class StreamVLNNav(ManagedNode):
         self.latencies: deque = deque(maxlen=200)
         self.episode_turns: list = []   # (latency s, CPU s, cache tokens, memory tokens) of this episode's turns
         self.turns = 0
-        self._last_frame_stamp = -1.0
+        self.sync = FrameSync(p.max_stamp_skew, max(p.odom_timeout, 0.1), p.camera, self.skips)
         self.cmd_meter = RateMeter()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -281,10 +272,9 @@ class StreamVLNNav(ManagedNode):
             frame = self._frame()
             if frame is None:
                 continue
-            rgb, depth, K, pose_cam, base_pose, stamp = frame
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
-                actions = self.agent.step(rgb, depth, K, pose_cam)
+                actions = self.agent.step(frame.rgb, frame.depth, frame.K, frame.camera_pose)
             except Exception as exc:  # noqa: BLE001 - a failing model stops the base, loudly
                 self.get_logger().error(f"agent step failed: {exc!r}")
                 self.skips["agent_error"] += 1
@@ -299,15 +289,15 @@ class StreamVLNNav(ManagedNode):
             if not actions:
                 self.skips["agent_refused"] += 1
                 continue
-            self._last_frame_stamp = stamp
+            self.sync.used(frame.stamp)
             with self._lock:
                 if gen != self._episode_gen:  # a new instruction arrived meanwhile: drop this turn
                     continue
-                self.tracker.extend(actions, base_pose)
+                self.tracker.extend(actions, frame.base_pose)
             self.turns += 1
             if self.p.max_turns and self.turns >= self.p.max_turns:
                 with self._lock:
-                    self.tracker.extend([0], base_pose)
+                    self.tracker.extend([0], frame.base_pose)
 
     def _begin(self, instruction: str, gen: int) -> None:
         with self._lock:
@@ -321,7 +311,7 @@ class StreamVLNNav(ManagedNode):
         self.instruction = text
         self.turns = 0
         self.episode_turns = []
-        self._last_frame_stamp = -1.0
+        self.sync.reset()
         with self._lock:
             if gen != self._episode_gen:
                 return   # deactivated (or another instruction came) meanwhile
@@ -346,54 +336,26 @@ class StreamVLNNav(ManagedNode):
                                           for j in joins], **extra}))
         self.get_logger().info(f"episode {event} after {self.turns} turns")
 
-    def _frame(self):
-        """The newest synchronised frame, converted: (rgb, depth m, K, camera pose 4x4, base pose
-        (x, y, yaw), stamp), or None (skipped and counted, or nothing new yet)."""
+    def _frame(self) -> SyncedFrame | None:
+        """The newest synchronised frame (``policy.streamvln.frame_sync``), or None (skipped
+        and counted, or nothing new yet)."""
         with self._lock:
             color, depth, info, hist = self._color, self._depth, self._info, list(self._odom_hist)
         if color is None or depth is None or info is None or not hist:
             return None
         stamp = msgs.stamp_of(color)
-        if stamp <= self._last_frame_stamp:
+        if not self.sync.is_new(stamp):
             return None  # no new frame since the last turn
         try:
             _, rgb = msgs.image_from_msg(color)
             _, depth_m = msgs.depth_from_msg(depth)
             intr = msgs.intrinsics_from_msg(info)
         except ValueError:
-            self.skips["encoding"] += 1
-            self._last_frame_stamp = stamp
+            self.sync.reject(stamp, "encoding")
             return None
         if color.encoding == "bgr8":
             rgb = rgb[:, :, ::-1]
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            self.skips["encoding"] += 1
-            self._last_frame_stamp = stamp
-            return None
-        if rgb.shape[:2] != depth_m.shape:
-            self.skips["size_mismatch"] += 1
-            self._last_frame_stamp = stamp
-            return None
-        if abs(msgs.stamp_of(depth) - stamp) > self.p.max_stamp_skew:
-            self.skips["stamp_skew"] += 1
-            return None  # the matching depth may still come
-        stamps = np.array([h[0] for h in hist])
-        k = int(np.argmin(np.abs(stamps - stamp)))
-        if abs(stamps[k] - stamp) > max(self.p.odom_timeout, 0.1):
-            self.skips["no_pose_at_stamp"] += 1
-            return None
-        base = hist[k][1]
-        K = intr.matrix
-        if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
-            self.skips["size_mismatch"] += 1
-            self._last_frame_stamp = stamp
-            return None
-        c, s = math.cos(base[2]), math.sin(base[2])
-        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        T = np.eye(4)
-        T[:3, :3] = rz @ _R_BASE_FROM_OPTICAL
-        T[:3, 3] = rz @ np.array([self.p.camera_x, 0.0, self.p.camera_z]) + np.array([base[0], base[1], 0.0])
-        return rgb, depth_m.astype(np.float32), K, T, base, stamp
+        return self.sync.match(stamp, rgb, depth_m, msgs.stamp_of(depth), intr, hist)
 
     # ------------------------------------------------------------ control loop
 

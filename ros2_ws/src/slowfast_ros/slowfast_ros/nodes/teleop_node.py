@@ -46,27 +46,17 @@ from slowfast_ros.arm_io import ArmInputs, topic
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
 from teleop_tactar.notices import REPORTED_INTERVENTIONS
+from teleop_tactar.retarget import SILENCE_DEADLINE, RetargetConfig, Teleoperator
+from teleop_tactar.server_config import ServerConfig
 
 
 @dataclasses.dataclass
 class TeleopNodeParams(ManagedParams):
     arms: list = param(["arm"], "arm namespaces the operator drives")
     hands: list = param(["right"], "the hand (left | right) driving each arm, same order as arms")
-    host: str = param("127.0.0.1", "bind address; anything but localhost needs a token (and serves HTTPS)")
-    port: int = param(8082, "HTTP port (the app's configured port; 0 = any free port)")
-    token: str = param("", "shared secret clients must send (required off localhost)")
-    trusted_clients: list = param([""], "IP addresses allowed to post without a token (the headset app); '' = none")
-    tls: str = param("auto", "auto (HTTPS off localhost) | on | off")
-    cert_dir: str = param("", "folder of the self-signed certificate ('' = ~/.config/slowfast/teleop)")
-    max_body: int = param(16384, "largest accepted message (bytes)")
-    max_rate: float = param(240.0, "messages per second accepted from one client")
-    scale: float = param(1.0, "TCP metres per hand metre")
-    translation_only: bool = param(False, "keep the TCP rotation of the clutch-in")
-    max_divergence: float = param(0.3, "stop tracking when the target is this far from the TCP (m)")
-    gripper_open: float = param(0.08, "gripper width at trigger released (m)")
-    gripper_closed: float = param(0.0, "gripper width at trigger pressed (m)")
-    gripper_force: float = param(20.0, "gripper force limit sent with each width (N)")
-    deadline: float = param(0.25, "a headset silent this long disengages every arm (s)")
+    server: ServerConfig = param(ServerConfig(), "the headset's server (teleop_tactar.server.ServerConfig)")
+    retarget: RetargetConfig = param(RetargetConfig(), "how a hand drives a TCP (teleop_tactar.retarget.RetargetConfig)")
+    deadline: float = param(SILENCE_DEADLINE, "a headset silent this long disengages every arm (s)", 0.02, 5.0)
     world_frame: str = param("world", "frame of the published targets")
     output_topic: str = param("target_tcp_unsafe", "per-arm topic of the requests (safety_node's input)")
     feedback_hz: float = param(120.0, "robot state to the headset (Hz)")
@@ -103,13 +93,9 @@ class TeleopNode(ManagedNode):
         super().__init__("teleop_node")
         from teleop_tactar.feedback import FeedbackSender  # noqa: PLC0415
         from teleop_tactar.notices import InterventionWatch  # noqa: PLC0415
-        from teleop_tactar.retarget import RetargetConfig, Teleoperator  # noqa: PLC0415
 
         p = self.p = declare_params(self, TeleopNodeParams)
-        cfg = RetargetConfig(scale=p.scale, translation_only=p.translation_only, max_divergence=p.max_divergence,
-                             gripper_open=p.gripper_open, gripper_closed=p.gripper_closed,
-                             gripper_force=p.gripper_force)
-        self.teleop = Teleoperator(dict(zip(p.arms, p.hands)), cfg, p.deadline)
+        self.teleop = Teleoperator(dict(zip(p.arms, p.hands)), p.retarget, p.deadline)
         self.side_of = dict(zip(p.arms, p.hands))
         self._lock = threading.Lock()
         self._forward = threading.Lock()   # a frame's forwarding and a transition never overlap
@@ -151,13 +137,10 @@ class TeleopNode(ManagedNode):
     # ------------------------------------------------------------ lifecycle
 
     def _configure(self) -> None:
-        from teleop_tactar.server import ServerConfig, TeleopServer  # noqa: PLC0415
+        from teleop_tactar.server import TeleopServer  # noqa: PLC0415
 
         p = self.p
-        scfg = ServerConfig(host=p.host, port=p.port, token=p.token,
-                            trusted_clients=[c for c in p.trusted_clients if c], tls=p.tls, cert_dir=p.cert_dir,
-                            max_body=p.max_body, max_rate=p.max_rate)
-        self.server = TeleopServer(scfg, self._on_frame, self._on_page_command, self._on_page_episode).start()
+        self.server = TeleopServer(p.server, self._on_frame, self._on_page_command, self._on_page_episode).start()
         self.loop = PacedLoop(p.feedback_hz, self._feedback_tick, name="teleop-feedback").start()
         self.get_logger().info(f"teleop server at {self.server.url} (arms {dict(zip(p.arms, p.hands))})")
 
@@ -274,7 +257,7 @@ class TeleopNode(ManagedNode):
         now = self._now()
         for arm, t in targets.items():
             self.target_pubs[arm].publish(msgs.pose_msg(now, self.p.world_frame, t.pos, t.quat))
-            self.gripper_pubs[arm].publish(msgs.gripper_msg(now, t.gripper_width, self.p.gripper_force))
+            self.gripper_pubs[arm].publish(msgs.gripper_msg(now, t.gripper_width, self.p.retarget.gripper_force))
         if targets:
             self.published += 1
             self.latency_ms.append((time.perf_counter() - t_in) * 1e3)
@@ -284,7 +267,7 @@ class TeleopNode(ManagedNode):
         if diverged:
             from teleop_tactar.notices import diverged as diverged_line  # noqa: PLC0415
             for a in diverged:
-                self.say(diverged_line(a, self.p.max_divergence))
+                self.say(diverged_line(a, self.p.retarget.max_divergence))
 
     def _on_page_command(self, cmd: str) -> None:
         """A recorder command (a headset button or the page's); an outcome also ends the
@@ -328,7 +311,7 @@ class TeleopNode(ManagedNode):
         for arm, s in snap.items():
             if np.isfinite(s.pose_stamp):
                 tcp[self.side_of[arm]] = pose_to_unity(s.tcp_pos, s.tcp_quat)
-                grip[self.side_of[arm]] = (self.p.gripper_open, 0.0)
+                grip[self.side_of[arm]] = (self.p.retarget.gripper_open, 0.0)
         self.feedback.robot_state(tcp, grip)
         every = max(1, int(round(self.p.feedback_hz / self.p.tactile_feedback_hz)))
         page = {"type": "state", "tcp": tcp, "engaged": {a: r.engaged for a, r in self.teleop.arms.items()},
