@@ -231,6 +231,16 @@ class SimEnv:
     def perturbation_times(self) -> List[float]:
         return [e["t"] for e in self._events]
 
+    def keep_perturbations(self, n: int) -> None:
+        """Keep only the first ``n`` scheduled perturbations of the episode just reset (call
+        right after :meth:`reset`): the same scene and seed without the later ones, for the
+        nominal actions of a demonstration (:func:`sim.datagen.nominal_actions`)."""
+        if not 0 <= int(n) <= len(self._events):
+            raise ValueError(f"keep_perturbations: {n!r} is not in [0, {len(self._events)}]")
+        if self._steps:
+            raise ValueError("keep_perturbations: call it right after reset, before the first step")
+        del self._events[int(n):]
+
     def perturbation_events(self) -> List[Dict]:
         """The scheduled perturbations (time, kind and size), for reports."""
         out = []

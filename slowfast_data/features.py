@@ -35,6 +35,8 @@ INFO_PATH = "meta/info.json"
 EPISODE_SEEDS_PATH = "meta/slowfast_episodes.json"
 #: slowfast's own dataset facts LeRobot's info.json has no key for (LeRobot drops unknown keys)
 SLOWFAST_INFO_PATH = "meta/slowfast.json"
+#: slowfast's own sidecar: each generated episode's nominal actions (:mod:`slowfast_data.nominal`)
+NOMINAL_PATH = "meta/slowfast_nominal.npz"
 #: the per-frame bookkeeping columns every LeRobot dataset has
 INDEX_COLUMNS = ("index", "episode_index", "frame_index", "timestamp", "task_index")
 DEFAULT_FEATURES = {

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-camera", action="store_true", help="write no camera images")
     p.add_argument("--only-success", action="store_true",
                    help="write only the episodes that succeeded (exit 0 while at least one did)")
+    p.add_argument("--nominal", action="store_true",
+                   help="also replay each perturbed episode without its perturbations and keep the nominal actions "
+                        "(for `slowfast train decoder`; one more sim run per perturbation)")
     add_episode_arguments(p)
 
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                             image_size=(args.height, args.width), perturb=not args.no_perturb,
                             episode_seconds=args.episode_seconds or None, camera=not args.no_camera,
                             progress=progress, episode_runner=runner, label=f"scripted {args.via}",
-                            only_success=args.only_success)
+                            only_success=args.only_success, nominal=args.nominal)
     n_ok = sum(results)
     kept = f", {n_ok} written" if args.only_success else ""
     print(f"slowfast demos: {n_ok}/{len(results)} succeeded{kept} -> {root} ({time.monotonic() - t0:.0f} s)")
