@@ -37,6 +37,11 @@ def test_train_export_resume_cli(tmp_path, dataset, capsys):
     (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--device", "tpu"], "--device 'tpu'"),
     (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--resume", "--lr", "0.1"], "--lr cannot change"),
     (["export", "{tmp}", "--out", "{tmp}/o"], "not a checkpoint"),
+    (["train", "decoder", "--dataset", "{ds}", "--out", "{tmp}/x"], "--init CKPT (the RDP checkpoint to tune) is required"),
+    (["train", "decoder", "--dataset", "{ds}", "--out", "{tmp}/x", "--init", "{tmp}/none"], "none: no such folder"),
+    (["train", "decoder", "--dataset", "{ds}", "--out", "{tmp}/x", "--init", "{tmp}", "--horizon", "8"], "not options of decoder"),
+    (["train", "decoder", "--dataset", "{ds}", "--out", "{tmp}/x", "--init", "{tmp}"], "not a checkpoint"),
+    (["train", "tokenizer", "--dataset", "{ds}", "--out", "{tmp}/x", "--contact-noise", "1"], "applies to decoder only"),
 ])
 def test_user_errors_are_one_line(tmp_path, dataset, capsys, argv, message):
     argv = [a.format(ds=dataset, tmp=tmp_path) for a in argv]

@@ -1,7 +1,8 @@
-"""`slowfast train tokenizer|ldp|dp|vln`: train a Reactive Diffusion Policy or a StreamVLN model.
+"""`slowfast train tokenizer|ldp|decoder|dp|vln`: train a Reactive Diffusion Policy or a StreamVLN model.
 
     slowfast train tokenizer --dataset DATA --out ckpt/tok
     slowfast train ldp --dataset DATA --tokenizer ckpt/tok --out ckpt/ldp
+    slowfast train decoder --dataset DATA --init ckpt/ldp --out ckpt/rdp   (DATA from `slowfast demos --nominal`)
     slowfast train dp --dataset DATA --out ckpt/dp [--obs-contact]     (the DP baseline)
     slowfast train ldp --out ckpt/ldp --dataset DATA --resume [--epochs N]
 
@@ -12,6 +13,10 @@ it where it stopped. Several GPUs: ``accelerate launch -m slowfast_ros.cli train
 
     slowfast train vln --dataset data/vln --out ckpt/vln [--episodes 400] [--minutes 25]
     slowfast train vln --dataset data/vln --init ckpt/vln --dagger-episodes 200 --out ckpt/vln2
+
+``decoder``: fine-tunes the fast decoder of the RDP in ``--init`` (encoder frozen) on the
+dataset's nominal actions, so that it adds the reaction to contact the slow policy cannot plan
+(``policy.rdp.decoder_tuning``); ``--out`` gets the whole RDP with the tuned tokenizer.
 
 ``vln``: StreamVLN on expert episodes of the navigation sim (``policy.streamvln.train``). When
 ``--dataset`` holds no episodes yet, ``--episodes`` expert episodes (layouts 0..N-1) are generated
@@ -24,7 +29,7 @@ import argparse
 import json
 from pathlib import Path
 
-MODELS = ("tokenizer", "ldp", "dp", "vln")
+MODELS = ("tokenizer", "ldp", "decoder", "dp", "vln")
 
 
 VLN_EPISODES = 1000  # expert episodes `slowfast train vln` generates into an empty --dataset
@@ -62,7 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help=f"vln: expert episodes to generate when --dataset is empty (default {VLN_EPISODES})")
     vln.add_argument("--minutes", type=float, help="vln: training time budget in minutes (default 25)")
     vln.add_argument("--max-steps", type=int, help="vln: stop after this many steps instead of the time budget")
-    vln.add_argument("--init", help="vln: fine-tune this StreamVLN checkpoint instead of a fresh small model")
+    vln.add_argument("--init", help="vln: fine-tune this StreamVLN checkpoint instead of a fresh small model; "
+                     "decoder: the RDP checkpoint whose decoder is tuned")
+    p.add_argument("--contact-noise", type=float,
+                   help="decoder: std of the noise on the decoder's normalised contact input (default 0)")
     vln.add_argument("--dagger-episodes", type=int,
                      help="vln: first let the --init checkpoint drive this many episodes on new layouts, labelled by "
                           "the expert (DAgger), add them to --dataset, then fine-tune on all of it")
@@ -113,7 +121,7 @@ def run_vln(args: argparse.Namespace) -> int:
     from policy.streamvln.dataset import generate_episodes
     from policy.streamvln.train import VLNTrainConfig, train_vln
 
-    rdp_only = [f"--{n.replace('_', '-')}" for n in ("tokenizer", "config", "epochs", "horizon", "contact",
+    rdp_only = [f"--{n.replace('_', '-')}" for n in ("tokenizer", "config", "epochs", "horizon", "contact", "contact_noise",
                                                       "num_workers", "checkpoint_every", "mixed_precision",
                                                       "patience", "val_fraction")
                 if getattr(args, n) is not None] + (["--obs-contact"] if args.obs_contact else []) \
@@ -165,9 +173,36 @@ def run_vln(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_decoder(args: argparse.Namespace) -> int:
+    from policy.rdp.decoder_tuning import tune_decoder
+
+    other = [f"--{n.replace('_', '-')}" for n in ("tokenizer", "config", "horizon", "contact", "num_workers",
+                                                   "checkpoint_every", "mixed_precision", "val_fraction", "episodes",
+                                                   "minutes", "max_steps", "dagger_episodes", "stop_weight",
+                                                   "history_noise")
+             if getattr(args, n, None) is not None] + (["--obs-contact"] if args.obs_contact else []) \
+        + (["--resume"] if args.resume else [])
+    if other:
+        raise ValueError(f"{', '.join(other)}: not options of decoder")
+    if not args.init:
+        raise ValueError("decoder: --init CKPT (the RDP checkpoint to tune) is required")
+    for name, path in (("--dataset", args.dataset), ("--init", args.init)):
+        if not Path(path).is_dir():
+            raise ValueError(f"{name} {path}: no such folder")
+    kw = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+                            "patience": args.patience, "contact_noise": args.contact_noise}.items() if v is not None}
+    log = (lambda m: None) if args.no_progress else None
+    print(json.dumps(tune_decoder(args.dataset, args.init, args.out, log=log, **kw)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.model == "vln":
         return run_vln(args)
+    if args.model == "decoder":
+        return run_decoder(args)
+    if args.contact_noise is not None:
+        raise ValueError("--contact-noise applies to decoder only (the tokenizer's is tokenizer.contact_noise in --config)")
     from policy.rdp.train import train
 
     vln_only = [f"--{n.replace('_', '-')}" for n in ("episodes", "minutes", "max_steps", "init", "history_noise",

@@ -1,0 +1,117 @@
+"""Nominal actions of generated demonstrations and the decoder tuning that learns from them."""
+import json
+
+import numpy as np
+import pytest
+
+from slowfast_data.nominal import chunk_source, read_nominal, write_nominal
+
+pytestmark = pytest.mark.slow   # generates sim demonstrations and trains
+
+
+def test_chunk_source_picks_the_perturbation_the_chunk_start_cannot_see():
+    times = np.array([1.0, 3.0])
+    actions = np.arange(2 * 100 * 7, dtype=np.float32).reshape(2, 100, 7)
+    fps, h = 25.0, 16
+    assert np.array_equal(chunk_source(times, actions, 10, h, fps), actions[0])       # frame 25 inside 10..25
+    assert chunk_source(times, actions, 0, h, fps) is None               # frame 25 after the chunk
+    assert chunk_source(times, actions, 25, h, fps) is None              # seen at the chunk start
+    assert np.array_equal(chunk_source(times, actions, 70, h, fps), actions[1])
+    assert chunk_source(times, actions, 80, h, fps) is None
+
+
+def test_nominal_file_round_trip_and_bad_shapes(tmp_path):
+    (tmp_path / "meta").mkdir()
+    assert read_nominal(tmp_path) == {}
+    eps = {3: (np.array([1.5]), np.ones((1, 20, 7), np.float32))}
+    write_nominal(tmp_path, eps)
+    back = read_nominal(tmp_path)
+    assert list(back) == [3] and np.array_equal(back[3][1], eps[3][1]) and back[3][0].tolist() == [1.5]
+    with pytest.raises(ValueError, match="does not match"):
+        write_nominal(tmp_path, {0: (np.array([1.0, 2.0]), np.ones((1, 20, 7)))})
+    (tmp_path / "meta" / "slowfast_nominal.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="not a readable nominal-action file"):
+        read_nominal(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def nominal_dataset(tmp_path_factory):
+    from sim.datagen import generate_dataset
+
+    root = tmp_path_factory.mktemp("nominal") / "ds"
+    return generate_dataset(root, task="wipe", episodes=2, seed=7, fps=25.0, camera=False, episode_seconds=5.0,
+                            nominal=True)
+
+
+def test_nominal_actions_follow_the_demonstration_until_the_perturbation(nominal_dataset):
+    from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH
+    from slowfast_data.reader import LeRobotDataset
+
+    ds = LeRobotDataset(nominal_dataset)
+    meta = json.loads((nominal_dataset / EPISODE_SEEDS_PATH).read_text())
+    nominal = read_nominal(nominal_dataset)
+    assert sorted(nominal) == [e["episode_index"] for e in meta["episodes"]]
+    for ep in meta["episodes"]:
+        e = ep["episode_index"]
+        times, actions = nominal[e]
+        assert times.tolist() == ep["perturbation_times"] and len(times) == 2
+        real = ds.data[ACTION_KEY][ds.ep_start[e]:ds.ep_end[e]]
+        assert actions.shape == (2, len(real), real.shape[1])
+        for k, t in enumerate(times):
+            f = int(t * ds.fps)
+            # the same scene and demonstrator: identical up to the cut perturbation ...
+            assert np.abs(actions[k, :f] - real[:f]).max() < 1e-5
+            # ... and a different path after it (the reaction to the surface step is missing)
+            assert np.abs(actions[k, f:, :3] - real[f:, :3]).max() > 1e-3
+
+
+def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_dataset, tmp_path):
+    import torch
+
+    from policy.rdp.checkpoint import load_checkpoint
+    from policy.rdp.config import PolicyConfig, preset
+    from policy.rdp.decoder_tuning import TUNING_FILE, tune_decoder
+    from policy.rdp.export import export_checkpoint
+    from policy.rdp.train import train
+
+    torch.set_num_threads(1)
+
+    def cfg(model_type, epochs):
+        d = preset("sim", model_type).to_dict()
+        d["data"].update(horizon=16, cameras=[], val_fraction=0.5)
+        d["unet"].update(down_dims=[16, 32], step_embed_dim=16)
+        d["train"].update(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=0)
+        return PolicyConfig.from_dict(d)
+
+    train("tokenizer", nominal_dataset, tmp_path / "tok", cfg("rdp_tokenizer", 3), progress=False)
+    train("ldp", nominal_dataset, tmp_path / "ldp", cfg("rdp_ldp", 1), tokenizer=tmp_path / "tok", progress=False)
+    logs = []
+    summary = tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "rdp", epochs=3, patience=0, log=logs.append)
+    assert summary["epochs_run"] == 3 and summary["train_chunks_spanning"] > 0 and summary["val_chunks"] > 0
+    assert summary["best_val_loss"] is not None and any("validation L1 before" in m for m in logs)
+    before = load_checkpoint(tmp_path / "ldp" / "tokenizer", expect="rdp_tokenizer").model.state_dict()
+    after = load_checkpoint(tmp_path / "rdp" / "tokenizer", expect="rdp_tokenizer").model.state_dict()
+    enc = [k for k in before if k.startswith("encoder.")]
+    dec = [k for k in before if not k.startswith("encoder.")]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)          # the LDP's latents stay valid
+    if summary["best_epoch"] is not None:
+        assert any(not torch.equal(before[k], after[k]) for k in dec)
+    history = json.loads((tmp_path / "rdp" / "tokenizer" / TUNING_FILE).read_text())["history"]
+    assert len(history) == 3 and (tmp_path / "rdp" / "tokenizer" / "loss.png").is_file()
+    assert load_checkpoint(tmp_path / "rdp", expect="rdp_ldp").config.model_type == "rdp_ldp"
+    assert not (tmp_path / "rdp" / "training_state").exists()
+    export_checkpoint(tmp_path / "rdp", tmp_path / "onnx")                  # serves like any RDP
+    assert (tmp_path / "onnx" / "decoder_step.onnx").is_file()
+
+    with pytest.raises(ValueError, match="would overwrite"):
+        tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "ldp")
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "rdp")
+    with pytest.raises(ValueError, match="expected 'rdp_ldp'"):
+        tune_decoder(nominal_dataset, tmp_path / "tok", tmp_path / "x")
+    (nominal_dataset / "meta" / "slowfast_nominal.npz").rename(tmp_path / "aside.npz")
+    try:
+        with pytest.raises(ValueError, match="no nominal actions"):
+            tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "y")
+    finally:
+        (tmp_path / "aside.npz").rename(nominal_dataset / "meta" / "slowfast_nominal.npz")
