@@ -235,7 +235,12 @@ def test_inprocess_demonstrations_replace_record_and_convert(tmp_path, fake):
     c = calls(tmp_path)
     kinds = [x.split()[0] for x in c]
     assert kinds[:2] == ["demos", "dataset"] and "record" not in kinds and "convert" not in kinds
-    assert "--seed 100" in c[0] and "--episodes 4" in c[0] and "--fps 25" in c[0]
+    assert "--seed 100" in c[0] and "--episodes 4" in c[0] and "--fps 25" in c[0] and "--nominal" in c[0]
+    trains = [x.split()[1:2] + [x.split()[x.split().index("--out") + 1].split("/")[-1]] for x in c if x.startswith("train")]
+    # the LDP first, then its decoder tuned on the nominal actions into the served `rdp`
+    assert trains[:3] == [["tokenizer", "tokenizer"], ["ldp", "ldp"], ["decoder", "rdp"]]
+    tune = next(x for x in c if x.startswith("train decoder"))
+    assert f"--init {out}/checkpoints/ldp" in tune and f"--dataset {out}/dataset" in tune
     assert res["demonstrations"] == {"recorded": 4, "successful_used": 3, "via": "inprocess"}
     md = (out / "results.md").read_text()
     assert "4 generated in process" in md
@@ -244,6 +249,14 @@ def test_inprocess_demonstrations_replace_record_and_convert(tmp_path, fake):
     assert res["oracle"]["rdp"]["success_rate"] == 1.0 and "Oracle:" in md
     with pytest.raises(ValueError, match="demos-via"):
         settings(demos_via="carrier-pigeon")
+
+
+def test_without_decoder_tuning_the_ldp_is_the_served_rdp(tmp_path, fake):
+    Experiment(tmp_path / "exp", settings(demos_via="inprocess", tune_decoder=False), log=lambda s: None,
+               slowfast=fake).run()
+    c = calls(tmp_path)
+    assert "--nominal" not in c[0] and not any(x.startswith("train decoder") for x in c)
+    assert any(x.startswith("train ldp") and x.split()[x.split().index("--out") + 1].endswith("/rdp") for x in c)
 
 
 def test_a_folder_made_before_a_setting_existed_resumes_at_its_default(tmp_path, fake):

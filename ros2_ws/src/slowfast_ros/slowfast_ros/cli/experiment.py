@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demos-via", default=d.demos_via, choices=("record", "inprocess"),
                    help="record: the scripted operator recorded over DDS, then converted (default); inprocess: "
                         "`slowfast demos`, the same chain with the synchronous sim, no stalled streams")
+    p.add_argument("--no-tune-decoder", dest="tune_decoder", action="store_false",
+                   help="keep RDP's decoder as the tokenizer trained it (default: tuned on the in-process "
+                        "demonstrations' nominal actions)")
     p.add_argument("--ros-domain-id", type=int, default=None,
                    help="DDS domain of the experiment's stacks (default: $ROS_DOMAIN_ID); discovery stays on this host")
     p.add_argument("--port", type=int, default=8082, help="teleop server port while recording (default 8082)")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
                                        "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
-                                       "sync_episodes", "oracle_episodes")}
+                                       "sync_episodes", "oracle_episodes", "tune_decoder")}
     if args.model_config:
         from slowfast_data.fileio import read_json  # noqa: PLC0415
         kw["model_config"] = read_json(args.model_config)
