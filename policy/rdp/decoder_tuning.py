@@ -66,6 +66,44 @@ def _pairs(ds: LeRobotDataset, samples: ChunkSamples, nominal: dict, horizon: in
     return f(plans), f(targets), f(contacts), torch.tensor(spans, dtype=torch.bool)
 
 
+def force_compliance(tok, norm, chunks: torch.Tensor, contact: torch.Tensor, num_arms: int,
+                     newtons: float = 2.0, from_step: int = 4, min_force: float = 1.0) -> float | None:
+    """How the decoder answers a harder push: the mean displacement (mm per N) of the decoded
+    last target along the measured contact force when ``newtons`` are added to that force from
+    step ``from_step`` of the chunk on, over the chunks in contact (mean force above
+    ``min_force`` N). Positive: it yields to the force (backs off when pressed harder, as an
+    admittance law and the wipe demonstrator do); near 0: it ignores the force. ``chunks``,
+    ``contact``: normalised relative action chunks and wrench contact (N, H, .); the latent is
+    the encoder's of each chunk. None for a tactile contact signal or no chunk in contact."""
+    width = contact.shape[-1] // max(num_arms, 1)
+    if width != 6 or not len(chunks):
+        return None
+    c_mean, c_std = (torch.as_tensor(np.asarray(v, np.float32)) for v in norm.mean_std("contact"))
+    a_mean, a_std = (torch.as_tensor(np.asarray(v, np.float32)) for v in norm.mean_std("action"))
+    raw = contact * c_std + c_mean
+    pushed, dirs, masks = raw.clone(), [], []
+    for a in range(num_arms):
+        f = raw[:, from_step:, 6 * a:6 * a + 3].mean(dim=1)                  # (N, 3) mean force
+        mag = f.norm(dim=-1, keepdim=True)
+        u = f / mag.clamp_min(1e-9)
+        pushed[:, from_step:, 6 * a:6 * a + 3] += newtons * u[:, None]
+        dirs.append(u)
+        masks.append(mag[:, 0] > min_force)
+    was = tok.training
+    tok.eval()
+    with torch.no_grad():
+        latent = tok.encode(chunks)[0]
+        base = tok.decode(latent, contact) * a_std + a_mean
+        moved = tok.decode(latent, (pushed - c_mean) / c_std) * a_std + a_mean
+    tok.train(was)
+    from .contract import ACTION_WIDTH
+
+    along = [((moved - base)[:, -1, ACTION_WIDTH * a:ACTION_WIDTH * a + 3] * dirs[a]).sum(-1)[masks[a]]
+             for a in range(num_arms)]
+    along = torch.cat(along)
+    return None if not len(along) else float(along.mean()) * 1000.0 / newtons
+
+
 def tune_decoder(dataset: str | Path, rdp: str | Path, out: str | Path, *, epochs: int = 30, lr: float = 3e-4,
                  batch_size: int = 64, contact_noise: float = 0.0, patience: int = 5, seed: int = 0,
                  log=None) -> dict:
@@ -119,6 +157,9 @@ def tune_decoder(dataset: str | Path, rdp: str | Path, out: str | Path, *, epoch
         tok.train()
         return err / Av.numel()
 
+    arms = ds.num_arms
+    probe = (Av, Cv) if Pv is not None and len(Pv) else (A, C)
+    compliance_before = force_compliance(tok, norm, *probe, arms)
     history, best = [], {"epoch": None, "val_loss": val_loss()}
     best_state = {k: v.clone() for k, v in tok.state_dict().items()}
     log(f"decoder tuning: validation L1 before {best['val_loss']}")
@@ -153,6 +194,8 @@ def tune_decoder(dataset: str | Path, rdp: str | Path, out: str | Path, *, epoch
             if patience and waited >= patience:
                 break
     tok.load_state_dict(best_state)
+    compliance_after = force_compliance(tok, norm, *probe, arms)
+    log(f"decoder tuning: force compliance {compliance_before} -> {compliance_after} mm/N")
 
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -162,7 +205,8 @@ def tune_decoder(dataset: str | Path, rdp: str | Path, out: str | Path, *, epoch
     summary = {"source": str(rdp), "dataset": str(dataset), "epochs_run": len(history), "best_epoch": best["epoch"],
                "best_val_loss": best["val_loss"], "lr": lr, "batch_size": batch_size, "contact_noise": contact_noise,
                "train_chunks": n, "train_chunks_spanning": int(S.sum()),
-               "val_chunks": 0 if Pv is None else len(Pv)}
+               "val_chunks": 0 if Pv is None else len(Pv),
+               "compliance_mm_per_n": {"before": compliance_before, "after": compliance_after}}
     (tmp / "tokenizer" / TUNING_FILE).write_text(json.dumps({**summary, "history": history}, indent=1))
     plot_history(history, tmp / "tokenizer" / "loss.png", "decoder tuning", best["epoch"])
     if out.exists():

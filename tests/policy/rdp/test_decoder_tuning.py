@@ -20,6 +20,49 @@ def test_chunk_source_picks_the_perturbation_the_chunk_start_cannot_see():
     assert chunk_source(times, actions, 80, h, fps) is None
 
 
+class _Admittance:
+    """A stand-in decoder whose targets move ``gain`` m per N of measured force (per axis)."""
+
+    def __init__(self, gain):
+        self.gain, self.training = gain, False
+
+    def encode(self, chunks):
+        return chunks[:, :1, :1], None
+
+    def decode(self, latent, contact):
+        import torch
+
+        out = torch.zeros(contact.shape[0], contact.shape[1], 9)
+        out[..., :3] = self.gain * contact[..., :3]
+        return out
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        self.training = mode
+
+
+class _Identity:
+    def mean_std(self, name):
+        return (np.zeros(6 if name == "contact" else 9), np.ones(6 if name == "contact" else 9))
+
+
+@pytest.mark.parametrize("gain,expected", [(1e-3, 1.0), (-2e-3, -2.0), (0.0, 0.0)])
+def test_force_compliance_measures_the_decoders_answer_to_a_harder_push(gain, expected):
+    import torch
+
+    from policy.rdp.decoder_tuning import force_compliance
+
+    contact = torch.zeros(5, 16, 6)
+    contact[:, :, 2] = 10.0                       # 10 N along z, in contact
+    contact[0, :, 2] = 0.2                        # one chunk out of contact: left out
+    got = force_compliance(_Admittance(gain), _Identity(), torch.zeros(5, 16, 9), contact, num_arms=1)
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert force_compliance(_Admittance(gain), _Identity(), torch.zeros(5, 16, 9), torch.zeros(5, 16, 6), 1) is None
+    assert force_compliance(_Admittance(gain), _Identity(), torch.zeros(5, 16, 9), torch.zeros(5, 16, 30), 1) is None
+
+
 def test_nominal_file_round_trip_and_bad_shapes(tmp_path):
     (tmp_path / "meta").mkdir()
     assert read_nominal(tmp_path) == {}
@@ -89,6 +132,7 @@ def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_data
     summary = tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "rdp", epochs=3, patience=0, log=logs.append)
     assert summary["epochs_run"] == 3 and summary["train_chunks_spanning"] > 0 and summary["val_chunks"] > 0
     assert summary["best_val_loss"] is not None and any("validation L1 before" in m for m in logs)
+    assert all(isinstance(v, float) for v in summary["compliance_mm_per_n"].values())
     before = load_checkpoint(tmp_path / "ldp" / "tokenizer", expect="rdp_tokenizer").model.state_dict()
     after = load_checkpoint(tmp_path / "rdp" / "tokenizer", expect="rdp_tokenizer").model.state_dict()
     enc = [k for k in before if k.startswith("encoder.")]
