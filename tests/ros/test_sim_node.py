@@ -24,7 +24,7 @@ TYPES = {"/arm/tcp_pose": PoseStamped, "/arm/tcp_wrench": WrenchStamped, "/arm/t
 @pytest.fixture(scope="module")
 def sim_stack(tmp_path_factory):
     overrides = {"sim_node": {"task": "wipe", "camera_hz": 30.0, "episode_seconds": 120.0, "perturb": True,
-                              "start_delay": 0.2}}
+                              "start_delay": 0.2, "render_process": True}}
     logs = tmp_path_factory.mktemp("sim_logs")
     probe = TopicProbe({**TYPES, "/diagnostics": DiagnosticArray, "/sim/episode": String})
     with stack.Stack(stack.load_profile("sim"), overrides, log_dir=logs) as s:
@@ -102,7 +102,7 @@ def test_episode_start_event_is_latched_with_the_task_plan(sim_stack):
 
 
 def test_cameras_come_from_the_render_process_and_diagnostics_count_them(sim_stack):
-    """render_process (default): one publisher per camera topic, the render process's own node
+    """render_process (true here): one publisher per camera topic, the render process's own node
     (not a second "sim_node": it must not take the sim node's --ros-args), and the sim node's
     /diagnostics still report the camera rate."""
     _, probe = sim_stack
