@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Bool
@@ -354,5 +354,31 @@ def test_an_inactive_slow_node_publishes_no_chunk_and_plans_from_fresh_observati
             assert s.procs["rdp_slow"].poll() is None, s.last_line("rdp_slow")
     finally:
         stop_images.set()
+        robot.stop = True
+        probe.close()
+
+
+def test_a_slow_node_that_plans_nothing_says_why(export, tmp_path):
+    """Robot state but no camera image: no chunk can be planned. The node must not fail
+    silently: /diagnostics turns to WARN with the reason counted since the last chunk, and
+    the log says it (a starved planner looked like a policy that does nothing)."""
+    from slowfast_ros.topic_probe import TopicProbe, wait_until
+
+    probe = TopicProbe({"/diagnostics": DiagnosticArray})
+    node = probe.node
+    robot = Robot(node, fz=0.0)
+    reports: list = []
+    node.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: reports.extend(st for st in m.status if st.name == "rdp_slow"), 10)
+    overrides = {"rdp_slow": {"export_dir": str(export), "arms": ["right"], "rate_hz": 10.0}}
+    try:
+        with stack.Stack(_profile("rdp_slow"), overrides, log_dir=tmp_path) as s:
+            starved = lambda: [r for r in reports if "no chunk for" in r.message]  # noqa: E731
+            assert wait_until(lambda: starved(), timeout=90), s.last_line("rdp_slow")
+            r = starved()[-1]
+            assert r.level == DiagnosticStatus.WARN and "image" in r.message, r.message
+            assert msgs.diagnostics_values(r)["chunks_published"] == "0"
+            assert wait_until(lambda: "no chunk for" in (tmp_path / "rdp_slow.log").read_text(), timeout=15), s.last_line("rdp_slow")
+    finally:
         robot.stop = True
         probe.close()

@@ -81,6 +81,7 @@ class RdpSlow(ManagedNode):
         self.nonfinite_streak = 0
         self.skipped: dict[str, int] = {}
         self._last_obs = -np.inf
+        self._since_chunk = (np.inf, {})      # (time of the last chunk or activation, skips then)
         self._cycle_lock = threading.Lock()   # a cycle and a transition never overlap
         self.loop: PacedLoop | None = None
         self.create_timer(1.0, self._publish_diagnostics)
@@ -136,6 +137,7 @@ class RdpSlow(ManagedNode):
             self.images.clear()
             self.planner.restart()
             self._last_obs = max(self._last_obs, self._now())
+            self._since_chunk = (self._now(), dict(self.skipped))
             self.active = True
 
     def _deactivate(self) -> None:
@@ -206,6 +208,7 @@ class RdpSlow(ManagedNode):
         self.pub.publish(msgs.chunk_msg(t_obs, self.p.world_frame, self.planner.kind, chunk, self.planner.row_dt))
         self.obs_age_ms.append((self._now() - t_obs) * 1e3)
         self._last_obs = t_obs
+        self._since_chunk = (self._now(), dict(self.skipped))
         self.published += 1
         self.cycles.tick()
 
@@ -222,6 +225,13 @@ class RdpSlow(ManagedNode):
                   "latency_estimate_ms": self.planner.latency_estimate() * 1e3, "active": self.active}
         values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
         level, message = ("ok", "") if self.active else ("warn", "inactive: not planning")
+        quiet = self._now() - self._since_chunk[0]
+        if self.active and quiet > STARVED_S:
+            # Planning but nothing comes out: say why, where an operator looks (log, /diagnostics).
+            since = {k: v - self._since_chunk[1].get(k, 0) for k, v in self.skipped.items()}
+            why = ", ".join(f"{k} {v}" for k, v in sorted(since.items(), key=lambda kv: -kv[1]) if v) or "no cycle due"
+            level, message = "warn", f"no chunk for {quiet:.0f} s (skipped: {why})"
+            self.get_logger().warning(message, throttle_duration_sec=10.0)
         if self.nonfinite_streak:
             level, message = "error", f"model output non-finite ({self.nonfinite_streak} chunks in a row dropped)"
         if self.loop.failure is not None:
@@ -230,6 +240,9 @@ class RdpSlow(ManagedNode):
         self.diag_pub.publish(msgs.diagnostics_msg(
             self._now(), [msgs.diagnostic_status("rdp_slow", values, level, message)]))
 
+
+#: seconds without a chunk, while active, after which the node warns and says why
+STARVED_S = 3.0
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)
 PARAMS = RdpSlowParams
