@@ -76,6 +76,23 @@ def _tiny_config(model_type: str, **over):
     return PolicyConfig.from_dict(d)
 
 
+def _camera_free_config(model_type: str, epochs: int, horizon: int = 32, val_fraction: float = 0.0):
+    """Small models without cameras, for policies trained on a few sim demonstrations."""
+    from policy.rdp.config import PolicyConfig, preset
+
+    d = preset("sim", model_type).to_dict()
+    d["data"].update(horizon=horizon, cameras=[], val_fraction=val_fraction)
+    d["unet"].update(down_dims=[16, 32], step_embed_dim=16)
+    d["train"].update(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=0)
+    return PolicyConfig.from_dict(d)
+
+
+@pytest.fixture(scope="session")
+def camera_free_config():
+    """camera_free_config(model_type, epochs, horizon=32, val_fraction=0.0) -> PolicyConfig."""
+    return _camera_free_config
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     """tiny_config(model_type, **section_overrides) -> PolicyConfig with test sizes."""

@@ -14,10 +14,9 @@ SEEDS = [300, 301]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, camera_free_config):
     import torch
 
-    from policy.rdp.config import PolicyConfig, preset
     from policy.rdp.export import export_checkpoint
     from policy.rdp.train import train
     from sim.datagen import generate_dataset
@@ -28,13 +27,7 @@ def served(tmp_path_factory):
     ds = generate_dataset(root / "ds", task="wipe", episodes=len(SEEDS), seed=SEEDS[0], fps=25.0, camera=False,
                           episode_seconds=4.0, progress=lambda ep, m: demo.__setitem__(SEEDS[ep], m))
 
-    def cfg(model_type, epochs):
-        d = preset("sim", model_type).to_dict()
-        d["data"].update(horizon=32, cameras=[], val_fraction=0.0)
-        d["unet"].update(down_dims=[16, 32], step_embed_dim=16)
-        d["train"].update(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=0)
-        return PolicyConfig.from_dict(d)
-
+    cfg = camera_free_config
     train("tokenizer", ds, root / "tok", cfg("rdp_tokenizer", 100), progress=False)
     train("dp", ds, root / "dp", cfg("dp", 1), progress=False)
     export_checkpoint(root / "tok", root / "onnx_tok")

@@ -108,11 +108,10 @@ def test_nominal_actions_follow_the_demonstration_until_the_perturbation(nominal
             assert np.abs(actions[k, f:, :3] - real[f:, :3]).max() > 1e-3
 
 
-def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_dataset, tmp_path):
+def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_dataset, tmp_path, camera_free_config):
     import torch
 
     from policy.rdp.checkpoint import load_checkpoint
-    from policy.rdp.config import PolicyConfig, preset
     from policy.rdp.decoder_tuning import TUNING_FILE, tune_decoder
     from policy.rdp.export import export_checkpoint
     from policy.rdp.train import train
@@ -120,11 +119,7 @@ def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_data
     torch.set_num_threads(1)
 
     def cfg(model_type, epochs):
-        d = preset("sim", model_type).to_dict()
-        d["data"].update(horizon=16, cameras=[], val_fraction=0.5)
-        d["unet"].update(down_dims=[16, 32], step_embed_dim=16)
-        d["train"].update(epochs=epochs, batch_size=32, lr=3e-3, warmup_steps=0)
-        return PolicyConfig.from_dict(d)
+        return camera_free_config(model_type, epochs, horizon=16, val_fraction=0.5)
 
     train("tokenizer", nominal_dataset, tmp_path / "tok", cfg("rdp_tokenizer", 3), progress=False)
     train("ldp", nominal_dataset, tmp_path / "ldp", cfg("rdp_ldp", 1), tokenizer=tmp_path / "tok", progress=False)
