@@ -435,7 +435,10 @@ class TestBridgeCartesianControllers:
             assert lifecycle.call("robot_bridge_node", "deactivate") == "inactive"
             # The hold reaches the controller; then nothing more, though targets keep coming.
             assert wait_until(lambda: len(robot.targets) - len(forwarded(robot.targets)) > holds_before)
-            st, values = _diag(diag, "robot_bridge_node", lambda v: v.get("mode") == "inactive")
+            # Inactive is a warning, not OK. (A report made while the fake robot's state was late,
+            # which happens on a loaded machine, is an error by its own rule: not this check's.)
+            st, values = _diag(diag, "robot_bridge_node", lambda v: v.get("mode") == "inactive"
+                               and not v.get("reason", "").startswith(("no robot state", "robot state")))
             assert st is not None and st.level == DiagnosticStatus.WARN
             # Targets kept coming for two more of the bridge's reports: none was forwarded.
             reports = lambda: sum(_status(m, "robot_bridge_node")[0] is not None  # noqa: E731
