@@ -243,7 +243,14 @@ class RobotBridgeNode(ArmCommander):
             level = "error"
         message = "" if level == "ok" else f"holding: {self.gate.reason}"
         if not self.active:
-            level, message = ("warn" if level == "ok" else level), f"inactive: holding ({self.gate.reason})"
+            # The gate decides nothing while inactive: its reason is the last one before the
+            # deactivation. What matters now is whether the robot's state is still coming.
+            age = self._now() - self.robot.state().pose_stamp
+            if not age <= self.gate.cfg.max_state_age:
+                level, message = "error", ("inactive: holding, no robot state" if not np.isfinite(age)
+                                           else f"inactive: holding, robot state {age:.3f} s old")
+            else:
+                level, message = "warn", "inactive: holding"
         status = msgs.diagnostic_status(f"robot_bridge_node: {self.p.arm}", values, level, message)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
