@@ -29,7 +29,7 @@ from slowfast_data.nominal import chunk_source, read_nominal
 from slowfast_data.reader import LeRobotDataset
 
 from . import contract
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_config, save_checkpoint
 from .dataset import ChunkSamples, required_keys, split_episodes
 
 #: file next to the tuned tokenizer saying how it was tuned
@@ -52,10 +52,8 @@ def _pairs(ds: LeRobotDataset, samples: ChunkSamples, nominal: dict, horizon: in
             source = chunk_source(*nominal[e], i - s0, horizon, ds.fps)
         if source is None:
             plan = real
-        else:
-            actions = ds.data[ACTION_KEY].copy()
-            actions[s0:s1] = source[:s1 - s0]
-            plan = contract.relative_chunk(actions, ds.data[POSE_KEY], i, horizon, s0, s1)
+        else:   # the same chunk cut from the episode's nominal actions (episode-local rows)
+            plan = contract.relative_chunk(source[:s1 - s0], ds.data[POSE_KEY][s0:s1], i - s0, horizon, 0, s1 - s0)
         plans.append(norm.normalize("action", plan))
         targets.append(norm.normalize("action", real))
         contacts.append(samples.contact[samples._frames(i, np.arange(horizon))])
@@ -124,7 +122,9 @@ def tune_decoder(dataset: str | Path, rdp: str | Path, out: str | Path, *, epoch
         raise ValueError(f"--out {out}: would overwrite the checkpoint being tuned")
     if (out / "config.json").exists():
         raise ValueError(f"--out {out} already holds a checkpoint; choose another --out")
-    load_checkpoint(rdp, expect="rdp_ldp")                     # a whole RDP, not a bare tokenizer
+    kind = read_config(rdp).model_type
+    if kind != "rdp_ldp":                                       # a whole RDP, not a bare tokenizer
+        raise ValueError(f"{rdp}: checkpoint is a {kind!r} model, expected 'rdp_ldp'")
     ck = load_checkpoint(rdp / "tokenizer", expect="rdp_tokenizer")
     tok, cfg, norm = ck.model, ck.config, ck.normalizer
     nominal = read_nominal(dataset)
