@@ -46,6 +46,18 @@ class EpisodeEnd:
             self._requested = reason
             return True
 
+    def command(self, cmd) -> str:
+        """Handle an operator's command (``{"cmd": "end", "episode": N, "source": ...}``, the
+        JSON of ``sim/episode_command``): what to log. ValueError for a malformed command."""
+        if not isinstance(cmd, dict) or cmd.get("cmd") != "end":
+            raise ValueError(f"unknown command {cmd.get('cmd') if isinstance(cmd, dict) else cmd!r}")
+        episode = cmd.get("episode")
+        if episode is not None and (isinstance(episode, bool) or not isinstance(episode, int)):
+            raise ValueError(f"episode {episode!r} is not an integer")
+        if self.request(episode):
+            return f"episode {self.episode}: end requested ({cmd.get('source', '?')})"
+        return ""
+
     def check(self, sim_time: float, task_done: bool) -> str | None:
         """Why the running episode ends now (one of REASONS), or None while it goes on."""
         if self.mode == "task":

@@ -80,3 +80,65 @@ class FrameRenderer:
 
     def close(self) -> None:
         self._r.close()
+
+
+class ThreadRenderer:
+    """Cameras rendered in a thread of this process: the physics thread :meth:`submit`\\ s a
+    snapshot, the render thread renders every camera and hands the frames to ``sink`` (an
+    object with ``frame(episode, stamp, sim_t, frames)``, ``end(episode)`` and ``close()``,
+    as :class:`sim.render_process.ProcessRenderer`'s sink). Two frames wait at most; more
+    are dropped, not queued. ``on_error(exc)`` is called once if the thread stops on an error."""
+
+    def __init__(self, env, cameras, sink, *, depth: bool = False, on_error=None):
+        import threading
+
+        self.cameras, self.sink, self.depth, self.on_error = tuple(cameras), sink, depth, on_error
+        self.snapshots = SnapshotRenderer(env)
+        self.frames = 0
+        self.failed = False
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._loop, name="sim-render", daemon=True)
+        self._thread.start()
+
+    def submit(self, episode: int, stamp: float, sim_t: float, data) -> bool:
+        """Queue a snapshot of ``data`` (physics thread, microseconds). False: dropped."""
+        snap = self.snapshots.snapshot(data)
+        if snap is None:
+            return False
+        try:
+            self._q.put_nowait(("frame", episode, stamp, sim_t, snap))
+        except queue.Full:
+            self.snapshots.release(snap)
+            return False
+        return True
+
+    def end_episode(self, episode: int) -> None:
+        if self._thread.is_alive():
+            self._q.put(("end", episode))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (the episode video), then stop. Idempotent."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        try:
+            while (item := self._q.get()) is not None:
+                if item[0] == "end":
+                    self.sink.end(item[1])
+                    continue
+                _, episode, stamp, sim_t, snap = item
+                try:
+                    frames = [(cam, *self.snapshots.render(snap, cam, depth=self.depth)) for cam in self.cameras]
+                finally:
+                    self.snapshots.release(snap)
+                self.sink.frame(episode, stamp, sim_t, frames)
+                self.frames += 1
+        except Exception as exc:  # noqa: BLE001 - reported to the owner, never silent
+            self.failed = True
+            if self.on_error is not None:
+                self.on_error(exc)
+        finally:
+            self.sink.close()
+            self.snapshots.close()

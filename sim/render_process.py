@@ -12,7 +12,7 @@ free slot of a shared-memory ring and writes the slot's number down a pipe: ~10 
 per frame (the 20-odd copies; the pipe write releases it), against ~7 µs for
 ``SnapshotRenderer.snapshot`` and 6-20 ms of render. The child copies the slot into its own ``MjData`` (and frees it at once),
 renders every camera and hands the frames to a *sink* it built itself, e.g. a ROS node of its
-own that publishes them (``slowfast_ros.nodes.sim_node.CameraSink``) and writes the episode
+own that publishes them (``slowfast_ros.camera_sink.CameraSink``) and writes the episode
 video. No frame comes back through the parent. With every slot taken (the child is behind)
 a frame is dropped, not queued.
 

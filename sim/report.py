@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -105,3 +106,33 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class EpisodeVideo:
+    """One MP4 of the first camera per episode: ``camera_NNN.mp4`` in ``out_dir``. Frames are
+    placed by their sim time: a frame dropped under CPU load repeats the previous one, so the
+    video keeps the episode's duration (in sim time: a slowed-down sim does not lengthen it)."""
+
+    def __init__(self, out_dir, fps: float):
+        self.out_dir, self.fps = Path(out_dir), fps
+        self.writer, self.episode = None, None
+        self.t0, self.written, self.last = 0.0, 0, None
+
+    def add(self, episode: int, t: float, rgb: np.ndarray) -> None:
+        if self.writer is None or episode != self.episode:
+            self.close()
+            self.writer = VideoWriter(self.out_dir / f"camera_{episode:03d}.mp4", fps=self.fps).__enter__()
+            self.episode, self.t0, self.written = episode, t, 0
+        index = int(round((t - self.t0) * self.fps))
+        while self.last is not None and self.written < index:
+            self.writer.add(self.last)
+            self.written += 1
+        self.writer.add(rgb)
+        self.written += 1
+        self.last = rgb
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.last = None

@@ -2,7 +2,7 @@
 ``max_lag`` behind (the world slows down), so every stamp stays the time its reading was taken."""
 import pytest
 
-from slowfast_ros.nodes.sim_node import WallLock
+from sim.realtime import WallLock
 
 
 def run(step_cost: float, max_lag: float, seconds: float = 2.0, dt: float = 0.001):
