@@ -315,6 +315,18 @@ def json_from_msg(msg: String) -> dict:
     return payload
 
 
+def on_json(handler):
+    """A String subscription callback that hands ``handler`` each message's JSON object and
+    drops the rest: a malformed event from another node must not raise in this one."""
+    def callback(msg: String) -> None:
+        try:
+            payload = json_from_msg(msg)
+        except ValueError:
+            return
+        handler(payload)
+    return callback
+
+
 def episode_start(msg: String) -> dict | None:
     """The event of an episode topic (``sim/episode``) message when it is a start, else None
     (an end event, or a message that is not a JSON object)."""

@@ -1,4 +1,5 @@
-"""gelsight_node: a vision-based tactile sensor (GelSight Mini style) as a marker field.
+"""gelsight_node: a vision-based tactile sensor (GelSight Mini style) as a marker field. It
+orchestrates: reading frames and tracking the markers live without ROS in ``hardware.gelsight``.
 
 Reads frames from a camera with OpenCV (``source``: a device index such as ``0``, a device
 path such as ``/dev/video2``, or a video file), detects the marker dots, tracks them against
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -94,39 +94,36 @@ class GelSightNode(ManagedNode):
 
     def __init__(self):
         super().__init__("gelsight_node")
+        from hardware.gelsight import Capture, TactileField, is_video_file  # noqa: PLC0415
         from hardware.markers import DetectorConfig, MarkerDetector  # noqa: PLC0415
 
-        self.p: GelSightNodeParams = declare_params(self, GelSightNodeParams())
+        p = self.p = declare_params(self, GelSightNodeParams())
         # A bad detector setting raises ValueError naming the field: the node refuses to start.
-        self.detector = MarkerDetector(DetectorConfig(self.p.threshold, self.p.min_area, self.p.max_area,
-                                                      self.p.background_px, self.p.dark_markers))
-        self.is_file = not self.p.source.isdigit() and not self.p.source.startswith("/dev/")
-        if self.is_file and not Path(self.p.source).is_file():
-            raise ValueError(f"source: no video file {self.p.source} (a camera is a device index or /dev/videoN)")
-        self.grid = (self.p.grid_rows, self.p.grid_cols) if self.p.grid_rows > 0 else None
-        self.frame_id = self.p.frame_id or f"{self.p.arm}_tactile_pad"
-        self.tracker = None
-        self._rezero = threading.Event()
-        self._rezero.set()                       # the first usable frame is the reference
-        self.markers_pub = self.create_publisher(PointCloud2, topic(self.p.arm, "tactile/markers"), qos.SENSOR_PUB)
-        self.image_pub = (self.create_publisher(Image, topic(self.p.arm, "tactile/image_raw"), qos.SENSOR_PUB)
-                          if self.p.publish_image else None)
-        self.create_service(Trigger, topic(self.p.arm, "tactile/rezero"), self._on_rezero)
+        detector = MarkerDetector(DetectorConfig(p.threshold, p.min_area, p.max_area, p.background_px,
+                                                 p.dark_markers))
+        if is_video_file(p.source) and not Path(p.source).is_file():
+            raise ValueError(f"source: no video file {p.source} (a camera is a device index or /dev/videoN)")
+        self.grid = (p.grid_rows, p.grid_cols) if p.grid_rows > 0 else None
+        self.frame_id = p.frame_id or f"{p.arm}_tactile_pad"
+        self.field = TactileField(detector, p.gate_px, p.mm_per_px, self.grid, p.min_markers,
+                                  p.min_tracked_fraction, p.source, self.get_logger())
+        self.capture = Capture(p.source, p.fps, p.width, p.height, p.loop, p.reconnect_period)
+        self.markers_pub = self.create_publisher(PointCloud2, topic(p.arm, "tactile/markers"), qos.SENSOR_PUB)
+        self.image_pub = (self.create_publisher(Image, topic(p.arm, "tactile/image_raw"), qos.SENSOR_PUB)
+                          if p.publish_image else None)
+        self.create_service(Trigger, topic(p.arm, "tactile/rezero"), self._on_rezero)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.meter = RateMeter()
-        self.state, self.reason = "starting", f"opening {self.p.source}"
-        self.frames = self.published = self.withheld = self.reconnects = self.images_published = 0
-        self.dropped_inactive = 0
-        self.last = {"tracked": 0, "lost": 0, "spurious": 0}
-        self.reference_markers = 0
+        self.frames = self.published = self.images_published = self.dropped_inactive = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.autostart(self.p.autostart)
+        self.autostart(p.autostart)
 
     def _configure(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._capture_loop, name="gelsight", daemon=True)
+        self._thread = threading.Thread(target=self.capture.run, name="gelsight", daemon=True,
+                                        args=(self._stop, self._now, self._process, self.field.set_state))
         self._thread.start()
 
     def _cleanup(self) -> None:
@@ -136,7 +133,7 @@ class GelSightNode(ManagedNode):
     # ------------------------------------------------------------ callbacks (store only)
 
     def _on_rezero(self, request, response):
-        self._rezero.set()
+        self.field.rezero()
         response.success = True
         response.message = "the next frame becomes the reference"
         return response
@@ -146,63 +143,8 @@ class GelSightNode(ManagedNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _set(self, state: str, reason: str) -> None:
-        if (state, reason) != (self.state, self.reason):
-            if state in ("tracking", "ended"):
-                self.get_logger().info(f"{state}: {reason}")
-            else:
-                self.get_logger().warning(f"{state}: {reason}")
-        self.state, self.reason = state, reason
-
-    def _open(self):
-        import cv2  # noqa: PLC0415
-
-        src = int(self.p.source) if self.p.source.isdigit() else self.p.source
-        cap = cv2.VideoCapture(src)
-        if not cap.isOpened():
-            cap.release()
-            return None
-        if not self.is_file:
-            cap.set(cv2.CAP_PROP_FPS, self.p.fps)
-            if self.p.width and self.p.height:
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.p.width)
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.p.height)
-        return cap
-
-    def _capture_loop(self) -> None:
-        import cv2  # noqa: PLC0415
-
-        period = 1.0 / self.p.fps
-        while not self._stop.is_set():
-            cap = self._open()
-            if cap is None:
-                self._set("no camera", f"cannot open {self.p.source}")
-                self._stop.wait(self.p.reconnect_period)
-                continue
-            next_t = time.monotonic()
-            while not self._stop.is_set():
-                if self.is_file:  # play a file in real time
-                    self._stop.wait(max(0.0, next_t - time.monotonic()))
-                    next_t += period
-                ok, bgr = cap.read()
-                if not ok or bgr is None:
-                    break
-                stamp = self._now() - self.p.capture_latency
-                self._process(stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            cap.release()
-            if self._stop.is_set():
-                break
-            if self.is_file and not self.p.loop:
-                self._set("ended", f"video file {self.p.source} ended")
-                break
-            if not self.is_file:
-                self._set("lost", f"camera {self.p.source} stopped delivering frames; reopening")
-                self.reconnects += 1
-                self._stop.wait(self.p.reconnect_period)
-
-    def _process(self, stamp: float, rgb: np.ndarray) -> None:
-        from hardware.markers import MarkerTracker  # noqa: PLC0415
-
+    def _process(self, arrival: float, rgb: np.ndarray) -> None:
+        stamp = arrival - self.p.capture_latency
         self.frames += 1
         active = self.active   # one answer for the whole frame
         if not active:
@@ -210,28 +152,8 @@ class GelSightNode(ManagedNode):
         if self.image_pub is not None and active:
             self.image_pub.publish(msgs.image_msg(stamp, self.frame_id, rgb, "rgb8"))
             self.images_published += 1
-        if self._rezero.is_set():
-            tracker = MarkerTracker(self.detector, self.p.gate_px, self.p.mm_per_px,
-                                    (rgb.shape[1], rgb.shape[0]), self.grid, self.p.min_markers)
-            try:
-                self.reference_markers = tracker.reset(rgb)
-            except ValueError as exc:
-                self._set("no reference", f"cannot take the reference frame: {exc}")
-                return  # retried on the next frame
-            self.tracker = tracker
-            self._rezero.clear()
-            self._set("tracking", f"reference with {self.reference_markers} markers")
-            field = tracker.reference_field()
-        else:
-            res = self.tracker.update(rgb)
-            self.last = {"tracked": res.tracked, "lost": res.lost, "spurious": res.spurious}
-            if res.tracked < self.p.min_tracked_fraction * self.reference_markers:
-                self.withheld += 1
-                self._set("markers lost", f"{res.tracked} of {self.reference_markers} markers found; field withheld")
-                return
-            self._set("tracking", f"reference with {self.reference_markers} markers")
-            field = res.markers
-        if not active:
+        field = self.field.track(rgb)
+        if field is None or not active:
             return
         self.markers_pub.publish(msgs.markers_msg(stamp, self.frame_id, field, self.grid))
         self.published += 1
@@ -240,16 +162,14 @@ class GelSightNode(ManagedNode):
     # ------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
-        values = {"state": self.state, "reason": self.reason, "source": self.p.source,
+        f = self.field
+        values = {"state": f.state, "reason": f.reason, "source": self.p.source,
                   "rate_hz": self.meter.rate(), "frames": self.frames, "fields_published": self.published,
                   "images_published": self.images_published,
-                  "fields_withheld": self.withheld, "reference_markers": self.reference_markers,
-                  "reconnects": self.reconnects, **{f"markers_{k}": v for k, v in self.last.items()},
+                  "fields_withheld": f.withheld, "reference_markers": f.reference_markers,
+                  "reconnects": self.capture.reconnects, **{f"markers_{k}": v for k, v in f.last.items()},
                   "active": self.active, "dropped_inactive": self.dropped_inactive}
-        level = {"tracking": "ok", "ended": "warn", "markers lost": "warn", "starting": "warn"}.get(self.state, "error")
-        message = "" if level == "ok" else f"{self.state}: {self.reason}"
-        if not self.active:
-            level, message = ("warn" if level == "ok" else level), f"inactive: publishing nothing ({self.state})"
+        level, message = f.status(self.active)
         status = msgs.diagnostic_status(f"gelsight_node: {self.p.arm}", values, level, message,
                                         hardware_id=self.p.source)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))

@@ -1,4 +1,6 @@
-"""recorder_node: demonstration episodes as rosbag2 folders (metadata.yaml + MCAP, CDR).
+"""recorder_node: demonstration episodes as rosbag2 folders (metadata.yaml + MCAP, CDR). It
+orchestrates: the queue, the writer thread and the episode bookkeeping live without ROS in
+``teleop_tactar.recorder_session``.
 
 Subscribes raw (no deserialization) to every topic in ``topics`` ([''] = every topic it
 discovers, less ``exclude``), reliable with a deep queue; callbacks only put the bytes and
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import queue
-import threading
 
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -28,6 +28,7 @@ from std_msgs.msg import String
 from slowfast_ros import msgs, qos
 from slowfast_ros.node_util import declare_params, param, run_node
 from teleop_tactar.recorder import EpisodeRecorder, RecorderConfig
+from teleop_tactar.recorder_session import EPISODE_TOPIC, RecorderSession
 
 
 @dataclasses.dataclass
@@ -57,9 +58,6 @@ class RecorderNodeParams:
             raise ValueError("out_dir: must not be empty")
 
 
-EPISODE_TOPIC = "/sim/episode"
-
-
 def _msg_class(type_name: str):
     pkg, _, name = type_name.split("/")
     return getattr(importlib.import_module(f"{pkg}.msg"), name)
@@ -69,23 +67,21 @@ class RecorderNode(Node):
     def __init__(self):
         super().__init__("recorder_node")
         p = self.p = declare_params(self, RecorderNodeParams)
-        self.rec = EpisodeRecorder(p.out_dir, p.bag)
-        for line in self.rec.repair_unfinished():   # bags a killed recorder left behind
+        rec = EpisodeRecorder(p.out_dir, p.bag)
+        for line in rec.repair_unfinished():   # bags a killed recorder left behind
             self.get_logger().warning(line)
         self.wanted = {self._abs(t) for t in p.topics if t}
         self.exclude = {self._abs(t) for t in p.exclude if t}
-        self.q: queue.Queue = queue.Queue(maxsize=p.queue_size)
         self.subs: dict[str, object] = {}
         self.state_pub = self.create_publisher(String, "recorder/state", qos.LATCHED)
         self.events_pub = self.create_publisher(String, "recorder/events", qos.EVENTS)
+        self.session = RecorderSession(rec, p.task, p.queue_size, self._now_ns, self, self.get_logger())
         self.create_subscription(String, "recorder/command", self._on_command, qos.COMMAND)
         if p.follow_episodes:
             self.create_subscription(String, "sim/episode", self._on_episode, qos.EVENTS)
         self.create_timer(p.discovery_period, self._discover)
-        self.create_timer(p.progress_period, self._progress)
-        self._stop = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="recorder-writer", daemon=True)
-        self._writer.start()
+        self.create_timer(p.progress_period, self.session.progress)
+        self.session.start()
         self._discover()
         self.get_logger().info(f"recording into {p.out_dir} ({'following sim episodes' if p.follow_episodes else 'on command'})")
 
@@ -108,21 +104,12 @@ class RecorderNode(Node):
                 continue
             offers = qos.offered(self, name)
             self.subs[name] = self.create_subscription(
-                cls, name, lambda data, n=name: self._on_message(n, data),
+                cls, name, lambda data, n=name: self.session.message(n, data, self._now_ns()),
                 qos.record_profile(offers, self.p.dds_depth), raw=True)
-            self._put(("topic", name, types[0], offers))
+            self.session.topic(name, types[0], offers)
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
-
-    def _on_message(self, name: str, data: bytes) -> None:
-        try:
-            self.q.put_nowait(("msg", name, data, self._now_ns()))
-        except queue.Full:
-            self.rec.drops[name] += 1
-
-    def _put(self, item) -> None:
-        self.q.put(item)   # control items are never dropped
 
     def _on_command(self, msg: String) -> None:
         try:
@@ -130,123 +117,29 @@ class RecorderNode(Node):
         except ValueError as exc:
             self.get_logger().warning(f"recorder/command: {exc}")
             return
-        if cmd.get("cmd") not in ("start", "stop", "success", "failure", "discard"):
-            self.get_logger().warning(f"recorder/command: unknown command {cmd.get('cmd')!r}")
-            return
-        self._put(("cmd", cmd))
+        self.session.command(cmd)
 
     def _on_episode(self, msg: String) -> None:
         try:
             ev = msgs.json_from_msg(msg)
         except ValueError:
             return
-        if ev.get("event") == "start":
-            if self._now_ns() * 1e-9 > float(ev.get("start_stamp", 0.0)) + 0.5:
-                self.get_logger().warning(f"episode {ev.get('episode')} was already running: not recorded")
-                return
-            # the start event itself goes into the bag first: the converter aligns on it
-            self._put(("cmd", {"cmd": "start", "task": ev.get("task"), "sim_episode": ev.get("episode"),
-                               "seed": ev.get("seed"), "_event": self._event(msg)}))
-        elif ev.get("event") == "end":
-            # ... and the end event (with the episode's metrics) last, before the bag closes
-            success = (ev.get("metrics") or {}).get("success")
-            self._put(("cmd", {"cmd": "stop" if success is None else ("success" if success else "failure"),
-                               "_event": self._event(msg)}))
+        self.session.episode(ev, lambda: self._event(msg))
 
     def _event(self, msg: String) -> tuple:
         from rclpy.serialization import serialize_message  # noqa: PLC0415
         return serialize_message(msg), self._now_ns(), qos.offered(self, EPISODE_TOPIC)
 
-    # ------------------------------------------------------------ writer thread
+    # ------------------------------------------------------------ the session's outputs
 
-    def _write_loop(self) -> None:
-        while not self._stop.is_set() or not self.q.empty():
-            try:
-                item = self.q.get(timeout=0.05)
-            except queue.Empty:
-                if self.rec.recording:
-                    self.rec.flush()
-                    self._report_error()
-                continue
-            kind = item[0]
-            if kind == "msg":
-                self.rec.write(item[1], item[2], item[3])
-                if not self.rec.recording and self.rec.error:
-                    self._report_error()
-            elif kind == "topic":
-                self.rec.add_topic(item[1], item[2], item[3])
-            elif kind == "cmd":
-                self._command(item[1])
-        if self.rec.recording:
-            self.rec.stop()
+    def publish_event(self, event: dict) -> None:
+        self.events_pub.publish(msgs.json_msg(event))
 
-    def _report_error(self) -> None:
-        if self.rec.error and not getattr(self, "_reported", "") == self.rec.error:
-            self._reported = self.rec.error
-            self.get_logger().error(self.rec.error)
-            self._tell("error", text=self.rec.error)
-            self._progress()
-
-    def _command(self, cmd: dict) -> None:
-        c = cmd["cmd"]
-        try:
-            if c == "start":
-                if "_event" in cmd and self.rec.recording:
-                    # a sim episode starts before the last one's end was seen: close that bag
-                    # without an outcome rather than run two episodes into one
-                    folder = self.rec.stop(None)
-                    self.get_logger().warning(f"episode {folder.name}: its end event never came; "
-                                              "saved without an outcome")
-                    self._tell("saved", folder)
-                extra = {k: v for k, v in cmd.items() if k not in ("cmd", "source", "_event")}
-                if not extra.get("task"):
-                    extra["task"] = self.p.task
-                folder = self.rec.start(**extra)
-                self._write_event(cmd)
-                self.rec.write_latched(cmd["_event"][1] if "_event" in cmd else self._now_ns())
-                self.get_logger().info(f"recording {folder}")
-                self._tell("started", folder)
-            elif c in ("stop", "success", "failure"):
-                self._write_event(cmd)
-                folder = self.rec.stop({"stop": None, "success": True, "failure": False}[c])
-                if folder is not None:
-                    self.get_logger().info(f"episode {folder.name} saved ({c})")
-                    if self.rec.error:
-                        self._report_error()
-                    else:
-                        self._tell("saved", folder, None if c == "stop" else c)
-            elif c == "discard":
-                folder = self.rec.discard()
-                if folder is not None:
-                    self.get_logger().info(f"episode {folder.name} discarded")
-                    self._tell("discarded", folder)
-        except OSError as exc:
-            self.get_logger().error(str(exc))
-            self._tell("error", text=str(exc))
-        self._progress()
-
-    def _tell(self, kind: str, folder=None, outcome: str | None = None, text: str = "") -> None:
-        """One episode event on ``recorder/events`` (the operator's log lines come from these)."""
-        self.events_pub.publish(msgs.json_msg({"event": kind, "episode": folder.name if folder else "",
-                                               "outcome": outcome, "text": text,
-                                               "stamp": self._now_ns() * 1e-9}))
-
-    def _write_event(self, cmd: dict) -> None:
-        if "_event" in cmd and self.rec.recording:
-            data, stamp, offers = cmd["_event"]
-            self.rec.add_topic(EPISODE_TOPIC, "std_msgs/msg/String", offers, keep_latched=False)
-            self.rec.write(EPISODE_TOPIC, data, stamp)
-
-    def _progress(self) -> None:
-        prog = self.rec.progress()
-        prog["queued"] = self.q.qsize()
-        if prog["state"] == "recording":
-            self.get_logger().info(prog["line"])
-        self.state_pub.publish(msgs.json_msg(prog))
+    def publish_state(self, progress: dict) -> None:
+        self.state_pub.publish(msgs.json_msg(progress))
 
     def close(self) -> None:
-        self._stop.set()
-        self._writer.join(timeout=10.0)
+        self.session.close()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)
