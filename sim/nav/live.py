@@ -189,10 +189,10 @@ class LiveNavSim:
                     last_rec = pose.copy()
                 stamp = self.out.now()
                 if now >= next_odom:
-                    next_odom = max(next_odom + 1.0 / cfg.odom_hz, now)
+                    next_odom = max(next_odom + 1.0 / cfg.odom_hz, now + 0.5 / cfg.odom_hz)   # behind: skip, never burst
                     self._odometry(stamp)
                 if now >= next_cam:
-                    next_cam = max(next_cam + 1.0 / cfg.camera_hz, now)
+                    next_cam = max(next_cam + 1.0 / cfg.camera_hz, now + 0.5 / cfg.camera_hz)
                     self._queue_render(stamp)
                 if stop_req:
                     reason = "stop"

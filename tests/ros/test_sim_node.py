@@ -110,4 +110,4 @@ def test_cameras_come_from_the_render_process_and_diagnostics_count_them(sim_sta
         pubs = probe.node.get_publishers_info_by_topic(name)
         assert [p.node_name for p in pubs] == ["sim_node_render"], name
     rate = probe.diagnostics("sim_node", timeout=15.0).get("sim_node", {}).get("rate/camera/image")
-    assert rate is not None and float(rate) > 0.0
+    assert rate is not None and float(rate) > 0.0, probe.diagnostics("sim_node", timeout=5.0)
