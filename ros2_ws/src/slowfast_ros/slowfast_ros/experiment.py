@@ -73,6 +73,8 @@ TASK_SENSOR_HZ = {"wipe": {"pose_hz": 200.0, "tactile_hz": 200.0},
                   "lift": {"pose_hz": 100.0, "tactile_hz": 60.0}}
 #: RDP's new chunks per second per task, each its best on validation seeds (below).
 TASK_RDP_HZ = {"wipe": 8.0, "lift": 1.5625}
+#: ... and the DP baseline's, chosen the same way (below).
+TASK_DP_HZ = {"wipe": 4.0, "lift": 1.5625}
 
 
 @dataclasses.dataclass
@@ -99,22 +101,26 @@ class ExperimentSettings:
     pose_hz: float = 0.0
     tactile_hz: float = 0.0
     control_hz: float = 200.0
-    # New chunks per second of the chunked baselines (DP): the published comparison commits a
-    # chunk every 16 control steps (24 Hz): 1.5 Hz; at our 25 steps/s that is 25/16 Hz.
-    slow_hz: float = 1.5625
-    # ... and of RDP, each method at the rate that served it best on validation seeds
-    # (30000-30039, wipe, 40 episodes a cell): RDP 11/40 perturbed at 1.5625 Hz, 24 at 2.5, 32
-    # at 4, 29 at 6, 30 at 8 (33/40 unperturbed), 26 at 12; DP 0-3/40 perturbed at every rate
-    # and 32/40 unperturbed at 1.5625 Hz, 21 at 1 and 2.5, 8 at 4. A latent chunk is ~20 ms of
-    # inference on one core here, so 8 Hz costs a sixth of a core.
-    # Lift (validation seeds 30000-30019, perturbed): 1/20 at 8, 9/20 at 4, 20/20 at 1.5625: each
-    # new chunk planned from "squeezed, at rest" restarts the slow-starting lift. 0 = the task's.
+    # New chunks per second of the DP baseline (0 = the task's, TASK_DP_HZ) and of RDP
+    # (rdp_slow_hz, 0 = TASK_RDP_HZ): each method at the rate that served it best on validation
+    # seeds, never on the held-out ones. The published comparison commits a DP chunk every 16
+    # control steps (24 Hz): 1.5 Hz; at our 25 steps/s that is 25/16 = 1.5625 Hz.
+    # Wipe (30000-30039, 40 episodes a cell, inpainted handover): RDP 11/40 perturbed at 1.5625
+    # Hz, 24 at 2.5, 32 at 4, 29 at 6, 30 at 8 (33/40 unperturbed), 26 at 12. DP (clean-chunk
+    # prediction) unperturbed 31/40 at 1.5625 Hz, 38 at 2.5, 40 at 3.125 and 4; perturbed 26/40
+    # at 2.5, 33 at 3.125, 38 at 4. A latent chunk is ~20 ms of inference on one core here, so
+    # 8 Hz costs a sixth of a core.
+    # Lift (validation seeds 30000-30019, perturbed): RDP 1/20 at 8, 9/20 at 4, 20/20 at 1.5625:
+    # each new chunk planned from "squeezed, at rest" restarts the slow-starting lift; DP 20/20
+    # at 1.5625.
+    slow_hz: float = 0.0
     rdp_slow_hz: float = 0.0
     # How a new chunk takes over from the executing one, the same for every method
     # (rdp_slow.handover: "blend", or "inpaint": Real-Time Chunking's frozen prefix, pulled
     # 0.16 s past it). Chosen on wipe's validation seeds 30000-30019: RDP at 8 Hz 19/20 with
     # either (perturbed and unperturbed), DP at 1.5625 Hz unperturbed 18/20 inpainted, 17/20
-    # blended; DP at 4 Hz unperturbed 15/20 inpainted, 5/20 blended (docs/results.md).
+    # blended; the earlier epsilon-prediction DP at 4 Hz unperturbed 15/20 inpainted, 5/20
+    # blended (docs/results.md).
     handover: str = "inpaint"
     device: str = "auto"
     # Where the demonstrations come from: "record" (the scripted operator through the teleop
@@ -160,6 +166,8 @@ class ExperimentSettings:
                 raise ValueError(f"--{name.replace('_', '-')}: {v:g} outside {lo:g}..1000 (0 = the task's default)")
         if float(self.rdp_slow_hz) == 0.0:
             self.rdp_slow_hz = TASK_RDP_HZ[self.task]
+        if float(self.slow_hz) == 0.0:
+            self.slow_hz = TASK_DP_HZ[self.task]
         for name in ("slow_hz", "rdp_slow_hz"):
             if not 0.2 <= float(getattr(self, name)) <= 30.0:
                 raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)} outside 0.2..30")
