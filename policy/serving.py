@@ -354,6 +354,122 @@ class SlowPlanner:
                            self.compression, self.decoder, contact_before, latest, self.soft_steps)
 
 
+def load_slow_planner(export_dir: str, arms: list, rate_hz: float, *, image_tolerance: float = 0.05,
+                      num_inference_steps: int | None = None, threads: int = 1, seed: int = 0,
+                      handover: str = "blend", inpaint_soft_s: float = 0.16, warn=None) -> tuple[SlowPlanner, float]:
+    """The slow policy of ``export_dir`` loaded, warmed up and checked for ``arms``, in a
+    :class:`SlowPlanner` (with the decoder an 'inpaint' handover of a latent policy needs);
+    and the warm-up's seconds. ``warn(text)`` hears of an export too old to inpaint exactly."""
+    from policy.rdp.runtime import SlowPolicyRuntime  # noqa: PLC0415 (onnxruntime)
+
+    policy = SlowPolicyRuntime(export_dir, threads=threads, seed=seed)
+    warm_s = policy.warmup()
+    if policy.num_arms != len(arms):
+        raise ValueError(f"arms: the model drives {policy.num_arms} arm(s), got {len(arms)} ({arms})")
+    decoder = None
+    if handover == "inpaint" and policy.meta["model_type"] == "rdp_ldp":
+        from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415
+        decoder = DecoderRuntime(export_dir)
+        if not decoder.has_encoder and warn is not None:
+            warn(f"{export_dir} has no action_encoder.onnx (an older export): "
+                 "inpainting fits the frozen rows from the previous latent, shifted")
+    planner = SlowPlanner(policy, rate_hz, image_tolerance, num_inference_steps, handover=handover, decoder=decoder,
+                          inpaint_soft_s=inpaint_soft_s)
+    return planner, warm_s
+
+
+#: seconds without a chunk, while active, after which rdp_slow warns and says why
+STARVED_S = 3.0
+
+
+class SlowCycle:
+    """rdp_slow's bookkeeping around a :class:`SlowPlanner`: whether an observation is worth a
+    cycle (all inputs in, fresh, newer than the last one planned from), what was skipped and
+    why, the latency and age of the chunks published, and its diagnostics. Kept across
+    reconfigurations (the planner comes with each call)."""
+
+    def __init__(self, max_obs_age: float, window: int = 200):
+        self.max_obs_age = max_obs_age
+        self.latency_ms: deque[float] = deque(maxlen=window)
+        self.obs_age_ms: deque[float] = deque(maxlen=window)
+        self.published = 0
+        self.nonfinite_streak = 0
+        self.skipped: dict[str, int] = {}
+        self.last_obs = -np.inf
+        self._since_chunk = (np.inf, {})     # (time of the last chunk or activation, skips then)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def activate(self, now: float) -> None:
+        """Planning starts at ``now``: no observation made before it goes into a chunk."""
+        self.last_obs = max(self.last_obs, now)
+        self._since_chunk = (now, dict(self.skipped))
+
+    def plan(self, now: float, snap: dict[str, ArmSnapshot], planner: SlowPlanner, history: ArmHistory,
+             images: ImageHistory | None) -> tuple[float, np.ndarray | None, str | None]:
+        """One due cycle: (t_obs, chunk, None), or (t_obs, None, why) with the skip counted; a
+        "nonfinite_chunk" (a broken model) also counts in :attr:`nonfinite_streak` until a good
+        chunk comes."""
+        if any(not s.complete for s in snap.values()):
+            self.skip("waiting_for_inputs")
+            return float("nan"), None, "waiting_for_inputs"
+        t_obs = min(s.pose_stamp for s in snap.values())
+        why = None
+        if now - t_obs > self.max_obs_age:
+            why = "stale_observation"
+        elif t_obs <= self.last_obs:
+            why = "no_new_observation"   # (or one made before the activation)
+        if why:
+            self.skip(why)
+            return t_obs, None, why
+        chunk, why = planner.plan(now, t_obs, history, images)
+        if why:
+            self.skip(why)
+            if why == "nonfinite_chunk":
+                self.nonfinite_streak += 1
+            return t_obs, None, why
+        self.latency_ms.append(planner.latency_s * 1e3)
+        self.nonfinite_streak = 0
+        return t_obs, chunk, None
+
+    def published_chunk(self, t_obs: float, now: float) -> None:
+        """The chunk planned from ``t_obs`` went out at ``now``."""
+        self.obs_age_ms.append((now - t_obs) * 1e3)
+        self.last_obs = t_obs
+        self._since_chunk = (now, dict(self.skipped))
+        self.published += 1
+
+    def diagnostics(self, now: float, active: bool, planner: SlowPlanner, handover: str, rate_hz: float,
+                    failure: BaseException | None = None) -> tuple[dict, str, str, str | None]:
+        """(values, level, message, starved): ``starved`` says, when planning yields no chunk
+        for :data:`STARVED_S`, why (the skips since the last chunk), for the log."""
+        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        age = np.array(self.obs_age_ms) if self.obs_age_ms else np.array([np.nan])
+        values = {"rate_hz": rate_hz, "chunks_published": self.published,
+                  "inference_ms_p50": float(np.percentile(lat, 50)), "inference_ms_p99": float(np.percentile(lat, 99)),
+                  "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
+                  "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99)),
+                  "handover": handover, "chunks_inpainted": planner.guided,
+                  "latency_estimate_ms": planner.latency_estimate() * 1e3, "active": active}
+        values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
+        level, message = ("ok", "") if active else ("warn", "inactive: not planning")
+        starved = None
+        quiet = now - self._since_chunk[0]
+        if active and quiet > STARVED_S:
+            # Planning but nothing comes out: say why, where an operator looks (log, /diagnostics).
+            since = {k: v - self._since_chunk[1].get(k, 0) for k, v in self.skipped.items()}
+            why = ", ".join(f"{k} {v}" for k, v in sorted(since.items(), key=lambda kv: -kv[1]) if v) or "no cycle due"
+            level, message = "warn", f"no chunk for {quiet:.0f} s (skipped: {why})"
+            starved = message
+        if self.nonfinite_streak:
+            level, message = "error", f"model output non-finite ({self.nonfinite_streak} chunks in a row dropped)"
+        if failure is not None:
+            level, message = "error", "planning loop failed"
+            values["failure"] = repr(failure)
+        return values, level, message, starved
+
+
 # ------------------------------------------------------------------------------ fast side
 
 
