@@ -10,9 +10,36 @@ diagnostics values, level and message.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hardware.robot import CommandGate, Decision, GateConfig, RigidTransform, RobotAdapter, RobotState
+from slowfast_data.fields import described
+
+
+@dataclass
+class BridgeConfig:
+    """The bridge's own settings (robot_bridge_node's parameters of the same names)."""
+
+    base_in_world: list = described([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                                    "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
+    rate_hz: float = described(250.0, "bridge loop rate (Hz): targets and state are forwarded at most this often")
+    gate: GateConfig = described(GateConfig(), "the command gate's limits (hardware.robot.GateConfig)")
+    gantry_joints: list = described(["tool_x", "tool_y", "tool_z"],
+                                    "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
+    tool_quat: list = described([1.0, 0.0, 0.0, 0.0],
+                                "gz_gantry: the fixed tool orientation in the base frame (x, y, z, w)")
+
+    def __post_init__(self):
+        if len(self.base_in_world) != 7:
+            raise ValueError(f"base_in_world: {len(self.base_in_world)} values, need x, y, z, qx, qy, qz, qw")
+        if len(self.gantry_joints) != 3:
+            raise ValueError(f"gantry_joints: {len(self.gantry_joints)} names, need the x, y, z joints")
+        if len(self.tool_quat) != 4 or abs(float(np.linalg.norm(self.tool_quat)) - 1.0) > 1e-3:
+            raise ValueError(f"tool_quat: {self.tool_quat} is not a unit quaternion x, y, z, w")
+        if not (1.0 <= self.rate_hz <= 1000.0):
+            raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
 
 
 def base_transform(base_in_world) -> RigidTransform:

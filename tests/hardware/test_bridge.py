@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hardware.adapters import CartesianTargetAdapter
-from hardware.bridge import RobotBridge, base_transform
+from hardware.bridge import BridgeConfig, RobotBridge, base_transform
 from hardware.robot import GateConfig
 
 Q = np.array([1.0, 0.0, 0.0, 0.0])          # tool pointing down
@@ -84,3 +84,12 @@ def test_diagnostics_level_and_message():
     assert b.diagnostics(10.5, False, {}, 0)[0]["mode"] == "inactive"
     fresh, _ = _bridge()
     assert fresh.diagnostics(1.0, False, {}, 0)[1:] == ("error", "inactive: holding, no robot state")
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    ({"base_in_world": [0.0] * 6}, "base_in_world"), ({"gantry_joints": ["x", "y"]}, "gantry_joints"),
+    ({"tool_quat": [1.0, 0.0, 0.0, 0.1]}, "tool_quat"), ({"rate_hz": 2000.0}, "rate_hz")])
+def test_bridge_config_names_the_bad_setting(kw, field):
+    BridgeConfig()                              # the defaults are valid
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        BridgeConfig(**kw)

@@ -40,15 +40,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 
 from hardware.adapters import CartesianTargetAdapter, GantryAdapter
-from hardware.bridge import RobotBridge
-from hardware.robot import GateConfig, RobotAdapter
+from hardware.bridge import BridgeConfig, RobotBridge
+from hardware.robot import RobotAdapter
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.lifecycle import ArmCommander, ManagedParams
@@ -58,7 +57,9 @@ ADAPTERS = ("cartesian_controllers", "gz_gantry")
 
 
 @dataclasses.dataclass
-class RobotBridgeNodeParams(ManagedParams):
+class RobotBridgeNodeParams(ManagedParams, BridgeConfig):
+    """The topics and the adapter's wiring; the bridge's own settings are hardware.bridge.BridgeConfig."""
+
     arm: str = param("arm", "arm namespace of the stack topics: <arm>/target_tcp, <arm>/tcp_pose")
     adapter: str = param("cartesian_controllers", f"robot command interface: {' | '.join(ADAPTERS)}")
     controller: str = param(ROS2_CONTROL["controller"], "ros2_control controller taking <controller>/target_frame")
@@ -67,30 +68,15 @@ class RobotBridgeNodeParams(ManagedParams):
     state_wrench_topic: str = param(ROS2_CONTROL["wrench_topic"], "measured wrench (WrenchStamped)")
     base_frame: str = param(ROS2_CONTROL["base_frame"], "the controller's robot_base_link: frame of its targets and of the state pose")
     world_frame: str = param("world", "frame of <arm>/target_tcp and <arm>/tcp_pose")
-    base_in_world: list = param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-                                "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
-    rate_hz: float = param(250.0, "bridge loop rate (Hz): targets and state are forwarded at most this often")
-    gate: GateConfig = param(GateConfig(), "the command gate's limits (hardware.robot.GateConfig)")
     joint_state_topic: str = param("/wipe/gantry/joint_states", "gz_gantry: JointState of the gantry joints")
-    gantry_joints: list = param(["tool_x", "tool_y", "tool_z"],
-                                "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
     joint_command_prefix: str = param("/wipe/gantry", "gz_gantry: position commands go to <prefix>/<joint>/cmd_pos")
-    tool_quat: list = param([1.0, 0.0, 0.0, 0.0],
-                            "gz_gantry: the fixed tool orientation in the base frame (x, y, z, w)")
 
     def __post_init__(self):
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter: '{self.adapter}' unknown (choose from {', '.join(ADAPTERS)})")
         if not self.controller and not self.target_topic:
             raise ValueError("controller: empty; name the controller or set target_topic")
-        if len(self.base_in_world) != 7:
-            raise ValueError(f"base_in_world: {len(self.base_in_world)} values, need x, y, z, qx, qy, qz, qw")
-        if len(self.gantry_joints) != 3:
-            raise ValueError(f"gantry_joints: {len(self.gantry_joints)} names, need the x, y, z joints")
-        if len(self.tool_quat) != 4 or abs(float(np.linalg.norm(self.tool_quat)) - 1.0) > 1e-3:
-            raise ValueError(f"tool_quat: {self.tool_quat} is not a unit quaternion x, y, z, w")
-        if not (1.0 <= self.rate_hz <= 1000.0):
-            raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
+        BridgeConfig.__post_init__(self)
 
 
 class RobotBridgeNode(ArmCommander):
