@@ -11,7 +11,12 @@ process) and in what drives time (the wall/ROS clock, or simulated time).
   (poses, contact readings and images at the model's frame times) and one chunk.
 * :class:`FastController`: one control tick: the freshest contact reading into the reactive
   executor, a new chunk (with its start pose looked up by its observation stamp) submitted,
-  the executor's target through each arm's safety filter.
+  the executor's target through each arm's safety filter; a clock jump drops every chunk.
+* Around them, what the nodes used to hold: :func:`load_slow_planner` and :class:`SlowCycle`
+  (rdp_slow: which observation a cycle plans from, skips, diagnostics);
+  :class:`FastLoopConfig`, :func:`load_fast_export`, :class:`ChunkInbox` and
+  :func:`fast_diagnostics` (rdp_fast: settings, export check, what its callbacks store,
+  diagnostics values).
 """
 from __future__ import annotations
 
