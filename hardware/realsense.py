@@ -289,3 +289,88 @@ class SoftwareCamera:
             f.timestamp, f.domain, f.frame_number = device_time_s * 1e3, dom, int(frame_number)
             f.profile = self._profiles[stream]
             sensor.on_video_frame(f)
+
+
+# ---------------------------------------------------------------- the capture loop
+
+#: a capture state's /diagnostics level (any other state: "error")
+STATE_LEVELS = {"streaming": "ok", "waiting": "warn", "starting": "warn"}
+_INFO_STATES = ("streaming", "waiting")
+
+
+class RealSenseCapture:
+    """The camera's capture loop (the realsense_node's thread): open the camera, read its
+    frames and stamp them in ROS time, and when it is missing, fails or stops delivering for
+    ``frame_timeout`` seconds close it and reopen it every ``reconnect_period`` seconds.
+    ``clock``: a :class:`hardware.clock.DeviceClockMapper` for ``hardware_clock`` stamps;
+    ``log``: a logger (``info``, ``error``) told of each change of state."""
+
+    def __init__(self, camera, clock, frame_timeout: float, reconnect_period: float, log):
+        self.camera, self.clock, self.log = camera, clock, log
+        self.frame_timeout, self.reconnect_period = frame_timeout, reconnect_period
+        self.state, self.reason = "starting", "opening the camera"
+        self.reconnects = 0
+        self.last_stamp = float("-inf")
+
+    def set_state(self, state: str, reason: str) -> None:
+        if (state, reason) != (self.state, self.reason):
+            if state in _INFO_STATES:   # one severity per call site: rclpy's loggers insist
+                self.log.info(f"{state}: {reason}")
+            else:
+                self.log.error(f"{state}: {reason}")
+        self.state, self.reason = state, reason
+
+    def stamp(self, frame: RGBDFrame, ros_now: float) -> float:
+        """The frame's capture time in ROS time, ``ros_now`` being ROS time now."""
+        # Arrival = when the SDK handed the frame over, not after alignment and conversion.
+        arrival = ros_now - (time.monotonic() - frame.received)
+        if frame.domain == "hardware_clock":
+            return self.clock.map(frame.device_time_s, arrival)
+        # global_time / system_time: ms since the epoch on the host clock.
+        return frame.device_time_s + (arrival - time.time())
+
+    def run(self, stop, ros_now, on_frame) -> None:
+        """Until ``stop`` (a threading.Event): ``on_frame(stamp, frame)`` for each frame whose
+        stamp is newer than the last one (time never goes backwards: a repeated or reordered
+        frame is dropped); ``ros_now()`` gives ROS time."""
+        while not stop.is_set():
+            try:
+                self.camera.open()
+            except RuntimeError as exc:  # DeviceUnavailable, or the SDK failing on a half-gone device
+                self.set_state("no device", str(exc) if isinstance(exc, DeviceUnavailable) else f"cannot open: {exc}")
+                self.camera.close()
+                stop.wait(self.reconnect_period)
+                continue
+            self.clock.reset()  # a reopened device may have restarted its clock
+            if self.state != "lost":  # a lost camera stays reported lost until frames flow again
+                self.set_state("waiting", f"RealSense {self.camera.serial} open, waiting for frames")
+            last = time.monotonic()
+            while not stop.is_set():
+                try:
+                    frame = self.camera.read(timeout_s=min(0.2, self.frame_timeout))
+                except RuntimeError as exc:  # the SDK reports an unplugged device this way too
+                    self.set_state("lost", f"camera error: {exc}")
+                    break
+                if frame is None:
+                    if time.monotonic() - last > self.frame_timeout:
+                        self.set_state("lost", f"no frame for {self.frame_timeout} s (camera unplugged or stalled)")
+                        break
+                    continue
+                last = time.monotonic()
+                stamp = self.stamp(frame, ros_now())   # mapped while inactive too: the estimate stays current
+                if stamp <= self.last_stamp:
+                    continue
+                self.last_stamp = stamp
+                on_frame(stamp, frame)
+            self.camera.close()
+            if not stop.is_set():
+                self.reconnects += 1
+                stop.wait(self.reconnect_period)
+
+    def status(self, active: bool) -> tuple[str, str]:
+        """(/diagnostics level, message): the state's; inactive, at least a warning."""
+        level = STATE_LEVELS.get(self.state, "error")
+        message = "" if level == "ok" else f"{self.state}: {self.reason}"
+        if not active:
+            level, message = ("warn" if level == "ok" else level), f"inactive: publishing nothing ({self.state})"
+        return level, message

@@ -299,3 +299,12 @@ class SafetyFilter:
             return pos
         self._count(reasons, "tracking")
         return tcp_pos + gap * (self.config.max_step / dist)
+
+
+def safety_report(filters: dict) -> tuple[dict, bool]:
+    """Diagnostics values of every arm's filter, and whether any arm is holding."""
+    values, holding = {}, False
+    for arm, sf in filters.items():
+        values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
+        holding = holding or sf.holding
+    return values, holding

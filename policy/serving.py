@@ -11,7 +11,12 @@ process) and in what drives time (the wall/ROS clock, or simulated time).
   (poses, contact readings and images at the model's frame times) and one chunk.
 * :class:`FastController`: one control tick: the freshest contact reading into the reactive
   executor, a new chunk (with its start pose looked up by its observation stamp) submitted,
-  the executor's target through each arm's safety filter.
+  the executor's target through each arm's safety filter; a clock jump drops every chunk.
+* Around them, what the nodes used to hold: :func:`load_slow_planner` and :class:`SlowCycle`
+  (rdp_slow: which observation a cycle plans from, skips, diagnostics);
+  :class:`FastLoopConfig`, :func:`load_fast_export`, :class:`ChunkInbox` and
+  :func:`fast_diagnostics` (rdp_fast: settings, export check, what its callbacks store,
+  diagnostics values).
 """
 from __future__ import annotations
 
@@ -19,13 +24,18 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from hardware.realtime import MODES
 from policy.rdp.contract import ObservationWindow, contact_kind, contact_vector
 from policy.rdp.handover import HANDOVERS, Issued, build_guide
 from policy.reactive import Chunk, StampedBuffer
+from policy.safety import safety_report
+from slowfast_data.fileio import read_json
 from slowfast_data.features import per_arm, pose_vector
+from slowfast_data.fields import described
 from slowfast_data.geometry import quat_to_matrix_one
 
 
@@ -349,6 +359,122 @@ class SlowPlanner:
                            self.compression, self.decoder, contact_before, latest, self.soft_steps)
 
 
+def load_slow_planner(export_dir: str, arms: list, rate_hz: float, *, image_tolerance: float = 0.05,
+                      num_inference_steps: int | None = None, threads: int = 1, seed: int = 0,
+                      handover: str = "blend", inpaint_soft_s: float = 0.16, warn=None) -> tuple[SlowPlanner, float]:
+    """The slow policy of ``export_dir`` loaded, warmed up and checked for ``arms``, in a
+    :class:`SlowPlanner` (with the decoder an 'inpaint' handover of a latent policy needs);
+    and the warm-up's seconds. ``warn(text)`` hears of an export too old to inpaint exactly."""
+    from policy.rdp.runtime import SlowPolicyRuntime  # noqa: PLC0415 (onnxruntime)
+
+    policy = SlowPolicyRuntime(export_dir, threads=threads, seed=seed)
+    warm_s = policy.warmup()
+    if policy.num_arms != len(arms):
+        raise ValueError(f"arms: the model drives {policy.num_arms} arm(s), got {len(arms)} ({arms})")
+    decoder = None
+    if handover == "inpaint" and policy.meta["model_type"] == "rdp_ldp":
+        from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415
+        decoder = DecoderRuntime(export_dir)
+        if not decoder.has_encoder and warn is not None:
+            warn(f"{export_dir} has no action_encoder.onnx (an older export): "
+                 "inpainting fits the frozen rows from the previous latent, shifted")
+    planner = SlowPlanner(policy, rate_hz, image_tolerance, num_inference_steps, handover=handover, decoder=decoder,
+                          inpaint_soft_s=inpaint_soft_s)
+    return planner, warm_s
+
+
+#: seconds without a chunk, while active, after which rdp_slow warns and says why
+STARVED_S = 3.0
+
+
+class SlowCycle:
+    """rdp_slow's bookkeeping around a :class:`SlowPlanner`: whether an observation is worth a
+    cycle (all inputs in, fresh, newer than the last one planned from), what was skipped and
+    why, the latency and age of the chunks published, and its diagnostics. Kept across
+    reconfigurations (the planner comes with each call)."""
+
+    def __init__(self, max_obs_age: float, window: int = 200):
+        self.max_obs_age = max_obs_age
+        self.latency_ms: deque[float] = deque(maxlen=window)
+        self.obs_age_ms: deque[float] = deque(maxlen=window)
+        self.published = 0
+        self.nonfinite_streak = 0
+        self.skipped: dict[str, int] = {}
+        self.last_obs = -np.inf
+        self._since_chunk = (np.inf, {})     # (time of the last chunk or activation, skips then)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def activate(self, now: float) -> None:
+        """Planning starts at ``now``: no observation made before it goes into a chunk."""
+        self.last_obs = max(self.last_obs, now)
+        self._since_chunk = (now, dict(self.skipped))
+
+    def plan(self, now: float, snap: dict[str, ArmSnapshot], planner: SlowPlanner, history: ArmHistory,
+             images: ImageHistory | None) -> tuple[float, np.ndarray | None, str | None]:
+        """One due cycle: (t_obs, chunk, None), or (t_obs, None, why) with the skip counted; a
+        "nonfinite_chunk" (a broken model) also counts in :attr:`nonfinite_streak` until a good
+        chunk comes."""
+        if any(not s.complete for s in snap.values()):
+            self.skip("waiting_for_inputs")
+            return float("nan"), None, "waiting_for_inputs"
+        t_obs = min(s.pose_stamp for s in snap.values())
+        why = None
+        if now - t_obs > self.max_obs_age:
+            why = "stale_observation"
+        elif t_obs <= self.last_obs:
+            why = "no_new_observation"   # (or one made before the activation)
+        if why:
+            self.skip(why)
+            return t_obs, None, why
+        chunk, why = planner.plan(now, t_obs, history, images)
+        if why:
+            self.skip(why)
+            if why == "nonfinite_chunk":
+                self.nonfinite_streak += 1
+            return t_obs, None, why
+        self.latency_ms.append(planner.latency_s * 1e3)
+        self.nonfinite_streak = 0
+        return t_obs, chunk, None
+
+    def published_chunk(self, t_obs: float, now: float) -> None:
+        """The chunk planned from ``t_obs`` went out at ``now``."""
+        self.obs_age_ms.append((now - t_obs) * 1e3)
+        self.last_obs = t_obs
+        self._since_chunk = (now, dict(self.skipped))
+        self.published += 1
+
+    def diagnostics(self, now: float, active: bool, planner: SlowPlanner, handover: str, rate_hz: float,
+                    failure: BaseException | None = None) -> tuple[dict, str, str, str | None]:
+        """(values, level, message, starved): ``starved`` says, when planning yields no chunk
+        for :data:`STARVED_S`, why (the skips since the last chunk), for the log."""
+        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        age = np.array(self.obs_age_ms) if self.obs_age_ms else np.array([np.nan])
+        values = {"rate_hz": rate_hz, "chunks_published": self.published,
+                  "inference_ms_p50": float(np.percentile(lat, 50)), "inference_ms_p99": float(np.percentile(lat, 99)),
+                  "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
+                  "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99)),
+                  "handover": handover, "chunks_inpainted": planner.guided,
+                  "latency_estimate_ms": planner.latency_estimate() * 1e3, "active": active}
+        values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
+        level, message = ("ok", "") if active else ("warn", "inactive: not planning")
+        starved = None
+        quiet = now - self._since_chunk[0]
+        if active and quiet > STARVED_S:
+            # Planning but nothing comes out: say why, where an operator looks (log, /diagnostics).
+            since = {k: v - self._since_chunk[1].get(k, 0) for k, v in self.skipped.items()}
+            why = ", ".join(f"{k} {v}" for k, v in sorted(since.items(), key=lambda kv: -kv[1]) if v) or "no cycle due"
+            level, message = "warn", f"no chunk for {quiet:.0f} s (skipped: {why})"
+            starved = message
+        if self.nonfinite_streak:
+            level, message = "error", f"model output non-finite ({self.nonfinite_streak} chunks in a row dropped)"
+        if failure is not None:
+            level, message = "error", "planning loop failed"
+            values["failure"] = repr(failure)
+        return values, level, message, starved
+
+
 # ------------------------------------------------------------------------------ fast side
 
 
@@ -393,6 +519,19 @@ class FastController:
         self.contact_kind, self.contact_dim = contact_kind, contact_dim
         self.chunk_pose_tolerance = chunk_pose_tolerance
         self.markers = {arm: MarkerFiller() for arm in filters}
+        self._last_now: float | None = None
+        self.clock_jumps = 0
+
+    def clock_jumped(self, now: float) -> bool:
+        """Whether the clock went backwards or leapt (> 0.5 s) since the last call: every
+        chunk's alignment is then void, so they are dropped (the executor is reset) and the
+        safety filters hold, no target coming, until a new chunk arrives."""
+        last, self._last_now = self._last_now, now
+        if last is not None and not (0.0 <= now - last <= 0.5):
+            self.clock_jumps += 1
+            self.executor.reset()
+            return True
+        return False
 
     def restart(self, snap: dict[str, ArmSnapshot]) -> None:
         """A new episode (or a clock jump): forget every chunk, restart the filters from
@@ -453,3 +592,123 @@ class FastController:
                                            now if target is not None else None)
         return TickResult(commands, target is not None, contact_stamp, decode_s, rejected,
                           executor_s, time.perf_counter() - t0)
+
+
+@dataclass
+class FastLoopConfig:
+    """The fast loop's own settings (rdp_fast's parameters of the same names): the export it
+    runs, the executor's, and the control thread's (:class:`hardware.realtime.TickLoop`)."""
+
+    export_dir: str = described("", "folder written by `slowfast export` (decoder_step.onnx + runtime.json)")
+    blend_s: float = described(0.1, "handover blend window (s)")
+    chunk_pose_tolerance: float = described(0.01, "max |stamp difference| when looking up a chunk's start pose (s)")
+    decoder_threads: int = described(1, "onnxruntime intra-op threads for the decoder step")
+    rt_priority: int = described(0, "SCHED_FIFO priority of the control thread, 1..98 (0 = normal scheduling; "
+                                    "needs CAP_SYS_NICE or an rtprio limit, e.g. a PREEMPT_RT robot PC)")
+    cpu: int = described(-1, "core the control thread is pinned to (-1 = none)")
+    lock_memory: bool = described(True, "with rt_priority or cpu set: mlockall(MCL_CURRENT|MCL_FUTURE), no page "
+                                        "fault in a tick (needs CAP_IPC_LOCK or an unlimited memlock limit)")
+    tick_source: str = described("auto", "what starts a tick: 'sensor' (each reading of the contact topic the policy "
+                                         "reads), 'clock' (control_hz, freshest reading), 'auto' (sensor while it "
+                                         "delivers >= 95 % of control_hz, else clock)")
+
+    def __post_init__(self):
+        if not self.export_dir:
+            raise ValueError("export_dir: required (a folder written by `slowfast export`)")
+        if self.tick_source not in MODES:
+            raise ValueError(f"tick_source: {self.tick_source!r} is not one of {', '.join(MODES)}")
+        if not (0 <= self.rt_priority <= 98):
+            raise ValueError(f"rt_priority: {self.rt_priority} outside 0..98")
+        if self.cpu < -1:
+            raise ValueError(f"cpu: {self.cpu} is not a core index (or -1 for none)")
+
+
+@dataclass
+class FastExport:
+    """What the fast side needs from a folder written by ``slowfast export``, checked."""
+
+    meta: dict
+    contact_kind: str
+    model_type: str
+    decoder: object | None    # a policy.rdp.runtime.DecoderRuntime; None: open loop (the DP baseline)
+    fps: float
+    horizon: int
+    contact_dim: int
+
+
+def load_fast_export(export_dir: str, arms: list, decoder_threads: int = 1) -> FastExport:
+    """Read and check ``export_dir/runtime.json`` for ``arms`` (in the model's arm order) and
+    load its decoder step; a ValueError names what is wrong."""
+    meta_path = Path(export_dir) / "runtime.json"
+    if not meta_path.is_file():
+        raise ValueError(f"export_dir: {export_dir} has no runtime.json (run `slowfast export CKPT --out DIR`)")
+    meta = read_json(meta_path)
+    shapes = meta.get("shapes", {})
+    if int(shapes.get("num_arms", 0)) != len(arms):
+        raise ValueError(f"arms: the model drives {shapes.get('num_arms')} arm(s), got {len(arms)} ({arms})")
+    kind = contact_kind(meta)
+    model_type = meta["model_type"]
+    decoder = None
+    if "decoder_step" in meta.get("files", {}):
+        from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415 (onnxruntime)
+        decoder = DecoderRuntime(export_dir, threads=decoder_threads)
+    elif model_type != "dp":
+        raise ValueError(f"export_dir: a {model_type!r} export has no decoder_step.onnx")
+    fps = float(meta.get("fps") or 0.0)
+    if fps <= 0:
+        raise ValueError(f"export_dir: runtime.json gives no dataset fps ({meta.get('fps')!r})")
+    return FastExport(meta, kind, model_type, decoder, fps, int(meta["horizon"]), int(shapes["contact_raw_dim"]))
+
+
+class ChunkInbox:
+    """What the fast loop's callbacks store for its control thread, under ``lock``: the newest
+    chunk not yet taken (``chunk``: (obs_stamp, kind, data)) and the newest e-stop value; and
+    how many chunks came (``received``) or were refused as malformed (``malformed``). The
+    thread takes ``chunk`` (setting it to None) and reads ``estop`` under the lock itself: no
+    call, no allocation in the tick."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.chunk = None
+        self.estop: bool | None = None
+        self.received = 0
+        self.malformed = 0
+
+    def put(self, chunk) -> None:
+        with self.lock:
+            self.chunk = chunk
+            self.received += 1
+
+    def set_estop(self, engaged: bool) -> None:
+        with self.lock:
+            self.estop = engaged
+
+
+def fast_diagnostics(values: dict, times, controller: FastController, inbox: ChunkInbox,
+                     sensor_rejected: int = 0, failure: BaseException | None = None) -> tuple[dict, str]:
+    """The fast loop's diagnostics values and level ("ok", "warn": an arm's filter holding,
+    "error": the loop failed) from its loop's ``report()`` (``values``, changed in place),
+    its phase ``times`` (a :class:`hardware.realtime.PhaseTimes`), the controller, the chunk
+    inbox and the count of sensor messages the inputs rejected."""
+    c2c = times.percentiles("contact_to_command", scale=1e3)
+    dec = times.percentiles("decode", scale=1e6)
+    del values["tick_ms/contact_to_command_p50"], values["tick_ms/contact_to_command_p99"]
+    arrival = values.pop("tick_ms/arrival_to_tick_p50"), values.pop("tick_ms/arrival_to_tick_p99")
+    values["arrival_to_tick_ms_p50"], values["arrival_to_tick_ms_p99"] = arrival
+    executor = controller.executor
+    values.update({"contact_to_command_ms_p50": c2c[0], "contact_to_command_ms_p99": c2c[1],
+                   "tick_us_p50": dec[0], "tick_us_p99": dec[1],   # the executor's decode, as before
+                   "step_index": executor.last_step_index, "chunks_received": inbox.received,
+                   "chunks_malformed": inbox.malformed, "clock_jumps": controller.clock_jumps,
+                   "sensor_messages_rejected": sensor_rejected})
+    values.update({f"chunks_rejected/{k}": v for k, v in executor.rejected.items()})
+    if controller.contact_kind == "tactile":    # lost markers filled or fields refused (held)
+        for arm, mf in controller.markers.items():
+            values.update({f"tactile_markers/{arm}/{k}": v for k, v in mf.counts.items()})
+    safety_values, holding = safety_report(controller.filters)
+    values.update(safety_values)
+    level = "warn" if holding else "ok"
+    if failure is not None:
+        level = "error"
+        values["failure"] = repr(failure)
+    return values, level

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from policy.safety import SafetyConfig
-from slowfast_data.fields import build, described, flat_fields
+from slowfast_data.fields import build, described, field_default, flat_fields
 
 
 @dataclasses.dataclass
@@ -162,3 +162,24 @@ def test_teleop_and_its_cli_take_the_servers_defaults():
     assert {f.name: f.default for f in flat_fields(OPERATOR)}["port"] == ServerConfig().port
     with pytest.raises(ValueError, match=r"^server\.token: binding to 0\.0\.0\.0"):
         build(PARAMS, {"server.host": "0.0.0.0"})
+
+
+def test_rdp_fast_and_the_bridge_keep_their_flat_names_from_their_cores():
+    """rdp_fast's loop settings are policy.serving.FastLoopConfig, robot_bridge_node's own
+    hardware.bridge.BridgeConfig: the same flat names, defaults and validation as before."""
+    from hardware.bridge import BridgeConfig
+    from policy.serving import FastLoopConfig
+    from slowfast_ros.nodes import rdp_fast, robot_bridge_node
+
+    for params, core in ((rdp_fast.PARAMS, FastLoopConfig), (robot_bridge_node.PARAMS, BridgeConfig)):
+        flat = {f.name: f for f in flat_fields(params)}
+        for f in dataclasses.fields(core):
+            default = field_default(f)
+            if dataclasses.is_dataclass(default):
+                continue     # a nested config (gate.*): checked above
+            assert flat[f.name].default == default and flat[f.name].help == f.metadata["help"]
+    assert build(rdp_fast.PARAMS, {"export_dir": "x", "cpu": 2}).cpu == 2
+    with pytest.raises(ValueError, match=r"^tick_source: "):
+        build(rdp_fast.PARAMS, {"export_dir": "x", "tick_source": "tock"})
+    with pytest.raises(ValueError, match=r"^rate_hz: "):
+        build(robot_bridge_node.PARAMS, {"rate_hz": 0.5})

@@ -172,7 +172,7 @@ class TestRealSenseNode:
         assert st is not None and st.level == DiagnosticStatus.ERROR and "no frame" in st.message
         assert col.get("/camera/color/image_raw") == []              # nothing published meanwhile
         # It comes back (a reconnect reopens the sensors) and streams again.
-        reconnects = node.reconnects
+        reconnects = node.capture.reconnects
         assert reconnects >= 1
         _push(sw, 20, t0=3000.0, k0=100)
         assert len(col.wait("/camera/color/image_raw", 10, timeout=3.0)) >= 10

@@ -17,7 +17,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import PointCloud2
 
-from policy.safety import SafetyConfig
+from policy.safety import SafetyConfig, safety_report  # noqa: F401 (re-exported)
 from policy.serving import ArmHistory, ArmSnapshot, filter_command, sync_estop  # noqa: F401 (re-exported)
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedParams
@@ -469,12 +469,3 @@ def publish_hold(node: Node, pubs: dict, snap: dict[str, ArmSnapshot], stamp: fl
     for arm, s in snap.items():
         if np.isfinite(s.pose_stamp) and np.isfinite(s.tcp_pos).all():
             pubs[arm].publish(msgs.pose_msg(stamp, frame, s.tcp_pos, s.tcp_quat))
-
-
-def safety_report(filters: dict) -> tuple[dict, bool]:
-    """Diagnostics values of every arm's filter, and whether any arm is holding."""
-    values, holding = {}, False
-    for arm, sf in filters.items():
-        values.update({f"{arm}/{k}": v for k, v in sf.report().items()})
-        holding = holding or sf.holding
-    return values, holding

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections import deque
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 from trajectory_msgs.msg import JointTrajectory
 
 from slowfast_ros import msgs, qos
-from policy.serving import ImageHistory, SlowPlanner
+from policy.serving import ImageHistory, SlowCycle, SlowPlanner, load_slow_planner
 from slowfast_ros.arm_io import ArmInputs
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
@@ -75,13 +73,7 @@ class RdpSlow(ManagedNode):
         self.inputs = ArmInputs(self, p.arms, history_s=3.0)
         self.pub = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.latency_ms: deque[float] = deque(maxlen=200)
-        self.obs_age_ms: deque[float] = deque(maxlen=200)
-        self.published = 0
-        self.nonfinite_streak = 0
-        self.skipped: dict[str, int] = {}
-        self._last_obs = -np.inf
-        self._since_chunk = (np.inf, {})      # (time of the last chunk or activation, skips then)
+        self.book = SlowCycle(p.max_obs_age)   # skips, latencies, chunks published: kept across reconfigurations
         self._cycle_lock = threading.Lock()   # a cycle and a transition never overlap
         self.loop: PacedLoop | None = None
         self.create_timer(1.0, self._publish_diagnostics)
@@ -89,24 +81,13 @@ class RdpSlow(ManagedNode):
         self.autostart(p.autostart)
 
     def _configure(self) -> None:
-        from policy.rdp.runtime import SlowPolicyRuntime  # noqa: PLC0415
-
         p = self.p
-        self.policy = SlowPolicyRuntime(p.export_dir, threads=p.threads, seed=p.seed)
-        # before the loop starts: otherwise the first chunk of the first episode comes seconds late
-        warm_s = self.policy.warmup()
-        meta = self.policy.meta
-        if self.policy.num_arms != len(p.arms):
-            raise ValueError(f"arms: the model drives {self.policy.num_arms} arm(s), got {len(p.arms)} ({p.arms})")
-        decoder = None
-        if p.handover == "inpaint" and meta["model_type"] == "rdp_ldp":
-            from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415
-            decoder = DecoderRuntime(p.export_dir)
-            if not decoder.has_encoder:
-                self.get_logger().warning(f"{p.export_dir} has no action_encoder.onnx (an older export): "
-                                          "inpainting fits the frozen rows from the previous latent, shifted")
-        self.planner = SlowPlanner(self.policy, p.rate_hz, p.image_tolerance, p.num_inference_steps,
-                                   handover=p.handover, decoder=decoder, inpaint_soft_s=p.inpaint_soft_s)
+        # warmed up before the loop starts: otherwise the first chunk of the first episode comes seconds late
+        self.planner, warm_s = load_slow_planner(
+            p.export_dir, p.arms, p.rate_hz, image_tolerance=p.image_tolerance, num_inference_steps=p.num_inference_steps,
+            threads=p.threads, seed=p.seed, handover=p.handover, inpaint_soft_s=p.inpaint_soft_s,
+            warn=self.get_logger().warning)
+        self.policy, meta = self.planner.policy, self.planner.policy.meta
         self.images = ImageHistory(self.policy.cameras)
         for cam in self.policy.cameras:
             self.made(self.create_subscription(Image, f"{cam}/color/image_raw",
@@ -132,12 +113,8 @@ class RdpSlow(ManagedNode):
 
     def _activate(self) -> None:
         with self._cycle_lock:
-            # a fresh history: nothing observed before now goes into a chunk
-            self.inputs.reset()
-            self.images.clear()
-            self.planner.restart()
-            self._last_obs = max(self._last_obs, self._now())
-            self._since_chunk = (self._now(), dict(self.skipped))
+            self._forget()   # a fresh history: nothing observed before now goes into a chunk
+            self.book.activate(self._now())
             self.active = True
 
     def _deactivate(self) -> None:
@@ -148,24 +125,24 @@ class RdpSlow(ManagedNode):
         try:
             stamp, rgb = msgs.image_from_msg(msg)
         except ValueError as exc:
-            self._skip("bad_image")
+            self.book.skip("bad_image")
             self.get_logger().warning(f"{cam}: {exc}", throttle_duration_sec=5.0)
             return
         if msg.encoding == "bgr8":
             rgb = rgb[..., ::-1]
         if rgb.ndim != 3:
-            self._skip("bad_image")
+            self.book.skip("bad_image")
             return
         self.images.add(cam, stamp, rgb)
 
     def _on_episode(self, msg) -> None:
         if msgs.episode_start(msg) is not None:
-            self.inputs.reset()
-            self.images.clear()
-            self.planner.restart()
+            self._forget()
 
-    def _skip(self, why: str) -> None:
-        self.skipped[why] = self.skipped.get(why, 0) + 1
+    def _forget(self) -> None:
+        self.inputs.reset()
+        self.images.clear()
+        self.planner.restart()
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -179,70 +156,29 @@ class RdpSlow(ManagedNode):
         now = self._now()
         if not self.planner.due(now):
             return
-        snap = self.inputs.snapshot()
-        if any(not s.complete for s in snap.values()):
-            self._skip("waiting_for_inputs")
-            return
-        t_obs = min(s.pose_stamp for s in snap.values())
-        if now - t_obs > self.p.max_obs_age:
-            self._skip("stale_observation")
-            return
-        if t_obs <= self._last_obs:
-            self._skip("no_new_observation")   # (or one made before the activation)
-            return
-        chunk, why = self.planner.plan(now, t_obs, self.inputs, self.images)
+        t_obs, chunk, why = self.book.plan(now, self.inputs.snapshot(), self.planner, self.inputs, self.images)
         if why == "nonfinite_chunk":
             # A broken model (NaN/inf weights, a bad export): nothing it says may reach the
             # arm. Dropped, counted, logged and reported as ERROR until a good chunk comes.
-            self._skip(why)
-            self.nonfinite_streak += 1
-            self.get_logger().error(f"dropped a non-finite chunk ({self.nonfinite_streak} in a row): the model "
-                                    f"outputs NaN/inf; check the export in {self.p.export_dir}",
+            self.get_logger().error(f"dropped a non-finite chunk ({self.book.nonfinite_streak} in a row): the "
+                                    f"model outputs NaN/inf; check the export in {self.p.export_dir}",
                                     throttle_duration_sec=5.0)
-            return
         if why:
-            self._skip(why)
             return
-        self.latency_ms.append(self.planner.latency_s * 1e3)
-        self.nonfinite_streak = 0
         self.pub.publish(msgs.chunk_msg(t_obs, self.p.world_frame, self.planner.kind, chunk, self.planner.row_dt))
-        self.obs_age_ms.append((self._now() - t_obs) * 1e3)
-        self._last_obs = t_obs
-        self._since_chunk = (self._now(), dict(self.skipped))
-        self.published += 1
+        self.book.published_chunk(t_obs, self._now())
         self.cycles.tick()
 
     def _publish_diagnostics(self) -> None:
         if not self.configured:
             return
-        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
-        age = np.array(self.obs_age_ms) if self.obs_age_ms else np.array([np.nan])
-        values = {"rate_hz": self.cycles.rate(), "chunks_published": self.published,
-                  "inference_ms_p50": float(np.percentile(lat, 50)), "inference_ms_p99": float(np.percentile(lat, 99)),
-                  "chunk_age_at_publish_ms_p50": float(np.percentile(age, 50)),
-                  "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99)),
-                  "handover": self.p.handover, "chunks_inpainted": self.planner.guided,
-                  "latency_estimate_ms": self.planner.latency_estimate() * 1e3, "active": self.active}
-        values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
-        level, message = ("ok", "") if self.active else ("warn", "inactive: not planning")
-        quiet = self._now() - self._since_chunk[0]
-        if self.active and quiet > STARVED_S:
-            # Planning but nothing comes out: say why, where an operator looks (log, /diagnostics).
-            since = {k: v - self._since_chunk[1].get(k, 0) for k, v in self.skipped.items()}
-            why = ", ".join(f"{k} {v}" for k, v in sorted(since.items(), key=lambda kv: -kv[1]) if v) or "no cycle due"
-            level, message = "warn", f"no chunk for {quiet:.0f} s (skipped: {why})"
-            self.get_logger().warning(message, throttle_duration_sec=10.0)
-        if self.nonfinite_streak:
-            level, message = "error", f"model output non-finite ({self.nonfinite_streak} chunks in a row dropped)"
-        if self.loop.failure is not None:
-            level, message = "error", "planning loop failed"
-            values["failure"] = repr(self.loop.failure)
+        values, level, message, starved = self.book.diagnostics(self._now(), self.active, self.planner,
+                                                                self.p.handover, self.cycles.rate(), self.loop.failure)
+        if starved:
+            self.get_logger().warning(starved, throttle_duration_sec=10.0)
         self.diag_pub.publish(msgs.diagnostics_msg(
             self._now(), [msgs.diagnostic_status("rdp_slow", values, level, message)]))
 
-
-#: seconds without a chunk, while active, after which the node warns and says why
-STARVED_S = 3.0
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)
 PARAMS = RdpSlowParams

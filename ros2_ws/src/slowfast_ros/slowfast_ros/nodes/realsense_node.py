@@ -4,6 +4,7 @@ Publishes <camera>/color/image_raw (rgb8), <camera>/color/camera_info (the colou
 intrinsics from the device) and, with ``depth``, <camera>/aligned_depth_to_color/image_raw
 (16UC1, mm, aligned to colour by the SDK); /diagnostics at 1 Hz. Subscribes nothing.
 
+The capture loop is hardware.realsense.RealSenseCapture (no ROS); this node publishes for it.
 Stamps: the device's own frame timestamps, mapped to ROS time. ``hardware_clock`` stamps
 (the camera's counter) go through hardware.clock.DeviceClockMapper: ROS stamp = device time
 + the smallest (arrival - device time) of the last ``clock_window`` seconds, minus the known
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image
 
+from hardware.clock import DeviceClockMapper
+from hardware.realsense import RealSenseCamera, RealSenseCapture, RealSenseConfig   # pyrealsense2 loads at open
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
@@ -76,7 +78,7 @@ class RealSenseNode(ManagedNode):
         self._device = device
         cam = self.p.camera.strip("/")
         self.frame_id = self.p.frame_id or f"{cam}_color_optical_frame"
-        self.camera = self.clock = None
+        self.camera = None
         self.image_pub = self.create_publisher(Image, f"{cam}/color/image_raw", qos.SENSOR_PUB)
         self.info_pub = self.create_publisher(CameraInfo, f"{cam}/color/camera_info", qos.SENSOR_PUB)
         self.depth_pub = (self.create_publisher(Image, f"{cam}/aligned_depth_to_color/image_raw", qos.SENSOR_PUB)
@@ -84,23 +86,22 @@ class RealSenseNode(ManagedNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.meter = RateMeter()
-        self.state, self.reason = "starting", "opening the camera"
-        self.frames = self.reconnects = self.dropped_inactive = 0
-        self.last_stamp = float("-inf")
+        # the capture loop (hardware.realsense), its camera and clock mapper given at configure
+        self.capture = RealSenseCapture(None, None, self.p.frame_timeout, self.p.reconnect_period, self.get_logger())
+        self.frames = self.dropped_inactive = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.autostart(self.p.autostart)
 
     def _configure(self) -> None:
-        from hardware.clock import DeviceClockMapper  # noqa: PLC0415 - core import at construction
-        from hardware.realsense import RealSenseCamera, RealSenseConfig  # noqa: PLC0415
-
         self.camera = RealSenseCamera(RealSenseConfig(self.p.serial, self.p.width, self.p.height, self.p.fps,
                                                       self.p.depth, self.frame_id), device=self._device)
-        self.clock = DeviceClockMapper(window_s=self.p.clock_window, latency_s=self.p.latency)
-        self.state, self.reason = "starting", "opening the camera"
+        c = self.capture
+        c.camera, c.clock = self.camera, DeviceClockMapper(window_s=self.p.clock_window, latency_s=self.p.latency)
+        c.state, c.reason = "starting", "opening the camera"
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._capture_loop, name="realsense", daemon=True)
+        self._thread = threading.Thread(target=c.run, args=(self._stop, self._now, self._publish), name="realsense",
+                                        daemon=True)
         self._thread.start()
 
     def _cleanup(self) -> None:
@@ -112,62 +113,9 @@ class RealSenseNode(ManagedNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _set(self, state: str, reason: str) -> None:
-        if (state, reason) != (self.state, self.reason):
-            if state in ("streaming", "waiting"):
-                self.get_logger().info(f"{state}: {reason}")
-            else:
-                self.get_logger().error(f"{state}: {reason}")
-        self.state, self.reason = state, reason
-
     # ------------------------------------------------------------ capture thread
 
-    def _capture_loop(self) -> None:
-        from hardware.realsense import DeviceUnavailable  # noqa: PLC0415
-
-        while not self._stop.is_set():
-            try:
-                self.camera.open()
-            except RuntimeError as exc:  # DeviceUnavailable, or the SDK failing on a half-gone device
-                self._set("no device", str(exc) if isinstance(exc, DeviceUnavailable) else f"cannot open: {exc}")
-                self.camera.close()
-                self._stop.wait(self.p.reconnect_period)
-                continue
-            self.clock.reset()  # a reopened device may have restarted its clock
-            if self.state != "lost":  # a lost camera stays reported lost until frames flow again
-                self._set("waiting", f"RealSense {self.camera.serial} open, waiting for frames")
-            last = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    frame = self.camera.read(timeout_s=min(0.2, self.p.frame_timeout))
-                except RuntimeError as exc:  # the SDK reports an unplugged device this way too
-                    self._set("lost", f"camera error: {exc}")
-                    break
-                if frame is None:
-                    if time.monotonic() - last > self.p.frame_timeout:
-                        self._set("lost", f"no frame for {self.p.frame_timeout} s (camera unplugged or stalled)")
-                        break
-                    continue
-                last = time.monotonic()
-                self._publish(frame)
-            self.camera.close()
-            if not self._stop.is_set():
-                self.reconnects += 1
-                self._stop.wait(self.p.reconnect_period)
-
-    def _stamp(self, frame) -> float:
-        # Arrival = when the SDK handed the frame over, not after alignment and conversion.
-        arrival = self._now() - (time.monotonic() - frame.received)
-        if frame.domain == "hardware_clock":
-            return self.clock.map(frame.device_time_s, arrival)
-        # global_time / system_time: ms since the epoch on the host clock.
-        return frame.device_time_s + (arrival - time.time())
-
-    def _publish(self, frame) -> None:
-        stamp = self._stamp(frame)   # mapped while inactive too: the clock estimate stays current
-        if stamp <= self.last_stamp:
-            return  # never publish time going backwards (a repeated or reordered frame)
-        self.last_stamp = stamp
+    def _publish(self, stamp: float, frame) -> None:
         if not self.active:
             self.dropped_inactive += 1
             return
@@ -178,23 +126,22 @@ class RealSenseNode(ManagedNode):
             self.depth_pub.publish(msgs.image_msg(stamp, intr.frame_id, frame.depth_mm, "16UC1"))
         self.frames += 1
         self.meter.tick()
-        if self.state != "streaming":
-            self._set("streaming", f"RealSense {self.camera.serial} {self.p.width}x{self.p.height} @ {self.p.fps} Hz")
+        if self.capture.state != "streaming":
+            self.capture.set_state("streaming", f"RealSense {self.camera.serial} {self.p.width}x{self.p.height} "
+                                                f"@ {self.p.fps} Hz")
 
     # ------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
         if self.camera is None:
             return
-        values = {"state": self.state, "reason": self.reason, "serial": self.camera.serial or self.p.serial,
-                  "rate_hz": self.meter.rate(), "frames": self.frames, "reconnects": self.reconnects,
-                  "unpaired_color_frames": self.camera.unpaired, "clock_offset_s": self.clock.offset,
-                  "clock_resets": self.clock.resets, "active": self.active,
+        c = self.capture
+        values = {"state": c.state, "reason": c.reason, "serial": self.camera.serial or self.p.serial,
+                  "rate_hz": self.meter.rate(), "frames": self.frames, "reconnects": c.reconnects,
+                  "unpaired_color_frames": self.camera.unpaired, "clock_offset_s": c.clock.offset,
+                  "clock_resets": c.clock.resets, "active": self.active,
                   "dropped_inactive": self.dropped_inactive}
-        level = {"streaming": "ok", "waiting": "warn", "starting": "warn"}.get(self.state, "error")
-        message = "" if level == "ok" else f"{self.state}: {self.reason}"
-        if not self.active:
-            level, message = ("warn" if level == "ok" else level), f"inactive: publishing nothing ({self.state})"
+        level, message = c.status(self.active)
         status = msgs.diagnostic_status(f"realsense_node: {self.p.camera.strip('/')}", values, level, message,
                                         hardware_id=self.camera.serial or self.p.serial)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))

@@ -6,7 +6,8 @@ once hardware.robot.CommandGate accepts it, to the robot adapter in the robot's 
 stack: <arm>/tcp_pose (PoseStamped, world; capture stamps kept) and <arm>/tcp_wrench
 (WrenchStamped, the sensor's frame); /diagnostics at 1 Hz.
 
-The adapters are ``hardware.adapters``' (no ROS); this node subscribes and publishes for them.
+The adapters are ``hardware.adapters``', the per-tick logic ``hardware.bridge.RobotBridge``'s (no ROS);
+this node subscribes and publishes for them.
 Adapter ``cartesian_controllers`` (ros2_control, the FZI ``cartesian_controllers``
 package): its motion and compliance controllers take geometry_msgs/PoseStamped on
 ``<controller>/target_frame``, in the controller's ``robot_base_link`` frame (they ignore
@@ -39,14 +40,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 
 from hardware.adapters import CartesianTargetAdapter, GantryAdapter
-from hardware.robot import CommandGate, GateConfig, RigidTransform, RobotAdapter
+from hardware.bridge import BridgeConfig, RobotBridge
+from hardware.robot import RobotAdapter
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.lifecycle import ArmCommander, ManagedParams
@@ -56,7 +57,9 @@ ADAPTERS = ("cartesian_controllers", "gz_gantry")
 
 
 @dataclasses.dataclass
-class RobotBridgeNodeParams(ManagedParams):
+class RobotBridgeNodeParams(ManagedParams, BridgeConfig):
+    """The topics and the adapter's wiring; the bridge's own settings are hardware.bridge.BridgeConfig."""
+
     arm: str = param("arm", "arm namespace of the stack topics: <arm>/target_tcp, <arm>/tcp_pose")
     adapter: str = param("cartesian_controllers", f"robot command interface: {' | '.join(ADAPTERS)}")
     controller: str = param(ROS2_CONTROL["controller"], "ros2_control controller taking <controller>/target_frame")
@@ -65,30 +68,15 @@ class RobotBridgeNodeParams(ManagedParams):
     state_wrench_topic: str = param(ROS2_CONTROL["wrench_topic"], "measured wrench (WrenchStamped)")
     base_frame: str = param(ROS2_CONTROL["base_frame"], "the controller's robot_base_link: frame of its targets and of the state pose")
     world_frame: str = param("world", "frame of <arm>/target_tcp and <arm>/tcp_pose")
-    base_in_world: list = param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-                                "pose of base_frame in world_frame: x, y, z, qx, qy, qz, qw")
-    rate_hz: float = param(250.0, "bridge loop rate (Hz): targets and state are forwarded at most this often")
-    gate: GateConfig = param(GateConfig(), "the command gate's limits (hardware.robot.GateConfig)")
     joint_state_topic: str = param("/wipe/gantry/joint_states", "gz_gantry: JointState of the gantry joints")
-    gantry_joints: list = param(["tool_x", "tool_y", "tool_z"],
-                                "gz_gantry: joints whose positions are the TCP x, y, z (base frame)")
     joint_command_prefix: str = param("/wipe/gantry", "gz_gantry: position commands go to <prefix>/<joint>/cmd_pos")
-    tool_quat: list = param([1.0, 0.0, 0.0, 0.0],
-                            "gz_gantry: the fixed tool orientation in the base frame (x, y, z, w)")
 
     def __post_init__(self):
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter: '{self.adapter}' unknown (choose from {', '.join(ADAPTERS)})")
         if not self.controller and not self.target_topic:
             raise ValueError("controller: empty; name the controller or set target_topic")
-        if len(self.base_in_world) != 7:
-            raise ValueError(f"base_in_world: {len(self.base_in_world)} values, need x, y, z, qx, qy, qz, qw")
-        if len(self.gantry_joints) != 3:
-            raise ValueError(f"gantry_joints: {len(self.gantry_joints)} names, need the x, y, z joints")
-        if len(self.tool_quat) != 4 or abs(float(np.linalg.norm(self.tool_quat)) - 1.0) > 1e-3:
-            raise ValueError(f"tool_quat: {self.tool_quat} is not a unit quaternion x, y, z, w")
-        if not (1.0 <= self.rate_hz <= 1000.0):
-            raise ValueError(f"rate_hz: {self.rate_hz} outside 1..1000")
+        BridgeConfig.__post_init__(self)
 
 
 class RobotBridgeNode(ArmCommander):
@@ -99,21 +87,12 @@ class RobotBridgeNode(ArmCommander):
         super().__init__("robot_bridge_node")
         self.p: RobotBridgeNodeParams = declare_params(self, RobotBridgeNodeParams())
         self.control_period = 1.0 / self.p.rate_hz
-        b = [float(v) for v in self.p.base_in_world]
-        try:
-            self.base_in_world = RigidTransform(tuple(b[:3]), tuple(b[3:]))
-        except ValueError as exc:
-            raise ValueError(f"base_in_world: {exc}") from None
-        self.world_in_base = self.base_in_world.inverse()
-        self.gate = CommandGate(self.p.gate)
-        self.robot: RobotAdapter | None = None
+        self.bridge = RobotBridge(self.p.gate, self.p.base_in_world)   # gate, transform, adapter once connected
         self.loop: PacedLoop | None = None
         self._lock = threading.Lock()
         self._target = None                  # newest target not yet decided on: (stamp, pos, quat)
         self._target_arrival = float("nan")
         self.foreign_targets = 0
-        self._sent = {"pose": float("nan"), "wrench": float("nan")}
-        self.sent = self.holds = 0
         self.meters = {"target_tcp": RateMeter(), "tcp_pose": RateMeter()}
         self.pose_pub = self.create_publisher(PoseStamped, topic(self.p.arm, "tcp_pose"), qos.SENSOR_PUB)
         self.wrench_pub = self.create_publisher(WrenchStamped, topic(self.p.arm, "tcp_wrench"), qos.SENSOR_PUB)
@@ -123,8 +102,8 @@ class RobotBridgeNode(ArmCommander):
         self.autostart(self.p.autostart)
 
     def _configure(self) -> None:
-        if self.robot is None:   # its subscriptions and publishers stay for a configure after a cleanup
-            self.robot = self._connect()
+        if self.bridge.robot is None:   # its subscriptions and publishers stay for a configure after a cleanup
+            self.bridge.robot = self._connect()
         self.loop = PacedLoop(self.p.rate_hz, self._tick, name="robot-bridge").start()
 
     def _connect(self) -> RobotAdapter:
@@ -163,12 +142,11 @@ class RobotBridgeNode(ArmCommander):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
-        self.robot.close()
+        self.bridge.robot.close()
 
     def _hold(self) -> None:
         try:
-            if self.robot.hold(self._now()):
-                self.holds += 1
+            self.bridge.hold(self._now())
         except Exception as exc:  # noqa: BLE001 - on the way out, the context may be down
             self.get_logger().error(f"could not command a hold: {exc}")
 
@@ -194,16 +172,12 @@ class RobotBridgeNode(ArmCommander):
         with self._lock:
             target, self._target = self._target, None
             arrival = self._target_arrival
-        s = self.robot.state()
-        tcp_pos = tcp_quat = None
-        if s.pos is not None:
-            tcp_pos, tcp_quat = self.base_in_world.apply(s.pos, s.quat)
-            if s.pose_stamp != self._sent["pose"]:
-                self._sent["pose"] = s.pose_stamp
-                self.pose_pub.publish(msgs.pose_msg(s.pose_stamp, self.p.world_frame, tcp_pos, tcp_quat))
-                self.meters["tcp_pose"].tick()
-        if s.wrench is not None and s.wrench_stamp != self._sent["wrench"]:
-            self._sent["wrench"] = s.wrench_stamp
+        b, world = self.bridge, self.p.world_frame
+        s, tcp_pos, tcp_quat = b.state()
+        if tcp_pos is not None and b.is_new("pose", s.pose_stamp):
+            self.pose_pub.publish(msgs.pose_msg(s.pose_stamp, world, tcp_pos, tcp_quat))
+            self.meters["tcp_pose"].tick()
+        if s.wrench is not None and b.is_new("wrench", s.wrench_stamp):
             self.wrench_pub.publish(msgs.wrench_msg(s.wrench_stamp, s.wrench_frame, s.wrench))
         if target is not None:
             self.meters["target_tcp"].tick()
@@ -212,45 +186,22 @@ class RobotBridgeNode(ArmCommander):
             return   # inactive: targets are dropped
         if state == "restart":
             # from activation on: held until a new target, the silence deadline counted from now
-            self.gate.holding, self.gate.reason = True, "no target yet"
+            b.restart()
             with self._lock:
                 self._target_arrival = arrival = float("nan")
             target = None   # it may have arrived while inactive: wait for the next one
-        decision = self.gate.decide(now, target, arrival, s.pose_stamp, tcp_pos, tcp_quat)
-        if decision.action == "send":
-            pos_b, quat_b = self.world_in_base.apply(target[1], target[2])
-            self.robot.send_target(target[0], pos_b, quat_b)
-            self.sent += 1
-        elif decision.action == "hold":
-            if self.robot.hold(now):
-                self.holds += 1
+        decision = b.forward(now, target, arrival, s, tcp_pos, tcp_quat)
+        if decision.action == "hold":
             self.get_logger().warning(f"holding the robot: {decision.reason}", throttle_duration_sec=1.0)
 
     # ------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
-        if self.robot is None:
+        if self.bridge.robot is None:
             return
-        mode = "holding" if self.gate.holding else "commanding"
-        values = {"mode": mode if self.active else "inactive", "reason": self.gate.reason,
-                  "targets_sent": self.sent, "holds": self.holds, "rejected": self.gate.rejected_total,
-                  "target_frame_mismatch": self.foreign_targets,
-                  "state_frame_mismatch": self.robot.foreign_frame,
-                  **{f"rejected/{k}": v for k, v in self.gate.rejected.items()},
-                  **{f"rate/{k}": m.rate() for k, m in self.meters.items()}}
-        level = "ok" if not self.gate.holding else "warn"
-        if self.gate.reason.startswith(("no robot state", "robot state")):
-            level = "error"
-        message = "" if level == "ok" else f"holding: {self.gate.reason}"
-        if not self.active:
-            # The gate decides nothing while inactive: its reason is the last one before the
-            # deactivation. What matters now is whether the robot's state is still coming.
-            age = self._now() - self.robot.state().pose_stamp
-            if not age <= self.gate.cfg.max_state_age:
-                level, message = "error", ("inactive: holding, no robot state" if not np.isfinite(age)
-                                           else f"inactive: holding, robot state {age:.3f} s old")
-            else:
-                level, message = "warn", "inactive: holding"
+        values, level, message = self.bridge.diagnostics(self._now(), self.active,
+                                                          {k: m.rate() for k, m in self.meters.items()},
+                                                          self.foreign_targets)
         status = msgs.diagnostic_status(f"robot_bridge_node: {self.p.arm}", values, level, message)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
