@@ -181,3 +181,23 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
                 assert not same, f"{yml.name}: {node}.{k} = {v!r} restates the default"
             checked += 1
     assert checked >= len([p for p in (PKG / "config").glob("*.yaml")])
+
+
+def test_profile_arguments_default_to_what_their_node_starts_with():
+    """A profile argument without a ``default`` takes the value its first target starts with
+    (the node's parameter files, else its dataclass), so it is written once; an explicit
+    ``default`` is there only where the profile starts the node differently (``robot-nav``
+    runs the model on cuda)."""
+    checked = 0
+    for name in stack.available_profiles():
+        raw = yaml.safe_load((stack.profile_dir() / f"{name}.yaml").read_text())
+        prof = stack.load_profile(name)
+        for a in prof.arguments:
+            started = stack._started_with(prof.nodes, a.targets[0])   # noqa: SLF001
+            if "default" in raw["arguments"][a.name]:
+                assert a.default != started, f"{name}: argument {a.name} restates {started!r}"
+            else:
+                assert a.default == started and type(a.default) is type(started), (name, a.name)
+            checked += 1
+    assert checked >= 30
+    assert stack.load_profile("teleop").arguments[0].default == 8082   # ServerConfig's port, typed

@@ -158,8 +158,34 @@ def load_profile(name: str) -> Profile:
         bad = [t for t in targets if t.partition(".")[0] not in node_names or "." not in t]
         if bad:
             raise ValueError(f"{path}: argument {aname} sets unknown node parameter(s) {', '.join(bad)}")
-        arguments.append(Argument(aname, a.get("default"), targets, a.get("description", "")))
+        default = a["default"] if "default" in a else _started_with(nodes, targets[0] if targets else "")
+        arguments.append(Argument(aname, default, targets, a.get("description", "")))
     return Profile(name=name, description=data.get("description", ""), nodes=nodes, arguments=arguments)
+
+
+def _started_with(nodes: list[NodeSpec], target: str):
+    """The value node parameter ``target`` ("node.param") starts with in a profile: its
+    overrides, else its parameter files, else the node's own default. A profile argument
+    without a ``default`` takes it, so the value is written once (in the node's dataclass)."""
+    import importlib  # noqa: PLC0415
+
+    from slowfast_data.fields import flat_fields  # noqa: PLC0415
+
+    node, _, pname = target.partition(".")
+    spec = next((n for n in nodes if n.name == node), None)
+    if spec is None:
+        raise ValueError(f"argument target {target!r}: no node {node!r} in the profile")
+    given = {}
+    for path in spec.param_files():
+        given.update(file_parameters(path, spec.name, spec.namespace))
+    given.update(_flatten(spec.overrides))
+    if pname in given:
+        return given[pname]
+    defaults = {f.name: f.default for f in flat_fields(importlib.import_module(spec.module).PARAMS)}
+    if pname not in defaults:
+        raise ValueError(f"argument target {target!r}: {spec.module} declares no parameter {pname!r}")
+    d = defaults[pname]
+    return list(d) if isinstance(d, tuple) else d
 
 
 def parse_sets(items: list[str]) -> dict[str, dict]:
