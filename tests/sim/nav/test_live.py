@@ -67,7 +67,7 @@ def test_an_episode_drives_on_fresh_commands_only_and_is_scored_and_written(tmp_
     # the sim keeps up is `slowfast bench`'s question, not a test's)
     # (after the hand-over from the 20 Hz odometry of the wait for a listener)
     stamps = np.array([o[0] for o in rec.odom if o[0] >= rec.instructions[0][0] + 0.06])
-    assert len(stamps) >= 10 and np.all(np.diff(stamps) >= 0.5 / 50), np.diff(stamps).min()
+    assert len(stamps) >= 10 and np.all(np.diff(stamps) >= 0.2 / 50), np.diff(stamps).min()   # no burst
     assert rec.frames and all(shape == (24, 32, 3) and d.shape == (24, 32) for _, shape, d in rec.frames)
     seen = np.concatenate([d[np.isfinite(d)] for _, _, d in rec.frames])   # metres, clipped as the sensor
     assert seen.size and seen.min() > 0.05 and seen.max() <= NavConfig().max_depth
