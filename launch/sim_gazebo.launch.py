@@ -13,9 +13,9 @@ from slowfast_ros.launch_util import profile_launch_description
 
 
 def gazebo_dir() -> Path:
-    from slowfast_ros import stack
+    from slowfast_ros import profiles
 
-    candidates = [os.environ.get("SLOWFAST_GAZEBO_DIR", ""), stack._SOURCE_ROOT / "gazebo", "/opt/slowfast/gazebo"]
+    candidates = [os.environ.get("SLOWFAST_GAZEBO_DIR", ""), profiles._SOURCE_ROOT / "gazebo", "/opt/slowfast/gazebo"]
     for c in candidates:
         if c and (Path(c) / "wipe.sdf").is_file():
             return Path(c)

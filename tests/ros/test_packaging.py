@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slowfast_ros import stack
-from slowfast_ros.cli import SUBCOMMANDS
+from slowfast_app import stack
+from slowfast_app.cli import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "ros2_ws" / "src" / "slowfast_ros"
@@ -140,7 +140,7 @@ def test_every_compose_command_names_an_entry_point_that_exists():
         cmd = shlex.split(cmd) if isinstance(cmd, str) else cmd
         if cmd[0] == "slowfast":
             assert cmd[1] in SUBCOMMANDS, name
-            assert (PKG / "slowfast_ros" / "cli" / f"{SUBCOMMANDS[cmd[1]][0]}.py").is_file(), name
+            assert (ROOT / "slowfast_app" / "cli" / f"{SUBCOMMANDS[cmd[1]][0]}.py").is_file(), name
             if cmd[1] == "up":
                 assert cmd[2] in stack.available_profiles(), name
         elif cmd[:2] == ["ros2", "run"]:
@@ -161,7 +161,7 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
     """Each value is defined once: a node's dataclass holds the default, its parameter file
     only what a deployment changes (a value equal to the default would be a second copy that
     drifts). `slowfast params NODE` shows them all."""
-    from slowfast_ros.cli import params as params_cli
+    from slowfast_app.cli import params as params_cli
 
     nodes = params_cli._nodes()  # noqa: SLF001
     checked = 0

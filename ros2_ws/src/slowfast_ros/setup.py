@@ -38,7 +38,8 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
-        "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
-        + ["slowfast = slowfast_ros.cli:main"],
+        # The `slowfast` command is the application package slowfast_app (pyproject.toml at the
+        # repository root, `pip install .`), not part of this ROS package.
+        "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES],
     },
 )
