@@ -1,7 +1,7 @@
 """ros2 launch slowfast_ros sim_gazebo.launch.py [headless:=true] [arm:=arm]
 
 The wipe task in Gazebo (gz sim): the world gazebo/wipe.sdf, ros_gz_bridge with
-gazebo/bridge.yaml, and the nodes of the stack profile launch/profiles/gazebo.yaml (the
+gazebo/bridge.yaml, and the nodes of the stack profile slowfast_ros/profiles/gazebo.yaml (the
 robot bridge on the world's gantry). Needs ros_gz (``apt install ros-$ROS_DISTRO-ros-gz``);
 the gazebo/ folder is found through $SLOWFAST_GAZEBO_DIR, the source checkout, or
 /opt/slowfast/gazebo (the container).

@@ -9,7 +9,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SDF = ROOT / "gazebo" / "wipe.sdf"
 BRIDGE = ROOT / "gazebo" / "bridge.yaml"
-CONFIG = ROOT / "ros2_ws" / "src" / "slowfast_ros" / "config"
+CONFIG = ROOT / "ros2_ws" / "src" / "slowfast_ros" / "slowfast_ros" / "config"
 
 
 def _world():

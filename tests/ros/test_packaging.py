@@ -165,7 +165,7 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
 
     nodes = params_cli._nodes()  # noqa: SLF001
     checked = 0
-    for yml in sorted((PKG / "config").glob("*.yaml")):
+    for yml in sorted((PKG / "slowfast_ros" / "config").glob("*.yaml")):
         data = yaml.safe_load(yml.read_text())
         for node, body in data.items():
             keys = stack._flatten(body["ros__parameters"] or {})   # noqa: SLF001 - nested keys as ROS joins them
@@ -180,7 +180,7 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
                 same = float(v) == d if isinstance(d, float) and isinstance(v, (int, float)) else v == d
                 assert not same, f"{yml.name}: {node}.{k} = {v!r} restates the default"
             checked += 1
-    assert checked >= len([p for p in (PKG / "config").glob("*.yaml")])
+    assert checked >= len([p for p in (PKG / "slowfast_ros" / "config").glob("*.yaml")])
 
 
 def test_profile_arguments_default_to_what_their_node_starts_with():

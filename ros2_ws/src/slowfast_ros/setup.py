@@ -25,9 +25,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", rel(HERE / "config" / "*.yaml")),
+        (f"share/{PACKAGE}/config", rel(HERE / PACKAGE / "config" / "*.yaml")),
         (f"share/{PACKAGE}/launch", rel(REPO / "launch" / "*.launch.py")),
-        (f"share/{PACKAGE}/launch/profiles", rel(REPO / "launch" / "profiles" / "*.yaml")),
+        (f"share/{PACKAGE}/launch/profiles", rel(HERE / PACKAGE / "profiles" / "*.yaml")),
         (f"share/{PACKAGE}/gazebo", rel(REPO / "gazebo" / "*")),
     ],
     install_requires=["setuptools"],

@@ -1,10 +1,11 @@
 """Stack profiles: which nodes run together, with which parameter files.
 
-A profile is ``launch/profiles/<name>.yaml``. The ROS 2 launch files in ``launch/`` read the
-same profiles (through :func:`load_profile`) to build ``launch_ros`` Node actions, and
-``slowfast up`` (:mod:`slowfast_app.stack`) starts the same nodes as plain processes on
-machines without ``launch``, so both paths run exactly the same nodes with the same
-parameters. This module is the profile model and loader only; it starts nothing.
+A profile is ``slowfast_ros/profiles/<name>.yaml``, package data next to this module. The ROS 2
+launch files in ``launch/`` read the same profiles (through :func:`load_profile`) to build
+``launch_ros`` Node actions, and ``slowfast up`` (:mod:`slowfast_app.stack`) starts the same
+nodes as plain processes on machines without ``launch``, so both paths run exactly the same
+nodes with the same parameters. This module is the profile model and loader only; it starts
+nothing.
 """
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from pathlib import Path
 
 import yaml
 
-_PKG_DIR = Path(__file__).resolve().parent          # .../slowfast_ros/slowfast_ros
-_SOURCE_ROOT = _PKG_DIR.parents[3]                   # repository root in a source checkout
+_PROFILE_DIR = Path(__file__).resolve().parent     # the profiles are package data: <name>.yaml here
+_PKG_DIR = _PROFILE_DIR.parent                     # slowfast_ros; its config/ holds the parameter files
+# The repository root in a source checkout (ros2_ws/src/slowfast_ros/slowfast_ros); only the Gazebo
+# launch file's fallback for gazebo/ uses it. Installed, profiles and config need no checkout.
+_SOURCE_ROOT = _PKG_DIR.parents[3] if len(_PKG_DIR.parents) > 3 else _PKG_DIR
 
 
 def _share_dir() -> Path | None:
@@ -27,30 +31,41 @@ def _share_dir() -> Path | None:
         return None
 
 
+def _first_with_yaml(candidates: list[Path]) -> Path | None:
+    for c in candidates:
+        if c.is_dir() and any(c.glob("*.yaml")):
+            return c
+    return None
+
+
 def profile_dir() -> Path:
+    """SLOWFAST_PROFILE_DIR, else this package's own profiles (a checkout or `pip install`),
+    else the colcon install's share/slowfast_ros/launch/profiles."""
     env = os.environ.get("SLOWFAST_PROFILE_DIR")
     candidates = [Path(env)] if env else []
-    candidates.append(_SOURCE_ROOT / "launch" / "profiles")
+    candidates.append(_PROFILE_DIR)
     share = _share_dir()
     if share is not None:
         candidates.append(share / "launch" / "profiles")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError("no launch/profiles folder found (set SLOWFAST_PROFILE_DIR)")
+    found = _first_with_yaml(candidates)
+    if found is None:
+        raise FileNotFoundError("no stack profiles folder found (set SLOWFAST_PROFILE_DIR)")
+    return found
 
 
 def config_dir() -> Path:
+    """SLOWFAST_CONFIG_DIR, else this package's config/ (a checkout or `pip install`), else
+    the colcon install's share/slowfast_ros/config."""
     env = os.environ.get("SLOWFAST_CONFIG_DIR")
     candidates = [Path(env)] if env else []
-    candidates.append(_PKG_DIR.parent / "config")
+    candidates.append(_PKG_DIR / "config")
     share = _share_dir()
     if share is not None:
         candidates.append(share / "config")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError("no slowfast_ros config folder found (set SLOWFAST_CONFIG_DIR)")
+    found = _first_with_yaml(candidates)
+    if found is None:
+        raise FileNotFoundError("no slowfast_ros config folder found (set SLOWFAST_CONFIG_DIR)")
+    return found
 
 
 @dataclass
