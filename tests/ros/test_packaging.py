@@ -35,6 +35,15 @@ def test_package_xml_is_ament_python_with_the_message_packages():
     assert {"rclpy", "sensor_msgs", "geometry_msgs", "diagnostic_msgs", "launch_ros"} <= deps
 
 
+def test_slowfast_ros_imports_nothing_from_the_application():
+    """The dependency runs slowfast_app -> slowfast_ros -> cores, never back: the ament
+    package installs without slowfast_app."""
+    for py in sorted((PKG / "slowfast_ros").rglob("*.py")):
+        for node in ast.walk(ast.parse(py.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "slowfast_app" for n in names), py
+
 def test_setup_py_installs_a_console_script_per_node(monkeypatch):
     """Run setup.py with setuptools.setup captured: what colcon would install."""
     import runpy
