@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros robot.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/robot.yaml (the same as `slowfast up robot`).
+The nodes of the stack profile slowfast_ros/profiles/robot.yaml (the same as `slowfast up robot`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

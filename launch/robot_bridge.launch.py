@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros robot_bridge.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/robot-bridge.yaml (the same as `slowfast up robot-bridge`).
+The nodes of the stack profile slowfast_ros/profiles/robot-bridge.yaml (the same as `slowfast up robot-bridge`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

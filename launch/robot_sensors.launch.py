@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros robot_sensors.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/robot-sensors.yaml (the same as `slowfast up robot-sensors`).
+The nodes of the stack profile slowfast_ros/profiles/robot-sensors.yaml (the same as `slowfast up robot-sensors`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

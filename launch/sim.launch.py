@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros sim.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/sim.yaml (the same as `slowfast up sim`).
+The nodes of the stack profile slowfast_ros/profiles/sim.yaml (the same as `slowfast up sim`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros sim_expert.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/sim-expert.yaml (the same as `slowfast up sim-expert`).
+The nodes of the stack profile slowfast_ros/profiles/sim-expert.yaml (the same as `slowfast up sim-expert`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

@@ -1,7 +1,7 @@
 """ros2 launch slowfast_ros sim_gazebo.launch.py [headless:=true] [arm:=arm]
 
 The wipe task in Gazebo (gz sim): the world gazebo/wipe.sdf, ros_gz_bridge with
-gazebo/bridge.yaml, and the nodes of the stack profile launch/profiles/gazebo.yaml (the
+gazebo/bridge.yaml, and the nodes of the stack profile slowfast_ros/profiles/gazebo.yaml (the
 robot bridge on the world's gantry). Needs ros_gz (``apt install ros-$ROS_DISTRO-ros-gz``);
 the gazebo/ folder is found through $SLOWFAST_GAZEBO_DIR, the source checkout, or
 /opt/slowfast/gazebo (the container).
@@ -13,9 +13,9 @@ from slowfast_ros.launch_util import profile_launch_description
 
 
 def gazebo_dir() -> Path:
-    from slowfast_ros import stack
+    from slowfast_ros import profiles
 
-    candidates = [os.environ.get("SLOWFAST_GAZEBO_DIR", ""), stack._SOURCE_ROOT / "gazebo", "/opt/slowfast/gazebo"]
+    candidates = [os.environ.get("SLOWFAST_GAZEBO_DIR", ""), profiles._SOURCE_ROOT / "gazebo", "/opt/slowfast/gazebo"]
     for c in candidates:
         if c and (Path(c) / "wipe.sdf").is_file():
             return Path(c)

@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros sim_nav.launch.py [checkpoint:=DIR] [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/sim-nav.yaml (the same as `slowfast up sim-nav`).
+The nodes of the stack profile slowfast_ros/profiles/sim-nav.yaml (the same as `slowfast up sim-nav`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

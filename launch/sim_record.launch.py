@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros sim_record.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/sim-record.yaml (the same as `slowfast up sim-record`).
+The nodes of the stack profile slowfast_ros/profiles/sim-record.yaml (the same as `slowfast up sim-record`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

@@ -1,6 +1,6 @@
 """ros2 launch slowfast_ros sim_teleop.launch.py [ARG:=VALUE ...]
 
-The nodes of the stack profile launch/profiles/sim-teleop.yaml (the same as `slowfast up sim-teleop`).
+The nodes of the stack profile slowfast_ros/profiles/sim-teleop.yaml (the same as `slowfast up sim-teleop`).
 """
 from slowfast_ros.launch_util import profile_launch_description
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from slowfast_ros.stack import claim_domain
+from slowfast_app.stack import claim_domain
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])

@@ -147,7 +147,7 @@ def test_teleop_and_its_cli_take_the_servers_defaults():
     `slowfast teleop`'s options and the scripted operator's port default to the same values."""
     import argparse
 
-    from slowfast_ros.cli import teleop as teleop_cli
+    from slowfast_app.cli import teleop as teleop_cli
     from slowfast_ros.nodes.operator_node import PARAMS as OPERATOR
     from slowfast_ros.nodes.teleop_node import PARAMS
     from teleop_tactar.server_config import ServerConfig

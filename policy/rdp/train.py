@@ -1,7 +1,7 @@
 """Training for the tokenizer, the latent diffusion policy and the DP baseline.
 
 One function, :func:`train`, used by ``slowfast train tokenizer|ldp|dp``. Multi-GPU goes
-through Hugging Face Accelerate (``accelerate launch -m slowfast_ros.cli train ...`` or
+through Hugging Face Accelerate (``accelerate launch -m slowfast_app.cli train ...`` or
 ``torchrun``): the model and optimizer are wrapped by ``Accelerator.prepare`` (DDP), each
 process takes its share of every epoch's batches.
 

@@ -9,7 +9,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SDF = ROOT / "gazebo" / "wipe.sdf"
 BRIDGE = ROOT / "gazebo" / "bridge.yaml"
-CONFIG = ROOT / "ros2_ws" / "src" / "slowfast_ros" / "config"
+CONFIG = ROOT / "ros2_ws" / "src" / "slowfast_ros" / "slowfast_ros" / "config"
 
 
 def _world():
@@ -80,7 +80,7 @@ def test_bridge_maps_world_topics_to_the_stack_topics_with_valid_types():
 
 def test_the_gazebo_bridge_node_config_matches_the_world_and_the_bridge():
     world = _world()
-    from slowfast_ros import stack
+    from slowfast_app import stack
 
     given = yaml.safe_load((CONFIG / "robot_bridge_gazebo.yaml").read_text())["robot_bridge_node"]["ros__parameters"]
     assert given["use_sim_time"] is True

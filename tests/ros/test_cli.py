@@ -7,7 +7,7 @@ import pytest
 
 
 def slowfast(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "slowfast_ros.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "slowfast_app.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -96,8 +96,8 @@ def test_an_export_without_the_action_encoder_still_inpaints(tmp_path):
 
 
 def test_params_lists_every_declared_parameter_of_each_node():
-    from slowfast_ros import stack
-    from slowfast_ros.cli import params
+    from slowfast_app import stack
+    from slowfast_app.cli import params
 
     nodes = params._nodes()  # noqa: SLF001
     assert {"rdp_fast", "rdp_slow", "sim_node", "recorder_node"} <= set(nodes)

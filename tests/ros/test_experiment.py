@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slowfast_ros.experiment import Experiment, ExperimentSettings, mean_ci, report, wilson
+from slowfast_app.experiment import Experiment, ExperimentSettings, mean_ci, report, wilson
 
 pytestmark = pytest.mark.slow   # runs each experiment stage as a subprocess
 
@@ -202,7 +202,7 @@ def test_lift_records_and_evaluates_at_its_lighter_sensor_rates(tmp_path, fake):
     s = settings(task="lift")
     assert (s.pose_hz, s.tactile_hz) == (100.0, 60.0)
     assert settings(task="lift", tactile_hz=30.0).tactile_hz == 30.0
-    from slowfast_ros.cli import build_parser
+    from slowfast_app.cli import build_parser
     a = build_parser().parse_args(["experiment", "rdp-vs-dp", "--task", "lift", "--out", "x"])
     assert (a.pose_hz, a.tactile_hz) == (0.0, 0.0)      # the command line leaves them to the task
     Experiment(tmp_path / "exp", s, log=lambda s: None, slowfast=fake).run()

@@ -23,7 +23,8 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe, wait_until
 
 pytestmark = pytest.mark.dds
@@ -182,7 +183,7 @@ class TestRealSenseNode:
     def test_deactivated_publishes_nothing_says_so_and_resumes_when_activated(self, realsense):
         """A lifecycle node: deactivate (the standard service, over DDS) -> no image, camera
         info or depth while frames keep coming, /diagnostics says inactive; activate -> they flow."""
-        from slowfast_ros.cli import lifecycle
+        from slowfast_app.cli import lifecycle
 
         sw, node, col, diag = realsense
         assert lifecycle.call("realsense_node") == "active"
@@ -409,7 +410,7 @@ class TestBridgeCartesianControllers:
         """`slowfast lifecycle robot_bridge_node deactivate` while targets move the robot: the
         bridge's last word is a hold (the measured pose, not a target it was sent), nothing it
         is sent while inactive reaches the controller, and after `activate` targets flow again."""
-        from slowfast_ros.cli import lifecycle
+        from slowfast_app.cli import lifecycle
 
         _, probe, robot, col, diag, target_pub = bridge
         node = probe.node

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
 
-from slowfast_ros import msgs, qos, stack
-from slowfast_ros.cli import lifecycle
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
+from slowfast_app.cli import lifecycle
 from slowfast_ros.topic_probe import TopicProbe, wait_until
 
 pytestmark = pytest.mark.dds

@@ -1,7 +1,7 @@
 """`slowfast nav eval`: per-episode JSON + PNG and a summary; user mistakes are one line, exit 2."""
 import json
 
-from slowfast_ros.cli import main
+from slowfast_app.cli import main
 
 
 def test_nav_eval_writes_episodes_plots_and_summary(tmp_path, capsys):

@@ -21,7 +21,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from policy.streamvln.actions import Action
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe
 
 pytestmark = pytest.mark.dds
@@ -287,7 +288,7 @@ def test_deactivate_stops_the_base_once_and_commands_nothing_until_activated(lon
     `activate`: cmd_vel again, and a new instruction drives."""
     import threading
 
-    from slowfast_ros.cli import lifecycle
+    from slowfast_app.cli import lifecycle
     from slowfast_ros.topic_probe import wait_until
 
     s, probe, cmd, status, diag = lone_nav

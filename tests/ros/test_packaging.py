@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slowfast_ros import stack
-from slowfast_ros.cli import SUBCOMMANDS
+from slowfast_app import stack
+from slowfast_app.cli import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "ros2_ws" / "src" / "slowfast_ros"
@@ -34,6 +34,15 @@ def test_package_xml_is_ament_python_with_the_message_packages():
     deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "geometry_msgs", "diagnostic_msgs", "launch_ros"} <= deps
 
+
+def test_slowfast_ros_imports_nothing_from_the_application():
+    """The dependency runs slowfast_app -> slowfast_ros -> cores, never back: the ament
+    package installs without slowfast_app."""
+    for py in sorted((PKG / "slowfast_ros").rglob("*.py")):
+        for node in ast.walk(ast.parse(py.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "slowfast_app" for n in names), py
 
 def test_setup_py_installs_a_console_script_per_node(monkeypatch):
     """Run setup.py with setuptools.setup captured: what colcon would install."""
@@ -140,7 +149,7 @@ def test_every_compose_command_names_an_entry_point_that_exists():
         cmd = shlex.split(cmd) if isinstance(cmd, str) else cmd
         if cmd[0] == "slowfast":
             assert cmd[1] in SUBCOMMANDS, name
-            assert (PKG / "slowfast_ros" / "cli" / f"{SUBCOMMANDS[cmd[1]][0]}.py").is_file(), name
+            assert (ROOT / "slowfast_app" / "cli" / f"{SUBCOMMANDS[cmd[1]][0]}.py").is_file(), name
             if cmd[1] == "up":
                 assert cmd[2] in stack.available_profiles(), name
         elif cmd[:2] == ["ros2", "run"]:
@@ -161,11 +170,11 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
     """Each value is defined once: a node's dataclass holds the default, its parameter file
     only what a deployment changes (a value equal to the default would be a second copy that
     drifts). `slowfast params NODE` shows them all."""
-    from slowfast_ros.cli import params as params_cli
+    from slowfast_app.cli import params as params_cli
 
     nodes = params_cli._nodes()  # noqa: SLF001
     checked = 0
-    for yml in sorted((PKG / "config").glob("*.yaml")):
+    for yml in sorted((PKG / "slowfast_ros" / "config").glob("*.yaml")):
         data = yaml.safe_load(yml.read_text())
         for node, body in data.items():
             keys = stack._flatten(body["ros__parameters"] or {})   # noqa: SLF001 - nested keys as ROS joins them
@@ -180,7 +189,7 @@ def test_config_files_set_only_declared_parameters_and_none_at_its_default():
                 same = float(v) == d if isinstance(d, float) and isinstance(v, (int, float)) else v == d
                 assert not same, f"{yml.name}: {node}.{k} = {v!r} restates the default"
             checked += 1
-    assert checked >= len([p for p in (PKG / "config").glob("*.yaml")])
+    assert checked >= len([p for p in (PKG / "slowfast_ros" / "config").glob("*.yaml")])
 
 
 def test_profile_arguments_default_to_what_their_node_starts_with():

@@ -5,7 +5,8 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from tests.ros.test_rdp_nodes import Robot, _fast_overrides, _profile, diag_values, export  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.dds

@@ -14,7 +14,8 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 
 pytestmark = pytest.mark.dds
 
@@ -266,7 +267,7 @@ def test_deactivating_the_fast_node_mid_chunk_holds_the_arm_and_activate_restart
     """`slowfast lifecycle rdp_fast deactivate` while a chunk moves the command: the node's
     last command before the transition returns is the measured pose, nothing follows it while
     inactive; `activate` restarts from the measured pose (the old chunk is forgotten)."""
-    from slowfast_ros.cli import lifecycle
+    from slowfast_app.cli import lifecycle
     from slowfast_ros.topic_probe import TopicProbe, wait_until
 
     meta = json.loads((export / "runtime.json").read_text())
@@ -312,7 +313,7 @@ def test_an_inactive_slow_node_publishes_no_chunk_and_plans_from_fresh_observati
     before the activation (its robot state stopped meanwhile, and a state 5 s old would still
     be fresh enough for this node's max_obs_age)."""
 
-    from slowfast_ros.cli import lifecycle
+    from slowfast_app.cli import lifecycle
     from slowfast_ros.topic_probe import TopicProbe, wait_until
 
     probe = TopicProbe({"/diagnostics": DiagnosticArray})

@@ -17,7 +17,7 @@ FPS = 20.0
 
 def test_scripted_record_then_convert(tmp_path, capsys, free_port):
     bags = tmp_path / "bags"
-    cmd = [sys.executable, "-m", "slowfast_ros.cli", "record", "--operator", "scripted", "--episodes", "1",
+    cmd = [sys.executable, "-m", "slowfast_app.cli", "record", "--operator", "scripted", "--episodes", "1",
            "--task", "wipe", "--out", str(bags), "--port", str(free_port()),
            "--set", "sim_node.episode_seconds=3.0", "--set", "sim_node.camera_width=64",
            "--set", "sim_node.camera_height=48", "--set", "sim_node.camera_hz=20.0"]
@@ -44,7 +44,7 @@ def test_scripted_record_then_convert(tmp_path, capsys, free_port):
     shutil.copytree(good, junk)
     (junk / "episode_0000_0.mcap").write_bytes(b"not an mcap file" * 100)
 
-    from slowfast_ros.cli import main
+    from slowfast_app.cli import main
     ds = tmp_path / "ds"
     rc = main(["convert", str(bags), "--out", str(ds), "--fps", str(FPS)])
     cap = capsys.readouterr()

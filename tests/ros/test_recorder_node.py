@@ -12,7 +12,8 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe, wait_until
 from teleop_tactar.bag import iter_bag, open_bag
 
@@ -96,7 +97,7 @@ def test_recorded_episode_reads_back_intact_and_discard_leaves_nothing(tmp_path)
                                                         "topics": ["/arm/tcp_pose", "/camera/color/image_raw"]}},
                          log_dir=tmp_path / "log") as s:
             sent = _start_and_send(s, state, pose_pub, img_pub, cmd_pub, rng)
-            from slowfast_ros.cli import main
+            from slowfast_app.cli import main
             assert main(["record", "--command", "success"]) == 0     # `slowfast record --command`
             state.wait(lambda st: st.latest.get("state") == "idle")
             cmd_pub.publish(msgs.json_msg({"cmd": "start"}))               # a second one, discarded

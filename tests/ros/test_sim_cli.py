@@ -12,7 +12,7 @@ pytestmark = pytest.mark.dds
 @pytest.mark.parametrize("task", ["wipe", "lift"])
 def test_sim_runs_episodes_and_writes_metrics_video_and_plot(tmp_path, task):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "slowfast_ros.cli", "sim", "--task", task, "--controller", "expert",
+    r = subprocess.run([sys.executable, "-m", "slowfast_app.cli", "sim", "--task", task, "--controller", "expert",
                         "--episodes", "1", "--seed", "3", "--episode-seconds", "6", "--out", str(out)],
                        capture_output=True, text=True, timeout=240, env=dict(os.environ))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -31,7 +31,7 @@ def test_sim_runs_episodes_and_writes_metrics_video_and_plot(tmp_path, task):
 def test_sim_runs_the_lift_expert_on_two_arms(tmp_path):
     """``--embodiment arm``: the Panda arms under their impedance controllers, through ROS 2."""
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "slowfast_ros.cli", "sim", "--task", "lift", "--embodiment", "arm",
+    r = subprocess.run([sys.executable, "-m", "slowfast_app.cli", "sim", "--task", "lift", "--embodiment", "arm",
                         "--controller", "expert", "--episodes", "1", "--seed", "0", "--camera-hz", "0",
                         "--out", str(out)], capture_output=True, text=True, timeout=240, env=dict(os.environ))
     assert r.returncode == 0, r.stdout + r.stderr

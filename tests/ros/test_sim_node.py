@@ -10,7 +10,8 @@ from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe
 
 pytestmark = pytest.mark.dds

@@ -10,7 +10,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 
-from slowfast_ros import msgs, stack
+from slowfast_ros import msgs
+from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe
 
 pytestmark = pytest.mark.dds

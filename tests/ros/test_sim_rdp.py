@@ -39,7 +39,7 @@ def exports(tmp_path_factory):
 
 
 def slowfast(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "slowfast_ros.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "slowfast_app.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ))
 
 

@@ -12,7 +12,8 @@ from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from slowfast_ros import qos, stack
+from slowfast_ros import qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe, wait_until
 
 pytestmark = pytest.mark.dds

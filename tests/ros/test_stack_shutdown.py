@@ -26,7 +26,7 @@ def _listening(port: int) -> bool:
 
 def _start(free_port):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "slowfast_ros.cli", "teleop", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "slowfast_app.cli", "teleop", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # like a shell job: signals reach it alone
     end = time.monotonic() + 60

@@ -1,5 +1,5 @@
 """`slowfast teleop`, `record`, `convert`: user mistakes are one line and exit status 2."""
-from slowfast_ros.cli import main
+from slowfast_app.cli import main
 
 
 def test_cli_mistakes_exit_2(tmp_path, capsys):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
 
-from slowfast_ros import msgs, stack
+from slowfast_ros import msgs
+from slowfast_app import stack
 from slowfast_ros.topic_probe import Newest, TopicProbe
 from teleop_tactar import protocol
 from teleop_tactar.frames import world_to_unity_pos

@@ -15,7 +15,8 @@ import pytest
 from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import Bool, String
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import Newest, TopicProbe
 from teleop_tactar import protocol
 from teleop_tactar.frames import world_to_unity_pos

@@ -11,7 +11,8 @@ import pytest
 from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import String
 
-from slowfast_ros import msgs, qos, stack
+from slowfast_ros import msgs, qos
+from slowfast_app import stack
 from slowfast_ros.topic_probe import Newest, TopicProbe
 
 pytestmark = pytest.mark.dds

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from slowfast_ros import stack
+from slowfast_app import stack
 from tests.ros.test_cli import assert_one_line_error, slowfast
 
 

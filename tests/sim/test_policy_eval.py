@@ -102,7 +102,7 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(served, tmp_path):
     root, ds, _ = served
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "slowfast_ros.cli", "evaluate", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "slowfast_app.cli", "evaluate", *args], capture_output=True,
                               text=True, timeout=300, env=dict(os.environ))
 
     out = tmp_path / "eval.json"

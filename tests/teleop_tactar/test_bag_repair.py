@@ -58,7 +58,7 @@ def _indexed_count(folder):
 
 
 def test_a_killed_recorders_bag_is_repaired_for_indexed_readers(killed_bag, capsys):
-    from slowfast_ros.cli import main
+    from slowfast_app.cli import main
 
     linear = len(list(B.iter_bag(killed_bag)))
     assert 201 <= linear < 301                              # up to the last complete chunk
@@ -103,7 +103,7 @@ def test_the_recorder_repairs_what_a_killed_one_left_when_it_starts(killed_bag):
 
 
 def test_an_unreadable_bag_is_refused_and_left_as_it_was(tmp_path, capsys):
-    from slowfast_ros.cli import main
+    from slowfast_app.cli import main
 
     rec = EpisodeRecorder(tmp_path, min_free_mb=0.0)
     rec.add_topic("/x", "std_msgs/msg/String")

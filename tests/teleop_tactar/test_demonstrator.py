@@ -28,7 +28,7 @@ def test_demos_via_teleop_succeed_and_pass_the_dataset_check(tmp_path, task):
 
 def test_the_same_seed_gives_the_same_demonstration(tmp_path):
     from sim.datagen import generate_dataset
-    from slowfast_ros.cli.demos import safety_node_limits
+    from slowfast_app.cli.demos import safety_node_limits
     from teleop_tactar.demonstrator import teleop_episode_runner
 
     runs = []

@@ -148,7 +148,7 @@ def test_a_recorded_bag_has_every_topic_the_layout_reads(tmp_path, free_port):
     from teleop_tactar.bag import open_bag
 
     bags = tmp_path / "bags"
-    cmd = [sys.executable, "-m", "slowfast_ros.cli", "record", "--operator", "scripted", "--episodes", "1",
+    cmd = [sys.executable, "-m", "slowfast_app.cli", "record", "--operator", "scripted", "--episodes", "1",
            "--task", "wipe", "--out", str(bags), "--port", str(free_port()),
            "--set", "sim_node.episode_seconds=3.0", "--set", "sim_node.camera_width=64",
            "--set", "sim_node.camera_height=48", "--set", "sim_node.camera_hz=10.0"]

@@ -251,7 +251,7 @@ def test_scripted_lift_operator_lifts_through_the_teleop_server_and_the_safety_f
     # the perturbed lift sim. The expert's own 30 ms squeeze loop rings here and never lifts;
     # the operator's must.
     from sim import SimConfig, SimEnv
-    from slowfast_ros.cli.demos import safety_node_limits
+    from slowfast_app.cli.demos import safety_node_limits
     from teleop_tactar.demonstrator import teleop_episode_runner
 
     env = SimEnv(SimConfig(task="lift", render=False, perturb=True))

@@ -25,9 +25,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", rel(HERE / "config" / "*.yaml")),
+        (f"share/{PACKAGE}/config", rel(HERE / PACKAGE / "config" / "*.yaml")),
         (f"share/{PACKAGE}/launch", rel(REPO / "launch" / "*.launch.py")),
-        (f"share/{PACKAGE}/launch/profiles", rel(REPO / "launch" / "profiles" / "*.yaml")),
+        (f"share/{PACKAGE}/launch/profiles", rel(HERE / PACKAGE / "profiles" / "*.yaml")),
         (f"share/{PACKAGE}/gazebo", rel(REPO / "gazebo" / "*")),
     ],
     install_requires=["setuptools"],
@@ -38,7 +38,8 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
-        "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
-        + ["slowfast = slowfast_ros.cli:main"],
+        # The `slowfast` command is the application package slowfast_app (pyproject.toml at the
+        # repository root, `pip install .`), not part of this ROS package.
+        "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES],
     },
 )

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from slowfast_ros.cli import main
+from slowfast_app.cli import main
 
 pytestmark = pytest.mark.slow   # trains and exports through the CLI
 
@@ -72,7 +72,7 @@ def test_two_process_ddp_training(tmp_path, dataset):
     cfg.write_text(json.dumps({"data": {"horizon": 8}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "slowfast_ros.cli", "train", "tokenizer", "--dataset", str(dataset),
+           "-m", "slowfast_app.cli", "train", "tokenizer", "--dataset", str(dataset),
            "--out", str(tmp_path / "tok"), "--epochs", "1", "--batch-size", "32", "--no-progress", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)  # its own process group: a hang is killed whole

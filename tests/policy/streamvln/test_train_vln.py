@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from slowfast_ros.cli import main
+from slowfast_app.cli import main
 
 pytestmark = pytest.mark.slow   # trains a small VLN model
 

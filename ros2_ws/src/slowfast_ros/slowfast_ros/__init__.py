@@ -1,1 +1,1 @@
-"""ROS 2 adapters for slowfast: nodes, message conversion, QoS, and the `slowfast` command."""
+"""ROS 2 adapters for slowfast: nodes, message conversion, QoS, node utilities and the stack profiles."""

@@ -17,7 +17,7 @@ def profile_launch_description(profile_name: str):
     from launch_ros.parameter_descriptions import ParameterValue  # noqa: PLC0415
 
     from slowfast_ros.qos import transport_env  # noqa: PLC0415
-    from slowfast_ros.stack import load_profile  # noqa: PLC0415
+    from slowfast_ros.profiles import load_profile  # noqa: PLC0415
 
     profile = load_profile(profile_name)
     actions = [SetEnvironmentVariable(k, v) for k, v in transport_env().items()]   # as `slowfast up`

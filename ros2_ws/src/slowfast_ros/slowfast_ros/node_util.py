@@ -56,7 +56,7 @@ def declare_params(node: Node, spec) -> object:
 def refuse_undeclared(node: Node) -> None:
     """A parameter given to the node (``-p``, a parameter file) that it never declared is a
     typo or a stale setting: rclpy would ignore it silently, so the node refuses to start."""
-    from slowfast_ros.stack import unknown_parameter_message  # noqa: PLC0415
+    from slowfast_ros.profiles import unknown_parameter_message  # noqa: PLC0415
 
     declared = set(node._parameters)  # noqa: SLF001 - rclpy keeps no public list of names
     given = set(getattr(node, "_parameter_overrides", {}))

@@ -34,7 +34,7 @@ def describe(node: str, cls) -> list[dict]:
     """One dict per parameter: name, type, default, description, and ``file`` (the shipped
     parameter file's value) where the file sets it."""
     from slowfast_data.fields import flat_fields  # noqa: PLC0415
-    from slowfast_ros.stack import config_dir, file_parameters  # noqa: PLC0415
+    from slowfast_app.stack import config_dir, file_parameters  # noqa: PLC0415
 
     path = config_dir() / f"{node}.yaml"
     in_file = file_parameters(path, node) if path.is_file() else {}

@@ -73,7 +73,7 @@ def _saved(out: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
 
     if args.command:
         return _send_command(args.command, args.task)

@@ -126,7 +126,8 @@ def _cpu_seconds(pid: int) -> float:
 def _recorder_bench(seconds: float, pub_depth: int = 0, images: str = "sim") -> dict:
     from std_msgs.msg import String  # noqa: PLC0415
 
-    from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
+    from slowfast_ros import msgs, qos  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
     from teleop_tactar.bag import iter_bag, open_bag  # noqa: PLC0415
 
@@ -142,7 +143,7 @@ def _recorder_bench(seconds: float, pub_depth: int = 0, images: str = "sim") -> 
         try:
             with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
                                                          "min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
-                pub = stack.start_child([sys.executable, "-m", "slowfast_ros.bench.recorder", "--publisher",
+                pub = stack.start_child([sys.executable, "-m", "slowfast_app.bench.recorder", "--publisher",
                                         "--seconds", str(seconds), "--pub-depth", str(pub_depth), "--images", images],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 try:
@@ -195,7 +196,8 @@ def _teleop_bench(seconds: float) -> dict:
     import numpy as np  # noqa: PLC0415
     from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
 
-    from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
+    from slowfast_ros import msgs, qos  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
     from teleop_tactar import protocol  # noqa: PLC0415
     from teleop_tactar.frames import world_to_unity_pos  # noqa: PLC0415

@@ -1,6 +1,6 @@
 """The `slowfast` command: one dispatcher, one module per subcommand.
 
-Each subcommand lives in ``slowfast_ros/cli/<name>.py`` and defines
+Each subcommand lives in ``slowfast_app/cli/<name>.py`` and defines
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand runs, so ``slowfast train`` never loads rclpy and ``slowfast doctor`` never
 loads torch.
@@ -44,7 +44,7 @@ class UserError(Exception):
 
 
 def _available(name: str) -> bool:
-    return importlib.util.find_spec(f"slowfast_ros.cli.{SUBCOMMANDS[name][0]}") is not None
+    return importlib.util.find_spec(f"slowfast_app.cli.{SUBCOMMANDS[name][0]}") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,14 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        mod = importlib.import_module(f"slowfast_ros.cli.{module}")
+        mod = importlib.import_module(f"slowfast_app.cli.{module}")
         mod.add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from slowfast_ros.qos import transport_env  # noqa: PLC0415
-    from slowfast_ros.stack import Stop, install_stop_handlers  # noqa: PLC0415
+    from slowfast_app.stack import Stop, install_stop_handlers  # noqa: PLC0415
 
     os.environ.update(transport_env())  # this process's own nodes and every child use them
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         install_stop_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C: every node started is stopped
     parser = build_parser()
     args = parser.parse_args(argv)
-    mod = importlib.import_module(f"slowfast_ros.cli.{args._module}")
+    mod = importlib.import_module(f"slowfast_app.cli.{args._module}")
     try:
         return int(mod.run(args) or 0)
     except KeyboardInterrupt:

@@ -14,13 +14,13 @@ import os
 
 # target -> (module, help)
 TARGETS: dict[str, tuple[str, str]] = {
-    "sim": ("slowfast_ros.bench.sim", "physics real-time factor and sim-node topic rates"),
+    "sim": ("slowfast_app.bench.sim", "physics real-time factor and sim-node topic rates"),
     "policy": ("policy.rdp.bench", "decoder step and slow-policy latency (torch, onnxruntime)"),
-    "fastloop": ("slowfast_ros.bench.fastloop", "fast loop rate, jitter and tactile-to-command latency"),
-    "handover": ("slowfast_ros.bench.handover", "chunk handovers under slow-policy delay: blend vs inpainting"),
-    "recorder": ("slowfast_ros.bench.recorder", "recorder throughput, drops and CPU"),
+    "fastloop": ("slowfast_app.bench.fastloop", "fast loop rate, jitter and tactile-to-command latency"),
+    "handover": ("slowfast_app.bench.handover", "chunk handovers under slow-policy delay: blend vs inpainting"),
+    "recorder": ("slowfast_app.bench.recorder", "recorder throughput, drops and CPU"),
     "vln": ("policy.streamvln.bench", "StreamVLN per-turn latency, KV cache size, pruning"),
-    "nav": ("slowfast_ros.bench.nav", "StreamVLN per-turn latency over a long episode through ROS 2"),
+    "nav": ("slowfast_app.bench.nav", "StreamVLN per-turn latency over a long episode through ROS 2"),
 }
 
 
@@ -52,7 +52,7 @@ def machine_info() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slowfast_ros.stack import claim_domain  # noqa: PLC0415
+    from slowfast_app.stack import claim_domain  # noqa: PLC0415
 
     if args.domain == "private":
         domain = claim_domain()

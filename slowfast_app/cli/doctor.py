@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    from slowfast_ros.checks import ALL_CHECKS  # noqa: PLC0415
+    from slowfast_app.checks import ALL_CHECKS  # noqa: PLC0415
 
     results = []
     for check in ALL_CHECKS:

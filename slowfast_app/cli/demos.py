@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from slowfast_ros.cli.convert import whole_fps
+from slowfast_app.cli.convert import whole_fps
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from slowfast_ros.cli.sim import add_episode_arguments  # noqa: PLC0415
+    from slowfast_app.cli.sim import add_episode_arguments  # noqa: PLC0415
 
     p.add_argument("--task", default="wipe", help="sim task: wipe | lift (default wipe)")
     p.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def safety_node_limits():
     """The SafetyConfig that safety_node runs with from its shipped parameter file."""
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
 
     return stack.node_params("safety_node", "slowfast_ros.nodes.safety_node").safety
 

@@ -1,6 +1,6 @@
 """`slowfast experiment rdp-vs-dp --task wipe|lift --out DIR`: the whole RDP-vs-DP comparison
 (record, convert, train, export, evaluate over ROS 2, report), resumable; see
-:mod:`slowfast_ros.experiment`. `slowfast experiment report DIR` rebuilds the report."""
+:mod:`slowfast_app.experiment`. `slowfast experiment report DIR` rebuilds the report."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from slowfast_ros.experiment import ExperimentSettings  # noqa: PLC0415
+    from slowfast_app.experiment import ExperimentSettings  # noqa: PLC0415
 
     d = ExperimentSettings()
     p.add_argument("name", choices=("rdp-vs-dp", "report"),
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slowfast_ros.experiment import Experiment, ExperimentSettings, report  # noqa: PLC0415
+    from slowfast_app.experiment import Experiment, ExperimentSettings, report  # noqa: PLC0415
 
     out = Path(args.out)
     if args.name == "report":

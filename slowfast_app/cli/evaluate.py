@@ -55,7 +55,7 @@ def serving_setup(task: str, policy: str, sets: list[str], latency: float, trans
     """(ServingTiming, SafetyConfig) from the nodes' parameter files and ``--set`` overrides."""
     from sim.policy_eval import ServingTiming  # noqa: PLC0415
 
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
 
     over = stack.parse_sets(sets)
     unknown = sorted(set(over) - {"rdp_slow", "rdp_fast", "sim_node"})
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from sim import TASKS  # noqa: PLC0415
     from sim.report import jsonable  # noqa: PLC0415
 
-    from slowfast_ros.experiment import summarize_method  # noqa: PLC0415
+    from slowfast_app.experiment import summarize_method  # noqa: PLC0415
 
     if args.task not in TASKS:
         raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> dict:
     from sim import SimConfig, SimEnv  # noqa: PLC0415
     from sim.bench import physics_rtf  # noqa: PLC0415
 
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 
     if args.seconds <= 0 or args.topic_seconds <= 0:

@@ -92,7 +92,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
     import psutil  # noqa: PLC0415
 
     from slowfast_data.fileio import read_json  # noqa: PLC0415
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 
     meta = read_json(export / "runtime.json")
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--rates {args.rates}: each rate must be in 1..1000 Hz")
     if args.seconds <= 0:
         raise ValueError("--seconds must be > 0")
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
 
     sets = stack.parse_sets(args.set)
     unknown = sorted(set(sets) - {"sim_node", "rdp_slow", "rdp_fast"})

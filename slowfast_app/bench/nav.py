@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> dict:
     from geometry_msgs.msg import Twist  # noqa: PLC0415
     from std_msgs.msg import String  # noqa: PLC0415
 
-    from slowfast_ros import msgs, qos, stack  # noqa: PLC0415
+    from slowfast_ros import msgs, qos  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 
     if not 20 <= args.turns <= 5000:

@@ -9,7 +9,7 @@
 The dataset is a LeRobot-v3-layout folder (``slowfast_data.writer``). The checkpoint is a
 folder (config.json, model.safetensors, ema.safetensors, normalizer.json, training_state/)
 rewritten after every ``--checkpoint-every`` epochs and on Ctrl-C; ``--resume`` continues
-it where it stopped. Several GPUs: ``accelerate launch -m slowfast_ros.cli train ...``.
+it where it stopped. Several GPUs: ``accelerate launch -m slowfast_app.cli train ...``.
 
     slowfast train vln --dataset data/vln --out ckpt/vln [--episodes 400] [--minutes 25]
     slowfast train vln --dataset data/vln --init ckpt/vln --dagger-episodes 200 --out ckpt/vln2

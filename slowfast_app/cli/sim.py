@@ -56,8 +56,8 @@ def _writable_dir(path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from sim import TASKS  # noqa: PLC0415
 
-    from slowfast_ros import stack  # noqa: PLC0415
-    from slowfast_ros.checks import gl_candidates, working_gl_backend  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
+    from slowfast_app.checks import gl_candidates, working_gl_backend  # noqa: PLC0415
 
     if args.task not in TASKS:
         raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np  # noqa: PLC0415
 
     from policy.rdp.handover import HANDOVERS  # noqa: PLC0415
-    from slowfast_ros.cli.evaluate import run_episodes, serving_setup  # noqa: PLC0415
-    from slowfast_ros.experiment import summarize_method  # noqa: PLC0415
+    from slowfast_app.cli.evaluate import run_episodes, serving_setup  # noqa: PLC0415
+    from slowfast_app.experiment import summarize_method  # noqa: PLC0415
 
     delays = _floats(args.delays, "delays")
     if any(not 0.0 <= d <= 4.0 for d in delays):

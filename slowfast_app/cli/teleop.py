@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slowfast_ros import stack  # noqa: PLC0415
+    from slowfast_app import stack  # noqa: PLC0415
     from teleop_tactar.server_config import ServerConfig  # noqa: PLC0415
 
     ServerConfig(host=args.host, port=args.port, token=args.token, trusted_clients=args.trusted)  # validates

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slowfast_ros import stack
+from slowfast_app import stack
 
 METHODS = ("rdp", "dp", "dp_contact")
 LABELS = {"rdp": "RDP (force)", "dp": "Diffusion Policy", "dp_contact": "DP + force embedding"}
@@ -218,7 +218,7 @@ class Experiment:
         if not 1024 <= port <= 65535:
             raise ValueError(f"--port: {port} outside 1024..65535")
         self.port = port
-        self.slowfast = slowfast or [sys.executable, "-m", "slowfast_ros.cli"]
+        self.slowfast = slowfast or [sys.executable, "-m", "slowfast_app.cli"]
         self.done_dir = self.out / "done"
 
     # ------------------------------------------------------------------ bookkeeping
