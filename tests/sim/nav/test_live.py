@@ -23,14 +23,20 @@ class Recorder:
         self.odom, self.frames, self.events, self.instructions = [], [], [], []
         self.n_listeners = listeners
         self.on_instruction = on_instruction
+        self.on_odom = None
         self.done = threading.Event()
         self.error = "not done"
 
     def outlets(self):
-        return Outlets(now=time.monotonic, odometry=lambda s, p, v: self.odom.append((s, p.copy(), v.copy())),
+        return Outlets(now=time.monotonic, odometry=self._odometry,
                        frame=lambda s, rgb, d: self.frames.append((s, rgb.shape, d)),
                        episode=self.events.append, instruction=self._instruction,
                        listeners=lambda: self.n_listeners)
+
+    def _odometry(self, stamp, pose, velocity):
+        self.odom.append((stamp, pose.copy(), velocity.copy()))
+        if self.on_odom is not None:
+            self.on_odom(stamp)
 
     def _instruction(self, text):
         self.instructions.append((time.monotonic(), text))
@@ -51,7 +57,13 @@ def _sim(tmp_path, rec, **cfg):
 def test_an_episode_drives_on_fresh_commands_only_and_is_scored_and_written(tmp_path):
     rec = Recorder()
     sim = _sim(tmp_path, rec, cmd_timeout=0.3)
-    rec.on_instruction = lambda text: sim.command(0.4, 0.0, time.monotonic())   # one command, then silence
+    sent = []
+
+    def drive(stamp):   # one command once the episode runs (past the 20 Hz wait), then silence
+        if rec.instructions and not sent and stamp > rec.instructions[0][0] + 0.06:
+            sent.append(stamp)
+            sim.command(0.4, 0.0, time.monotonic())
+    rec.on_odom = drive
     sim.start(rec.on_done)
     assert rec.done.wait(30.0), "the episode did not end"
     sim.close()
@@ -62,7 +74,8 @@ def test_an_episode_drives_on_fresh_commands_only_and_is_scored_and_written(tmp_
     assert m["end"] == "time_limit" and 1.0 <= m["seconds"] < 3.0 and m["instruction"] == rec.instructions[0][1]
     start = np.array(rec.events[0]["start"], float)
     moved = np.hypot(*(rec.odom[-1][1][:2] - start[:2]))
-    assert 0.04 < moved < 0.2, moved     # 0.4 m/s for ~0.3 s (the command's timeout), not for the whole second
+    # 0.4 m/s for ~0.3 s of wall time (the command's timeout; fewer steps on a starved CPU), not the whole second
+    assert 0.01 < moved < 0.2, moved
     # odometry on its 50 Hz grid: never faster (a loaded machine may make it slower; how fast
     # the sim keeps up is `slowfast bench`'s question, not a test's)
     # (after the hand-over from the 20 Hz odometry of the wait for a listener)
