@@ -225,7 +225,12 @@ def _raise_stop(signum, _frame):
 
 
 def install_stop_handlers() -> None:
-    """SIGTERM and SIGHUP unwind the command like Ctrl-C does (SIGINT stays KeyboardInterrupt)."""
+    """SIGTERM and SIGHUP unwind the command like Ctrl-C does (SIGINT stays KeyboardInterrupt).
+    A process inherits its parent's blocked signals and ignored ones across exec (a supervisor,
+    a test runner, ``nohup``): the command unblocks all three and takes SIGINT back, so a stop
+    signal always reaches it and it always stops its nodes."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
 

@@ -46,6 +46,15 @@ def _running(p) -> bool:
         return False
 
 
+def _signal_state(pid: int) -> str:
+    """The launcher's blocked, ignored, caught and pending signals (for a failure message)."""
+    try:
+        lines = open(f"/proc/{pid}/status").read().splitlines()
+    except OSError as exc:
+        return str(exc)
+    return "; ".join(ln for ln in lines if ln.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "State")))
+
+
 def _gone_within(nodes, seconds: float) -> list:
     end = time.monotonic() + seconds
     while time.monotonic() < end and any(_running(p) for p in nodes):
@@ -70,7 +79,7 @@ def test_a_signal_to_the_launcher_stops_every_node(free_port, sig):
         # a node has STOP_GRACE_S (1 s) after SIGINT before SIGKILL; the bound leaves the
         # launcher room to be scheduled on a loaded 2-core machine (2 s was missed there)
         alive = _gone_within(nodes, 5.0)
-        assert not alive, [(p.pid, p.cmdline()[-6:]) for p in alive]
+        assert not alive, ([(p.pid, p.cmdline()[-6:]) for p in alive], _signal_state(proc.pid))
         took = time.monotonic() - t0
         proc.wait(timeout=5)
         assert not _listening(port)
