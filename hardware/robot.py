@@ -15,26 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from slowfast_data.fields import described
+from slowfast_data.geometry import matrix_to_quat_one, quat_to_matrix_one
 
 
 # ---------------------------------------------------------------- rotations (x, y, z, w)
-
-def quat_mul(a, b) -> np.ndarray:
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return np.array([aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw,
-                     aw * bw - ax * bx - ay * by - az * bz])
-
-
-def quat_conj(q) -> np.ndarray:
-    return np.array([-q[0], -q[1], -q[2], q[3]])
-
-
-def quat_rotate(q, v) -> np.ndarray:
-    return quat_mul(quat_mul(q, np.array([v[0], v[1], v[2], 0.0])), quat_conj(q))[:3]
-
 
 def quat_angle(a, b) -> float:
     """Rotation angle (rad) between two unit quaternions."""
@@ -54,12 +38,14 @@ class RigidTransform:
                              f"got {self.translation}, {self.rotation}")
 
     def apply(self, pos, quat) -> tuple[np.ndarray, np.ndarray]:
-        q = np.asarray(self.rotation, float)
-        return quat_rotate(q, np.asarray(pos, float)) + np.asarray(self.translation, float), quat_mul(q, quat)
+        """(pos, quat x, y, z, w) in B -> in A; the quaternion comes back with w >= 0."""
+        r = quat_to_matrix_one(self.rotation)
+        return (r @ np.asarray(pos, float) + np.asarray(self.translation, float),
+                matrix_to_quat_one(r @ quat_to_matrix_one(quat)))
 
     def inverse(self) -> "RigidTransform":
-        qi = quat_conj(np.asarray(self.rotation, float))
-        return RigidTransform(tuple(-quat_rotate(qi, np.asarray(self.translation, float))), tuple(qi))
+        r = quat_to_matrix_one(self.rotation).T
+        return RigidTransform(tuple(-(r @ np.asarray(self.translation, float))), tuple(matrix_to_quat_one(r)))
 
 
 # ---------------------------------------------------------------- adapter boundary

@@ -371,11 +371,15 @@ class RealTimeSim:
 
     def close_cameras(self, timeout: float) -> int | None:
         """Stop the renderer, letting it finish the episode video. Idempotent. Its exit code
-        (a render process) or None."""
+        (a render process) or None; a render process that exits with an error when closed (not
+        one that failed before) is reported as a warning."""
         with self._close_lock:
             if self.renderer is None:
                 return None
-            return self.renderer.close(timeout=timeout)
+            code = self.renderer.close(timeout=timeout)
+        if code not in (0, None) and not self.renderer.failed:
+            self.out.log("warning", f"camera render process exited with code {code} when closed")
+        return code
 
     # ------------------------------------------------------------ status (any thread)
 

@@ -68,6 +68,19 @@ def refuse_undeclared(node: Node) -> None:
 _STOP = threading.Event()
 
 
+def wait_for_publishers(node: Node, topics, stop: threading.Event, timeout: float = 120.0) -> None:
+    """Return once every topic in ``topics`` has a publisher, ``stop`` is set, or after
+    ``timeout`` seconds (then with one warning: the caller starts anyway)."""
+    topics, deadline = [t for t in topics if t], time.monotonic() + timeout
+    while topics and not stop.is_set():
+        if not (topics := [t for t in topics if node.count_publishers(t) == 0]):
+            return
+        if time.monotonic() > deadline:
+            node.get_logger().warning(f"no publisher on {topics} after {timeout:g} s: starting anyway")
+            return
+        time.sleep(0.1)
+
+
 def _raise_interrupt(_signum, _frame):
     _STOP.set()
     raise KeyboardInterrupt

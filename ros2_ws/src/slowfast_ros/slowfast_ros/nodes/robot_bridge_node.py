@@ -6,34 +6,16 @@ once hardware.robot.CommandGate accepts it, to the robot adapter in the robot's 
 stack: <arm>/tcp_pose (PoseStamped, world; capture stamps kept) and <arm>/tcp_wrench
 (WrenchStamped, the sensor's frame); /diagnostics at 1 Hz.
 
-The adapters are ``hardware.adapters``', the per-tick logic ``hardware.bridge.RobotBridge``'s (no ROS);
-this node subscribes and publishes for them.
-Adapter ``cartesian_controllers`` (ros2_control, the FZI ``cartesian_controllers``
-package): its motion and compliance controllers take geometry_msgs/PoseStamped on
-``<controller>/target_frame``, in the controller's ``robot_base_link`` frame (they ignore
-targets in another frame, or with NaN). Their current pose is not published by them: the
-TCP pose comes from a pose broadcaster (``state_pose_topic``, PoseStamped in the base frame,
-e.g. UR's ``tcp_pose_broadcaster/pose``) and the wrench from ros2_controllers'
-``force_torque_sensor_broadcaster/wrench``.
+The adapters (``cartesian_controllers``: ros2_control's Cartesian controllers, target on
+``<controller>/target_frame`` in the base frame, state from the pose and F/T broadcasters;
+``gz_gantry``: the Gazebo gantry's joints) are ``hardware.adapters``'; the per-tick logic and
+the safety gate (``gate.*``: NaN, workspace, step, age, silence, stale state -> hold the robot
+at its measured pose) are ``hardware.bridge.RobotBridge`` and ``hardware.robot.CommandGate``
+(no ROS). Callbacks only store; one paced thread decides and sends. docs/on-a-robot.md.
 
-Adapter ``gz_gantry``: the Cartesian gantry of gazebo/wipe.sdf through ros_gz_bridge
-(gazebo/bridge.yaml): TCP position = the positions of ``gantry_joints`` on
-``joint_state_topic``, targets = std_msgs/Float64 on ``<joint_command_prefix>/<joint>/cmd_pos``.
-
-Safety (the ``gate.*`` parameters, ``hardware.robot.GateConfig``): a target with NaN, a
-non-unit quaternion, outside ``gate.workspace_min/max`` (world), more than ``gate.max_step``
-from the measured TCP, or stamped more than ``gate.max_age`` ago is rejected and counted;
-then, or when <arm>/target_tcp is silent for ``gate.deadline`` seconds, or when the robot's
-state is older than ``gate.max_state_age``, the bridge holds the robot: it sends the measured pose
-once as the target (the controller stops where the robot is) and nothing else until a valid
-target arrives. Callbacks only store; one paced thread decides and sends.
-
-A lifecycle node (``slowfast_ros.lifecycle.ArmCommander``): configure connects the adapter
-and starts the bridge thread, activate forwards targets again (a target that arrived while
-inactive is dropped; the robot stays held until a new one comes), deactivate holds the robot
-(its measured pose sent as the controller's target, by the bridge thread, before the
-transition returns) and forwards no target until activated. The robot's state is published
-while inactive too. cleanup stops the thread and closes the adapter.
+Lifecycle (``slowfast_ros.lifecycle.ArmCommander``): configure connects the adapter and starts
+the thread; deactivate holds the robot (measured pose sent before the transition returns) and
+drops targets until activate; the state is published while inactive; cleanup closes.
 """
 from __future__ import annotations
 

@@ -1,20 +1,16 @@
 """sim_node: the MuJoCo simulator served over ROS 2 in real time; :mod:`sim.realtime` runs it.
 
-Per arm (``arm`` for wipe; ``left``/``right`` for lift) it publishes <arm>/tcp_pose (world),
-<arm>/tcp_wrench (tool frame), <arm>/tactile/markers and, with ``embodiment: arm``,
-<arm>/joint_states; per camera the RealSense wrapper's color (and aligned depth) topics; /clock,
-/diagnostics and ``sim/episode`` (latched JSON start/end events with metrics). It takes
-<arm>/target_tcp; a NaN, non-unit or out-of-workspace target is rejected and counted. With
-``interface: ros2_control`` (one arm) it offers a real arm's ros2_control topics instead (the
-Cartesian controller's ``target_frame`` in, pose and wrench in the base frame and
-/joint_states out), for ``robot_bridge_node``. ``episode_end: operator`` ends an episode on
-``sim/episode_command`` (teleop_node). Topic table: docs/architecture.md.
+Per arm (``arm``; ``left``/``right`` for lift): <arm>/tcp_pose (world), <arm>/tcp_wrench,
+<arm>/tactile/markers, <arm>/joint_states (``embodiment: arm``) out, <arm>/target_tcp in (a NaN,
+non-unit or out-of-workspace target is rejected and counted); the cameras' RealSense-wrapper
+topics, /clock, /diagnostics, ``sim/episode`` (latched JSON events with metrics). ``interface:
+ros2_control`` offers a real arm's ros2_control topics instead, for ``robot_bridge_node``.
+Topic table: docs/architecture.md.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -27,9 +23,9 @@ from std_msgs.msg import String
 from hardware.robot import RigidTransform
 from sim.realtime import RealTimeConfig, RealTimeSim
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic
+from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.camera_sink import make_renderer
-from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import RateMeter, declare_params, param, run_node, wait_for_publishers
 
 INTERFACES = ("stack", "ros2_control")
 
@@ -58,10 +54,6 @@ class SimNodeParams(RealTimeConfig):
             raise ValueError("interface: ros2_control needs embodiment: arm (joints under a Cartesian controller)")
 
 
-def topic(arm: str, name: str) -> str:
-    return f"{arm}/{name}" if arm else name
-
-
 class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
@@ -79,16 +71,14 @@ class SimNode(Node):
         self._tactile_grid = tuple(env.task_spec()["tactile_shape"])
         self.pubs = {}
         for arm in self.arms:
-            names = ({"pose": self.p.state_pose_topic, "wrench": self.p.state_wrench_topic,
-                      "joints": ROS2_CONTROL["joint_states"]} if self.hw else
-                     {k: topic(arm, t) for k, t in (("pose", "tcp_pose"), ("wrench", "tcp_wrench"),
-                                                     ("joints", "joint_states"))})
-            self.pubs[(arm, "pose")] = self.create_publisher(PoseStamped, names["pose"], qos.SENSOR_PUB)
-            self.pubs[(arm, "wrench")] = self.create_publisher(WrenchStamped, names["wrench"], qos.SENSOR_PUB)
-            self.pubs[(arm, "tactile")] = self.create_publisher(PointCloud2, topic(arm, "tactile/markers"),
-                                                                qos.SENSOR_PUB)
-            if self.p.embodiment == "arm":
-                self.pubs[(arm, "joints")] = self.create_publisher(JointState, names["joints"], qos.SENSOR_PUB)
+            names = {k: topic(arm, t) for k, t in (("pose", "tcp_pose"), ("wrench", "tcp_wrench"),
+                                                    ("tactile", "tactile/markers"), ("joints", "joint_states"))}
+            if self.hw:
+                names.update(pose=self.p.state_pose_topic, wrench=self.p.state_wrench_topic,
+                             joints=ROS2_CONTROL["joint_states"])
+            for kind, typ in (("pose", PoseStamped), ("wrench", WrenchStamped), ("tactile", PointCloud2),
+                              ("joints", JointState))[:4 if self.p.embodiment == "arm" else 3]:
+                self.pubs[(arm, kind)] = self.create_publisher(typ, names[kind], qos.SENSOR_PUB)
             self.create_subscription(PoseStamped, self._target_topic(arm),
                                      lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
             self.meters.update({topic(arm, k): RateMeter() for k in ("pose", "wrench", "tactile")})
@@ -106,8 +96,6 @@ class SimNode(Node):
         self._physics.start()
         self.get_logger().info(f"sim {self.p.task}: arms {list(self.arms)}, cameras {list(self.sim.cameras)}, "
                                f"episodes {self.p.episodes or 'unbounded'}")
-
-    # ------------------------------------------------------------ callbacks
 
     def _on_target(self, arm: str, msg: PoseStamped) -> None:
         """A world-frame target, or (ros2_control) a Cartesian controller's in the base frame."""
@@ -130,8 +118,7 @@ class SimNode(Node):
     def _target_topic(self, arm: str) -> str:
         return controller_target_topic(self.p.controller) if self.hw else topic(arm, "target_tcp")
 
-    # ------------------------------------------------------------ sim.realtime.Outputs
-
+    # sim.realtime.Outputs
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
@@ -164,16 +151,7 @@ class SimNode(Node):
         getattr(self.get_logger(), level)(text)
 
     def wait_ready(self, stop) -> None:
-        topics, deadline = [t for t in self.p.wait_for if t], time.monotonic() + 120.0
-        while topics and not stop.is_set():
-            if not (topics := [t for t in topics if self.count_publishers(t) == 0]):
-                break
-            if time.monotonic() > deadline:
-                self.get_logger().warning(f"no publisher on {topics} after 120 s: starting anyway")
-                break
-            time.sleep(0.1)
-
-    # ------------------------------------------------------------ threads, diagnostics
+        wait_for_publishers(self, self.p.wait_for, stop)
 
     def _physics_main(self) -> None:
         try:
@@ -183,7 +161,7 @@ class SimNode(Node):
             if self.context.ok():  # not a shutdown (Ctrl-C) under our feet: a real failure
                 self.get_logger().error(f"physics thread stopped: {exc!r}")
                 self.exit_code = 1
-        self._close_cameras(timeout=10.0)   # the last video frames are written before exit
+        self.sim.close_cameras(timeout=10.0)   # the last video frames are written before exit
         if rclpy.ok():
             rclpy.try_shutdown()
 
@@ -192,24 +170,18 @@ class SimNode(Node):
         if self.context.ok() and not self.sim.stopped:
             self.get_logger().error(f"camera rendering stopped ({why!r}): no camera frames from now on")
 
-    def _close_cameras(self, timeout: float) -> None:
-        code = self.sim.close_cameras(timeout)
-        if code not in (0, None) and not self.sim.renderer.failed:
-            self.get_logger().warning(f"camera render process exited with code {code} when closed")
-
     def _publish_diagnostics(self) -> None:
         values, why = self.sim.status()
         values.update({f"rate/{k}": m.rate() for k, m in self.meters.items()})
         values.update({f"rejected/{self._target_topic(a)}": n for a, n in self.rejected.items()})
-        failed = self.sim.renderer is not None and self.sim.renderer.failed
-        status = msgs.diagnostic_status("sim_node", values, "error" if failed else "warn" if why else "ok",
-                                        "; ".join(why))
-        self.diag_pub.publish(msgs.diagnostics_msg(self.now(), [status]))
+        level = "error" if self.sim.renderer is not None and self.sim.renderer.failed else "warn" if why else "ok"
+        self.diag_pub.publish(msgs.diagnostics_msg(self.now(), [msgs.diagnostic_status("sim_node", values, level,
+                                                                                       "; ".join(why))]))
 
     def close(self) -> None:
         self.sim.stop()
         self._physics.join(timeout=5.0)
-        self._close_cameras(timeout=5.0)
+        self.sim.close_cameras(timeout=5.0)
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)
