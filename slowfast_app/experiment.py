@@ -43,6 +43,10 @@ import numpy as np
 from slowfast_app import stack
 
 METHODS = ("rdp", "dp", "dp_contact")
+#: what the experiment compares unless told: RDP against the DP baseline. DP with the force
+#: history as an observation is an ablation (`--methods rdp,dp,dp_contact`): a third model to
+#: train and two more evaluation cells, about 25 min more on 2 cores.
+DEFAULT_METHODS = ("rdp", "dp")
 LABELS = {"rdp": "RDP (force)", "dp": "Diffusion Policy", "dp_contact": "DP + force embedding"}
 CONDITIONS = ("perturbed", "unperturbed")
 
@@ -77,10 +81,17 @@ TASK_RDP_HZ = {"wipe": 8.0, "lift": 1.5625}
 TASK_DP_HZ = {"wipe": 4.0, "lift": 1.5625}
 
 
+#: what an experiment folder made before a setting existed did (every run recorded its
+#: demonstrations over DDS, and trained and evaluated all three methods)
+BEFORE_THE_SETTING = {"demos_via": "record", "methods": list(METHODS)}
+
+
 @dataclasses.dataclass
 class ExperimentSettings:
     task: str = "wipe"
-    demos: int = 50
+    # 60 in-process demonstrations: the recipe of the shipped checkpoints (docs/results.md).
+    demos: int = 60
+    methods: list = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))
     eval_episodes: int = 20
     # Episodes per method and condition through the synchronous evaluator (`slowfast evaluate`,
     # the same seeds from eval_seed on); the ROS evaluation (eval_episodes) confirms them.
@@ -126,7 +137,7 @@ class ExperimentSettings:
     # Where the demonstrations come from: "record" (the scripted operator through the teleop
     # server, recorded over DDS and converted) or "inprocess" (`slowfast demos`: the same chain
     # stepped with the synchronous sim; no stalled sensor streams).
-    demos_via: str = "record"
+    demos_via: str = "inprocess"
     # Tune RDP's fast decoder on the demonstrations' nominal actions (in-process demos only):
     # without it the decoder hardly reads the force (+2 N at the wrist moved the wipe policy's
     # last action 0.04 mm) and RDP wiped 171/200 perturbed held-out episodes, with it 188/200.
@@ -178,6 +189,11 @@ class ExperimentSettings:
         from policy.rdp.handover import HANDOVERS  # noqa: PLC0415
         if self.handover not in HANDOVERS:
             raise ValueError(f"--handover: {self.handover!r} is not one of {', '.join(HANDOVERS)}")
+        self.methods = list(self.methods)
+        if not self.methods or any(m not in METHODS for m in self.methods) or len(set(self.methods)) != len(self.methods) \
+                or self.methods[:2] != ["rdp", "dp"]:
+            raise ValueError(f"--methods: {','.join(map(str, self.methods))!r} must be rdp,dp optionally followed by "
+                             f"dp_contact (RDP is compared with the DP baseline)")
         if self.demos_via not in DEMO_SOURCES:
             raise ValueError(f"--demos-via: {self.demos_via!r} is not one of {', '.join(DEMO_SOURCES)}")
 
@@ -231,8 +247,8 @@ class Experiment:
                 stored = json.loads(path.read_text())
             except json.JSONDecodeError:
                 raise ValueError(f"{path}: not JSON; remove it or use another --out") from None
-            defaults = dataclasses.asdict(ExperimentSettings(task=self.s.task))
-            # a setting added since the folder was made counts at its default there
+            # a setting added since the folder was made counts at the value every run had then
+            defaults = {**dataclasses.asdict(ExperimentSettings(task=self.s.task)), **BEFORE_THE_SETTING}
             diff = sorted(k for k in set(stored) | set(mine) if stored.get(k, defaults.get(k)) != mine.get(k))
             if diff:
                 raise ValueError(f"{self.out} holds an experiment with other settings ({', '.join(diff)}): "
@@ -346,10 +362,11 @@ class Experiment:
                        "--out", str(ck / "rdp"), "--no-progress"], "train_decoder")
             self._mark("train_decoder")
         self._train("dp", "dp", self.s.policy_epochs, [])
-        self._train("dp_contact", "dp", self.s.policy_epochs, ["--obs-contact"])
+        if "dp_contact" in self.s.methods:
+            self._train("dp_contact", "dp", self.s.policy_epochs, ["--obs-contact"])
 
     def export(self) -> None:
-        for m in METHODS:
+        for m in self.s.methods:
             step = f"export_{m}"
             if self._done(step):
                 continue
@@ -360,7 +377,7 @@ class Experiment:
 
     def evaluate(self) -> None:
         for cond in CONDITIONS:
-            for m in METHODS:
+            for m in self.s.methods:
                 for k, first, n in self._batches(self.s.eval_episodes):
                     step = f"eval_{m}_{cond}_{k:03d}"
                     if self._done(step):
@@ -394,7 +411,7 @@ class Experiment:
         if not self.s.oracle_episodes or not seeds_file.is_file():
             return
         seeds = sorted(int(r["seed"]) for r in json.loads(seeds_file.read_text())["episodes"])[:self.s.oracle_episodes]
-        for m in METHODS:
+        for m in self.s.methods:
             step = f"oracle_{m}"
             if self._done(step):
                 continue
@@ -404,7 +421,7 @@ class Experiment:
 
     def evaluate_sync(self) -> None:
         for cond in CONDITIONS:
-            for m in METHODS:
+            for m in self.s.methods:
                 step = f"sync_{m}_{cond}"
                 if not self.s.sync_episodes or self._done(step):
                     continue

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="experiment folder (created; rerun the same command to resume)")
     p.add_argument("--task", default=d.task, help="wipe | lift (default wipe)")
     p.add_argument("--demos", type=int, default=d.demos, help=f"demonstrations to record (default {d.demos})")
+    p.add_argument("--methods", type=lambda v: [m.strip() for m in v.split(",") if m.strip()], default=d.methods,
+                   help=f"methods compared (default {','.join(d.methods)}; rdp,dp,dp_contact adds the DP fed the "
+                        "force history)")
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes,
                    help=f"held-out episodes per method and condition (default {d.eval_episodes})")
     p.add_argument("--sync-episodes", type=int, default=d.sync_episodes,
@@ -47,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"chunk handover for every method (rdp_slow.handover; default {d.handover})")
     p.add_argument("--device", default=d.device, help="training device: auto | cpu | cuda")
     p.add_argument("--demos-via", default=d.demos_via, choices=("record", "inprocess"),
-                   help="record: the scripted operator recorded over DDS, then converted (default); inprocess: "
-                        "`slowfast demos`, the same chain with the synchronous sim, no stalled streams")
+                   help=f"inprocess: `slowfast demos`, the scripted operator through the same retargeting and safety "
+                        f"filter with the synchronous sim, faster than real time; record: the scripted operator "
+                        f"recorded over DDS through the teleop server, then converted (default {d.demos_via})")
     p.add_argument("--no-tune-decoder", dest="tune_decoder", action="store_false",
                    help="keep RDP's decoder as the tokenizer trained it (default: tuned on the in-process "
                         "demonstrations' nominal actions)")
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print((out / "results.md").read_text(), end="")
         return 0 if res["methods"] else 1
     kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
-                                       "tokenizer_epochs", "policy_epochs", "batch_size", "preset", "camera_hz",
+                                       "tokenizer_epochs", "policy_epochs", "methods", "batch_size", "preset", "camera_hz",
                                        "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
                                        "sync_episodes", "oracle_episodes", "tune_decoder")}
     if args.model_config:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slowfast_app.experiment import Experiment, ExperimentSettings, mean_ci, report, wilson
+from slowfast_app.experiment import METHODS, Experiment, ExperimentSettings, mean_ci, report, wilson
 
 pytestmark = pytest.mark.slow   # runs each experiment stage as a subprocess
 
@@ -91,8 +91,10 @@ def fake(tmp_path, monkeypatch):
 
 
 def settings(**kw):
+    # the recorded path and all three methods unless a test says otherwise (the defaults are
+    # in-process demonstrations and rdp,dp: test_the_default_compares_rdp_with_dp_on_in_process_demos)
     base = dict(task="wipe", demos=4, eval_episodes=4, sync_episodes=10, batch=2, demo_seed=100, eval_seed=1000,
-                tokenizer_epochs=1, policy_epochs=1)
+                tokenizer_epochs=1, policy_epochs=1, demos_via="record", methods=list(METHODS))
     base.update(kw)
     return ExperimentSettings(**base)
 
@@ -192,6 +194,9 @@ def test_one_run_per_folder(tmp_path, fake):
     (dict(slow_hz=100.0), "--slow-hz"),
     (dict(rdp_slow_hz=0.1), "--rdp-slow-hz"),
     (dict(tactile_hz=5.0), "--tactile-hz"),
+    (dict(methods=["dp"]), "--methods"),
+    (dict(methods=["rdp", "dp", "dp"]), "--methods"),
+    (dict(methods=["rdp", "dp", "act"]), "--methods"),
 ])
 def test_bad_settings_are_one_clear_error(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -263,9 +268,12 @@ def test_a_folder_made_before_a_setting_existed_resumes_at_its_default(tmp_path,
     out = tmp_path / "exp"
     Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()
     stored = json.loads((out / "experiment.json").read_text())
-    del stored["demos_via"]                                  # as written by an older slowfast
+    del stored["demos_via"], stored["methods"]               # as written by an older slowfast
     (out / "experiment.json").write_text(json.dumps(stored))
     Experiment(out, settings(), log=lambda s: None, slowfast=fake).run()     # resumes, nothing refused
+    # those runs recorded their demonstrations and had all three methods: not today's defaults
+    with pytest.raises(ValueError, match="other settings.*methods"):
+        Experiment(out, settings(methods=["rdp", "dp"]), log=lambda s: None, slowfast=fake).run()
 
 
 def test_each_method_is_served_at_each_tasks_validated_rate_unless_told():
@@ -276,3 +284,21 @@ def test_each_method_is_served_at_each_tasks_validated_rate_unless_told():
     assert settings(task="lift", rdp_slow_hz=4.0).method_hz("rdp") == 4.0
     assert settings(task="lift").method_hz("dp") == 1.5625 and settings(task="wipe").method_hz("dp") == 4.0
     assert settings(task="wipe", slow_hz=1.5625).method_hz("dp") == 1.5625   # the published rate, when asked
+
+
+def test_the_default_compares_rdp_with_dp_on_in_process_demos(tmp_path, fake):
+    """The defaults are the shipped checkpoints' recipe: 60 in-process demonstrations with their
+    nominal actions, RDP (decoder tuned) against DP; the DP fed the force history only when asked."""
+    d = ExperimentSettings()
+    assert (d.demos, d.demos_via, d.methods, d.tune_decoder) == (60, "inprocess", ["rdp", "dp"], True)
+    from slowfast_app.cli import build_parser
+    a = build_parser().parse_args(["experiment", "rdp-vs-dp", "--out", "x"])
+    assert a.methods == ["rdp", "dp"] and a.demos_via == "inprocess"
+    a = build_parser().parse_args(["experiment", "rdp-vs-dp", "--out", "x", "--methods", "rdp,dp,dp_contact"])
+    assert a.methods == ["rdp", "dp", "dp_contact"]
+    res = Experiment(tmp_path / "exp", settings(demos_via="inprocess", methods=["rdp", "dp"]), log=lambda s: None,
+                     slowfast=fake).run()
+    c = calls(tmp_path)
+    assert not any("dp_contact" in x for x in c)
+    assert sum(x.startswith("sim") for x in c) == 2 * 2 * 2 and sum(x.startswith("evaluate") for x in c) == 2 + 4
+    assert set(res["methods"]) == {"rdp", "dp"} and "DP + force" not in (tmp_path / "exp" / "results.md").read_text()
