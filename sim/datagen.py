@@ -14,82 +14,80 @@ from pathlib import Path
 import numpy as np
 
 
+class ExpertRunner:
+    """The default ``episode_runner``: the task's expert commands the arm directly at
+    ``control_hz``. A class, not a closure, so that worker processes can take it."""
+
+    def __init__(self, task: str, control_hz: float):
+        self.task, self.control_hz = task, control_hz
+
+    def __call__(self, env, on_step) -> dict:
+        from .expert import make_expert
+        from .runner import run_episode
+
+        return run_episode(env, make_expert(self.task, env.task_spec()), control_hz=self.control_hz, on_step=on_step)
+
+
 def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, seed: int = 0,
                      fps: float = 50.0, control_hz: float = 200.0, image_size: tuple[int, int] = (96, 128),
                      perturb: bool = True, episode_seconds: float | None = None, camera: bool = True,
                      progress=None, episode_runner=None, label: str = "expert",
-                     only_success: bool = False, nominal: bool = False) -> Path:
+                     only_success: bool = False, nominal: bool = False, workers: int = 1) -> Path:
     """Run ``episodes`` expert episodes (seeds ``seed``..) and write them to ``root``.
 
     fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera;
     camera: False writes no images (for policies that see only proprioception and touch).
     episode_runner: ``(env, on_step) -> metrics`` running one episode and calling
-    ``on_step(t, states, command)`` at ``control_hz`` (default: the expert commanding the arm
-    directly; the teleop app passes its own runner). ``label`` goes into each
-    episode's task string. ``only_success``: write only the episodes that succeeded at their
-    task. Returns the dataset folder. Raises ValueError on bad arguments, or when no episode
-    was written."""
-    from policy.rdp.contract import frame_features
-    from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH, IMAGE_PREFIX, per_arm, pose_vector
+    ``on_step(t, states, command)`` at ``control_hz`` (default: :class:`ExpertRunner`, the
+    expert commanding the arm directly; the teleop app passes its own runner). ``label`` goes
+    into each episode's task string. ``only_success``: write only the episodes that succeeded
+    at their task. ``workers``: episodes run in this many processes (each with its own sim;
+    the runner must then be picklable) and are written in seed order, so the dataset is the
+    same whatever the count. Returns the dataset folder. Raises ValueError on bad arguments,
+    or when no episode was written."""
+    from slowfast_data.features import EPISODE_SEEDS_PATH
     from slowfast_data.nominal import write_nominal
     from slowfast_data.writer import DatasetWriter
 
-    from .config import SimConfig
-    from .env import SimEnv
-    from .expert import make_expert
-    from .runner import run_episode
-
     if episodes < 1:
         raise ValueError(f"episodes: {episodes} must be >= 1")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: {workers!r} must be an integer >= 1")
     ratio = control_hz / fps
     if fps <= 0 or abs(ratio - round(ratio)) > 1e-9:
         raise ValueError(f"fps: {fps} must divide control_hz {control_hz}")
-    every = int(round(ratio))
     kw = dict(task=task, seed=seed, perturb=perturb, camera_height=image_size[0], camera_width=image_size[1],
               render=camera)
     if episode_seconds:
         kw["episode_seconds"] = episode_seconds
-    env = SimEnv(SimConfig(**kw))
-    n_markers = env.observe(env.arms[0]).tactile.shape[0]
-    writer = DatasetWriter(root, fps=fps, arms=list(env.arms), cameras={"camera": tuple(image_size)} if camera else {},
-                           tactile_markers=n_markers, robot_type=f"slowfast_sim_{task}")
+    spec = {"sim": kw, "runner": episode_runner or ExpertRunner(task, control_hz), "every": int(round(ratio)),
+            "camera": camera, "nominal": nominal, "only_success": only_success}
+    if workers > 1:
+        import pickle
+
+        try:
+            pickle.dumps(spec["runner"])
+        except Exception:  # noqa: BLE001 - any pickling failure means the same
+            raise ValueError("workers > 1 needs a picklable episode_runner (a class instance, not a closure)") from None
+    seeds = [seed + ep for ep in range(episodes)]
     written: list[dict] = []
     nominal_eps: dict = {}
-    if episode_runner is None:
-        def episode_runner(env, on_step):
-            return run_episode(env, make_expert(task, env.task_spec()), control_hz=control_hz, on_step=on_step)
-    try:
-        for ep in range(episodes):
-            env.reset(seed=seed + ep)
-            frames: dict[str, list] = {}
-            tick = [0]
-
-            def on_step(t, states, cmd):
-                if tick[0] % every == 0:
-                    arms = env.arms
-                    row = frame_features(states, arms)
-                    row[ACTION_KEY] = per_arm([pose_vector(*cmd[a][:2]) for a in arms])
-                    if camera:
-                        row[IMAGE_PREFIX + "camera"] = env.render()
-                    for k, v in row.items():
-                        frames.setdefault(k, []).append(v)
-                tick[0] += 1
-
-            metrics = episode_runner(env, on_step)
-            times = env.perturbation_times
-            if metrics.get("success") or not only_success:
-                actions = np.stack(frames[ACTION_KEY])
-                index = writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=f"{task} ({label})")
-                written.append({"episode_index": int(index), "seed": int(seed + ep),
-                                "success": bool(metrics.get("success")), "perturbation_times": times})
-                if nominal and times:
-                    nominal_eps[int(index)] = (np.asarray(times), nominal_actions(
-                        env, seed + ep, episode_runner, every, len(actions)))
-            if progress is not None:
-                progress(ep, metrics)
-    finally:
-        env.close()
-    if not writer.episodes:
+    writer = None
+    for ep, rec in enumerate(_episodes(spec, seeds, workers)):
+        if writer is None:
+            writer = DatasetWriter(root, fps=fps, arms=rec["arms"],
+                                   cameras={"camera": tuple(image_size)} if camera else {},
+                                   tactile_markers=rec["markers"], robot_type=f"slowfast_sim_{task}")
+        metrics, times = rec["metrics"], rec["perturbation_times"]
+        if metrics.get("success") or not only_success:
+            index = writer.add_episode(rec["frames"], task=f"{task} ({label})")
+            written.append({"episode_index": int(index), "seed": int(seeds[ep]),
+                            "success": bool(metrics.get("success")), "perturbation_times": times})
+            if rec["nominal"] is not None:
+                nominal_eps[int(index)] = (np.asarray(times), rec["nominal"])
+        if progress is not None:
+            progress(ep, metrics)
+    if writer is None or not writer.episodes:
         raise ValueError(f"no episode of seeds {seed}..{seed + episodes - 1} succeeded: nothing written to {root}")
     root = writer.finalize()
     if nominal:
@@ -98,6 +96,78 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     (root / EPISODE_SEEDS_PATH).write_text(json.dumps({"task": task, "label": label, "perturb": perturb,
                                                   "episodes": written}, indent=1))
     return root
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(spec: dict) -> None:
+    from .config import SimConfig
+    from .env import SimEnv
+
+    _WORKER.update(spec=spec, env=SimEnv(SimConfig(**spec["sim"])))
+
+
+def _close_worker() -> None:
+    env = _WORKER.pop("env", None)
+    if env is not None:
+        env.close()
+
+
+def _worker_episode(seed: int) -> dict:
+    return record_episode(_WORKER["env"], seed, **{k: _WORKER["spec"][k] for k in ("runner", "every", "camera",
+                                                                                       "nominal", "only_success")})
+
+
+def _episodes(spec: dict, seeds: list[int], workers: int):
+    """Each seed's :func:`record_episode`, in seed order, from this process or ``workers``."""
+    if workers == 1:
+        _init_worker(spec)
+        try:
+            for s in seeds:
+                yield _worker_episode(s)
+        finally:
+            _close_worker()
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(workers, len(seeds)), initializer=_init_worker, initargs=(spec,)) as pool:
+        yield from pool.imap(_worker_episode, seeds)
+
+
+def record_episode(env, seed: int, runner, every: int, camera: bool, nominal: bool,
+                   only_success: bool = False) -> dict:
+    """One episode of ``runner`` on ``env`` reset to ``seed``, as dataset frames (every
+    ``every``-th control step: what the robot measured and, as the action, what was
+    commanded), with its metrics, perturbation times and, with ``nominal``, for a perturbed
+    episode that will be written (a success, or any with ``only_success`` off), the nominal
+    actions (:func:`nominal_actions`)."""
+    from policy.rdp.contract import frame_features
+    from slowfast_data.features import ACTION_KEY, IMAGE_PREFIX, per_arm, pose_vector
+
+    env.reset(seed=seed)
+    frames: dict[str, list] = {}
+    tick = [0]
+
+    def on_step(t, states, cmd):
+        if tick[0] % every == 0:
+            arms = env.arms
+            row = frame_features(states, arms)
+            row[ACTION_KEY] = per_arm([pose_vector(*cmd[a][:2]) for a in arms])
+            if camera:
+                row[IMAGE_PREFIX + "camera"] = env.render()
+            for k, v in row.items():
+                frames.setdefault(k, []).append(v)
+        tick[0] += 1
+
+    metrics = runner(env, on_step)
+    times = list(env.perturbation_times)
+    frames = {k: np.stack(v) for k, v in frames.items()}
+    rec = {"frames": frames, "metrics": metrics, "perturbation_times": times, "nominal": None,
+           "arms": list(env.arms), "markers": int(env.observe(env.arms[0]).tactile.shape[0])}
+    if nominal and times and (metrics.get("success") or not only_success):
+        rec["nominal"] = nominal_actions(env, seed, runner, every, len(frames[ACTION_KEY]))
+    return rec
 
 
 def nominal_actions(env, seed: int, episode_runner, every: int, frames: int) -> np.ndarray:

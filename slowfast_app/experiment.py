@@ -303,6 +303,7 @@ class Experiment:
                 shutil.rmtree(self.out / "dataset", ignore_errors=True)
                 self._run(["demos", "--task", self.s.task, "--episodes", str(self.s.demos),
                            "--seed", str(self.s.demo_seed), "--fps", f"{self.s.fps:g}", "--only-success",
+                           "--workers", str(self._workers()),
                            *(["--nominal"] if self.s.tune_decoder else []),
                            "--out", str(self.out / "dataset")], "demos")
                 self._mark("demos")
@@ -395,9 +396,14 @@ class Experiment:
                     self._run(args, step)
                     self._mark(step)
 
+    @staticmethod
+    def _workers() -> int:
+        """Processes of the in-process stages (demonstrations, synchronous evaluation)."""
+        return max(1, min(2, os.cpu_count() or 1))
+
     def _evaluate_args(self, m: str) -> list[str]:
         return ["evaluate", "--task", self.s.task, "--policy", str(self.out / "export" / m), "--quiet",
-                "--workers", str(max(1, min(2, os.cpu_count() or 1))),
+                "--workers", str(self._workers()),
                 "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}", "--set", f"rdp_fast.control_hz={self.s.control_hz:g}",
                 "--set", f"rdp_slow.handover={self.s.handover}",
                 *self._sensor_sets(camera=True)]

@@ -39,6 +39,17 @@ class TeleopTiming:
             raise ValueError(f"control_hz: {self.control_hz} outside 1..1000")
 
 
+@dataclass
+class TeleopEpisodeRunner:
+    """:func:`teleop_episode_runner` as a picklable object (``slowfast demos --workers``)."""
+    safety_config: object
+    timing: TeleopTiming | None = None
+    retarget: RetargetConfig | None = None
+
+    def __call__(self, env, on_step=None) -> dict:
+        return teleop_episode_runner(self.safety_config, self.timing, self.retarget)(env, on_step)
+
+
 def teleop_episode_runner(safety_config, timing: TeleopTiming | None = None,
                           retarget: RetargetConfig | None = None):
     """A ``(env, on_step) -> metrics`` runner: one episode of the scripted operator through

@@ -11,6 +11,7 @@ Prints one line per episode and a summary; exit 1 when an episode failed its tas
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from slowfast_app.cli.convert import whole_fps
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nominal", action="store_true",
                    help="also replay each perturbed episode without its perturbations and keep the nominal actions "
                         "(for `slowfast train decoder`; one more sim run per perturbation)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes, each with its own sim (default 1; at most the cores); the dataset is the same")
     add_episode_arguments(p)
 
 
@@ -50,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")
     if args.episodes < 1:
         raise ValueError(f"--episodes: {args.episodes} must be at least 1")
+    if not 1 <= args.workers <= max(1, os.cpu_count() or 1):
+        raise ValueError(f"--workers: {args.workers} outside 1..{os.cpu_count()}")
     runner = None
     if args.via == "teleop":
-        from teleop_tactar.demonstrator import teleop_episode_runner  # noqa: PLC0415
-        runner = teleop_episode_runner(safety_node_limits())
+        from teleop_tactar.demonstrator import TeleopEpisodeRunner  # noqa: PLC0415
+        runner = TeleopEpisodeRunner(safety_node_limits())
     results = []
     t0 = time.monotonic()
 
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                             image_size=(args.height, args.width), perturb=not args.no_perturb,
                             episode_seconds=args.episode_seconds or None, camera=not args.no_camera,
                             progress=progress, episode_runner=runner, label=f"scripted {args.via}",
-                            only_success=args.only_success, nominal=args.nominal)
+                            only_success=args.only_success, nominal=args.nominal, workers=args.workers)
     n_ok = sum(results)
     kept = f", {n_ok} written" if args.only_success else ""
     print(f"slowfast demos: {n_ok}/{len(results)} succeeded{kept} -> {root} ({time.monotonic() - t0:.0f} s)")

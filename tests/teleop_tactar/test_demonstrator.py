@@ -57,3 +57,33 @@ def test_only_successful_episodes_are_written_when_asked(tmp_path):
     with pytest.raises(ValueError, match="no episode"):
         generate_dataset(tmp_path / "e", episodes=1, camera=False, only_success=True,
                          episode_runner=lambda env, on_step: (runner(env, on_step), {"success": False})[1])
+
+
+def test_workers_write_the_same_dataset_in_seed_order(tmp_path):
+    """`slowfast demos --workers 2`: each process has its own sim; the dataset (frames,
+    nominal actions, seeds) is the one a single process writes."""
+    import json
+
+    from sim.datagen import generate_dataset
+    from slowfast_app.cli.demos import safety_node_limits
+    from slowfast_data.features import EPISODE_SEEDS_PATH
+    from slowfast_data.nominal import read_nominal
+    from teleop_tactar.demonstrator import TeleopEpisodeRunner
+
+    roots = [generate_dataset(tmp_path / f"w{w}", task="wipe", episodes=3, seed=11, fps=25.0, camera=False,
+                              nominal=True, workers=w, episode_runner=TeleopEpisodeRunner(safety_node_limits()))
+             for w in (1, 2)]
+    one, two = (LeRobotDataset(r) for r in roots)
+    assert one.ep_ids == two.ep_ids == [0, 1, 2]
+    for key in ("action", "observation.tcp_pose", "observation.wrench"):
+        np.testing.assert_array_equal(one.data[key], two.data[key])
+    np.testing.assert_array_equal(one.episode_index, two.episode_index)
+    seeds = [json.loads((r / EPISODE_SEEDS_PATH).read_text())["episodes"] for r in roots]
+    assert seeds[0] == seeds[1] and [e["seed"] for e in seeds[0]] == [11, 12, 13]
+    nominal = [read_nominal(r) for r in roots]
+    assert nominal[0].keys() == nominal[1].keys() and nominal[0]      # perturbed episodes have their nominal actions
+    for k in nominal[0]:
+        for a, b in zip(nominal[0][k], nominal[1][k]):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="picklable"):
+        generate_dataset(tmp_path / "c", episodes=2, camera=False, workers=2, episode_runner=lambda env, on_step: {})
