@@ -15,8 +15,8 @@ An episode (seed ``seed + k``) is announced, then its instruction is handed out 
 listens (``Outlets.listeners``), ``start_delay`` s before it starts; odometry flows meanwhile.
 It ends on the agent's STOP (:meth:`LiveNavSim.request_stop` with the episode's instruction) or
 after ``episode_seconds``; the executed path is scored against the reference path (NE, SR, OS,
-SPL, nDTW) and, with ``out_dir``, written as ``episode_NNN.json`` + ``episode_NNN.png``, and all
-episodes' ``summary.json`` after the last.
+SPL, nDTW) and, with ``out_dir``, written as ``episode_NNN.json`` + ``episode_NNN.png`` + the
+camera's ``camera_NNN.mp4``, and all episodes' ``summary.json`` after the last.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import numpy as np
 from slowfast_data.fields import described
 
 from ..render import SnapshotRenderer
+from ..report import EpisodeVideo
 from .env import NavConfig, NavEnv
 from .episodes import make_episode
 from .metrics import metrics_on_layout, summarize
@@ -51,7 +52,8 @@ class LiveNavConfig:
     odom_hz: float = described(50.0, "odometry rate (Hz)")
     physics_hz: float = described(100.0, "base integration rate (Hz)")
     cmd_timeout: float = described(0.5, "stop the base when no cmd_vel came for this long (s)")
-    out_dir: str = described("", "write per-episode metrics JSON, top-down PNG and summary.json here ('' = none)")
+    out_dir: str = described("", "write per-episode metrics JSON, top-down PNG, camera MP4 and summary.json here "
+                                 "('' = none)")
     start_delay: float = described(1.0, "seconds between publishing an episode's instruction and its start")
     success_radius: float = described(3.0, "SR / OS radius (m)")
 
@@ -94,8 +96,10 @@ class LiveNavSim:
         self.log = log or logging.getLogger("sim.nav.live")
         self.env = NavEnv(cfg.nav)
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+        self.video = None   # the camera, one MP4 per episode (render thread)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.video = EpisodeVideo(self.out_dir, cfg.camera_hz)
         self._lock = threading.Lock()
         self._cmd = (0.0, 0.0)
         self._cmd_time = -1e9
@@ -275,7 +279,7 @@ class LiveNavSim:
             self.camera_dropped += 1
             return
         try:
-            self._render_q.put_nowait(("frame", stamp, snap))
+            self._render_q.put_nowait(("frame", stamp, snap, self.episode))
         except queue.Full:
             r.release(snap)
             self.camera_dropped += 1
@@ -291,11 +295,15 @@ class LiveNavSim:
                     renderer.close()
                 renderer = self.renderer = item[1]
                 continue
-            _, stamp, snap = item
+            _, stamp, snap, episode = item
             try:
                 rgb, depth = renderer.render(snap, "rgbd", depth=True)
             finally:
                 renderer.release(snap)
             self.out.frame(stamp, rgb, self.env.clip_depth(depth))
+            if self.video is not None:
+                self.video.add(episode, stamp, rgb)
         if renderer is not None:
             renderer.close()
+        if self.video is not None:
+            self.video.close()

@@ -87,6 +87,10 @@ def test_an_episode_drives_on_fresh_commands_only_and_is_scored_and_written(tmp_
     spec = json.loads((tmp_path / "episode_000.json").read_text())
     assert spec["end"] == "time_limit" and spec["episode_spec"]["seed"] == 0 and len(spec["path"]) >= 2
     assert (tmp_path / "episode_000.png").stat().st_size > 0
+    import cv2
+    video = cv2.VideoCapture(str(tmp_path / "camera_000.mp4"))   # the camera, as the agent saw it
+    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) >= 1
+    assert int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 32 and int(video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 24
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary and json.dumps(summary)
 
