@@ -105,6 +105,10 @@ def test_profile_arguments_resolve_to_node_parameters():
         prof.resolve({"seed": "three"})
     serial = stack.load_profile("robot-sensors").resolve({"serial": "123622270136"})
     assert serial["realsense_node"]["serial"] == "123622270136"      # a string default keeps digits a string
+    # a default the profile states applies when the argument is not given, as in `ros2 launch`
+    nav = stack.load_profile("robot-nav")
+    assert nav.resolve({})["streamvln_nav"] == {"device": "cuda", "dtype": "bfloat16"}
+    assert nav.resolve({"device": "cpu"})["streamvln_nav"] == {"device": "cpu", "dtype": "bfloat16"}
     with pytest.raises(ValueError, match="NODE.PARAM=VALUE"):
         stack.parse_sets(["task=lift"])
     cmd = stack.node_command(prof.nodes[0], {"out_dir": "", "perturb": False, "camera_hz": 30.0})

@@ -93,6 +93,7 @@ class Argument:
     default: object
     targets: list[str]          # "node.param"
     description: str = ""
+    stated: bool = False        # the profile states the default (else: the value the node starts with)
 
 
 @dataclass
@@ -104,14 +105,17 @@ class Profile:
 
     def resolve(self, values: dict[str, str]) -> dict[str, dict]:
         """Argument values (strings, parsed as YAML scalars) -> per-node parameter overrides.
-        Arguments not given keep the parameter files' values."""
+        An argument not given takes the default the profile states, as `ros2 launch` does
+        (``DeclareLaunchArgument(default_value=...)``); without a stated default the parameter
+        files' value stays."""
         known = {a.name: a for a in self.arguments}
         unknown = set(values) - set(known)
         if unknown:
             raise ValueError(f"profile '{self.name}' has no argument(s) {', '.join(sorted(unknown))} "
                              f"(arguments: {', '.join(known) or 'none'})")
         out: dict[str, dict] = {}
-        for name, raw in values.items():
+        stated = {a.name: a.default for a in self.arguments if a.stated and a.name not in values}
+        for name, raw in {**stated, **values}.items():
             value = _typed(known[name], raw)
             for target in known[name].targets:
                 node, _, pname = target.partition(".")
@@ -169,7 +173,7 @@ def load_profile(name: str) -> Profile:
         if bad:
             raise ValueError(f"{path}: argument {aname} sets unknown node parameter(s) {', '.join(bad)}")
         default = a["default"] if "default" in a else _started_with(nodes, targets[0] if targets else "")
-        arguments.append(Argument(aname, default, targets, a.get("description", "")))
+        arguments.append(Argument(aname, default, targets, a.get("description", ""), stated="default" in a))
     return Profile(name=name, description=data.get("description", ""), nodes=nodes, arguments=arguments)
 
 
