@@ -13,6 +13,12 @@ decoder with live contact, the blend, the safety filter) is the runtime a traine
 So on a demonstration's own seed, the oracle's success against the demonstrator's is what
 the runtime loses; a trained model's success against the oracle's is what the model loses.
 
+A decoder tuned on nominal actions (``slowfast train decoder``) reacts to contact itself: its
+latent is the plan *without* the reaction to a perturbation the chunk's start could not see.
+For such an export the oracle encodes that plan, cut from the dataset's nominal actions as the
+tuning did (:func:`slowfast_data.nominal.chunk_source`), not the recorded chunk, which already
+holds the demonstrator's reaction (served through a reacting decoder it would count twice).
+
 Episode seeds come from the dataset's ``meta/slowfast_episodes.json`` (written by
 ``slowfast demos``), or are given.
 """
@@ -24,10 +30,10 @@ import numpy as np
 
 from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH, POSE_KEY
 from slowfast_data.fileio import read_json
+from slowfast_data.nominal import chunk_source, read_nominal
 from slowfast_data.reader import LeRobotDataset
 
-from .dataset import relative_chunk
-
+from . import contract
 
 
 def episode_seeds(root: str | Path) -> dict[int, int]:
@@ -66,6 +72,7 @@ class ReplayPolicy:
             raise ValueError(f"{dataset}: {self.ds.num_arms} arm(s), the export drives {meta['shapes']['num_arms']}")
         self.seeds = dict(seeds) if seeds is not None else episode_seeds(dataset)
         self._tok = self._norm = None
+        self.nominal: dict = {}   # {episode: (perturbation times, nominal actions)} for a tuned decoder
         if self.model_type in ("rdp_ldp", "rdp_tokenizer"):
             tokenizer = tokenizer or meta.get("source")   # the checkpoint the export was made from
             if not tokenizer or not (Path(tokenizer) / "config.json").is_file():
@@ -77,6 +84,11 @@ class ReplayPolicy:
             if tok.config.data.horizon != self.horizon:
                 raise ValueError(f"{tokenizer}: chunk of {tok.config.data.horizon} steps, the export's is {self.horizon}")
             self._tok, self._norm = tok.model.eval(), tok.normalizer
+            if _decoder_tuned(tokenizer):
+                self.nominal = read_nominal(dataset)
+                if not self.nominal and _perturbed(dataset):
+                    raise ValueError(f"{export_dir}: its decoder was tuned on nominal actions, and {dataset} has none "
+                                     "(generate the demonstrations with `slowfast demos --nominal`)")
         self.episode: int | None = None
 
     def begin_episode(self, seed: int) -> None:
@@ -85,10 +97,17 @@ class ReplayPolicy:
         self.episode = self.seeds[int(seed)]
 
     def chunk_at(self, frame: int) -> np.ndarray:
-        """The raw relative chunk (H, A*9) at ``frame`` of the current episode."""
-        start, end = self.ds.ep_start[self.episode], self.ds.ep_end[self.episode]
-        i = start + int(np.clip(frame, 0, end - start - 1))
-        return relative_chunk(self.ds, i, self.horizon).astype(np.float32)
+        """The relative chunk (H, A*9) at ``frame`` of the current episode: the recorded one,
+        or for a tuned decoder the nominal plan where a perturbation the chunk's start could
+        not see falls inside it."""
+        s0, s1 = self.ds.ep_start[self.episode], self.ds.ep_end[self.episode]
+        f = int(np.clip(frame, 0, s1 - s0 - 1))
+        actions, poses = self.ds.data[ACTION_KEY][s0:s1], self.ds.data[POSE_KEY][s0:s1]
+        if self.episode in self.nominal:
+            source = chunk_source(*self.nominal[self.episode], f, self.horizon, self.ds.fps)
+            if source is not None:
+                actions = source[:s1 - s0]
+        return contract.relative_chunk(actions, poses, f, self.horizon, 0, s1 - s0).astype(np.float32)
 
     def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0,
                 guide=None):
@@ -105,3 +124,17 @@ class ReplayPolicy:
         with torch.inference_mode():
             mean, _ = self._tok.encode(torch.from_numpy(self._norm.normalize("action", rel)[None]).float())
         return mean[0].numpy()
+
+
+def _decoder_tuned(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` (an RDP, or its tokenizer) carries a decoder tuned on nominal actions."""
+    from .decoder_tuning import TUNING_FILE
+
+    p = Path(checkpoint)
+    return (p / "tokenizer" / TUNING_FILE).is_file() or (p / TUNING_FILE).is_file()
+
+
+def _perturbed(root: str | Path) -> bool:
+    """Whether any episode of a ``slowfast demos`` dataset was perturbed."""
+    p = Path(root) / EPISODE_SEEDS_PATH
+    return p.is_file() and any(r.get("perturbation_times") for r in read_json(p).get("episodes", []))

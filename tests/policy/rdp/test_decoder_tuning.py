@@ -142,6 +142,30 @@ def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_data
     export_checkpoint(tmp_path / "rdp", tmp_path / "onnx")                  # serves like any RDP
     assert (tmp_path / "onnx" / "decoder_step.onnx").is_file()
 
+    # the oracle of a tuned decoder encodes the nominal plan where the chunk spans a perturbation
+    # its start could not see (the recorded chunk holds the demonstrator's reaction, which the
+    # tuned decoder adds itself); elsewhere, and for the untuned export, the recorded chunk
+    from policy.rdp import contract
+    from policy.rdp.replay import ReplayPolicy
+    from slowfast_data.features import ACTION_KEY, POSE_KEY
+
+    oracle = ReplayPolicy(nominal_dataset, tmp_path / "onnx")
+    assert oracle.nominal.keys() == read_nominal(nominal_dataset).keys()
+    ds, seeds = oracle.ds, oracle.seeds
+    seed, e = next((s, e) for s, e in seeds.items() if e in oracle.nominal)
+    oracle.begin_episode(seed)
+    times, actions = oracle.nominal[e]
+    s0, s1 = ds.ep_start[e], ds.ep_end[e]
+    recorded = lambda f: contract.relative_chunk(ds.data[ACTION_KEY][s0:s1], ds.data[POSE_KEY][s0:s1], f, 16, 0,  # noqa: E731
+                                                 s1 - s0)
+    spans = int(times[0] * ds.fps) - 4                       # a chunk whose start cannot see the first perturbation
+    plan = contract.relative_chunk(actions[0][:s1 - s0], ds.data[POSE_KEY][s0:s1], spans, 16, 0, s1 - s0)
+    np.testing.assert_allclose(oracle.chunk_at(spans), plan, atol=1e-6)
+    assert not np.allclose(plan, recorded(spans))
+    np.testing.assert_allclose(oracle.chunk_at(0), recorded(0), atol=1e-6)    # no perturbation inside
+    export_checkpoint(tmp_path / "ldp", tmp_path / "onnx_untuned")
+    assert ReplayPolicy(nominal_dataset, tmp_path / "onnx_untuned").nominal == {}
+
     with pytest.raises(ValueError, match="would overwrite"):
         tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "ldp")
     with pytest.raises(ValueError, match="already holds a checkpoint"):
@@ -152,5 +176,7 @@ def test_tune_decoder_trains_only_the_decoder_and_keeps_a_whole_rdp(nominal_data
     try:
         with pytest.raises(ValueError, match="no nominal actions"):
             tune_decoder(nominal_dataset, tmp_path / "ldp", tmp_path / "y")
+        with pytest.raises(ValueError, match="tuned on nominal actions"):
+            ReplayPolicy(nominal_dataset, tmp_path / "onnx")
     finally:
         (tmp_path / "aside.npz").rename(nominal_dataset / "meta" / "slowfast_nominal.npz")
