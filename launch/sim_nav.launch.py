@@ -1,4 +1,4 @@
-"""ros2 launch slowfast_ros sim_nav.launch.py [checkpoint:=DIR] [ARG:=VALUE ...]
+"""ros2 launch slowfast_ros sim_nav.launch.py [checkpoint:=DIR (default checkpoints/vln, the shipped small model)] [ARG:=VALUE ...]
 
 The nodes of the stack profile slowfast_ros/profiles/sim-nav.yaml (the same as `slowfast up sim-nav`).
 """

@@ -1,10 +1,12 @@
 """streamvln_nav over real DDS (this test run's own ROS domain, localhost only).
 
-With the navigation sim: a stub agent that always answers FORWARD (the only stub, only here)
-drives the sim base along its goals without stopping between turns; a new
+With the navigation sim, `slowfast up sim-nav` as shipped: the small trained model
+(checkpoints/vln, the profile's default) drives the sim base on a held-out layout; a new
 instruction resets the episode, an empty one cancels it; the sim scores the episode and writes
-its metrics. Without the sim (the test publishes the sensors): stale odometry or images stop the
-base; mismatched, skewed or unknown-encoding frames and pose jumps are skipped and counted.
+its metrics, path and camera video. A stub that always answers FORWARD shows the base does not
+stop between turns (a property of the node's plan-ahead, not of a model's answers). Without the
+sim (the test publishes grey frames and odometry), the same stub: stale odometry or images stop
+the base; mismatched, skewed or unknown-encoding frames and pose jumps are skipped and counted.
 """
 import json
 import math
@@ -21,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from policy.streamvln.actions import Action
+from policy.streamvln.nav_control import TrackerConfig
 from slowfast_ros import msgs, qos
 from slowfast_app import stack
 from slowfast_ros.topic_probe import TopicProbe
@@ -28,6 +31,7 @@ from slowfast_ros.topic_probe import TopicProbe
 pytestmark = pytest.mark.dds
 
 HERE = Path(__file__).resolve().parent
+SHIPPED = HERE.parents[1] / "checkpoints" / "vln"    # the sim-nav profile's default checkpoint
 
 
 class _Stats:
@@ -61,11 +65,11 @@ STUB = {"agent_factory": "test_nav_node:ForwardStub"}
 ENV = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
 
 
-def _clear_seed():
+def _clear_seed(first=0):
     """An episode whose start faces >= 3 m of free floor (so FORWARD can drive)."""
     from sim.nav import make_episode
 
-    for seed in range(100):
+    for seed in range(first, first + 100):
         ep = make_episode(seed)
         x, y, yaw = ep.start
         from sim.nav.layout import generate_layout
@@ -89,26 +93,102 @@ def _diag(collector, name="streamvln_nav"):
     return {}
 
 
-@pytest.fixture(scope="module")
-def nav_stack(tmp_path_factory):
-    seed, ep = _clear_seed()
-    out = tmp_path_factory.mktemp("nav_out")
+def _start_nav_stack(out, seed, streamvln_nav, episode_seconds):
     overrides = {"nav_sim_node": {"seed": seed, "nav.camera_width": 160, "nav.camera_height": 120, "camera_hz": 10.0,
-                                  "episode_seconds": 14.0, "start_delay": 0.3, "out_dir": str(out), "episodes": 1},
-                 "streamvln_nav": dict(STUB)}
+                                  "episode_seconds": episode_seconds, "start_delay": 0.3, "out_dir": str(out),
+                                  "episodes": 1},
+                 "streamvln_nav": streamvln_nav}
     probe = TopicProbe({"/odom": Odometry, "/camera/color/image_raw": Image})
     cmd = _Collect(probe.node, Twist, "/cmd_vel", qos.COMMAND)
     odom = _Collect(probe.node, Odometry, "/odom", qos.SENSOR_SUB)
     status = _Collect(probe.node, String, "/nav/status", qos.LATCHED)
     diag = _Collect(probe.node, DiagnosticArray, "/diagnostics", 10)
+    return probe, cmd, odom, status, diag, overrides
+
+
+@pytest.fixture(scope="module")
+def nav_stack(tmp_path_factory):
+    """The sim-nav profile with the shipped model (its default checkpoint), on a held-out layout."""
+    seed, ep = _clear_seed(first=100000)
+    out = tmp_path_factory.mktemp("nav_out")
+    probe, cmd, odom, status, diag, overrides = _start_nav_stack(
+        out, seed, {"checkpoint": str(SHIPPED)}, episode_seconds=20.0)
+    with stack.Stack(stack.load_profile("sim-nav"), overrides, log_dir=out / "logs") as s:
+        assert probe.wait_for(["/odom", "/camera/color/image_raw"], timeout=60.0, count=3), s.last_line("nav_sim_node")
+        yield s, probe, ep, out, cmd, odom, status, diag
+    probe.close()
+
+
+def test_the_shipped_model_drives_the_base(nav_stack):
+    s, probe, ep, out, cmd, odom, status, diag = nav_stack
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end and not any(json.loads(m.data).get("event") == "start" for _, m in status.items):
+        time.sleep(0.1)
+    assert status.items, s.last_line("streamvln_nav")
+    time.sleep(6.0)
+    values = _diag(diag)
+    assert int(float(values.get("turns", 0))) >= 3, values          # the model answers, turn after turn
+    assert any(m.linear.x > 0.05 for _, m in cmd.items), s.last_line("streamvln_nav")
+    limits = TrackerConfig()
+    assert all(abs(m.linear.x) <= limits.max_linear + 1e-9 and abs(m.angular.z) <= limits.max_angular + 1e-9
+               for _, m in cmd.items)
+    poses = np.array([msgs.odometry_from_msg(m)[1][:2] for _, m in odom.items])
+    assert np.linalg.norm(np.diff(poses, axis=0), axis=1).sum() > 0.3, poses[[0, -1]]   # the base moved
+
+
+def test_the_sim_scores_the_episode_and_writes_metrics(nav_stack):
+    s, probe, ep, out, *_ = nav_stack
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end and not (out / "summary.json").is_file():
+        time.sleep(0.2)
+    summary = json.loads((out / "summary.json").read_text())
+    rec = json.loads((out / "episode_000.json").read_text())
+    assert summary["episodes"] == 1 and set(("NE", "SR", "OS", "SPL", "nDTW")) <= set(rec)
+    assert rec["path_length"] > 0.3 and rec["end"] in ("time_limit", "stop"), rec
+    assert (out / "episode_000.png").stat().st_size > 10_000
+    import cv2
+    video = cv2.VideoCapture(str(out / "camera_000.mp4"))   # what the model saw
+    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) >= 10
+
+
+def test_new_instruction_resets_the_episode_and_empty_cancels(nav_stack):
+    s, probe, ep, out, cmd, odom, status, diag = nav_stack
+    pub = probe.node.create_publisher(String, "/instruction", qos.COMMAND)
+    time.sleep(0.5)
+    before = int(float(_diag(diag)["turns"]))        # the sim's episode, 20 s and more of turns
+    pub.publish(String(data="Go past the red sofa and stop by the blue lamp."))
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and not any(json.loads(m.data).get("instruction", "").startswith("Go past the red")
+                                             for _, m in status.items):
+        time.sleep(0.05)
+    events = [json.loads(m.data) for _, m in status.items]
+    assert events[-1] == {"event": "start", "instruction": "Go past the red sofa and stop by the blue lamp."}
+    time.sleep(1.5)
+    pub.publish(String(data=""))
+    time.sleep(1.0)
+    ev = json.loads(status.items[-1][1].data)
+    assert ev["event"] == "cancel"
+    assert len(ev["turn_latency_s"]) == ev["turns"] >= 1 and min(ev["turn_latency_s"]) > 0.0
+    assert ev["turns"] < before, (ev["turns"], before)          # counted from the new episode
+    assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for t, m in cmd.items[-10:])
+    probe.node.destroy_publisher(pub)
+
+
+@pytest.fixture(scope="module")
+def forward_stack(tmp_path_factory, nav_stack):
+    """The sim-nav profile with the FORWARD stub, after the model's stack has stopped."""
+    nav_stack[0].stop()
+    seed, ep = _clear_seed()
+    out = tmp_path_factory.mktemp("nav_forward")
+    probe, cmd, odom, status, diag, overrides = _start_nav_stack(out, seed, dict(STUB), episode_seconds=14.0)
     with stack.Stack(stack.load_profile("sim-nav"), overrides, log_dir=out / "logs", env=ENV) as s:
         assert probe.wait_for(["/odom", "/camera/color/image_raw"], timeout=60.0, count=3), s.last_line("nav_sim_node")
         yield s, probe, ep, out, cmd, odom, status, diag
     probe.close()
 
 
-def test_forward_stub_drives_the_base_without_stopping_between_turns(nav_stack):
-    s, probe, ep, out, cmd, odom, status, diag = nav_stack
+def test_forward_stub_drives_the_base_without_stopping_between_turns(forward_stack):
+    s, probe, ep, out, cmd, odom, status, diag = forward_stack
     end = time.monotonic() + 30.0
     while time.monotonic() < end and not any(json.loads(m.data).get("event") == "start" for _, m in status.items):
         time.sleep(0.1)
@@ -133,50 +213,15 @@ def test_forward_stub_drives_the_base_without_stopping_between_turns(nav_stack):
     assert int(float(values["forward_joins"])) >= 1 and int(float(values["forward_join_stops"])) == 0, values
 
 
-def test_new_instruction_resets_the_episode_and_empty_cancels(nav_stack):
-    s, probe, ep, out, cmd, odom, status, diag = nav_stack
-    pub = probe.node.create_publisher(String, "/instruction", qos.COMMAND)
-    time.sleep(0.5)
-    pub.publish(String(data="Go past the red sofa and stop by the blue lamp."))
-    end = time.monotonic() + 5.0
-    while time.monotonic() < end and not any(json.loads(m.data).get("instruction", "").startswith("Go past the red")
-                                             for _, m in status.items):
-        time.sleep(0.05)
-    events = [json.loads(m.data) for _, m in status.items]
-    assert events[-1] == {"event": "start", "instruction": "Go past the red sofa and stop by the blue lamp."}
-    time.sleep(1.5)
-    d = _diag(diag)
-    assert int(float(d["turns"])) <= 12  # counted from the new episode
-    pub.publish(String(data=""))
-    time.sleep(1.0)
-    ev = json.loads(status.items[-1][1].data)
-    assert ev["event"] == "cancel"
-    assert len(ev["turn_latency_s"]) == ev["turns"] >= 1 and min(ev["turn_latency_s"]) >= 0.15   # the stub's delay
-    assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for t, m in cmd.items[-10:])
-    probe.node.destroy_publisher(pub)
-
-
-def test_the_sim_scores_the_episode_and_writes_metrics(nav_stack):
-    s, probe, ep, out, *_ = nav_stack
-    end = time.monotonic() + 30.0
-    while time.monotonic() < end and not (out / "summary.json").is_file():
-        time.sleep(0.2)
-    summary = json.loads((out / "summary.json").read_text())
-    rec = json.loads((out / "episode_000.json").read_text())
-    assert summary["episodes"] == 1 and set(("NE", "SR", "OS", "SPL", "nDTW")) <= set(rec)
-    assert rec["path_length"] > 1.0 and rec["end"] == "time_limit"
-    assert (out / "episode_000.png").stat().st_size > 10_000
-
-
 # ---------------------------------------------------------------- the node alone
 
 
 @pytest.fixture(scope="module")
-def lone_nav(tmp_path_factory, nav_stack):
-    # The sim-nav stack (module-scoped, alive until the module ends) would keep publishing
+def lone_nav(tmp_path_factory, forward_stack):
+    # The sim-nav stacks (module-scoped, alive until the module ends) would keep publishing
     # images and a second node's cmd_vel on the same topics: the stale-input test then saw
-    # fresh images and counted no stop, depending on timing. Stop it first.
-    nav_stack[0].stop()
+    # fresh images and counted no stop, depending on timing. Stop them first.
+    forward_stack[0].stop()
     prof = stack.load_profile("sim-nav")
     solo = stack.Profile("nav-only", "", [n for n in prof.nodes if n.name == "streamvln_nav"])
     logs = tmp_path_factory.mktemp("nav_lone")

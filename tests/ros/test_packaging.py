@@ -109,6 +109,8 @@ def test_profile_arguments_resolve_to_node_parameters():
     nav = stack.load_profile("robot-nav")
     assert nav.resolve({})["streamvln_nav"] == {"device": "cuda", "dtype": "bfloat16"}
     assert nav.resolve({"device": "cpu"})["streamvln_nav"] == {"device": "cpu", "dtype": "bfloat16"}
+    shipped = stack.load_profile("sim-nav").resolve({})["streamvln_nav"]["checkpoint"]
+    assert (ROOT / shipped / "config.json").is_file(), shipped   # the small model ships (run from the repository root)
     with pytest.raises(ValueError, match="NODE.PARAM=VALUE"):
         stack.parse_sets(["task=lift"])
     cmd = stack.node_command(prof.nodes[0], {"out_dir": "", "perturb": False, "camera_hz": 30.0})
