@@ -30,6 +30,7 @@ import numpy as np
 from slowfast_data.features import (MARKER_WIDTH, POSE_KEY, TACTILE_KEY, WRENCH_KEY, WRENCH_WIDTH, per_arm,
                                     pose_vector)
 from slowfast_data.geometry import REL_DIM, absolute_to_relative
+from slowfast_data.nominal import chunk_source
 
 CONTACT_KINDS = ("wrench", "tactile")
 #: the dataset feature each contact kind reads
@@ -124,3 +125,15 @@ def relative_chunk(actions: np.ndarray, poses: np.ndarray, i: int, horizon: int,
     """The action chunk at row ``i`` (the training target, un-normalised): the actions of rows
     i .. i+horizon-1 relative to the TCP pose of row i, (horizon, A*9)."""
     return absolute_to_relative(actions[episode_rows(i, np.arange(horizon), start, end)], poses[i])
+
+
+def plan_chunk(actions: np.ndarray, poses: np.ndarray, frame: int, horizon: int, fps: float,
+               nominal: tuple | None = None) -> np.ndarray:
+    """The chunk a reacting decoder's latent stands for, at ``frame`` of one episode
+    (episode-local ``actions``/``poses``): the recorded chunk, or, where a perturbation the
+    chunk's start could not see falls inside it, the same chunk cut from the episode's
+    ``nominal`` actions ((times, actions) of :mod:`slowfast_data.nominal`), the plan without
+    the demonstrator's reaction. (horizon, A*9), un-normalised."""
+    n = len(actions)
+    source = chunk_source(*nominal, frame, horizon, fps) if nominal is not None else None
+    return relative_chunk(actions if source is None else source[:n], poses, frame, horizon, 0, n)

@@ -36,6 +36,12 @@ from .dataset import ChunkSamples, required_keys, split_episodes
 TUNING_FILE = "decoder_tuning.json"
 
 
+def is_tuned(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` (an RDP, or its tokenizer) carries a decoder tuned here."""
+    p = Path(checkpoint)
+    return (p / "tokenizer" / TUNING_FILE).is_file() or (p / TUNING_FILE).is_file()
+
+
 def _pairs(ds: LeRobotDataset, samples: ChunkSamples, nominal: dict, horizon: int):
     """(plan, target, contact, spans_perturbation) tensors of every sample: plan and target
     are normalised relative chunks, the plan from the nominal actions where a perturbation
@@ -47,17 +53,13 @@ def _pairs(ds: LeRobotDataset, samples: ChunkSamples, nominal: dict, horizon: in
         e = int(ds.episode_index[i])
         s0, s1 = ds.ep_start[e], ds.ep_end[e]
         real = contract.relative_chunk(ds.data[ACTION_KEY], ds.data[POSE_KEY], i, horizon, s0, s1)
-        source = None
-        if e in nominal:
-            source = chunk_source(*nominal[e], i - s0, horizon, ds.fps)
-        if source is None:
-            plan = real
-        else:   # the same chunk cut from the episode's nominal actions (episode-local rows)
-            plan = contract.relative_chunk(source[:s1 - s0], ds.data[POSE_KEY][s0:s1], i - s0, horizon, 0, s1 - s0)
+        spanned = e in nominal and chunk_source(*nominal[e], i - s0, horizon, ds.fps) is not None
+        plan = contract.plan_chunk(ds.data[ACTION_KEY][s0:s1], ds.data[POSE_KEY][s0:s1], i - s0, horizon, ds.fps,
+                                   nominal[e]) if spanned else real
         plans.append(norm.normalize("action", plan))
         targets.append(norm.normalize("action", real))
         contacts.append(samples.contact[samples._frames(i, np.arange(horizon))])
-        spans.append(source is not None)
+        spans.append(spanned)
 
     def f(x):
         return torch.from_numpy(np.stack(x).astype(np.float32)) if x else torch.zeros(0)

@@ -30,7 +30,7 @@ import numpy as np
 
 from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH, POSE_KEY
 from slowfast_data.fileio import read_json
-from slowfast_data.nominal import chunk_source, read_nominal
+from slowfast_data.nominal import read_nominal
 from slowfast_data.reader import LeRobotDataset
 
 from . import contract
@@ -84,7 +84,9 @@ class ReplayPolicy:
             if tok.config.data.horizon != self.horizon:
                 raise ValueError(f"{tokenizer}: chunk of {tok.config.data.horizon} steps, the export's is {self.horizon}")
             self._tok, self._norm = tok.model.eval(), tok.normalizer
-            if _decoder_tuned(tokenizer):
+            from .decoder_tuning import is_tuned
+
+            if is_tuned(tokenizer):
                 self.nominal = read_nominal(dataset)
                 if not self.nominal and _perturbed(dataset):
                     raise ValueError(f"{export_dir}: its decoder was tuned on nominal actions, and {dataset} has none "
@@ -101,13 +103,9 @@ class ReplayPolicy:
         or for a tuned decoder the nominal plan where a perturbation the chunk's start could
         not see falls inside it."""
         s0, s1 = self.ds.ep_start[self.episode], self.ds.ep_end[self.episode]
-        f = int(np.clip(frame, 0, s1 - s0 - 1))
-        actions, poses = self.ds.data[ACTION_KEY][s0:s1], self.ds.data[POSE_KEY][s0:s1]
-        if self.episode in self.nominal:
-            source = chunk_source(*self.nominal[self.episode], f, self.horizon, self.ds.fps)
-            if source is not None:
-                actions = source[:s1 - s0]
-        return contract.relative_chunk(actions, poses, f, self.horizon, 0, s1 - s0).astype(np.float32)
+        return contract.plan_chunk(self.ds.data[ACTION_KEY][s0:s1], self.ds.data[POSE_KEY][s0:s1],
+                                   int(np.clip(frame, 0, s1 - s0 - 1)), self.horizon, self.ds.fps,
+                                   self.nominal.get(self.episode)).astype(np.float32)
 
     def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0,
                 guide=None):
@@ -124,14 +122,6 @@ class ReplayPolicy:
         with torch.inference_mode():
             mean, _ = self._tok.encode(torch.from_numpy(self._norm.normalize("action", rel)[None]).float())
         return mean[0].numpy()
-
-
-def _decoder_tuned(checkpoint: str | Path) -> bool:
-    """Whether ``checkpoint`` (an RDP, or its tokenizer) carries a decoder tuned on nominal actions."""
-    from .decoder_tuning import TUNING_FILE
-
-    p = Path(checkpoint)
-    return (p / "tokenizer" / TUNING_FILE).is_file() or (p / TUNING_FILE).is_file()
 
 
 def _perturbed(root: str | Path) -> bool:
