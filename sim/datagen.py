@@ -49,6 +49,8 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     from slowfast_data.nominal import write_nominal
     from slowfast_data.writer import DatasetWriter
 
+    from .parallel import in_seed_order
+
     if episodes < 1:
         raise ValueError(f"episodes: {episodes} must be >= 1")
     if not isinstance(workers, int) or workers < 1:
@@ -73,7 +75,7 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     written: list[dict] = []
     nominal_eps: dict = {}
     writer = None
-    for ep, rec in enumerate(_episodes(spec, seeds, workers)):
+    for ep, rec in enumerate(in_seed_order(_init_worker, _worker_episode, _close_worker, spec, seeds, workers)):
         if writer is None:
             writer = DatasetWriter(root, fps=fps, arms=rec["arms"],
                                    cameras={"camera": tuple(image_size)} if camera else {},
@@ -117,22 +119,6 @@ def _close_worker() -> None:
 def _worker_episode(seed: int) -> dict:
     return record_episode(_WORKER["env"], seed, **{k: _WORKER["spec"][k] for k in ("runner", "every", "camera",
                                                                                        "nominal", "only_success")})
-
-
-def _episodes(spec: dict, seeds: list[int], workers: int):
-    """Each seed's :func:`record_episode`, in seed order, from this process or ``workers``."""
-    if workers == 1:
-        _init_worker(spec)
-        try:
-            for s in seeds:
-                yield _worker_episode(s)
-        finally:
-            _close_worker()
-        return
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(min(workers, len(seeds)), initializer=_init_worker, initargs=(spec,)) as pool:
-        yield from pool.imap(_worker_episode, seeds)
 
 
 def record_episode(env, seed: int, runner, every: int, camera: bool, nominal: bool,

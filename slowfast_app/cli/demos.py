@@ -11,7 +11,6 @@ Prints one line per episode and a summary; exit 1 when an episode failed its tas
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from slowfast_app.cli.convert import whole_fps
@@ -53,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--task: unknown task '{args.task}' (choose from {', '.join(TASKS)})")
     if args.episodes < 1:
         raise ValueError(f"--episodes: {args.episodes} must be at least 1")
-    if not 1 <= args.workers <= max(1, os.cpu_count() or 1):
-        raise ValueError(f"--workers: {args.workers} outside 1..{os.cpu_count()}")
+    from sim.parallel import check_workers  # noqa: PLC0415
+
+    check_workers(args.workers)
     runner = None
     if args.via == "teleop":
         from teleop_tactar.demonstrator import TeleopEpisodeRunner  # noqa: PLC0415

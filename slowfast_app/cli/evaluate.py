@@ -91,27 +91,20 @@ def _run(seed: int) -> dict:
     return _WORKER["ev"].run(seed)
 
 
+def _close() -> None:
+    _WORKER.pop("ev").close()
+
+
 def run_episodes(spec: dict, seeds: list[int], workers: int, show) -> None:
     """The episodes of ``seeds`` served as ``spec`` says, in this process or ``workers``
     processes; ``show(metrics)`` is called with each episode's metrics in seed order."""
-    import multiprocessing as mp  # noqa: PLC0415
+    from sim.parallel import in_seed_order  # noqa: PLC0415
 
-    if workers == 1:
-        _init(spec)
-        try:
-            for s in seeds:
-                show(_run(s))
-        finally:
-            _WORKER.pop("ev").close()
-    else:
-        with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(spec,)) as pool:
-            for m in pool.imap(_run, seeds):
-                show(m)
+    for m in in_seed_order(_init, _run, _close, spec, seeds, workers):
+        show(m)
 
 
 def run(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     from sim import TASKS  # noqa: PLC0415
     from sim.report import jsonable  # noqa: PLC0415
 
@@ -130,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
         if args.episodes < 1:
             raise ValueError(f"--episodes: {args.episodes} must be at least 1")
         seeds = list(range(args.seed, args.seed + args.episodes))
-    if not 1 <= args.workers <= max(1, os.cpu_count() or 1):
-        raise ValueError(f"--workers: {args.workers} outside 1..{os.cpu_count()}")
+    from sim.parallel import check_workers  # noqa: PLC0415
+
+    check_workers(args.workers)
     if (args.tokenizer or args.oracle_raw) and not args.oracle:
         raise ValueError(f"--{'tokenizer' if args.tokenizer else 'oracle-raw'}: only with --oracle")
     if args.json:
