@@ -7,7 +7,7 @@ readings, deterministic per seed, several times faster than real time on one cor
 messages come at ``app_hz`` and ``delay_ticks`` of them late (what the server, the filter
 node and DDS add), the safety filter runs at ``control_hz`` on the measured state.
 
-Use :func:`teleop_episode_runner` as the ``episode_runner`` of
+Use :class:`TeleopEpisodeRunner` as the ``episode_runner`` of
 :func:`sim.datagen.generate_dataset`; the dataset's action is the filtered command, as in a
 recording.
 """
@@ -41,31 +41,24 @@ class TeleopTiming:
 
 @dataclass
 class TeleopEpisodeRunner:
-    """:func:`teleop_episode_runner` as a picklable object (``slowfast demos --workers``)."""
+    """An ``(env, on_step) -> metrics`` episode runner: one episode of the scripted operator
+    through the teleop path. ``on_step(t, states, command)`` is called at every safety-filter
+    tick with the measured states and the filtered command {arm: (pos, quat)}. An object, not
+    a closure, so that worker processes can take it (``slowfast demos --workers``)."""
     safety_config: object
     timing: TeleopTiming | None = None
     retarget: RetargetConfig | None = None
 
     def __call__(self, env, on_step=None) -> dict:
-        return teleop_episode_runner(self.safety_config, self.timing, self.retarget)(env, on_step)
+        from slowfast_data.geometry import quat_to_matrix_one
+        from policy.safety import SafetyFilter
 
-
-def teleop_episode_runner(safety_config, timing: TeleopTiming | None = None,
-                          retarget: RetargetConfig | None = None):
-    """A ``(env, on_step) -> metrics`` runner: one episode of the scripted operator through
-    the teleop path. ``on_step(t, states, command)`` is called at every safety-filter tick
-    with the measured states and the filtered command {arm: (pos, quat)}."""
-    from slowfast_data.geometry import quat_to_matrix_one
-    from policy.safety import SafetyFilter
-
-    timing = timing or TeleopTiming()
-    retarget = retarget or RetargetConfig()
-
-    def run(env, on_step=None) -> dict:
+        timing = self.timing or TeleopTiming()
+        retarget = self.retarget or RetargetConfig()
         hands = dict(zip(env.arms, default_hands(env.arms)))
         op = ScriptedOperator(env.task, env.task_spec(), hands)
         server = Teleoperator(hands, retarget)
-        filters = {a: SafetyFilter(safety_config) for a in env.arms}
+        filters = {a: SafetyFilter(self.safety_config) for a in env.arms}
         for a in env.arms:
             s = env.observe(a)
             filters[a].reset(s.tcp_pos, s.tcp_quat)     # the node restarts at each episode start
@@ -99,5 +92,3 @@ def teleop_episode_runner(safety_config, timing: TeleopTiming | None = None,
             env.step(1)
             step += 1
         return env.metrics()
-
-    return run

@@ -29,12 +29,12 @@ def test_demos_via_teleop_succeed_and_pass_the_dataset_check(tmp_path, task):
 def test_the_same_seed_gives_the_same_demonstration(tmp_path):
     from sim.datagen import generate_dataset
     from slowfast_app.cli.demos import safety_node_limits
-    from teleop_tactar.demonstrator import teleop_episode_runner
+    from teleop_tactar.demonstrator import TeleopEpisodeRunner
 
     runs = []
     for k in range(2):
         root = generate_dataset(tmp_path / f"d{k}", task="wipe", episodes=1, seed=3, camera=False,
-                                episode_seconds=2.0, episode_runner=teleop_episode_runner(safety_node_limits()))
+                                episode_seconds=2.0, episode_runner=TeleopEpisodeRunner(safety_node_limits()))
         runs.append(LeRobotDataset(root).data["action"])
     np.testing.assert_array_equal(runs[0], runs[1])
 

@@ -252,9 +252,9 @@ def test_scripted_lift_operator_lifts_through_the_teleop_server_and_the_safety_f
     # the operator's must.
     from sim import SimConfig, SimEnv
     from slowfast_app.cli.demos import safety_node_limits
-    from teleop_tactar.demonstrator import teleop_episode_runner
+    from teleop_tactar.demonstrator import TeleopEpisodeRunner
 
     env = SimEnv(SimConfig(task="lift", render=False, perturb=True))
     env.reset(10000)
-    m = teleop_episode_runner(safety_node_limits())(env)
+    m = TeleopEpisodeRunner(safety_node_limits())(env)
     assert m["success"], {k: m[k] for k in ("max_lift", "hold_time", "slip_events", "peak_force")}
