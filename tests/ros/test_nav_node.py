@@ -93,7 +93,7 @@ def _diag(collector, name="streamvln_nav"):
     return {}
 
 
-def _start_nav_stack(out, seed, streamvln_nav, episode_seconds):
+def _probe_and_overrides(out, seed, streamvln_nav, episode_seconds):
     overrides = {"nav_sim_node": {"seed": seed, "nav.camera_width": 160, "nav.camera_height": 120, "camera_hz": 10.0,
                                   "episode_seconds": episode_seconds, "start_delay": 0.3, "out_dir": str(out),
                                   "episodes": 1},
@@ -111,7 +111,7 @@ def nav_stack(tmp_path_factory):
     """The sim-nav profile with the shipped model (its default checkpoint), on a held-out layout."""
     seed, ep = _clear_seed(first=100000)
     out = tmp_path_factory.mktemp("nav_out")
-    probe, cmd, odom, status, diag, overrides = _start_nav_stack(
+    probe, cmd, odom, status, diag, overrides = _probe_and_overrides(
         out, seed, {"checkpoint": str(SHIPPED)}, episode_seconds=20.0)
     with stack.Stack(stack.load_profile("sim-nav"), overrides, log_dir=out / "logs") as s:
         assert probe.wait_for(["/odom", "/camera/color/image_raw"], timeout=60.0, count=3), s.last_line("nav_sim_node")
@@ -180,7 +180,7 @@ def forward_stack(tmp_path_factory, nav_stack):
     nav_stack[0].stop()
     seed, ep = _clear_seed()
     out = tmp_path_factory.mktemp("nav_forward")
-    probe, cmd, odom, status, diag, overrides = _start_nav_stack(out, seed, dict(STUB), episode_seconds=14.0)
+    probe, cmd, odom, status, diag, overrides = _probe_and_overrides(out, seed, dict(STUB), episode_seconds=14.0)
     with stack.Stack(stack.load_profile("sim-nav"), overrides, log_dir=out / "logs", env=ENV) as s:
         assert probe.wait_for(["/odom", "/camera/color/image_raw"], timeout=60.0, count=3), s.last_line("nav_sim_node")
         yield s, probe, ep, out, cmd, odom, status, diag
