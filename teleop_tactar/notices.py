@@ -59,6 +59,12 @@ def clutch_released(arms: list) -> str:
     return f"episode reset: clutch released ({', '.join(arms)}); let go and press it again to move"
 
 
+def headset_silent(deadline: float) -> str:
+    """The line when the headset fell silent with a clutch held, and every arm disengaged."""
+    return (f"headset silent for over {deadline:g} s: arms stopped; with the clutch held they follow again "
+            "from where your hand is then")
+
+
 def diverged(arm: str, limit: float) -> str:
     """The line when an arm's target strayed too far from its TCP and tracking stopped."""
     return f"{arm}: target over {limit:g} m from the arm: tracking stopped; let go and press the clutch again"

@@ -135,9 +135,16 @@ class TeleopSession:
                 self._say(notices.diverged(a, self.retarget.max_divergence))
 
     def check_deadline(self) -> bool:
-        """The silence deadline (``Teleoperator.check_deadline``) at the current time."""
+        """The silence deadline (``Teleoperator.check_deadline``) at the current time; the
+        operator is told when it disengaged a held clutch (their hand may have moved meanwhile,
+        and the arm then follows from where it is)."""
         with self._lock:
-            return self.teleop.check_deadline(self._monotonic())
+            before = self.teleop.timeouts
+            live = self.teleop.check_deadline(self._monotonic())
+            lost = self.teleop.timeouts > before
+        if lost:
+            self._say(notices.headset_silent(self.teleop.deadline))
+        return live
 
     def page_state(self) -> dict:
         """The session's part of the WebXR page's state message."""

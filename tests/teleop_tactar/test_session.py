@@ -184,8 +184,12 @@ def test_silence_disengages_and_diagnostics_say_so():
     clock.t = 0.2
     assert s.check_deadline() and s.page_state()["engaged"] == {"arm": True}
     clock.t = 0.3
+    said = s.said
     assert not s.check_deadline()
     assert s.page_state()["engaged"] == {"arm": False}
+    assert s.said == said + 1 and "headset silent for over 0.25 s" in out.lines[-1]
+    clock.t = 0.6
+    assert not s.check_deadline() and s.said == said + 1      # told once per loss, not per check
     values, level, message = s.diagnostics({"udp_errors": 0})
     assert list(values)[:6] == ["active", "frames_while_inactive", "published", "deadline_timeouts",
                                 "log_lines", "udp_errors"]
