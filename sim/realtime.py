@@ -35,6 +35,9 @@ from sim.config import SimConfig
 from slowfast_data.fields import described
 
 STATE_STREAMS = ("pose", "wrench", "tactile")
+#: below this real-time factor the sim says it runs slower than real time (/diagnostics), and an
+#: episode's figures are no real-time result (`slowfast sim`, the experiment's report)
+REAL_TIME_MIN = 0.95
 
 
 def _sim(name: str):
@@ -220,6 +223,7 @@ class RealTimeSim:
         self.slowed_s = 0.0         # wall seconds the physics was slowed down by (max_lag), finished episodes
         self.wall: WallLock | None = None   # the running episode's clock lock
         self.camera_dropped = 0
+        self._episode_rt: dict = {}  # the last episode's real-time record (_run_episode)
         self.rt_priority = 0        # SCHED_FIFO priority the physics thread obtained
         self._frames_seen = (time.monotonic(), 0)   # the renderer's frame count at the last status()
 
@@ -300,6 +304,7 @@ class RealTimeSim:
     def _run_episode(self) -> str | None:
         """Steps the running episode, sim time 0 at ``episode_start``; the reason it ended."""
         env, dt = self.env, self.env.dt
+        dropped0 = self.camera_dropped
         lock = self.wall = WallLock(time.monotonic() - (self.out.now() - self.episode_start), env.time,
                                     self.cfg.max_lag)
         reason = None
@@ -323,6 +328,11 @@ class RealTimeSim:
         self.rtf = lock.real_time_factor(time.monotonic(), env.time)
         self.slowed_s += lock.slowed
         self.wall = None
+        # whether this episode ran in real time: a machine that cannot hold the stack slows the
+        # sim (max_lag) and drops frames, and its episodes are then no real-time result
+        self._episode_rt = {"factor": round(env.time / (env.time + lock.slowed), 4) if env.time > 0 else None,
+                            "slowed_s": round(lock.slowed, 4),
+                            "camera_frames_dropped": self.camera_dropped - dropped0}
         return reason
 
     def _apply_pending(self) -> None:
@@ -346,6 +356,7 @@ class RealTimeSim:
         from sim.report import jsonable, plot_force  # noqa: PLC0415
 
         metrics = jsonable(self.env.metrics())
+        metrics["real_time"] = self._episode_rt
         if self.count_chunks:
             with self._lock:
                 metrics["policy_chunks"] = self.chunks_this_episode
@@ -404,6 +415,6 @@ class RealTimeSim:
                 values[f"controller/{a}/{k}"] = v
                 saturated |= k in ("wrench_saturated", "torque_saturated", "near_singular") and v > 0
         problems = [w for w, on in (("camera rendering stopped", self.renderer is not None and self.renderer.failed),
-                                    ("sim slower than real time", self.rtf < 0.95 and self.episode >= 0),
+                                    ("sim slower than real time", self.rtf < REAL_TIME_MIN and self.episode >= 0),
                                     ("arm controller saturated or near a singularity", saturated)) if on]
         return values, problems

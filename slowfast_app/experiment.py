@@ -489,6 +489,14 @@ def summarize_method(eps: list[dict]) -> dict:
     out["recovery_time_ci95"] = half
     out["perturbations"] = len(rec)
     out["unrecovered"] = sum(r is None for r in rec)
+    rt = [e["real_time"]["factor"] for e in eps if (e.get("real_time") or {}).get("factor") is not None]
+    if rt:   # real-time episodes (over ROS 2): did the machine hold the stack's rates?
+        from sim.realtime import REAL_TIME_MIN  # noqa: PLC0415
+
+        out["real_time_factor_min"] = min(rt)
+        out["slowed_episodes"] = sum(f < REAL_TIME_MIN for f in rt)
+        rates = [e["policy_chunks"] / e["duration"] for e in eps if e.get("policy_chunks") and e.get("duration")]
+        out["chunks_per_s"] = float(np.mean(rates)) if rates else None
     return out
 
 
@@ -588,6 +596,16 @@ def _pm(s: dict, key: str, digits=2) -> str:
     return _fmt(mean, digits) + ("" if half is None or math.isnan(half) else f" ± {_fmt(half, digits)}")
 
 
+def _real_time(r: dict) -> str:
+    """A ROS cell's real-time record: the slowest episode's real-time factor, how many ran
+    slower than real time, the slow policy's chunks per second."""
+    if r.get("real_time_factor_min") is None:
+        return "—"
+    rate = r.get("chunks_per_s")
+    return (f"{r['real_time_factor_min']:.3f}, {r['slowed_episodes']}/{r['episodes']}, "
+            f"{'—' if rate is None else f'{rate:.1f}'}")
+
+
 def results_markdown(results: dict) -> str:
     task = results["task"]
     s = results["settings"]
@@ -602,8 +620,8 @@ def results_markdown(results: dict) -> str:
                  f"handover: {s.get('handover', 'blend')}.")
     lines.append("")
     lines.append("| method | condition | success (95 % CI) | RMS force error [N] | time in band | peak force [N] | "
-                 "recovery [s] (unrecovered) |")
-    lines.append("|---|---|---|---|---|---|---|")
+                 "recovery [s] (unrecovered) | real time: slowest episode, slowed episodes, chunks/s |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for m in METHODS:
         for cond in CONDITIONS:
             r = results["methods"].get(m, {}).get(cond)
@@ -613,8 +631,13 @@ def results_markdown(results: dict) -> str:
             rec = _pm(r, "recovery_time") + (f" ({r['unrecovered']}/{r['perturbations']})" if r["perturbations"] else "")
             lines.append(f"| {LABELS[m]} | {cond} | {r['successes']}/{r['episodes']} = {_fmt(r['success_rate'])} "
                          f"[{_fmt(lo)}, {_fmt(hi)}] | {_pm(r, 'rms_force_error')} | {_pm(r, 'time_in_band')} | "
-                         f"{_pm(r, 'peak_force', 1)} | {rec if cond == 'perturbed' else '—'} |")
+                         f"{_pm(r, 'peak_force', 1)} | {rec if cond == 'perturbed' else '—'} | {_real_time(r)} |")
     lines.append("")
+    slowed = sum(r.get("slowed_episodes", 0) for c in results["methods"].values() for r in c.values())
+    if slowed:
+        lines += [f"**{slowed} ROS 2 episode(s) ran slower than real time** (the sim slowed its world down "
+                  "because the machine could not hold the stack's rates): those cells are no real-time "
+                  "confirmation of the synchronous ones.", ""]
     if results.get("sync"):
         lines += ["Synchronous evaluator (`slowfast evaluate`, the same seeds from "
                   f"{s['eval_seed']} on):", "",

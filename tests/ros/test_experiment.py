@@ -61,7 +61,9 @@ FAKE = textwrap.dedent('''
             ok = rdp or not pert or (seed + k) % 2 == 0
             eps.append({"task": "wipe", "seed": seed + k, "success": ok, "rms_force_error": 1.0 if ok else 4.0,
                         "time_in_band": 0.9 if ok else 0.5, "peak_force": 14.0,
-                        "recovery_times": [0.2 if ok else None] if pert else []})
+                        "recovery_times": [0.2 if ok else None] if pert else [],
+                        "duration": 8.0, "policy_chunks": 64,           # a starved machine slowed the first DP one
+                        "real_time": {"factor": 0.9 if (not rdp and pert and k == 0) else 0.99}})
             np.savez(out / f"force_{k:03d}.npz", t=np.linspace(0, 8, 50), force=np.full(50, 10.0),
                      band=np.array([5.0, 15.0]), perturbation_times=np.array([3.0] if pert else []))
         (out / "metrics.json").write_text(json.dumps({"episodes": eps, "summary": {}}))
@@ -138,6 +140,9 @@ def test_runs_every_stage_in_order_with_held_out_seeds(tmp_path, fake):
     assert res["demonstrations"] == {"recorded": 4, "successful_used": 4, "via": "record"}
     md = (out / "results.md").read_text()
     assert "| RDP (force) | perturbed | 4/4 = 1.00" in md and "force_wipe_perturbed.png" in md
+    # each ROS cell says whether the machine held real time: the slowest episode, how many slowed, chunks/s
+    assert "| 0.990, 0/4, 8.0 |" in md and "| 0.900, 2/4, 8.0 |" in md
+    assert "**4 ROS 2 episode(s) ran slower than real time**" in md    # DP and DP + force, perturbed
     # the comparison comes from the synchronous cells (10 episodes each here), shown in their own table
     assert res["comparison"]["perturbed"] == {"rdp_minus_dp": 0.5, "episodes": 10, "intervals_overlap": False}
     assert "| Diffusion Policy | perturbed | 5/10 = 0.50" in md

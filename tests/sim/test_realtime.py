@@ -61,6 +61,9 @@ def test_episodes_stream_on_their_sim_time_grids_stamped_at_capture(tmp_path):
     assert [e["episode"] for e in starts] == [0, 1] and [e["seed"] for e in starts] == [0, 1]
     assert [e["reason"] for e in ends] == ["task_length", "task_length"]
     assert all("success" in e["metrics"] for e in ends)
+    for e in ends:   # each episode says whether it ran in real time
+        rt = e["metrics"]["real_time"]
+        assert 0.0 < rt["factor"] <= 1.0 and rt["slowed_s"] >= 0.0 and rt["camera_frames_dropped"] == 0
     for ep, start in enumerate(starts):
         t0 = start["start_stamp"]
         assert start["hold_stamp"] == pytest.approx(t0 - 0.05)
@@ -81,6 +84,20 @@ def test_episodes_stream_on_their_sim_time_grids_stamped_at_capture(tmp_path):
     assert (tmp_path / "metrics.json").is_file()
     values, problems = sim.status()
     assert values["episode"] == 1 and values["real_time_factor"] > 0
+
+
+def test_an_episode_the_machine_could_not_hold_says_so():
+    """Outputs that take 10 ms per reading (a starved machine): the sim slows its world down
+    instead of lagging, and the episode's record says by how much."""
+    cfg = RealTimeConfig(task="wipe", episodes=1, episode_seconds=0.3, start_delay=0.05, camera_hz=0.0)
+
+    def before(sim, out):
+        out.on_state = lambda stamp, arm: time.sleep(0.01) if stamp >= sim.episode_start else None
+
+    _, out = run(cfg, before=before)
+    (end,) = [e for e in out.events if e["event"] == "end"]
+    rt = end["metrics"]["real_time"]
+    assert rt["factor"] < 0.5 and rt["slowed_s"] > 0.3, rt
 
 
 def test_a_target_moves_the_tool_and_a_bad_or_stale_one_is_never_applied():
