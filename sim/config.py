@@ -9,7 +9,7 @@ TASKS: Tuple[str, ...] = ("wipe", "lift")
 #: What holds the tools: ``floating`` free bodies pulled by a native impedance coupling (fast),
 #: or ``arm``: Franka Panda arms under a Cartesian impedance controller (sim/arm_control.py).
 EMBODIMENTS: Tuple[str, ...] = ("floating", "arm")
-#: The tasks each embodiment has a scene for (lift on two arms is not built yet).
+#: The tasks each embodiment has a scene for.
 EMBODIMENT_TASKS = {"floating": TASKS, "arm": TASKS}
 
 #: Task defaults applied when a field is left at ``None``.

@@ -32,7 +32,8 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
                      fps: float = 50.0, control_hz: float = 200.0, image_size: tuple[int, int] = (96, 128),
                      perturb: bool = True, episode_seconds: float | None = None, camera: bool = True,
                      progress=None, episode_runner=None, label: str = "expert",
-                     only_success: bool = False, nominal: bool = False, workers: int = 1) -> Path:
+                     only_success: bool = False, nominal: bool = False, workers: int = 1,
+                     embodiment: str = "floating") -> Path:
     """Run ``episodes`` expert episodes (seeds ``seed``..) and write them to ``root``.
 
     fps: dataset frame rate (must divide ``control_hz``); image_size: (H, W) of the camera;
@@ -43,7 +44,8 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     into each episode's task string. ``only_success``: write only the episodes that succeeded
     at their task. ``workers``: episodes run in this many processes (each with its own sim;
     the runner must then be picklable) and are written in seed order, so the dataset is the
-    same whatever the count. Returns the dataset folder. Raises ValueError on bad arguments,
+    same whatever the count. ``embodiment``: the robot (:data:`sim.config.EMBODIMENTS`).
+    Returns the dataset folder. Raises ValueError on bad arguments,
     or when no episode was written."""
     from slowfast_data.features import EPISODE_SEEDS_PATH
     from slowfast_data.nominal import write_nominal
@@ -58,8 +60,8 @@ def generate_dataset(root: str | Path, task: str = "wipe", episodes: int = 10, s
     ratio = control_hz / fps
     if fps <= 0 or abs(ratio - round(ratio)) > 1e-9:
         raise ValueError(f"fps: {fps} must divide control_hz {control_hz}")
-    kw = dict(task=task, seed=seed, perturb=perturb, camera_height=image_size[0], camera_width=image_size[1],
-              render=camera)
+    kw = dict(task=task, embodiment=embodiment, seed=seed, perturb=perturb, camera_height=image_size[0],
+              camera_width=image_size[1], render=camera)
     if episode_seconds:
         kw["episode_seconds"] = episode_seconds
     spec = {"sim": kw, "runner": episode_runner or ExpertRunner(task, control_hz), "every": int(round(ratio)),

@@ -42,6 +42,7 @@ class ServingTiming:
     chunk_pose_tolerance: float   # rdp_fast.chunk_pose_tolerance
     handover: str                 # rdp_slow.handover: "blend" | "inpaint" (policy.rdp.handover)
     inpaint_soft_s: float         # rdp_slow.inpaint_soft_s
+    embodiment: str               # sim_node.embodiment: "floating" | "arm" (the robot the episodes run on)
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
     transport_s: float = 0.0      # the part of latency_s after the inference (the slow side is free again)
 
@@ -83,8 +84,8 @@ class PolicyEvaluator:
                                    decoder=self.decoder, inpaint_soft_s=t.inpaint_soft_s)
         self.planner.modelled_latency_s = t.latency_s   # what the planner would measure
         self.planner.transport_s = t.transport_s
-        kw = dict(task=task, perturb=perturb, camera_width=t.camera_width, camera_height=t.camera_height,
-                  render=bool(self.slow.cameras))
+        kw = dict(task=task, embodiment=t.embodiment, perturb=perturb, camera_width=t.camera_width,
+                  camera_height=t.camera_height, render=bool(self.slow.cameras))
         if episode_seconds:
             kw["episode_seconds"] = episode_seconds
         self.env = SimEnv(SimConfig(**kw))

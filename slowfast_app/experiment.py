@@ -89,6 +89,9 @@ BEFORE_THE_SETTING = {"demos_via": "record", "methods": list(METHODS)}
 @dataclasses.dataclass
 class ExperimentSettings:
     task: str = "wipe"
+    # What holds the tools in every stage (demonstrations, oracle, both evaluations): the
+    # floating tools, or the Panda arm(s) under the 1 kHz Cartesian impedance controller.
+    embodiment: str = "floating"
     # 60 in-process demonstrations: the recipe of the shipped checkpoints (docs/results.md).
     demos: int = 60
     methods: list = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -152,6 +155,10 @@ class ExperimentSettings:
 
         if self.task not in TASKS:
             raise ValueError(f"--task: unknown task {self.task!r} (choose from {', '.join(TASKS)})")
+        from sim.config import EMBODIMENT_TASKS  # noqa: PLC0415
+        if self.embodiment not in EMBODIMENT_TASKS or self.task not in EMBODIMENT_TASKS[self.embodiment]:
+            raise ValueError(f"--embodiment: {self.embodiment!r} has no {self.task} scene (choose from "
+                             f"{', '.join(e for e, t in EMBODIMENT_TASKS.items() if self.task in t)})")
         for name, lo in (("demos", 1), ("eval_episodes", 1), ("sync_episodes", 0), ("oracle_episodes", 0),
                          ("batch", 1), ("tokenizer_epochs", 1),
                          ("policy_epochs", 1), ("batch_size", 1)):
@@ -292,6 +299,13 @@ class Experiment:
             sets["camera_hz"] = self.s.camera_hz
         return [a for k, v in sets.items() for a in ("--set", f"sim_node.{k}={v:g}")]
 
+    def _embodiment(self, flag: bool) -> list[str]:
+        """The embodiment for a command: `--embodiment` (`slowfast demos`, `slowfast sim`) or a
+        sim_node `--set` (`slowfast record`, `slowfast evaluate`); nothing for the default."""
+        if self.s.embodiment == "floating":
+            return []
+        return ["--embodiment", self.s.embodiment] if flag else ["--set", f"sim_node.embodiment={self.s.embodiment}"]
+
     def _batches(self, total: int):
         for b in range(0, total, self.s.batch):
             yield b // self.s.batch, b, min(self.s.batch, total - b)
@@ -303,7 +317,7 @@ class Experiment:
                 shutil.rmtree(self.out / "dataset", ignore_errors=True)
                 self._run(["demos", "--task", self.s.task, "--episodes", str(self.s.demos),
                            "--seed", str(self.s.demo_seed), "--fps", f"{self.s.fps:g}", "--only-success",
-                           "--workers", str(self._workers()),
+                           "--workers", str(self._workers()), *self._embodiment(flag=True),
                            *(["--nominal"] if self.s.tune_decoder else []),
                            "--out", str(self.out / "dataset")], "demos")
                 self._mark("demos")
@@ -316,7 +330,7 @@ class Experiment:
             shutil.rmtree(folder, ignore_errors=True)
             self._run(["record", "--task", self.s.task, "--operator", "scripted", "--perturb",
                        "--episodes", str(n), "--seed", str(self.s.demo_seed + first), "--port", str(self.port),
-                       "--out", str(folder), *self._sensor_sets(camera=True)], step)
+                       "--out", str(folder), *self._sensor_sets(camera=True), *self._embodiment(flag=False)], step)
             self._mark(step)
 
     def convert(self) -> None:
@@ -390,7 +404,8 @@ class Experiment:
                             "--seed", str(self.s.eval_seed + first), "--out", str(folder),
                             "--camera-hz", f"{self.s.camera_hz:g}", "--control-hz", f"{self.s.control_hz:g}",
                             "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}",
-                            "--set", f"rdp_slow.handover={self.s.handover}", *self._sensor_sets(camera=False)]
+                            "--set", f"rdp_slow.handover={self.s.handover}", *self._sensor_sets(camera=False),
+                            *self._embodiment(flag=True)]
                     if cond == "unperturbed":
                         args.append("--no-perturb")
                     self._run(args, step)
@@ -406,7 +421,7 @@ class Experiment:
                 "--workers", str(self._workers()),
                 "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}", "--set", f"rdp_fast.control_hz={self.s.control_hz:g}",
                 "--set", f"rdp_slow.handover={self.s.handover}",
-                *self._sensor_sets(camera=True)]
+                *self._sensor_sets(camera=True), *self._embodiment(flag=False)]
 
     def oracle(self) -> None:
         """Each method's runtime serving the demonstrations' own chunks on their own seeds:

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     root = generate_dataset(args.out, task=args.task, episodes=args.episodes, seed=args.seed, fps=args.fps,
                             image_size=(args.height, args.width), perturb=not args.no_perturb,
+                            embodiment=args.embodiment,
                             episode_seconds=args.episode_seconds or None, camera=not args.no_camera,
                             progress=progress, episode_runner=runner, label=f"scripted {args.via}",
                             only_success=args.only_success, nominal=args.nominal, workers=args.workers)

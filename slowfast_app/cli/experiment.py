@@ -15,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rdp-vs-dp: run (or resume) the experiment; report: rebuild DIR's results.md")
     p.add_argument("--out", required=True, help="experiment folder (created; rerun the same command to resume)")
     p.add_argument("--task", default=d.task, help="wipe | lift (default wipe)")
+    p.add_argument("--embodiment", default=d.embodiment,
+                   help="floating (default) | arm: the Panda arm(s) under the 1 kHz Cartesian impedance controller, in "
+                        "every stage")
     p.add_argument("--demos", type=int, default=d.demos, help=f"demonstrations to record (default {d.demos})")
     p.add_argument("--methods", type=lambda v: [m.strip() for m in v.split(",") if m.strip()], default=d.methods,
                    help=f"methods compared (default {','.join(d.methods)}; rdp,dp,dp_contact adds the DP fed the "
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         res = report(out)
         print((out / "results.md").read_text(), end="")
         return 0 if res["methods"] else 1
-    kw = {k: getattr(args, k) for k in ("task", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
+    kw = {k: getattr(args, k) for k in ("task", "embodiment", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "methods", "batch_size", "preset", "camera_hz",
                                        "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
                                        "sync_episodes", "oracle_episodes", "tune_decoder")}

@@ -20,8 +20,6 @@ MODEL_TYPES = {"rdp": "rdp_ldp", "dp": "dp"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="wipe", help="wipe | lift (default wipe)")
-    p.add_argument("--embodiment", default="floating",
-                   help="floating (default) | arm: Franka Panda arms under a 1 kHz Cartesian impedance controller")
     p.add_argument("--controller", default="expert",
                    help="expert (scripted), rdp (Reactive Diffusion Policy) or dp (Diffusion Policy baseline)")
     p.add_argument("--policy", "--checkpoint", dest="policy", default=None,
@@ -37,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_episode_arguments(p: argparse.ArgumentParser) -> None:
     """The sim episode options every command that runs sim episodes shares."""
+    p.add_argument("--embodiment", default="floating",
+                   help="floating (default) | arm: Franka Panda arms under a 1 kHz Cartesian impedance controller")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed+k")
     p.add_argument("--no-perturb", action="store_true", help="no surface/object changes during episodes")
     p.add_argument("--episode-seconds", type=float, default=0.0, help="episode length (0 = task default)")

@@ -291,6 +291,21 @@ def test_each_method_is_served_at_each_tasks_validated_rate_unless_told():
     assert settings(task="wipe", slow_hz=1.5625).method_hz("dp") == 1.5625   # the published rate, when asked
 
 
+def test_every_stage_runs_on_the_arm_when_told(tmp_path, fake):
+    """--embodiment arm reaches the demonstrations, the oracle and both evaluations; the
+    default adds nothing to the commands."""
+    Experiment(tmp_path / "exp", settings(demos_via="inprocess", embodiment="arm"), log=lambda s: None,
+               slowfast=fake).run()
+    c = [x for x in calls(tmp_path) if x.split()[0] in ("demos", "evaluate", "sim")]
+    assert c and all(("--embodiment arm" if x.startswith(("demos", "sim")) else "--set sim_node.embodiment=arm") in x
+                     for x in c)
+    n = len(calls(tmp_path))
+    Experiment(tmp_path / "exp2", settings(demos_via="inprocess"), log=lambda s: None, slowfast=fake).run()
+    assert len(calls(tmp_path)) > n and not any("embodiment" in x for x in calls(tmp_path)[n:])
+    with pytest.raises(ValueError, match="--embodiment: 'gantry' has no wipe scene"):
+        settings(embodiment="gantry")
+
+
 def test_the_default_compares_rdp_with_dp_on_in_process_demos(tmp_path, fake):
     """The defaults are the shipped checkpoints' recipe: 60 in-process demonstrations with their
     nominal actions, RDP (decoder tuned) against DP; the DP fed the force history only when asked."""

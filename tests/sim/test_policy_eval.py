@@ -40,7 +40,8 @@ def _timing(**kw):
 
     return ServingTiming(**{"control_hz": 200.0, "rate_hz": 25 / 16, "sensor_hz": 200.0, "camera_hz": 30.0,
                             "camera_width": 64, "camera_height": 48, "blend_s": 0.1, "image_tolerance": 0.05,
-                            "chunk_pose_tolerance": 0.01, "handover": "blend", "inpaint_soft_s": 0.16, **kw})
+                            "chunk_pose_tolerance": 0.01, "handover": "blend", "inpaint_soft_s": 0.16,
+                            "embodiment": "floating", **kw})
 
 
 def _safety():
@@ -87,6 +88,16 @@ def test_evaluation_is_deterministic_per_seed_whatever_ran_before(served):
     assert a[0]["coverage"] == b[1]["coverage"] and a[0]["peak_force"] == b[1]["peak_force"]
     assert a[0]["chunks"] == b[1]["chunks"] > 0
     assert a[0]["safety"] == b[1]["safety"]          # per-episode interventions, not a running total
+
+
+def test_the_episodes_run_on_the_embodiment_the_sim_node_is_set_to(served):
+    """`--set sim_node.embodiment=arm` puts the served policy on the Panda arm (it was ignored:
+    the episodes ran on the floating tool whatever the setting said)."""
+    from sim.policy_eval import evaluate
+
+    root, _, _ = served
+    (m,) = evaluate(root / "onnx_dp", "wipe", SEEDS[:1], _safety(), _timing(embodiment="arm"), episode_seconds=1.0)
+    assert m["embodiment"] == "arm" and m["chunks"] > 0
 
 
 def test_a_seed_without_demonstration_is_refused(served):
