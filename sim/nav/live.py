@@ -207,6 +207,7 @@ class LiveNavSim:
                 break
             path.append(self.env.pose.copy())
             self._end_episode(ep, np.array(path), reason, time.monotonic() - t0)
+            self._finish_video()
         self.log.info("all episodes done")
         if self.out_dir is not None and self.episode_results:
             summary = summarize(self.episode_results)
@@ -284,12 +285,27 @@ class LiveNavSim:
             r.release(snap)
             self.camera_dropped += 1
 
+    def _finish_video(self) -> None:
+        """Close the ended episode's MP4 before going on (its record, and after the last one the
+        summary, then stand for a complete video): the render thread closes it after the
+        frames queued before this request."""
+        if self.video is None or self._render is None or not self._render.is_alive():
+            return
+        done = threading.Event()
+        self._render_q.put(("end", done))
+        done.wait(timeout=10.0)
+
     def _render_loop(self) -> None:
         renderer = None
         while True:
             item = self._render_q.get()
             if item is None:
                 break
+            if item[0] == "end":
+                if self.video is not None:
+                    self.video.close()
+                item[1].set()
+                continue
             if item[0] == "renderer":
                 if renderer is not None:
                     renderer.close()
