@@ -54,13 +54,23 @@ class _EpisodeBuffer:
         return len(self.rgb)
 
 
-def generate_episodes(folder, seeds, width: int = 160, height: int = 120, perturb: float = 0.15,
+def _camera_config(width: int | None, height: int | None):
+    """The nav sim's config at ``width`` x ``height`` (None: its default camera, the size the
+    models are trained and evaluated at)."""
+    from sim.nav import NavConfig
+
+    d = NavConfig()
+    return NavConfig(camera_width=width or d.camera_width, camera_height=height or d.camera_height)
+
+
+def generate_episodes(folder, seeds, width: int | None = None, height: int | None = None, perturb: float = 0.15,
                       max_turns: int = 120, progress=None) -> dict:
-    from sim.nav import NavConfig, NavEnv, NavExpert, make_episode
+    from sim.nav import NavEnv, NavExpert, make_episode
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    env = NavEnv(NavConfig(camera_width=width, camera_height=height))
+    env = NavEnv(_camera_config(width, height))
+    width, height = env.cfg.camera_width, env.cfg.camera_height
     names = []
     frames = 0
     for i, seed in enumerate(seeds):
@@ -106,18 +116,19 @@ def _append_meta(folder: Path, names: list[str], frames: int, width: int, height
     return meta
 
 
-def collect_on_policy(folder, seeds, agent, width: int = 160, height: int = 120, max_turns: int = 75,
+def collect_on_policy(folder, seeds, agent, width: int | None = None, height: int | None = None, max_turns: int = 75,
                       progress=None) -> dict:
     """DAgger rollouts: ``agent`` (the ``StreamVLNAgent`` API) drives; every turn is labelled with
     the expert's next 4 actions from the pose the agent reached. A STOP of the agent away from the
     goal is not executed (the expert's actions are, and recorded as executed); the episode ends
     when the expert says STOP (the goal is reached) or after ``max_turns``. Appends
     ``dagger_XXXXXX.npz`` files to ``folder`` and their names to its ``meta.json``."""
-    from sim.nav import NavConfig, NavEnv, NavExpert, make_episode
+    from sim.nav import NavEnv, NavExpert, make_episode
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    env = NavEnv(NavConfig(camera_width=width, camera_height=height))
+    env = NavEnv(_camera_config(width, height))
+    width, height = env.cfg.camera_width, env.cfg.camera_height
     names, frames, done, meta = [], 0, [], None
     try:
         for i, seed in enumerate(seeds):

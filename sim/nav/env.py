@@ -38,8 +38,10 @@ class NavConfig:
     """The navigation sim: camera, base limits and layout; the one definition of each value
     (default, meaning, range). nav_sim_node declares them as ``nav.<name>`` parameters."""
 
-    camera_width: int = described(320, "camera image width (px)", 16, 640)
-    camera_height: int = described(240, "camera image height (px; <= camera_width)", 16, 640)
+    # 160x120: what the StreamVLN models are trained and evaluated on (`slowfast train vln`,
+    # `slowfast nav eval`), so the live sim shows a model the images it learned from
+    camera_width: int = described(160, "camera image width (px)", 16, 640)
+    camera_height: int = described(120, "camera image height (px; <= camera_width)", 16, 640)
     hfov_deg: float = described(79.0, "horizontal field of view (deg; RealSense D435 colour ~69, StreamVLN's "
                                       "sim camera 79)", 30.0, 120.0)
     max_depth: float = described(10.0, "depth image range (m)", 0.5, 20.0)

@@ -29,8 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="StreamVLN checkpoint folder (for --policy agent)")
     p.add_argument("--seed", type=int, default=100000, help="seed of the first episode (default 100000: held out)")
     p.add_argument("--max-steps", type=int, default=300, help="actions per episode before it is cut (default 300)")
-    p.add_argument("--width", type=int, default=160, help="camera width (default 160)")
-    p.add_argument("--height", type=int, default=120, help="camera height (default 120)")
+    from sim.nav.env import NavConfig  # noqa: PLC0415
+
+    d = NavConfig()
+    p.add_argument("--width", type=int, default=d.camera_width, help="camera width (default %(default)s)")
+    p.add_argument("--height", type=int, default=d.camera_height, help="camera height (default %(default)s)")
     p.add_argument("--context", choices=("sliding", "tumbling", "recompute"), default="sliding",
                    help="agent context mode (default sliding)")
     p.add_argument("--device", default="cpu", help="torch device for the agent (default cpu)")
