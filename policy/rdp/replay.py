@@ -19,6 +19,21 @@ For such an export the oracle encodes that plan, cut from the dataset's nominal 
 tuning did (:func:`slowfast_data.nominal.chunk_source`), not the recorded chunk, which already
 holds the demonstrator's reaction (served through a reacting decoder it would count twice).
 
+Where the chunk is anchored (``anchor``). The runtime applies a chunk relative to the pose it
+measured at the observation. ``"demonstration"`` serves the recorded relative chunk as it is:
+its steps are moves from wherever the arm is, so once the arm lags the demonstration (a
+reacting decoder slows it down where the demonstrator's force loop did), every later chunk
+starts from the lagging pose and the lag stays for the rest of the episode; time indexing
+never takes it back. ``"world"`` serves the same commands where the demonstrator sent them:
+the chunk's targets in the world frame, re-expressed relative to the measured pose, so the arm
+is pulled back onto the demonstration at each chunk, as a policy that sees where it is would
+plan. Both are the demonstration's own chunk; for a replay that does not lag (an open-loop
+action chunk on its own deterministic seed) they are the same. ``"world"`` is the default:
+the lag a time-indexed replay cannot take back is the replay's, not the runtime's (a trained
+policy plans from what it observes). On wipe with a tuned decoder, which slows the arm along
+the path where the demonstrator's force loop did, the demonstration anchor gave 7/20 on the
+demonstrations' own seeds and the world anchor 20/20 (docs/results.md).
+
 Episode seeds come from the dataset's ``meta/slowfast_episodes.json`` (written by
 ``slowfast demos``), or are given.
 """
@@ -30,10 +45,14 @@ import numpy as np
 
 from slowfast_data.features import ACTION_KEY, EPISODE_SEEDS_PATH, POSE_KEY
 from slowfast_data.fileio import read_json
+from slowfast_data.geometry import absolute_to_relative, relative_to_absolute
 from slowfast_data.nominal import read_nominal
 from slowfast_data.reader import LeRobotDataset
 
 from . import contract
+
+#: where a served chunk is anchored (module doc); the first is the default
+ANCHORS = ("world", "demonstration")
 
 
 def episode_seeds(root: str | Path) -> dict[int, int]:
@@ -53,13 +72,17 @@ class ReplayPolicy:
     chunk kind, horizon and rate); ``tokenizer``: a tokenizer (or latent diffusion policy)
     checkpoint whose encoder makes the latent (default: the checkpoint the export was made
     from) for an ``rdp_ldp`` or ``rdp_tokenizer`` export. ``raw``: serve the relative actions
-    themselves, open loop (the Diffusion Policy's chunk kind), whatever the export."""
+    themselves, open loop (the Diffusion Policy's chunk kind), whatever the export.
+    ``anchor``: ``"demonstration"`` or ``"world"`` (see the module doc)."""
 
     wants_episode_time = True
     cameras: list = []
 
     def __init__(self, dataset: str | Path, export_dir: str | Path, tokenizer: str | Path | None = None,
-                 seeds: dict[int, int] | None = None, raw: bool = False):
+                 seeds: dict[int, int] | None = None, raw: bool = False, anchor: str = ANCHORS[0]):
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor: {anchor!r} is not one of {', '.join(ANCHORS)}")
+        self.anchor = anchor
         meta = read_json(Path(export_dir) / "runtime.json")
         if raw:   # serve action chunks, read open loop, as a Diffusion Policy's are
             meta = {**meta, "model_type": "dp"}
@@ -98,14 +121,19 @@ class ReplayPolicy:
             raise ValueError(f"no demonstration of seed {seed} (the dataset has seeds {sorted(self.seeds)[:8]}...)")
         self.episode = self.seeds[int(seed)]
 
-    def chunk_at(self, frame: int) -> np.ndarray:
+    def chunk_at(self, frame: int, measured_pose=None) -> np.ndarray:
         """The relative chunk (H, A*9) at ``frame`` of the current episode: the recorded one,
         or for a tuned decoder the nominal plan where a perturbation the chunk's start could
-        not see falls inside it."""
+        not see falls inside it; with the ``"world"`` anchor re-expressed relative to
+        ``measured_pose`` (A*7), the pose the runtime applies it to."""
         s0, s1 = self.ds.ep_start[self.episode], self.ds.ep_end[self.episode]
-        return contract.plan_chunk(self.ds.data[ACTION_KEY][s0:s1], self.ds.data[POSE_KEY][s0:s1],
-                                   int(np.clip(frame, 0, s1 - s0 - 1)), self.horizon, self.ds.fps,
-                                   self.nominal.get(self.episode)).astype(np.float32)
+        frame = int(np.clip(frame, 0, s1 - s0 - 1))
+        poses = self.ds.data[POSE_KEY][s0:s1]
+        rel = contract.plan_chunk(self.ds.data[ACTION_KEY][s0:s1], poses, frame, self.horizon, self.ds.fps,
+                                  self.nominal.get(self.episode))
+        if self.anchor == "world" and measured_pose is not None:
+            rel = absolute_to_relative(relative_to_absolute(rel, poses[frame]), np.asarray(measured_pose, np.float64))
+        return rel.astype(np.float32)
 
     def predict(self, images, tcp_pose, contact=None, num_inference_steps=None, episode_time: float = 0.0,
                 guide=None):
@@ -114,7 +142,7 @@ class ReplayPolicy:
         ignored: the replay serves what the demonstrator did, which the frozen steps came from."""
         if self.episode is None:
             raise ValueError("ReplayPolicy: begin_episode(seed) first")
-        rel = self.chunk_at(int(round(episode_time * self.fps)))
+        rel = self.chunk_at(int(round(episode_time * self.fps)), np.asarray(tcp_pose)[-1])
         if self._tok is None:
             return rel
         import torch

@@ -46,6 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --oracle and an RDP export: the tokenizer checkpoint whose encoder makes the latent")
     p.add_argument("--oracle-raw", action="store_true",
                    help="with --oracle: serve the relative actions open loop (the DP's chunk kind) whatever the export")
+    from policy.rdp.replay import ANCHORS  # noqa: PLC0415
+
+    p.add_argument("--oracle-anchor", choices=ANCHORS, default=ANCHORS[0],
+                   help="with --oracle: world (default): the demonstrator's targets where it sent them, re-expressed "
+                        "from the measured pose; demonstration: each recorded chunk relative to the measured pose, so "
+                        "a lag behind the demonstration stays (policy.rdp.replay)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1; at most the cores)")
     p.add_argument("--json", default="", help="write every episode's metrics and the summary here")
     p.add_argument("--quiet", action="store_true", help="only the summary")
@@ -82,7 +88,8 @@ def _init(spec: dict) -> None:
     slow = None
     if spec["oracle"]:
         from policy.rdp.replay import ReplayPolicy  # noqa: PLC0415
-        slow = ReplayPolicy(spec["oracle"], spec["policy"], spec["tokenizer"] or None, raw=spec["raw"])
+        slow = ReplayPolicy(spec["oracle"], spec["policy"], spec["tokenizer"] or None, raw=spec["raw"],
+                            anchor=spec["anchor"])
     _WORKER["ev"] = PolicyEvaluator(spec["policy"], spec["task"], spec["safety"], spec["timing"], spec["perturb"],
                                     slow=slow, episode_seconds=spec["episode_seconds"] or None)
 
@@ -126,15 +133,19 @@ def run(args: argparse.Namespace) -> int:
     from sim.parallel import check_workers  # noqa: PLC0415
 
     check_workers(args.workers)
-    if (args.tokenizer or args.oracle_raw) and not args.oracle:
-        raise ValueError(f"--{'tokenizer' if args.tokenizer else 'oracle-raw'}: only with --oracle")
+    from policy.rdp.replay import ANCHORS  # noqa: PLC0415
+
+    if (args.tokenizer or args.oracle_raw or args.oracle_anchor != ANCHORS[0]) and not args.oracle:
+        what = "tokenizer" if args.tokenizer else "oracle-raw" if args.oracle_raw else "oracle-anchor"
+        raise ValueError(f"--{what}: only with --oracle")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     timing, safety = serving_setup(args.task, args.policy, args.set, args.latency)
     spec = {"policy": args.policy, "task": args.task, "safety": safety, "timing": timing,
             "perturb": not args.no_perturb, "oracle": args.oracle, "tokenizer": args.tokenizer, "raw": args.oracle_raw,
-            "episode_seconds": args.episode_seconds}
-    what = f"oracle replay ({'raw' if args.oracle_raw else 'as served'}) of {args.oracle}" if args.oracle else args.policy
+            "anchor": args.oracle_anchor, "episode_seconds": args.episode_seconds}
+    what = (f"oracle replay ({'raw' if args.oracle_raw else 'as served'}, anchored at the "
+            f"{args.oracle_anchor}) of {args.oracle}") if args.oracle else args.policy
     print(f"slowfast evaluate: {args.task}, {what}, {len(seeds)} episode(s) from seed {seeds[0]}, "
           f"{'un' if args.no_perturb else ''}perturbed, chunk every {1 / timing.rate_hz:.3g} s, "
           f"latency {timing.latency_s:g} s, {args.workers} worker(s)", flush=True)

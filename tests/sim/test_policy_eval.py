@@ -134,22 +134,47 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(served, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_the_world_anchor_serves_the_demonstrators_targets_from_where_the_arm_is(served):
+    """An arm 3 cm behind the demonstration: the demonstration anchor serves the recorded moves
+    from where the arm is (the lag stays), the world anchor the demonstrator's own targets."""
+    from policy.rdp.replay import ReplayPolicy
+    from slowfast_data.features import POSE_KEY
+    from slowfast_data.geometry import relative_to_absolute
+
+    root, ds, _ = served
+    demo, world = ReplayPolicy(ds, root / "onnx_dp", anchor="demonstration"), ReplayPolicy(ds, root / "onnx_dp")
+    for o in (demo, world):
+        o.begin_episode(SEEDS[0])
+    frame = 20
+    pose = demo.ds.data[POSE_KEY][demo.ds.ep_start[demo.episode] + frame].astype(np.float64)
+    lagging = pose.copy()
+    lagging[0] -= 0.03
+    recorded = demo.chunk_at(frame)
+    np.testing.assert_allclose(demo.chunk_at(frame, lagging), recorded)
+    targets = relative_to_absolute(recorded, pose)
+    np.testing.assert_allclose(relative_to_absolute(world.chunk_at(frame, lagging), lagging), targets, atol=1e-5)
+    np.testing.assert_allclose(world.chunk_at(frame, pose), recorded, atol=1e-5)
+    with pytest.raises(ValueError, match="anchor: 'tool' is not one of world, demonstration"):
+        ReplayPolicy(ds, root / "onnx_dp", anchor="tool")
+
+
 def test_a_lunging_policy_is_bounded_by_the_safety_filter(served, monkeypatch):
-    """Chunks that put the target 20 cm away: the evaluator's filter (the node's) limits the
-    speed, clamps to the workspace and counts both."""
+    """Chunks that put the target 20 cm further on each time (each from where the arm is: the
+    demonstration anchor): the evaluator's filter (the node's) limits the speed, clamps to the
+    workspace and counts both."""
     from policy.rdp.replay import ReplayPolicy
     from sim.policy_eval import evaluate
 
     root, ds, _ = served
     chunk_at = ReplayPolicy.chunk_at
 
-    def lunge(self, frame):
-        rel = chunk_at(self, frame).copy()
+    def lunge(self, frame, measured_pose=None):
+        rel = chunk_at(self, frame, measured_pose).copy()
         rel[:, 0] += 0.2
         return rel
 
     monkeypatch.setattr(ReplayPolicy, "chunk_at", lunge)
     m = evaluate(root / "onnx_dp", "wipe", SEEDS[:1], _safety(), _timing(), episode_seconds=2.0,
-                 slow_factory=lambda: ReplayPolicy(ds, root / "onnx_dp"))[0]
+                 slow_factory=lambda: ReplayPolicy(ds, root / "onnx_dp", anchor="demonstration"))[0]
     counts = m["safety"]["arm"]
     assert counts["interventions/speed"] > 0 and counts["interventions/workspace"] > 0, counts
