@@ -101,7 +101,14 @@ class NavigatorConfig:
     control_hz: float = described(30.0, "cmd_vel rate (Hz), >= 20")
     tracker: TrackerConfig = described(TrackerConfig(), "how the base follows the queued goals "
                                                         "(policy.streamvln.nav_control.TrackerConfig)")
-    plan_ahead_actions: int = described(2, "start the next turn when at most this many actions are queued")
+    # 0: the next turn waits until the base has done the queued actions, so the model sees the
+    # frames it was trained on (taken at rest after each turn, as `slowfast nav eval` steps).
+    # Planning ahead keeps the base moving but shows the model frames taken mid-motion: the
+    # shipped model reached 0 of 3 held-out goals that way over ROS 2, 2 of 3 at 0 (the same
+    # two as synchronously; docs/navigation.md).
+    plan_ahead_actions: int = described(0, "start the next turn when at most this many actions are queued (0: "
+                                           "when the base has done them; > 0 keeps it moving, for a model "
+                                           "trained on frames taken in motion)")
     odom_timeout: float = described(0.3, "stop when the newest odometry is older than this (s)")
     image_timeout: float = described(1.0, "stop when the newest image is older than this (s)")
     max_stamp_skew: float = described(0.05, "colour and depth stamps may differ by at most this (s)")

@@ -4,7 +4,8 @@ With the navigation sim, `slowfast up sim-nav` as shipped: the small trained mod
 (checkpoints/vln, the profile's default) drives the sim base on a held-out layout; a new
 instruction resets the episode, an empty one cancels it; the sim scores the episode and writes
 its metrics, path and camera video. A stub that always answers FORWARD shows the base does not
-stop between turns (a property of the node's plan-ahead, not of a model's answers). Without the
+stop between turns when it plans ahead (plan_ahead_actions 2; a property of the node's
+plan-ahead, not of a model's answers). Without the
 sim (the test publishes grey frames and odometry), the same stub: stale odometry or images stop
 the base; mismatched, skewed or unknown-encoding frames and pose jumps are skipped and counted.
 """
@@ -183,7 +184,8 @@ def forward_stack(tmp_path_factory, nav_stack):
     nav_stack[0].stop()
     seed, ep = _clear_seed()
     out = tmp_path_factory.mktemp("nav_forward")
-    probe, cmd, odom, status, diag, overrides = _probe_and_overrides(out, seed, dict(STUB), episode_seconds=14.0)
+    probe, cmd, odom, status, diag, overrides = _probe_and_overrides(out, seed, {**STUB, "plan_ahead_actions": 2},
+                                                                      episode_seconds=14.0)
     with stack.Stack(stack.load_profile("sim-nav"), overrides, log_dir=out / "logs", env=ENV) as s:
         assert probe.wait_for(["/odom", "/camera/color/image_raw"], timeout=60.0, count=3), s.last_line("nav_sim_node")
         yield s, probe, ep, out, cmd, odom, status, diag
