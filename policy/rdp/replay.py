@@ -4,7 +4,8 @@
 of an export. At an observation taken ``t`` seconds into an episode it returns the chunk the
 training set holds for the demonstration of the same seed at frame ``round(t * fps)``:
 the demonstrator's next ``horizon`` commands relative to the pose the demonstrator measured
-at that frame (exactly a training target). For a Reactive Diffusion Policy export that chunk
+at that frame (exactly a training target), re-expressed from the pose the runtime measured
+(the ``"world"`` anchor, below). For a Reactive Diffusion Policy export that chunk
 goes through the trained tokenizer's encoder (the latent the latent diffusion policy learned
 to predict, un-normalised as the runtime's ``predict`` returns it), for a Diffusion Policy
 export it is served raw. Everything after this object (the fast loop's alignment, the
@@ -73,7 +74,7 @@ class ReplayPolicy:
     checkpoint whose encoder makes the latent (default: the checkpoint the export was made
     from) for an ``rdp_ldp`` or ``rdp_tokenizer`` export. ``raw``: serve the relative actions
     themselves, open loop (the Diffusion Policy's chunk kind), whatever the export.
-    ``anchor``: ``"demonstration"`` or ``"world"`` (see the module doc)."""
+    ``anchor``: ``"world"`` (default) or ``"demonstration"`` (see the module doc)."""
 
     wants_episode_time = True
     cameras: list = []
