@@ -127,6 +127,8 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(served, tmp_path):
                       (["--policy", str(root / "onnx_dp"), "--set", "rdp_fast.max_sped=1"], "max_sped"),
                       (["--policy", str(root / "onnx_dp"), "--task", "lift"], "arms"),
                       (["--policy", str(root / "onnx_dp"), "--workers", "0"], "--workers: 0 outside 1.."),
+                      (["--policy", str(root / "onnx_dp"), "--oracle-anchor", "demonstration"],
+                       "--oracle-anchor: only with --oracle"),
                       (["--policy", str(root / "onnx_dp"), "--oracle", str(ds), "--seed", "5", "--episodes", "1"],
                        "no demonstration of seed 5")):
         r = cli(*args)
