@@ -267,13 +267,19 @@ class SlowPlanner:
         self.transport_s = 0.0
         self.period = 1.0 / float(rate_hz)
         self.next_due = -np.inf
+        self.not_before = -np.inf       # no observation before the episode's start (restart)
         self.issued = None              # the last chunk issued (policy.rdp.handover.Issued)
         self.guided = 0                 # chunks generated with a guide
 
-    def restart(self) -> None:
-        """A new episode: the next cycle is due at once; nothing to agree with."""
+    def restart(self, not_before: float = -np.inf) -> None:
+        """A new episode: the next cycle is due at once; nothing to agree with. ``not_before``:
+        the episode's start stamp, when readings come before it (a sim's hold at the home pose,
+        its physics not stepping): no observation window may reach back before it, or the
+        chunk's steps would run on through the hold and the arm would start the episode that
+        far into its chunk."""
         self.next_due = -np.inf
         self.issued = None
+        self.not_before = float(not_before)
 
     def observe_latency(self, seconds: float) -> None:
         if np.isfinite(seconds) and seconds >= 0:
@@ -315,6 +321,8 @@ class SlowPlanner:
              episode_time: float | None = None) -> tuple[np.ndarray | None, str | None]:
         """The cycle started at ``now`` on the observation of ``t_obs``: (chunk, None), or
         (None, why the cycle was skipped). A chunk makes the next cycle due a period after ``now``."""
+        if min(self.window.obs_times(t_obs)[0], self.window.contact_times(t_obs)[0]) < self.not_before - 1e-9:
+            return None, "before_episode_start"
         obs, why = self.observation(t_obs, history, images)
         if obs is None:
             return None, why

@@ -99,3 +99,34 @@ def test_diagnostics_say_why_no_chunk_came():
 
     values, level, message, _ = book.diagnostics(14.5, True, planner, "blend", 6.0, failure=ValueError("x"))
     assert (level, message, values["failure"]) == ("error", "planning loop failed", "ValueError('x')")
+
+
+class _Policy:
+    """A DP-kind slow policy with no camera: two poses and two wrenches of history."""
+
+    meta = {"model_type": "dp", "fps": 25.0, "horizon": 16, "obs_stride": 1, "contact": "wrench"}
+    cameras: list = []
+    n_obs, history = 2, 2
+
+    def predict(self, frames, tcp, contact, **kw):
+        return np.zeros((16, 9), np.float32)
+
+
+def test_no_observation_window_reaches_back_before_the_episode_start():
+    """A sim holds the home pose before an episode starts without stepping its physics: a chunk
+    planned from the hold would run on through it, and the arm would start the episode that far
+    into its chunk (over ROS 2, DP first touched the table 0.5 s early and lost the path)."""
+    from types import SimpleNamespace
+
+    from policy.serving import ArmHistory, SlowPlanner
+
+    planner, history = SlowPlanner(_Policy(), rate_hz=4.0), ArmHistory(["arm"])
+    for k in range(60):          # readings every 5 ms from 0.9 s: the hold, then the episode
+        history.add_state("arm", 0.9 + 0.005 * k, SimpleNamespace(tcp_pos=np.zeros(3), tcp_quat=np.array([0, 0, 0, 1.0]),
+                                                                    wrench=np.zeros(6), tactile=np.zeros((0, 4))))
+    planner.restart(not_before=1.0)
+    assert planner.plan(1.02, 1.02, history, None) == (None, "before_episode_start")   # window from 0.98
+    chunk, why = planner.plan(1.05, 1.04, history, None)                                # window from 1.0
+    assert why is None and chunk.shape == (16, 9)
+    planner.restart()                                                                   # no start stamp: any
+    assert planner.plan(1.02, 1.02, history, None)[1] is None

@@ -136,13 +136,15 @@ class RdpSlow(ManagedNode):
         self.images.add(cam, stamp, rgb)
 
     def _on_episode(self, msg) -> None:
-        if msgs.episode_start(msg) is not None:
-            self._forget()
+        event = msgs.episode_start(msg)
+        if event is not None:
+            # the sim holds the home pose before start_stamp without stepping: plan from after it
+            self._forget(float(event.get("start_stamp", float("-inf"))))
 
-    def _forget(self) -> None:
+    def _forget(self, not_before: float = float("-inf")) -> None:
         self.inputs.reset()
         self.images.clear()
-        self.planner.restart()
+        self.planner.restart(not_before)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
