@@ -40,6 +40,13 @@ STATE_STREAMS = ("pose", "wrench", "tactile")
 REAL_TIME_MIN = 0.95
 
 
+def slowed_factors(episodes) -> tuple[list[float], list[float]]:
+    """(every recorded real-time factor, those below :data:`REAL_TIME_MIN`) of episode metrics
+    (``real_time`` of :meth:`RealTimeSim` episodes; episodes without one are left out)."""
+    factors = [e["real_time"]["factor"] for e in episodes if (e.get("real_time") or {}).get("factor") is not None]
+    return factors, [f for f in factors if f < REAL_TIME_MIN]
+
+
 def _sim(name: str):
     """The environment's own default (``SimConfig``) for a value this config passes on to it."""
     return SimConfig.__dataclass_fields__[name].default

@@ -504,12 +504,12 @@ def summarize_method(eps: list[dict]) -> dict:
     out["recovery_time_ci95"] = half
     out["perturbations"] = len(rec)
     out["unrecovered"] = sum(r is None for r in rec)
-    rt = [e["real_time"]["factor"] for e in eps if (e.get("real_time") or {}).get("factor") is not None]
-    if rt:   # real-time episodes (over ROS 2): did the machine hold the stack's rates?
-        from sim.realtime import REAL_TIME_MIN  # noqa: PLC0415
+    from sim.realtime import slowed_factors  # noqa: PLC0415
 
+    rt, slowed = slowed_factors(eps)
+    if rt:   # real-time episodes (over ROS 2): did the machine hold the stack's rates?
         out["real_time_factor_min"] = min(rt)
-        out["slowed_episodes"] = sum(f < REAL_TIME_MIN for f in rt)
+        out["slowed_episodes"] = len(slowed)
         rates = [e["policy_chunks"] / e["duration"] for e in eps if e.get("policy_chunks") and e.get("duration")]
         out["chunks_per_s"] = float(np.mean(rates)) if rates else None
     return out

@@ -123,13 +123,12 @@ def run(args: argparse.Namespace) -> int:
     result = json.loads(metrics_path.read_text())
     summary = result["summary"]
     print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
-    from sim.realtime import REAL_TIME_MIN  # noqa: PLC0415
+    from sim.realtime import slowed_factors  # noqa: PLC0415
 
-    slowed = [e for e in result.get("episodes", []) if ((e.get("real_time") or {}).get("factor") or 1.0) < REAL_TIME_MIN]
+    _, slowed = slowed_factors(result.get("episodes", []))
     if slowed:
-        worst = min(e["real_time"]["factor"] for e in slowed)
         print(f"slowfast sim: warning: {len(slowed)} of {len(result['episodes'])} episode(s) ran slower than real "
-              f"time (real-time factor down to {worst:.2f}): this machine did not hold the stack's rates, so "
+              f"time (real-time factor down to {min(slowed):.2f}): this machine did not hold the stack's rates, so "
               "they are no real-time result", file=sys.stderr)
     print(f"wrote {metrics_path}" + (", camera_*.mp4" if args.camera_hz > 0 else "") + ", force_*.png")
     if args.controller != "expert":
