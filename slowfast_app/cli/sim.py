@@ -1,7 +1,10 @@
 """`slowfast sim`: run simulated episodes through ROS 2 and write metrics, video and plots.
 
 The sim node and the controller run as separate ROS 2 processes (the profile
-``sim-<controller>``), exactly as `slowfast up` would start them. Outputs in --out:
+``sim-expert`` or ``sim-rdp``), exactly as `slowfast up` would start them. With
+``--interface ros2_control`` the sim offers the simulated Panda behind a real arm's ros2_control
+topics and the controller drives it through ``robot_bridge_node``, as on a robot (profiles
+``sim-robot``, ``sim-robot-rdp``). Outputs in --out:
 ``metrics.json`` (per episode and summary), ``camera_NNN.mp4``, ``force_NNN.png``,
 and ``logs/<node>.log``.
 """
@@ -14,7 +17,9 @@ import time
 from pathlib import Path
 
 CONTROLLERS = ("expert", "rdp", "dp")
-PROFILES = {"expert": "sim-expert", "rdp": "sim-rdp", "dp": "sim-rdp"}
+PROFILES = {("stack", "expert"): "sim-expert", ("stack", "rdp"): "sim-rdp", ("stack", "dp"): "sim-rdp",
+            ("ros2_control", "expert"): "sim-robot", ("ros2_control", "rdp"): "sim-robot-rdp",
+            ("ros2_control", "dp"): "sim-robot-rdp"}
 MODEL_TYPES = {"rdp": "rdp_ldp", "dp": "dp"}
 
 
@@ -28,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default 1)")
     p.add_argument("--out", default="out/sim", help="output folder (default out/sim)")
     p.add_argument("--camera-hz", type=float, default=30.0, help="camera rate; 0 = no rendering, no video")
+    p.add_argument("--interface", default="stack",
+                   help="stack (default): the controller on the sim's own topics | ros2_control: the sim's Panda "
+                        "behind a real arm's ros2_control topics, driven through robot_bridge_node "
+                        "(--embodiment arm, one-arm tasks)")
     add_episode_arguments(p)
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override any node parameter (repeatable)")
@@ -67,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes: {args.episodes} must be at least 1")
     if args.camera_hz < 0:
         raise ValueError(f"--camera-hz: {args.camera_hz} must be >= 0")
+    _check_interface(args)
     out = _writable_dir(Path(args.out))
     env = {}
     if args.camera_hz > 0:
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.setdefault("rdp_slow", {}).update(export_dir=str(export), arms=list(arms))
         overrides.setdefault("rdp_fast", {}).update(export_dir=str(export), arms=list(arms),
                                                     control_hz=float(args.control_hz))
-    profile = stack.load_profile(PROFILES[args.controller])
+    profile = stack.load_profile(PROFILES[args.interface, args.controller])
     (out / "metrics.json").unlink(missing_ok=True)
 
     budget = args.episodes * ((args.episode_seconds or 30.0) + 15.0) + 60.0
@@ -140,6 +150,24 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
     return 0
+
+
+def _check_interface(args) -> None:
+    """--interface ros2_control drives one Panda through robot_bridge_node: refused for anything else."""
+    from slowfast_ros.arm_io import INTERFACES  # noqa: PLC0415
+
+    if args.interface not in INTERFACES:
+        raise ValueError(f"--interface: unknown interface '{args.interface}' (choose from {', '.join(INTERFACES)})")
+    if args.interface == "stack":
+        return
+    if args.embodiment != "arm":
+        raise ValueError("--interface ros2_control: needs --embodiment arm (joints under a Cartesian controller)")
+    from sim import SimConfig, SimEnv  # noqa: PLC0415
+
+    arms = SimEnv(SimConfig(task=args.task, embodiment=args.embodiment, render=False)).arms
+    if len(arms) != 1:
+        raise ValueError(f"--interface ros2_control: drives one arm; task {args.task} has {len(arms)} "
+                         f"({', '.join(arms)})")
 
 
 def _policy_for_sim(args, out: Path):

@@ -32,6 +32,9 @@ def test_help_lists_the_subcommands():
     (["--episodes", "-1"], ["--episodes", "at least 1"]),
     (["--controller", "magic"], ["unknown controller"]),
     (["--camera-hz", "-5"], ["--camera-hz"]),
+    (["--interface", "ethercat"], ["unknown interface 'ethercat'", "ros2_control"]),
+    (["--interface", "ros2_control"], ["--interface ros2_control", "--embodiment arm"]),
+    (["--interface", "ros2_control", "--embodiment", "arm", "--task", "lift"], ["one arm", "left, right"]),
 ])
 def test_sim_bad_arguments(tmp_path, args, fragments):
     r = slowfast("sim", "--out", str(tmp_path / "o"), *args)

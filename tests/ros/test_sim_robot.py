@@ -3,6 +3,7 @@ sim_node offers the simulated Panda behind a real arm's ros2_control topics, rob
 drives it through its ``cartesian_controllers`` adapter as it would a robot, and the scripted
 expert wipes the path on the stack topics the bridge serves."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,3 +68,30 @@ def test_expert_wipes_through_robot_bridge_and_ros2_control_topics(tmp_path):
     info = {k: m.get(k) for k in ("coverage", "time_in_band", "peak_force", "slip_events")}
     assert m["coverage"] >= 0.9 and m["time_in_band"] >= 0.5, info
     assert int(diag.get("controller/arm/nonfinite", 0)) == 0
+
+
+def test_the_policy_drives_the_sim_arm_through_the_robot_rdp_path(tmp_path):
+    """Profile sim-robot-rdp: rdp_slow + rdp_fast + robot_bridge_node as robot-rdp starts them,
+    the sim standing in for the arm's ros2_control stack and the sensors. The shipped wipe export
+    was trained on the floating tool (it does not wipe on the arm): this checks the path, not the
+    policy: chunks reach the fast loop, its targets reach the Cartesian controller's topic in
+    base_link, the episode ends with its metrics."""
+    ends = []
+    target = "/cartesian_compliance_controller/target_frame"
+    probe = TopicProbe({target: PoseStamped, "/arm/target_tcp": PoseStamped})
+    probe.node.create_subscription(String, "/sim/episode", lambda m: ends.append(json.loads(m.data)), qos.EVENTS)
+    export = str(Path(__file__).resolve().parents[2] / "checkpoints" / "wipe")
+    overrides = {"sim_node": {"episodes": 1, "episode_seconds": 3.0, "out_dir": str(tmp_path / "out")},
+                 "rdp_slow": {"export_dir": export}, "rdp_fast": {"export_dir": export}}
+    try:
+        with stack.Stack(stack.load_profile("sim-robot-rdp"), overrides, log_dir=tmp_path) as s:
+            assert probe.wait_for([target, "/arm/target_tcp"], timeout=120.0, count=20), \
+                (s.last_line("rdp_fast"), s.last_line("robot_bridge_node"), s.last_line("sim_node"))
+            assert probe.latest(target, PoseStamped).header.frame_id == "base_link"
+            assert probe.latest("/arm/target_tcp", PoseStamped).header.frame_id == "world"
+            assert wait_until(lambda: any(e.get("event") == "end" for e in ends), timeout=60.0), \
+                (s.last_line("sim_node"), s.last_line("robot_bridge_node"), s.last_line("rdp_slow"))
+    finally:
+        probe.close()
+    m = next(e for e in ends if e.get("event") == "end")["metrics"]
+    assert m["embodiment"] == "arm" and m["policy_chunks"] > 0, m

@@ -31,6 +31,10 @@ ROS2_CONTROL = {"controller": "cartesian_compliance_controller", "base_frame": "
                 "pose_topic": "/tcp_pose_broadcaster/pose", "wrench_topic": "/force_torque_sensor_broadcaster/wrench",
                 "joint_states": "/joint_states"}
 
+#: How sim_node meets the stack: ``stack`` (the stack's own <arm>/ topics, world frame) or
+#: ``ros2_control`` (the ROS2_CONTROL topics of one arm, for robot_bridge_node).
+INTERFACES = ("stack", "ros2_control")
+
 
 def controller_target_topic(controller: str) -> str:
     """The Cartesian controller's command topic: ``/<controller>/target_frame``."""

@@ -23,11 +23,9 @@ from std_msgs.msg import String
 from hardware.robot import RigidTransform
 from sim.realtime import RealTimeConfig, RealTimeSim
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
+from slowfast_ros.arm_io import INTERFACES, ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.camera_sink import make_renderer
 from slowfast_ros.node_util import RateMeter, declare_params, param, run_node, wait_for_publishers
-
-INTERFACES = ("stack", "ros2_control")
 
 
 @dataclasses.dataclass
