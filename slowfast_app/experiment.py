@@ -92,6 +92,10 @@ class ExperimentSettings:
     # What holds the tools in every stage (demonstrations, oracle, both evaluations): the
     # floating tools, or the Panda arm(s) under the 1 kHz Cartesian impedance controller.
     embodiment: str = "floating"
+    # How the ROS evaluation's controllers meet the sim: "stack" (its own topics) or, with the
+    # arm on one-arm tasks, "ros2_control": the policy through robot_bridge_node and a real
+    # arm's ros2_control topics, as profile robot-rdp runs it on a robot (`slowfast sim --interface`).
+    interface: str = "stack"
     # 60 in-process demonstrations: the recipe of the shipped checkpoints (docs/results.md).
     demos: int = 60
     methods: list = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -159,6 +163,8 @@ class ExperimentSettings:
         if self.embodiment not in EMBODIMENT_TASKS or self.task not in EMBODIMENT_TASKS[self.embodiment]:
             raise ValueError(f"--embodiment: {self.embodiment!r} has no {self.task} scene (choose from "
                              f"{', '.join(e for e, t in EMBODIMENT_TASKS.items() if self.task in t)})")
+        from slowfast_app.cli.sim import check_interface  # noqa: PLC0415
+        check_interface(self.interface, self.embodiment, self.task)
         for name, lo in (("demos", 1), ("eval_episodes", 1), ("sync_episodes", 0), ("oracle_episodes", 0),
                          ("batch", 1), ("tokenizer_epochs", 1),
                          ("policy_epochs", 1), ("batch_size", 1)):
@@ -406,6 +412,8 @@ class Experiment:
                             "--set", f"rdp_slow.rate_hz={self.s.method_hz(m):g}",
                             "--set", f"rdp_slow.handover={self.s.handover}", *self._sensor_sets(camera=False),
                             *self._embodiment(flag=True)]
+                    if self.s.interface != "stack":
+                        args += ["--interface", self.s.interface]
                     if cond == "unperturbed":
                         args.append("--no-perturb")
                     self._run(args, step)
@@ -632,7 +640,9 @@ def results_markdown(results: dict) -> str:
                  f"Evaluation: {s['eval_episodes']} held-out seeds per condition ({s['eval_seed']}.."
                  f"{s['eval_seed'] + s['eval_episodes'] - 1}), the same seeds for every method. New chunks "
                  f"per second: RDP {s.get('rdp_slow_hz', s['slow_hz']):g} Hz, the DP baselines {s['slow_hz']:g} Hz; "
-                 f"handover: {s.get('handover', 'blend')}.")
+                 f"handover: {s.get('handover', 'blend')}. Embodiment: {s.get('embodiment', 'floating')}"
+                 + (f"; over ROS 2 through robot_bridge_node ({s['interface']} topics)."
+                    if s.get("interface", "stack") != "stack" else "."))
     lines.append("")
     lines.append("| method | condition | success (95 % CI) | RMS force error [N] | time in band | peak force [N] | "
                  "recovery [s] (unrecovered) | real time: slowest episode, slowed episodes, chunks/s |")

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embodiment", default=d.embodiment,
                    help="floating (default) | arm: the Panda arm(s) under the 1 kHz Cartesian impedance controller, in "
                         "every stage")
+    p.add_argument("--interface", default=d.interface,
+                   help="stack (default) | ros2_control: the ROS evaluation drives the arm through robot_bridge_node "
+                        "and ros2_control topics, as on a robot (--embodiment arm, wipe)")
     p.add_argument("--demos", type=int, default=d.demos, help=f"demonstrations to record (default {d.demos})")
     p.add_argument("--methods", type=lambda v: [m.strip() for m in v.split(",") if m.strip()], default=d.methods,
                    help=f"methods compared (default {','.join(d.methods)}; rdp,dp,dp_contact adds the DP fed the "
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         res = report(out)
         print((out / "results.md").read_text(), end="")
         return 0 if res["methods"] else 1
-    kw = {k: getattr(args, k) for k in ("task", "embodiment", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
+    kw = {k: getattr(args, k) for k in ("task", "embodiment", "interface", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
                                        "tokenizer_epochs", "policy_epochs", "methods", "batch_size", "preset", "camera_hz",
                                        "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
                                        "sync_episodes", "oracle_episodes", "tune_decoder")}

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes: {args.episodes} must be at least 1")
     if args.camera_hz < 0:
         raise ValueError(f"--camera-hz: {args.camera_hz} must be >= 0")
-    _check_interface(args)
+    check_interface(args.interface, args.embodiment, args.task)
     out = _writable_dir(Path(args.out))
     env = {}
     if args.camera_hz > 0:
@@ -152,22 +152,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_interface(args) -> None:
+def check_interface(interface: str, embodiment: str, task: str) -> None:
     """--interface ros2_control drives one Panda through robot_bridge_node: refused for anything else."""
     from slowfast_ros.arm_io import INTERFACES  # noqa: PLC0415
 
-    if args.interface not in INTERFACES:
-        raise ValueError(f"--interface: unknown interface '{args.interface}' (choose from {', '.join(INTERFACES)})")
-    if args.interface == "stack":
+    if interface not in INTERFACES:
+        raise ValueError(f"--interface: unknown interface '{interface}' (choose from {', '.join(INTERFACES)})")
+    if interface == "stack":
         return
-    if args.embodiment != "arm":
+    if embodiment != "arm":
         raise ValueError("--interface ros2_control: needs --embodiment arm (joints under a Cartesian controller)")
     from sim import SimConfig, SimEnv  # noqa: PLC0415
 
-    arms = SimEnv(SimConfig(task=args.task, embodiment=args.embodiment, render=False)).arms
+    arms = SimEnv(SimConfig(task=task, embodiment=embodiment, render=False)).arms
     if len(arms) != 1:
-        raise ValueError(f"--interface ros2_control: drives one arm; task {args.task} has {len(arms)} "
-                         f"({', '.join(arms)})")
+        raise ValueError(f"--interface ros2_control: drives one arm; task {task} has {len(arms)} ({', '.join(arms)})")
 
 
 def _policy_for_sim(args, out: Path):

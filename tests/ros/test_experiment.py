@@ -202,6 +202,9 @@ def test_one_run_per_folder(tmp_path, fake):
     (dict(methods=["dp"]), "--methods"),
     (dict(methods=["rdp", "dp", "dp"]), "--methods"),
     (dict(methods=["rdp", "dp", "act"]), "--methods"),
+    (dict(interface="ethercat"), "unknown interface"),
+    (dict(interface="ros2_control"), "--embodiment arm"),
+    (dict(interface="ros2_control", embodiment="arm", task="lift"), "one arm"),
 ])
 def test_bad_settings_are_one_clear_error(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -304,6 +307,18 @@ def test_every_stage_runs_on_the_arm_when_told(tmp_path, fake):
     assert len(calls(tmp_path)) > n and not any("embodiment" in x for x in calls(tmp_path)[n:])
     with pytest.raises(ValueError, match="--embodiment: 'gantry' has no wipe scene"):
         settings(embodiment="gantry")
+
+
+def test_the_ros_evaluation_goes_through_the_robot_bridge_when_told(tmp_path, fake):
+    """--interface ros2_control reaches the ROS evaluation's `slowfast sim` only (the other
+    stages have no ROS), and the report says so."""
+    out = tmp_path / "exp"
+    Experiment(out, settings(demos_via="inprocess", embodiment="arm", interface="ros2_control"), log=lambda s: None,
+               slowfast=fake).run()
+    c = calls(tmp_path)
+    assert [x for x in c if x.startswith("sim")] and all(("--interface ros2_control" in x) == x.startswith("sim")
+                                                         for x in c)
+    assert "through robot_bridge_node" in (out / "results.md").read_text()
 
 
 def test_the_default_compares_rdp_with_dp_on_in_process_demos(tmp_path, fake):
