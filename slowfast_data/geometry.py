@@ -276,3 +276,21 @@ def base_camera_pose(x: float, y: float, yaw: float, mount: BaseCameraMount) -> 
     T[:3, :3] = rz @ R_BASE_FROM_OPTICAL
     T[:3, 3] = rz @ np.array([mount.x, 0.0, mount.z]) + np.array([x, y, 0.0])
     return T
+
+
+# ---------------------------------------------------------------- URDF roll-pitch-yaw
+
+def rpy_matrix(r: float, p: float, y: float) -> np.ndarray:
+    """URDF's fixed-axis roll-pitch-yaw: R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+def matrix_rpy(m: np.ndarray) -> tuple[float, float, float]:
+    """The inverse of :func:`rpy_matrix` (pitch in [-pi/2, pi/2])."""
+    p = float(np.arcsin(np.clip(-m[2, 0], -1.0, 1.0)))
+    if abs(np.cos(p)) > 1e-9:
+        return float(np.arctan2(m[2, 1], m[2, 2])), p, float(np.arctan2(m[1, 0], m[0, 0]))
+    return float(np.arctan2(-m[1, 2], m[1, 1])), p, 0.0      # gimbal lock: roll carries it all
