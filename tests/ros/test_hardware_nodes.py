@@ -470,6 +470,7 @@ class TestBridgeCartesianControllers:
     ("gelsight_node", "grid_rows:=7", "grid_rows, grid_cols"),
     ("robot_bridge_node", "gate.max_step:=3.0", "gate.max_step"),
     ("robot_bridge_node", "adapter:=xarm", "adapter"),
+    ("tcp_pose_node", "robot_description:=<robot name='r'><link name='a'/></robot>", "robot_description"),
 ])
 def test_a_bad_parameter_refuses_to_start_with_one_line(module, arg, field):
     r = subprocess.run([sys.executable, "-m", f"slowfast_ros.nodes.{module}", "--ros-args", "-p", arg],
