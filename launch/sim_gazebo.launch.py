@@ -22,13 +22,8 @@ share folder or /opt/slowfast/gazebo (the container).
 import tempfile
 from pathlib import Path
 
-from slowfast_ros.gazebo import ROBOTS, gazebo_dir, panda_description, world_file
+from slowfast_ros.gazebo import CONTROLLERS, ROBOTS, gazebo_dir, panda_description, world_file
 from slowfast_ros.launch_util import profile_launch_description
-
-#: The compliance controller reads the wrist wrench on <controller>/ft_sensor_wrench; the
-#: broadcaster publishes it on its own topic (what robot_bridge_node reads): one stream for both.
-FT_REMAP = "/cartesian_compliance_controller/ft_sensor_wrench:=/force_torque_sensor_broadcaster/wrench"
-CONTROLLERS = ("joint_state_broadcaster", "force_torque_sensor_broadcaster", "cartesian_compliance_controller")
 
 
 def _robot_actions(context):
@@ -55,9 +50,8 @@ def _robot_actions(context):
              arguments=["-topic", "robot_description", "-name", "panda"]),
     ]
     for name in CONTROLLERS:
-        extra = ["--controller-ros-args", f"-r {FT_REMAP}"] if name == "cartesian_compliance_controller" else []
         actions.append(Node(package="controller_manager", executable="spawner", output="screen",
-                            arguments=[name, "--controller-manager", "/controller_manager", *extra]))
+                            arguments=[name, "--controller-manager", "/controller_manager"]))
     return actions + list(profile_launch_description("gazebo-arm").entities)
 
 

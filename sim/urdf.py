@@ -63,11 +63,11 @@ def _quat_wxyz_of(mat: np.ndarray) -> np.ndarray:
 
 
 def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | None = None,
-             controllers: str | Path | None = None) -> str:
+             controllers: str | Path | None = None, remappings: tuple[str, ...] = ()) -> str:
     """The URDF of the task's arm ``arm`` (default: its only arm). ``mesh_dir``: where the
     link meshes are (default: this package's copy), written as file:// URIs; ``controllers``:
     the controller_manager parameter file for the Gazebo plugin (no ``<gazebo>`` plugin when
-    None)."""
+    None), ``remappings`` (``from:=to``) passed on to the controller manager and its controllers."""
     import mujoco
 
     from sim import SimConfig, SimEnv
@@ -207,6 +207,10 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
     if controllers is not None:
         plugin = ET.SubElement(ET.SubElement(robot, "gazebo"), "plugin", filename=GZ_PLUGIN[0], name=GZ_PLUGIN[1])
         ET.SubElement(plugin, "parameters").text = str(Path(controllers).resolve())
+        if remappings:
+            ros = ET.SubElement(plugin, "ros")
+            for r in remappings:
+                ET.SubElement(ros, "remapping").text = r
     ET.indent(robot)
     return '<?xml version="1.0"?>\n' + ET.tostring(robot, encoding="unicode") + "\n"
 

@@ -172,7 +172,11 @@ def test_the_panda_controllers_drive_the_urdf_as_the_robot_path_expects():
     ft = cfg["force_torque_sensor_broadcaster"]["ros__parameters"]
     assert ft["sensor_name"] == rc.find("sensor").get("name") and ft["frame_id"] in links
     assert cm["force_torque_sensor_broadcaster"]["type"].startswith("force_torque_sensor_broadcaster/")
-    mod = _launch_module()
-    src, dst = mod.FT_REMAP.split(":=")
+    from slowfast_ros.gazebo import CONTROLLERS, FT_REMAP, panda_description
+
+    src, dst = FT_REMAP.split(":=")
     assert src == f"/{name}/ft_sensor_wrench" and dst == ROS2_CONTROL["wrench_topic"]
-    assert set(mod.CONTROLLERS) == {k for k, v in cm.items() if isinstance(v, dict)}
+    assert set(CONTROLLERS) == {k for k, v in cm.items() if isinstance(v, dict)}
+    plugin = ET.fromstring(panda_description(ROOT / "gazebo")).find("gazebo/plugin")
+    assert plugin.findtext("parameters") == str(ROOT / "gazebo" / "panda_controllers.yaml")
+    assert [r.text for r in plugin.findall("ros/remapping")] == [FT_REMAP]

@@ -13,6 +13,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROBOTS = ("panda", "gantry")
+#: The Panda's controllers (gazebo/panda_controllers.yaml), spawned in this order.
+CONTROLLERS = ("joint_state_broadcaster", "force_torque_sensor_broadcaster", "cartesian_compliance_controller")
+#: The compliance controller reads the wrist wrench on <controller>/ft_sensor_wrench; the
+#: broadcaster publishes it on its own topic (what robot_bridge_node reads): one stream for
+#: both, by a remapping the gz_ros2_control plugin passes to its controllers.
+FT_REMAP = "/cartesian_compliance_controller/ft_sensor_wrench:=/force_torque_sensor_broadcaster/wrench"
 GANTRY_MODEL = "wipe_gantry"
 WORLD = "wipe.sdf"
 
@@ -51,4 +57,4 @@ def panda_description(gz_dir: Path) -> str:
     """The Panda's URDF with the gz_ros2_control plugin loading gazebo/panda_controllers.yaml."""
     from sim.urdf import arm_urdf
 
-    return arm_urdf("wipe", controllers=gz_dir / "panda_controllers.yaml")
+    return arm_urdf("wipe", controllers=gz_dir / "panda_controllers.yaml", remappings=(FT_REMAP,))
