@@ -47,10 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tactile-hz", type=float, default=0.0,
                    help="sim tactile rate while recording/evaluating (default 0: the task's, wipe 200, lift 60)")
     p.add_argument("--control-hz", type=float, default=d.control_hz, help="fast loop rate during evaluation")
-    p.add_argument("--slow-hz", type=float, default=d.slow_hz,
+    # 0.0, not d.slow_hz: the default settings are wipe's and resolve the task's rates to wipe's
+    p.add_argument("--slow-hz", type=float, default=0.0,
                    help="new chunks per second of the DP baseline (default 0: the task's best on validation seeds, "
                         "wipe 4, lift 1.5625; the published rate is one chunk per 16 steps, 1.5625)")
-    p.add_argument("--rdp-slow-hz", type=float, default=d.rdp_slow_hz,
+    p.add_argument("--rdp-slow-hz", type=float, default=0.0,
                    help="new chunks per second of RDP (default 0: the task's best on validation seeds, wipe 8, lift 1.5625)")
     p.add_argument("--handover", default=d.handover, choices=("blend", "inpaint"),
                    help=f"chunk handover for every method (rdp_slow.handover; default {d.handover})")
@@ -67,8 +68,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8082, help="teleop server port while recording (default 8082)")
 
 
+def settings_from_args(args: argparse.Namespace):
+    """The ExperimentSettings the command line asks for (the task's own rates where none is given)."""
+    from slowfast_app.experiment import ExperimentSettings  # noqa: PLC0415
+
+    kw = {k: getattr(args, k) for k in ("task", "embodiment", "interface", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
+                                       "tokenizer_epochs", "policy_epochs", "methods", "batch_size", "preset", "camera_hz",
+                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
+                                       "sync_episodes", "oracle_episodes", "tune_decoder")}
+    if args.model_config:
+        from slowfast_data.fileio import read_json  # noqa: PLC0415
+        kw["model_config"] = read_json(args.model_config)
+    return ExperimentSettings(**kw)
+
+
 def run(args: argparse.Namespace) -> int:
-    from slowfast_app.experiment import Experiment, ExperimentSettings, report  # noqa: PLC0415
+    from slowfast_app.experiment import Experiment, report  # noqa: PLC0415
 
     out = Path(args.out)
     if args.name == "report":
@@ -77,14 +92,7 @@ def run(args: argparse.Namespace) -> int:
         res = report(out)
         print((out / "results.md").read_text(), end="")
         return 0 if res["methods"] else 1
-    kw = {k: getattr(args, k) for k in ("task", "embodiment", "interface", "demos", "eval_episodes", "demo_seed", "eval_seed", "batch", "fps",
-                                       "tokenizer_epochs", "policy_epochs", "methods", "batch_size", "preset", "camera_hz",
-                                       "pose_hz", "tactile_hz", "control_hz", "slow_hz", "rdp_slow_hz", "handover", "device", "demos_via",
-                                       "sync_episodes", "oracle_episodes", "tune_decoder")}
-    if args.model_config:
-        from slowfast_data.fileio import read_json  # noqa: PLC0415
-        kw["model_config"] = read_json(args.model_config)
-    exp = Experiment(out, ExperimentSettings(**kw), log=lambda s: print(s, flush=True),
+    exp = Experiment(out, settings_from_args(args), log=lambda s: print(s, flush=True),
                      domain_id=args.ros_domain_id, port=args.port)
     exp.run()
     print((out / "results.md").read_text(), end="")

@@ -294,6 +294,20 @@ def test_each_method_is_served_at_each_tasks_validated_rate_unless_told():
     assert settings(task="wipe", slow_hz=1.5625).method_hz("dp") == 1.5625   # the published rate, when asked
 
 
+@pytest.mark.parametrize("task,rdp,dp", [("wipe", 8.0, 4.0), ("lift", 1.5625, 1.5625)])
+def test_the_command_line_serves_each_task_at_its_own_rates(task, rdp, dp):
+    """`slowfast experiment --task lift` once took wipe's rates (8 and 4 chunks/s): its
+    defaults were read from the wipe settings, already resolved."""
+    from slowfast_app.cli import build_parser
+    from slowfast_app.cli.experiment import settings_from_args
+
+    s = settings_from_args(build_parser().parse_args(["experiment", "rdp-vs-dp", "--task", task, "--out", "x"]))
+    assert (s.method_hz("rdp"), s.method_hz("dp")) == (rdp, dp)
+    s = settings_from_args(build_parser().parse_args(["experiment", "rdp-vs-dp", "--task", task, "--out", "x",
+                                                      "--rdp-slow-hz", "3"]))
+    assert s.method_hz("rdp") == 3.0
+
+
 def test_every_stage_runs_on_the_arm_when_told(tmp_path, fake):
     """--embodiment arm reaches the demonstrations, the oracle and both evaluations; the
     default adds nothing to the commands."""
