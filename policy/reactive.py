@@ -243,9 +243,14 @@ class ReactiveExecutor:
         self.last_step_index = -1
         self.handover_jumps: deque[float] = deque(maxlen=4096)   # seam at each handover (m, largest arm)
         self._seam_due = False
+        self.not_before = -np.inf
 
-    def reset(self) -> None:
-        """Forget every chunk and the contact history (a new episode)."""
+    def reset(self, not_before: float = -np.inf) -> None:
+        """Forget every chunk and the contact history (a new episode). ``not_before``: the
+        episode's start stamp; a chunk planned from observations before it (the last episode's,
+        still in flight when this one started) is refused: re-anchored at the new start pose it
+        would replay the old episode's motion, and an inpainted successor would carry it on."""
+        self.not_before = float(not_before)
         self.current = self.previous = None
         self.handover_start = -np.inf
         self.history = StampedBuffer()
@@ -274,6 +279,8 @@ class ReactiveExecutor:
             return self.reject("unknown_kind")
         if np.asarray(chunk.start_pose).shape != (7 * self.num_arms,):
             return self.reject("wrong_start_pose")
+        if chunk.obs_stamp < self.not_before:
+            return self.reject("before_episode_start")
         if self.current is not None and chunk.obs_stamp <= self.current.chunk.obs_stamp:
             return self.reject("older_than_current")
         if (now - chunk.obs_stamp) / self.step_dt >= self.horizon - 1:

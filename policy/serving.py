@@ -541,10 +541,11 @@ class FastController:
             return True
         return False
 
-    def restart(self, snap: dict[str, ArmSnapshot]) -> None:
+    def restart(self, snap: dict[str, ArmSnapshot], not_before: float = -np.inf) -> None:
         """A new episode (or a clock jump): forget every chunk, restart the filters from
-        where the arms are."""
-        self.executor.reset()
+        where the arms are. ``not_before``: the episode's start stamp (chunks planned before it
+        are refused, see :meth:`policy.reactive.ChunkExecutor.reset`)."""
+        self.executor.reset(not_before)
         for arm, sf in self.filters.items():
             sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
             self.markers[arm].reset()

@@ -90,3 +90,23 @@ def test_raw_pose_publisher_packs_the_message_rclpy_would_send():
             # the same message in the same number of bytes (CDR padding bytes are unspecified)
             assert deserialize_message(sent[-1], PoseStamped) == expected
             assert len(sent[-1]) == len(serialize_message(expected))
+
+
+def test_an_episode_start_waits_for_its_state_then_restarts_once_with_its_start_stamp():
+    """rdp_fast refuses chunks planned before the episode's start stamp (the last episode's,
+    still in flight): EpisodeStarts hands it that stamp with the one "restart"."""
+    import json
+
+    from std_msgs.msg import String
+
+    from slowfast_ros.arm_io import EpisodeStarts
+
+    starts = EpisodeStarts(None, "")          # no topic: events are fed by hand below
+    state = lambda t: {"arm": ArmSnapshot(pose_stamp=t, tcp_pos=np.zeros(3), tcp_quat=np.r_[0, 0, 0, 1.0])}  # noqa: E731
+    assert starts.check(state(1.0)) == "run" and starts.start_stamp == -np.inf
+    starts._on_event(String(data=json.dumps({"event": "start", "hold_stamp": 5.0, "start_stamp": 5.5})))
+    assert starts.check(state(4.9)) == "wait"                 # the arm's state is from before the hold
+    assert starts.check(state(5.1)) == "restart" and starts.start_stamp == 5.5
+    assert starts.check(state(5.2)) == "run"
+    starts._on_event(String(data=json.dumps({"event": "end"})))
+    assert starts.check(state(6.0)) == "run" and starts.start_stamp == 5.5

@@ -277,6 +277,14 @@ def test_latent_handover_records_its_seam_and_refuses_old_and_future_chunks(trai
     assert np.isfinite(cmd).all() and np.isfinite(first).all()
     # the blended command's rotation stays a unit quaternion between two chunks' rotations
     assert abs(np.linalg.norm(cmd[3:]) - 1) < 1e-9
+    # A new episode starting at 2.0: a chunk planned at 1.95 (the last episode's, still in
+    # flight) would replay that episode's motion from the new start; it is refused, the first
+    # chunk of the new episode is taken.
+    ex.reset(not_before=2.0)
+    assert ex.submit(Chunk("latent", lat(), 1.95, START), 2.02) == "before_episode_start"
+    assert ex.tick(2.02, c) is None                         # nothing to run: hold
+    assert ex.submit(Chunk("latent", lat(), 2.01, START), 2.03) is None
+    assert ex.rejected["before_episode_start"] == 1
 
 
 def test_torch_loop_on_the_device_matches_onnx_with_a_guide(trained):

@@ -433,11 +433,14 @@ class EpisodeStarts:
     ``check(snap)`` on each control tick: "run" (nothing pending), "wait" (an episode started
     and the arms' measured state is still from before it: command nothing), or "restart"
     (once per start, on the first tick with the new episode's state: restart filters and
-    executors from the measured pose)."""
+    executors from the measured pose; ``start_stamp`` is then that episode's start)."""
 
     def __init__(self, node: Node, topic_name: str):
         self._lock = threading.Lock()
         self._after: float | None = None
+        #: the start stamp of the episode the last "restart" was for (-inf before any)
+        self.start_stamp = float("-inf")
+        self._start = float("-inf")
         self._node, self._sub = node, None
         if topic_name:
             from std_msgs.msg import String  # noqa: PLC0415
@@ -453,6 +456,7 @@ class EpisodeStarts:
         if event is not None:
             with self._lock:
                 self._after = float(event.get("hold_stamp", event.get("start_stamp", 0.0)))
+                self._start = float(event.get("start_stamp", self._after))
 
     def check(self, snap: dict[str, ArmSnapshot]) -> str:
         with self._lock:
@@ -462,6 +466,7 @@ class EpisodeStarts:
             if min(s.pose_stamp for s in snap.values()) < after:
                 return "wait"
             self._after = None
+            self.start_stamp = self._start
         return "restart"
 
 

@@ -25,6 +25,7 @@ activated again, cleanup stops the thread and releases the model.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -145,7 +146,9 @@ class RdpFast(ArmCommander):
         if episode == "wait":
             return   # a new episode: publish nothing until the arm's state is from it
         if episode == "restart" or state == "restart":
-            self.controller.restart(snap)   # forget every chunk, filters from where the arms are
+            # forget every chunk, filters from where the arms are; a chunk planned before this
+            # episode's start (the last one's, still in flight) is refused
+            self.controller.restart(snap, self.episodes.start_stamp if episode == "restart" else -math.inf)
         res = self.controller.tick(now, snap, pending, estop, self.inputs)
         rec = self.loop.times.record
         i_exec, i_decode, i_safety, i_publish, i_c2c, _ = self._i
