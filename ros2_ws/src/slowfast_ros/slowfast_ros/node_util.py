@@ -81,6 +81,18 @@ def wait_for_publishers(node: Node, topics, stop: threading.Event, timeout: floa
         time.sleep(0.1)
 
 
+def flush_events(publisher, timeout: float = 2.0) -> bool:
+    """Wait until every subscriber has acknowledged what a reliable ``publisher`` sent (at most
+    ``timeout`` s): a node about to exit after its last event (a sim's episode ``end``) would
+    otherwise take the message down with its participant before a loaded reader got it."""
+    from rclpy.duration import Duration  # noqa: PLC0415
+
+    try:
+        return bool(publisher.wait_for_all_acked(Duration(seconds=timeout)))
+    except Exception:  # noqa: BLE001 - shutting down anyway: never fail the exit over this
+        return False
+
+
 def _raise_interrupt(_signum, _frame):
     _STOP.set()
     raise KeyboardInterrupt

@@ -35,7 +35,7 @@ from std_msgs.msg import String
 
 from sim.nav.live import LiveNavConfig, Outlets
 from slowfast_ros import msgs, qos
-from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import RateMeter, declare_params, flush_events, param, run_node
 
 
 @dataclasses.dataclass
@@ -112,6 +112,7 @@ class NavSimNode(Node):
             self.get_logger().error(f"physics thread stopped: {error!r}")
             self.exit_code = 1
         if rclpy.ok():
+            flush_events(self.episode_pub)     # the last episode's end reaches its readers
             rclpy.try_shutdown()
 
     # ------------------------------------------------------------ what the sim hands out

@@ -25,7 +25,7 @@ from sim.realtime import RealTimeConfig, RealTimeSim
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import INTERFACES, ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.camera_sink import make_renderer
-from slowfast_ros.node_util import RateMeter, declare_params, param, run_node, wait_for_publishers
+from slowfast_ros.node_util import RateMeter, declare_params, flush_events, param, run_node, wait_for_publishers
 
 
 @dataclasses.dataclass
@@ -161,6 +161,7 @@ class SimNode(Node):
                 self.exit_code = 1
         self.sim.close_cameras(timeout=10.0)   # the last video frames are written before exit
         if rclpy.ok():
+            flush_events(self.episode_pub)     # the last episode's end reaches its readers
             rclpy.try_shutdown()
 
     def _render_failed(self, why) -> None:
