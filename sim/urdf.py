@@ -34,14 +34,11 @@ def _fmt(v) -> str:
     return " ".join(f"{round(float(x), 12) + 0.0:.9g}" for x in np.ravel(v))    # no "-0", no 1e-17
 
 
-def _rpy_of_quat_wxyz(q) -> np.ndarray:
-    from slowfast_data.geometry import matrix_rpy, quat_wxyz_to_matrix
+def _origin(parent: ET.Element, pos, rot: np.ndarray) -> None:
+    """An ``<origin>`` of position ``pos`` and rotation matrix ``rot``."""
+    from slowfast_data.geometry import matrix_rpy
 
-    return np.array(matrix_rpy(quat_wxyz_to_matrix(np.asarray(q, float))))
-
-
-def _origin(parent: ET.Element, pos, quat_wxyz) -> None:
-    ET.SubElement(parent, "origin", xyz=_fmt(pos), rpy=_fmt(_rpy_of_quat_wxyz(quat_wxyz)))
+    ET.SubElement(parent, "origin", xyz=_fmt(pos), rpy=_fmt(matrix_rpy(rot)))
 
 
 def _frame(m, d, body: int | None = None, site: int | None = None) -> np.ndarray:
@@ -54,14 +51,6 @@ def _frame(m, d, body: int | None = None, site: int | None = None) -> np.ndarray
     return t
 
 
-def _quat_wxyz_of(mat: np.ndarray) -> np.ndarray:
-    import mujoco
-
-    q = np.zeros(4)
-    mujoco.mju_mat2Quat(q, np.ascontiguousarray(mat).ravel())
-    return q
-
-
 def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | None = None,
              controllers: str | Path | None = None, remappings: tuple[str, ...] = ()) -> str:
     """The URDF of the task's arm ``arm`` (default: its only arm). ``mesh_dir``: where the
@@ -71,6 +60,7 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
     import mujoco
 
     from sim import SimConfig, SimEnv
+    from slowfast_data.geometry import quat_to_matrix_one, quat_wxyz_to_matrix
     from sim.arm import FLANGE_OFFSET, N_JOINTS, PANDA_DIR, joint_names
     from sim.arm_control import ArmControlConfig
 
@@ -94,7 +84,7 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
     ET.SubElement(robot, "link", name="world")
     base_pos, base_quat = env.arm_base(arm)           # x, y, z, w
     j = ET.SubElement(robot, "joint", name="world_joint", type="fixed")
-    _origin(j, base_pos, np.roll(base_quat, 1))
+    _origin(j, base_pos, quat_to_matrix_one(base_quat))
     ET.SubElement(j, "parent", link="world")
     ET.SubElement(j, "child", link="base_link")
     ET.SubElement(robot, "link", name="base_link")
@@ -106,9 +96,7 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
         if b is not None and m.body_mass[b] > 0:
             inertial = ET.SubElement(el, "inertial")
             t = np.eye(4) if body_in_link is None else body_in_link
-            r = np.zeros(9)
-            mujoco.mju_quat2Mat(r, m.body_iquat[b])
-            _origin(inertial, t[:3, :3] @ m.body_ipos[b] + t[:3, 3], _quat_wxyz_of(t[:3, :3] @ r.reshape(3, 3)))
+            _origin(inertial, t[:3, :3] @ m.body_ipos[b] + t[:3, 3], t[:3, :3] @ quat_wxyz_to_matrix(m.body_iquat[b]))
             ET.SubElement(inertial, "mass", value=f"{m.body_mass[b]:.9g}")
             ixx, iyy, izz = m.body_inertia[b]
             ET.SubElement(inertial, "inertia", ixx=f"{ixx:.9g}", ixy="0", ixz="0", iyy=f"{iyy:.9g}", iyz="0",
@@ -122,7 +110,7 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
 
     def fixed(name: str, parent: str, child: str, t: np.ndarray) -> None:
         el = ET.SubElement(robot, "joint", name=name, type="fixed")
-        _origin(el, t[:3, 3], _quat_wxyz_of(t[:3, :3]))
+        _origin(el, t[:3, 3], t[:3, :3])
         ET.SubElement(el, "parent", link=parent)
         ET.SubElement(el, "child", link=child)
 
@@ -137,7 +125,7 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
         if np.any(m.jnt_pos[jid] != 0):
             raise ValueError(f"{joints[i - 1]}: a joint off its body origin has no URDF equivalent here")
         el = ET.SubElement(robot, "joint", name=joints[i - 1], type="revolute")
-        _origin(el, m.body_pos[b], m.body_quat[b])
+        _origin(el, m.body_pos[b], quat_wxyz_to_matrix(m.body_quat[b]))
         ET.SubElement(el, "parent", link=f"{arm}_link{i - 1}")
         ET.SubElement(el, "child", link=f"{arm}_link{i}")
         ET.SubElement(el, "axis", xyz=_fmt(m.jnt_axis[jid]))
@@ -164,15 +152,14 @@ def arm_urdf(task: str = "wipe", arm: str | None = None, mesh_dir: str | Path | 
     for g in range(m.ngeom):
         if m.geom_bodyid[g] != tool:
             continue
-        t, r = np.eye(4), np.zeros(9)
-        mujoco.mju_quat2Mat(r, m.geom_quat[g])
-        t[:3, :3], t[:3, 3] = r.reshape(3, 3), m.geom_pos[g]
+        t = np.eye(4)
+        t[:3, :3], t[:3, 3] = quat_wxyz_to_matrix(m.geom_quat[g]), m.geom_pos[g]
         t = tool_in_tcp @ t
         size = m.geom_size[g]
         touches = bool(m.geom_contype[g] or m.geom_conaffinity[g])
         for tag in ("visual", "collision") if touches else ("visual",):
             el = ET.SubElement(tool_link, tag)
-            _origin(el, t[:3, 3], _quat_wxyz_of(t[:3, :3]))
+            _origin(el, t[:3, 3], t[:3, :3])
             geom = ET.SubElement(el, "geometry")
             if m.geom_type[g] == mujoco.mjtGeom.mjGEOM_BOX:
                 ET.SubElement(geom, "box", size=_fmt(2 * size))

@@ -5,6 +5,7 @@ from is refused with a clear error."""
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -92,7 +93,7 @@ def test_ros2_control_declares_the_joints_at_the_sims_home_and_the_wrist_sensor(
     # every mesh named exists; the pad is the one collision body
     for mesh in root.iter("mesh"):
         assert mesh.get("filename").startswith("file://")
-        assert __import__("pathlib").Path(mesh.get("filename")[len("file://"):]).is_file()
+        assert Path(mesh.get("filename")[len("file://"):]).is_file()
     assert [link.get("name") for link in root.findall("link") if link.find("collision") is not None] == ["arm_tool"]
 
 
