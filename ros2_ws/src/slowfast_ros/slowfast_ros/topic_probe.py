@@ -23,6 +23,7 @@ class TopicProbe:
         self.node = rclpy.create_node(node_name, context=self.context)
         self._lock = threading.Lock()
         self.samples: dict[str, list[tuple[float, float]]] = {t: [] for t in topics}
+        self._last: dict[str, object] = {}
         profile = qos.RECORD_SUB if reliable else qos.SENSOR_SUB
         for name, mtype in topics.items():
             self.node.create_subscription(mtype, name, lambda m, n=name: self._on(n, m), profile)
@@ -44,6 +45,7 @@ class TopicProbe:
             msgs.from_time(msg.clock) if hasattr(msg, "clock") else float("nan"))
         with self._lock:
             self.samples[name].append((now, stamp))
+            self._last[name] = msg
 
     def clear(self) -> None:
         with self._lock:
@@ -84,7 +86,20 @@ class TopicProbe:
 
     def latest(self, topic: str, mtype, timeout: float = 5.0, profile=qos.SENSOR_SUB):
         """The first message that arrives on ``topic`` (latched ones included, with the
-        LATCHED profile), or None after ``timeout``."""
+        LATCHED profile), or None after ``timeout``. A topic the probe already subscribes
+        to is read through that subscription (unless another QoS is asked for): a new one
+        would wait for discovery again, which took longer than ``timeout`` once on a loaded
+        machine (a clean-clone CI run)."""
+        if topic in self.samples and profile is qos.SENSOR_SUB:
+            with self._lock:
+                seen = len(self.samples[topic])
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                with self._lock:
+                    if len(self.samples[topic]) > seen:
+                        return self._last[topic]
+                time.sleep(0.02)
+            return None
         got: list = []
         sub = self.node.create_subscription(mtype, topic, got.append, profile)
         end = time.monotonic() + timeout
