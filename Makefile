@@ -59,8 +59,12 @@ demo: setup
 	  --set sim_node.tactile_hz=60 --out out/demo/lift
 	timeout --signal=INT 300 $(VENV)/bin/slowfast up sim-nav episodes:=1 seed:=$(NAV_DEMO_SEED) out_dir:=out/demo/nav
 
+# Two phases: the tests that start no ROS 2 stack run two processes at a time (one OpenMP
+# thread each: two torch processes spinning two threads each on 2 cores stall each other),
+# then the `dds` ones, live stacks paced in wall time, one at a time.
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile -m "not dds"
+	$(PY) -m pytest -q -m dds
 
 # The tests not marked slow or dds (no ROS 2 stack, no training): under a minute on 2 cores.
 test-quick: setup

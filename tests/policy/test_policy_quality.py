@@ -31,7 +31,7 @@ def test_shipped_policy_succeeds_as_its_results_promise(task, tmp_path):
     out = tmp_path / "eval.json"
     cmd = [sys.executable, "-m", "slowfast_app.cli", "evaluate", "--task", task, "--policy", str(ROOT / task),
            "--seeds", ",".join(str(s) for s in q["seeds"]), "--latency", str(q["latency_s"]),
-           "--workers", "1", "--quiet", "--json", str(out)]
+           "--workers", "2", "--quiet", "--json", str(out)]
     for item in q["sets"]:
         cmd += ["--set", item]
     if not q["perturbed"]:

@@ -128,7 +128,12 @@ def test_tcp_pose_node_computes_the_sims_tcp_pose_from_its_joint_states(tmp_path
 
             subs = [probe.node.create_subscription(PoseStamped, t, keep(t), qos.RECORD_SUB)
                     for t in ("/tcp_pose_broadcaster/pose", "/tcp_pose_from_joints")]
-            assert wait_until(lambda: len(got.get("/tcp_pose_from_joints", {})) >= 200, timeout=30.0)
+            def moved_enough():                  # 200 poses, and the episode under way (slow on a loaded machine)
+                ref = list(got.get("/tcp_pose_broadcaster/pose", {}).values())
+                return (len(got.get("/tcp_pose_from_joints", {})) >= 200 and len(ref) > 1
+                        and max(np.linalg.norm(p[1] - ref[0][1]) for p in ref) > 0.02)
+
+            assert wait_until(moved_enough, timeout=60.0), s.last_line("sim_node")
             for sub in subs:
                 probe.node.destroy_subscription(sub)
             diag = probe.diagnostics(["tcp_pose_node"], timeout=5.0).get("tcp_pose_node", {})

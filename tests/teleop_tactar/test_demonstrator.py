@@ -70,8 +70,10 @@ def test_workers_write_the_same_dataset_in_seed_order(tmp_path):
     from slowfast_data.nominal import read_nominal
     from teleop_tactar.demonstrator import TeleopEpisodeRunner
 
+    # 4 s episodes (the task's are 8): each still has its surface perturbations, so nominal actions
     roots = [generate_dataset(tmp_path / f"w{w}", task="wipe", episodes=3, seed=11, fps=25.0, camera=False,
-                              nominal=True, workers=w, episode_runner=TeleopEpisodeRunner(safety_node_limits()))
+                              nominal=True, workers=w, episode_seconds=4.0,
+                              episode_runner=TeleopEpisodeRunner(safety_node_limits()))
              for w in (1, 2)]
     one, two = (LeRobotDataset(r) for r in roots)
     assert one.ep_ids == two.ep_ids == [0, 1, 2]

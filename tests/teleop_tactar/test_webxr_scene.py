@@ -74,8 +74,10 @@ def _all_finite(nodes):
     return True
 
 
-@pytest.fixture
-def page(tmp_path):
+@pytest.fixture(scope="module")
+def browser_and_server():
+    """One Chromium and one teleop server for the module (launching Chromium took ~2.5 s per
+    test); each test gets a fresh page."""
     if not HAVE_CHROMIUM:
         pytest.skip("no system Chromium")
     from playwright.sync_api import sync_playwright
@@ -85,17 +87,26 @@ def page(tmp_path):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
-                pg = browser.new_page(viewport={"width": 1000, "height": 1200})
-                errors = []
-                pg.on("pageerror", lambda e: errors.append(str(e)))
-                pg.goto(server.url + "?view=3d&origin=0.1,0.7,-0.3", timeout=15000)
-                pg.wait_for_function("window.slowfast && window.slowfast.connected && window.TactScene "
-                                     "&& window.TactRender", timeout=15000)
-                yield pg, server, errors
+                yield browser, server
             finally:
                 browser.close()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def page(browser_and_server):
+    browser, server = browser_and_server
+    pg = browser.new_page(viewport={"width": 1000, "height": 1200})
+    try:
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server.url + "?view=3d&origin=0.1,0.7,-0.3", timeout=15000)
+        pg.wait_for_function("window.slowfast && window.slowfast.connected && window.TactScene "
+                             "&& window.TactRender", timeout=15000)
+        yield pg, server, errors
+    finally:
+        pg.close()
 
 
 def _build(pg, state, opts=None):
