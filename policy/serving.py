@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from hardware.realtime import MODES
+from policy.force_loop import ForceLoop, ForceLoopConfig
 from policy.rdp.contract import ObservationWindow, contact_kind, contact_vector
 from policy.rdp.handover import HANDOVERS, Issued, build_guide
 from policy.reactive import Chunk, StampedBuffer
@@ -518,14 +519,16 @@ class TickResult:
 
 
 class FastController:
-    """One tick of the fast loop: ``executor`` (a :class:`~policy.reactive.ReactiveExecutor`)
-    and one :class:`~policy.safety.SafetyFilter` per arm, fed by arm snapshots."""
+    """One tick of the fast loop: ``executor`` (a :class:`~policy.reactive.ReactiveExecutor`),
+    each arm's :class:`~policy.force_loop.ForceLoop` when ``force`` turns it on, then one
+    :class:`~policy.safety.SafetyFilter` per arm, fed by arm snapshots."""
 
     def __init__(self, executor, filters: dict, contact_kind: str, contact_dim: int,
-                 chunk_pose_tolerance: float = 0.01):
+                 chunk_pose_tolerance: float = 0.01, force: ForceLoopConfig | None = None):
         self.executor, self.filters = executor, filters
         self.contact_kind, self.contact_dim = contact_kind, contact_dim
         self.chunk_pose_tolerance = chunk_pose_tolerance
+        self.force_loops = {arm: ForceLoop(force) for arm in filters} if force is not None and force.enabled else {}
         self.markers = {arm: MarkerFiller() for arm in filters}
         self._last_now: float | None = None
         self.clock_jumps = 0
@@ -546,6 +549,8 @@ class FastController:
         where the arms are. ``not_before``: the episode's start stamp (chunks planned before it
         are refused, see :meth:`policy.reactive.ChunkExecutor.reset`)."""
         self.executor.reset(not_before)
+        for loop in self.force_loops.values():
+            loop.reset()
         for arm, sf in self.filters.items():
             sf.reset(snap[arm].tcp_pos, snap[arm].tcp_quat)
             self.markers[arm].reset()
@@ -588,6 +593,10 @@ class FastController:
         t0 = time.perf_counter()
         if contact_ok:
             target = self.executor.tick(now, contact)
+            if target is not None and self.force_loops:
+                target = target.copy()       # the executor's own array stays as it decoded it
+                for i, (arm, s) in enumerate(snap.items()):
+                    target[7 * i:7 * i + 3] += self.force_loops[arm].step(now, s.wrench, s.tcp_quat)
             t1 = time.perf_counter()
             decode_s = t1 - t0
             t0 = t1
@@ -620,6 +629,8 @@ class FastLoopConfig:
     tick_source: str = described("auto", "what starts a tick: 'sensor' (each reading of the contact topic the policy "
                                          "reads), 'clock' (control_hz, freshest reading), 'auto' (sensor while it "
                                          "delivers >= 95 % of control_hz, else clock)")
+    force: ForceLoopConfig = described(ForceLoopConfig(), "the integral force loop under the policy's targets "
+                                                          "(policy.force_loop; force.ref 0 = off)")
 
     def __post_init__(self):
         if not self.export_dir:

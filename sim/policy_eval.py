@@ -20,10 +20,12 @@ the speed-up over the real-time stack.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from policy.force_loop import ForceLoopConfig
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ServingTiming:
     handover: str                 # rdp_slow.handover: "blend" | "inpaint" (policy.rdp.handover)
     inpaint_soft_s: float         # rdp_slow.inpaint_soft_s
     embodiment: str               # sim_node.embodiment: "floating" | "arm" (the robot the episodes run on)
+    force: ForceLoopConfig = field(default_factory=ForceLoopConfig)   # rdp_fast.force (off by default)
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
     transport_s: float = 0.0      # the part of latency_s after the inference (the slow side is free again)
 
@@ -111,7 +114,7 @@ class PolicyEvaluator:
                               num_arms=len(self.env.arms))
         filters = {a: SafetyFilter(self.safety) for a in self.env.arms}
         return FastController(ex, filters, self.planner.contact_kind, int(m["shapes"]["contact_raw_dim"]),
-                              self.timing.chunk_pose_tolerance)
+                              self.timing.chunk_pose_tolerance, self.timing.force)
 
     def run(self, seed: int) -> dict:
         """One episode on ``seed``: the task's metrics (sim/metrics.py) plus serving counts."""
