@@ -40,7 +40,7 @@ def check_ranges(obj) -> None:
         v, (lo, hi) = getattr(obj, f.name), rng
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"{f.name}: {v!r} is not a number")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
+        if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):     # NaN is in no range
             lo_s = "-inf" if lo is None else f"{lo:g}"
             hi_s = "inf" if hi is None else f"{hi:g}"
             raise ValueError(f"{f.name}: {v:g} outside [{lo_s}, {hi_s}]")
