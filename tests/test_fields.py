@@ -32,6 +32,8 @@ def test_build_takes_flat_values_and_validates_the_inner_config_by_its_full_name
         build(_Params, {"safety.max_speed": 9.0})
     with pytest.raises(KeyError):
         build(_Params, {"safety.max_sped": 0.1})
+    with pytest.raises(ValueError, match=r"^safety\.max_speed: nan outside"):   # NaN is in no range
+        build(_Params, {"safety.max_speed": float("nan")})
 
 
 def test_the_nodes_that_command_arms_take_the_filters_defaults():
@@ -181,5 +183,10 @@ def test_rdp_fast_and_the_bridge_keep_their_flat_names_from_their_cores():
     assert build(rdp_fast.PARAMS, {"export_dir": "x", "cpu": 2}).cpu == 2
     with pytest.raises(ValueError, match=r"^tick_source: "):
         build(rdp_fast.PARAMS, {"export_dir": "x", "tick_source": "tock"})
+    p = build(rdp_fast.PARAMS, {"export_dir": "x", "force.ref": 10.0, "force.normal_tool": [0.0, 0.0, 1.0]})
+    assert p.force.ref == 10.0 and p.force.enabled and tuple(p.force.normal_tool) == (0.0, 0.0, 1.0)
+    assert not build(rdp_fast.PARAMS, {"export_dir": "x"}).force.enabled          # off unless asked
+    with pytest.raises(ValueError, match=r"^force\.ref: "):
+        build(rdp_fast.PARAMS, {"export_dir": "x", "force.ref": -1.0})
     with pytest.raises(ValueError, match=r"^rate_hz: "):
         build(robot_bridge_node.PARAMS, {"rate_hz": 0.5})
