@@ -257,6 +257,15 @@ def test_gelsight_node_tracks_known_displacements_withholds_empty_frames_and_rez
             # The blank frames (no markers) are reported, not published as a field.
             st, values = _diag(diag, "gelsight_node", lambda v: int(v.get("fields_withheld", 0)) > 0, timeout=30.0)
             assert st is not None, s.last_line("gelsight_node")
+
+            def shifted_after_blanks():      # the 90 shifted frames after the blanks, before the re-zero
+                got = [msgs.markers_from_msg(m) for _, m in col.get("/arm/tactile/markers")]
+                return sum(np.nanmean(np.abs(f[:, 2])) > 1e-5 for t, f in got if t > st_time) >= 5
+
+            # the first 30 shifted frames play while discovery may still be under way; the
+            # re-zero waits for some of the later ones
+            st_time = probe.node.get_clock().now().nanoseconds * 1e-9
+            wait_until(shifted_after_blanks, timeout=5.0)
             assert client.wait_for_service(timeout_sec=5.0)
             fut = client.call_async(Trigger.Request())
             end = time.monotonic() + 5.0
