@@ -186,21 +186,38 @@ def chunk_image_document(doc: bytes, chunk: int = 60000) -> list[bytes]:
 
 class ImageReassembler:
     """The headset side of the image chunking (for tests and tools): feed datagrams in order,
-    get the decoded document when complete."""
+    get the decoded document when complete.
+
+    UDP loses datagrams and a receiver may start listening mid-document, so it resyncs on
+    the next 4-byte length datagram: a document with a piece missing, or whose start it did
+    not see, is dropped (counted in ``dropped``), never decoded from mixed pieces."""
 
     def __init__(self):
         self._state, self._length, self._chunk, self._buf = "length", 0, 0, b""
+        self.dropped = 0
 
     def feed(self, datagram: bytes):
-        if self._state == "length":
-            self._length = struct.unpack("<I", datagram)[0]
-            self._state = "chunk"
-        elif self._state == "chunk":
-            self._chunk = struct.unpack("<I", datagram)[0]
-            self._state, self._buf = "data", b""
-        else:
-            self._buf += datagram
-            if len(self._buf) >= self._length:
-                doc, self._state = self._buf[:self._length], "length"
-                return _bson().decode(doc)
-        return None
+        d = bytes(datagram)
+        if self._state == "chunk":
+            if len(d) == 4:
+                self._chunk, self._state, self._buf = struct.unpack("<I", d)[0], "data", b""
+            else:                      # the chunk-size datagram was lost
+                self.dropped += 1
+                self._state = "length"
+            return None
+        if len(d) == 4 and not (self._state == "data" and self._length - len(self._buf) == 4):
+            if self._state == "data":  # a new document began before this one was complete
+                self.dropped += 1
+            self._length, self._state = struct.unpack("<I", d)[0], "chunk"
+            return None
+        if self._state == "length":    # a piece of a document whose start was not seen
+            return None
+        self._buf += d
+        if len(self._buf) < self._length:
+            return None
+        doc, self._state = self._buf[:self._length], "length"
+        try:
+            return _bson().decode(doc)
+        except Exception:  # noqa: BLE001 - bson's InvalidBSON and friends: a lost or foreign piece
+            self.dropped += 1
+            return None
