@@ -136,7 +136,7 @@ def test_tcp_pose_node_computes_the_sims_tcp_pose_from_its_joint_states(tmp_path
             assert wait_until(moved_enough, timeout=60.0), s.last_line("sim_node")
             for sub in subs:
                 probe.node.destroy_subscription(sub)
-            diag = probe.diagnostics(["tcp_pose_node"], timeout=5.0).get("tcp_pose_node", {})
+            diag = probe.diagnostics(["tcp_pose_node"], timeout=10.0).get("tcp_pose_node", {})
     finally:
         probe.close()
     ref, mine = got["/tcp_pose_broadcaster/pose"], got["/tcp_pose_from_joints"]

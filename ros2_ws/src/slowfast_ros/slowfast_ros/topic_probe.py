@@ -27,6 +27,12 @@ class TopicProbe:
         profile = qos.RECORD_SUB if reliable else qos.SENSOR_SUB
         for name, mtype in topics.items():
             self.node.create_subscription(mtype, name, lambda m, n=name: self._on(n, m), profile)
+        # /diagnostics from the start: a subscription made when a test asks would wait for
+        # discovery again (over 5 s once on a loaded CI machine)
+        from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
+
+        self._diag: dict[str, tuple[float, dict[str, str]]] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -108,21 +114,25 @@ class TopicProbe:
         self.node.destroy_subscription(sub)
         return got[-1] if got else None
 
-    def diagnostics(self, names, timeout: float = 5.0) -> dict[str, dict[str, str]]:
-        """{status name: {key: value}} from /diagnostics, waiting until every name in
-        ``names`` has reported (or ``timeout``); missing names are absent."""
-        from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
+    def _on_diagnostics(self, msg) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for st in msg.status:
+                self._diag[st.name] = (now, msgs.diagnostics_values(st))
 
+    def diagnostics(self, names, timeout: float = 5.0) -> dict[str, dict[str, str]]:
+        """{status name: {key: value}} from /diagnostics reports received after this call,
+        waiting until every name in ``names`` has reported (or ``timeout``); missing names
+        are absent."""
         names = {names} if isinstance(names, str) else set(names)
-        got: dict[str, dict[str, str]] = {}
-        sub = self.node.create_subscription(
-            DiagnosticArray, "/diagnostics",
-            lambda m: got.update({s.name: msgs.diagnostics_values(s) for s in m.status}), 10)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not names <= set(got):
+        start = time.monotonic()
+        end = start + timeout
+        while True:
+            with self._lock:
+                got = {n: v for n, (t, v) in self._diag.items() if t >= start}
+            if names <= set(got) or time.monotonic() >= end:
+                return got
             time.sleep(0.05)
-        self.node.destroy_subscription(sub)
-        return got
 
     def stats(self) -> dict[str, dict]:
         """Per topic: count, rate by stamps and by receipt (Hz), whether stamps are strictly
