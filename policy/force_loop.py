@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slowfast_data.fields import check_ranges, described
+from slowfast_data.filters import lowpass
 from slowfast_data.geometry import quat_to_matrix_one
 
 
@@ -85,9 +86,11 @@ class ForceLoop:
         self._last = now
         f = -float(wrench[0] * self.normal[0] + wrench[1] * self.normal[1] + wrench[2] * self.normal[2])
         press = quat_to_matrix_one(tcp_quat) @ self.normal      # world direction that presses harder
-        if not math.isfinite(f) or not np.isfinite(press).all():
-            return self.offset * press if np.isfinite(press).all() else np.zeros(3)
-        self.force = f if dt <= 0.0 else self.force + (f - self.force) * dt / (c.filter_tau + dt)
+        if not np.isfinite(press).all():
+            return np.zeros(3)
+        if not math.isfinite(f):
+            return self.offset * press
+        self.force = lowpass(self.force, f, dt, c.filter_tau)
         if self.force > c.contact:
             self._contact_at = now
         if now - self._contact_at <= c.search_s:

@@ -24,6 +24,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from slowfast_data.filters import lowpass
 from slowfast_data.geometry import axis_angle_quat, quat_wxyz_to_matrix, wxyz_to_xyzw, xyzw_to_wxyz
 
 Command = Dict[str, Tuple[np.ndarray, np.ndarray]]
@@ -32,10 +33,6 @@ Command = Dict[str, Tuple[np.ndarray, np.ndarray]]
 def min_jerk(s: float) -> float:
     s = min(max(s, 0.0), 1.0)
     return s ** 3 * (10.0 - 15.0 * s + 6.0 * s * s)
-
-
-def _lowpass(prev: float, x: float, dt: float, tau: float) -> float:
-    return x if dt <= 0 else prev + (x - prev) * dt / (tau + dt)
 
 
 def _pad_normal_tool(quat_xyzw) -> np.ndarray:
@@ -93,7 +90,7 @@ class WipeExpert:
         dt = 0.0 if self.last_t is None else max(0.0, t - self.last_t)
         self.last_t = t
         f_meas = -float(np.dot(st.wrench[:3], self.n_pad))           # pressing force along the pad normal
-        self.f = _lowpass(self.f, f_meas, dt, 0.01)
+        self.f = lowpass(self.f, f_meas, dt, 0.01)
         if self.z_cmd is None:
             self.z_cmd = float(self.home[2])
         start = self.path[0]
@@ -120,7 +117,7 @@ class WipeExpert:
                 self.direction = -1.0
             elif self.s <= 0.0:
                 self.direction = 1.0
-            self.v = _lowpass(self.v, self.direction * self.speed * ok, dt, 0.15)
+            self.v = lowpass(self.v, self.direction * self.speed * ok, dt, 0.15)
             self.s = float(np.clip(self.s + self.v * dt, 0.0, self.cum[-1]))
             self.xy = self._path_point(self.s)
             # torque admittance: tilt the commanded orientation to cancel the contact torque
@@ -198,8 +195,8 @@ class LiftExpert:
             n = self.axes[a][:, 2]
             fn = -float(np.dot(w, n))
             ft = float(np.linalg.norm(w + fn * n))
-            self.f[a] = _lowpass(self.f[a], fn, dt, 0.01)
-            self.ft[a] = _lowpass(self.ft[a], ft, dt, 0.02)
+            self.f[a] = lowpass(self.f[a], fn, dt, 0.01)
+            self.ft[a] = lowpass(self.ft[a], ft, dt, 0.02)
             if self.f[a] > 1.5:
                 self.touch[a] = True
         # grip force: load-proportional, boosted by the slip reflex, rate-limited

@@ -193,14 +193,14 @@ class ImageReassembler:
     not see, is dropped (counted in ``dropped``), never decoded from mixed pieces."""
 
     def __init__(self):
-        self._state, self._length, self._chunk, self._buf = "length", 0, 0, b""
+        self._state, self._length, self._buf = "length", 0, b""
         self.dropped = 0
 
     def feed(self, datagram: bytes):
         d = bytes(datagram)
         if self._state == "chunk":
-            if len(d) == 4:
-                self._chunk, self._state, self._buf = struct.unpack("<I", d)[0], "data", b""
+            if len(d) == 4:            # the chunk size: the pieces say their own length
+                self._state, self._buf = "data", b""
             else:                      # the chunk-size datagram was lost
                 self.dropped += 1
                 self._state = "length"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -29,8 +30,6 @@ class TopicProbe:
             self.node.create_subscription(mtype, name, lambda m, n=name: self._on(n, m), profile)
         # /diagnostics from the start: a subscription made when a test asks would wait for
         # discovery again (over 5 s once on a loaded CI machine)
-        from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415
-
         self._diag: dict[str, tuple[float, dict[str, str]]] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
