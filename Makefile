@@ -61,10 +61,13 @@ demo: setup
 
 # Two phases: the tests that start no ROS 2 stack run two processes at a time (one OpenMP
 # thread each: two torch processes spinning two threads each on 2 cores stall each other),
-# then the `dds` ones, live stacks paced in wall time, one at a time.
+# then the `dds` ones, live stacks paced in wall time, one at a time. A `dds` test that fails
+# runs once more (listed as R in the summary, with its first failure): a shared 2-core CI
+# machine sometimes stalls discovery or delivery past a test's wall-time deadline. A test that
+# fails twice fails the run; each rerun seen is fixed in the test, not left to the rerun.
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile -m "not dds"
-	$(PY) -m pytest -q -m dds
+	$(PY) -m pytest -q -m dds --reruns 1 --reruns-delay 2 -rfER
 
 # The tests not marked slow or dds (no ROS 2 stack, no training): under a minute on 2 cores.
 test-quick: setup

@@ -286,10 +286,12 @@ def test_deactivating_the_fast_node_mid_chunk_holds_the_arm_and_activate_restart
             chunk_pub.publish(msgs.chunk_msg(robot.now() - 0.01, "world", "latent", latent, 4 / meta["fps"]))
             assert wait_until(moving)
             assert lifecycle.call("rdp_fast", "deactivate") == "inactive"
-            returned = robot.now()
-            assert np.allclose(cmds[-1][1], POSE[:3], atol=1e-9), cmds[-3:]      # the hold is out
+            # The hold was published before the transition returned; its delivery to this probe
+            # is asynchronous (a loaded machine may take a while), so wait for it, then for quiet.
+            assert wait_until(lambda: np.allclose(cmds[-1][1], POSE[:3], atol=1e-9), timeout=3.0), cmds[-3:]
+            held = len(cmds)
             time.sleep(0.3)
-            assert [t for t, _ in cmds if t > returned + 0.05] == []           # and nothing after it
+            assert cmds[held:] == []                                            # nothing after it
             n0 = len(cmds)
             assert lifecycle.call("rdp_fast", "activate") == "active"
             assert wait_until(lambda: len(cmds) > n0 + 10)
