@@ -48,7 +48,7 @@ class WipeExpert:
 
     def __init__(self, spec: Dict, approach_s: float = 0.8, descend_speed: float = 0.05,
                  loop_tau: float = 0.08, max_dz_rate: float = 0.08, speed: Optional[float] = None,
-                 tilt_gain: float = 1.5, max_tilt_deg: float = 10.0):
+                 tilt_gain: float = 1.5, max_tilt_deg: float = 10.0, torque_tau: float = 0.03):
         self.spec = spec
         self.band = tuple(spec["force_band"])
         self.f_target = 0.5 * (self.band[0] + self.band[1])
@@ -66,6 +66,7 @@ class WipeExpert:
         lo, hi = spec["workspace"]["arm"]
         self.z_lo = float(lo[2]) + 0.005
         self.tilt_gain = tilt_gain
+        self.torque_tau = torque_tau
         self.max_tilt = np.deg2rad(max_tilt_deg)
         self.reset()
 
@@ -122,7 +123,7 @@ class WipeExpert:
             self.xy = self._path_point(self.s)
             # torque admittance: tilt the commanded orientation to cancel the contact torque
             tau = np.asarray(st.wrench[3:5], float)
-            self.tau = self.tau + (tau - self.tau) * (dt / (0.03 + dt) if dt > 0 else 1.0)
+            self.tau = lowpass(self.tau, tau, dt, self.torque_tau)
             if self.f > 1.0:
                 self.tilt = self.tilt + self.tilt_gain * self.tau * dt
                 n = np.linalg.norm(self.tilt)

@@ -64,6 +64,21 @@ CPU_MODEL_CONFIG = {
     # short warm-up (with 1e-4 the tokenizer's L1 stayed at 0.18 and the policies at 0.3).
     "train": {"lr": 1e-3, "warmup_steps": 100, "patience": 8},
 }
+#: What an embodiment changes in CPU_MODEL_CONFIG. The arm's actions carry a live orientation:
+#: its demonstrator tilts the tool against the contact torque that the arm's rotational
+#: compliance lets in (the relative rotation's 6-D entries vary with std up to 0.11, the
+#: floating tool's up to 0.02). With 4 latent channels per latent step, the arm tokenizer
+#: reconstructed positions to 3.5 mm on average (p95 10 mm) and the demonstrations replayed
+#: through it wiped 3/20; with 8, 20/20 (docs/results.md, "Wipe on the Panda arm").
+EMBODIMENT_MODEL_CONFIG = {"floating": {}, "arm": {"tokenizer": {"latent_dim": 8}}}
+
+
+def cpu_model_config(embodiment: str) -> dict:
+    """CPU_MODEL_CONFIG with what ``embodiment`` changes (a new dict)."""
+    cfg = json.loads(json.dumps(CPU_MODEL_CONFIG))
+    for section, values in EMBODIMENT_MODEL_CONFIG.get(embodiment, {}).items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
 
 
 #: Sim sensor rates per task. Wipe keeps the sim's 200 Hz. Lift has two arms, so twice the
@@ -113,7 +128,8 @@ class ExperimentSettings:
     policy_epochs: int = 30
     batch_size: int = 64
     preset: str = "sim"
-    model_config: dict = dataclasses.field(default_factory=lambda: json.loads(json.dumps(CPU_MODEL_CONFIG)))
+    # PolicyConfig overrides for every model; None: cpu_model_config(embodiment).
+    model_config: dict | None = None
     camera_hz: float = 30.0
     # Sim sensor rates while recording and evaluating (0 = the task's default below).
     pose_hz: float = 0.0
@@ -197,6 +213,8 @@ class ExperimentSettings:
                 raise ValueError(f"--{name.replace('_', '-')}: {getattr(self, name)} outside 0.2..30")
         if self.preset not in ("sim", "published"):
             raise ValueError(f"--preset: {self.preset!r} is not sim or published")
+        if self.model_config is None:
+            self.model_config = cpu_model_config(self.embodiment)
         if not isinstance(self.model_config, dict):
             raise ValueError("--model-config: must be a JSON object")
         from policy.rdp.handover import HANDOVERS  # noqa: PLC0415

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slowfast_app.experiment import METHODS, Experiment, ExperimentSettings, mean_ci, report, wilson
+from slowfast_app.experiment import CPU_MODEL_CONFIG, METHODS, Experiment, ExperimentSettings, mean_ci, report, wilson
 
 pytestmark = pytest.mark.slow   # runs each experiment stage as a subprocess
 
@@ -321,6 +321,22 @@ def test_every_stage_runs_on_the_arm_when_told(tmp_path, fake):
     assert len(calls(tmp_path)) > n and not any("embodiment" in x for x in calls(tmp_path)[n:])
     with pytest.raises(ValueError, match="--embodiment: 'gantry' has no wipe scene"):
         settings(embodiment="gantry")
+
+
+def test_the_arm_tokenizer_gets_its_wider_latent_and_a_given_model_config_wins(tmp_path, fake):
+    """On the arm the models are trained with 8 latent channels (the arm's live orientation
+    needs them); on the floating tools with the CPU config's 4; --model-config replaces both."""
+    Experiment(tmp_path / "arm", settings(demos_via="inprocess", embodiment="arm"), log=lambda s: None,
+               slowfast=fake).run()
+    written = json.loads((tmp_path / "arm" / "model_config.json").read_text())
+    assert written["tokenizer"] == {**CPU_MODEL_CONFIG["tokenizer"], "latent_dim": 8}
+    assert {k: v for k, v in written.items() if k != "tokenizer"} == \
+        {k: v for k, v in CPU_MODEL_CONFIG.items() if k != "tokenizer"}
+    assert any(x.startswith("train tokenizer") and str(tmp_path / "arm" / "model_config.json") in x
+               for x in calls(tmp_path))
+    assert "latent_dim" not in settings().model_config.get("tokenizer", {})
+    assert settings(embodiment="arm", model_config={"unet": {"down_dims": [8, 16]}}).model_config == \
+        {"unet": {"down_dims": [8, 16]}}
 
 
 def test_the_ros_evaluation_goes_through_the_robot_bridge_when_told(tmp_path, fake):
