@@ -323,18 +323,21 @@ def test_every_stage_runs_on_the_arm_when_told(tmp_path, fake):
         settings(embodiment="gantry")
 
 
-def test_the_arm_tokenizer_gets_its_wider_latent_and_a_given_model_config_wins(tmp_path, fake):
+def test_the_arm_gets_its_own_model_recipe_and_a_given_model_config_wins(tmp_path, fake):
     """On the arm the models are trained with 8 latent channels (the arm's live orientation
-    needs them); on the floating tools with the CPU config's 4; --model-config replaces both."""
+    needs them) and a latent policy that predicts the clean chunk; on the floating tools with
+    the CPU config's 4 and noise prediction; --model-config replaces both."""
     Experiment(tmp_path / "arm", settings(demos_via="inprocess", embodiment="arm"), log=lambda s: None,
                slowfast=fake).run()
     written = json.loads((tmp_path / "arm" / "model_config.json").read_text())
     assert written["tokenizer"] == {**CPU_MODEL_CONFIG["tokenizer"], "latent_dim": 8}
-    assert {k: v for k, v in written.items() if k != "tokenizer"} == \
-        {k: v for k, v in CPU_MODEL_CONFIG.items() if k != "tokenizer"}
+    assert written["diffusion"] == {"prediction_type": "sample"}
+    assert {k: v for k, v in written.items() if k not in ("tokenizer", "diffusion")} == \
+        {k: v for k, v in CPU_MODEL_CONFIG.items() if k not in ("tokenizer", "diffusion")}
     assert any(x.startswith("train tokenizer") and str(tmp_path / "arm" / "model_config.json") in x
                for x in calls(tmp_path))
     assert "latent_dim" not in settings().model_config.get("tokenizer", {})
+    assert "diffusion" not in settings().model_config
     assert settings(embodiment="arm", model_config={"unet": {"down_dims": [8, 16]}}).model_config == \
         {"unet": {"down_dims": [8, 16]}}
 
