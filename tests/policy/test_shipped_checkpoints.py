@@ -10,6 +10,13 @@ ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 SHIPPED = sorted(p for p in ROOT.glob("*") if (p / "runtime.json").is_file()) if ROOT.is_dir() else []
 
 
+def sim_of(name: str) -> tuple[str, str]:
+    """(task, embodiment) a shipped policy is for, as checkpoints/quality.json states it."""
+    q = json.loads((ROOT / "quality.json").read_text())["policies"][name]
+    sets = dict(item.split("=", 1) for item in q["sets"])
+    return q.get("task", name), sets.get("sim_node.embodiment", "floating")
+
+
 def test_a_policy_ships_for_every_task():
     from sim import TASKS
 
@@ -26,7 +33,8 @@ def test_shipped_policy_runs_on_a_sim_observation(export):
     assert meta["model_type"] == "rdp_ldp"
     size = sum(f.stat().st_size for f in export.rglob("*") if f.is_file())
     assert size < 12e6, f"{export} is {size / 1e6:.1f} MB: keep shipped policies small"
-    env = SimEnv(SimConfig(task=export.name, render=True, camera_width=320, camera_height=240))
+    task, embodiment = sim_of(export.name)
+    env = SimEnv(SimConfig(task=task, embodiment=embodiment, render=True, camera_width=320, camera_height=240))
     env.reset(0)
     assert len(env.arms) == meta["shapes"]["num_arms"]
     slow = SlowPolicyRuntime(export, threads=1, seed=0)
