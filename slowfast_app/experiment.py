@@ -71,7 +71,7 @@ CPU_MODEL_CONFIG = {
 #: reconstructed positions to 3.5 mm on average (p95 10 mm) and the demonstrations replayed
 #: through it wiped 3/20; with 8, 20/20 (docs/results.md, "Wipe on the Panda arm"). Its latent
 #: policy predicts the clean latent chunk rather than the noise: on 60 validation seeds the
-#: arm's learned RDP wiped 60/60 so, 49/60 predicting the noise (same tokenizer and decoder).
+#: arm's learned RDP wiped 60/60 that way and 49/60 predicting the noise (same tokenizer and decoder).
 EMBODIMENT_MODEL_CONFIG = {"floating": {}, "arm": {"tokenizer": {"latent_dim": 8},
                                                    "diffusion": {"prediction_type": "sample"}}}
 

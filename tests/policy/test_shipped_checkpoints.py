@@ -10,9 +10,12 @@ ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 SHIPPED = sorted(p for p in ROOT.glob("*") if (p / "runtime.json").is_file()) if ROOT.is_dir() else []
 
 
+QUALITY = json.loads((ROOT / "quality.json").read_text())["policies"] if ROOT.is_dir() else {}
+
+
 def sim_of(name: str) -> tuple[str, str]:
     """(task, embodiment) a shipped policy is for, as checkpoints/quality.json states it."""
-    q = json.loads((ROOT / "quality.json").read_text())["policies"][name]
+    q = QUALITY[name]
     sets = dict(item.split("=", 1) for item in q["sets"])
     return q.get("task", name), sets.get("sim_node.embodiment", "floating")
 
