@@ -114,28 +114,25 @@ def test_tcp_pose_node_computes_the_sims_tcp_pose_from_its_joint_states(tmp_path
     spec = NodeSpec("tcp_pose_node", "slowfast_ros.nodes.tcp_pose_node", ["tcp_pose_node.yaml"],
                     overrides={"pose_topic": "/tcp_pose_from_joints"})
     profile = dataclasses.replace(base, name="sim-robot+tcp_pose", nodes=[*base.nodes, spec])
-    probe = TopicProbe({"/tcp_pose_broadcaster/pose": PoseStamped, "/tcp_pose_from_joints": PoseStamped})
+    topics = ("/tcp_pose_broadcaster/pose", "/tcp_pose_from_joints")
+    probe = TopicProbe({t: PoseStamped for t in topics}, keep=topics)   # kept from the start
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
     probe.node.create_publisher(String, "/robot_description", latched).publish(String(data=arm_urdf("wipe")))
     overrides = {"sim_node": {"camera_hz": 0.0, "episodes": 1, "start_delay": 0.5}}
+
+    def poses(topic):                    # stamp -> pose, of what the probe kept so far
+        return {round(msgs.stamp_of(m), 6): msgs.pose_from_msg(m) for m in probe.kept(topic)}
+
+    def moved_enough():                  # 200 poses, and the episode under way (slow on a loaded machine)
+        ref = list(poses(topics[0]).values())
+        return (len(probe.kept(topics[1])) >= 200 and len(ref) > 1
+                and max(np.linalg.norm(p[1] - ref[0][1]) for p in ref) > 0.02)
+
     try:
         with stack.Stack(profile, overrides, log_dir=tmp_path) as s:
-            assert probe.wait_for(["/tcp_pose_from_joints"], timeout=60.0, count=20), s.last_line("tcp_pose_node")
-            got = {}
-
-            def keep(topic):
-                return lambda m: got.setdefault(topic, {}).__setitem__(round(msgs.stamp_of(m), 6), msgs.pose_from_msg(m))
-
-            subs = [probe.node.create_subscription(PoseStamped, t, keep(t), qos.RECORD_SUB)
-                    for t in ("/tcp_pose_broadcaster/pose", "/tcp_pose_from_joints")]
-            def moved_enough():                  # 200 poses, and the episode under way (slow on a loaded machine)
-                ref = list(got.get("/tcp_pose_broadcaster/pose", {}).values())
-                return (len(got.get("/tcp_pose_from_joints", {})) >= 200 and len(ref) > 1
-                        and max(np.linalg.norm(p[1] - ref[0][1]) for p in ref) > 0.02)
-
-            assert wait_until(moved_enough, timeout=60.0), s.last_line("sim_node")
-            for sub in subs:
-                probe.node.destroy_subscription(sub)
+            assert probe.wait_for([topics[1]], timeout=60.0, count=20), s.last_line("tcp_pose_node")
+            assert wait_until(moved_enough, timeout=90.0, poll=0.2), s.last_line("sim_node")
+            got = {t: poses(t) for t in topics}
             diag = probe.diagnostics(["tcp_pose_node"], timeout=10.0).get("tcp_pose_node", {})
     finally:
         probe.close()

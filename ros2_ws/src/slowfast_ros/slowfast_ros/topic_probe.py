@@ -18,13 +18,17 @@ from slowfast_ros import msgs, qos
 
 
 class TopicProbe:
-    def __init__(self, topics: dict[str, type], node_name: str = "slowfast_probe", reliable: bool = True):
+    def __init__(self, topics: dict[str, type], node_name: str = "slowfast_probe", reliable: bool = True,
+                 keep: tuple[str, ...] = ()):
+        """``keep``: topics whose messages are kept too (``messages``), from the start: a
+        subscription made mid-test waits for discovery again and can miss what it needs."""
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(node_name, context=self.context)
         self._lock = threading.Lock()
         self.samples: dict[str, list[tuple[float, float]]] = {t: [] for t in topics}
         self._last: dict[str, object] = {}
+        self.messages: dict[str, list] = {t: [] for t in keep}
         profile = qos.RECORD_SUB if reliable else qos.SENSOR_SUB
         for name, mtype in topics.items():
             self.node.create_subscription(mtype, name, lambda m, n=name: self._on(n, m), profile)
@@ -51,10 +55,12 @@ class TopicProbe:
         with self._lock:
             self.samples[name].append((now, stamp))
             self._last[name] = msg
+            if name in self.messages:
+                self.messages[name].append(msg)
 
     def clear(self) -> None:
         with self._lock:
-            for v in self.samples.values():
+            for v in (*self.samples.values(), *self.messages.values()):
                 v.clear()
 
     def wait_for(self, names, timeout: float = 20.0, count: int = 1, abort=None) -> bool:
@@ -67,6 +73,11 @@ class TopicProbe:
                     return True
             time.sleep(0.05)
         return False
+
+    def kept(self, topic: str) -> list:
+        """A copy of the messages kept so far on ``topic`` (one of ``keep``)."""
+        with self._lock:
+            return list(self.messages[topic])
 
     def collect(self, topic: str, mtype, seconds: float, profile=qos.SENSOR_SUB) -> list:
         """Every message on ``topic`` during the next ``seconds``."""
