@@ -41,7 +41,8 @@ class ForceLoopConfig:
                                    "toward the surface: the pressing force is -wrench . normal (the wrench the "
                                    "surface exerts on the tool), the offset moves the target along R_tcp normal")
     tau: float = described(0.08, "loop time constant, s (gain = 1 / (tau * stiffness))", 0.005, 10.0)
-    stiffness: float = described(1000.0, "contact stiffness the gain is scaled by, N/m", 10.0, 1e6)
+    stiffness: float = described(1000.0, "contact stiffness the gain is scaled by, N/m (default: the sim wipe "
+                                 "scene's pad coupling; measure your tool's)", 10.0, 1e6)
     contact: float = described(2.0, "the loop integrates only above this pressing force, N", 0.0, 200.0)
     filter_tau: float = described(0.01, "low-pass time constant on the measured force, s", 0.0, 1.0)
     max_rate: float = described(0.08, "largest offset speed, m/s", 0.0, 1.0)

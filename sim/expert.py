@@ -6,7 +6,9 @@ or nominal object pose, force band, its own coupling stiffness). It never reads 
 surface height, box mass or friction, nor the perturbation schedule.
 
 * :class:`WipeExpert` — approach, descend until touch, then an integral force loop on the
-  commanded depth (``dz/dt = -k (F* - F)``, F* the band centre, rate-limited) keeps the normal
+  commanded depth (``dz/dt = -k (F* - F)``, F* the band centre, rate-limited; the time
+  constant and rate bound are the policy-side loop's defaults, :class:`policy.force_loop.ForceLoopConfig`,
+  so the loop beneath a policy is the demonstrator's law) keeps the normal
   force in the band while the pad goes back and forth along the path; progress slows down
   when the force leaves the band, and a torque admittance turns the commanded tilt so the pad lies flat on a tilted
   surface. All commands are continuous (filtered rates), so demonstrations are smooth.
@@ -24,6 +26,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from policy.force_loop import ForceLoopConfig
 from slowfast_data.filters import lowpass
 from slowfast_data.geometry import axis_angle_quat, quat_wxyz_to_matrix, wxyz_to_xyzw, xyzw_to_wxyz
 
@@ -47,7 +50,8 @@ class WipeExpert:
     """Force-feedback wiping along the planned path (see module docstring)."""
 
     def __init__(self, spec: Dict, approach_s: float = 0.8, descend_speed: float = 0.05,
-                 loop_tau: float = 0.08, max_dz_rate: float = 0.08, speed: Optional[float] = None,
+                 loop_tau: float = ForceLoopConfig.tau, max_dz_rate: float = ForceLoopConfig.max_rate,
+                 speed: Optional[float] = None,
                  tilt_gain: float = 1.5, max_tilt_deg: float = 10.0, torque_tau: float = 0.03):
         self.spec = spec
         self.band = tuple(spec["force_band"])
