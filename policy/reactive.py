@@ -93,6 +93,13 @@ class StampedBuffer:
         self.t.clear()
         self.v.clear()
 
+    def copy(self) -> "StampedBuffer":
+        """A copy another thread may read while this one goes on (the values are shared: they
+        are never changed in place)."""
+        out = StampedBuffer(self.seconds)
+        out.t, out.v = self.t.copy(), self.v.copy()
+        return out
+
     def at(self, stamp: float, tolerance: float) -> tuple[float, object] | None:
         """The reading nearest to ``stamp`` within ``tolerance`` seconds, else None."""
         if not self.t:

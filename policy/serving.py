@@ -20,6 +20,7 @@ process) and in what drives time (the wall/ROS clock, or simulated time).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -31,7 +32,7 @@ import numpy as np
 from hardware.realtime import MODES
 from policy.force_loop import ForceLoop, ForceLoopConfig
 from policy.rdp.contract import ObservationWindow, contact_kind, contact_vector
-from policy.rdp.handover import HANDOVERS, Issued, build_guide
+from policy.rdp.handover import HANDOVERS, Issued, build_guide, splice_latent
 from policy.reactive import Chunk, StampedBuffer
 from policy.safety import safety_report
 from slowfast_data.fileio import read_json
@@ -518,14 +519,124 @@ class TickResult:
     safety_s: float = 0.0     # wall time of the safety filters
 
 
+class Splicer:
+    """Refits each arriving latent chunk against the executing one before the fast loop takes
+    it over (:func:`policy.rdp.handover.splice_latent`), so the handover has no seam even when
+    the contact changed while the chunk was computed.
+
+    ``threaded=False`` (the synchronous evaluator): :meth:`run` splices in the caller.
+    ``threaded=True`` (rdp_fast): :meth:`request` hands the job to a worker thread at normal
+    scheduling and returns at once; the control thread keeps executing the old chunk and
+    collects the spliced one with :meth:`take` on a later tick (a splice takes ~10-20 ms; the
+    fit aims at the step the handover will then be in). A request made before the last
+    :meth:`forget` (an episode start, a clock jump) is dropped when it finishes."""
+
+    def __init__(self, decoder, step_dt: float, horizon: int, threaded: bool = False):
+        self.decoder, self.step_dt, self.horizon = decoder, float(step_dt), int(horizon)
+        self.times: deque[float] = deque(maxlen=256)   # seconds per splice
+        self.spliced = 0
+        self.unspliced = 0       # the executing chunk did not reach the new one's handover
+        self.failed = 0          # the fit raised: the chunk went over as it came (last_error says why)
+        self.last_error = ""
+        self.threaded = threaded
+        self._generation = 0
+        self._job = self._result = None
+        self._cond = threading.Condition()
+        self._thread = None
+        if threaded:
+            self._thread = threading.Thread(target=self._work, name="splice", daemon=True)
+            self._thread.start()
+
+    def expected_s(self) -> float:
+        """How long a splice is expected to take: the 90th percentile of the recent ones (20 ms
+        before any)."""
+        return float(np.percentile(self.times, 90)) if self.times else 0.02
+
+    def run(self, new: Chunk, old: Chunk, t: float, history: StampedBuffer, latest,
+            t_from: float | None = None) -> Chunk:
+        """``new`` spliced onto ``old`` for a handover at ``t`` (or from ``t_from`` to ``t``;
+        ``history``: the contact readings; ``latest``: the newest), or ``new`` itself when
+        ``old`` does not reach it."""
+        t0 = time.perf_counter()
+        got = splice_latent(self.decoder, new, old, t, self.step_dt, self.horizon, history.before, latest,
+                            t_from=t_from)
+        self.times.append(time.perf_counter() - t0)
+        if got is None:
+            self.unspliced += 1
+            return new
+        self.spliced += 1
+        return Chunk(new.kind, got[0], new.obs_stamp, new.start_pose)
+
+    def request(self, new: Chunk, old: Chunk, t: float, history: StampedBuffer, latest) -> None:
+        """Splice in the worker (``history`` must be the caller's own copy); a pending job not
+        yet started is replaced."""
+        with self._cond:
+            self._job = (self._generation, new, old, t, history, latest)
+            self._cond.notify()
+
+    def take(self) -> Chunk | None:
+        """The spliced chunk, once (None while none is ready)."""
+        if self._result is None:
+            return None
+        with self._cond:
+            res, self._result = self._result, None
+        return res
+
+    def forget(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._job = self._result = None
+
+    def close(self) -> None:
+        if self._thread is not None:
+            with self._cond:
+                self._job = "stop"
+                self._cond.notify()
+            self._thread.join(1.0)
+            self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None:
+                    self._cond.wait()
+                job, self._job = self._job, None
+            if job == "stop":
+                return
+            _normal_scheduling()   # not the control thread's SCHED_FIFO (raise_other_threads)
+            gen, new, old, t, history, latest = job
+            try:   # the handover comes when the splice is done: from t to ~t + expected
+                out = self.run(new, old, t + 1.5 * self.expected_s(), history, latest, t_from=t)
+            except Exception as exc:  # noqa: BLE001 - a failed fit hands the chunk over unspliced
+                self.failed += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                out = new
+            with self._cond:
+                if gen == self._generation:
+                    self._result = out
+
+
+def _normal_scheduling() -> None:
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+
+
 class FastController:
     """One tick of the fast loop: ``executor`` (a :class:`~policy.reactive.ReactiveExecutor`),
     each arm's :class:`~policy.force_loop.ForceLoop` when ``force`` turns it on, then one
-    :class:`~policy.safety.SafetyFilter` per arm, fed by arm snapshots."""
+    :class:`~policy.safety.SafetyFilter` per arm, fed by arm snapshots. ``splice``: refit
+    each arriving latent chunk against the executing one (:class:`Splicer`; ``threaded``: in a
+    worker thread, for a real-time loop)."""
 
     def __init__(self, executor, filters: dict, contact_kind: str, contact_dim: int,
-                 chunk_pose_tolerance: float = 0.01, force: ForceLoopConfig | None = None):
+                 chunk_pose_tolerance: float = 0.01, force: ForceLoopConfig | None = None,
+                 splice: bool = False, threaded: bool = False):
         self.executor, self.filters = executor, filters
+        self.splicer = (Splicer(executor.decoder, executor.step_dt, executor.horizon, threaded)
+                        if splice and executor.decoder is not None else None)
         self.contact_kind, self.contact_dim = contact_kind, contact_dim
         self.chunk_pose_tolerance = chunk_pose_tolerance
         self.force_loops = {arm: ForceLoop(force) for arm in filters} if force is not None and force.enabled else {}
@@ -541,6 +652,8 @@ class FastController:
         if last is not None and not (0.0 <= now - last <= 0.5):
             self.clock_jumps += 1
             self.executor.reset()
+            if self.splicer is not None:
+                self.splicer.forget()
             return True
         return False
 
@@ -549,6 +662,8 @@ class FastController:
         where the arms are. ``not_before``: the episode's start stamp (chunks planned before it
         are refused, see :meth:`policy.reactive.ChunkExecutor.reset`)."""
         self.executor.reset(not_before)
+        if self.splicer is not None:
+            self.splicer.forget()
         for loop in self.force_loops.values():
             loop.reset()
         for arm, sf in self.filters.items():
@@ -582,13 +697,28 @@ class FastController:
         if contact_ok:
             self.executor.add_contact(contact_stamp, contact)
         rejected = None
+        splicer = self.splicer
+        if splicer is not None and splicer.threaded:
+            ready = splicer.take()
+            if ready is not None:
+                rejected = self.executor.submit(ready, now)
         if pending is not None:
             stamp, kind, data = pending
             poses = history.at("pose", stamp, self.chunk_pose_tolerance) if history is not None else None
             if poses is None:
                 rejected = self.executor.reject("no_pose_at_stamp")
             else:
-                rejected = self.executor.submit(Chunk(kind, data, stamp, np.concatenate(poses)), now)
+                chunk = Chunk(kind, data, stamp, np.concatenate(poses))
+                current = self.executor.current
+                if splicer is not None and kind == "latent" and current is not None and contact_ok \
+                        and stamp > current.chunk.obs_stamp:
+                    if splicer.threaded:    # submitted from a later tick, when spliced
+                        splicer.request(chunk, current.chunk, now, self.executor.history.copy(), contact)
+                        chunk = None
+                    else:
+                        chunk = splicer.run(chunk, current.chunk, now, self.executor.history, contact)
+                if chunk is not None:
+                    rejected = self.executor.submit(chunk, now)
         target, decode_s = None, None
         t0 = time.perf_counter()
         if contact_ok:
@@ -631,6 +761,9 @@ class FastLoopConfig:
                                          "delivers >= 95 % of control_hz, else clock)")
     force: ForceLoopConfig = described(ForceLoopConfig(), "the integral force loop under the policy's targets "
                                                           "(policy.force_loop; force.ref 0 = off)")
+    splice: bool = described(True, "refit each arriving latent chunk's first rows so that, decoded with the contacts "
+                                   "that actually arrived, it continues the executing chunk at the handover "
+                                   "(policy.rdp.handover.splice_latent; in a worker thread)")
 
     def __post_init__(self):
         if not self.export_dir:
@@ -722,6 +855,13 @@ def fast_diagnostics(values: dict, times, controller: FastController, inbox: Chu
                    "chunks_malformed": inbox.malformed, "clock_jumps": controller.clock_jumps,
                    "sensor_messages_rejected": sensor_rejected})
     values.update({f"chunks_rejected/{k}": v for k, v in executor.rejected.items()})
+    sp = controller.splicer
+    if sp is not None:       # handover splices (Splicer): how many, how long, why not
+        ms = np.percentile(np.asarray(sp.times), (50, 99)) * 1e3 if sp.times else (float("nan"),) * 2
+        values.update({"splice/spliced": sp.spliced, "splice/unspliced": sp.unspliced, "splice/failed": sp.failed,
+                       "splice/ms_p50": float(ms[0]), "splice/ms_p99": float(ms[1])})
+        if sp.last_error:
+            values["splice/last_error"] = sp.last_error
     if controller.contact_kind == "tactile":    # lost markers filled or fields refused (held)
         for arm, mf in controller.markers.items():
             values.update({f"tactile_markers/{arm}/{k}": v for k, v in mf.counts.items()})

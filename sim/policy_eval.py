@@ -46,6 +46,7 @@ class ServingTiming:
     inpaint_soft_s: float         # rdp_slow.inpaint_soft_s
     embodiment: str               # sim_node.embodiment: "floating" | "arm" (the robot the episodes run on)
     force: ForceLoopConfig = field(default_factory=ForceLoopConfig)   # rdp_fast.force (off by default)
+    splice: bool = False          # rdp_fast.splice
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
     transport_s: float = 0.0      # the part of latency_s after the inference (the slow side is free again)
 
@@ -114,7 +115,7 @@ class PolicyEvaluator:
                               num_arms=len(self.env.arms))
         filters = {a: SafetyFilter(self.safety) for a in self.env.arms}
         return FastController(ex, filters, self.planner.contact_kind, int(m["shapes"]["contact_raw_dim"]),
-                              self.timing.chunk_pose_tolerance, self.timing.force)
+                              self.timing.chunk_pose_tolerance, self.timing.force, splice=self.timing.splice)
 
     def run(self, seed: int) -> dict:
         """One episode on ``seed``: the task's metrics (sim/metrics.py) plus serving counts."""
@@ -143,6 +144,8 @@ class PolicyEvaluator:
         planner.restart()
         controller = self.controller
         controller.executor.handover_jumps.clear()   # this episode's seams only
+        if controller.splicer is not None:
+            controller.splicer.times.clear()           # ... and splice times
         before = {a: dict(sf.counts) for a, sf in controller.filters.items()}   # the filters count for good
         tactile = planner.contact_kind == "tactile"
         snap = {}
@@ -194,6 +197,9 @@ class PolicyEvaluator:
         seams = list(controller.executor.handover_jumps)
         metrics["handover_jump_m"] = {"max": float(max(seams)) if seams else None,
                                       "p50": float(np.median(seams)) if seams else None, "count": len(seams)}
+        spliced = list(controller.splicer.times) if controller.splicer is not None else []
+        metrics["splice_s"] = {"max": float(max(spliced)) if spliced else None,
+                               "p50": float(np.median(spliced)) if spliced else None, "count": len(spliced)}
         metrics.update({"seed": int(seed), "perturbed": bool(env.cfg.perturb), "chunks": stats["chunks"],
                         "skipped": stats["skipped"], "chunks_rejected": stats["rejected"],
                         "frames_rendered": stats["rendered"], "targets_refused": stats["targets_refused"],

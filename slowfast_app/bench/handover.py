@@ -8,7 +8,10 @@ through the synchronous evaluator (``slowfast evaluate``: the nodes' serving cor
 parameter files, the sim stepped in the same process). Reported per cell: success with its
 95 % Wilson interval, and the seam at each handover (the distance between the old and the new
 chunk's commands at the tick the new one takes over, before any blending): the largest over
-all handovers and the median of the episodes' medians, in mm.
+all handovers and the median of the episodes' medians, in mm; and, with ``rdp_fast.splice``
+(the default; ``--set rdp_fast.splice=false`` to compare), how many latent chunks the fast
+loop spliced onto the executing one and how long a splice took (median of the episodes'
+medians, largest).
 
 ``--delay-kind compute`` (default): the delay is inference time, the slow side is busy for it
 and starts one inference at a time, so a 0.36 s latency allows at most ~2.8 chunks per second
@@ -53,6 +56,18 @@ def _floats(text: str, what: str) -> list[float]:
     if not out:
         raise ValueError(f"--{what}: give at least one value")
     return out
+
+
+def _splice_ms(episodes: list[dict]) -> dict:
+    """The fast loop's splice times over a cell's episodes (rdp_fast.splice), ms."""
+    import numpy as np  # noqa: PLC0415
+
+    per = [m["splice_s"] for m in episodes if m.get("splice_s", {}).get("count")]
+    if not per:
+        return {"splices": 0, "splice_ms_p50": None, "splice_ms_max": None}
+    return {"splices": int(sum(x["count"] for x in per)),
+            "splice_ms_p50": round(float(np.median([x["p50"] for x in per])) * 1e3, 2),
+            "splice_ms_max": round(max(x["max"] for x in per) * 1e3, 2)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -106,7 +121,8 @@ def run(args: argparse.Namespace) -> dict:
                         "handover_jump_mm_max": None if largest is None else round(largest * 1e3, 3),
                         "handover_jump_mm_p50": (round(float(np.median([x["p50"] for x in seams])) * 1e3, 3)
                                                  if seams else None),
-                        "handovers": int(sum(x["count"] for x in seams)), "wall_s": round(time.monotonic() - t0, 1)}
+                        "handovers": int(sum(x["count"] for x in seams)), "splice": timing.splice,
+                        **_splice_ms(episodes), "wall_s": round(time.monotonic() - t0, 1)}
                 print(f"{Path(pol).name} {handover} delay {delay:g} s: {cell['successes']}/{cell['episodes']}, "
                       f"largest seam {cell['handover_jump_mm_max']} mm (median {cell['handover_jump_mm_p50']} mm), "
                       f"{cell['wall_s']} s", file=sys.stderr, flush=True)

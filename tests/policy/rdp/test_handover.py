@@ -323,3 +323,154 @@ def test_fitting_the_frozen_rows_through_the_decoder_beats_the_encoder(trained):
         err = lambda lat: np.abs(dec.decode_chunk(lat, contacts[:n]) - target[:n])[:, :3].max()  # noqa: E731
         gains.append(err(enc) - err(fit))
     assert min(gains) >= 0 and max(gains) > 0
+
+
+# ---------------------------------------------------------------------------- splice at arrival
+
+
+class _ContactGainDecoder:
+    """A recurrent decoder whose answer to contact depends on the latent (as a trained
+    tokenizer decoder's does): position = P z + (1 + g.z) Q c + state, state' = 0.8 state +
+    (0.5 + h.z) R c; rotation fixed. Small enough to see, with the runtime's interface."""
+
+    latent_steps, latent_dim, compression, contact_dim, hidden = 4, 4, 4, 6, 3
+    horizon = 16
+
+    def __init__(self, seed=0):
+        r = np.random.default_rng(seed)
+        self.P = 0.01 * r.standard_normal((3, self.latent_dim))
+        self.Q = 0.0005 * r.standard_normal((3, self.contact_dim))
+        self.R = 0.0005 * r.standard_normal((3, self.contact_dim))
+        self.g, self.h = 0.5 * r.standard_normal(self.latent_dim), 0.5 * r.standard_normal(self.latent_dim)
+
+    def initial_state(self, batch=1):
+        return np.zeros((batch, self.hidden), np.float32)
+
+    def step(self, latent, k, contact, state=None):
+        lat = np.asarray(latent, np.float32)
+        single = lat.ndim == 2
+        z = (lat[None] if single else lat)[:, k // self.compression]
+        c = np.asarray(contact, np.float32).reshape(len(z), -1)
+        state = self.initial_state(len(z)) if state is None else state
+        pos = z @ self.P.T + (1 + z @ self.g)[:, None] * (c @ self.Q.T) + state + 0.002 * k
+        rot = np.tile([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], (len(z), 1))
+        new_state = 0.8 * state + (0.5 + z @ self.h)[:, None] * (c @ self.R.T)
+        a = np.concatenate([pos, rot], 1).astype(np.float32)
+        return (a[0] if single else a), new_state.astype(np.float32)
+
+    def decode_chunk(self, latent, contacts):
+        state, out = None, []
+        for k in range(len(contacts)):
+            a, state = self.step(latent, k, contacts[k], state)
+            out.append(a)
+        return np.stack(out)
+
+
+def test_splicing_at_arrival_removes_the_seam_a_contact_change_made():
+    """The contact steps while the next chunk is computed (a surface step): decoded with the
+    real contacts, the inpainted chunk and the executing one part at the handover (the
+    decoder answers contact through the latent). Splicing at arrival, with the contacts the
+    executor decodes with (policy.serving.Splicer), makes them meet again and leaves the rows
+    after the fitted steps as they were."""
+    from policy.rdp.handover import fit_latent_prefix
+    from policy.reactive import Chunk, ReactiveExecutor, StampedBuffer
+    from policy.serving import Splicer
+
+    dec = _ContactGainDecoder()
+    dt, h = 0.04, dec.horizon
+    rng = np.random.default_rng(11)
+    c0 = rng.standard_normal(dec.contact_dim).astype(np.float32)
+    c1 = (c0 + 3.0 * rng.standard_normal(dec.contact_dim)).astype(np.float32)
+    z = rng.standard_normal(dec.latent_dim).astype(np.float32)
+    old = Chunk("latent", np.tile(z, (dec.latent_steps, 1)), 1.0, START)
+    t_new, arrival = 1.08, 1.28
+    hist = StampedBuffer()                                   # c0, then c1 from 1.12: after t_new, before arrival
+    for t in np.arange(0.8, 1.6, 0.01):
+        hist.add(float(t), c0 if t < 1.12 else c1)
+    # the next chunk as the slow side inpaints it at t_new: the old one's motion under the
+    # contact it last saw (c0), from another latent (moved along the null space of P: the same
+    # motion, another answer to contact)
+    old_c0 = dec.decode_chunk(old.data, np.repeat(c0[None], h, 0))
+    start_new = relative_to_absolute(old_c0[2:3], START)[0]
+    target, covered = action_guide(old_c0, 1.0, START, t_new, start_new, dt)
+    other = np.tile(z + 3.0 * np.linalg.svd(dec.P)[2][-1], (dec.latent_steps, 1)).astype(np.float32)
+    planned = fit_latent_prefix(dec, other, target[:covered], np.repeat(c0[None], covered, 0), dec.latent_steps,
+                                iterations=6)
+    assert np.abs(dec.decode_chunk(planned, np.repeat(c0[None], covered, 0)) - target[:covered])[:, :3].max() < 1e-3
+    new = Chunk("latent", planned, t_new, start_new)
+
+    def seam(chunk):
+        ex = ReactiveExecutor(dec, h, dt, blend_s=0.08)
+        ex.history = hist
+        assert ex.submit(old, 1.0) is None
+        for t in np.arange(1.0, arrival, 0.01):
+            ex.tick(float(t), hist.before(float(t)))
+        assert ex.submit(chunk, arrival) is None
+        ex.tick(arrival, c1)
+        return ex.handover_jumps[-1]
+
+    splicer = Splicer(dec, dt, h)
+    spliced = splicer.run(new, old, arrival, hist, c1)
+    assert splicer.spliced == 1 and spliced.obs_stamp == new.obs_stamp
+    before, after = seam(new), seam(spliced)
+    assert before > 1e-3, before                             # the contact change parted them (> 1 mm)
+    assert after < 0.02 * before, (before, after)
+    k_fit = int((arrival - t_new) / dt + 1e-9) + 2
+    rows = -(-k_fit // dec.compression)
+    np.testing.assert_array_equal(spliced.data[rows:], new.data[rows:])
+    # an executing chunk that ends before the handover leaves the new one as it came
+    late = Chunk("latent", new.data, 1.0 + h * dt, start_new)
+    assert splicer.run(late, old, late.obs_stamp + 0.01, hist, c1) is late and splicer.unspliced == 1
+
+
+def test_the_fast_loop_splices_in_a_worker_and_keeps_the_old_chunk_meanwhile(trained):
+    """rdp_fast's threaded splice: the tick that takes the new chunk hands it to the worker and
+    goes on with the old one; a later tick takes it over spliced. A splice requested before an
+    episode start is dropped."""
+    import time
+
+    from policy.rdp.runtime import DecoderRuntime
+    from policy.reactive import ReactiveExecutor
+    from policy.safety import SafetyConfig, SafetyFilter
+    from policy.serving import ArmHistory, ArmSnapshot, FastController
+
+    dec = DecoderRuntime(trained / "onnx_ldp")
+    dt = 0.04
+    rng = np.random.default_rng(12)
+    kind = "wrench" if dec.contact_dim == 6 else "tactile"
+    assert kind == "wrench"                                   # the fixture's policy reads the wrench
+    ex = ReactiveExecutor(dec, dec.horizon, dt, blend_s=0.08)
+    fc = FastController(ex, {"arm": SafetyFilter(SafetyConfig())}, kind, dec.contact_dim, splice=True, threaded=True)
+    history = ArmHistory(["arm"])
+    wrench = np.zeros(6)
+
+    def snap(t):
+        history.add("arm", "pose", t, np.r_[START[:3], START[3:]])
+        return {"arm": ArmSnapshot(pose_stamp=t, tcp_pos=START[:3].copy(), tcp_quat=START[3:].copy(),
+                                   wrench_stamp=t, wrench=wrench.copy())}
+
+    fc.restart(snap(1.0))
+    lat = lambda: rng.standard_normal((dec.latent_steps, dec.latent_dim)).astype(np.float32)  # noqa: E731
+    first, second = lat(), lat()
+    t = 1.0
+    fc.tick(t, snap(t), (1.0, "latent", first), None, history)
+    assert ex.current.chunk.obs_stamp == 1.0                  # no chunk executing yet: taken at once
+    for t in np.arange(1.01, 1.2, 0.01):
+        fc.tick(float(t), snap(float(t)), None, None, history)
+    t = 1.2
+    fc.tick(t, snap(t), (1.1, "latent", second), None, history)
+    assert ex.current.chunk.obs_stamp == 1.0                  # the old chunk goes on meanwhile
+    end = time.monotonic() + 10.0
+    while ex.current.chunk.obs_stamp != 1.1 and time.monotonic() < end:
+        time.sleep(0.005)
+        t += 0.001
+        fc.tick(t, snap(t), None, None, history)
+    assert ex.current.chunk.obs_stamp == 1.1 and fc.splicer.spliced == 1
+    assert not np.array_equal(ex.current.chunk.data, second)  # its first rows were refitted
+    # requested, then an episode starts: the splice in flight never reaches the executor
+    fc.tick(t, snap(t), (1.15, "latent", lat()), None, history)
+    fc.restart(snap(t))
+    time.sleep(0.5)
+    fc.tick(t + 0.01, snap(t + 0.01), None, None, history)
+    assert ex.current is None
+    fc.splicer.close()

@@ -75,7 +75,7 @@ class RdpFast(ArmCommander):
         self.reactive = ReactiveExecutor(ex.decoder, ex.horizon, 1.0 / ex.fps, p.blend_s, num_arms=len(p.arms))
         self.safety = {a: SafetyFilter(p.safety) for a in p.arms}
         self.controller = FastController(self.reactive, self.safety, ex.contact_kind, ex.contact_dim,
-                                         p.chunk_pose_tolerance, p.force)
+                                         p.chunk_pose_tolerance, p.force, splice=p.splice, threaded=True)
         tactile = self.contact_kind == "tactile"
         self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=tactile,
                                 trigger="tactile" if tactile else "wrench")
@@ -186,6 +186,9 @@ class RdpFast(ArmCommander):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
+        splicer = getattr(getattr(self, "controller", None), "splicer", None)
+        if splicer is not None:
+            splicer.close()
         self.inputs.close()
         self.release_made()
         self.episodes.close()
