@@ -5,8 +5,10 @@ through the :class:`Outputs` callbacks, and a test drives it with plain Python o
 Timing. One physics thread steps MuJoCo at 1 kHz and keeps sim time locked to the wall clock
 (:class:`WallLock`): never ahead of it, and when the CPU cannot keep up the sim slows down
 instead of lagging, so every reading is stamped with the time it was taken (episode start +
-time slowed + sim time). Each stream (pose, wrench, tactile, clock, cameras) is due on its own
-grid of sim time (:class:`Stream`). Cameras render off the physics thread, from a snapshot of
+time slowed + sim time). A step is computed ``RealTimeSim.PREPARE_S`` (0.4 ms) before its
+time and its readings are sent at that time, so a reading leaves when it is stamped, as a
+sensor's would; a target arriving in those 0.4 ms applies one step later. Each stream (pose,
+wrench, tactile, clock, cameras) is due on its own grid of sim time (:class:`Stream`). Cameras render off the physics thread, from a snapshot of
 its state: in a thread (:class:`sim.render.ThreadRenderer`) or in a child process
 (:class:`sim.render_process.ProcessRenderer`); both hand their frames to a sink the caller
 built.
@@ -190,6 +192,19 @@ class Outputs(Protocol):
     def wait_ready(self, stop: threading.Event) -> None:
         """Block until what must run before the first episode is there (a controller)."""
 
+    def poll(self) -> None:
+        """Take the commands that arrived, calling :meth:`RealTimeSim.set_target` (the physics
+        thread calls this before each step: a transport read from that thread instead of by
+        callbacks in another one)."""
+
+
+def _wait_until(ahead) -> None:
+    """Return when ``ahead()`` (seconds still to go) is no longer positive: a sleep, then a
+    spin of at most 0.1 ms (a sleep overshoots by ~0.05-0.1 ms)."""
+    while (a := ahead()) > 0:
+        if a > 0.00015:
+            time.sleep(a - 0.0001)
+
 
 class RealTimeSim:
     """Runs ``cfg``'s episodes in real time (:meth:`run`, on the caller's thread). Thread-safe
@@ -235,6 +250,10 @@ class RealTimeSim:
         self._frames_seen = (time.monotonic(), 0)   # the renderer's frame count at the last status()
 
     # ------------------------------------------------------------ inputs (any thread)
+
+    #: a physics step is computed this long before its wall time (its readings go out at that
+    #: time): a step with its readings takes ~0.1 ms here, up to ~0.3 ms at the 99th percentile
+    PREPARE_S = 0.0004
 
     def set_target(self, arm: str, stamp: float, pos, quat) -> None:
         """A target for ``arm`` (world frame), applied at the next physics step."""
@@ -304,6 +323,7 @@ class RealTimeSim:
         # Hold the home pose while controllers reset, publishing live readings.
         while not self._stop.is_set() and self.out.now() < self.episode_start - 0.01:
             self._publish_state(self.out.now(), STATE_STREAMS)
+            self.out.poll()       # the last episode's commands: taken, and refused by their stamps
             time.sleep(0.01)
         while self.out.now() < self.episode_start:
             time.sleep(0.0002)
@@ -317,16 +337,21 @@ class RealTimeSim:
         reason = None
         while not self._stop.is_set() and (reason := self.ending.check(env.time, env.done)) is None:
             ahead = lock.ahead(time.monotonic(), env.time + dt)
-            if ahead > 0:
-                time.sleep(min(ahead, 0.002))
+            if ahead > self.PREPARE_S:
+                time.sleep(min(ahead - self.PREPARE_S, 0.002))
                 continue
+            # The step and its readings are computed ahead, then sent at the reading's time: a
+            # reading leaves when it is stamped, as a sensor's would, not a physics step later.
+            self.out.poll()
             self._apply_pending()
             env.step(1)
             t = env.time
-            stamp = self.episode_start + lock.slowed + t
             due = tuple(k for k in STATE_STREAMS if self.streams[k].due(t))
-            if due:
-                self._publish_state(stamp, due)
+            readings = self._observe(due) if due else ()
+            _wait_until(lambda: lock.ahead(time.monotonic(), t))
+            stamp = self.episode_start + lock.slowed + t
+            for arm, obs, joints in readings:
+                self.out.state(stamp, arm, obs, joints, due)
             if self.streams["clock"].due(t):
                 self.out.clock(stamp)
             if self.camera_stream and self.camera_stream.due(t):
@@ -353,11 +378,15 @@ class RealTimeSim:
             except ValueError as exc:
                 self.out.reject(arm, str(exc))
 
-    def _publish_state(self, stamp: float, which: tuple) -> None:
+    def _observe(self, which: tuple) -> list:
+        """(arm, reading, joint state or None) of every arm, for the streams ``which``."""
         joints = self.cfg.embodiment == "arm" and "pose" in which
-        for arm in self.arms:
-            obs = self.env.observe(arm, tactile="tactile" in which)
-            self.out.state(stamp, arm, obs, self.env.joint_state(arm) if joints else None, which)
+        return [(arm, self.env.observe(arm, tactile="tactile" in which), self.env.joint_state(arm) if joints else None)
+                for arm in self.arms]
+
+    def _publish_state(self, stamp: float, which: tuple) -> None:
+        for arm, obs, joints in self._observe(which):
+            self.out.state(stamp, arm, obs, joints, which)
 
     def _end_episode(self, reason: str | None) -> None:
         from sim.report import jsonable, plot_force  # noqa: PLC0415

@@ -15,7 +15,7 @@ class Recorder:
 
     def __init__(self):
         self.states, self.clocks, self.events, self.rejects, self.lines = [], [], [], [], []
-        self.ready_calls = 0
+        self.ready_calls = self.polls = 0
         self.on_state = None
 
     def now(self):
@@ -41,6 +41,9 @@ class Recorder:
     def wait_ready(self, stop):
         self.ready_calls += 1
 
+    def poll(self):
+        self.polls += 1
+
 
 def run(cfg, out=None, before=None):
     out = out or Recorder()
@@ -56,6 +59,7 @@ def test_episodes_stream_on_their_sim_time_grids_stamped_at_capture(tmp_path):
                          pose_hz=100.0, wrench_hz=200.0, tactile_hz=50.0, clock_hz=100.0, out_dir=str(tmp_path))
     sim, out = run(cfg)
     assert out.ready_calls == 1
+    assert out.polls >= 2 * 300        # the transport is polled before every 1 ms physics step
     starts = [e for e in out.events if e["event"] == "start"]
     ends = [e for e in out.events if e["event"] == "end"]
     assert [e["episode"] for e in starts] == [0, 1] and [e["seed"] for e in starts] == [0, 1]

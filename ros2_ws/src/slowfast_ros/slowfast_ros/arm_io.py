@@ -102,6 +102,13 @@ def cdr_pose(buf) -> tuple[float, np.ndarray]:
     return stamp, np.array(_POSE.unpack_from(buf, _align8(off)))
 
 
+def cdr_pose_in_frame(buf) -> tuple[float, str, np.ndarray]:
+    """PoseStamped CDR -> (stamp, header.frame_id, (7,) position + quaternion x, y, z, w)."""
+    stamp, off = _cdr_header(buf)
+    frame = bytes(buf[16:off - 1]).decode("utf-8", "replace")
+    return stamp, frame, np.array(_POSE.unpack_from(buf, _align8(off)))
+
+
 def cdr_wrench(buf) -> tuple[float, np.ndarray]:
     """WrenchStamped CDR -> (stamp, [fx, fy, fz, tx, ty, tz])."""
     stamp, off = _cdr_header(buf)

@@ -10,12 +10,14 @@ Topic table: docs/architecture.md.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState, PointCloud2
 from std_msgs.msg import String
@@ -23,7 +25,8 @@ from std_msgs.msg import String
 from hardware.robot import RigidTransform
 from sim.realtime import RealTimeConfig, RealTimeSim
 from slowfast_ros import msgs, qos
-from slowfast_ros.arm_io import INTERFACES, ROS2_CONTROL, controller_target_topic, topic
+from slowfast_ros.arm_io import (INTERFACES, ROS2_CONTROL, CdrLayoutError, cdr_pose_in_frame, controller_target_topic,
+                                 topic)
 from slowfast_ros.camera_sink import make_renderer
 from slowfast_ros.node_util import RateMeter, declare_params, flush_events, param, run_node, wait_for_publishers
 
@@ -68,6 +71,13 @@ class SimNode(Node):
             self.world_in_base = self.base_in_world.inverse()
         self._tactile_grid = tuple(env.task_spec()["tactile_shape"])
         self.pubs = {}
+        # The targets are taken by the physics thread before each step (poll), serialized, from
+        # a helper node no executor spins: rclpy spends ~200 us of Python per callback, and at
+        # 1 kHz of targets an executor thread would hold the GIL the physics thread needs to
+        # publish its readings on time.
+        self._io_node = rclpy.create_node(f"{self.get_name()}_targets", namespace=self.get_namespace(),
+                                          context=self.context, start_parameter_services=False)
+        self._targets = []
         for arm in self.arms:
             names = {k: topic(arm, t) for k, t in (("pose", "tcp_pose"), ("wrench", "tcp_wrench"),
                                                     ("tactile", "tactile/markers"), ("joints", "joint_states"))}
@@ -77,8 +87,8 @@ class SimNode(Node):
             for kind, typ in (("pose", PoseStamped), ("wrench", WrenchStamped), ("tactile", PointCloud2),
                               ("joints", JointState))[:4 if self.p.embodiment == "arm" else 3]:
                 self.pubs[(arm, kind)] = self.create_publisher(typ, names[kind], qos.SENSOR_PUB)
-            self.create_subscription(PoseStamped, self._target_topic(arm),
-                                     lambda m, a=arm: self._on_target(a, m), qos.COMMAND)
+            self._targets.append((arm, self._io_node.create_subscription(
+                PoseStamped, self._target_topic(arm), lambda _m: None, qos.COMMAND, raw=True)))
             self.meters.update({topic(arm, k): RateMeter() for k in ("pose", "wrench", "tactile")})
         if self.p.chunk_topic:
             from trajectory_msgs.msg import JointTrajectory  # noqa: PLC0415
@@ -95,12 +105,27 @@ class SimNode(Node):
         self.get_logger().info(f"sim {self.p.task}: arms {list(self.arms)}, cameras {list(self.sim.cameras)}, "
                                f"episodes {self.p.episodes or 'unbounded'}")
 
-    def _on_target(self, arm: str, msg: PoseStamped) -> None:
+    def poll(self) -> None:
+        """Take every target that arrived (sim.realtime.Outputs; the physics thread)."""
+        for arm, sub in self._targets:
+            while True:
+                with sub.handle:
+                    taken = sub.handle.take_message(sub.msg_type, True)
+                if taken is None:
+                    break
+                try:
+                    stamp, frame, pose = cdr_pose_in_frame(taken[0])
+                    pos, quat = pose[:3], pose[3:]
+                except (CdrLayoutError, struct.error):
+                    msg = deserialize_message(taken[0], PoseStamped)
+                    (stamp, pos, quat), frame = msgs.pose_from_msg(msg), msg.header.frame_id
+                self._on_target(arm, stamp, frame, pos, quat)
+
+    def _on_target(self, arm: str, stamp: float, frame: str, pos, quat) -> None:
         """A world-frame target, or (ros2_control) a Cartesian controller's in the base frame."""
-        stamp, pos, quat = msgs.pose_from_msg(msg)
         frames = (self.p.base_frame,) if self.hw else ("", self.p.world_frame)
-        if msg.header.frame_id not in frames:
-            self.reject(arm, f"frame '{msg.header.frame_id}' is not '{frames[-1]}'")
+        if frame not in frames:
+            self.reject(arm, f"frame '{frame}' is not '{frames[-1]}'")
             return
         if self.hw:
             pos, quat = self.base_in_world.apply(pos, quat)
@@ -181,6 +206,7 @@ class SimNode(Node):
         self.sim.stop()
         self._physics.join(timeout=5.0)
         self.sim.close_cameras(timeout=5.0)
+        self._io_node.destroy_node()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)
