@@ -423,10 +423,10 @@ def test_splicing_at_arrival_removes_the_seam_a_contact_change_made():
     assert splicer.run(late, old, late.obs_stamp + 0.01, hist, c1) is late and splicer.unspliced == 1
 
 
-def test_the_fast_loop_splices_in_a_worker_and_keeps_the_old_chunk_meanwhile(trained):
-    """rdp_fast's threaded splice: the tick that takes the new chunk hands it to the worker and
-    goes on with the old one; a later tick takes it over spliced. A splice requested before an
-    episode start is dropped."""
+def test_the_fast_loop_splices_in_a_child_process_and_keeps_the_old_chunk_meanwhile(trained):
+    """rdp_fast's splice: the tick that takes the new chunk hands it off (a child process fits
+    it) and goes on with the old one; a later tick takes it over spliced. A splice requested
+    before an episode start is dropped; closing stops the child."""
     import time
 
     from policy.rdp.runtime import DecoderRuntime
@@ -440,7 +440,8 @@ def test_the_fast_loop_splices_in_a_worker_and_keeps_the_old_chunk_meanwhile(tra
     kind = "wrench" if dec.contact_dim == 6 else "tactile"
     assert kind == "wrench"                                   # the fixture's policy reads the wrench
     ex = ReactiveExecutor(dec, dec.horizon, dt, blend_s=0.08)
-    fc = FastController(ex, {"arm": SafetyFilter(SafetyConfig())}, kind, dec.contact_dim, splice=True, threaded=True)
+    fc = FastController(ex, {"arm": SafetyFilter(SafetyConfig())}, kind, dec.contact_dim, splice=True,
+                        splice_export=str(trained / "onnx_ldp"))
     history = ArmHistory(["arm"])
     wrench = np.zeros(6)
 
@@ -473,4 +474,6 @@ def test_the_fast_loop_splices_in_a_worker_and_keeps_the_old_chunk_meanwhile(tra
     time.sleep(0.5)
     fc.tick(t + 0.01, snap(t + 0.01), None, None, history)
     assert ex.current is None
+    proc = fc.splicer._proc
     fc.splicer.close()
+    assert not proc.is_alive()

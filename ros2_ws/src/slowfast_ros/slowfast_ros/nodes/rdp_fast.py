@@ -58,6 +58,9 @@ class RdpFastParams(SafetyParams, FastLoopConfig):
     def __post_init__(self):
         super().__post_init__()
         FastLoopConfig.__post_init__(self)
+        if self.tick_deadline != -1 and not 0.0 <= self.tick_deadline < 1.0 / self.control_hz:
+            raise ValueError(f"tick_deadline: {self.tick_deadline!r} is neither -1 nor in [0, one control period "
+                             f"{1.0 / self.control_hz:g} s)")
 
 
 class RdpFast(ArmCommander):
@@ -75,7 +78,7 @@ class RdpFast(ArmCommander):
         self.reactive = ReactiveExecutor(ex.decoder, ex.horizon, 1.0 / ex.fps, p.blend_s, num_arms=len(p.arms))
         self.safety = {a: SafetyFilter(p.safety) for a in p.arms}
         self.controller = FastController(self.reactive, self.safety, ex.contact_kind, ex.contact_dim,
-                                         p.chunk_pose_tolerance, p.force, splice=p.splice, threaded=True)
+                                         p.chunk_pose_tolerance, p.force, splice=p.splice, splice_export=p.export_dir)
         tactile = self.contact_kind == "tactile"
         self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=tactile,
                                 trigger="tactile" if tactile else "wrench")
@@ -92,7 +95,8 @@ class RdpFast(ArmCommander):
         self.loop = TickLoop(p.control_hz, self._tick, source=self.inputs, mode=p.tick_source, name="rdp-fast",
                              rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
                              warn=self.get_logger().warning, sensor_timeout=p.safety.contact_timeout,
-                             stamp_clock=self._now, phases=PHASES, on_error=lambda _exc: not rclpy.ok())
+                             stamp_clock=self._now, phases=PHASES, on_error=lambda _exc: not rclpy.ok(),
+                             late_s=p.tick_deadline if p.tick_deadline >= 0 else None)
         ix = self.loop.times.index
         self._i = tuple(ix[n] for n in PHASES)
         self.loop.start()
