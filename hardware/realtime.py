@@ -274,7 +274,7 @@ class TickLoop:
     def __init__(self, hz: float, tick, source=None, mode: str = "clock", name: str = "loop",
                  rt_priority: int = 0, cpu: int = -1, lock_memory: bool = True, warn=None,
                  sensor_timeout: float = 0.05, stamp_clock=time.time, phases=(), history: int = 4096,
-                 on_error=None):
+                 on_error=None, late_s: float | None = None):
         if not (0 < hz <= 2000):
             raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
         if mode not in MODES:
@@ -287,6 +287,8 @@ class TickLoop:
             raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
         if sensor_timeout <= 0:
             raise ValueError(f"sensor_timeout {sensor_timeout} must be > 0")
+        if late_s is not None and not (0.0 <= late_s < 1.0 / hz):
+            raise ValueError(f"late_s {late_s}: in [0, one period {1.0 / hz:g} s), or None")
         self.hz, self.period = float(hz), 1.0 / hz
         self.requested_mode = mode
         self.mode = "clock" if mode == "auto" else mode   # auto starts on the clock and measures
@@ -294,13 +296,15 @@ class TickLoop:
         self.rt_priority, self.cpu, self.lock_memory = rt_priority, cpu, lock_memory
         self.warn = warn
         self.sensor_timeout = float(sensor_timeout)
+        self.late_s = None if late_s is None else float(late_s)
+        self._covered = -math.inf      # sensor mode with late_s: the stamp a deadline tick stood in for
         self.stamp_clock = stamp_clock
         self.on_error = on_error
         self.times = PhaseTimes(self.PHASES + tuple(phases), history)
         self.rate = StreamRate(self.RATE_WINDOW)
         self.realtime = RealtimeState()
         self.decimation = 1
-        self.ticks = {"clock": 0, "sensor": 0, "watchdog": 0}
+        self.ticks = {"clock": 0, "sensor": 0, "deadline": 0, "watchdog": 0}
         self.readings = 0           # trigger readings taken in sensor mode
         self.overruns = 0
         self.mode_switches = 0
@@ -311,6 +315,7 @@ class TickLoop:
         self._floor_prev = self._floor_cur = math.inf   # smallest capture-to-tick delay, last/this block
         self._floor_n = 0
         self._next_t = self._last_reading = 0.0
+        self._last_stamp: float | None = None   # the newest trigger stamp a sensor tick used
         self._mode_since = -math.inf   # monotonic time of the last switch (auto's dwell)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -353,7 +358,8 @@ class TickLoop:
                "period_error_ms_p50": pe[0], "period_error_ms_p99": pe[1], "overruns": self.overruns,
                "reading_to_tick_ms_p50": lat[0], "reading_to_tick_ms_p99": lat[1],
                "ticks_clock": self.ticks["clock"], "ticks_sensor": self.ticks["sensor"],
-               "ticks_watchdog": self.ticks["watchdog"], "trigger_readings": self.readings,
+               "ticks_watchdog": self.ticks["watchdog"], "ticks_deadline": self.ticks["deadline"],
+               "trigger_readings": self.readings,
                "tick_source_switches": self.mode_switches,
                "realtime_scheduling": self.realtime.realtime, "rt_priority_active": self.realtime.fifo_priority,
                "cpu": self.realtime.cpu, "memory_locked": self.realtime.memory_locked,
@@ -396,14 +402,24 @@ class TickLoop:
                 if stamp is None:
                     if mono() - self._last_reading > self.sensor_timeout:
                         self._watchdog()      # the sensor fell silent
-                    else:
-                        source.wait(self.sensor_timeout)
+                        continue
+                    wait_s = self.sensor_timeout
+                    due = self._deadline()
+                    if due is not None:
+                        wait_s = min(wait_s, due[0] - self.stamp_clock())
+                        if wait_s <= 0.0:
+                            self._deadline_tick(due[1])   # the reading is late: tick without it
+                            continue
+                    source.wait(wait_s)
                     continue
                 self._last_reading = mono()
                 self.readings += 1
                 timed = -math.inf < stamp < math.inf    # an unreadable reading still ticks, untimed
                 if timed:
                     self.rate.add(stamp)
+                    if stamp <= self._covered + 0.25 / self.hz:
+                        continue      # a deadline tick stood in for it: its data go to the next tick
+                    self._last_stamp = stamp
                 pending += 1
                 if pending < self.decimation:
                     continue
@@ -461,6 +477,38 @@ class TickLoop:
                 self._switch("sensor")
                 pending = 0
 
+    def _deadline(self) -> tuple[float, float] | None:
+        """With ``late_s``: (the latest time, stamp clock, to tick at without the next reading;
+        the stamp that reading should have), or None (no deadline: off, decimating, or the
+        sensor's rate or the transport's floor not known yet)."""
+        if self.late_s is None or self.decimation != 1 or self._last_stamp is None:
+            return None
+        rate = self.rate.rate()
+        floor = min(self._floor_prev, self._floor_cur)
+        if rate <= 0.0 or not math.isfinite(floor):
+            return None
+        expected = max(self._last_stamp, self._covered) + 1.0 / rate
+        return expected + floor + self.late_s, expected
+
+    def _deadline_tick(self, expected: float) -> None:
+        """The reading of ``expected`` has not come ``late_s`` after it should have: tick now
+        with the freshest readings (its period error is ``late_s`` plus the wake-up), and let
+        that reading, when it comes, refresh the state without a tick of its own."""
+        t0 = time.perf_counter()
+        self.source.drain()
+        now = self.stamp_clock()
+        rec, ix = self.times.record, self.times.index
+        rec(ix["input"], time.perf_counter() - t0)
+        err = now - (expected + min(self._floor_prev, self._floor_cur))
+        rec(ix["error"], err)
+        if err > self.period:
+            self.overruns += 1
+        self._covered = expected
+        self._mark(time.monotonic())
+        self.ticks["deadline"] += 1
+        self._tick(now, None)
+        rec(ix["total"], time.perf_counter() - t0)
+
     def _watchdog(self) -> None:
         """A tick with the freshest (stale) readings when the sensor fell silent in sensor
         mode, so that the owner's safety checks run; ``auto`` goes back to the clock."""
@@ -485,6 +533,7 @@ class TickLoop:
     def _switch(self, mode: str) -> None:
         self._mode_since = time.monotonic()
         if mode == "sensor":
+            self._covered, self._last_stamp = -math.inf, None
             r = self.rate.rate()
             self.decimation = max(1, int(r / self.hz + 0.5)) if r > 0 else 1
             self._floor_prev = self._floor_cur = math.inf

@@ -150,7 +150,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "tick_us_p50": f(fast, "tick_us_p50"), "tick_us_p99": f(fast, "tick_us_p99"),
         "tick_source": fast.get("tick_source"), "tick_source_requested": fast.get("tick_source_requested"),
         "sensor_rate_hz": f(fast, "sensor_rate_hz"),
-        "ticks": {k: f(fast, f"ticks_{k}") for k in ("sensor", "clock", "watchdog")},
+        "ticks": {k: f(fast, f"ticks_{k}") for k in ("sensor", "deadline", "clock", "watchdog")},
         "reading_to_tick_ms_p50": f(fast, "reading_to_tick_ms_p50"),
         "reading_to_tick_ms_p99": f(fast, "reading_to_tick_ms_p99"),
         "arrival_to_tick_ms_p50": f(fast, "arrival_to_tick_ms_p50"),
