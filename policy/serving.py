@@ -820,10 +820,11 @@ class FastLoopConfig:
     tick_source: str = described("auto", "what starts a tick: 'sensor' (each reading of the contact topic the policy "
                                          "reads), 'clock' (control_hz, freshest reading), 'auto' (sensor while it "
                                          "delivers >= 95 % of control_hz, else clock)")
-    tick_deadline: float = described(0.00025, "ticking on the sensor: a reading later than this (s) past when it "
-                                              "should arrive is not waited for: the loop ticks with the freshest "
-                                              "readings and the late one refreshes the next tick (-1 = wait for every "
-                                              "reading)")
+    tick_deadline: float = described(-1.0, "ticking on the sensor: a reading later than this (s) past when it "
+                                           "should arrive is not waited for: the loop ticks with the freshest "
+                                           "readings and the late one refreshes the next tick (-1 = wait for every "
+                                           "reading: the freshest data; a deadline evens the command's timing and "
+                                           "costs a period of staleness on the late ticks)")
     force: ForceLoopConfig = described(ForceLoopConfig(), "the integral force loop under the policy's targets "
                                                           "(policy.force_loop; force.ref 0 = off)")
     splice: bool = described(True, "refit each arriving latent chunk's first rows so that, decoded with the contacts "
