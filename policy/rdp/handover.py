@@ -93,6 +93,11 @@ FIT_SCALE = (1e-3, 1e-2)
 PRIOR_WEIGHT = 0.1
 
 
+def _fit_scale(action_dim: int) -> np.ndarray:
+    """(A*9,) the weight of each action entry in a fit: 1 / FIT_SCALE per position, rotation entry."""
+    return np.tile(np.r_[np.full(3, 1.0 / FIT_SCALE[0]), np.full(6, 1.0 / FIT_SCALE[1])], action_dim // 9)
+
+
 def fit_latent_prefix(decoder, latent: np.ndarray, target: np.ndarray, contacts: np.ndarray, rows: int,
                       iterations: int = 3, step_weights: np.ndarray | None = None, retries: int = 0) -> np.ndarray:
     """Latent rows ``0 .. rows-1`` adjusted so the decoder, fed ``contacts``, gives ``target``
@@ -108,7 +113,7 @@ def fit_latent_prefix(decoder, latent: np.ndarray, target: np.ndarray, contacts:
     rows = max(0, min(rows, lat.shape[0]))
     if rows == 0 or n == 0:
         return lat
-    w = np.tile(np.r_[np.full(3, 1.0 / FIT_SCALE[0]), np.full(6, 1.0 / FIT_SCALE[1])], target.shape[1] // 9)
+    w = _fit_scale(target.shape[1])
     sw = np.ones(n) if step_weights is None else np.asarray(step_weights, float).reshape(n)
     p = rows * dz
 
@@ -154,18 +159,18 @@ def fit_latent_prefix(decoder, latent: np.ndarray, target: np.ndarray, contacts:
 #: ``FIT_SCALE`` units: 1 = 1 mm or 0.01 of a rotation entry) kept, else the best; each fit a
 #: few Levenberg-Marquardt steps. The fit is not convex: on the shipped wipe policy at +0.3 s
 #: (20 perturbed seeds, 840 handovers) a weight of 0.03 alone left one seam of 3.7 mm and 0.1
-#: alone one of 2.0 mm where the other weight met the millimetre.
+#: alone one of 2.0 mm where another weight met the millimetre; 4 iterations left 1.3 mm on one
+#: handover at 8 chunks/s, 8 met it (docs/results.md).
 SPLICE_EARLY_WEIGHTS = (0.03, 0.3, 1.0)
 SPLICE_TOLERANCE = 0.5
-SPLICE_ITERATIONS = 4
+SPLICE_ITERATIONS = 8
 SPLICE_RETRIES = 3
 
 
 def _handover_error(decoder, latent: np.ndarray, target: np.ndarray, contacts: np.ndarray, k_h: int) -> float:
     """The largest scaled residual (``FIT_SCALE`` units) of steps ``k_h ..`` decoded from ``latent``."""
     got = decoder.decode_chunk(latent, contacts)
-    scale = np.tile(np.r_[np.full(3, 1.0 / FIT_SCALE[0]), np.full(6, 1.0 / FIT_SCALE[1])], target.shape[1] // 9)
-    d = ((got - target) * scale)[k_h:].reshape(len(target) - k_h, -1, 9)
+    d = ((got - target) * _fit_scale(target.shape[1]))[k_h:].reshape(len(target) - k_h, -1, 9)
     return float(max(np.linalg.norm(d[..., :3], axis=-1).max(), np.abs(d[..., 3:]).max()))
 
 
