@@ -13,7 +13,11 @@ readings:
   ticks on every reading whatever its rate). Otherwise it ticks on the monotonic clock at the control
   rate with the freshest reading (``mode="clock"``). A sensor that falls silent in sensor
   mode still gets a tick after ``sensor_timeout`` (a watchdog: the safety filter then sees
-  the stale reading and holds), and ``auto`` falls back to the clock.
+  the stale reading and holds), and ``auto`` falls back to the clock. With ``late_s`` a
+  sensor tick waits at most that long past a reading's expected arrival (its stamp grid plus
+  the transport's floor): then it ticks with the freshest readings, and the late reading
+  refreshes the next tick without one of its own (an even period, a period of staleness on
+  those ticks).
 * **Scheduling** (:func:`enter_realtime`). SCHED_FIFO at a priority, one CPU core, and all
   memory locked (``mlockall(MCL_CURRENT | MCL_FUTURE)``: no page fault in the tick). Each is
   applied when the process may; what it may not is reported in one warning line and the
