@@ -818,8 +818,9 @@ class FastLoopConfig:
     lock_memory: bool = described(True, "with rt_priority or cpu set: mlockall(MCL_CURRENT|MCL_FUTURE), no page "
                                         "fault in a tick (needs CAP_IPC_LOCK or an unlimited memlock limit)")
     tick_source: str = described("auto", "what starts a tick: 'sensor' (each reading of the contact topic the policy "
-                                         "reads), 'clock' (control_hz, freshest reading), 'auto' (sensor while it "
-                                         "delivers >= 95 % of control_hz, else clock)")
+                                         "reads), 'clock' (control_hz, freshest reading), 'locked' (the clock, "
+                                         "moved onto the sensor's phase: each tick just after a reading arrives), "
+                                         "'auto' (sensor while it delivers >= 95 % of control_hz, else clock)")
     tick_deadline: float = described(-1.0, "ticking on the sensor: a reading later than this (s) past when it "
                                            "should arrive is not waited for: the loop ticks with the freshest "
                                            "readings and the late one refreshes the next tick (-1 = wait for every "

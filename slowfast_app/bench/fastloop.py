@@ -38,8 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="out/bench_fastloop", help="where built policies are cached")
     p.add_argument("--camera-above-hz", type=float, default=500.0,
                    help="rates above this run without camera rendering (the 1 kHz case)")
-    p.add_argument("--tick-source", default="auto", choices=("auto", "sensor", "clock"),
-                   help="rdp_fast.tick_source: phase-locked to the contact sensor, the clock, or auto")
+    from hardware.realtime import MODES  # noqa: PLC0415
+
+    p.add_argument("--tick-source", default="auto", choices=MODES,
+                   help="rdp_fast.tick_source: on each contact reading, the clock, the clock on the sensor's phase "
+                        "(locked), or auto")
     p.add_argument("--rt-priority", type=int, default=80,
                    help="rdp_fast.rt_priority: SCHED_FIFO priority of the control thread (0 = normal; "
                         "without permission the node falls back and says so)")
@@ -150,6 +153,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "tick_us_p50": f(fast, "tick_us_p50"), "tick_us_p99": f(fast, "tick_us_p99"),
         "tick_source": fast.get("tick_source"), "tick_source_requested": fast.get("tick_source_requested"),
         "sensor_rate_hz": f(fast, "sensor_rate_hz"),
+        "lock_offset_ms": f(fast, "lock_offset_ms"), "lock_misses": f(fast, "lock_misses"),
         "ticks": {k: f(fast, f"ticks_{k}") for k in ("sensor", "deadline", "clock", "watchdog")},
         "reading_to_tick_ms_p50": f(fast, "reading_to_tick_ms_p50"),
         "reading_to_tick_ms_p99": f(fast, "reading_to_tick_ms_p99"),

@@ -409,3 +409,43 @@ def test_a_late_reading_is_not_waited_for_past_the_deadline_and_refreshes_the_ne
     timed = [t for t in ticks if t is not None]
     assert timed == [s for s in stamps if s != late]    # every other reading once, in order
     assert loop.report()["ticks_deadline"] == ticks.count(None)
+
+
+def test_a_locked_loop_ticks_on_the_sensors_phase_just_after_each_reading_arrives():
+    """tick_source 'locked': clock-paced ticks that move onto the sensor's phase. A 100 Hz
+    sensor whose readings arrive 3 ms after capture, 1 ms after the loop's first ticks would
+    come: a free clock would use each reading 12 ms after its capture; the locked loop settles
+    to ticking a little over 3 ms after each capture."""
+    t_base = time.monotonic()
+    clock = lambda: 50.0 + (time.monotonic() - t_base)   # noqa: E731 - the stamp clock
+    stream, ages, starts = Stream(), [], []
+
+    def tick(now, trigger):
+        starts.append(now)
+        ages.append(now - stream.now)
+
+    loop = TickLoop(100.0, tick, source=stream, mode="locked", stamp_clock=clock).start()
+    stop = threading.Event()
+
+    def sensor():
+        assert wait_for(lambda: starts, timeout=10.0)
+        first, k = starts[0], 0
+        while not stop.is_set():
+            stamp = first + 0.008 + 0.01 * k           # captured on a 10 ms grid ...
+            while clock() < stamp + 0.003 and not stop.is_set():
+                time.sleep(0.0002)                    # ... arriving 3 ms later
+            stream.push(stamp)
+            k += 1
+
+    th = threading.Thread(target=sensor, daemon=True)
+    th.start()
+    try:
+        assert wait_for(lambda: len(ages) >= 260, timeout=60.0)
+    finally:
+        stop.set()
+        loop.stop()
+        th.join(1.0)
+    assert loop.failure is None
+    settled = np.array(ages[160:260])
+    assert 0.003 <= loop.lock_offset < 0.008, loop.lock_offset
+    assert np.median(settled) < 0.008 and np.mean(settled < 0.009) > 0.9, np.percentile(settled, [50, 90])
