@@ -447,5 +447,6 @@ def test_a_locked_loop_ticks_on_the_sensors_phase_just_after_each_reading_arrive
         th.join(1.0)
     assert loop.failure is None
     settled = np.array(ages[160:260])
-    assert 0.003 <= loop.lock_offset < 0.008, loop.lock_offset
-    assert np.median(settled) < 0.008 and np.mean(settled < 0.009) > 0.9, np.percentile(settled, [50, 90])
+    # margins for a loaded test machine: a free clock sits at 12 ms here
+    assert 0.003 <= loop.lock_offset < 0.0095, loop.lock_offset
+    assert np.median(settled) < 0.01 and np.mean(settled < 0.011) > 0.8, np.percentile(settled, [50, 90])
