@@ -253,6 +253,12 @@ class StreamRate:
 # ------------------------------------------------------------------------------ the loop
 
 
+def check_late_s(late_s: float | None, hz: float, name: str = "late_s") -> None:
+    """A sensor-tick deadline must be None (off) or in [0, one period at ``hz``)."""
+    if late_s is not None and not (0.0 <= late_s < 1.0 / hz):
+        raise ValueError(f"{name}: {late_s!r} is neither off nor in [0, one period {1.0 / hz:g} s)")
+
+
 class TickLoop:
     """Calls ``tick(now, trigger_stamp)`` from a dedicated thread: phase-locked to the
     readings of ``source`` when the sensor keeps up, else paced by the monotonic clock.
@@ -291,8 +297,7 @@ class TickLoop:
             raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
         if sensor_timeout <= 0:
             raise ValueError(f"sensor_timeout {sensor_timeout} must be > 0")
-        if late_s is not None and not (0.0 <= late_s < 1.0 / hz):
-            raise ValueError(f"late_s {late_s}: in [0, one period {1.0 / hz:g} s), or None")
+        check_late_s(late_s, hz)
         self.hz, self.period = float(hz), 1.0 / hz
         self.requested_mode = mode
         self.mode = "clock" if mode == "auto" else mode   # auto starts on the clock and measures
@@ -531,32 +536,32 @@ class TickLoop:
         """The reading of ``expected`` has not come ``late_s`` after it should have: tick now
         with the freshest readings (its period error is ``late_s`` plus the wake-up), and let
         that reading, when it comes, refresh the state without a tick of its own."""
-        t0 = time.perf_counter()
-        self.source.drain()
-        now = self.stamp_clock()
+        self._covered = expected
+        t0, now = self._unprompted_tick("deadline")
         rec, ix = self.times.record, self.times.index
-        rec(ix["input"], time.perf_counter() - t0)
+        rec(ix["total"], time.perf_counter() - t0)
         err = now - (expected + min(self._floor_prev, self._floor_cur))
         rec(ix["error"], err)
         if err > self.period:
             self.overruns += 1
-        self._covered = expected
-        self._mark(time.monotonic())
-        self.ticks["deadline"] += 1
-        self._tick(now, None)
-        rec(ix["total"], time.perf_counter() - t0)
 
-    def _watchdog(self) -> None:
-        """A tick with the freshest (stale) readings when the sensor fell silent in sensor
-        mode, so that the owner's safety checks run; ``auto`` goes back to the clock."""
+    def _unprompted_tick(self, kind: str) -> tuple[float, float]:
+        """A tick no reading started (``kind``: watchdog, deadline), with the freshest readings:
+        (its perf_counter start, its stamp-clock time)."""
         t0 = time.perf_counter()
         self.source.drain()
         now = self.stamp_clock()
         self.times.record(self.times.index["input"], time.perf_counter() - t0)
-        self._last_reading = time.monotonic()
-        self._mark(self._last_reading)
-        self.ticks["watchdog"] += 1
+        self._mark(time.monotonic())
+        self.ticks[kind] += 1
         self._tick(now, None)
+        return t0, now
+
+    def _watchdog(self) -> None:
+        """A tick with the freshest (stale) readings when the sensor fell silent in sensor
+        mode, so that the owner's safety checks run; ``auto`` goes back to the clock."""
+        self._last_reading = time.monotonic()
+        self._unprompted_tick("watchdog")
         if self.requested_mode == "auto":
             self._switch("clock")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,11 +94,17 @@ class StampedBuffer:
         self.t.clear()
         self.v.clear()
 
-    def copy(self) -> "StampedBuffer":
-        """A copy another thread may read while this one goes on (the values are shared: they
-        are never changed in place)."""
-        out = StampedBuffer(self.seconds)
-        out.t, out.v = self.t.copy(), self.v.copy()
+    def since(self, stamp: float) -> tuple[list, list]:
+        """(stamps, values) of the readings from ``stamp`` on, copied (C-speed slices: another
+        thread may use them while this one goes on; the values are never changed in place)."""
+        i = bisect.bisect_left(self.t, stamp)
+        return list(islice(self.t, i, None)), list(islice(self.v, i, None))
+
+    @classmethod
+    def of(cls, stamps, values) -> "StampedBuffer":
+        """A buffer holding ``stamps`` (sorted) and ``values``, whatever their span."""
+        out = cls(seconds=float("inf"))
+        out.t, out.v = deque(stamps), deque(values)
         return out
 
     def at(self, stamp: float, tolerance: float) -> tuple[float, object] | None:

@@ -20,7 +20,6 @@ process) and in what drives time (the wall/ROS clock, or simulated time).
 """
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -583,10 +582,12 @@ class Splicer:
         return Chunk(new.kind, latent, new.obs_stamp, new.start_pose)
 
     def request(self, new: Chunk, old: Chunk, t: float, history: StampedBuffer, latest) -> None:
-        """Splice off the caller's thread (``history`` must be the caller's own copy); a
-        pending job not yet started is replaced."""
+        """Splice off the caller's thread; a pending job not yet started is replaced. Takes
+        from ``history`` only the readings the fit can need (from just before the old chunk's
+        observation), copied in C: the caller's loop does not pay for the rest."""
+        readings = history.since(old.obs_stamp - 2 * self.step_dt)
         with self._cond:
-            self._job = (self._generation, new, old, t, history, latest)
+            self._job = (self._generation, new, old, t, readings, latest)
             self._cond.notify()
 
     def take(self) -> Chunk | None:
@@ -618,7 +619,6 @@ class Splicer:
             self._proc = None
 
     def _work(self) -> None:
-        _normal_scheduling()   # not the control thread's SCHED_FIFO (raise_other_threads)
         while True:
             with self._cond:
                 while self._job is None:
@@ -626,13 +626,8 @@ class Splicer:
                 job, self._job = self._job, None
             if job == "stop":
                 return
-            _normal_scheduling()
-            gen, new, old, t, history, latest = job
-            # the readings the fit can need: from the old chunk's observation on
-            since = old.obs_stamp - 2 * self.step_dt
-            keep = [i for i, s in enumerate(history.t) if s >= since]
-            stamps = np.array([history.t[i] for i in keep])
-            values = np.stack([history.v[i] for i in keep]) if keep else np.zeros((0, len(latest)), np.float32)
+            _normal_scheduling()   # not the control thread's SCHED_FIFO (raise_other_threads, after we started)
+            gen, new, old, t, (stamps, values), latest = job
             try:   # the handover comes when the splice is done: from t to ~t + expected
                 self._conn.send((new, old, t + 1.5 * self.expected_s(), t, stamps, values, latest))
                 latent, seconds, error = self._conn.recv()
@@ -661,9 +656,7 @@ def _splice_process(conn, export_dir: str, step_dt: float, horizon: int) -> None
             new, old, t, t_from, stamps, values, latest = conn.recv()
         except (EOFError, OSError):
             return
-        history = StampedBuffer(seconds=math.inf)
-        for stamp, value in zip(stamps, values):
-            history.add(float(stamp), value)
+        history = StampedBuffer.of(stamps, values)
         t0 = time.perf_counter()
         try:
             got = splice_latent(decoder, new, old, t, step_dt, horizon, history.before, latest, t_from=t_from)
@@ -774,7 +767,7 @@ class FastController:
                 if splicer is not None and kind == "latent" and current is not None and contact_ok \
                         and stamp > current.chunk.obs_stamp:
                     if splicer.threaded:    # submitted from a later tick, when spliced
-                        splicer.request(chunk, current.chunk, now, self.executor.history.copy(), contact)
+                        splicer.request(chunk, current.chunk, now, self.executor.history, contact)
                         chunk = None
                     else:
                         chunk = splicer.run(chunk, current.chunk, now, self.executor.history, contact)
@@ -830,7 +823,8 @@ class FastLoopConfig:
                                                           "(policy.force_loop; force.ref 0 = off)")
     splice: bool = described(True, "refit each arriving latent chunk's first rows so that, decoded with the contacts "
                                    "that actually arrived, it continues the executing chunk at the handover "
-                                   "(policy.rdp.handover.splice_latent; in a worker thread)")
+                                   "(policy.rdp.handover.splice_latent; in a child process, off the control "
+                                   "thread)")
 
     def __post_init__(self):
         if not self.export_dir:

@@ -45,8 +45,8 @@ class ServingTiming:
     handover: str                 # rdp_slow.handover: "blend" | "inpaint" (policy.rdp.handover)
     inpaint_soft_s: float         # rdp_slow.inpaint_soft_s
     embodiment: str               # sim_node.embodiment: "floating" | "arm" (the robot the episodes run on)
+    splice: bool                  # rdp_fast.splice
     force: ForceLoopConfig = field(default_factory=ForceLoopConfig)   # rdp_fast.force (off by default)
-    splice: bool = False          # rdp_fast.splice
     latency_s: float = 0.06       # cycle start -> chunk in the fast loop (inference + transport)
     transport_s: float = 0.0      # the part of latency_s after the inference (the slow side is free again)
 

@@ -199,12 +199,9 @@ def splice_latent(decoder, new, old, t: float, step_dt: float, horizon: int, con
         """As the executor decodes a chunk observed at ``t0`` at ``t``: the steps before the
         current one with the reading at each step's time (the committed decoder state), the
         current one and the rest with the latest reading."""
-        k_now = int(math.floor((t - t0) / step_dt + 1e-9))
-        out = []
-        for k in range(steps):
-            c = contact_before(t0 + k * step_dt) if k < k_now else None
-            out.append(np.asarray(latest_contact if c is None else c, np.float32).reshape(-1))
-        return np.stack(out)
+        current = t0 + math.floor((t - t0) / step_dt + 1e-9) * step_dt
+        return step_contacts(t0, steps, step_dt, lambda s: contact_before(s) if s < current - 1e-9 else None,
+                             latest_contact)
 
     old_rel = decoder.decode_chunk(np.asarray(old.data, np.float32), contacts_of(old.obs_stamp, horizon))
     new_rel, covered = action_guide(old_rel.astype(np.float32), old.obs_stamp, old.start_pose, new.obs_stamp,

@@ -74,8 +74,8 @@ def serving_setup(task: str, policy: str, sets: list[str], latency: float, trans
                            camera_hz=simp.camera_hz, camera_width=simp.camera_width, camera_height=simp.camera_height,
                            blend_s=fast.blend_s, image_tolerance=slow.image_tolerance,
                            chunk_pose_tolerance=fast.chunk_pose_tolerance, handover=slow.handover,
-                           inpaint_soft_s=slow.inpaint_soft_s, embodiment=simp.embodiment, force=fast.force, splice=fast.splice,
-                           latency_s=float(latency), transport_s=float(transport))
+                           inpaint_soft_s=slow.inpaint_soft_s, embodiment=simp.embodiment, splice=fast.splice,
+                           force=fast.force, latency_s=float(latency), transport_s=float(transport))
     return timing, fast.safety
 
 

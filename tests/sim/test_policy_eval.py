@@ -41,7 +41,7 @@ def _timing(**kw):
     return ServingTiming(**{"control_hz": 200.0, "rate_hz": 25 / 16, "sensor_hz": 200.0, "camera_hz": 30.0,
                             "camera_width": 64, "camera_height": 48, "blend_s": 0.1, "image_tolerance": 0.05,
                             "chunk_pose_tolerance": 0.01, "handover": "blend", "inpaint_soft_s": 0.16,
-                            "embodiment": "floating", **kw})
+                            "embodiment": "floating", "splice": False, **kw})
 
 
 def _safety():

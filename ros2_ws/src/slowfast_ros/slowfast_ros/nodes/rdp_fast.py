@@ -34,7 +34,7 @@ import rclpy
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
-from hardware.realtime import TickLoop
+from hardware.realtime import TickLoop, check_late_s
 from policy.reactive import ReactiveExecutor
 from policy.safety import SafetyConfig, SafetyFilter
 from policy.serving import ChunkInbox, FastController, FastLoopConfig, fast_diagnostics, load_fast_export
@@ -58,9 +58,12 @@ class RdpFastParams(SafetyParams, FastLoopConfig):
     def __post_init__(self):
         super().__post_init__()
         FastLoopConfig.__post_init__(self)
-        if self.tick_deadline != -1 and not 0.0 <= self.tick_deadline < 1.0 / self.control_hz:
-            raise ValueError(f"tick_deadline: {self.tick_deadline!r} is neither -1 nor in [0, one control period "
-                             f"{1.0 / self.control_hz:g} s)")
+        check_late_s(self.late_s, self.control_hz, "tick_deadline")
+
+    @property
+    def late_s(self) -> float | None:
+        """tick_deadline as hardware.realtime.TickLoop takes it (-1: None, off)."""
+        return None if self.tick_deadline == -1 else self.tick_deadline
 
 
 class RdpFast(ArmCommander):
@@ -96,7 +99,7 @@ class RdpFast(ArmCommander):
                              rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
                              warn=self.get_logger().warning, sensor_timeout=p.safety.contact_timeout,
                              stamp_clock=self._now, phases=PHASES, on_error=lambda _exc: not rclpy.ok(),
-                             late_s=p.tick_deadline if p.tick_deadline >= 0 else None)
+                             late_s=p.late_s)
         ix = self.loop.times.index
         self._i = tuple(ix[n] for n in PHASES)
         self.loop.start()

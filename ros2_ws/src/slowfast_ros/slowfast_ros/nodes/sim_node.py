@@ -78,6 +78,7 @@ class SimNode(Node):
         self._io_node = rclpy.create_node(f"{self.get_name()}_targets", namespace=self.get_namespace(),
                                           context=self.context, start_parameter_services=False)
         self._targets = []
+        self._target_frames = (self.p.base_frame,) if self.hw else ("", self.p.world_frame)
         for arm in self.arms:
             names = {k: topic(arm, t) for k, t in (("pose", "tcp_pose"), ("wrench", "tcp_wrench"),
                                                     ("tactile", "tactile/markers"), ("joints", "joint_states"))}
@@ -123,9 +124,8 @@ class SimNode(Node):
 
     def _on_target(self, arm: str, stamp: float, frame: str, pos, quat) -> None:
         """A world-frame target, or (ros2_control) a Cartesian controller's in the base frame."""
-        frames = (self.p.base_frame,) if self.hw else ("", self.p.world_frame)
-        if frame not in frames:
-            self.reject(arm, f"frame '{frame}' is not '{frames[-1]}'")
+        if frame not in self._target_frames:
+            self.reject(arm, f"frame '{frame}' is not '{self._target_frames[-1]}'")
             return
         if self.hw:
             pos, quat = self.base_in_world.apply(pos, quat)
