@@ -1,5 +1,7 @@
 """Inpainted handovers (policy.rdp.handover, SlowPolicyRuntime.predict(guide=...)), the
 latency-aware slow schedule (SlowPlanner) and the latent path of the reactive executor."""
+import bisect
+
 import numpy as np
 import pytest
 
@@ -477,3 +479,55 @@ def test_the_fast_loop_splices_in_a_child_process_and_keeps_the_old_chunk_meanwh
     proc = fc.splicer._proc
     fc.splicer.close()
     assert not proc.is_alive()
+
+
+def test_the_splice_job_crosses_to_the_child_as_two_arrays(trained):
+    """The helper thread hands the contact readings to the child as one stamps array and one
+    stacked values array: a list of per-reading arrays pickles in one C call holding the GIL
+    (~5 us a reading, 3 ms for 600) that the control thread then waits out."""
+    import time
+
+    from policy.rdp.runtime import DecoderRuntime
+    from policy.reactive import Chunk, StampedBuffer
+    from policy.serving import Splicer
+
+    dec = DecoderRuntime(trained / "onnx_ldp")
+    dt = 0.04
+    splicer = Splicer(dec, dt, dec.horizon, export_dir=str(trained / "onnx_ldp"))
+    sent = []
+
+    class Recording:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def send(self, obj):
+            sent.append(obj)
+            self.conn.send(obj)
+
+        def recv(self):
+            return self.conn.recv()
+
+        def close(self):
+            self.conn.close()
+
+    splicer._conn = Recording(splicer._conn)
+    rng = np.random.default_rng(3)
+    history = StampedBuffer()
+    for t in np.arange(1.0, 1.6, 0.001):
+        history.add(float(t), rng.standard_normal(dec.contact_dim).astype(np.float32))
+    lat = lambda: rng.standard_normal((dec.latent_steps, dec.latent_dim)).astype(np.float32)  # noqa: E731
+    old, new = Chunk("latent", lat(), 1.2, START.copy()), Chunk("latent", lat(), 1.5, START.copy())
+    try:
+        splicer.request(new, old, 1.6, history, history.v[-1])
+        end = time.monotonic() + 10.0
+        while (got := splicer.take()) is None and time.monotonic() < end:
+            time.sleep(0.005)
+        assert got is not None and splicer.failed == 0, splicer.last_error
+        stamps, values = sent[0][4], sent[0][5]
+        assert isinstance(stamps, np.ndarray) and stamps.dtype == np.float64
+        assert isinstance(values, np.ndarray) and values.shape == (len(stamps), dec.contact_dim)
+        first = bisect.bisect_left(history.t, old.obs_stamp - 2 * dt)   # what the fit may need, no more
+        assert np.array_equal(stamps, np.asarray(history.t)[first:])
+        assert np.array_equal(values, np.stack(list(history.v)[first:]))
+    finally:
+        splicer.close()
