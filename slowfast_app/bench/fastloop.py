@@ -7,7 +7,9 @@ reading -> publish of the command that used it, measured in rdp_fast), the slow 
 inference latency, and the CPU use of each node process; and where a tick's time goes (p50/p99
 of taking the readings, the executor with its decode, the safety filter, the publish and the
 whole tick), which tick source the loop used (phase-locked to the contact sensor or paced by
-the clock) and whether it ran with real-time scheduling.
+the clock) and whether it ran with real-time scheduling. Every loop figure covers exactly the
+measurement window: rdp_fast's statistics are restarted when it begins (its
+``~/reset_statistics`` service), after the start-up and the first chunks.
 
 In sensor mode (phase-locked) the period error is the delay from a reading's capture to the
 start of its tick less the smallest such delay of the recent ticks: how much later than it
@@ -124,10 +126,14 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
                 if s.any_exited():
                     raise RuntimeError(f"a node exited: {s.last_line('rdp_fast')} {s.last_line('rdp_slow')}")
             procs = {name: psutil.Process(p.pid) for name, p in s.procs.items()}
-            for p in procs.values():
-                p.cpu_percent(None)
             if not ready:   # measured anyway, and said: the loop then holds instead of decoding
                 _log(f"{hz:g} Hz: fewer than 3 chunks reached rdp_fast in 120 s; measuring a holding loop")
+            # the loop's figures cover exactly the measurement, not the start-up before it
+            ok, why = probe.trigger("/rdp_fast/reset_statistics")
+            if not ok:
+                raise RuntimeError(f"rdp_fast did not start a statistics window: {why}")
+            for p in procs.values():
+                p.cpu_percent(None)
             _log(f"{hz:g} Hz: measuring for {seconds:g} s...")
             time.sleep(seconds)
             cpu = {name: round(p.cpu_percent(None) / 100.0, 3) for name, p in procs.items()}
@@ -142,10 +148,13 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         except (KeyError, ValueError):
             return None
 
+    ticks = {k: f(fast, f"ticks_{k}") for k in ("sensor", "deadline", "clock", "watchdog")}
+    window = f(fast, "window_s")
     return {
         "control_hz": hz, "camera": camera, "contact": meta.get("contact"), "sim_wrench_hz": wrench_hz,
         "chunks_before_measuring": ready,
-        "loop_rate_hz": f(fast, "loop_rate_hz"),
+        "window_s": window,
+        "loop_rate_hz": round(sum(v or 0 for v in ticks.values()) / window, 2) if window else None,
         "period_error_ms_p50": f(fast, "period_error_ms_p50"), "period_error_ms_p99": f(fast, "period_error_ms_p99"),
         "overruns": f(fast, "overruns"),
         "contact_to_command_ms_p50": f(fast, "contact_to_command_ms_p50"),
@@ -154,7 +163,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "tick_source": fast.get("tick_source"), "tick_source_requested": fast.get("tick_source_requested"),
         "sensor_rate_hz": f(fast, "sensor_rate_hz"),
         "lock_offset_ms": f(fast, "lock_offset_ms"), "lock_misses": f(fast, "lock_misses"),
-        "ticks": {k: f(fast, f"ticks_{k}") for k in ("sensor", "deadline", "clock", "watchdog")},
+        "ticks": ticks,
         "reading_to_tick_ms_p50": f(fast, "reading_to_tick_ms_p50"),
         "reading_to_tick_ms_p99": f(fast, "reading_to_tick_ms_p99"),
         "arrival_to_tick_ms_p50": f(fast, "arrival_to_tick_ms_p50"),

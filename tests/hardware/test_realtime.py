@@ -97,6 +97,29 @@ def test_sensor_mode_ticks_once_per_reading_none_used_twice_none_skipped():
     assert rep["ticks_sensor"] == rep["trigger_readings"] == len(stamps)
 
 
+def test_a_statistics_window_counts_only_the_ticks_after_its_start():
+    """reset_statistics (from another thread, as rdp_fast's service does): the counters and
+    the percentiles cover only what came after it, the ring keeps the earlier samples."""
+    stream, ticks = Stream(), []
+    loop = make_loop(stream, 500.0, "sensor", ticks, sensor_timeout=10.0).start()
+    try:
+        for k in range(40):
+            stream.push(100.0 + 0.002 * k)
+        assert wait_for(lambda: len(ticks) >= 40)
+        loop.reset_statistics()            # wakes the waiting loop, which applies it
+        assert wait_for(lambda: not loop._reset)   # noqa: SLF001
+        for k in range(25):
+            stream.push(100.08 + 0.002 * k)
+        assert wait_for(lambda: len(ticks) >= 65)
+    finally:
+        loop.stop()
+    rep = loop.report()
+    assert rep["ticks_sensor"] == rep["trigger_readings"] == 25
+    assert loop.times.window_count("latency") == loop.times.window_count("total") == 25
+    assert loop.times.count("latency") == 65         # the ring's count goes on
+    assert 0.0 <= rep["window_s"] < 30.0
+
+
 def test_an_unreadable_reading_still_ticks_and_is_left_out_of_the_timing():
     stream, ticks = Stream(), []
     loop = make_loop(stream, 500.0, "sensor", ticks).start()
@@ -326,14 +349,26 @@ def test_where_permitted_the_thread_really_runs_fifo_on_its_core():
 # ------------------------------------------------------------------------------ measuring
 
 
-def test_phase_times_keep_the_last_samples_and_report_percentiles():
+def test_phase_times_keep_the_last_samples_and_report_percentiles_over_the_window():
     pt = PhaseTimes(("a", "b"), capacity=100)
     for i in range(250):
-        pt.record(0, float(i))
+        pt.record(0, i * 1e-5)                                  # 0 .. 2.49 ms
     assert pt.count("a") == 250 and pt.values("a").size == 100
-    assert pt.values("a").min() == 150.0                       # the oldest ones left the ring
-    assert pt.percentiles("a", qs=(50,))[0] == pytest.approx(199.5)
+    assert pt.values("a").min() == pytest.approx(1.5e-3)        # the oldest ones left the ring ...
+    p50, p99 = pt.percentiles("a", scale=1e3)                   # ... not the window's percentiles
+    assert p50 == pytest.approx(1.24, abs=0.002) and p99 == pytest.approx(2.47, abs=0.002)
+    assert pt.window_count("a") == 250
     assert np.isnan(pt.percentiles("b")[0])                     # none yet
+    pt.record(1, 0.5)                                           # above the histogram's 20 ms: the largest
+    pt.record(1, 0.25)
+    pt.record(1, float("nan"))                                  # not counted
+    pt.record(1, -1e-6)                                         # in the first bin
+    assert pt.percentiles("b", qs=(100,)) == [0.5] and pt.window_count("b") == 3
+    assert pt.percentiles("b", qs=(1,), scale=1e6) == [pytest.approx(1.0)]
+    pt.start_window()                                           # counts start anew, the ring stays
+    assert np.isnan(pt.percentiles("a")[0]) and pt.values("a").size == 100
+    pt.record(0, 3e-3)
+    assert pt.percentiles("a", qs=(50,), scale=1e3) == [pytest.approx(3.0, abs=0.002)]
 
 
 def test_stream_rate_from_stamps_and_silence():

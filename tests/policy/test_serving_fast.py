@@ -143,10 +143,10 @@ def test_fast_diagnostics_values_and_level():
     assert level == "ok"
     assert values["loop_rate_hz"] == 200.0
     assert not any(k.startswith("tick_ms/contact_to_command") or k.startswith("tick_ms/arrival") for k in values)
-    assert values["contact_to_command_ms_p50"] == pytest.approx(2.0)
-    assert values["tick_us_p99"] == pytest.approx(50.0)
-    assert values["arrival_to_tick_ms_p99"] == pytest.approx(np.percentile(0.1 * np.arange(1, 101), 99))
-    assert values["tick_ms/decode_p50"] == pytest.approx(0.05)     # the loop's own keys stay
+    assert values["contact_to_command_ms_p50"] == pytest.approx(2.0, abs=0.002)   # 2 us bins
+    assert values["tick_us_p99"] == pytest.approx(50.0, abs=2.0)
+    assert values["arrival_to_tick_ms_p99"] == pytest.approx(9.9, abs=0.002)   # the 99th of 0.1 .. 10 ms
+    assert values["tick_ms/decode_p50"] == pytest.approx(0.05, abs=0.002)     # the loop's own keys stay
     assert (values["step_index"], values["chunks_received"], values["chunks_malformed"],
             values["clock_jumps"], values["sensor_messages_rejected"]) == (7, 1, 4, 1, 5)
     assert values["chunks_rejected/stale"] == 2 and values["chunks_rejected/no_pose_at_stamp"] == 1

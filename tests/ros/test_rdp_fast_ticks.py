@@ -36,11 +36,18 @@ def test_fast_node_in_sensor_mode_ticks_once_per_wrench_message(export, tmp_path
             assert wait_until(lambda: len(stamps) >= 200, timeout=60), s.last_line("rdp_fast")
             node.destroy_subscription(sub)
             diag = diag_values(probe, "rdp_fast")
+            # a new statistics window (a benchmark's measurement): the counters start again
+            t_reset = probe.now()
+            assert probe.trigger("/rdp_fast/reset_statistics") == (True, "statistics window started")
+            fresh = diag_values(probe, "rdp_fast")
+            sent_since = sum(1 for t, _ in list(robot.wrench_log) if t >= t_reset - 0.05)
             assert s.procs["rdp_fast"].poll() is None, s.last_line("rdp_fast")
     finally:
         robot.stop = True
         probe.close()
     assert diag["tick_source"] == "sensor" and int(diag["ticks_clock"]) == 0
+    assert float(fresh["window_s"]) < float(diag["window_s"])
+    assert int(fresh["ticks_sensor"]) <= sent_since      # counted from the reset, not the start
     assert int(diag["ticks_sensor"]) == int(diag["trigger_readings"]) >= len(stamps)
     got = np.array(stamps)
     assert len(np.unique(got)) == len(got)                       # no reading used twice

@@ -124,6 +124,23 @@ class TopicProbe:
         self.node.destroy_subscription(sub)
         return got[-1] if got else None
 
+    def trigger(self, service: str, timeout: float = 10.0) -> tuple[bool, str]:
+        """Call a std_srvs/Trigger service: (its success, its message), or (False, why) when
+        the service is not there or does not answer within ``timeout``."""
+        from std_srvs.srv import Trigger  # noqa: PLC0415
+
+        cli = self.node.create_client(Trigger, service)
+        try:
+            if not cli.wait_for_service(timeout_sec=timeout):
+                return False, f"{service}: no such service after {timeout:g} s"
+            future = cli.call_async(Trigger.Request())
+            if not wait_until(future.done, timeout, poll=0.01):
+                return False, f"{service}: no answer in {timeout:g} s"
+            res = future.result()
+            return bool(res.success), str(res.message)
+        finally:
+            self.node.destroy_client(cli)
+
     def _on_diagnostics(self, msg) -> None:
         now = time.monotonic()
         with self._lock:

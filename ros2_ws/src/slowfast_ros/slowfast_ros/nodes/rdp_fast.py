@@ -15,7 +15,9 @@ Subscribes ``policy/latent_chunk`` (JointTrajectory, see msgs.chunk_msg) and ``s
 policy), the arm topics in the control thread. Diagnostics (1 Hz): tick source, loop rate,
 period error, where a tick's time goes (input, executor, safety, publish, total: p50/p99),
 contact-to-command latency, real-time state, step index, chunk counts and rejections,
-safety interventions.
+safety interventions. The percentiles and counters cover the statistics window (``window_s``):
+from the start, or from the last call of the service ``~/reset_statistics``
+(std_srvs/Trigger).
 
 A lifecycle node (``slowfast_ros.lifecycle``): configure loads the export and starts the
 control thread, activate commands the arms (every chunk forgotten, filters restarted from the
@@ -32,6 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 import rclpy
 from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from hardware.realtime import TickLoop, check_late_s
@@ -72,6 +75,7 @@ class RdpFast(ArmCommander):
         p = self.p = declare_params(self, RdpFastParams)
         self.control_period = 1.0 / p.control_hz
         self.loop = None
+        self.create_service(Trigger, "~/reset_statistics", self._on_reset_statistics)
         self.autostart(p.autostart)
 
     def _configure(self) -> None:
@@ -121,6 +125,20 @@ class RdpFast(ArmCommander):
 
     def _on_estop(self, msg: Bool) -> None:
         self.inbox.set_estop(bool(msg.data))
+
+    def _on_reset_statistics(self, request, response):
+        """Start a new statistics window: the loop's percentiles and counters, and the splice
+        times, cover from here (a benchmark's measurement, a run after a warm-up)."""
+        loop = self.loop
+        if loop is None:
+            response.success, response.message = False, "not configured: no control loop"
+            return response
+        loop.reset_statistics()
+        splicer = self.controller.splicer
+        if splicer is not None:
+            splicer.times.clear()
+        response.success, response.message = True, "statistics window started"
+        return response
 
     # -------------------------------------------------------------- the control thread
 
