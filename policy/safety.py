@@ -32,6 +32,7 @@ Poses are in the robot's base/world frame; quaternions x, y, z, w; SI units.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,8 +76,25 @@ class SafetyConfig:
             raise ValueError(f"force_release: {self.force_release} must be in (0, force_limit)")
 
 
+def _norm(v: np.ndarray) -> float:
+    """Euclidean norm of a short vector, as ``np.linalg.norm`` computes it for a flat array
+    (``sqrt(v @ v)``), without its Python overhead (~4 us a call; this filter runs at up to
+    1 kHz in the control thread)."""
+    return math.sqrt(float(v @ v))
+
+
+def _clip(v: np.ndarray, lo, hi) -> np.ndarray:
+    """``np.clip`` (NaN stays NaN) through the ufuncs directly: a fifth of its cost."""
+    return np.minimum(np.maximum(v, lo), hi)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` for two arrays of one shape (NaN differs from itself, as there)."""
+    return bool((a == b).all())
+
+
 def _normalize(q: np.ndarray) -> np.ndarray:
-    return q / np.linalg.norm(q)
+    return q / _norm(q)
 
 
 def _slerp_limited(q0: np.ndarray, q1: np.ndarray, max_angle: float) -> tuple[np.ndarray, bool]:
@@ -168,7 +186,7 @@ class SafetyFilter:
         if not self.initialized:
             self.reset(tcp_pos, tcp_quat)
         elif np.isfinite(tcp_pos).all() and self._last_tcp is not None \
-                and np.linalg.norm(tcp_pos - self._last_tcp) > cfg.max_step:
+                and _norm(tcp_pos - self._last_tcp) > cfg.max_step:
             # The plant was reset under us (a sim episode, a re-homed arm): whatever we were
             # doing refers to a world that is gone. Start again from where the arm is.
             self._count(reasons, "plant_reset")
@@ -196,10 +214,10 @@ class SafetyFilter:
             # go on from the held output: snapping to the measured pose would release a tool
             # pressed into a surface, a jump in the command for a mere gap in the commands.
             self._idle = False
-            if np.linalg.norm(self._out_pos - tcp_pos) > cfg.max_step:
+            if _norm(self._out_pos - tcp_pos) > cfg.max_step:
                 self.reset(tcp_pos, tcp_quat)
                 dt, self._t = 0.0, t   # reset() forgot the tick time; this tick is the new start
-        elif not (np.isfinite(cmd_pos).all() and np.isfinite(cmd_quat).all()) or np.linalg.norm(cmd_quat) < 1e-6:
+        elif not (np.isfinite(cmd_pos).all() and np.isfinite(cmd_quat).all()) or _norm(cmd_quat) < 1e-6:
             self._count(reasons, "nonfinite_command")
             hold = True
 
@@ -216,7 +234,7 @@ class SafetyFilter:
 
         # Force limit: back off along the force, then hold until it has stayed low.
         if force is not None:
-            fmag = float(np.linalg.norm(force))
+            fmag = _norm(force)
             if fmag > cfg.force_limit:
                 if not self._force_hold:
                     self._hold_pos = np.asarray(tcp_pos, float) + cfg.backoff_distance * force / fmag
@@ -246,8 +264,8 @@ class SafetyFilter:
         else:
             goal_pos, goal_quat = cmd_pos, _normalize(cmd_quat)
 
-        clamped = np.clip(goal_pos, lo, hi)
-        if not np.array_equal(clamped, goal_pos):
+        clamped = _clip(goal_pos, lo, hi)
+        if not _same(clamped, goal_pos):
             self._count(reasons, "workspace")
         goal_pos = clamped
 
@@ -260,8 +278,8 @@ class SafetyFilter:
             # Never faster, on any axis, than what can still stop at the goal under the accel limit.
             v_stop = np.sqrt(2.0 * cfg.max_accel * np.abs(step))
             if not self._force_hold:
-                vel = np.clip(vel, -v_stop, v_stop)
-            speed = float(np.linalg.norm(vel))
+                vel = _clip(vel, -v_stop, v_stop)
+            speed = _norm(vel)
             if speed > cfg.max_speed:
                 vel *= cfg.max_speed / speed
                 self._count(reasons, "speed")
@@ -271,8 +289,8 @@ class SafetyFilter:
                 dv_max = cfg.max_accel * dt
                 v_lo = np.minimum(self._out_vel, 0.0) - dv_max
                 v_hi = np.maximum(self._out_vel, 0.0) + dv_max
-                limited = np.clip(vel, v_lo, v_hi)
-                if not np.array_equal(limited, vel):
+                limited = _clip(vel, v_lo, v_hi)
+                if not _same(limited, vel):
                     self._count(reasons, "acceleration")
                 vel = limited
             new_pos = self._out_pos + vel * dt
@@ -282,7 +300,7 @@ class SafetyFilter:
                 self._count(reasons, "speed")
         else:
             new_pos, new_quat = self._out_pos.copy(), self._out_quat.copy()
-        new_pos = self._bounded(np.clip(new_pos, lo, hi), tcp_pos, reasons)
+        new_pos = self._bounded(_clip(new_pos, lo, hi), tcp_pos, reasons)
         if dt > 0:
             self._out_vel = (new_pos - self._out_pos) / dt
         self._out_pos, self._out_quat = new_pos, new_quat
@@ -294,7 +312,7 @@ class SafetyFilter:
         if not np.isfinite(tcp_pos).all():
             return pos
         gap = pos - tcp_pos
-        dist = float(np.linalg.norm(gap))
+        dist = _norm(gap)
         if dist <= self.config.max_step:
             return pos
         self._count(reasons, "tracking")

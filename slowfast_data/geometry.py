@@ -159,38 +159,61 @@ def quat_to_matrix_one(q) -> np.ndarray:
     return _unit_quat_matrix(x, y, z, w)
 
 
+def _sqrt(x: float) -> float:
+    """``np.sqrt`` for one float: NaN (not an error) below zero."""
+    return math.sqrt(x) if x >= 0.0 else math.nan
+
+
+def _quat_of(m00, m01, m02, m10, m11, m12, m20, m21, m22) -> np.ndarray:
+    """Quaternion x, y, z, w (w >= 0) of a rotation matrix given by its elements (Python
+    floats: at the fast loop's rate numpy's per-element indexing costs more than the maths)."""
+    tr = m00 + m11 + m22
+    if tr > 0:
+        s = 2.0 * _sqrt(tr + 1.0)
+        q = ((m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s, 0.25 * s)
+    elif m00 > m11 and m00 > m22:
+        s = 2.0 * _sqrt(1.0 + m00 - m11 - m22)
+        q = (0.25 * s, (m01 + m10) / s, (m02 + m20) / s, (m21 - m12) / s)
+    elif m11 > m22:
+        s = 2.0 * _sqrt(1.0 + m11 - m00 - m22)
+        q = ((m01 + m10) / s, 0.25 * s, (m12 + m21) / s, (m02 - m20) / s)
+    else:
+        s = 2.0 * _sqrt(1.0 + m22 - m00 - m11)
+        q = ((m02 + m20) / s, (m12 + m21) / s, 0.25 * s, (m10 - m01) / s)
+    n = _sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    k = -1.0 / n if q[3] < 0 else 1.0 / n
+    return np.array((q[0] * k, q[1] * k, q[2] * k, q[3] * k))
+
+
 def matrix_to_quat_one(m: np.ndarray) -> np.ndarray:
     """3x3 rotation matrix -> quaternion x, y, z, w (w >= 0), Shepperd's method."""
-    m = np.asarray(m, dtype=np.float64)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = np.array([0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s])
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = np.array([(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s])
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = np.array([(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s])
-    q /= np.sqrt(q @ q)
-    return -q if q[3] < 0 else q
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = np.asarray(m, dtype=np.float64).tolist()
+    return _quat_of(m00, m01, m02, m10, m11, m12, m20, m21, m22)
+
+
+def _unit3(x: float, y: float, z: float) -> tuple[float, float, float]:
+    n = _sqrt(x * x + y * y + z * z)
+    if not n > 0.0:     # zero or NaN: no direction (numpy's division would give NaN or inf)
+        return math.nan, math.nan, math.nan
+    return x / n, y / n, z / n
 
 
 def rel_to_abs_one(rel: np.ndarray, frames: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """One step of :func:`relative_to_absolute`: (A*9) relative action and the start frames
-    [(p0 (3,), R0 (3, 3)) per arm] -> (A*7) absolute pose."""
+    [(p0 (3,), R0 (3, 3)) per arm] -> (A*7) absolute pose. The 6D rotation is
+    orthonormalised in Python floats (Gram-Schmidt of its two columns, the third their cross
+    product): this runs once or twice per tick of the 1 kHz loop."""
     out = np.empty(POSE_DIM * len(frames))
     for i, (p0, r0) in enumerate(frames):
-        x = rel[REL_DIM * i:REL_DIM * (i + 1)].astype(np.float64)
-        b1 = x[3:6] / np.sqrt(x[3:6] @ x[3:6])
-        b2 = x[6:9] - (b1 @ x[6:9]) * b1
-        b2 /= np.sqrt(b2 @ b2)
-        b3 = np.array([b1[1] * b2[2] - b1[2] * b2[1], b1[2] * b2[0] - b1[0] * b2[2], b1[0] * b2[1] - b1[1] * b2[0]])
-        out[POSE_DIM * i:POSE_DIM * i + 3] = p0 + r0 @ x[:3]
-        out[POSE_DIM * i + 3:POSE_DIM * (i + 1)] = matrix_to_quat_one(r0 @ np.column_stack((b1, b2, b3)))
+        x, y, z, a0, a1, a2, c0, c1, c2 = rel[REL_DIM * i:REL_DIM * (i + 1)].tolist()
+        b10, b11, b12 = _unit3(a0, a1, a2)
+        d = b10 * c0 + b11 * c1 + b12 * c2
+        b20, b21, b22 = _unit3(c0 - d * b10, c1 - d * b11, c2 - d * b12)
+        b = np.array(((b10, b20, b11 * b22 - b12 * b21),
+                      (b11, b21, b12 * b20 - b10 * b22),
+                      (b12, b22, b10 * b21 - b11 * b20)))     # columns b1, b2, b1 x b2
+        out[POSE_DIM * i:POSE_DIM * i + 3] = p0 + r0 @ np.array((x, y, z))
+        out[POSE_DIM * i + 3:POSE_DIM * (i + 1)] = _quat_of(*(r0 @ b).ravel().tolist())
     return out
 
 
