@@ -123,3 +123,13 @@ def trained(tmp_path_factory, dataset):
     for name in ("tok", "ldp", "dp"):
         export_checkpoint(root / name, root / f"onnx_{name}")
     return root
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    """A DDS test that failed once and passed on its rerun (--reruns) shows only "RERUN" in
+    the summary; its first failure is printed here, so that it can be fixed in the test
+    (Makefile: a rerun seen is not left to the rerun)."""
+    if report.outcome == "rerun" and report.longrepr is not None:
+        sys.stderr.write(f"\n---- first failure of {report.nodeid} (rerun) ----\n{report.longreprtext}\n"
+                         f"{report.capstderr[-4000:]}\n---- end ----\n")
