@@ -70,7 +70,10 @@ class RdpSlow(ManagedNode):
     def __init__(self):
         super().__init__("rdp_slow")
         p = self.p = declare_params(self, RdpSlowParams)
-        self.inputs = ArmInputs(self, p.arms, history_s=3.0)
+        # taken raw by a thread of their own, not by executor callbacks (a fifth of a core per
+        # kHz stream in Python, and the executor then holds the GIL the planning thread needs)
+        self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True)
+        self.inputs.start_reader("rdp-slow-inputs")
         self.pub = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.book = SlowCycle(p.max_obs_age)   # skips, latencies, chunks published: kept across reconfigurations
