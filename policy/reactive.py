@@ -10,7 +10,8 @@ This is the algorithm of the fast loop, without ROS. Every tick it
 3. interpolates between step ``k`` and ``k+1`` at the fractional position, so the command is
    smooth at any control rate (the decoder was trained at the dataset rate, ``step_dt``);
 4. during a handover blends from the previous chunk's command to the new one over
-   ``blend_s`` (position linearly, rotation by slerp), so the command does not jump.
+   ``blend_s`` (position linearly, rotation by slerp), so the command does not jump; a
+   chunk spliced to meet the previous one (``policy.serving.Splicer``) takes over at once.
 
 Decoder state: the GRU state is committed once per chunk step (at the dataset rate), and
 each tick evaluates steps ``k`` and ``k+1`` from the committed state with the freshest
@@ -276,8 +277,11 @@ class ReactiveExecutor:
         self.rejected[why] = self.rejected.get(why, 0) + 1
         return why
 
-    def submit(self, chunk: Chunk, now: float) -> str | None:
-        """Accept a new chunk (None) or say why it was rejected (counted)."""
+    def submit(self, chunk: Chunk, now: float, blend: bool = True) -> str | None:
+        """Accept a new chunk (None) or say why it was rejected (counted). ``blend`` False:
+        it takes over at once, no blend window (a chunk spliced to meet the executing one,
+        :class:`policy.serving.Splicer`, has no seam to smooth; the blend would only hold
+        back its plan and decode both chunks meanwhile). The seam is measured either way."""
         data = np.asarray(chunk.data, np.float32)
         if not np.isfinite(data).all() or not np.isfinite(chunk.start_pose).all():
             return self.reject("nonfinite_chunk")
@@ -303,7 +307,7 @@ class ReactiveExecutor:
             return self.reject("from_the_future")
         chunk = Chunk(chunk.kind, data, float(chunk.obs_stamp), np.asarray(chunk.start_pose, np.float64))
         self.previous, self.current = self.current, _Track(chunk, self)
-        self.handover_start = now
+        self.handover_start = now if blend else -np.inf   # no blend: the window is over at once
         self._seam_due = self.previous is not None
         return None
 

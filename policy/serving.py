@@ -564,22 +564,22 @@ class Splicer:
         return float(np.percentile(self.times, 90)) if self.times else 0.02
 
     def run(self, new: Chunk, old: Chunk, t: float, history: StampedBuffer, latest,
-            t_from: float | None = None) -> Chunk:
-        """``new`` spliced onto ``old`` for a handover at ``t`` (or from ``t_from`` to ``t``;
-        ``history``: the contact readings; ``latest``: the newest), or ``new`` itself when
-        ``old`` does not reach it."""
+            t_from: float | None = None) -> tuple[Chunk, bool]:
+        """(``new`` spliced onto ``old`` for a handover at ``t`` (or from ``t_from`` to ``t``;
+        ``history``: the contact readings; ``latest``: the newest), True), or (``new`` itself,
+        False) when ``old`` does not reach it."""
         t0 = time.perf_counter()
         got = splice_latent(self.decoder, new, old, t, self.step_dt, self.horizon, history.before, latest,
                             t_from=t_from)
         return self._done(new, None if got is None else got[0], time.perf_counter() - t0)
 
-    def _done(self, new: Chunk, latent, seconds: float) -> Chunk:
+    def _done(self, new: Chunk, latent, seconds: float) -> tuple[Chunk, bool]:
         self.times.append(seconds)
         if latent is None:
             self.unspliced += 1
-            return new
+            return new, False
         self.spliced += 1
-        return Chunk(new.kind, latent, new.obs_stamp, new.start_pose)
+        return Chunk(new.kind, latent, new.obs_stamp, new.start_pose), True
 
     def request(self, new: Chunk, old: Chunk, t: float, history: StampedBuffer, latest) -> None:
         """Splice off the caller's thread; a pending job not yet started is replaced. Takes
@@ -590,8 +590,8 @@ class Splicer:
             self._job = (self._generation, new, old, t, readings, latest)
             self._cond.notify()
 
-    def take(self) -> Chunk | None:
-        """The spliced chunk, once (None while none is ready)."""
+    def take(self) -> tuple[Chunk, bool] | None:
+        """(The chunk, whether it was spliced), once (None while none is ready)."""
         if self._result is None:
             return None
         with self._cond:
@@ -643,7 +643,7 @@ class Splicer:
             if error:
                 self.failed += 1
                 self.last_error = error
-                out = new
+                out = new, False
             else:
                 out = self._done(new, latent, seconds)
             with self._cond:
@@ -761,15 +761,15 @@ class FastController:
         splicer = self.splicer
         if splicer is not None and splicer.threaded:
             ready = splicer.take()
-            if ready is not None:
-                rejected = self.executor.submit(ready, now)
+            if ready is not None:    # a spliced chunk meets the old one: taken over without a blend
+                rejected = self.executor.submit(ready[0], now, blend=not ready[1])
         if pending is not None:
             stamp, kind, data = pending
             poses = history.at("pose", stamp, self.chunk_pose_tolerance) if history is not None else None
             if poses is None:
                 rejected = self.executor.reject("no_pose_at_stamp")
             else:
-                chunk = Chunk(kind, data, stamp, np.concatenate(poses))
+                chunk, spliced = Chunk(kind, data, stamp, np.concatenate(poses)), False
                 current = self.executor.current
                 if splicer is not None and kind == "latent" and current is not None and contact_ok \
                         and stamp > current.chunk.obs_stamp:
@@ -777,9 +777,9 @@ class FastController:
                         splicer.request(chunk, current.chunk, now, self.executor.history, contact)
                         chunk = None
                     else:
-                        chunk = splicer.run(chunk, current.chunk, now, self.executor.history, contact)
+                        chunk, spliced = splicer.run(chunk, current.chunk, now, self.executor.history, contact)
                 if chunk is not None:
-                    rejected = self.executor.submit(chunk, now)
+                    rejected = self.executor.submit(chunk, now, blend=not spliced)
         target, decode_s = None, None
         t0 = time.perf_counter()
         if contact_ok:

@@ -87,3 +87,26 @@ def test_the_per_tick_conversion_matches_the_batched_geometry():
         slow = relative_to_absolute(rel, start)
         assert np.allclose(fast[:3], slow[:3], atol=1e-5)
         assert min(np.abs(fast[3:] - slow[3:]).max(), np.abs(fast[3:] + slow[3:]).max()) < 1e-5
+
+
+def test_a_chunk_submitted_without_blend_takes_over_at_once_and_its_seam_is_measured():
+    """submit(blend=False), as for a spliced chunk: the first tick commands the new chunk
+    alone (no mix with the old one), and the handover's seam is still recorded."""
+    from policy.reactive import ReactiveExecutor
+
+    def run(blend):
+        ex = ReactiveExecutor(None, H, DT, blend_s=0.2)
+        assert ex.submit(action_chunk(1.0, 0.0), 1.0) is None
+        ex.tick(1.05, None)
+        assert ex.submit(action_chunk(1.1, 0.05), 1.1, blend=blend) is None
+        return ex, ex.tick(1.1, None)
+
+    blended_ex, blended = run(True)
+    at_once_ex, at_once = run(False)
+    alone = ReactiveExecutor(None, H, DT, blend_s=0.2)
+    alone.submit(action_chunk(1.1, 0.05), 1.1)
+    np.testing.assert_allclose(at_once, alone.tick(1.1, None))          # the new chunk's command alone
+    assert not np.allclose(blended, at_once)                            # the blend starts at the old one
+    assert at_once_ex.previous is None and blended_ex.previous is not None
+    assert len(at_once_ex.handover_jumps) == len(blended_ex.handover_jumps) == 1
+    assert at_once_ex.handover_jumps[0] == pytest.approx(blended_ex.handover_jumps[0])

@@ -412,8 +412,8 @@ def test_splicing_at_arrival_removes_the_seam_a_contact_change_made():
         return ex.handover_jumps[-1]
 
     splicer = Splicer(dec, dt, h)
-    spliced = splicer.run(new, old, arrival, hist, c1)
-    assert splicer.spliced == 1 and spliced.obs_stamp == new.obs_stamp
+    spliced, was = splicer.run(new, old, arrival, hist, c1)
+    assert was and splicer.spliced == 1 and spliced.obs_stamp == new.obs_stamp
     before, after = seam(new), seam(spliced)
     assert before > 1e-3, before                             # the contact change parted them (> 1 mm)
     assert after < 0.02 * before, (before, after)
@@ -422,7 +422,7 @@ def test_splicing_at_arrival_removes_the_seam_a_contact_change_made():
     np.testing.assert_array_equal(spliced.data[rows:], new.data[rows:])
     # an executing chunk that ends before the handover leaves the new one as it came
     late = Chunk("latent", new.data, 1.0 + h * dt, start_new)
-    assert splicer.run(late, old, late.obs_stamp + 0.01, hist, c1) is late and splicer.unspliced == 1
+    assert splicer.run(late, old, late.obs_stamp + 0.01, hist, c1) == (late, False) and splicer.unspliced == 1
 
 
 def test_the_fast_loop_splices_in_a_child_process_and_keeps_the_old_chunk_meanwhile(trained):
@@ -469,6 +469,7 @@ def test_the_fast_loop_splices_in_a_child_process_and_keeps_the_old_chunk_meanwh
         t += 0.001
         fc.tick(t, snap(t), None, None, history)
     assert ex.current.chunk.obs_stamp == 1.1 and fc.splicer.spliced == 1
+    assert ex.previous is None and len(ex.handover_jumps) == 1   # taken over at once, its seam measured
     assert not np.array_equal(ex.current.chunk.data, second)  # its first rows were refitted
     # requested, then an episode starts: the splice in flight never reaches the executor
     fc.tick(t, snap(t), (1.15, "latent", lat()), None, history)
@@ -522,7 +523,7 @@ def test_the_splice_job_crosses_to_the_child_as_two_arrays(trained):
         end = time.monotonic() + 10.0
         while (got := splicer.take()) is None and time.monotonic() < end:
             time.sleep(0.005)
-        assert got is not None and splicer.failed == 0, splicer.last_error
+        assert got is not None and got[1] and splicer.failed == 0, splicer.last_error
         stamps, values = sent[0][4], sent[0][5]
         assert isinstance(stamps, np.ndarray) and stamps.dtype == np.float64
         assert isinstance(values, np.ndarray) and values.shape == (len(stamps), dec.contact_dim)
