@@ -23,7 +23,7 @@ readings:
   applied when the process may; what it may not is reported in one warning line and the
   loop runs without it.
 
-Where a tick's time goes is recorded per phase in fixed-size rings
+Where a tick's time goes is counted per phase in fixed-size histograms
 (:class:`PhaseTimes`): nothing is allocated per tick but Python floats.
 
 The readings come from a *source* (duck-typed; ``slowfast_ros.arm_io.ArmInputs`` in polled
@@ -147,6 +147,16 @@ def enter_realtime(priority: int = 0, cpu: int = -1, memory: bool = True, warn=N
     return state
 
 
+def leave_realtime() -> None:
+    """Ordinary scheduling for the calling thread (a process started from a SCHED_FIFO thread
+    inherits its policy and must not keep it); nothing when it has it already or may not."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+
+
 def raise_other_threads(priority: int) -> int:
     """SCHED_FIFO at ``priority`` for every other thread of this process (the DDS receive
     threads, the executor): a Python control thread at a higher FIFO priority still waits for
@@ -184,49 +194,41 @@ def _reason(exc: BaseException) -> str:
 
 
 class PhaseTimes:
-    """Per named series (seconds): the last ``capacity`` samples in a fixed ring, and a count
-    of every sample since the window started (:meth:`start_window`) in a fixed histogram of
-    2 us bins up to 20 ms (larger ones in one bin, with the largest kept). Recording writes
-    one float and bumps one count in preallocated arrays; the percentiles come from the
-    counts, so they cover the whole window however long it is (a one-minute benchmark, not
-    its last few seconds) at 2 us resolution, and cost the same whatever its length."""
+    """Per named series (seconds): a count of every sample since the window started
+    (:meth:`start_window`) in a fixed histogram of 2 us bins up to 20 ms (larger ones in one
+    bin, with the largest kept). Recording bumps one count in a preallocated array; the
+    percentiles come from the counts, so they cover the whole window however long it is (a
+    one-minute benchmark, not its last few seconds) at 2 us resolution, and cost the same
+    whatever its length."""
 
     BIN_S = 2e-6
     BINS = 10_000      # 2 us x 10 000 = 20 ms; the last bin (index BINS) holds everything above
 
-    def __init__(self, names, capacity: int = 4096):
+    def __init__(self, names):
         self.names = tuple(names)
         self.index = {n: i for i, n in enumerate(self.names)}
-        self.capacity = int(capacity)
-        self._buf = np.full((len(self.names), self.capacity), np.nan)
-        self._pos = [0] * len(self.names)
+        self._n = [0] * len(self.names)
         self._hist = np.zeros((len(self.names), self.BINS + 1), np.int64)
         self._max = [-math.inf] * len(self.names)
         self.window_start = time.monotonic()
 
     def record(self, i: int, seconds: float) -> None:
-        """Record a sample of series ``i`` (its position in ``names``, see ``index``)."""
-        p = self._pos[i]
-        self._buf[i, p % self.capacity] = seconds
-        self._pos[i] = p + 1
+        """Record a sample of series ``i`` (its position in ``names``, see ``index``); a NaN
+        (no figure for this tick) is counted by :meth:`count` only."""
+        self._n[i] += 1
         if seconds >= 0.0:
             b = self.BINS if seconds >= self.BINS * self.BIN_S else int(seconds * (1.0 / self.BIN_S))
         elif seconds < 0.0:
             b = 0
         else:
-            return     # NaN: in the ring as "none", not counted
+            return
         self._hist[i, b] += 1
         if seconds > self._max[i]:
             self._max[i] = seconds
 
     def count(self, name: str) -> int:
-        return self._pos[self.index[name]]
-
-    def values(self, name: str) -> np.ndarray:
-        """The last ``capacity`` samples of ``name``."""
-        i = self.index[name]
-        v = self._buf[i].copy()
-        return v[np.isfinite(v)]
+        """Samples of ``name`` recorded since the start, NaN ones included."""
+        return self._n[self.index[name]]
 
     def percentiles(self, name: str, qs=(50, 99), scale: float = 1.0) -> list[float]:
         """Percentiles of the samples since the window started: the centre of the 2 us bin
@@ -243,19 +245,14 @@ class PhaseTimes:
         return out
 
     def window_count(self, name: str) -> int:
-        """Samples of ``name`` since the window started."""
+        """Samples of ``name`` since the window started (NaN ones left out)."""
         return int(self._hist[self.index[name]].sum())
 
     def start_window(self) -> None:
-        """Start counting anew (the ring keeps its samples)."""
+        """Start counting anew."""
         self._hist.fill(0)
         self._max = [-math.inf] * len(self.names)
         self.window_start = time.monotonic()
-
-    def clear(self) -> None:
-        self._buf.fill(np.nan)
-        self._pos = [0] * len(self.names)
-        self.start_window()
 
 
 class StreamRate:
@@ -321,7 +318,7 @@ class TickLoop:
 
     def __init__(self, hz: float, tick, source=None, mode: str = "clock", name: str = "loop",
                  rt_priority: int = 0, cpu: int = -1, lock_memory: bool = True, warn=None,
-                 sensor_timeout: float = 0.05, stamp_clock=time.time, phases=(), history: int = 4096,
+                 sensor_timeout: float = 0.05, stamp_clock=time.time, phases=(),
                  on_error=None, late_s: float | None = None):
         if not (0 < hz <= 2000):
             raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
@@ -349,7 +346,7 @@ class TickLoop:
         self._covered = -math.inf      # sensor mode with late_s: the stamp a deadline tick stood in for
         self.stamp_clock = stamp_clock
         self.on_error = on_error
-        self.times = PhaseTimes(self.PHASES + tuple(phases), history)
+        self.times = PhaseTimes(self.PHASES + tuple(phases))
         self.rate = StreamRate(self.RATE_WINDOW)
         self.realtime = RealtimeState()
         self.decimation = 1
@@ -585,7 +582,7 @@ class TickLoop:
         if self.late_s is None or self.decimation != 1 or self._last_stamp is None:
             return None
         rate = self.rate.rate()
-        floor = min(self._floor_prev, self._floor_cur)
+        floor = self._floor()
         if rate <= 0.0 or not math.isfinite(floor):
             return None
         expected = max(self._last_stamp, self._covered) + 1.0 / rate
@@ -599,7 +596,7 @@ class TickLoop:
         t0, now = self._unprompted_tick("deadline")
         rec, ix = self.times.record, self.times.index
         rec(ix["total"], time.perf_counter() - t0)
-        err = now - (expected + min(self._floor_prev, self._floor_cur))
+        err = now - (expected + self._floor())
         rec(ix["error"], err)
         if err > self.period:
             self.overruns += 1
@@ -645,13 +642,17 @@ class TickLoop:
         self.mode = mode
         self.mode_switches += 1
 
+    def _floor(self) -> float:
+        """The transport's floor: the smallest capture-to-tick delay of this block and the last."""
+        return self._floor_prev if self._floor_prev < self._floor_cur else self._floor_cur
+
     def _phase_error(self, delay: float) -> float:
         """The delay from capture to tick less the smallest delay of the recent ticks (the
         transport's floor): a block minimum over ~1000 ticks, the previous block's kept."""
         if delay < self._floor_cur:
             self._floor_cur = delay
         self._floor_n += 1
-        floor = self._floor_prev if self._floor_prev < self._floor_cur else self._floor_cur
+        floor = self._floor()
         if self._floor_n >= 1000:
             self._floor_prev, self._floor_cur, self._floor_n = self._floor_cur, math.inf, 0
         return delay - floor

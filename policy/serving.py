@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware.realtime import MODES
+from hardware.realtime import MODES, leave_realtime
 from policy.force_loop import ForceLoop, ForceLoopConfig
 from policy.rdp.contract import ObservationWindow, contact_kind, contact_vector
 from policy.rdp.handover import HANDOVERS, Issued, build_guide, splice_latent
@@ -653,7 +653,7 @@ class Splicer:
 
 def _splice_process(conn, export_dir: str, step_dt: float, horizon: int) -> None:
     """The child of a threaded :class:`Splicer`: fits until its pipe closes."""
-    _normal_scheduling()   # a parent thread raised to SCHED_FIFO must not pass it on
+    leave_realtime()   # a parent thread raised to SCHED_FIFO must not pass it on
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415 (onnxruntime)
 
@@ -676,14 +676,6 @@ def _splice_process(conn, export_dir: str, step_dt: float, horizon: int) -> None
             return
 
 
-def _normal_scheduling() -> None:
-    try:
-        if os.sched_getscheduler(0) != os.SCHED_OTHER:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except (OSError, AttributeError):
-        pass
-
-
 class FastController:
     """One tick of the fast loop: ``executor`` (a :class:`~policy.reactive.ReactiveExecutor`),
     each arm's :class:`~policy.force_loop.ForceLoop` when ``force`` turns it on, then one
@@ -704,6 +696,11 @@ class FastController:
         self.markers = {arm: MarkerFiller() for arm in filters}
         self._last_now: float | None = None
         self.clock_jumps = 0
+
+    def close(self) -> None:
+        """Stop what runs beside the ticks (the splice's child process)."""
+        if self.splicer is not None:
+            self.splicer.close()
 
     def clock_jumped(self, now: float) -> bool:
         """Whether the clock went backwards or leapt (> 0.5 s) since the last call: every

@@ -80,6 +80,13 @@ _WRENCH = struct.Struct("<6d")
 _MARKER_LAYOUT = ((b"x", 0), (b"y", 4), (b"dx", 8), (b"dy", 12))
 
 
+def take_raw(sub):
+    """One pending message of a subscription made with ``raw=True`` (its CDR bytes, message
+    info), taken in the calling thread without an executor; None when none is pending."""
+    with sub.handle:
+        return sub.handle.take_message(sub.msg_type, True)
+
+
 class CdrLayoutError(ValueError):
     """Not plain little-endian CDR (the caller deserializes it the slow way)."""
 
@@ -239,8 +246,7 @@ class ArmInputs:
         """Take one message of a polled subscription into the state: its stamp (NaN when
         unreadable; a rejected reading counts and is not stored), None when none was pending."""
         sub, arm, reader = entry
-        with sub.handle:
-            taken = sub.handle.take_message(sub.msg_type, True)
+        taken = take_raw(sub)
         if taken is None:
             return None
         self._received = taken[1].get("received_timestamp") or 0

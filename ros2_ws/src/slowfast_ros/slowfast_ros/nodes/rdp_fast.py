@@ -211,9 +211,9 @@ class RdpFast(ArmCommander):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
-        splicer = getattr(getattr(self, "controller", None), "splicer", None)
-        if splicer is not None:
-            splicer.close()
+        controller = getattr(self, "controller", None)   # none when configure failed before it
+        if controller is not None:
+            controller.close()
         self.inputs.close()
         self.release_made()
         self.episodes.close()

@@ -26,7 +26,7 @@ from hardware.robot import RigidTransform
 from sim.realtime import RealTimeConfig, RealTimeSim
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (INTERFACES, ROS2_CONTROL, CdrLayoutError, cdr_pose_in_frame, controller_target_topic,
-                                 topic)
+                                 take_raw, topic)
 from slowfast_ros.camera_sink import make_renderer
 from slowfast_ros.node_util import RateMeter, declare_params, flush_events, param, run_node, wait_for_publishers
 
@@ -109,11 +109,7 @@ class SimNode(Node):
     def poll(self) -> None:
         """Take every target that arrived (sim.realtime.Outputs; the physics thread)."""
         for arm, sub in self._targets:
-            while True:
-                with sub.handle:
-                    taken = sub.handle.take_message(sub.msg_type, True)
-                if taken is None:
-                    break
+            while (taken := take_raw(sub)) is not None:
                 try:
                     stamp, frame, pose = cdr_pose_in_frame(taken[0])
                     pos, quat = pose[:3], pose[3:]
