@@ -232,6 +232,33 @@ def test_planner_inpaints_from_its_last_chunk_and_forgets_it_at_an_episode_start
         SlowPlanner(pol, rate_hz=8.0, handover="splice")
 
 
+def test_the_inpainting_pull_stretches_with_a_cycle_the_inference_stretches():
+    """inpaint_soft_s holds at the asked rate; when the inference is longer than a period (the
+    slow side busy, chunks that much further apart) the pull past the frozen steps is longer
+    by the same factor. Transport after the inference does not stretch the cycle."""
+    from policy.serving import SlowPlanner
+
+    def pulled(latency, transport=0.0):
+        pol = _FakePolicy()
+        pl = SlowPlanner(pol, rate_hz=8.0, handover="inpaint", inpaint_soft_s=0.16)
+        pl.modelled_latency_s, pl.transport_s = latency, transport
+        hist = _history(2.5)
+        pl.plan(1.0, 1.0, hist, None)
+        pl.plan(1.0 + max(0.125, latency - transport), 1.0 + max(0.125, latency - transport), hist, None)
+        _, w = pol.guides[1]
+        frozen = int((w == 1).sum())
+        return frozen, int((w > 0).sum()) - frozen, pl.soft_steps()
+
+    # 0.16 s at 25 fps: 4 steps past the frozen ones, with decaying weights
+    frozen, soft, steps = pulled(0.06)
+    assert steps == soft == 4
+    frozen_busy, soft_busy, steps_busy = pulled(0.36)      # 0.36 s between chunks, not 0.125
+    assert steps_busy == soft_busy == round(0.16 * 0.36 / 0.125 / 0.04) == 12
+    assert frozen_busy > frozen
+    assert pulled(0.36, transport=0.3)[2] == 4              # cycles overlap: the rate holds
+    assert SlowPlanner(_FakePolicy(), rate_hz=8.0, handover="inpaint").soft_steps() is None
+
+
 # ---------------------------------------------------------------------------- latent executor path
 
 

@@ -45,9 +45,11 @@ class RdpSlowParams(ManagedParams):
                                    "'inpaint' (each chunk generated with the steps that execute during its "
                                    "inference frozen to the previous chunk: Real-Time Chunking)")
     inpaint_soft_s: float = param(0.16, "with handover 'inpaint': how far past the frozen steps the new chunk is "
-                                        "pulled towards the previous one, with decaying weights (s); at least "
-                                        "the chunk's length = the whole overlap, as Real-Time Chunking does (on "
-                                        "wipe at 8 chunks/s that kept it from re-planning: 5/20 against 19/20)")
+                                        "pulled towards the previous one, with decaying weights, at rate_hz (s); "
+                                        "an inference longer than a period stretches it by as much as it "
+                                        "stretches the cycle; at least the chunk's length = the whole overlap, "
+                                        "as Real-Time Chunking does (on wipe at 8 chunks/s that kept it from "
+                                        "re-planning: 5/20 against 19/20)")
 
     def __post_init__(self):
         if not self.export_dir:
