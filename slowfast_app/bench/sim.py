@@ -22,10 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from geometry_msgs.msg import PoseStamped, WrenchStamped  # noqa: PLC0415
     from sensor_msgs.msg import Image, JointState, PointCloud2  # noqa: PLC0415
-    from sim import SimConfig, SimEnv  # noqa: PLC0415
     from sim.bench import physics_rtf  # noqa: PLC0415
 
     from slowfast_app import stack  # noqa: PLC0415
+    from slowfast_app.cli.sim import scene_spaces  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 
     if args.seconds <= 0 or args.topic_seconds <= 0:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> dict:
     with_cam = physics_rtf(task=args.task, seconds=args.seconds, render=True, width=args.width,
                            height=args.height, camera_hz=args.camera_hz, embodiment=args.embodiment)
 
-    arms = SimEnv(SimConfig(task=args.task, render=False, embodiment=args.embodiment)).arms
+    arms = scene_spaces(args.task, args.embodiment).arms
     rates = {"pose": 200.0, "wrench": 200.0, "tactile": 200.0}
     topics, expected = {}, {}
     for arm in arms:

@@ -11,10 +11,12 @@ and ``logs/<node>.log``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 CONTROLLERS = ("expert", "rdp", "dp")
 PROFILES = {("stack", "expert"): "sim-expert", ("stack", "rdp"): "sim-rdp", ("stack", "dp"): "sim-rdp",
@@ -152,6 +154,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class SceneSpaces(NamedTuple):
+    arms: tuple          # the scene's arm names
+    cameras: tuple       # its camera names
+    markers: int         # tactile markers per arm
+
+
+@functools.lru_cache(maxsize=8)
+def scene_spaces(task: str, embodiment: str) -> SceneSpaces:
+    """What the checks before a run need of a scene, built once per (task, embodiment) in this
+    process (a ``slowfast sim`` checks the interface and the policy against the same scene)."""
+    from sim import SimConfig, SimEnv  # noqa: PLC0415
+
+    env = SimEnv(SimConfig(task=task, embodiment=embodiment, render=False))
+    try:
+        arms = tuple(env.arms)
+        return SceneSpaces(arms, tuple(env.cameras), int(env.observe(arms[0]).tactile.shape[0]))
+    finally:
+        env.close()
+
+
 def check_interface(interface: str, embodiment: str, task: str) -> None:
     """--interface ros2_control drives one Panda through robot_bridge_node: refused for anything else."""
     from slowfast_ros.arm_io import INTERFACES  # noqa: PLC0415
@@ -162,9 +184,7 @@ def check_interface(interface: str, embodiment: str, task: str) -> None:
         return
     if embodiment != "arm":
         raise ValueError("--interface ros2_control: needs --embodiment arm (joints under a Cartesian controller)")
-    from sim import SimConfig, SimEnv  # noqa: PLC0415
-
-    arms = SimEnv(SimConfig(task=task, embodiment=embodiment, render=False)).arms
+    arms = scene_spaces(task, embodiment).arms
     if len(arms) != 1:
         raise ValueError(f"--interface ros2_control: drives one arm; task {task} has {len(arms)} ({', '.join(arms)})")
 
@@ -173,7 +193,6 @@ def _policy_for_sim(args, out: Path):
     """The export folder to run, checked against the sim's spaces before anything starts."""
     from policy.rdp.contract import contact_kind, contact_width  # noqa: PLC0415
     from slowfast_data.fileio import read_json  # noqa: PLC0415
-    from sim import SimConfig, SimEnv  # noqa: PLC0415
 
     if not args.policy:
         raise ValueError(f"--policy: required with --controller {args.controller} (an export or checkpoint folder)")
@@ -192,20 +211,19 @@ def _policy_for_sim(args, out: Path):
     if meta.get("model_type") != want:
         raise ValueError(f"--policy {src}: a {meta.get('model_type')!r} model; --controller {args.controller} "
                          f"needs a {want!r} export")
-    env = SimEnv(SimConfig(task=args.task, embodiment=args.embodiment, render=False))
+    scene = scene_spaces(args.task, args.embodiment)
     shapes = meta.get("shapes", {})
-    arms = tuple(env.arms)
+    arms = scene.arms
     if int(shapes.get("num_arms", -1)) != len(arms):
         raise ValueError(f"--policy {src}: drives {shapes.get('num_arms')} arm(s); task {args.task} has "
                          f"{len(arms)} ({', '.join(arms)})")
-    missing = [c for c in meta.get("cameras", []) if c not in env.cameras]
+    missing = [c for c in meta.get("cameras", []) if c not in scene.cameras]
     if missing:
-        raise ValueError(f"--policy {src}: needs camera(s) {missing}; the sim has {list(env.cameras)}")
+        raise ValueError(f"--policy {src}: needs camera(s) {missing}; the sim has {list(scene.cameras)}")
     if meta.get("cameras") and args.camera_hz <= 0:
         raise ValueError(f"--policy {src}: the policy sees camera images; --camera-hz must be > 0")
-    n_markers = env.observe(arms[0]).tactile.shape[0]
     kind = contact_kind(meta)
-    contact_dim = contact_width(kind, len(arms), n_markers)
+    contact_dim = contact_width(kind, len(arms), scene.markers)
     if int(shapes.get("contact_raw_dim", -1)) != contact_dim:
         raise ValueError(f"--policy {src}: contact input of {shapes.get('contact_raw_dim')} values; the sim's "
                          f"{kind} gives {contact_dim}")
