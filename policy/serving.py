@@ -381,6 +381,12 @@ class SlowPlanner:
         cycle = max(self.period, self.latency_estimate() - self.transport_s)
         return int(round(self.soft_s * cycle / self.period / self.step_dt))
 
+    def inpaint_pull_s(self) -> float | None:
+        """How far past the frozen steps the next chunk will be pulled (s); None: no pull
+        (blend) or the whole overlap."""
+        steps = self.soft_steps() if self.handover == "inpaint" else None
+        return None if steps is None else steps * self.step_dt
+
 
 def load_slow_planner(export_dir: str, arms: list, rate_hz: float, *, image_tolerance: float = 0.05,
                       num_inference_steps: int | None = None, threads: int = 1, seed: int = 0,
@@ -480,6 +486,9 @@ class SlowCycle:
                   "chunk_age_at_publish_ms_p99": float(np.percentile(age, 99)),
                   "handover": handover, "chunks_inpainted": planner.guided,
                   "latency_estimate_ms": planner.latency_estimate() * 1e3, "active": active}
+        pull = planner.inpaint_pull_s()
+        if pull is not None:
+            values["inpaint_pull_ms"] = pull * 1e3
         values.update({f"skipped/{k}": v for k, v in self.skipped.items()})
         level, message = ("ok", "") if active else ("warn", "inactive: not planning")
         starved = None

@@ -203,6 +203,7 @@ class PolicyEvaluator:
         metrics.update({"seed": int(seed), "perturbed": bool(env.cfg.perturb), "chunks": stats["chunks"],
                         "skipped": stats["skipped"], "chunks_rejected": stats["rejected"],
                         "frames_rendered": stats["rendered"], "targets_refused": stats["targets_refused"],
+                        "inpaint_pull_s": planner.inpaint_pull_s(),
                         "safety": {a: _episode_report(sf, before[a]) for a, sf in controller.filters.items()}})
         return metrics
 

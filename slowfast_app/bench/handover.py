@@ -15,7 +15,8 @@ medians, largest).
 
 ``--delay-kind compute`` (default): the delay is inference time, the slow side is busy for it
 and starts one inference at a time, so a 0.36 s latency allows at most ~2.8 chunks per second
-whatever ``rate_hz`` says. ``transport``: the chunk is computed in ``--latency`` and travels
+whatever ``rate_hz`` says (the inpainting pull stretches with that cycle: ``inpaint_pull_s``,
+against ``inpaint_soft_s`` at the asked rate). ``transport``: the chunk is computed in ``--latency`` and travels
 for the delay (a policy server across a network); cycles overlap and the re-plan rate stays.
 """
 from __future__ import annotations
@@ -56,6 +57,14 @@ def _floats(text: str, what: str) -> list[float]:
     if not out:
         raise ValueError(f"--{what}: give at least one value")
     return out
+
+
+def _median(values: list) -> float | None:
+    """The median of the values that are not None (None when none is)."""
+    import numpy as np  # noqa: PLC0415
+
+    got = [v for v in values if v is not None]
+    return round(float(np.median(got)), 4) if got else None
 
 
 def _splice_ms(episodes: list[dict]) -> dict:
@@ -116,6 +125,7 @@ def run(args: argparse.Namespace) -> dict:
                 cell = {"policy": pol, "handover": handover, "delay_s": delay, "delay_kind": args.delay_kind,
                         "latency_s": timing.latency_s,
                         "rate_hz": timing.rate_hz, "inpaint_soft_s": timing.inpaint_soft_s,
+                        "inpaint_pull_s": _median([m.get("inpaint_pull_s") for m in episodes]),
                         "successes": s["successes"], "episodes": s["episodes"], "success_rate": s["success_rate"],
                         "success_ci95": s["success_ci95"],
                         "handover_jump_mm_max": None if largest is None else round(largest * 1e3, 3),

@@ -25,6 +25,9 @@ class _Planner:
     def latency_estimate(self):
         return 0.08
 
+    def inpaint_pull_s(self):
+        return 0.16
+
 
 def _snap(pose=1.0, wrench=1.0, tactile=1.0):
     return {"arm": ArmSnapshot(pose_stamp=pose, wrench_stamp=wrench, tactile_stamp=tactile)}
@@ -80,6 +83,7 @@ def test_diagnostics_say_why_no_chunk_came():
     assert np.isnan(values["inference_ms_p50"]) and values["chunks_published"] == 0
     assert values["handover"] == "inpaint" and values["chunks_inpainted"] == 2
     assert values["latency_estimate_ms"] == pytest.approx(80.0) and values["rate_hz"] == 6.0
+    assert values["inpaint_pull_ms"] == pytest.approx(160.0)
 
     book.skip("bad_image")                                     # before the activation: not in the reason
     book.activate(10.0)

@@ -257,6 +257,10 @@ def test_the_inpainting_pull_stretches_with_a_cycle_the_inference_stretches():
     assert frozen_busy > frozen
     assert pulled(0.36, transport=0.3)[2] == 4              # cycles overlap: the rate holds
     assert SlowPlanner(_FakePolicy(), rate_hz=8.0, handover="inpaint").soft_steps() is None
+    busy = SlowPlanner(_FakePolicy(), rate_hz=8.0, handover="inpaint", inpaint_soft_s=0.16)
+    busy.observe_latency(0.36)
+    assert busy.inpaint_pull_s() == pytest.approx(12 * 0.04)   # what rdp_slow's diagnostics report
+    assert SlowPlanner(_FakePolicy(), rate_hz=8.0, inpaint_soft_s=0.16).inpaint_pull_s() is None   # blend
 
 
 # ---------------------------------------------------------------------------- latent executor path
