@@ -16,8 +16,9 @@ medians, largest).
 ``--delay-kind compute`` (default): the delay is inference time, the slow side is busy for it
 and starts one inference at a time, so a 0.36 s latency allows at most ~2.8 chunks per second
 whatever ``rate_hz`` says (the inpainting pull stretches with that cycle: ``inpaint_pull_s``,
-against ``inpaint_soft_s`` at the asked rate). ``transport``: the chunk is computed in ``--latency`` and travels
-for the delay (a policy server across a network); cycles overlap and the re-plan rate stays.
+against ``inpaint_soft_s`` at the asked rate). ``transport``: the chunk is computed in
+``--latency`` and travels for the delay (a policy server across a network); cycles overlap and
+the re-plan rate stays.
 """
 from __future__ import annotations
 
