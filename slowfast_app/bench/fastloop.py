@@ -57,6 +57,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "e.g. sim_node.max_lag=0.002")
 
 
+def _keep_logs(logs, probe) -> str:
+    """A copy of the stack's logs, with every node's diagnostics as they are now, in a folder
+    that outlives the run: the evidence when chunks do not reach ``rdp_fast`` (how many
+    ``rdp_slow`` published, how many ``rdp_fast`` received or refused)."""
+    import json  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    out = Path(tempfile.mkdtemp(prefix="slowfast-fastloop-"))
+    shutil.copytree(logs, out / "logs")
+    diags = probe.diagnostics({"rdp_fast", "rdp_slow", "sim_node"}, timeout=3.0)
+    (out / "diagnostics.json").write_text(json.dumps(diags, indent=1, default=str))
+    return str(out)
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -117,7 +131,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
                 stack.Stack(stack.load_profile("sim-rdp"), overrides, log_dir=Path(logs)) as s:
             _log(f"{hz:g} Hz: waiting for chunks...")
             end = time.monotonic() + 120.0
-            ready = False
+            ready, kept = False, None
             while time.monotonic() < end:
                 d = probe.diagnostics({"rdp_fast"}, timeout=2.0).get("rdp_fast", {})
                 if int(d.get("chunks_received", 0)) >= 3:
@@ -127,7 +141,9 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
                     raise RuntimeError(f"a node exited: {s.last_line('rdp_fast')} {s.last_line('rdp_slow')}")
             procs = {name: psutil.Process(p.pid) for name, p in s.procs.items()}
             if not ready:   # measured anyway, and said: the loop then holds instead of decoding
-                _log(f"{hz:g} Hz: fewer than 3 chunks reached rdp_fast in 120 s; measuring a holding loop")
+                kept = _keep_logs(Path(logs), probe)
+                _log(f"{hz:g} Hz: fewer than 3 chunks reached rdp_fast in 120 s; measuring a holding loop "
+                     f"(the nodes' logs and diagnostics kept in {kept})")
             # the loop's figures cover exactly the measurement, not the start-up before it
             ok, why = probe.trigger("/rdp_fast/reset_statistics")
             if not ok:
@@ -152,7 +168,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
     window = f(fast, "window_s")
     return {
         "control_hz": hz, "camera": camera, "contact": meta.get("contact"), "sim_wrench_hz": wrench_hz,
-        "chunks_before_measuring": ready,
+        "chunks_before_measuring": ready, "logs_kept": kept,
         "window_s": window,
         "loop_rate_hz": round(sum(v or 0 for v in ticks.values()) / window, 2) if window else None,
         "period_error_ms_p50": f(fast, "period_error_ms_p50"), "period_error_ms_p99": f(fast, "period_error_ms_p99"),
