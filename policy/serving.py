@@ -21,6 +21,7 @@ process) and in what drives time (the wall/ROS clock, or simulated time).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -675,6 +676,9 @@ class Splicer:
 
 def _splice_process(conn, export_dir: str, step_dt: float, horizon: int) -> None:
     """The child of a threaded :class:`Splicer`: fits until its pipe closes."""
+    # a Ctrl-C reaches the node's whole process group: the parent ends this child by closing
+    # the pipe, and the child must not print a KeyboardInterrupt traceback into the node's log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave_realtime()   # a parent thread raised to SCHED_FIFO must not pass it on
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from policy.rdp.runtime import DecoderRuntime  # noqa: PLC0415 (onnxruntime)

@@ -163,8 +163,11 @@ class Stack:
 
 # ----------------------------------------------------------------- child processes
 
-# Seconds a node has, after SIGINT, to hold its arm and close its files before SIGKILL.
-STOP_GRACE_S = 1.0
+# Seconds a node has, after SIGINT, to hold its arm and close its files before SIGKILL. A
+# policy node with torch and onnxruntime loaded takes ~1.2 s to its exit on a 2-core machine;
+# killed before, its DDS shared-memory segments stay in /dev/shm for later participants to trip
+# over (two nodes of a later stack then never matched: docs/reactive-runtime.md).
+STOP_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
 
 

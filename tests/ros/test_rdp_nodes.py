@@ -193,7 +193,9 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path, ha
             diag = diag_values(probe, "rdp_fast")
             assert int(diag["right/interventions/estop"]) > 0
             assert int(diag["chunks_received"]) >= 2
+            assert int(diag["chunk_publishers"]) == 1               # the DDS match each side reports
             slow = diag_values(probe, "rdp_slow")
+            assert int(slow["chunk_subscribers"]) == 2              # rdp_fast and this probe
             assert float(slow["inference_ms_p50"]) > 0
             assert slow["handover"] == handover
             # inpainting: every chunk after the first continues the one before it

@@ -3,7 +3,7 @@ every node it started, and a launcher that is SIGKILLed takes its nodes with it.
 
 Each test starts a real stack (`slowfast teleop`: teleop_node serving HTTP + safety_node)
 and checks, from outside as a user would, that no process of it is left a few seconds after
-the signal (1 s of grace, then SIGKILL) and that the server no longer listens.
+the signal (3 s of grace, then SIGKILL) and that the server no longer listens.
 """
 import os
 import signal
@@ -76,7 +76,7 @@ def test_a_signal_to_the_launcher_stops_every_node(free_port, sig):
     try:
         os.kill(proc.pid, sig)
         t0 = time.monotonic()
-        # a node has STOP_GRACE_S (1 s) after SIGINT before SIGKILL; the bound leaves the
+        # a node has STOP_GRACE_S (3 s) after SIGINT before SIGKILL; the bound leaves the
         # launcher room to be scheduled on a loaded 2-core machine (2 s was missed there)
         alive = _gone_within(nodes, 5.0)
         assert not alive, ([(p.pid, p.cmdline()[-6:]) for p in alive], _signal_state(proc.pid))

@@ -93,8 +93,8 @@ class RdpFast(ArmCommander):
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self._raw_pubs = [(a, RawPosePublisher(self.pubs[a], p.world_frame)) for a in p.arms]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        for entity in (*self.pubs.values(), self.diag_pub,
-                       self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND),
+        self.chunk_sub = self.create_subscription(JointTrajectory, "policy/latent_chunk", self._on_chunk, qos.COMMAND)
+        for entity in (*self.pubs.values(), self.diag_pub, self.chunk_sub,
                        self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED),
                        self.create_timer(1.0, self._publish_diagnostics)):
             self.made(entity)
@@ -199,7 +199,11 @@ class RdpFast(ArmCommander):
     def _publish_diagnostics(self) -> None:
         values, level = fast_diagnostics(self.loop.report(), self.loop.times, self.controller, self.inbox,
                                          self.inputs.rejected, self.loop.failure)
-        status = msgs.diagnostic_status("rdp_fast", values, level, "holding" if level == "warn" else "")
+        values["chunk_publishers"] = publishers = self.chunk_sub.get_publisher_count()   # slow sides DDS matched
+        message = "holding" if level == "warn" else ""
+        if level == "warn" and publishers == 0:
+            message = "holding: no publisher of policy/latent_chunk matched (is rdp_slow up, on this domain?)"
+        status = msgs.diagnostic_status("rdp_fast", values, level, message)
         self.diag_pub.publish(msgs.diagnostics_msg(self._now(), [status]))
 
     def _hold(self) -> None:

@@ -112,6 +112,13 @@ class RdpSlow(ManagedNode):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
+        # the reader thread and its wait set go before the context does: left to the
+        # interpreter's exit, they outlived it and the process died of SIGSEGV, leaving its
+        # DDS shared-memory port behind for the next participant to trip over
+        inputs = getattr(self, "inputs", None)
+        if inputs is not None:
+            inputs.close()
+            self.inputs = None
         self.release_made()
         self.pub = None
         self.policy = self.planner = self.images = None
@@ -183,6 +190,9 @@ class RdpSlow(ManagedNode):
                                                                 self.p.handover, self.cycles.rate(), self.loop.failure)
         if starved:
             self.get_logger().warning(starved, throttle_duration_sec=10.0)
+        # who the chunks reach: 0 while chunks go out means no fast loop listens (or DDS never
+        # matched it), which the chunk counts alone do not tell apart from a fast loop refusing them
+        values["chunk_subscribers"] = self.pub.get_subscription_count()
         self.diag_pub.publish(msgs.diagnostics_msg(
             self._now(), [msgs.diagnostic_status("rdp_slow", values, level, message)]))
 
