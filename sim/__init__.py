@@ -17,13 +17,13 @@ from .types import ArmState  # noqa: E402
 
 
 def __getattr__(name):  # heavy imports (mujoco) only when used
-    if name == "SimEnv":
-        from .env import SimEnv
-        return SimEnv
+    if name in ("SimEnv", "scene_spaces"):
+        from . import env
+        return getattr(env, name)
     if name == "make_expert":
         from .expert import make_expert
         return make_expert
     raise AttributeError(f"module 'sim' has no attribute {name!r}")
 
 
-__all__ = ["TASKS", "SimConfig", "SimEnv", "make_expert", "ArmState", "CameraIntrinsics"]
+__all__ = ["TASKS", "SimConfig", "SimEnv", "scene_spaces", "make_expert", "ArmState", "CameraIntrinsics"]

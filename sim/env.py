@@ -32,8 +32,9 @@ Tasks and success (see also :mod:`sim.metrics` for the force metrics):
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -664,3 +665,22 @@ class SimEnv:
             out["success"] = bool(held and best >= LIFT_HOLD_SECONDS - 0.5 * self.dt * self._log_every
                                   and fm["peak_force"] <= self.cfg.squeeze_limit)
         return out
+
+
+class SceneSpaces(NamedTuple):
+    arms: tuple          # the scene's arm names
+    cameras: tuple       # its camera names
+    markers: int         # tactile markers per arm
+
+
+@functools.lru_cache(maxsize=8)
+def scene_spaces(task: str, embodiment: str) -> SceneSpaces:
+    """What the checks before a run need of a scene (its arms, cameras, tactile markers),
+    built once per (task, embodiment) in a process and closed: ``slowfast sim`` checks the
+    interface and the policy against the same scene, ``bench sim`` reads its arms."""
+    env = SimEnv(SimConfig(task=task, embodiment=embodiment, render=False))
+    try:
+        arms = tuple(env.arms)
+        return SceneSpaces(arms, tuple(env.cameras), int(env.observe(arms[0]).tactile.shape[0]))
+    finally:
+        env.close()

@@ -22,10 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from geometry_msgs.msg import PoseStamped, WrenchStamped  # noqa: PLC0415
     from sensor_msgs.msg import Image, JointState, PointCloud2  # noqa: PLC0415
+    from sim import scene_spaces  # noqa: PLC0415
     from sim.bench import physics_rtf  # noqa: PLC0415
 
     from slowfast_app import stack  # noqa: PLC0415
-    from slowfast_app.cli.sim import scene_spaces  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
 
     if args.seconds <= 0 or args.topic_seconds <= 0:

@@ -11,12 +11,10 @@ and ``logs/<node>.log``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 CONTROLLERS = ("expert", "rdp", "dp")
 PROFILES = {("stack", "expert"): "sim-expert", ("stack", "rdp"): "sim-rdp", ("stack", "dp"): "sim-rdp",
@@ -154,26 +152,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class SceneSpaces(NamedTuple):
-    arms: tuple          # the scene's arm names
-    cameras: tuple       # its camera names
-    markers: int         # tactile markers per arm
-
-
-@functools.lru_cache(maxsize=8)
-def scene_spaces(task: str, embodiment: str) -> SceneSpaces:
-    """What the checks before a run need of a scene, built once per (task, embodiment) in this
-    process (a ``slowfast sim`` checks the interface and the policy against the same scene)."""
-    from sim import SimConfig, SimEnv  # noqa: PLC0415
-
-    env = SimEnv(SimConfig(task=task, embodiment=embodiment, render=False))
-    try:
-        arms = tuple(env.arms)
-        return SceneSpaces(arms, tuple(env.cameras), int(env.observe(arms[0]).tactile.shape[0]))
-    finally:
-        env.close()
-
-
 def check_interface(interface: str, embodiment: str, task: str) -> None:
     """--interface ros2_control drives one Panda through robot_bridge_node: refused for anything else."""
     from slowfast_ros.arm_io import INTERFACES  # noqa: PLC0415
@@ -184,6 +162,8 @@ def check_interface(interface: str, embodiment: str, task: str) -> None:
         return
     if embodiment != "arm":
         raise ValueError("--interface ros2_control: needs --embodiment arm (joints under a Cartesian controller)")
+    from sim import scene_spaces  # noqa: PLC0415
+
     arms = scene_spaces(task, embodiment).arms
     if len(arms) != 1:
         raise ValueError(f"--interface ros2_control: drives one arm; task {task} has {len(arms)} ({', '.join(arms)})")
@@ -192,6 +172,7 @@ def check_interface(interface: str, embodiment: str, task: str) -> None:
 def _policy_for_sim(args, out: Path):
     """The export folder to run, checked against the sim's spaces before anything starts."""
     from policy.rdp.contract import contact_kind, contact_width  # noqa: PLC0415
+    from sim import scene_spaces  # noqa: PLC0415
     from slowfast_data.fileio import read_json  # noqa: PLC0415
 
     if not args.policy:
