@@ -142,7 +142,7 @@ def _recorder_bench(seconds: float, pub_depth: int = 0, images: str = "sim") -> 
                                        qos.LATCHED)
         try:
             with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
-                                                         "min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
+                                                         "bag.min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
                 pub = stack.start_child([sys.executable, "-m", "slowfast_app.bench.recorder", "--publisher",
                                         "--seconds", str(seconds), "--pub-depth", str(pub_depth), "--images", images],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
