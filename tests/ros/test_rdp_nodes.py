@@ -200,6 +200,11 @@ def test_slow_and_fast_nodes_close_the_loop_and_estop_holds(export, tmp_path, ha
             assert slow["handover"] == handover
             # inpainting: every chunk after the first continues the one before it
             assert (int(slow["chunks_inpainted"]) >= 1) == (handover == "inpaint"), slow
+            # each node once in the graph: the raw-input helper nodes carry names of their own
+            # (a process-wide `-r __node:=` used to give them their parent's)
+            names = [n for n, _ in node.get_node_names_and_namespaces()]
+            assert sorted(n for n in names if n.startswith("rdp_")) == \
+                ["rdp_fast", "rdp_fast_inputs", "rdp_slow", "rdp_slow_inputs"], names
     finally:
         stop_images.set()
         robot.stop = True

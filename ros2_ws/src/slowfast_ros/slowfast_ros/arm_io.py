@@ -21,7 +21,7 @@ from policy.safety import SafetyConfig, safety_report  # noqa: F401 (re-exported
 from policy.serving import ArmHistory, ArmSnapshot, filter_command, sync_estop  # noqa: F401 (re-exported)
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedParams
-from slowfast_ros.node_util import param
+from slowfast_ros.node_util import helper_node, param
 
 
 #: The ros2_control stack a real arm runs under the README's robot setup (the FZI
@@ -211,9 +211,7 @@ class ArmInputs:
         if trigger not in ("wrench", "tactile") or (trigger == "tactile" and not tactile):
             raise ValueError(f"trigger {trigger!r}: 'wrench', or 'tactile' with the tactile topic")
         if polled:
-            import rclpy  # noqa: PLC0415
-            self._io_node = rclpy.create_node(f"{node.get_name()}_inputs", namespace=node.get_namespace(),
-                                              context=node.context, start_parameter_services=False)
+            self._io_node = helper_node(node, "inputs")
         target = self._io_node or node
         self._polled: list = []       # (subscription, arm, raw reader) of every topic
         self._triggers: list = []     # per arm, the trigger topic's entry

@@ -68,6 +68,18 @@ def refuse_undeclared(node: Node) -> None:
 _STOP = threading.Event()
 
 
+def helper_node(parent: Node, suffix: str) -> Node:
+    """A second node in ``parent``'s process and context, named ``<parent>_<suffix>``, that no
+    executor spins (its subscriptions are polled) and that serves no parameters. Its name is
+    set by a node-local remap: the process's ``-r __node:=<name>`` (how ``slowfast up`` and
+    launch_ros name a node) renames every node of the process, so the helper would otherwise
+    take the parent's name, and ``ros2 node list`` would show two nodes of that name. The
+    global topic remaps still apply to it."""
+    name = f"{parent.get_name()}_{suffix}"
+    return rclpy.create_node(name, namespace=parent.get_namespace(), context=parent.context,
+                             cli_args=["--ros-args", "-r", f"__node:={name}"], start_parameter_services=False)
+
+
 def wait_for_publishers(node: Node, topics, stop: threading.Event, timeout: float = 120.0) -> None:
     """Return once every topic in ``topics`` has a publisher, ``stop`` is set, or after
     ``timeout`` seconds (then with one warning: the caller starts anyway)."""

@@ -28,7 +28,8 @@ from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (INTERFACES, ROS2_CONTROL, CdrLayoutError, cdr_pose_in_frame, controller_target_topic,
                                  take_raw, topic)
 from slowfast_ros.camera_sink import make_renderer
-from slowfast_ros.node_util import RateMeter, declare_params, flush_events, param, run_node, wait_for_publishers
+from slowfast_ros.node_util import (RateMeter, declare_params, flush_events, helper_node, param, run_node,
+                                    wait_for_publishers)
 
 
 @dataclasses.dataclass
@@ -75,8 +76,7 @@ class SimNode(Node):
         # a helper node no executor spins: rclpy spends ~200 us of Python per callback, and at
         # 1 kHz of targets an executor thread would hold the GIL the physics thread needs to
         # publish its readings on time.
-        self._io_node = rclpy.create_node(f"{self.get_name()}_targets", namespace=self.get_namespace(),
-                                          context=self.context, start_parameter_services=False)
+        self._io_node = helper_node(self, "targets")
         self._targets = []
         self._target_frames = (self.p.base_frame,) if self.hw else ("", self.p.world_frame)
         for arm in self.arms:
