@@ -145,6 +145,26 @@ def test_every_process_gets_the_stacks_dds_transports_unless_the_user_configured
     assert s.env[qos.TRANSPORTS_VAR] == os.environ.get(qos.TRANSPORTS_VAR, qos.TRANSPORTS)
 
 
+def test_fast_dds_takes_the_stacks_transports_as_written():
+    """Fast DDS reads FASTDDS_BUILTIN_TRANSPORTS with a regular expression and, on a value it
+    does not parse (an option misspelt), logs an error and falls back to its default transports:
+    a node starts either way, so only its log tells."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from slowfast_ros import qos  # noqa: PLC0415
+
+    code = "import rclpy; rclpy.init(); n = rclpy.create_node('transports_probe'); n.destroy_node(); rclpy.shutdown()"
+    # discovery OFF: rmw_fastrtps then keeps Fast DDS's transport set-up (LOCALHOST, this test
+    # run's setting, replaces it and reads no variable) and the probe talks to nobody
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"}
+    for value, ok in ((qos.TRANSPORTS, True), ("DEFAULT?socket_size=4MB", False)):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           env={**env, qos.TRANSPORTS_VAR: value})
+        assert r.returncode == 0, r.stderr[-1000:]
+        assert ("Wrong value" not in r.stdout + r.stderr) == ok, (value, r.stdout[-500:], r.stderr[-500:])
+
+
 def test_every_compose_command_names_an_entry_point_that_exists():
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)", dockerfile, flags=re.M))

@@ -14,12 +14,19 @@
   start replace the end before a subscriber has taken it (a recorder then never closes the
   episode).
 
-Transports: the stack's processes use Fast DDS's ``LARGE_DATA`` builtin transports (user data
-over shared memory on one host, TCP between hosts; UDP only for discovery) unless the user has
-configured Fast DDS (:func:`transport_env`). With Fast DDS's default (shared memory + UDP) the
-recorder lost 0.6-2.7 % of a bench's messages (two 640x480 cameras, tactile at 200 Hz, wrench
-and pose at 500 Hz), with LARGE_DATA none. Participants with the default transports on the
-same host still talk to the stack (shared memory); one on another host needs the same setting.
+Transports: the stack's processes use Fast DDS's default transports (shared memory on one
+host, UDP between hosts) with 4 MB socket buffers, ``DEFAULT?sockets_size=4MB`` (:data:`TRANSPORTS`),
+unless the user has configured Fast DDS (:func:`transport_env`). The buffers size the
+shared-memory segment too (twice the socket buffer: 8 MB), so a 640x480 camera frame (921 KB)
+crosses in shared memory; with Fast DDS's own default (a 512 KB segment) it went out as UDP
+fragments and the recorder lost 141 of 37 800 messages in 30 s (pose, wrench, tactile),
+with the larger buffers none. Fast DDS's ``LARGE_DATA`` mode, used before, recorded without
+loss too, but with it about 1 stack start in 12 left two nodes that never matched (discovery
+over multicast only, then TCP): in a stress test of 8 processes starting together on 2
+loaded cores, LARGE_DATA left a pair unmatched in 5 of 15 starts, the default transports
+(with and without the larger buffers) in none of 24 (docs/reactive-runtime.md). With ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
+rmw_fastrtps sets its own transports (shared memory with the 512 KB segment, UDP to
+localhost) and reads no ``FASTDDS_BUILTIN_TRANSPORTS``.
 """
 import os
 
@@ -83,12 +90,12 @@ def record_profile(offers: list[dict], depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
-TRANSPORTS_VAR, TRANSPORTS = "FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"
+TRANSPORTS_VAR, TRANSPORTS = "FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT?sockets_size=4MB"
 _USER_DDS_SETTINGS = (TRANSPORTS_VAR, "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 def transport_env(environ=os.environ) -> dict[str, str]:
-    """The environment the stack adds for its DDS transports: ``LARGE_DATA`` for Fast DDS
+    """The environment the stack adds for its DDS transports: :data:`TRANSPORTS` for Fast DDS
     (the default RMW), nothing when the user set Fast DDS's transports or an XML profile,
     or runs another RMW."""
     if environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
