@@ -24,9 +24,9 @@ with the larger buffers none. Fast DDS's ``LARGE_DATA`` mode, used before, recor
 loss too, but with it about 1 stack start in 12 left two nodes that never matched (discovery
 over multicast only, then TCP): in a stress test of 8 processes starting together on 2
 loaded cores, LARGE_DATA left a pair unmatched in 5 of 15 starts, the default transports
-(with and without the larger buffers) in none of 24 (docs/reactive-runtime.md). With ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
-rmw_fastrtps sets its own transports (shared memory with the 512 KB segment, UDP to
-localhost) and reads no ``FASTDDS_BUILTIN_TRANSPORTS``.
+(with and without the larger buffers) in none of 24 (docs/reactive-runtime.md). With
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` rmw_fastrtps sets its own transports (shared memory
+with the 512 KB segment, UDP to localhost) and reads no ``FASTDDS_BUILTIN_TRANSPORTS``.
 """
 import os
 
