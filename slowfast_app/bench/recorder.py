@@ -123,6 +123,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def recorder_stack(out: Path):
+    """The bench's stack: ``recorder_node`` alone, recording every bench stream into ``out``
+    (a profile and its overrides, as :class:`slowfast_app.stack.Stack` takes them)."""
+    from slowfast_app import stack  # noqa: PLC0415
+
+    profile = stack.Profile("bench", "", [stack.NodeSpec("recorder_node", "slowfast_ros.nodes.recorder_node",
+                                                         ["recorder_node.yaml"])])
+    return profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS), "bag.min_free_mb": 50.0}}
+
+
 def _recorder_bench(seconds: float, pub_depth: int = 0, images: str = "sim") -> dict:
     from std_msgs.msg import String  # noqa: PLC0415
 
@@ -133,16 +143,14 @@ def _recorder_bench(seconds: float, pub_depth: int = 0, images: str = "sim") -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bags"
-        profile = stack.Profile("bench", "", [stack.NodeSpec("recorder_node", "slowfast_ros.nodes.recorder_node",
-                                                             ["recorder_node.yaml"])])
+        profile, overrides = recorder_stack(out)
         probe = TopicProbe({})
         cmd = probe.node.create_publisher(String, "/recorder/command", qos.COMMAND)
         states: list[dict] = []
         probe.node.create_subscription(String, "/recorder/state", lambda m: states.append(msgs.json_from_msg(m)),
                                        qos.LATCHED)
         try:
-            with stack.Stack(profile, {"recorder_node": {"out_dir": str(out), "topics": list(STREAMS),
-                                                         "bag.min_free_mb": 50.0}}, log_dir=Path(tmp) / "log") as s:
+            with stack.Stack(profile, overrides, log_dir=Path(tmp) / "log") as s:
                 pub = stack.start_child([sys.executable, "-m", "slowfast_app.bench.recorder", "--publisher",
                                         "--seconds", str(seconds), "--pub-depth", str(pub_depth), "--images", images],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
