@@ -145,6 +145,18 @@ def test_every_process_gets_the_stacks_dds_transports_unless_the_user_configured
     assert s.env[qos.TRANSPORTS_VAR] == os.environ.get(qos.TRANSPORTS_VAR, qos.TRANSPORTS)
 
 
+def test_doctor_says_which_transports_a_stack_gets():
+    from slowfast_ros import qos  # noqa: PLC0415
+
+    assert qos.transports_in_effect({}) == f"{qos.TRANSPORTS_VAR}={qos.TRANSPORTS} (the stack)"
+    assert qos.transports_in_effect(qos.transport_env({})) == qos.transports_in_effect({})   # as slowfast sets it
+    assert "(yours)" in qos.transports_in_effect({qos.TRANSPORTS_VAR: "UDPv4"})
+    assert "XML profile /etc/dds.xml" in qos.transports_in_effect({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds.xml"})
+    for env in ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, {"ROS_LOCALHOST_ONLY": "1"}):
+        assert "is not read" in qos.transports_in_effect({**env, qos.TRANSPORTS_VAR: qos.TRANSPORTS})
+    assert qos.transports_in_effect({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == "those of rmw_cyclonedds_cpp"
+
+
 def test_fast_dds_takes_the_stacks_transports_as_written():
     """Fast DDS reads FASTDDS_BUILTIN_TRANSPORTS with a regular expression and, on a value it
     does not parse (an option misspelt), logs an error and falls back to its default transports:

@@ -103,3 +103,22 @@ def transport_env(environ=os.environ) -> dict[str, str]:
     if any(environ.get(k) for k in _USER_DDS_SETTINGS):
         return {}
     return {TRANSPORTS_VAR: TRANSPORTS}
+
+
+def transports_in_effect(environ=os.environ) -> str:
+    """In words, the DDS transports a stack process started from ``environ`` gets (for
+    ``slowfast doctor``): with LOCALHOST discovery rmw_fastrtps sets its own and reads no
+    FASTDDS_BUILTIN_TRANSPORTS, which costs a recording samples (docs/teleop-and-recording.md)."""
+    rmw = environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    if rmw != "rmw_fastrtps_cpp":
+        return f"those of {rmw}"
+    rng = (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+           or ("LOCALHOST" if environ.get("ROS_LOCALHOST_ONLY") == "1" else "SUBNET")).upper()
+    if rng in ("LOCALHOST", "OFF"):
+        return (f"rmw_fastrtps's own (discovery {rng}: {TRANSPORTS_VAR} is not read, and a recording "
+                f"beside cameras loses samples; record with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET)")
+    for var in _USER_DDS_SETTINGS[1:]:
+        if environ.get(var):
+            return f"the Fast DDS XML profile {environ[var]}"
+    value = environ.get(TRANSPORTS_VAR) or TRANSPORTS
+    return f"{TRANSPORTS_VAR}={value} ({'the stack' if value == TRANSPORTS else 'yours'})"
