@@ -15,14 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slowfast_data.fields import described
-from slowfast_data.geometry import matrix_to_quat_one, quat_to_matrix_one
-
-
-# ---------------------------------------------------------------- rotations (x, y, z, w)
-
-def quat_angle(a, b) -> float:
-    """Rotation angle (rad) between two unit quaternions."""
-    return float(2.0 * np.arccos(np.clip(abs(np.dot(a, b)), 0.0, 1.0)))
+from slowfast_data.geometry import matrix_to_quat_one, quat_angle, quat_to_matrix_one  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slowfast_data.geometry import quat_to_matrix_one, rel_to_abs_one
+from slowfast_data.geometry import quat_angle, quat_to_matrix_one, rel_to_abs_one
 
 
 
@@ -257,6 +257,7 @@ class ReactiveExecutor:
         self.rejected: dict[str, int] = {}
         self.last_step_index = -1
         self.handover_jumps: deque[float] = deque(maxlen=4096)   # seam at each handover (m, largest arm)
+        self.handover_turns: deque[float] = deque(maxlen=4096)   # its rotation (rad, largest arm)
         self._seam_due = False
         self.not_before = -np.inf
 
@@ -331,8 +332,10 @@ class ReactiveExecutor:
             # the seam: how far the new chunk's command is from the old one's at the handover
             self._seam_due = False
             if old is not None:
-                d = (np.asarray(new).reshape(-1, 7)[:, :3] - np.asarray(old).reshape(-1, 7)[:, :3])
+                a, b = np.asarray(new).reshape(-1, 7), np.asarray(old).reshape(-1, 7)
+                d = a[:, :3] - b[:, :3]
                 self.handover_jumps.append(float(np.sqrt((d * d).sum(1)).max()))
+                self.handover_turns.append(float(quat_angle(a[:, 3:], b[:, 3:]).max()))
         if old is not None and w < 1.0:
             return blend_poses(old, new, max(w, 0.0))
         if w >= 1.0:

@@ -144,6 +144,7 @@ class PolicyEvaluator:
         planner.restart()
         controller = self.controller
         controller.executor.handover_jumps.clear()   # this episode's seams only
+        controller.executor.handover_turns.clear()
         if controller.splicer is not None:
             controller.splicer.times.clear()           # ... and splice times
         before = {a: dict(sf.counts) for a, sf in controller.filters.items()}   # the filters count for good
@@ -197,6 +198,9 @@ class PolicyEvaluator:
         seams = list(controller.executor.handover_jumps)
         metrics["handover_jump_m"] = {"max": float(max(seams)) if seams else None,
                                       "p50": float(np.median(seams)) if seams else None, "count": len(seams)}
+        turns = np.degrees(list(controller.executor.handover_turns))
+        metrics["handover_turn_deg"] = {"max": float(turns.max()) if turns.size else None,
+                                        "p50": float(np.median(turns)) if turns.size else None}
         spliced = list(controller.splicer.times) if controller.splicer is not None else []
         metrics["splice_s"] = {"max": float(max(spliced)) if spliced else None,
                                "p50": float(np.median(spliced)) if spliced else None, "count": len(spliced)}

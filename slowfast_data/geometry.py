@@ -230,6 +230,15 @@ def wxyz_to_xyzw(q) -> np.ndarray:
     return np.array([q[1], q[2], q[3], q[0]])
 
 
+def quat_angle(a, b):
+    """Rotation angle (rad) between unit quaternions ``a`` and ``b`` (either order, x, y, z, w
+    or w, x, y, z alike; q and -q are one rotation), over the last axis: a float for two
+    quaternions, an array for stacks of them."""
+    d = np.abs(np.sum(np.asarray(a, float) * np.asarray(b, float), axis=-1))
+    ang = 2.0 * np.arccos(np.clip(d, 0.0, 1.0))
+    return float(ang) if np.ndim(ang) == 0 else ang
+
+
 def quat_mul(a, b) -> np.ndarray:
     """Hamilton product of two w, x, y, z quaternions."""
     w1, x1, y1, z1 = a

@@ -8,7 +8,8 @@ through the synchronous evaluator (``slowfast evaluate``: the nodes' serving cor
 parameter files, the sim stepped in the same process). Reported per cell: success with its
 95 % Wilson interval, and the seam at each handover (the distance between the old and the new
 chunk's commands at the tick the new one takes over, before any blending): the largest over
-all handovers and the median of the episodes' medians, in mm; and, with ``rdp_fast.splice``
+all handovers and the median of the episodes' medians, in mm, and the largest rotation
+between the two commands there (``handover_turn_deg_max``); and, with ``rdp_fast.splice``
 (the default; ``--set rdp_fast.splice=false`` to compare), how many latent chunks the fast
 loop spliced onto the executing one and how long a splice took (median of the episodes'
 medians, largest).
@@ -66,6 +67,12 @@ def _median(values: list) -> float | None:
 
     got = [v for v in values if v is not None]
     return round(float(np.median(got)), 4) if got else None
+
+
+def _largest(values: list) -> float | None:
+    """The largest of the values that are not None (None when none is)."""
+    got = [v for v in values if v is not None]
+    return round(float(max(got)), 3) if got else None
 
 
 def _splice_ms(episodes: list[dict]) -> dict:
@@ -132,10 +139,13 @@ def run(args: argparse.Namespace) -> dict:
                         "handover_jump_mm_max": None if largest is None else round(largest * 1e3, 3),
                         "handover_jump_mm_p50": (round(float(np.median([x["p50"] for x in seams])) * 1e3, 3)
                                                  if seams else None),
+                        "handover_turn_deg_max": _largest([(m.get("handover_turn_deg") or {}).get("max")
+                                                           for m in episodes]),
                         "handovers": int(sum(x["count"] for x in seams)), "splice": timing.splice,
                         **_splice_ms(episodes), "wall_s": round(time.monotonic() - t0, 1)}
                 print(f"{Path(pol).name} {handover} delay {delay:g} s: {cell['successes']}/{cell['episodes']}, "
                       f"largest seam {cell['handover_jump_mm_max']} mm (median {cell['handover_jump_mm_p50']} mm), "
+                      f"{cell['handover_turn_deg_max']} deg, "
                       f"{cell['wall_s']} s", file=sys.stderr, flush=True)
                 cells.append(cell)
     return {"task": args.task, "perturbed": not args.no_perturb, "seeds": [seeds[0], seeds[-1]], "cells": cells}

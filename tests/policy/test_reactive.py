@@ -110,3 +110,34 @@ def test_a_chunk_submitted_without_blend_takes_over_at_once_and_its_seam_is_meas
     assert at_once_ex.previous is None and blended_ex.previous is not None
     assert len(at_once_ex.handover_jumps) == len(blended_ex.handover_jumps) == 1
     assert at_once_ex.handover_jumps[0] == pytest.approx(blended_ex.handover_jumps[0])
+
+
+def test_a_handover_records_the_rotation_between_the_two_commands_too():
+    """The seam is a pose: its distance (``handover_jumps``, m) and its rotation
+    (``handover_turns``, rad), each the largest over the arms."""
+    from slowfast_data.geometry import axis_angle_quat, relative_to_absolute, wxyz_to_xyzw
+
+    def turned(chunk, deg):
+        poses = relative_to_absolute(chunk.data, chunk.start_pose)
+        q = wxyz_to_xyzw(axis_angle_quat([0.0, 0.0, 1.0], np.radians(deg)))
+        poses[:, 3:] = q
+        start = np.concatenate([chunk.start_pose[:3], q])
+        return Chunk("action", absolute_to_relative(poses, start), chunk.obs_stamp, start)
+
+    ex = ReactiveExecutor(None, H, DT, blend_s=0.0)
+    assert ex.submit(turned(action_chunk(1.0, 0.0), 0.0), 1.0) is None
+    ex.tick(1.05, None)
+    assert ex.submit(turned(action_chunk(1.1, 0.05), 3.0), 1.1) is None
+    ex.tick(1.1, None)
+    assert len(ex.handover_turns) == len(ex.handover_jumps) == 1
+    assert np.degrees(ex.handover_turns[0]) == pytest.approx(3.0, abs=1e-3)
+
+
+def test_quat_angle_takes_stacks_and_either_sign():
+    from slowfast_data.geometry import axis_angle_quat, quat_angle
+
+    a = axis_angle_quat([1.0, 0.0, 0.0], 0.3)
+    b = axis_angle_quat([1.0, 0.0, 0.0], -0.2)
+    assert quat_angle(a, b) == pytest.approx(0.5)
+    assert quat_angle(a, -b) == pytest.approx(0.5)
+    np.testing.assert_allclose(quat_angle(np.stack([a, b]), np.stack([b, b])), [0.5, 0.0], atol=1e-7)
