@@ -45,12 +45,18 @@ def test_expert_wipes_through_robot_bridge_and_ros2_control_topics(tmp_path):
         with stack.Stack(stack.load_profile("sim-robot"), overrides, log_dir=tmp_path) as s:
             assert probe.wait_for(["/tcp_pose_broadcaster/pose", "/arm/tcp_pose", "/joint_states"], timeout=60.0,
                                   count=3), s.last_line("sim_node")
-            # the bridge's pose (world frame) against the broadcaster's (base frame) of the
-            # nearest stamp: the arm may already move, so the latest of each can be a few cm apart
-            world = probe.kept("/arm/tcp_pose")[-1]
-            pose = min(probe.kept("/tcp_pose_broadcaster/pose"),
-                       key=lambda m: abs(msgs.stamp_of(m) - msgs.stamp_of(world)))
-            assert abs(msgs.stamp_of(pose) - msgs.stamp_of(world)) < 0.01
+            # the bridge's pose (world frame) against the broadcaster's (base frame) of the same
+            # moment: the arm may already move, so the latest of each can be a few cm apart, and
+            # either stream can lag the other in the probe
+            def pair():
+                base = {round(msgs.stamp_of(m), 3): m for m in probe.kept("/tcp_pose_broadcaster/pose")}
+                for w in reversed(probe.kept("/arm/tcp_pose")):
+                    for dt in (0.0, -0.001, 0.001):
+                        if round(msgs.stamp_of(w) + dt, 3) in base:
+                            return base[round(msgs.stamp_of(w) + dt, 3)], w
+                return None
+            assert wait_until(lambda: pair() is not None, timeout=30.0), "no bridge pose of a broadcaster pose's stamp"
+            pose, world = pair()
             assert pose.header.frame_id == "base_link" and world.header.frame_id == "world"
             p_base = np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z])
             p_world = np.array([world.pose.position.x, world.pose.position.y, world.pose.position.z])
