@@ -361,6 +361,12 @@ def test_an_inactive_slow_node_publishes_no_chunk_and_plans_from_fresh_observati
             assert wait_until(lambda: len(chunks) >= n0 + 2, timeout=30), s.last_line("rdp_slow")
             stale = [stamp for _, stamp in chunks[n0:] if stamp < activated]
             assert stale == [], f"{len(stale)} chunk(s) from observations made before the activation"
+            # cleanup releases the model and the input reader; configure builds them again
+            for step, state in (("deactivate", "inactive"), ("cleanup", "unconfigured"),
+                                ("configure", "inactive"), ("activate", "active")):
+                assert lifecycle.call("rdp_slow", step) == state, (step, s.last_line("rdp_slow"))
+            n1 = len(chunks)
+            assert wait_until(lambda: len(chunks) >= n1 + 2, timeout=60), s.last_line("rdp_slow")
             assert s.procs["rdp_slow"].poll() is None, s.last_line("rdp_slow")
     finally:
         stop_images.set()

@@ -60,13 +60,14 @@ class ManagedNode(LifecycleNode):
         self.configured = False
         self._configure_error: Exception | None = None
         self._autostarting = False
-        self._made: list = []   # publishers, subscriptions, timers configure made: cleanup destroys them
+        self._made: list = []   # what configure made (ROS entities, closable objects): cleanup releases it
 
     # ------------------------------------------------------------ subclass API
 
     def made(self, entity):
-        """Register a publisher, subscription or timer ``_configure`` created (returned as is):
-        :meth:`release_made` destroys it at cleanup."""
+        """Register a publisher, subscription or timer ``_configure`` created, or an object
+        with a ``close()`` that owns threads or ROS entities of its own (an input reader),
+        returned as is: :meth:`release_made` destroys or closes it at cleanup, in order."""
         self._made.append(entity)
         return entity
 
@@ -74,14 +75,17 @@ class ManagedNode(LifecycleNode):
         """Destroy every entity registered with :meth:`made`."""
         from rclpy.publisher import Publisher  # noqa: PLC0415
         from rclpy.subscription import Subscription  # noqa: PLC0415
+        from rclpy.timer import Timer  # noqa: PLC0415
 
         for entity in self._made:
             if isinstance(entity, Publisher):
                 self.destroy_publisher(entity)
             elif isinstance(entity, Subscription):
                 self.destroy_subscription(entity)
-            else:
+            elif isinstance(entity, Timer):
                 self.destroy_timer(entity)
+            else:
+                entity.close()
         self._made = []
 
     def _configure(self) -> None:

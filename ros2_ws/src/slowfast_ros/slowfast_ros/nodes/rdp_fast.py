@@ -87,8 +87,8 @@ class RdpFast(ArmCommander):
         self.controller = FastController(self.reactive, self.safety, ex.contact_kind, ex.contact_dim,
                                          p.chunk_pose_tolerance, p.force, splice=p.splice, splice_export=p.export_dir)
         tactile = self.contact_kind == "tactile"
-        self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=tactile,
-                                trigger="tactile" if tactile else "wrench")
+        self.inputs = self.made(ArmInputs(self, p.arms, history_s=3.0, polled=True, tactile=tactile,
+                                          trigger="tactile" if tactile else "wrench"))
         self.inbox = ChunkInbox()   # what the callbacks store for the control thread
         self.pubs = {a: self.create_publisher(PoseStamped, topic(a, "target_tcp"), qos.COMMAND) for a in p.arms}
         self._raw_pubs = [(a, RawPosePublisher(self.pubs[a], p.world_frame)) for a in p.arms]
@@ -98,7 +98,7 @@ class RdpFast(ArmCommander):
                        self.create_subscription(Bool, "safety/estop", self._on_estop, qos.LATCHED),
                        self.create_timer(1.0, self._publish_diagnostics)):
             self.made(entity)
-        self.episodes = EpisodeStarts(self, p.episode_topic)   # a start resets executor and filters
+        self.episodes = self.made(EpisodeStarts(self, p.episode_topic))   # a start resets executor and filters
         self.loop = TickLoop(p.control_hz, self._tick, source=self.inputs, mode=p.tick_source, name="rdp-fast",
                              rt_priority=p.rt_priority, cpu=p.cpu, lock_memory=p.lock_memory,
                              warn=self.get_logger().warning, sensor_timeout=p.safety.contact_timeout,
@@ -218,9 +218,7 @@ class RdpFast(ArmCommander):
         controller = getattr(self, "controller", None)   # none when configure failed before it
         if controller is not None:
             controller.close()
-        self.inputs.close()
         self.release_made()
-        self.episodes.close()
 
 
 #: the parameters this node declares (checked by `slowfast` before anything starts)

@@ -72,10 +72,7 @@ class RdpSlow(ManagedNode):
     def __init__(self):
         super().__init__("rdp_slow")
         p = self.p = declare_params(self, RdpSlowParams)
-        # taken raw by a thread of their own, not by executor callbacks (a fifth of a core per
-        # kHz stream in Python, and the executor then holds the GIL the planning thread needs)
-        self.inputs = ArmInputs(self, p.arms, history_s=3.0, polled=True)
-        self.inputs.start_reader("rdp-slow-inputs")
+        self.inputs: ArmInputs | None = None
         self.pub = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.book = SlowCycle(p.max_obs_age)   # skips, latencies, chunks published: kept across reconfigurations
@@ -87,6 +84,12 @@ class RdpSlow(ManagedNode):
 
     def _configure(self) -> None:
         p = self.p
+        # taken raw by a thread of their own, not by executor callbacks (a fifth of a core per
+        # kHz stream in Python, and the executor then holds the GIL the planning thread needs);
+        # closed at cleanup (release_made), before the context goes: left to the interpreter's
+        # exit, the reader's wait set outlived it and the process died of SIGSEGV
+        self.inputs = self.made(ArmInputs(self, p.arms, history_s=3.0, polled=True))
+        self.inputs.start_reader("rdp-slow-inputs")
         # warmed up before the loop starts: otherwise the first chunk of the first episode comes seconds late
         self.planner, warm_s = load_slow_planner(
             p.export_dir, p.arms, p.rate_hz, image_tolerance=p.image_tolerance, num_inference_steps=p.num_inference_steps,
@@ -112,15 +115,8 @@ class RdpSlow(ManagedNode):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
-        # the reader thread and its wait set go before the context does: left to the
-        # interpreter's exit, they outlived it and the process died of SIGSEGV, leaving its
-        # DDS shared-memory port behind for the next participant to trip over
-        inputs = getattr(self, "inputs", None)
-        if inputs is not None:
-            inputs.close()
-            self.inputs = None
         self.release_made()
-        self.pub = None
+        self.pub = self.inputs = None
         self.policy = self.planner = self.images = None
 
     def _activate(self) -> None:
