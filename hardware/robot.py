@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slowfast_data.fields import described
-from slowfast_data.geometry import matrix_to_quat_one, quat_angle, quat_to_matrix_one  # noqa: F401 (re-exported)
+from slowfast_data.geometry import matrix_to_quat_one, quat_angle, quat_to_matrix_one
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,10 @@ def check_rmw() -> Check:
     ok, out = _probe("import rclpy\nfrom rclpy.utilities import get_rmw_implementation_identifier as g\n"
                      "rclpy.init(); print(g()); rclpy.shutdown()")
     if ok:
-        from slowfast_ros.qos import transports_in_effect  # noqa: PLC0415 - rclpy imports, checked above
+        from slowfast_ros.qos import discovery_range, transports_in_effect  # noqa: PLC0415 - rclpy imports, checked above
 
         domain = os.environ.get("ROS_DOMAIN_ID", "0")
-        rng = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
-        return Check("rmw", True, f"{out} (ROS_DOMAIN_ID={domain}, discovery {rng}; "
+        return Check("rmw", True, f"{out} (ROS_DOMAIN_ID={domain}, discovery {discovery_range()}; "
                                   f"transports: {transports_in_effect()})")
     return Check("rmw", False, out, "make setup (installs ros-kilted-rclpy and ros-kilted-rmw-fastrtps-cpp), "
                                      "or source /opt/ros/kilted/setup.bash")

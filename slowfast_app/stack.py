@@ -165,8 +165,7 @@ class Stack:
 
 # Seconds a node has, after SIGINT, to hold its arm and close its files before SIGKILL. A
 # policy node with torch and onnxruntime loaded takes ~1.2 s to its exit on a 2-core machine;
-# killed before, its DDS shared-memory segments stay in /dev/shm for later participants to trip
-# over (two nodes of a later stack then never matched: docs/reactive-runtime.md).
+# killed before, its DDS shared-memory segments stay in /dev/shm.
 STOP_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
 

@@ -129,14 +129,13 @@ def run(args: argparse.Namespace) -> dict:
                 run_episodes(spec, seeds, args.workers, episodes.append)
                 s = summarize_method(episodes)
                 seams = [m["handover_jump_m"] for m in episodes if m["handover_jump_m"]["count"]]
-                largest = max((x["max"] for x in seams), default=None)
                 cell = {"policy": pol, "handover": handover, "delay_s": delay, "delay_kind": args.delay_kind,
                         "latency_s": timing.latency_s,
                         "rate_hz": timing.rate_hz, "inpaint_soft_s": timing.inpaint_soft_s,
                         "inpaint_pull_s": _median([m.get("inpaint_pull_s") for m in episodes]),
                         "successes": s["successes"], "episodes": s["episodes"], "success_rate": s["success_rate"],
                         "success_ci95": s["success_ci95"],
-                        "handover_jump_mm_max": None if largest is None else round(largest * 1e3, 3),
+                        "handover_jump_mm_max": _largest([x["max"] * 1e3 for x in seams]),
                         "handover_jump_mm_p50": (round(float(np.median([x["p50"] for x in seams])) * 1e3, 3)
                                                  if seams else None),
                         "handover_turn_deg_max": _largest([(m.get("handover_turn_deg") or {}).get("max")

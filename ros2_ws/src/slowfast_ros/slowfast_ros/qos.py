@@ -91,7 +91,8 @@ def record_profile(offers: list[dict], depth: int) -> QoSProfile:
 
 
 TRANSPORTS_VAR, TRANSPORTS = "FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT?sockets_size=4MB"
-_USER_DDS_SETTINGS = (TRANSPORTS_VAR, "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+_PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+_USER_DDS_SETTINGS = (TRANSPORTS_VAR, *_PROFILE_VARS)
 
 
 def transport_env(environ=os.environ) -> dict[str, str]:
@@ -105,6 +106,13 @@ def transport_env(environ=os.environ) -> dict[str, str]:
     return {TRANSPORTS_VAR: TRANSPORTS}
 
 
+def discovery_range(environ=os.environ) -> str:
+    """ROS 2's automatic discovery range for processes started from ``environ`` (the
+    deprecated ROS_LOCALHOST_ONLY=1 counts as LOCALHOST when no range is set)."""
+    return (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+            or ("LOCALHOST" if environ.get("ROS_LOCALHOST_ONLY") == "1" else "SUBNET")).upper()
+
+
 def transports_in_effect(environ=os.environ) -> str:
     """In words, the DDS transports a stack process started from ``environ`` gets (for
     ``slowfast doctor``): with LOCALHOST discovery rmw_fastrtps sets its own and reads no
@@ -112,12 +120,11 @@ def transports_in_effect(environ=os.environ) -> str:
     rmw = environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     if rmw != "rmw_fastrtps_cpp":
         return f"those of {rmw}"
-    rng = (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
-           or ("LOCALHOST" if environ.get("ROS_LOCALHOST_ONLY") == "1" else "SUBNET")).upper()
+    rng = discovery_range(environ)
     if rng in ("LOCALHOST", "OFF"):
         return (f"rmw_fastrtps's own (discovery {rng}: {TRANSPORTS_VAR} is not read, and a recording "
                 f"beside cameras loses samples; record with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET)")
-    for var in _USER_DDS_SETTINGS[1:]:
+    for var in _PROFILE_VARS:
         if environ.get(var):
             return f"the Fast DDS XML profile {environ[var]}"
     value = environ.get(TRANSPORTS_VAR) or TRANSPORTS
