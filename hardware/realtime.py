@@ -303,7 +303,10 @@ class TickLoop:
     clock tick or a watchdog tick). It may record its own phases with ``loop.times``.
 
     Per tick the loop records in ``times``: ``input`` (taking the readings), ``total`` (input
-    to the end of the tick) and ``error`` (clock mode: start against the ideal time; sensor
+    to the end of the tick), ``cpu`` (the control thread's CPU time in that span) and
+    ``off_cpu`` (``total`` less ``cpu``: how long the thread waited inside the tick, for the
+    GIL or preempted; a long tick with a short ``off_cpu`` computed, one with a long ``off_cpu``
+    waited), and ``error`` (clock mode: start against the ideal time; sensor
     mode: the tick's start after the reading's capture, less the smallest such delay of the
     recent ticks, i.e. how much later than it could have the tick started).
 
@@ -311,7 +314,7 @@ class TickLoop:
     sensor mode, ticks that started more than a period later than they could have.
     """
 
-    PHASES = ("input", "total", "error", "latency")
+    PHASES = ("input", "total", "cpu", "off_cpu", "error", "latency")
     RATE_WINDOW = 64          # readings over which the sensor's rate is measured
     ENTER, LEAVE = 0.95, 0.90   # auto: sensor mode at >= 95 % of the control rate, back below 90 %
     DWELL_S = 0.5               # auto: a mode is kept at least this long before a rate-based switch
@@ -454,9 +457,17 @@ class TickLoop:
             raise
 
     def _loop(self) -> None:
-        mono, perf, stop = time.monotonic, time.perf_counter, self._stop
+        mono, perf, cpu_time, stop = time.monotonic, time.perf_counter, time.thread_time, self._stop
         rec, ix = self.times.record, self.times.index
         i_input, i_total, i_error, i_latency = ix["input"], ix["total"], ix["error"], ix["latency"]
+        i_cpu, i_off = ix["cpu"], ix["off_cpu"]
+
+        def spent(t0: float, c0: float) -> None:     # the tick's wall time, split
+            wall, cpu = perf() - t0, cpu_time() - c0
+            rec(i_total, wall)
+            rec(i_cpu, cpu)
+            rec(i_off, wall - cpu if wall > cpu else 0.0)
+
         source, tick, ticks = self.source, self._tick, self.ticks
         self._next_t = self._last_reading = self._mode_since = mono()
         spin = 0.0001 if self.realtime.realtime else 0.0003
@@ -466,7 +477,7 @@ class TickLoop:
                 self._apply_reset()
             if self.mode == "sensor":
                 # ---- phase-locked: one tick per (decimated) trigger reading
-                t0 = perf()
+                t0, c0 = perf(), cpu_time()
                 stamp = source.take_trigger()
                 if stamp is None:
                     if mono() - self._last_reading > self.sensor_timeout:
@@ -505,7 +516,7 @@ class TickLoop:
                 self._mark(self._last_reading)
                 ticks["sensor"] += 1
                 tick(now, stamp)
-                rec(i_total, perf() - t0)
+                spent(t0, c0)
                 if self.requested_mode == "auto" and self.rate.rate() < self.LEAVE * self.hz \
                         and self._dwelt():
                     self._switch("clock")
@@ -523,7 +534,7 @@ class TickLoop:
                 now_m = mono()
             rec(i_error, now_m - next_t)
             self._mark(now_m)
-            t0 = perf()
+            t0, c0 = perf(), cpu_time()
             newest = -math.inf
             if source is not None:
                 while (stamp := source.take_trigger()) is not None:
@@ -535,7 +546,7 @@ class TickLoop:
             rec(i_input, perf() - t0)
             ticks["clock"] += 1
             tick(now, None)
-            rec(i_total, perf() - t0)
+            spent(t0, c0)
             next_t += self.period
             if self.mode == "locked":
                 next_t += self._lock_step(now, now_m, newest, next_t)

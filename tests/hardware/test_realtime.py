@@ -250,6 +250,30 @@ def test_clock_mode_takes_every_pending_reading_and_ticks_on_the_clock():
     assert loop.ticks["sensor"] == 0 and all(t is None for t in ticks)
 
 
+def test_a_ticks_time_is_split_into_cpu_and_time_off_the_cpu():
+    """A tick that waits (here: sleeps, as one blocked on the GIL would) shows its time off the
+    CPU; a tick that computes shows it as CPU time. Compared with each other, not with a clock."""
+    def run(work):
+        loop = TickLoop(100.0, lambda now, trigger: work(), mode="clock")
+        loop.start()
+        try:
+            assert wait_for(lambda: loop.ticks["clock"] >= 8)
+        finally:
+            loop.stop()
+        rep = loop.report()
+        return rep["tick_ms/cpu_p50"], rep["tick_ms/off_cpu_p50"], rep["tick_ms/total_p50"]
+
+    def spin():
+        end = time.thread_time() + 0.004
+        while time.thread_time() < end:
+            pass
+
+    cpu, off, total = run(lambda: time.sleep(0.004))
+    assert off > 10 * cpu and off <= total
+    cpu, off, total = run(spin)
+    assert cpu > off and cpu <= total + 0.01
+
+
 def test_a_failing_tick_at_shutdown_stops_the_loop_quietly():
     stream = Stream()
 
