@@ -110,6 +110,25 @@ def _raise_interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
+def node_now(node: Node) -> float:
+    """``node``'s ROS time (s), what ``node.get_clock().now()`` gives, at a tenth of its cost
+    when no /clock drives it (``use_sim_time`` off): ROS time is then the system clock
+    (CLOCK_REALTIME), read here directly. rclpy builds a Time object per call, ~23 us on the
+    project's 2-core VM against ~2 us here; the control loop reads the clock twice a tick."""
+    clock = node.get_clock()
+    if clock.ros_time_is_active:
+        return clock.now().nanoseconds * 1e-9
+    return time.time()
+
+
+def node_now_ns(node: Node) -> int:
+    """:func:`node_now` in integer nanoseconds (bag timestamps)."""
+    clock = node.get_clock()
+    if clock.ros_time_is_active:
+        return clock.now().nanoseconds
+    return time.time_ns()
+
+
 def run_node(factory, args=None, events_executor: bool = False) -> int:
     """Init rclpy, build the node with ``factory()``, spin until shutdown.
 

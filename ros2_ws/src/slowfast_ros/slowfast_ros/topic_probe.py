@@ -15,6 +15,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from slowfast_ros import msgs, qos
+from slowfast_ros.node_util import node_now
 
 
 class TopicProbe:
@@ -49,7 +50,7 @@ class TopicProbe:
                 break
 
     def _on(self, name: str, msg) -> None:
-        now = self.node.get_clock().now().nanoseconds * 1e-9
+        now = node_now(self.node)
         stamp = msgs.stamp_of(msg) if hasattr(msg, "header") else (
             msgs.from_time(msg.clock) if hasattr(msg, "clock") else float("nan"))
         with self._lock:
@@ -89,7 +90,7 @@ class TopicProbe:
 
     def now(self) -> float:
         """This node's ROS time (s)."""
-        return self.node.get_clock().now().nanoseconds * 1e-9
+        return node_now(self.node)
 
     def matched_publisher(self, topic: str, mtype, profile=qos.COMMAND, timeout: float = 15.0):
         """A publisher on ``topic`` once a subscription has matched it (discovery takes a

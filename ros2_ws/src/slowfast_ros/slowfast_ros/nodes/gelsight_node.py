@@ -38,7 +38,7 @@ from std_srvs.srv import Trigger
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import topic
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
-from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import RateMeter, declare_params, node_now, param, run_node
 
 
 @dataclasses.dataclass
@@ -140,8 +140,7 @@ class GelSightNode(ManagedNode):
 
     # ------------------------------------------------------------ capture thread
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     def _process(self, arrival: float, rgb: np.ndarray) -> None:
         stamp = arrival - self.p.capture_latency

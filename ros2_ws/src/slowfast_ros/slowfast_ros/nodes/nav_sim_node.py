@@ -35,7 +35,7 @@ from std_msgs.msg import String
 
 from sim.nav.live import LiveNavConfig, Outlets
 from slowfast_ros import msgs, qos
-from slowfast_ros.node_util import RateMeter, declare_params, flush_events, param, run_node
+from slowfast_ros.node_util import RateMeter, declare_params, node_now, flush_events, param, run_node
 
 
 @dataclasses.dataclass
@@ -117,8 +117,7 @@ class NavSimNode(Node):
 
     # ------------------------------------------------------------ what the sim hands out
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     def _publish_odom(self, stamp: float, pose, velocity) -> None:
         p = self.p

@@ -44,7 +44,7 @@ from policy.serving import ChunkInbox, FastController, FastLoopConfig, fast_diag
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, EpisodeStarts, RawPosePublisher, SafetyParams, publish_hold, topic
 from slowfast_ros.lifecycle import ArmCommander
-from slowfast_ros.node_util import declare_params, param, run_node
+from slowfast_ros.node_util import declare_params, node_now, param, run_node
 
 #: where a tick's time goes, besides the loop's own "input" and "total"
 PHASES = ("executor", "decode", "safety", "publish", "contact_to_command", "arrival_to_tick")
@@ -142,8 +142,7 @@ class RdpFast(ArmCommander):
 
     # -------------------------------------------------------------- the control thread
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     def _tick(self, now: float, trigger: float | None) -> None:
         """One tick, in the control thread; the loop has taken the readings (``trigger``:

@@ -26,7 +26,7 @@ from slowfast_ros import msgs, qos
 from policy.serving import ImageHistory, SlowCycle, SlowPlanner, load_slow_planner
 from slowfast_ros.arm_io import ArmInputs
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
-from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, node_now, param, run_node
 
 
 @dataclasses.dataclass
@@ -154,8 +154,7 @@ class RdpSlow(ManagedNode):
         self.images.clear()
         self.planner.restart(not_before)
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     def _cycle(self) -> None:
         with self._cycle_lock:

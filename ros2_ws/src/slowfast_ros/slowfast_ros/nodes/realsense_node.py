@@ -32,7 +32,7 @@ from hardware.clock import DeviceClockMapper
 from hardware.realsense import RealSenseCamera, RealSenseCapture, RealSenseConfig   # pyrealsense2 loads at open
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
-from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import RateMeter, declare_params, node_now, param, run_node
 
 
 @dataclasses.dataclass
@@ -110,8 +110,7 @@ class RealSenseNode(ManagedNode):
         if not self._thread.is_alive():
             self.camera.release()
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     # ------------------------------------------------------------ capture thread
 

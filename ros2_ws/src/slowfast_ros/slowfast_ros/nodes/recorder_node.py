@@ -26,7 +26,7 @@ from rclpy.node import Node
 from std_msgs.msg import String
 
 from slowfast_ros import msgs, qos
-from slowfast_ros.node_util import declare_params, param, run_node
+from slowfast_ros.node_util import declare_params, node_now_ns, param, run_node
 from teleop_tactar.recorder import EpisodeRecorder, RecorderConfig
 from teleop_tactar.recorder_session import EPISODE_TOPIC, RecorderSession
 
@@ -108,8 +108,7 @@ class RecorderNode(Node):
                 qos.record_profile(offers, self.p.dds_depth), raw=True)
             self.session.topic(name, types[0], offers)
 
-    def _now_ns(self) -> int:
-        return self.get_clock().now().nanoseconds
+    _now_ns = node_now_ns
 
     def _on_command(self, msg: String) -> None:
         try:

@@ -33,7 +33,7 @@ from hardware.robot import RobotAdapter
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL, controller_target_topic, topic
 from slowfast_ros.lifecycle import ArmCommander, ManagedParams
-from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, node_now, param, run_node
 
 ADAPTERS = ("cartesian_controllers", "gz_gantry")
 
@@ -132,8 +132,7 @@ class RobotBridgeNode(ArmCommander):
         except Exception as exc:  # noqa: BLE001 - on the way out, the context may be down
             self.get_logger().error(f"could not command a hold: {exc}")
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     # ------------------------------------------------------------ callbacks (store only)
 

@@ -25,7 +25,7 @@ from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (ArmInputs, EpisodeStarts, SafetyParams, filter_command, publish_hold,
                                  safety_report, sync_estop, topic)
 from slowfast_ros.lifecycle import ArmCommander
-from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+from slowfast_ros.node_util import PacedLoop, declare_params, node_now, param, run_node
 
 
 @dataclasses.dataclass
@@ -89,8 +89,7 @@ class SafetyNode(ArmCommander):
         with self._lock:
             self._estop = bool(msg.data)
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     def _tick(self) -> None:
         state = self.command_state()   # publishes the hold itself on the tick after a deactivation

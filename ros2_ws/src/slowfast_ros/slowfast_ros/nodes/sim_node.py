@@ -28,7 +28,7 @@ from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import (INTERFACES, ROS2_CONTROL, CdrLayoutError, cdr_pose_in_frame, controller_target_topic,
                                  take_raw, topic)
 from slowfast_ros.camera_sink import make_renderer
-from slowfast_ros.node_util import (RateMeter, declare_params, flush_events, helper_node, param, run_node,
+from slowfast_ros.node_util import (RateMeter, declare_params, flush_events, helper_node, node_now, param, run_node,
                                     wait_for_publishers)
 
 
@@ -138,8 +138,7 @@ class SimNode(Node):
         return controller_target_topic(self.p.controller) if self.hw else topic(arm, "target_tcp")
 
     # sim.realtime.Outputs
-    def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    now = node_now
 
     def state(self, stamp: float, arm: str, s, joints, which) -> None:
         if "pose" in which:

@@ -37,7 +37,7 @@ from std_msgs.msg import String
 from policy.streamvln.navigator import AgentSpec, Navigator, NavigatorConfig, build_agent
 from slowfast_ros import msgs, qos
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
-from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, run_node
+from slowfast_ros.node_util import PacedLoop, RateMeter, declare_params, node_now, run_node
 
 
 @dataclasses.dataclass
@@ -173,7 +173,7 @@ class StreamVLNNav(ManagedNode):
         values = {"active": self.active, **self.nav.diagnostics(), "rate/cmd_vel": self.cmd_meter.rate(),
                   "loop_overruns": self.loop.overruns if self.loop is not None else 0}
         level = "warn" if (any(self.nav.stops.values()) and self.nav.navigating) or not self.active else "ok"
-        stamp = self.get_clock().now().nanoseconds * 1e-9
+        stamp = node_now(self)
         self.diag_pub.publish(msgs.diagnostics_msg(stamp, [msgs.diagnostic_status(
             "streamvln_nav", values, level, "" if self.active else "inactive: base stopped")]))
 

@@ -28,7 +28,7 @@ from std_msgs.msg import String
 from hardware.kinematics import UrdfChain
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ROS2_CONTROL
-from slowfast_ros.node_util import RateMeter, declare_params, param, run_node
+from slowfast_ros.node_util import RateMeter, declare_params, node_now, param, run_node
 
 
 @dataclasses.dataclass
@@ -102,7 +102,7 @@ class TcpPoseNode(Node):
         values = {"rate/pose": self.meter.rate(), **{f"skipped/{k}": v for k, v in self.skipped.items()}}
         level = "ok" if self.chain is not None and self.meter.rate() > 0 else "warn"
         why = "" if level == "ok" else ("waiting for the robot description" if self.chain is None else "no joint states")
-        self.diag_pub.publish(msgs.diagnostics_msg(self.get_clock().now().nanoseconds * 1e-9,
+        self.diag_pub.publish(msgs.diagnostics_msg(node_now(self),
                                                    [msgs.diagnostic_status("tcp_pose_node", values, level, why)]))
 
 

@@ -28,7 +28,7 @@ from std_msgs.msg import String
 from slowfast_ros import msgs, qos
 from slowfast_ros.arm_io import ArmInputs, topic
 from slowfast_ros.lifecycle import ManagedNode, ManagedParams
-from slowfast_ros.node_util import PacedLoop, declare_params, param, run_node
+from slowfast_ros.node_util import PacedLoop, declare_params, node_now, param, run_node
 from teleop_tactar.headset_feedback import HeadsetFeedback
 from teleop_tactar.notices import REPORTED_INTERVENTIONS, InterventionWatch
 from teleop_tactar.retarget import SILENCE_DEADLINE, RetargetConfig
@@ -157,8 +157,7 @@ class TeleopNode(ManagedNode):
             if status.name == self.p.safety_diagnostics:
                 self.session.on_safety_values(msgs.diagnostics_values(status))
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    _now = node_now
 
     # ------------------------------------------------------------ server and feedback threads
 
