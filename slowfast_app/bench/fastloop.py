@@ -197,7 +197,10 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
 
 
 def run(args: argparse.Namespace) -> dict:
-    rates = [float(r) for r in str(args.rates).split(",") if r.strip()]
+    try:
+        rates = [float(r) for r in str(args.rates).split(",") if r.strip()]
+    except ValueError:
+        raise ValueError(f"--rates {args.rates}: comma-separated rates in Hz, e.g. 200,1000") from None
     if not rates or any(not (1.0 <= r <= 1000.0) for r in rates):
         raise ValueError(f"--rates {args.rates}: each rate must be in 1..1000 Hz")
     if args.seconds <= 0:
