@@ -281,19 +281,25 @@ def _teleop_bench(seconds: float) -> dict:
 def run(args: argparse.Namespace) -> dict:
     if args.seconds <= 0 or args.teleop_seconds <= 0:
         raise ValueError("--seconds and --teleop-seconds must be > 0")
+    from slowfast_ros import qos  # noqa: PLC0415
+
+    if args.dds_transports and qos.discovery_range() == "LOCALHOST":
+        raise ValueError(f"--dds-transports: with LOCALHOST discovery Fast DDS reads no {qos.TRANSPORTS_VAR}; "
+                         f"compare transports with {qos.RANGE_VAR}=SUBNET")
     print(f"recorder: {args.seconds:g} s of 2x640x480@30 Hz, tactile@200 Hz, wrench+pose@500 Hz...",
           file=sys.stderr, flush=True)
-    saved = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
+    saved = os.environ.get(qos.TRANSPORTS_VAR)
     if args.dds_transports:   # every process of the recording run (this one included) uses them
-        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.dds_transports
+        os.environ[qos.TRANSPORTS_VAR] = args.dds_transports
     try:
+        in_effect = qos.transports_in_effect()
         rec = _recorder_bench(args.seconds, args.pub_depth, args.images)
     finally:
         if saved is None:
-            os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+            os.environ.pop(qos.TRANSPORTS_VAR, None)
         else:
-            os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = saved
-    rec["dds_transports"] = args.dds_transports or saved or "fast dds default"
+            os.environ[qos.TRANSPORTS_VAR] = saved
+    rec["dds_transports"] = in_effect
     print(f"teleop latency: {args.teleop_seconds:g} s at 60 Hz...", file=sys.stderr, flush=True)
     tel = _teleop_bench(args.teleop_seconds)
     return {"recorder": rec, "teleop": tel,

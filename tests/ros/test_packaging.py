@@ -141,8 +141,22 @@ def test_every_process_gets_the_stacks_dds_transports_unless_the_user_configured
     assert qos.transport_env({qos.TRANSPORTS_VAR: "UDPv4"}) == {}            # the user's choice stays
     assert qos.transport_env({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds.xml"}) == {}
     assert qos.transport_env({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
-    s = stack.Stack(stack.Profile("t", "", []), env={})
-    assert s.env[qos.TRANSPORTS_VAR] == os.environ.get(qos.TRANSPORTS_VAR, qos.TRANSPORTS)
+    # LOCALHOST, where rmw_fastrtps would read no transports: the stack's profile in its place,
+    # also when FASTDDS_BUILTIN_TRANSPORTS holds the stack's own value (the compose file's)
+    on_host = {qos.RANGE_VAR: "SYSTEM_DEFAULT", "FASTDDS_DEFAULT_PROFILES_FILE": str(qos.LOCALHOST_PROFILE)}
+    for env in ({qos.RANGE_VAR: "LOCALHOST"}, {qos.RANGE_VAR: "localhost", qos.TRANSPORTS_VAR: qos.TRANSPORTS}):
+        assert qos.transport_env(env) == on_host, env
+        assert qos.transport_env({**env, **qos.transport_env(env)}) == {}       # applied twice: the same
+    assert qos.transport_env({"ROS_LOCALHOST_ONLY": "1"}) == {**on_host, "ROS_LOCALHOST_ONLY": ""}
+    assert qos.transport_env({qos.RANGE_VAR: "LOCALHOST", qos.TRANSPORTS_VAR: "UDPv4"}) == {}
+    assert qos.transport_env({qos.RANGE_VAR: "LOCALHOST", "ROS_STATIC_PEERS": "10.0.0.2"}) == {}
+    assert qos.transport_env({qos.RANGE_VAR: "OFF"}) == {qos.TRANSPORTS_VAR: qos.TRANSPORTS}   # OFF reads them
+    assert qos.LOCALHOST_PROFILE.is_file()
+    mine = {"FASTDDS_DEFAULT_PROFILES_FILE": "", "FASTRTPS_DEFAULT_PROFILES_FILE": "", qos.TRANSPORTS_VAR: ""}
+    s = stack.Stack(stack.Profile("t", "", []), env={**mine, qos.RANGE_VAR: "SUBNET"})
+    assert s.env[qos.TRANSPORTS_VAR] == qos.TRANSPORTS
+    s = stack.Stack(stack.Profile("t", "", []), env={**mine, qos.RANGE_VAR: "LOCALHOST"})
+    assert {k: s.env[k] for k in on_host} == on_host
 
 
 def test_doctor_says_which_transports_a_stack_gets():
@@ -153,7 +167,10 @@ def test_doctor_says_which_transports_a_stack_gets():
     assert "(yours)" in qos.transports_in_effect({qos.TRANSPORTS_VAR: "UDPv4"})
     assert "XML profile /etc/dds.xml" in qos.transports_in_effect({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds.xml"})
     for env in ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, {"ROS_LOCALHOST_ONLY": "1"}):
-        assert "is not read" in qos.transports_in_effect({**env, qos.TRANSPORTS_VAR: qos.TRANSPORTS})
+        assert "is not read" in qos.transports_in_effect({**env, qos.TRANSPORTS_VAR: "UDPv4"})
+        assert qos.transports_in_effect(env).startswith("the stack's on this host"), env
+        assert qos.transports_in_effect({**env, **qos.transport_env(env)}) == qos.transports_in_effect(env)
+        assert qos.discovery_range({**env, **qos.transport_env(env)}) == "LOCALHOST"
     assert qos.transports_in_effect({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == "those of rmw_cyclonedds_cpp"
 
 
@@ -175,6 +192,74 @@ def test_fast_dds_takes_the_stacks_transports_as_written():
                            env={**env, qos.TRANSPORTS_VAR: value})
         assert r.returncode == 0, r.stderr[-1000:]
         assert ("Wrong value" not in r.stdout + r.stderr) == ok, (value, r.stdout[-500:], r.stderr[-500:])
+
+
+PROFILE_PROBE = """
+import os, time, psutil, rclpy
+from std_msgs.msg import String
+rclpy.init()
+n = rclpy.create_node('profile_probe')
+p = n.create_publisher(String, '/profile_probe', 10)
+end = time.monotonic() + 20
+while time.monotonic() < end and p.get_subscription_count() == 0:
+    time.sleep(0.02)
+for _ in range(100):
+    p.publish(String(data='x'))
+    time.sleep(0.01)
+me = psutil.Process()
+print('udp', sorted({c.laddr.ip for c in me.net_connections(kind='udp')}))
+print('shm', max(os.path.getsize(m.path) for m in me.memory_maps(grouped=False)
+                 if '/dev/shm/fastdds_' in m.path and 'port' not in m.path))
+n.destroy_node()
+rclpy.shutdown()
+"""
+
+
+@pytest.mark.dds
+def test_the_localhost_profile_keeps_a_node_on_loopback_with_the_large_segment_and_talks_to_rmws_localhost():
+    """The stack's form of LOCALHOST discovery (qos.LOCALHOST_PROFILE): Fast DDS parses the
+    profile (a wrong element only logs XMLPARSER errors, and the node starts anyway), the
+    node's UDP sockets are on 127.0.0.1 only, its shared-memory segment holds a camera frame
+    (8 MB, against rmw_fastrtps's 512 KB), and a node of rmw_fastrtps's own LOCALHOST set-up
+    (this test process) receives what it publishes."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import rclpy  # noqa: PLC0415
+    from rclpy.context import Context  # noqa: PLC0415
+    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+    from std_msgs.msg import String  # noqa: PLC0415
+
+    from slowfast_ros import qos  # noqa: PLC0415
+
+    base = {k: v for k, v in os.environ.items() if k not in ("FASTDDS_DEFAULT_PROFILES_FILE", qos.TRANSPORTS_VAR)}
+    base[qos.RANGE_VAR] = "LOCALHOST"
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("profile_listener", context=ctx)
+    got = []
+    node.create_subscription(String, "/profile_probe", lambda m: got.append(m.data), 10)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    proc = subprocess.Popen([sys.executable, "-c", PROFILE_PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**base, **qos.transport_env(base)})
+    try:
+        end = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.05)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert proc.returncode == 0 and "XMLPARSER" not in err, err[-1500:]
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("udp ", "shm ")))
+    assert lines["udp"] == "['127.0.0.1']", out
+    assert int(lines["shm"]) >= 8 * 1024 * 1024, out
+    assert len(got) >= 50, (len(got), err[-500:])
 
 
 def test_every_compose_command_names_an_entry_point_that_exists():

@@ -26,9 +26,12 @@ over multicast only, then TCP): in a stress test of 8 processes starting togethe
 loaded cores, LARGE_DATA left a pair unmatched in 5 of 15 starts, the default transports
 (with and without the larger buffers) in none of 24 (docs/reactive-runtime.md). With
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` rmw_fastrtps sets its own transports (shared memory
-with the 512 KB segment, UDP to localhost) and reads no ``FASTDDS_BUILTIN_TRANSPORTS``.
+with the 512 KB segment, UDP to localhost) and reads no ``FASTDDS_BUILTIN_TRANSPORTS``: there
+the stack runs its processes with the Fast DDS profile :data:`LOCALHOST_PROFILE` instead, which
+keeps discovery on the host as LOCALHOST does, with the 8 MB segment.
 """
 import os
+from pathlib import Path
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -91,39 +94,70 @@ def record_profile(offers: list[dict], depth: int) -> QoSProfile:
 
 
 TRANSPORTS_VAR, TRANSPORTS = "FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT?sockets_size=4MB"
+RANGE_VAR = "ROS_AUTOMATIC_DISCOVERY_RANGE"
 _PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-_USER_DDS_SETTINGS = (TRANSPORTS_VAR, *_PROFILE_VARS)
+#: Fast DDS default profile for discovery on this host with the stack's transports: what
+#: LOCALHOST does (no multicast, loopback UDP, the initial peer 127.0.0.1) with the 8 MB
+#: shared-memory segment of :data:`TRANSPORTS` instead of rmw_fastrtps's 512 KB one
+LOCALHOST_PROFILE = Path(__file__).with_name("fastdds_localhost.xml")
 
 
 def transport_env(environ=os.environ) -> dict[str, str]:
-    """The environment the stack adds for its DDS transports: :data:`TRANSPORTS` for Fast DDS
-    (the default RMW), nothing when the user set Fast DDS's transports or an XML profile,
-    or runs another RMW."""
+    """The environment the stack adds for its DDS transports, with Fast DDS (the default RMW):
+    :data:`TRANSPORTS`; with LOCALHOST discovery, where rmw_fastrtps would read no
+    TRANSPORTS, :data:`LOCALHOST_PROFILE` and the range SYSTEM_DEFAULT (rmw_fastrtps then
+    leaves the participant to the profile; the deprecated ROS_LOCALHOST_ONLY, which would
+    force its own set-up back, is emptied). Nothing when the user set Fast DDS's transports
+    or an XML profile, gave static peers with LOCALHOST (the profile has no place for them),
+    or runs another RMW. FASTDDS_BUILTIN_TRANSPORTS set to :data:`TRANSPORTS` itself (the
+    compose file sets it for every service) is the stack's, not the user's: with LOCALHOST the
+    profile still applies (its transports, not the variable's, are used)."""
     if environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
         return {}
-    if any(environ.get(k) for k in _USER_DDS_SETTINGS):
+    if environ.get(TRANSPORTS_VAR) not in (None, "", TRANSPORTS) or any(environ.get(v) for v in _PROFILE_VARS):
         return {}
+    if discovery_range(environ) == "LOCALHOST":
+        if environ.get("ROS_STATIC_PEERS"):
+            return {}
+        env = {RANGE_VAR: "SYSTEM_DEFAULT", _PROFILE_VARS[0]: str(LOCALHOST_PROFILE)}
+        if environ.get("ROS_LOCALHOST_ONLY"):
+            env["ROS_LOCALHOST_ONLY"] = ""
+        return env
     return {TRANSPORTS_VAR: TRANSPORTS}
+
+
+def _stack_localhost(environ) -> bool:
+    """Whether ``environ`` is what :func:`transport_env` made of LOCALHOST discovery."""
+    return (environ.get(RANGE_VAR, "").upper() == "SYSTEM_DEFAULT"
+            and environ.get(_PROFILE_VARS[0]) == str(LOCALHOST_PROFILE))
 
 
 def discovery_range(environ=os.environ) -> str:
     """ROS 2's automatic discovery range for processes started from ``environ`` (the
-    deprecated ROS_LOCALHOST_ONLY=1 counts as LOCALHOST when no range is set)."""
-    return (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    deprecated ROS_LOCALHOST_ONLY=1 counts as LOCALHOST when no range is set, and so does the
+    stack's own form of it, :data:`LOCALHOST_PROFILE`)."""
+    if _stack_localhost(environ):
+        return "LOCALHOST"
+    return (environ.get(RANGE_VAR)
             or ("LOCALHOST" if environ.get("ROS_LOCALHOST_ONLY") == "1" else "SUBNET")).upper()
 
 
 def transports_in_effect(environ=os.environ) -> str:
     """In words, the DDS transports a stack process started from ``environ`` gets (for
-    ``slowfast doctor``): with LOCALHOST discovery rmw_fastrtps sets its own and reads no
-    FASTDDS_BUILTIN_TRANSPORTS, which costs a recording samples (docs/teleop-and-recording.md)."""
+    ``slowfast doctor``): with LOCALHOST discovery left to rmw_fastrtps (the user's own Fast
+    DDS settings, static peers) it sets its own and reads no FASTDDS_BUILTIN_TRANSPORTS,
+    which costs a recording samples (docs/teleop-and-recording.md)."""
     rmw = environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     if rmw != "rmw_fastrtps_cpp":
         return f"those of {rmw}"
-    rng = discovery_range(environ)
-    if rng in ("LOCALHOST", "OFF"):
-        return (f"rmw_fastrtps's own (discovery {rng}: {TRANSPORTS_VAR} is not read, and a recording "
-                f"beside cameras loses samples; record with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET)")
+    environ = {**environ, **transport_env(environ)}      # as the stack starts its processes
+    if _stack_localhost(environ):
+        return (f"the stack's on this host ({LOCALHOST_PROFILE.name}: shared memory with an 8 MB segment, "
+                f"UDP on loopback)")
+    if discovery_range(environ) == "LOCALHOST":
+        return (f"rmw_fastrtps's own (discovery LOCALHOST: {TRANSPORTS_VAR} is not read, nor an XML profile's "
+                f"transports; a recording beside cameras loses samples: record with the stack's settings or "
+                f"{RANGE_VAR}=SUBNET)")
     for var in _PROFILE_VARS:
         if environ.get(var):
             return f"the Fast DDS XML profile {environ[var]}"
