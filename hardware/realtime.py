@@ -285,6 +285,44 @@ class StreamRate:
         self._count = 0
 
 
+def _reference_work(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+
+def host_reference(seconds: float = 2.0, rt_priority: int = 0, cpu: int = -1, period: float = 0.001) -> dict:
+    """How fast, and how evenly, this host runs a fixed piece of Python work now: the same
+    ~0.1 ms of bytecode once a ``period`` for ``seconds``, in a thread scheduled as a control
+    loop would be (``rt_priority``, ``cpu``, as permitted; no warning), wall time per run in
+    microseconds (p50, p99, p99.9). A benchmark reports it beside its figures: on a shared or
+    virtual machine the same code's timings move with the host's other load, and this is the
+    reference to compare two runs, or two machines, by."""
+    if not (0.1 <= seconds <= 60.0):
+        raise ValueError(f"host reference: {seconds} s outside 0.1..60")
+    out: dict = {}
+
+    def probe() -> None:
+        state = enter_realtime(rt_priority, cpu, memory=False)
+        _reference_work(2000)                                   # warm
+        perf, times = time.perf_counter, []
+        end = perf() + seconds
+        while (t0 := perf()) < end:
+            _reference_work(2000)
+            times.append(perf() - t0)
+            time.sleep(max(0.0, period - (perf() - t0)))
+        us = np.percentile(np.asarray(times) * 1e6, (50, 99, 99.9))
+        out.update({"work_us_p50": round(float(us[0]), 1), "work_us_p99": round(float(us[1]), 1),
+                    "work_us_p99_9": round(float(us[2]), 1), "runs": len(times),
+                    "realtime_scheduling": state.realtime, "cpu": state.cpu})
+
+    t = threading.Thread(target=probe, name="host-reference")
+    t.start()
+    t.join()
+    return out
+
+
 # ------------------------------------------------------------------------------ the loop
 
 

@@ -6,8 +6,11 @@ time), the contact-to-command latency p50/p99 (capture stamp of the tactile or w
 reading -> publish of the command that used it, measured in rdp_fast), the slow policy's
 inference latency, and the CPU use of each node process; and where a tick's time goes (p50/p99
 of taking the readings, the executor with its decode, the safety filter, the publish and the
-whole tick, split into the control thread's CPU time and its time off the CPU), which tick source the loop used (phase-locked to the contact sensor or paced by
-the clock) and whether it ran with real-time scheduling. Every loop figure covers exactly the
+whole tick, split into the control thread's CPU time and its time off the CPU), which tick
+source the loop used (phase-locked to the contact sensor or paced by the clock) and whether it
+ran with real-time scheduling; and before each rate the host's speed (``host_reference``: a
+fixed piece of Python work, scheduled as the loop, p50/p99), by which runs on a shared or
+virtual machine compare. Every loop figure covers exactly the
 measurement window: rdp_fast's statistics are restarted when it begins (its
 ``~/reset_statistics`` service), after the start-up and the first chunks.
 
@@ -205,6 +208,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--rates {args.rates}: each rate must be in 1..1000 Hz")
     if args.seconds <= 0:
         raise ValueError("--seconds must be > 0")
+    from hardware.realtime import host_reference  # noqa: PLC0415
     from slowfast_app import stack  # noqa: PLC0415
 
     sets = stack.parse_sets(args.set)
@@ -224,6 +228,8 @@ def run(args: argparse.Namespace) -> dict:
         sim_rt = args.sim_rt_priority if args.sim_rt_priority is not None else max(0, int(args.rt_priority) - 10)
         run_sets = {k: dict(v) for k, v in sets.items()}
         run_sets["sim_node"] = {"rt_priority": int(sim_rt), **run_sets.get("sim_node", {})}
-        results.append(run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz, fast=fast,
-                                sets=run_sets))
+        # the host's speed now, scheduled as the loop will be: the reference to compare runs by
+        reference = host_reference(2.0, int(args.rt_priority), int(args.cpu))
+        results.append({**run_rate(hz, export, camera, args.seconds, wrench_hz=200.0 if camera else hz, fast=fast,
+                                   sets=run_sets), "host_reference": reference})
     return {"runs": results, "sets": args.set}

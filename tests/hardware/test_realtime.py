@@ -274,6 +274,20 @@ def test_a_ticks_time_is_split_into_cpu_and_time_off_the_cpu():
     assert cpu > off and cpu <= total + 0.01
 
 
+def test_the_host_reference_times_a_fixed_work_as_the_loop_would_run_it(monkeypatch):
+    ref = realtime.host_reference(0.2)
+    assert ref["runs"] > 0 and 0 < ref["work_us_p50"] <= ref["work_us_p99"] <= ref["work_us_p99_9"]
+    assert ref["realtime_scheduling"] is False and ref["cpu"] == -1
+
+    def refuse(*_a, **_k):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    ref = realtime.host_reference(0.2, rt_priority=50)      # refused: measured all the same, and said
+    assert ref["runs"] > 0 and ref["realtime_scheduling"] is False
+    with pytest.raises(ValueError):
+        realtime.host_reference(0.0)
+
+
 def test_a_failing_tick_at_shutdown_stops_the_loop_quietly():
     stream = Stream()
 
