@@ -323,6 +323,33 @@ def host_reference(seconds: float = 2.0, rt_priority: int = 0, cpu: int = -1, pe
     return out
 
 
+def cpu_counters(path: str = "/proc/stat") -> dict[str, tuple[int, int]]:
+    """(all time, stolen time) in clock ticks for the machine (``cpu``) and each CPU (``cpu0``,
+    ...), from the kernel's accounting; {} where there is none (not Linux). Stolen time is
+    what a virtual machine's hypervisor ran something else on a virtual CPU that had work."""
+    try:
+        lines = open(path).read().splitlines()    # noqa: SIM115 - a tiny procfs read
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        if line.startswith("cpu"):
+            name, *fields = line.split()
+            ticks = [int(v) for v in fields[:8]]   # user nice system idle iowait irq softirq steal
+            out[name] = (sum(ticks), ticks[7] if len(ticks) > 7 else 0)
+    return out
+
+
+def steal_percent(before: dict, after: dict) -> dict[str, float]:
+    """Per CPU (and ``cpu``, all of them), the share of time the hypervisor stole between two
+    :func:`cpu_counters` readings, in percent."""
+    out = {}
+    for name, (total, stolen) in after.items():
+        if name in before and total > before[name][0]:
+            out[name] = round(100.0 * (stolen - before[name][1]) / (total - before[name][0]), 2)
+    return out
+
+
 # ------------------------------------------------------------------------------ the loop
 
 

@@ -10,7 +10,8 @@ whole tick, split into the control thread's CPU time and its time off the CPU), 
 source the loop used (phase-locked to the contact sensor or paced by the clock) and whether it
 ran with real-time scheduling; and before each rate the host's speed (``host_reference``: a
 fixed piece of Python work, scheduled as the loop, p50/p99), by which runs on a shared or
-virtual machine compare. Every loop figure covers exactly the
+virtual machine compare, and over the window the share of each CPU's time a hypervisor stole
+(``steal_percent``, from /proc/stat). Every loop figure covers exactly the
 measurement window: rdp_fast's statistics are restarted when it begins (its
 ``~/reset_statistics`` service), after the start-up and the first chunks.
 
@@ -110,6 +111,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
              fast: dict | None = None, sets: dict | None = None) -> dict:
     import psutil  # noqa: PLC0415
 
+    from hardware.realtime import cpu_counters, steal_percent  # noqa: PLC0415
     from slowfast_data.fileio import read_json  # noqa: PLC0415
     from slowfast_app import stack  # noqa: PLC0415
     from slowfast_ros.topic_probe import TopicProbe  # noqa: PLC0415
@@ -150,9 +152,11 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
                 raise RuntimeError(f"rdp_fast did not start a statistics window: {why}")
             for p in procs.values():
                 p.cpu_percent(None)
+            counters = cpu_counters()
             _log(f"{hz:g} Hz: measuring for {seconds:g} s...")
             time.sleep(seconds)
             cpu = {name: round(p.cpu_percent(None) / 100.0, 3) for name, p in procs.items()}
+            stolen = steal_percent(counters, cpu_counters())
             d = probe.diagnostics({"rdp_fast", "rdp_slow", "sim_node"}, timeout=5.0)
     finally:
         probe.close()
@@ -196,6 +200,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "sim_real_time_factor": f(sim, "real_time_factor"),
         "sim_rt_priority": f(sim, "physics_rt_priority"),
         "cpu_cores": cpu,
+        "steal_percent": stolen,
     }
 
 

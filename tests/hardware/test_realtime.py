@@ -288,6 +288,18 @@ def test_the_host_reference_times_a_fixed_work_as_the_loop_would_run_it(monkeypa
         realtime.host_reference(0.0)
 
 
+def test_stolen_time_is_read_per_cpu_from_the_kernels_accounting(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 0 0 0 10 0 0\ncpu0 50 0 25 400 0 0 0 4 0 0\nintr 1 2\n")
+    before = realtime.cpu_counters(str(stat))
+    assert before == {"cpu": (960, 10), "cpu0": (479, 4)}
+    stat.write_text("cpu  200 0 100 1600 0 0 0 60 0 0\ncpu0 100 0 50 800 0 0 0 54 0 0\nintr 1 2\n")
+    after = realtime.cpu_counters(str(stat))
+    assert realtime.steal_percent(before, after) == {"cpu": 5.0, "cpu0": 9.52}   # 50 of 1000, 50 of 525
+    assert realtime.cpu_counters(str(tmp_path / "none")) == {}
+    assert realtime.steal_percent(after, after) == {}                             # no time passed
+
+
 def test_a_failing_tick_at_shutdown_stops_the_loop_quietly():
     stream = Stream()
 
