@@ -301,6 +301,10 @@ def host_reference(seconds: float = 2.0, rt_priority: int = 0, cpu: int = -1, pe
     reference to compare two runs, or two machines, by."""
     if not (0.1 <= seconds <= 60.0):
         raise ValueError(f"host reference: {seconds} s outside 0.1..60")
+    if not (0 <= rt_priority <= 98):
+        raise ValueError(f"rt_priority {rt_priority} outside 0..98")
+    if cpu < -1:
+        raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
     out: dict = {}
 
     def probe() -> None:

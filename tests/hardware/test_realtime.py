@@ -284,8 +284,9 @@ def test_the_host_reference_times_a_fixed_work_as_the_loop_would_run_it(monkeypa
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
     ref = realtime.host_reference(0.2, rt_priority=50)      # refused: measured all the same, and said
     assert ref["runs"] > 0 and ref["realtime_scheduling"] is False
-    with pytest.raises(ValueError):
-        realtime.host_reference(0.0)
+    for bad in ({"seconds": 0.0}, {"seconds": 0.2, "rt_priority": 99}, {"seconds": 0.2, "cpu": -2}):
+        with pytest.raises(ValueError):
+            realtime.host_reference(**bad)
 
 
 def test_stolen_time_is_read_per_cpu_from_the_kernels_accounting(tmp_path):
