@@ -109,6 +109,14 @@ def lock_memory() -> str | None:
     return None
 
 
+def check_scheduling(priority: int, cpu: int) -> None:
+    """A SCHED_FIFO priority must be 0 (none) to 98, a core -1 (none) or an index."""
+    if not (0 <= priority <= 98):
+        raise ValueError(f"rt_priority {priority} outside 0..98")
+    if cpu < -1:
+        raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
+
+
 def enter_realtime(priority: int = 0, cpu: int = -1, memory: bool = True, warn=None) -> RealtimeState:
     """Real-time scheduling for the calling thread, as far as permitted.
 
@@ -118,10 +126,7 @@ def enter_realtime(priority: int = 0, cpu: int = -1, memory: bool = True, warn=N
     (no CAP_SYS_NICE / rtprio limit, a core outside the allowed set, a memlock limit) is
     listed in the result and reported through ``warn`` in exactly one line; the thread runs
     on without it."""
-    if not (0 <= priority <= 98):
-        raise ValueError(f"rt_priority {priority} outside 0..98")
-    if cpu < -1:
-        raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
+    check_scheduling(priority, cpu)
     state = RealtimeState()
     if memory and (priority > 0 or cpu >= 0):
         why = lock_memory()    # first: faulting every page in happens before the thread runs FIFO
@@ -301,10 +306,7 @@ def host_reference(seconds: float = 2.0, rt_priority: int = 0, cpu: int = -1, pe
     reference to compare two runs, or two machines, by."""
     if not (0.1 <= seconds <= 60.0):
         raise ValueError(f"host reference: {seconds} s outside 0.1..60")
-    if not (0 <= rt_priority <= 98):
-        raise ValueError(f"rt_priority {rt_priority} outside 0..98")
-    if cpu < -1:
-        raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
+    check_scheduling(rt_priority, cpu)
     out: dict = {}
 
     def probe() -> None:
@@ -398,10 +400,7 @@ class TickLoop:
             raise ValueError(f"tick_source {mode!r}: one of {', '.join(MODES)}")
         if mode != "clock" and source is None:
             raise ValueError(f"tick_source {mode!r} needs a source of readings")
-        if not (0 <= rt_priority <= 98):
-            raise ValueError(f"rt_priority {rt_priority} outside 0..98")
-        if cpu < -1:
-            raise ValueError(f"cpu {cpu}: a core index, or -1 for none")
+        check_scheduling(rt_priority, cpu)
         if sensor_timeout <= 0:
             raise ValueError(f"sensor_timeout {sensor_timeout} must be > 0")
         check_late_s(late_s, hz)

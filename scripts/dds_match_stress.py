@@ -64,13 +64,15 @@ rclpy.shutdown()
 
 
 def _env(setting: str, domain: int) -> dict:
+    from slowfast_ros.qos import TRANSPORTS_VAR  # noqa: PLC0415
+
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     for part in setting.split("+"):
         name, _, value = part.partition("=")
         if value and name.isupper() and "?" not in name:
             env[name] = value
         else:
-            env["FASTDDS_BUILTIN_TRANSPORTS"] = part
+            env[TRANSPORTS_VAR] = part
     return env
 
 

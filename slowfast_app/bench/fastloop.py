@@ -169,6 +169,9 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
             return None
 
     ticks = {k: f(fast, f"ticks_{k}") for k in ("sensor", "deadline", "clock", "watchdog")}
+    # every phase the node reports a tick time for ("tick_ms/<phase>_p50")
+    phases = [k.removeprefix("tick_ms/").removesuffix("_p50") for k in fast
+              if k.startswith("tick_ms/") and k.endswith("_p50")]
     window = f(fast, "window_s")
     return {
         "control_hz": hz, "camera": camera, "contact": meta.get("contact"), "sim_wrench_hz": wrench_hz,
@@ -188,8 +191,7 @@ def run_rate(hz: float, export: Path, camera: bool, seconds: float, wrench_hz: f
         "reading_to_tick_ms_p99": f(fast, "reading_to_tick_ms_p99"),
         "arrival_to_tick_ms_p50": f(fast, "arrival_to_tick_ms_p50"),
         "arrival_to_tick_ms_p99": f(fast, "arrival_to_tick_ms_p99"),
-        "tick_ms": {ph: {"p50": f(fast, f"tick_ms/{ph}_p50"), "p99": f(fast, f"tick_ms/{ph}_p99")}
-                    for ph in [k[len("tick_ms/"):-len("_p50")] for k in fast if k.startswith("tick_ms/") and k.endswith("_p50")]},
+        "tick_ms": {ph: {"p50": f(fast, f"tick_ms/{ph}_p50"), "p99": f(fast, f"tick_ms/{ph}_p99")} for ph in phases},
         "realtime_scheduling": fast.get("realtime_scheduling") == "True",
         "rt_priority": f(fast, "rt_priority_active"), "cpu": f(fast, "cpu"),
         "memory_locked": fast.get("memory_locked") == "True",

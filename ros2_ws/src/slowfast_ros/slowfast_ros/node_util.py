@@ -115,10 +115,7 @@ def node_now(node: Node) -> float:
     when no /clock drives it (``use_sim_time`` off): ROS time is then the system clock
     (CLOCK_REALTIME), read here directly. rclpy builds a Time object per call, ~23 us on the
     project's 2-core VM against ~2 us here; the control loop reads the clock twice a tick."""
-    clock = node.get_clock()
-    if clock.ros_time_is_active:
-        return clock.now().nanoseconds * 1e-9
-    return time.time()
+    return node_now_ns(node) * 1e-9
 
 
 def node_now_ns(node: Node) -> int:
@@ -219,8 +216,9 @@ class PacedLoop:
         one line saying it is not (see :func:`hardware.realtime.enter_realtime`)."""
         if not (0 < hz <= 2000):
             raise ValueError(f"loop rate {hz} Hz outside (0, 2000]")
-        if not (0 <= rt_priority <= 98):
-            raise ValueError(f"rt_priority {rt_priority} outside 0..98")
+        from hardware.realtime import check_scheduling  # noqa: PLC0415
+
+        check_scheduling(rt_priority, -1)
         self.period = 1.0 / hz
         self.rt_priority = rt_priority
         self.rt_active = False
