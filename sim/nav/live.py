@@ -171,7 +171,10 @@ class LiveNavSim:
             if self._stop.is_set():
                 break
             t0 = time.monotonic()
-            next_t, next_odom, next_cam = t0, t0, t0
+            next_t = t0
+            # odometry and camera go out on grids of their stamps' clock: a stall between the
+            # loop's clock read and the stamp (the step, the lock) must not bunch two stamps
+            next_odom = next_cam = self.out.now()
             last_rec = self.env.pose.copy()
             path = [last_rec.copy()]
             reason = "time_limit"
@@ -192,11 +195,11 @@ class LiveNavSim:
                     path.append(pose.copy())
                     last_rec = pose.copy()
                 stamp = self.out.now()
-                if now >= next_odom:
-                    next_odom = max(next_odom + 1.0 / cfg.odom_hz, now + 0.5 / cfg.odom_hz)   # behind: skip, never burst
+                if stamp >= next_odom:
+                    next_odom = max(next_odom + 1.0 / cfg.odom_hz, stamp + 0.5 / cfg.odom_hz)   # behind: skip, never burst
                     self._odometry(stamp)
-                if now >= next_cam:
-                    next_cam = max(next_cam + 1.0 / cfg.camera_hz, now + 0.5 / cfg.camera_hz)
+                if stamp >= next_cam:
+                    next_cam = max(next_cam + 1.0 / cfg.camera_hz, stamp + 0.5 / cfg.camera_hz)
                     self._queue_render(stamp)
                 if stop_req:
                     reason = "stop"

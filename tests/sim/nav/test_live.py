@@ -3,6 +3,7 @@ waits for a listener, drives on commands only while they are fresh, ends on its 
 time limit, is scored and written; a failure reaches the caller."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -52,6 +53,31 @@ def _sim(tmp_path, rec, **cfg):
     cfg = {"episodes": 1, "episode_seconds": 1.0, "start_delay": 0.0, "camera_hz": 5.0,
            "nav": NavConfig(camera_width=32, camera_height=24), "out_dir": str(tmp_path), **cfg}
     return LiveNavSim(LiveNavConfig(**cfg), rec.outlets())
+
+
+def test_a_stall_inside_the_stamp_read_does_not_bunch_two_odometry_stamps(tmp_path):
+    """A stall between the loop's clock read and the stamp (seen in a CI run: a 0.13 s gap, then
+    two odometry stamps 0.7 ms apart) must not let the next step publish at once: odometry
+    goes out on a grid of its stamps' clock."""
+    rec = Recorder()
+    calls = [0]
+
+    def stalling_now():                        # the 60th stamp read stalls 0.15 s
+        calls[0] += 1
+        if calls[0] == 60:
+            time.sleep(0.15)
+        return time.monotonic()
+
+    cfg = LiveNavConfig(episodes=1, episode_seconds=1.0, start_delay=0.0, camera_hz=5.0,
+                        nav=NavConfig(camera_width=32, camera_height=24), out_dir=str(tmp_path))
+    sim = LiveNavSim(cfg, dataclasses.replace(rec.outlets(), now=stalling_now))
+    sim.start(rec.on_done)
+    assert rec.done.wait(30.0), "the episode did not end"
+    sim.close()
+    assert rec.error is None and calls[0] > 60
+    stamps = np.array([o[0] for o in rec.odom])
+    assert len(stamps) >= 10 and np.diff(stamps).max() >= 0.1      # the stall is in the stream
+    assert np.all(np.diff(stamps) >= 0.5 / cfg.odom_hz - 1e-9), np.diff(stamps).min()   # its grid
 
 
 def test_an_episode_drives_on_fresh_commands_only_and_is_scored_and_written(tmp_path):
